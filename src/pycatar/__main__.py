@@ -1,0 +1,3 @@
+from pycatar.cli import main
+
+main()
