@@ -340,3 +340,38 @@ def digest_flags(name: str) -> int:
         return {"sha256": 0, "sha512-256": int(F.SHA512_256), "blake3": int(F.DIGEST_BLAKE3)}[name]
     except KeyError:
         raise UsageError(f"Failed to parse --digest= parameter: {name}") from None
+
+
+#: What casync (built with SELinux, as Debian's is) stores when no --with= is given.
+SUPPORTED_WITH_MASK = WITH_MASK
+
+
+def from_options(
+    with_: list[str] | tuple[str, ...] = (),
+    without: list[str] | tuple[str, ...] = (),
+    *,
+    digest: str = "sha512-256",
+    exclude_nodump: bool = True,
+    exclude_submounts: bool = False,
+    exclude_file: bool = True,
+    default_with: int = SUPPORTED_WITH_MASK,
+) -> int:
+    """The (normalised) feature flags casync's command line options select.
+
+    ``--with=`` names replace the default set (they are OR-ed together); ``--without=`` names are
+    then removed; the exclude and digest bits are added."""
+    w = 0
+    for name in with_:
+        w |= parse_with_name(name, "--with=")
+    wo = 0
+    for name in without:
+        wo |= parse_with_name(name, "--without=")
+    f = (w if w else int(default_with)) & ~wo
+    if exclude_nodump:
+        f |= F.EXCLUDE_NODUMP
+    if exclude_submounts:
+        f |= F.EXCLUDE_SUBMOUNTS
+    if exclude_file:
+        f |= F.EXCLUDE_FILE
+    f |= digest_flags(digest)
+    return normalize(f)

@@ -1,0 +1,522 @@
+"""Encoder: a directory tree on disk becomes a catar stream, byte for byte as casync writes it.
+
+:func:`iter_entries` walks the tree and yields :class:`~pycatar.entry.Entry` objects in archive
+order (what ``list``/``mtree``/``stat`` of a directory show); :func:`encode` serialises the same walk
+into the catar stream, as an iterator of ``bytes`` pieces in bounded memory.
+"""
+
+from __future__ import annotations
+
+import os
+import stat as st
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from siphash24 import siphash24
+
+from . import exclude, format as fmt, fsmeta
+from .entry import ACLDefault, ACLEntry, Entry
+from .errors import PycatarError, UnsupportedError
+from .flags import F, WITH_CHATTR, WITH_FAT_ATTRS, WITH_UIDS, from_chattr, from_fat_attrs, from_fs_magic
+from .flags import BTRFS_SUPER_MAGIC, EXT2_SUPER_MAGIC, FUSE_SUPER_MAGIC, MSDOS_SUPER_MAGIC, XFS_SUPER_MAGIC
+from .flags import normalize, time_granularity_ns
+from .fsmeta import ACL_GROUP, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER, ACL_USER, ACL_USER_OBJ
+
+PAYLOAD_BLOCK = 1 << 20
+
+# file systems whose contents casync never serialises (kernel API file systems)
+_VIRTUAL_FS = {
+    0x42494E4D, 0x63677270, 0x27E0EB, 0x62656570, 0x64626720, 0x1CD1, 0xDE5E81E4, 0x65735543,
+    0x958458F6, 0x19800202, 0x6E667364, 0x9FA0, 0x6165676C, 0x67596969, 0x73636673, 0xF97CFF8C,
+    0x43415D53, 0x62656572,
+}
+_EXT4_XFS_FUSE = (EXT2_SUPER_MAGIC, XFS_SUPER_MAGIC, FUSE_SUPER_MAGIC)
+_FD_NODES = (st.S_IFDIR, st.S_IFREG)
+
+
+@dataclass(slots=True)
+class EncoderOptions:
+    feature_flags: int
+    uid_shift: int = 0
+    uid_range: int = 0  # 0: the full 32-bit range
+
+
+class _Node:
+    """A node being walked: its Entry, open fd (dirs and regular files) and exclude rules."""
+
+    __slots__ = ("entry", "fd", "st", "magic", "rules", "mount_id")
+
+    def __init__(self, entry, fd, stat_result, magic, rules=()):
+        self.entry = entry
+        self.fd = fd
+        self.st = stat_result
+        self.magic = magic
+        self.rules = list(rules)
+        self.mount_id = None
+
+
+class TreeWalker:
+    """Walks a tree like casync's encoder: children in strcmp order, filtered by feature flags,
+    nodump and .caexclude, and reads each node's metadata as the flags ask."""
+
+    def __init__(self, root: str | os.PathLike, options: EncoderOptions):
+        self.root = os.fspath(root)
+        self.flags = normalize(options.feature_flags)
+        self.granularity = time_granularity_ns(self.flags)
+        self.uid_shift = options.uid_shift
+        self.uid_range = options.uid_range
+        self.covering_flags = 0
+
+    # ----------------------------------------------------------------- metadata
+
+    def _shift(self, uid: int) -> int:
+        if uid < self.uid_shift:
+            raise UnsupportedError(f"UID/GID {uid} is below the UID shift")
+        uid -= self.uid_shift
+        if self.uid_range:
+            uid %= self.uid_range
+        return uid
+
+    def _name_for(self, ident: int, lookup) -> str | None:
+        if ident == 0:
+            return None
+        name = lookup(ident)
+        if name is not None:
+            return name
+        if self.flags & WITH_UIDS:
+            return None
+        return str(self._shift(ident))
+
+    def _acl(self, target, follow: bool, is_dir: bool, entry: Entry) -> None:
+        value = fsmeta.get_xattr(target, fsmeta.ACL_XATTR_ACCESS, follow)
+        if value is not None:
+            users, groups, group_obj, mask = self._acl_entries(value)
+            entry.acl_user, entry.acl_group = users, groups
+            if group_obj is not None and mask is not None:
+                entry.acl_group_obj = group_obj
+        if is_dir:
+            value = fsmeta.get_xattr(target, fsmeta.ACL_XATTR_DEFAULT, follow)
+            if value is not None:
+                users, groups, _, _ = self._acl_entries(value)
+                objs = {tag: perm for tag, perm, _ in fsmeta.parse_acl_xattr(value)}
+                unset = fmt.ACL_PERMISSION_UNSET
+                d = ACLDefault(objs.get(ACL_USER_OBJ, unset), objs.get(ACL_GROUP_OBJ, unset),
+                               objs.get(ACL_OTHER, unset), objs.get(ACL_MASK, unset))
+                if (d.user_obj, d.group_obj, d.other, d.mask) != (unset,) * 4:
+                    entry.acl_default = d
+                entry.acl_default_user, entry.acl_default_group = users, groups
+
+    def _acl_entries(self, value: bytes):
+        users, groups = [], []
+        group_obj = mask = None
+        try:
+            parsed = fsmeta.parse_acl_xattr(value)
+        except ValueError as e:
+            raise PycatarError(str(e)) from None
+        with_ids = self.flags & WITH_UIDS
+        with_names = self.flags & F.WITH_USER_NAMES
+        for tag, perm, ident in parsed:
+            perm &= 7
+            if tag == ACL_GROUP_OBJ:
+                group_obj = perm
+            elif tag == ACL_MASK:
+                mask = perm
+            elif tag in (ACL_USER, ACL_GROUP):
+                shifted = self._shift(ident)
+                if self.flags & F.WITH_16BIT_UIDS and shifted > 0xFFFF:
+                    raise UnsupportedError(f"ACL id {ident} does not fit in 16 bits")
+                lookup = fsmeta.user_name if tag == ACL_USER else fsmeta.group_name
+                name = self._name_for(ident, lookup) if with_names else None
+                (users if tag == ACL_USER else groups).append(
+                    ACLEntry(shifted if with_ids else 0, perm, name))
+        key = lambda a: (a.id, a.name is not None, os.fsencode(a.name) if a.name else b"", a.permissions)
+        users.sort(key=key)
+        groups.sort(key=key)
+        return users, groups, group_obj, mask
+
+    def _xattrs(self, fd: int, is_reg: bool, entry: Entry) -> None:
+        try:
+            names = os.listxattr(fd)
+        except OSError as e:
+            if e.errno in (95, 9):  # EOPNOTSUPP, EBADF
+                return
+            raise
+        xattrs = []
+        for name in names:
+            bname = os.fsencode(name)
+            store = (bname.startswith((b"user.", b"trusted.")) and _valid_xattr_name(bname))
+            fcaps = is_reg and name == "security.capability"
+            if not (store or fcaps):
+                continue
+            value = fsmeta.get_xattr(fd, name)
+            if value is None:
+                continue
+            if fcaps:
+                if self.flags & F.WITH_FCAPS:
+                    entry.fcaps = value
+            elif self.flags & F.WITH_XATTRS:
+                xattrs.append((bname, value))
+        xattrs.sort()
+        entry.xattrs = xattrs
+
+    def _selinux(self, target, follow: bool) -> str | None:
+        value = fsmeta.get_xattr(target, "security.selinux", follow)
+        if not value:
+            return None
+        return os.fsdecode(value.rstrip(b"\0"))
+
+    def make_entry(self, path: str, s: os.stat_result, fd: int | None, parent_fd: int | None,
+                   name: str | None, magic: int, target: str | None) -> Entry:
+        flags = self.flags
+        mode = s.st_mode
+        fmt_bits = st.S_IFMT(mode)
+        is_dir, is_reg = fmt_bits == st.S_IFDIR, fmt_bits == st.S_IFREG
+        is_lnk = fmt_bits == st.S_IFLNK
+
+        if is_lnk and not flags & F.WITH_SYMLINKS or (fmt_bits in (st.S_IFBLK, st.S_IFCHR)
+                                                     and not flags & F.WITH_DEVICE_NODES) \
+                or (fmt_bits == st.S_IFIFO and not flags & F.WITH_FIFOS) \
+                or (fmt_bits == st.S_IFSOCK and not flags & F.WITH_SOCKETS):
+            raise UnsupportedError(f"{path or '.'}: file type not permitted by the feature flags")
+
+        # the mode, as the flags let it be stored
+        if is_lnk:
+            mode = st.S_IFLNK | 0o777
+        elif flags & (F.WITH_PERMISSIONS | F.WITH_ACL):
+            mode &= 0o177777
+        elif flags & F.WITH_READ_ONLY:
+            writable = mode & 0o222
+            mode = fmt_bits | ((0o777 if is_dir else 0o666) if writable else (0o555 if is_dir else 0o444))
+        else:
+            mode = fmt_bits | (0o777 if is_dir else 0o666)
+
+        mtime = 0 if self.granularity is None else (s.st_mtime_ns // self.granularity) * self.granularity
+
+        if flags & WITH_UIDS:
+            uid, gid = self._shift(s.st_uid), self._shift(s.st_gid)
+            if flags & F.WITH_16BIT_UIDS and (uid > 0xFFFF or gid > 0xFFFF):
+                raise UnsupportedError(f"{path or '.'}: UID/GID does not fit in 16 bits")
+        else:
+            uid = gid = 0
+
+        entry = Entry(path=path, mode=mode, feature_flags=flags, uid=uid, gid=gid, mtime=mtime)
+
+        if flags & F.WITH_USER_NAMES:
+            entry.user = self._name_for(s.st_uid, fsmeta.user_name)
+            entry.group = self._name_for(s.st_gid, fsmeta.group_name)
+
+        if fd is not None:
+            if flags & WITH_CHATTR:
+                entry.flags |= from_chattr(fsmeta.read_chattr(fd)) & flags
+            if flags & WITH_FAT_ATTRS and magic in (MSDOS_SUPER_MAGIC, FUSE_SUPER_MAGIC):
+                entry.flags |= from_fat_attrs(fsmeta.read_fat_attrs(fd)) & flags
+            if is_dir and flags & F.WITH_SUBVOLUME and magic == BTRFS_SUPER_MAGIC and s.st_ino == 256:
+                entry.flags |= self._subvolume_flags(fd) & flags
+
+        proc_path = None
+        if fd is None and parent_fd is not None:
+            proc_path = f"/proc/self/fd/{parent_fd}/{name}"
+
+        if flags & F.WITH_SELINUX:
+            entry.selinux = self._selinux(fd if fd is not None else proc_path, fd is not None)
+
+        if flags & (F.WITH_XATTRS | F.WITH_FCAPS) and fd is not None:
+            self._xattrs(fd, is_reg, entry)
+
+        if flags & F.WITH_ACL and not is_lnk:
+            if fd is not None:
+                self._acl(fd, True, is_dir, entry)
+            elif proc_path is not None:
+                self._acl(proc_path, True, is_dir, entry)
+
+        if flags & F.WITH_QUOTA_PROJID and fd is not None and magic in _EXT4_XFS_FUSE:
+            projid = fsmeta.read_quota_projid(fd)
+            if projid:
+                entry.quota_projid = projid
+
+        if is_reg:
+            entry.size = s.st_size if magic not in _VIRTUAL_FS else 0
+        elif is_lnk:
+            entry.target = target
+        elif fmt_bits in (st.S_IFBLK, st.S_IFCHR):
+            entry.rdev_major, entry.rdev_minor = os.major(s.st_rdev), os.minor(s.st_rdev)
+        return entry
+
+    @staticmethod
+    def _subvolume_flags(fd: int) -> int:
+        import fcntl
+        import struct
+
+        buf = bytearray(8)
+        fcntl.ioctl(fd, 0x80089419, buf)  # BTRFS_IOC_SUBVOL_GETFLAGS
+        ro = struct.unpack("=Q", buf)[0] & 2  # BTRFS_SUBVOL_RDONLY
+        return int(F.WITH_SUBVOLUME) | (int(F.WITH_SUBVOLUME_RO) if ro else 0)
+
+    # ----------------------------------------------------------------- walking
+
+    def _shall_store(self, parent: _Node, name: str, bname: bytes, s: os.stat_result,
+                     fd: int | None) -> tuple[bool, list]:
+        flags = self.flags
+        t = st.S_IFMT(s.st_mode)
+        if t == st.S_IFLNK and not flags & F.WITH_SYMLINKS:
+            return False, []
+        if t in (st.S_IFBLK, st.S_IFCHR) and not flags & F.WITH_DEVICE_NODES:
+            return False, []
+        if t == st.S_IFIFO and not flags & F.WITH_FIFOS:
+            return False, []
+        if t == st.S_IFSOCK and not flags & F.WITH_SOCKETS:
+            return False, []
+        if fd is not None and flags & F.EXCLUDE_NODUMP:
+            if fsmeta.read_chattr(fd) & 0x40:  # FS_NODUMP_FL
+                return False, []
+        if flags & F.EXCLUDE_SUBMOUNTS and fd is not None:
+            if parent.mount_id is None:
+                parent.mount_id = fsmeta.mount_id(parent.fd)
+            child_mnt = fsmeta.mount_id(fd)
+            if child_mnt >= 0 and parent.mount_id >= 0 and child_mnt != parent.mount_id:
+                return False, []
+        if parent.rules:
+            excluded, sub = exclude.test(parent.rules, bname, t == st.S_IFDIR)
+            if excluded:
+                return False, []
+            return True, sub
+        return True, []
+
+    def walk(self) -> Iterator[tuple[int, Entry, _Node | None]]:
+        """Yields (event, entry, node): event 0 = an entry (node.fd readable for regular files),
+        1 = the end of a directory's children."""
+        try:
+            root_fd = os.open(self.root, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+        except OSError as e:
+            raise PycatarError(f"Failed to open {self.root}: {e.strerror}") from None
+        try:
+            s = os.fstat(root_fd)
+            if not st.S_ISDIR(s.st_mode):
+                raise PycatarError(f"{self.root}: not a directory")
+            magic = fsmeta.fs_type(root_fd)
+            node = _Node(self.make_entry("", s, root_fd, None, None, magic, None), root_fd, s, magic)
+            self.covering_flags |= from_fs_magic(magic)
+            yield from self._walk_dir(node)
+        finally:
+            os.close(root_fd)
+
+    def _walk_dir(self, node: _Node) -> Iterator[tuple[int, Entry, _Node | None]]:
+        yield 0, node.entry, node
+        if node.magic in _VIRTUAL_FS:
+            yield 1, node.entry, node
+            return
+        dfd = node.fd
+        if self.flags & F.EXCLUDE_FILE:
+            node.rules.extend(exclude.load(dfd))
+        names = sorted(os.fsencode(n) for n in os.listdir(dfd))
+        prefix = node.entry.path + "/" if node.entry.path else ""
+        for bname in names:
+            name = os.fsdecode(bname)
+            try:
+                s = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # vanished meanwhile
+            t = st.S_IFMT(s.st_mode)
+            fd = None
+            if t in _FD_NODES:
+                oflags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NOFOLLOW
+                if t == st.S_IFDIR:
+                    oflags |= os.O_DIRECTORY
+                try:
+                    fd = os.open(name, oflags, dir_fd=dfd)
+                except FileNotFoundError:
+                    continue
+                except OSError as e:
+                    raise PycatarError(f"Failed to open {prefix}{name}: {e.strerror}") from None
+                s = os.fstat(fd)
+            try:
+                keep, sub = self._shall_store(node, name, bname, s, fd)
+                if not keep:
+                    continue
+                magic = node.magic
+                if fd is not None and s.st_dev != node.st.st_dev:
+                    magic = fsmeta.fs_type(fd)
+                target = os.readlink(name, dir_fd=dfd) if t == st.S_IFLNK else None
+                entry = self.make_entry(prefix + name, s, fd, dfd, name, magic, target)
+                child = _Node(entry, fd, s, magic, sub)
+                self.covering_flags |= from_fs_magic(magic)
+                if t == st.S_IFDIR:
+                    yield from self._walk_dir(child)
+                else:
+                    yield 0, entry, child
+            finally:
+                if fd is not None:
+                    os.close(fd)
+        yield 1, node.entry, node
+
+
+def _valid_xattr_name(name: bytes) -> bool:
+    dot = name.find(b".")
+    return 0 < dot < len(name) - 1 and len(name) <= 255
+
+
+def iter_entries(root, feature_flags: int, **options) -> Iterator[Entry]:
+    """The entries of the tree at ``root``, in archive order, as an archive with these flags holds them."""
+    walker = TreeWalker(root, EncoderOptions(feature_flags, **options))
+    for event, entry, _node in walker.walk():
+        if event == 0:
+            yield entry
+
+
+# --------------------------------------------------------------------------- serialisation
+
+_pack_header = fmt.HEADER.pack
+_NUL = b"\0"
+
+
+def _string_record(rtype: int, text: str) -> bytes:
+    data = os.fsencode(text) + _NUL
+    return _pack_header(fmt.HEADER_SIZE + len(data), rtype) + data
+
+
+def _acl_records(rtype: int, entries: list[ACLEntry]) -> list[bytes]:
+    out = []
+    for a in entries:
+        name = os.fsencode(a.name) + _NUL if a.name is not None else b""
+        out.append(fmt.ACL_USER.pack(fmt.ACL_ENTRY_FIXED_SIZE + len(name), rtype, a.id, a.permissions) + name)
+    return out
+
+
+def entry_records(entry: Entry) -> bytes:
+    """ENTRY and its follow-up records up to (and including) the PAYLOAD header, SYMLINK or DEVICE."""
+    T = fmt.RecordType
+    parts = [fmt.ENTRY.pack(fmt.ENTRY_SIZE, T.ENTRY, entry.feature_flags, entry.mode, entry.flags,
+                            entry.uid, entry.gid, entry.mtime)]
+    if entry.user is not None:
+        parts.append(_string_record(T.USER, entry.user))
+    if entry.group is not None:
+        parts.append(_string_record(T.GROUP, entry.group))
+    for name, value in entry.xattrs:
+        parts.append(_pack_header(fmt.HEADER_SIZE + len(name) + 1 + len(value), T.XATTR) + name + _NUL + value)
+    parts += _acl_records(T.ACL_USER, entry.acl_user)
+    parts += _acl_records(T.ACL_GROUP, entry.acl_group)
+    if entry.acl_group_obj is not None:
+        parts.append(fmt.ACL_GROUP_OBJ.pack(fmt.ACLGroupObj.sizeof(), T.ACL_GROUP_OBJ, entry.acl_group_obj))
+    if entry.acl_default is not None:
+        d = entry.acl_default
+        parts.append(fmt.ACL_DEFAULT.pack(fmt.ACLDefault.sizeof(), T.ACL_DEFAULT, d.user_obj, d.group_obj,
+                                          d.other, d.mask))
+    parts += _acl_records(T.ACL_DEFAULT_USER, entry.acl_default_user)
+    parts += _acl_records(T.ACL_DEFAULT_GROUP, entry.acl_default_group)
+    if entry.selinux is not None:
+        parts.append(_string_record(T.SELINUX, entry.selinux))
+    if entry.fcaps is not None:
+        parts.append(_pack_header(fmt.HEADER_SIZE + len(entry.fcaps), T.FCAPS) + entry.fcaps)
+    if entry.quota_projid:
+        parts.append(fmt.QUOTA_PROJID.pack(fmt.QuotaProjID.sizeof(), T.QUOTA_PROJID, entry.quota_projid))
+    if entry.isreg():
+        parts.append(_pack_header(fmt.HEADER_SIZE + entry.size, T.PAYLOAD))
+    elif entry.islnk():
+        parts.append(_string_record(T.SYMLINK, entry.target))
+    elif entry.isdev():
+        parts.append(fmt.DEVICE.pack(fmt.Device.sizeof(), T.DEVICE, entry.rdev_major, entry.rdev_minor))
+    return b"".join(parts)
+
+
+def goodbye_hash(name: bytes) -> int:
+    return int.from_bytes(siphash24(name, key=fmt.GOODBYE_HASH_KEY).digest(), "little")
+
+
+def bst_order(items: list) -> list:
+    """Permute a sorted list into the array form of a binary search tree, as casync lays out
+    goodbye tables (children of index i at 2i+1 and 2i+2; the tree filled left-complete)."""
+    out = [None] * len(items)
+
+    def place(lo: int, n: int, e: int, i: int) -> None:
+        if n == 0:
+            return
+        p = 1 << (e - 1)
+        q = 1 << e
+        if n >= p - 1 + p // 2:
+            k = (q - 2) // 2
+        else:
+            k = (q - 2) // 2 - (p - 1 + p // 2 - n)
+        out[i] = items[lo + k]
+        place(lo, k, e - 1, 2 * i + 1)
+        place(lo + k + 1, n - k - 1, e - 1, 2 * i + 2)
+
+    if items:
+        place(0, len(items), len(items).bit_length(), 0)
+    return out
+
+
+def goodbye_record(items: list[tuple[int, int, int]], goodbye_offset: int, entry_offset: int) -> bytes:
+    """The GOODBYE record of a directory.  ``items``: (hash, start, end) archive offsets of each child's
+    FILENAME record and the end of its serialisation, in name order."""
+    size = fmt.HEADER_SIZE + fmt.GOODBYE_ITEM_SIZE * (len(items) + 1)
+    ordered = bst_order(sorted(items)) if len(items) > 1 else items
+    parts = [_pack_header(size, fmt.RecordType.GOODBYE)]
+    pack = fmt.GOODBYE_ITEM.pack
+    for h, start, end in ordered:
+        parts.append(pack(goodbye_offset - start, end - start, h))
+    parts.append(fmt.GOODBYE_TAIL.pack(goodbye_offset - entry_offset, size, fmt.RecordType.GOODBYE_TAIL_MARKER))
+    return b"".join(parts)
+
+
+class CatarEncoder:
+    """Serialises a tree into a catar stream.  Iterate over it for the stream's bytes."""
+
+    def __init__(self, root, feature_flags: int, **options):
+        self.walker = TreeWalker(root, EncoderOptions(feature_flags, **options))
+        self.offset = 0
+
+    @property
+    def feature_flags(self) -> int:
+        return self.walker.flags
+
+    @property
+    def covering_flags(self) -> int:
+        return self.walker.covering_flags
+
+    def __iter__(self) -> Iterator[bytes]:
+        # one frame a directory: [entry_offset, goodbye items, index of the open item or -1]
+        stack: list[list] = []
+        for event, entry, node in self.walker.walk():
+            if event == 1:
+                frame = stack.pop()
+                data = goodbye_record(frame[1], self.offset, frame[0])
+                self.offset += len(data)
+                yield data
+                if stack:
+                    stack[-1][1][-1][2] = self.offset
+                continue
+            if stack:
+                bname = os.fsencode(entry.name)
+                rec = _pack_header(fmt.HEADER_SIZE + len(bname) + 1, fmt.RecordType.FILENAME) + bname + _NUL
+                stack[-1][1].append([goodbye_hash(bname), self.offset, None])
+                self.offset += len(rec)
+                yield rec
+            data = entry_records(entry)
+            entry.offset = self.offset
+            self.offset += len(data)
+            yield data
+            if entry.isdir():
+                stack.append([entry.offset, [], None])
+                continue
+            if entry.isreg() and entry.size:
+                entry.payload_offset = self.offset
+                yield from self._payload(node.fd, entry)
+            if stack:
+                stack[-1][1][-1][2] = self.offset
+
+    def _payload(self, fd: int, entry: Entry) -> Iterator[bytes]:
+        left = entry.size
+        pos = 0
+        while left:
+            data = os.pread(fd, min(PAYLOAD_BLOCK, left), pos)
+            if not data:
+                raise PycatarError(f"{entry.path}: file shrank while it was being archived")
+            pos += len(data)
+            left -= len(data)
+            self.offset += len(data)
+            yield data
+
+
+def encode(root, feature_flags: int, **options) -> Iterator[bytes]:
+    """The catar stream of the tree at ``root``."""
+    return iter(CatarEncoder(root, feature_flags, **options))

@@ -1,0 +1,198 @@
+"""Reading file system metadata the way casync does: chattr and FAT attributes, quota project ids,
+file system types, mount ids, POSIX ACLs (from their xattr form) and user/group names.
+
+The ACLs are read and written through the ``system.posix_acl_access``/``system.posix_acl_default``
+xattrs in the kernel's binary form, so no libacl (and no C headers) is needed.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import grp
+import os
+import pwd
+import struct
+from functools import lru_cache
+
+FS_IOC_GETFLAGS = 0x80086601
+FS_IOC_SETFLAGS = 0x40086602
+FS_IOC_FSGETXATTR = 0x801C581F
+FS_IOC_FSSETXATTR = 0x401C5820
+FAT_IOCTL_GET_ATTRIBUTES = 0x80047210
+FAT_IOCTL_SET_ATTRIBUTES = 0x40047211
+
+_UNSUPPORTED = {errno.ENOTTY, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF}
+
+_U32 = struct.Struct("=I")
+_FSXATTR = struct.Struct("=IIIII8s")
+
+
+def _ioctl_u32(fd: int, request: int) -> int:
+    buf = bytearray(8)
+    try:
+        fcntl.ioctl(fd, request, buf)
+    except OSError as e:
+        if e.errno in _UNSUPPORTED:
+            return 0
+        raise
+    return _U32.unpack_from(buf)[0]
+
+
+def read_chattr(fd: int) -> int:
+    """FS_IOC_GETFLAGS; 0 where the file system or node type has no such flags."""
+    return _ioctl_u32(fd, FS_IOC_GETFLAGS)
+
+
+def read_fat_attrs(fd: int) -> int:
+    return _ioctl_u32(fd, FAT_IOCTL_GET_ATTRIBUTES)
+
+
+def read_quota_projid(fd: int) -> int:
+    buf = bytearray(_FSXATTR.size)
+    try:
+        fcntl.ioctl(fd, FS_IOC_FSGETXATTR, buf)
+    except OSError as e:
+        if e.errno in _UNSUPPORTED:
+            return 0
+        raise
+    return _FSXATTR.unpack_from(buf)[3]
+
+
+def write_chattr(fd: int, value: int) -> None:
+    buf = bytearray(8)
+    _U32.pack_into(buf, 0, value)
+    try:
+        fcntl.ioctl(fd, FS_IOC_SETFLAGS, buf)
+    except OSError as e:
+        if value == 0 and e.errno in _UNSUPPORTED:
+            return
+        raise
+
+
+def write_fat_attrs(fd: int, value: int) -> None:
+    buf = bytearray(4)
+    _U32.pack_into(buf, 0, value)
+    try:
+        fcntl.ioctl(fd, FAT_IOCTL_SET_ATTRIBUTES, buf)
+    except OSError as e:
+        if value == 0 and e.errno in _UNSUPPORTED:
+            return
+        raise
+
+
+def write_quota_projid(fd: int, projid: int) -> None:
+    buf = bytearray(_FSXATTR.size)
+    try:
+        fcntl.ioctl(fd, FS_IOC_FSGETXATTR, buf)
+    except OSError as e:
+        if projid == 0 and e.errno in _UNSUPPORTED:
+            return
+        raise
+    fields = list(_FSXATTR.unpack_from(buf))
+    if fields[3] == projid:
+        return
+    fields[3] = projid
+    fcntl.ioctl(fd, FS_IOC_FSSETXATTR, bytearray(_FSXATTR.pack(*fields)))
+
+
+# --------------------------------------------------------------------------- statfs
+
+
+@lru_cache(maxsize=1)
+def _libc():
+    import ctypes
+    import ctypes.util
+
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def fs_type(fd: int) -> int:
+    """statfs f_type of the file system ``fd`` lives on."""
+    import ctypes
+
+    buf = ctypes.create_string_buffer(256)
+    if _libc().fstatfs(fd, buf) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+    return struct.unpack_from("=q", buf.raw)[0] & 0xFFFFFFFF
+
+
+def mount_id(fd: int) -> int:
+    with open(f"/proc/self/fdinfo/{fd}", "rb") as f:
+        for line in f:
+            if line.startswith(b"mnt_id:"):
+                return int(line[7:].strip())
+    return -1
+
+
+# --------------------------------------------------------------------------- ACLs
+
+ACL_XATTR_ACCESS = "system.posix_acl_access"
+ACL_XATTR_DEFAULT = "system.posix_acl_default"
+ACL_EA_VERSION = 2
+ACL_USER_OBJ, ACL_USER, ACL_GROUP_OBJ, ACL_GROUP, ACL_MASK, ACL_OTHER = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+ACL_UNDEFINED_ID = 0xFFFFFFFF
+_ACL_HEAD = struct.Struct("<I")
+_ACL_ENTRY = struct.Struct("<HHI")
+
+
+def parse_acl_xattr(value: bytes) -> list[tuple[int, int, int]]:
+    """[(tag, perm, id)] from the kernel's posix_acl xattr value."""
+    if len(value) < 4 or (len(value) - 4) % 8 or _ACL_HEAD.unpack_from(value)[0] != ACL_EA_VERSION:
+        raise ValueError("malformed POSIX ACL xattr")
+    return [_ACL_ENTRY.unpack_from(value, off) for off in range(4, len(value), 8)]
+
+
+def build_acl_xattr(entries: list[tuple[int, int, int]]) -> bytes:
+    """The kernel's posix_acl xattr value; entries are sorted by tag, then id, as the kernel wants."""
+    entries = sorted(entries, key=lambda e: (e[0], e[2] if e[0] in (ACL_USER, ACL_GROUP) else 0))
+    out = [_ACL_HEAD.pack(ACL_EA_VERSION)]
+    for tag, perm, ident in entries:
+        out.append(_ACL_ENTRY.pack(tag, perm, ident if tag in (ACL_USER, ACL_GROUP) else ACL_UNDEFINED_ID))
+    return b"".join(out)
+
+
+def get_xattr(target, name: str, follow_symlinks: bool = True) -> bytes | None:
+    """One xattr, or None when it is absent or the file system has none."""
+    try:
+        return os.getxattr(target, name, follow_symlinks=follow_symlinks)
+    except OSError as e:
+        if e.errno in (errno.ENODATA, errno.EOPNOTSUPP, errno.EBADF, errno.ENOTSUP):
+            return None
+        raise
+
+
+# --------------------------------------------------------------------------- names
+
+
+@lru_cache(maxsize=4096)
+def user_name(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+
+
+@lru_cache(maxsize=4096)
+def group_name(gid: int) -> str | None:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return None
+
+
+@lru_cache(maxsize=4096)
+def user_id(name: str) -> int | None:
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return None
+
+
+@lru_cache(maxsize=4096)
+def group_id(name: str) -> int | None:
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return None
