@@ -1,0 +1,124 @@
+"""The verbs of the ``pycatar`` command: which input and output kinds each verb handles, decided as
+casync decides them (file suffix, ``--what=``, the type of the file system object), then a call
+into the library."""
+
+from __future__ import annotations
+
+import os
+import stat as st
+import sys
+
+from .errors import PycatarError, UsageError
+
+SUFFIX_KIND = {".catar": "archive", ".caidx": "archive-index", ".caibx": "blob-index"}
+
+
+def _suffix_kind(path: str | None) -> str | None:
+    if not path or path == "-":
+        return None
+    for suffix, kind in SUFFIX_KIND.items():
+        if path.endswith(suffix) and len(os.path.basename(path)) > len(suffix):
+            return kind
+    return None
+
+
+def _strip_file_url(path: str) -> str:
+    return path[len("file://"):] if path.startswith("file://") else path
+
+
+def _log(opts, message: str) -> None:
+    if opts.verbose:
+        sys.stderr.write(message + "\n")
+
+
+# --------------------------------------------------------------------------- make
+
+
+def verb_make(opts, args: list[str]) -> int:
+    if len(args) > 2:
+        raise UsageError("A pair of output and input path/URL expected.")
+    output = _strip_file_url(args[0]) if args else None
+    source = _strip_file_url(args[1]) if len(args) > 1 else None
+    kind = None
+    if opts.what is not None:
+        if opts.what not in ("archive", "archive-index", "blob-index"):
+            raise UsageError('"make" operation may only be combined with --what=archive, '
+                             "--what=archive-index or --what=blob-index.")
+        kind = opts.what
+    if kind is None and output and output != "-":
+        kind = _suffix_kind(output)
+        if kind is None:
+            raise UsageError("File to create does not have valid suffix, refusing. "
+                             "(May be one of: .catar, .caidx, .caibx)")
+    if source is None and kind in ("archive", "archive-index"):
+        source = "."
+    if source is None or source == "-":
+        source_stat = os.fstat(0)
+        source = None
+    else:
+        try:
+            source_stat = os.stat(source)
+        except OSError as e:
+            raise PycatarError(f"Failed to open {source}: {e.strerror}") from None
+    if st.S_ISDIR(source_stat.st_mode):
+        if kind is None:
+            kind = "archive"
+        elif kind not in ("archive", "archive-index"):
+            raise UsageError("Input is a directory, but attempted to make blob index. Refusing.")
+    elif st.S_ISREG(source_stat.st_mode) or st.S_ISBLK(source_stat.st_mode):
+        if kind is None:
+            kind = "blob-index"
+        elif kind != "blob-index":
+            raise UsageError("Input is a regular file or block device, but attempted to make a "
+                             "directory archive. Refusing.")
+    else:
+        raise UsageError("Input is a neither a directory, a regular file, nor a block device. Refusing.")
+    if source is None and kind != "blob-index":
+        raise UsageError("Archiving a directory from standard input is not supported.")
+    if output == "-":
+        output = None
+    mode = source_stat.st_mode & 0o666
+
+    from . import archive
+
+    if kind == "archive":
+        flags = opts.feature_flags()
+        result = archive.make_archive(output, source, feature_flags=flags, mode=mode, **opts.uid_options())
+        _verbose_make_summary(opts, result)
+        print(result.digest_hex)
+        return 0
+    from . import blob  # the chunked kinds
+
+    store = opts.store or blob.default_store_for(output)
+    if kind == "archive-index":
+        flags = opts.feature_flags()
+        result = archive.make_archive_index(output, source, store=store, feature_flags=flags,
+                                            chunk_size=opts.chunk_size, compression=opts.compression,
+                                            mode=mode, **opts.uid_options())
+        _verbose_make_summary(opts, result)
+    else:
+        result = blob.make_blob_index_cli(output, source, store=store, opts=opts, mode=mode)
+    print(result.digest_hex)
+    return 0
+
+
+def _verbose_make_summary(opts, result) -> None:
+    if not opts.verbose:
+        return
+    from .flags import format_with_flags
+
+    sel = getattr(result, "feature_flags", None)
+    if sel is None:
+        return
+    _log(opts, f"Selected feature flags: {format_with_flags(sel) or 'none'}")
+    too_much = sel & ~getattr(result, "covering_flags", sel)
+    if too_much & 0x1FFFFFFFF:
+        _log(opts, "Selected feature flags not actually applicable to backing file systems: "
+                   f"{format_with_flags(too_much)}")
+    if getattr(result, "size", None) is not None:
+        _log(opts, f"Archive size: {result.size}")
+
+
+VERBS = {
+    "make": verb_make,
+}
