@@ -168,6 +168,8 @@ def normalize(flags: int) -> int:
     f = int(flags)
     if f & ~int(FLAGS_MAX):
         raise UsageError(f"unknown feature flags 0x{f & ~int(FLAGS_MAX):x}")
+    if f & F.SHA512_256 and f & F.DIGEST_BLAKE3:
+        raise UsageError("feature flags select two chunk digests (sha512-256 and blake3)")
     if f & F.WITH_ACL and not f & (WITH_UIDS | F.WITH_USER_NAMES):
         f |= F.WITH_32BIT_UIDS | F.WITH_USER_NAMES
     if f & F.WITH_32BIT_UIDS:
