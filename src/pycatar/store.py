@@ -1,0 +1,485 @@
+"""Local chunk stores (``.castr`` directories), laid out exactly as casync lays them out.
+
+A chunk with id ``<hex>`` (64 lower-case hex digits) lives at ``<store>/<hex[:4]>/<hex>.cacnk``,
+compressed with zstd, xz or gzip (told apart by their magic bytes; spec/store.md).  A chunk file
+appears only complete: it is written to a temporary name in the same directory and linked into
+place without replacing an existing file.  Every chunk read is decompressed and its digest
+checked against its id before the data is handed out.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import secrets
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Sequence, TextIO
+
+from . import compression as _compression
+from . import digest as _digest
+from .errors import ChunkError, PycatarError, UsageError
+
+CHUNK_SUFFIX = ".cacnk"
+DEFAULT_STORE_NAME = "default.castr"
+_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+
+
+def chunk_id_hex(chunk_id: bytes) -> str:
+    return chunk_id.hex()
+
+
+def parse_chunk_id(text: str) -> bytes | None:
+    """The id spelled by 64 lower-case hex digits, or None."""
+    if _HEX64.match(text):
+        return bytes.fromhex(text)
+    return None
+
+
+def chunk_relpath(chunk_id: bytes, suffix: str = CHUNK_SUFFIX) -> str:
+    """STORE-2: the path of a chunk file relative to the store directory."""
+    h = chunk_id.hex()
+    return f"{h[:4]}/{h}{suffix}"
+
+
+# --------------------------------------------------------------------------- default location
+
+
+def _c_dirname(path: str) -> str:
+    """dirname(3): the parent of the last component, ignoring trailing slashes."""
+    q = path.rstrip("/")
+    if not q:
+        return "/" if path else "."
+    i = q.rfind("/")
+    if i < 0:
+        return "."
+    d = q[:i].rstrip("/")
+    return d or "/"
+
+
+_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+
+def default_store_for(index_path: str | os.PathLike | None, environ=None) -> str:
+    """STORE-9: the store used when none is given: ``$CASYNC_STORE``, else ``default.castr``
+    next to the index (``default.castr`` in the current directory when the index has no
+    directory part or is read from stdin/written to stdout)."""
+    env = os.environ if environ is None else environ
+    e = env.get("CASYNC_STORE")
+    if e is not None:
+        return e
+    if index_path is None:
+        return DEFAULT_STORE_NAME
+    p = os.fsdecode(index_path)
+    if p == "-":
+        return DEFAULT_STORE_NAME
+    if _URL.match(p) and not p.startswith(("/", "./")):
+        scheme_end = p.index("://") + 3
+        host_end = scheme_end + len(re.match(r"[^/;?]*", p[scheme_end:]).group(0))
+        q = host_end + len(re.match(r"[^;?]*", p[host_end:]).group(0))
+        while q > host_end and p[q - 1] != "/":
+            q -= 1
+        d = p[:q]
+        return d + DEFAULT_STORE_NAME if d.endswith("/") else d + "/" + DEFAULT_STORE_NAME
+    if "/" in p:
+        d = _c_dirname(p)
+        return d + DEFAULT_STORE_NAME if d.endswith("/") else d + "/" + DEFAULT_STORE_NAME
+    return DEFAULT_STORE_NAME
+
+
+# --------------------------------------------------------------------------- a single store
+
+
+@dataclass
+class StoreStats:
+    reads: int = 0
+    read_bytes: int = 0
+    writes: int = 0
+    written_bytes: int = 0
+    existing: int = 0
+
+
+class Store:
+    """One local chunk store directory.
+
+    ``digest`` is the digest chunk ids are checked with on read (normally taken from the
+    index); ``compression`` is used for chunks written.  Thread-safe: many threads may read and
+    write at once, and so may several processes."""
+
+    def __init__(self, path: str | os.PathLike, *, digest: str = "sha512-256", compression: str = "zstd"):
+        self.path = os.fspath(path)
+        self.digest = digest
+        self.compression = _compression.parse_compression(compression)
+        self.stats = StoreStats()
+        self._lock = threading.Lock()
+        self._dirs_made: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"Store({self.path!r})"
+
+    def with_digest(self, digest: str) -> "Store":
+        """This store, checking ids with ``digest`` (a new object if the digest differs)."""
+        if digest == self.digest:
+            return self
+        s = Store(self.path, digest=digest, compression=self.compression)
+        return s
+
+    # -- paths
+    def chunk_path(self, chunk_id: bytes, compressed: bool = True) -> str:
+        return os.path.join(self.path, chunk_relpath(chunk_id, CHUNK_SUFFIX if compressed else ""))
+
+    def has(self, chunk_id: bytes) -> bool:
+        """STORE-7: whether a (compressed or uncompressed) file for the chunk exists."""
+        for compressed in (True, False):
+            try:
+                os.lstat(self.chunk_path(chunk_id, compressed))
+                return True
+            except FileNotFoundError:
+                continue
+            except NotADirectoryError:
+                return False
+        return False
+
+    # -- reading
+    def _read_file(self, path: str) -> bytes | None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NOCTTY)
+        except FileNotFoundError:
+            return None
+        except NotADirectoryError:
+            return None
+        except OSError as e:
+            if e.errno == errno.ELOOP:  # a symlink marks a chunk as missing (STORE-7)
+                return None
+            raise ChunkError(f"cannot open chunk file {path}: {e.strerror}") from None
+        try:
+            try:
+                size = os.fstat(fd).st_size
+                if size > _compression.DECOMPRESSED_LIMIT:
+                    raise ChunkError(f"chunk file {path} is too large")
+                parts = []
+                want = size + 1  # one more, to notice a file that grows
+                while True:
+                    b = os.read(fd, max(want, 65536))
+                    if not b:
+                        break
+                    parts.append(b)
+                    want -= len(b)
+                    if sum(map(len, parts)) > _compression.DECOMPRESSED_LIMIT:
+                        break
+                data = parts[0] if len(parts) == 1 else b"".join(parts)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise ChunkError(f"cannot read chunk file {path}: {e.strerror}") from None
+        if len(data) > _compression.DECOMPRESSED_LIMIT:
+            raise ChunkError(f"chunk file {path} is too large")
+        return data
+
+    def get_raw(self, chunk_id: bytes) -> tuple[bytes, bool] | None:
+        """The stored bytes of a chunk and whether they are compressed, or None if absent."""
+        data = self._read_file(self.chunk_path(chunk_id, True))
+        if data is not None:
+            return data, True
+        data = self._read_file(self.chunk_path(chunk_id, False))
+        if data is not None:
+            return data, False
+        return None
+
+    def get(self, chunk_id: bytes, size: int | None = None, *, digest: str | None = None) -> bytes | None:
+        """The verified, uncompressed data of a chunk, or None if this store does not have it.
+
+        STORE-8: raises :class:`ChunkError` naming the chunk when the file is corrupt, has the
+        wrong size (``size`` from the index) or its digest does not match the id."""
+        raw = self.get_raw(chunk_id)
+        if raw is None:
+            return None
+        data, compressed = raw
+        name = f"chunk {chunk_id.hex()} in {self.path}"
+        if compressed:
+            data = _compression.decompress(data, size, what=name)
+        else:
+            if size is not None and len(data) != size:
+                raise ChunkError(f"{name}: has {len(data)} bytes, expected {size}")
+            if not data:
+                raise ChunkError(f"{name}: empty chunk")
+        actual = _digest.digest(digest or self.digest, data)
+        if actual != chunk_id:
+            raise ChunkError(f"{name}: content does not match its id (digest {actual.hex()})")
+        with self._lock:
+            self.stats.reads += 1
+            self.stats.read_bytes += len(data)
+        return data
+
+    # -- writing
+    def _ensure_dir(self, sub: str) -> str:
+        d = os.path.join(self.path, sub)
+        if sub in self._dirs_made:
+            return d
+        try:
+            os.mkdir(self.path, 0o777)
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
+            try:
+                os.makedirs(self.path, 0o777, exist_ok=True)
+            except OSError as e:
+                raise PycatarError(f"cannot create store {self.path}: {e.strerror}") from None
+        except OSError as e:
+            raise PycatarError(f"cannot create store {self.path}: {e.strerror}") from None
+        try:
+            os.mkdir(d, 0o777)
+        except FileExistsError:
+            pass
+        except OSError as e:
+            raise PycatarError(f"cannot create store directory {d}: {e.strerror}") from None
+        self._dirs_made.add(sub)
+        return d
+
+    def put(self, chunk_id: bytes, data=None, *, compressed_data: bytes | None = None,
+            compression: str | None = None) -> int:
+        """STORE-4: store a chunk unless it is already there.
+
+        Returns the size of the chunk file written, 0 if the chunk was there already (also when
+        another writer installed it first), so the result is true exactly when a file was written.
+
+        Give the uncompressed ``data`` (compressed here, only if the chunk is new) or
+        ``compressed_data`` as it will be stored.  The caller vouches that the id matches."""
+        if self.has(chunk_id):
+            with self._lock:
+                self.stats.existing += 1
+            return 0
+        if compressed_data is None:
+            if data is None:
+                raise ValueError("no chunk data")
+            compressed_data = _compression.compress(data, compression or self.compression)
+        return self._install(chunk_id, compressed_data)
+
+    def _install(self, chunk_id: bytes, payload) -> int:
+        h = chunk_id.hex()
+        d = self._ensure_dir(h[:4])
+        final = os.path.join(d, h + CHUNK_SUFFIX)
+        tmp = os.path.join(d, f"{h}.{secrets.token_hex(8)}.tmp")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOCTTY
+        try:
+            try:
+                fd = os.open(tmp, flags, 0o444)
+            except FileNotFoundError:  # the directory was removed meanwhile (gc): make it again
+                self._dirs_made.discard(h[:4])
+                self._ensure_dir(h[:4])
+                fd = os.open(tmp, flags, 0o444)
+        except OSError as e:
+            raise PycatarError(f"cannot create chunk file in {d}: {e.strerror}") from None
+        try:
+            try:
+                view = memoryview(payload)
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+            finally:
+                os.close(fd)
+            try:
+                os.link(tmp, final)  # never replaces an existing chunk
+                written = True
+            except FileExistsError:
+                written = False
+            except OSError as e:
+                if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
+                    raise
+                # no hard links here: fall back to a rename; the content is the same by construction
+                if os.path.lexists(final):
+                    written = False
+                else:
+                    os.rename(tmp, final)
+                    written = True
+        except OSError as e:
+            raise PycatarError(f"cannot write chunk {h} to {self.path}: {e.strerror}") from None
+        finally:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+        with self._lock:
+            if written:
+                self.stats.writes += 1
+                self.stats.written_bytes += len(payload)
+            else:
+                self.stats.existing += 1
+        return len(payload) if written else 0
+
+    def remove(self, chunk_id: bytes) -> bool:
+        removed = False
+        for compressed in (True, False):
+            p = self.chunk_path(chunk_id, compressed)
+            try:
+                os.unlink(p)
+                removed = True
+            except FileNotFoundError:
+                pass
+        try:
+            os.rmdir(os.path.dirname(self.chunk_path(chunk_id)))
+        except OSError:
+            pass
+        return removed
+
+    # -- listing
+    def iter_chunk_files(self) -> Iterator[tuple[str, str]]:
+        """(subdirectory, file name) of every ``*.cacnk`` regular file in the store."""
+        try:
+            top = os.scandir(self.path)
+        except FileNotFoundError:
+            raise PycatarError(f"store {self.path} does not exist") from None
+        with top:
+            for sub in sorted(top, key=lambda e: e.name):
+                try:
+                    if not sub.is_dir(follow_symlinks=False):
+                        continue
+                except OSError:
+                    continue
+                with os.scandir(sub.path) as it:
+                    for f in sorted(it, key=lambda e: e.name):
+                        if f.name.endswith(CHUNK_SUFFIX) and f.is_file(follow_symlinks=False):
+                            yield sub.name, f.name
+
+    def __iter__(self) -> Iterator[bytes]:
+        """The ids of all compressed chunks in the store (files with unparsable names skipped)."""
+        for _, name in self.iter_chunk_files():
+            cid = parse_chunk_id(name.split(".", 1)[0])
+            if cid is not None:
+                yield cid
+
+
+# --------------------------------------------------------------------------- several stores
+
+
+class StoreSet:
+    """STORE-10: stores searched in order (the primary ``--store``, then every ``--extra-store``)."""
+
+    def __init__(self, stores: Sequence[Store | str | os.PathLike] | Store | str | os.PathLike,
+                 *, digest: str | None = None):
+        if isinstance(stores, (Store, str, os.PathLike)):
+            stores = [stores]
+        out = []
+        for s in stores:
+            if not isinstance(s, Store):
+                s = Store(s, digest=digest or "sha512-256")
+            elif digest is not None:
+                s = s.with_digest(digest)
+            out.append(s)
+        if not out:
+            raise UsageError("no chunk store given")
+        self.stores: list[Store] = out
+        self.digest = digest or out[0].digest
+        self._lock = threading.Lock()
+        self.fetches = 0
+
+    def __iter__(self):
+        return iter(self.stores)
+
+    def has(self, chunk_id: bytes) -> bool:
+        return any(s.has(chunk_id) for s in self.stores)
+
+    def get(self, chunk_id: bytes, size: int | None = None) -> bytes:
+        """The verified data of a chunk from the first store with a good copy.
+
+        A corrupt copy in one store is skipped if a later store has a good one; otherwise the
+        first corruption is reported.  Missing everywhere: :class:`ChunkError`."""
+        first_error: ChunkError | None = None
+        for s in self.stores:
+            try:
+                data = s.get(chunk_id, size, digest=self.digest)
+            except ChunkError as e:
+                first_error = first_error or e
+                continue
+            if data is not None:
+                with self._lock:
+                    self.fetches += 1
+                return data
+        if first_error is not None:
+            raise first_error
+        where = ", ".join(s.path for s in self.stores)
+        raise ChunkError(f"chunk {chunk_id.hex()} not found in store {where}")
+
+
+def as_store_set(stores, digest: str | None = None) -> StoreSet:
+    if isinstance(stores, StoreSet):
+        if digest is None or digest == stores.digest:
+            return stores
+        return StoreSet(stores.stores, digest=digest)
+    return StoreSet(stores, digest=digest)
+
+
+# --------------------------------------------------------------------------- garbage collection
+
+
+@dataclass
+class GcResult:
+    references: int = 0            #: chunk references in all indexes
+    referenced: int = 0            #: distinct chunk ids referenced
+    removed: list[str] = field(default_factory=list)   #: file names removed (or to remove)
+    remaining: int = 0             #: chunk files kept
+    removed_dirs: int = 0
+    messages: list[str] = field(default_factory=list)  #: what casync would print
+
+
+def gc(store: Store | str | os.PathLike, index_paths: Iterable[str | os.PathLike], *, dry_run: bool = False,
+       verbose: bool = False, out: TextIO | None = None, err: TextIO | None = None) -> GcResult:
+    """STORE-11: remove every ``*.cacnk`` chunk of ``store`` that none of the indexes references.
+
+    All indexes are read (and validated) before anything is removed.  Lines are reported like
+    ``casync gc``: with ``verbose`` one per chunk ("Removing chunk X.cacnk." / "Would remove
+    chunk X.cacnk.") and a summary; with ``dry_run`` the summary "Would remove N chunks, M chunks
+    remaining." always.  ``out`` receives those lines as they happen (they are also returned)."""
+    from .index import IndexReader
+
+    if not isinstance(store, Store):
+        store = Store(store)
+    res = GcResult()
+
+    def say(line: str) -> None:
+        res.messages.append(line)
+        if out is not None:
+            print(line, file=out)
+
+    used: set[bytes] = set()
+    for p in index_paths:
+        with IndexReader(p) as r:
+            for c in r.chunks():
+                res.references += 1
+                used.add(c.id)
+    res.referenced = len(used)
+    if verbose:
+        say(f"Chunk store usage: {res.references} references, {res.referenced} chunks")
+
+    total = 0
+    for sub, name in list(store.iter_chunk_files()):
+        total += 1
+        cid = parse_chunk_id(name.split(".", 1)[0])
+        if cid is None:
+            print(f'Failed to parse chunk ID "{name.split(".", 1)[0]}", ignoring.', file=err or sys.stderr)
+            continue
+        if cid in used:
+            continue
+        if verbose:
+            say(f"{'Would remove' if dry_run else 'Removing'} chunk {name}.")
+        if not dry_run:
+            try:
+                os.unlink(os.path.join(store.path, sub, name))
+            except OSError as e:
+                print(f'Failed to unlink chunk file "{name}", ignoring: {e.strerror}', file=err or sys.stderr)
+                continue
+            try:
+                os.rmdir(os.path.join(store.path, sub))
+                res.removed_dirs += 1
+            except OSError:
+                pass
+        res.removed.append(name)
+    res.remaining = total - len(res.removed)
+    if dry_run:
+        say(f"Would remove {len(res.removed)} chunks, {res.remaining} chunks remaining.")
+    elif verbose:
+        say(f"Removed {len(res.removed)} chunks, {res.removed_dirs} directories, {res.remaining} chunks remaining.")
+    return res
+

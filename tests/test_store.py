@@ -1,0 +1,227 @@
+"""Chunk stores (spec/store.md): layout, compression, verification, concurrency, gc, defaults."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import multiprocessing
+import os
+import threading
+
+import pytest
+
+from pycatar import compression
+from pycatar.errors import ChunkError, UsageError
+from pycatar.index import IndexWriter, blob_index_flags
+from pycatar.store import Store, StoreSet, chunk_relpath, default_store_for, gc
+
+
+def _chunk(seed: int, n: int = 70_000) -> tuple[bytes, bytes]:
+    data = (hashlib.sha256(str(seed).encode()).digest() * (n // 32 + 1))[:n]
+    data = bytes(b ^ (i % 251) for i, b in enumerate(data[:2000])) + data[2000:]
+    return hashlib.new("sha512_256", data).digest(), data
+
+
+def test_layout_and_roundtrip(tmp_path):
+    """STORE-2/3/4: <store>/<4 hex>/<64 hex>.cacnk, zstd, read-only file, verified read."""
+    s = Store(tmp_path / "S")
+    cid, data = _chunk(1)
+    assert s.put(cid, data) > 0
+    rel = chunk_relpath(cid)
+    h = cid.hex()
+    assert rel == f"{h[:4]}/{h}.cacnk"
+    path = tmp_path / "S" / rel
+    raw = path.read_bytes()
+    assert raw[:4] == compression.ZSTD_MAGIC
+    assert oct(path.stat().st_mode & 0o222) == "0o0"
+    assert s.get(cid, len(data)) == data
+    assert s.has(cid) and cid in set(s)
+    assert sorted(os.listdir(path.parent)) == [path.name]  # no temporary left
+
+
+@pytest.mark.parametrize("kind,magic", [("zstd", b"\x28\xb5\x2f\xfd"), ("xz", b"\xfd7zXZ\x00"), ("gzip", b"\x1f\x8b")])
+def test_compressions(tmp_path, kind, magic):
+    """STORE-5/6: every algorithm is written with its signature and read back by detection."""
+    cid, data = _chunk(2)
+    w = Store(tmp_path / "S", compression=kind)
+    w.put(cid, data)
+    raw = (tmp_path / "S" / chunk_relpath(cid)).read_bytes()
+    assert raw.startswith(magic)
+    assert compression.detect(raw) == kind
+    assert Store(tmp_path / "S").get(cid) == data  # a zstd-configured reader reads any of them
+    assert compression.compress(data, kind) == raw  # deterministic
+
+
+def test_existing_chunk_not_rewritten(tmp_path):
+    s = Store(tmp_path / "S")
+    cid, data = _chunk(3)
+    assert s.put(cid, data)
+    p = tmp_path / "S" / chunk_relpath(cid)
+    ino = p.stat().st_ino
+    assert s.put(cid, data) == 0
+    assert Store(tmp_path / "S", compression="xz").put(cid, data) == 0
+    assert p.stat().st_ino == ino and p.read_bytes()[:4] == compression.ZSTD_MAGIC
+
+
+def _put_many(path, n):
+    s = Store(path)
+    cid, data = _chunk(4)
+    return sum(bool(s.put(cid, data)) for _ in range(n))
+
+
+def test_concurrent_writers(tmp_path):
+    """STORE-4: racing writers (threads and processes) install the chunk once, intact."""
+    cid, data = _chunk(4)
+    results = []
+    ts = [threading.Thread(target=lambda: results.append(_put_many(tmp_path / "S", 20))) for _ in range(6)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(3) as pool:
+        results += pool.starmap(_put_many, [(tmp_path / "S", 20)] * 3)
+    assert sum(results) == 1
+    d = tmp_path / "S" / cid.hex()[:4]
+    assert os.listdir(d) == [cid.hex() + ".cacnk"]
+    assert Store(tmp_path / "S").get(cid, len(data)) == data
+
+
+CORRUPTIONS = {
+    "flipped byte": lambda raw: raw[:40] + bytes([raw[40] ^ 1]) + raw[41:],
+    "truncated": lambda raw: raw[:-5],
+    "trailing garbage": lambda raw: raw + b"junk",
+    "no magic": lambda raw: b"hello" + raw,
+    "empty": lambda raw: b"",
+    "other chunk": None,
+}
+
+
+@pytest.mark.parametrize("case", list(CORRUPTIONS))
+def test_corrupt_chunk(tmp_path, case):
+    """STORE-8: a chunk that does not decompress to data matching its id raises ChunkError."""
+    s = Store(tmp_path / "S")
+    cid, data = _chunk(5)
+    s.put(cid, data)
+    p = tmp_path / "S" / chunk_relpath(cid)
+    raw = p.read_bytes()
+    p.chmod(0o644)
+    if case == "other chunk":
+        p.write_bytes(compression.compress(_chunk(6)[1]))
+    else:
+        p.write_bytes(CORRUPTIONS[case](raw))
+    with pytest.raises(ChunkError) as ei:
+        s.get(cid, len(data))
+    assert cid.hex() in str(ei.value) and "\n" not in str(ei.value)
+
+
+def test_wrong_digest_or_size(tmp_path):
+    s = Store(tmp_path / "S")
+    cid, data = _chunk(7)
+    s.put(cid, data)
+    with pytest.raises(ChunkError):
+        s.get(cid, digest="sha256")
+    with pytest.raises(ChunkError):
+        s.get(cid, len(data) + 1)
+
+
+def test_uncompressed_and_symlinked_chunks(tmp_path):
+    """STORE-7: an uncompressed chunk file (no suffix) is read; a symlink means "missing"."""
+    cid, data = _chunk(8)
+    d = tmp_path / "S" / cid.hex()[:4]
+    d.mkdir(parents=True)
+    (d / cid.hex()).write_bytes(data)
+    s = Store(tmp_path / "S")
+    assert s.get(cid) == data and s.has(cid)
+    cid2, data2 = _chunk(9)
+    d2 = tmp_path / "S" / cid2.hex()[:4]
+    d2.mkdir(exist_ok=True)
+    (tmp_path / "target").write_bytes(compression.compress(data2))
+    (d2 / (cid2.hex() + ".cacnk")).symlink_to(tmp_path / "target")
+    assert s.get(cid2) is None
+
+
+def test_store_set_order_and_fallback(tmp_path):
+    """STORE-10: stores are searched in order; a bad copy is skipped if a later store has a good one."""
+    a, b = Store(tmp_path / "A"), Store(tmp_path / "B")
+    c1, d1 = _chunk(10)
+    c2, d2 = _chunk(11)
+    a.put(c1, d1)
+    b.put(c1, d1)
+    b.put(c2, d2)
+    ss = StoreSet([a, b])
+    assert ss.get(c1) == d1 and a.stats.reads == 1 and b.stats.reads == 0
+    assert ss.get(c2) == d2 and b.stats.reads == 1
+    p = tmp_path / "A" / chunk_relpath(c1)
+    p.chmod(0o644)
+    p.write_bytes(b"garbage!")
+    assert ss.get(c1) == d1
+    with pytest.raises(ChunkError, match="not found"):
+        ss.get(_chunk(12)[0])
+    with pytest.raises(ChunkError, match=c1.hex()):
+        StoreSet([a]).get(c1)
+
+
+def _index(path, ids_sizes):
+    with IndexWriter(path, feature_flags=blob_index_flags(), chunk_sizes=(1, 65536, 262144)) as w:
+        for cid, n in ids_sizes:
+            w.append(cid, n)
+
+
+def test_gc(tmp_path):
+    """STORE-11: gc keeps every chunk some index references and removes the rest."""
+    s = Store(tmp_path / "S")
+    chunks = [_chunk(20 + i) for i in range(5)]
+    for cid, data in chunks:
+        s.put(cid, data)
+    (tmp_path / "S" / "notes.txt").write_text("not a chunk directory")
+    _index(tmp_path / "one.caibx", [(chunks[0][0], 70000), (chunks[1][0], 70000)])
+    _index(tmp_path / "two.caibx", [(chunks[1][0], 70000), (chunks[2][0], 70000)])
+    stray = {chunks[3][0].hex() + ".cacnk", chunks[4][0].hex() + ".cacnk"}
+
+    out = io.StringIO()
+    res = gc(s, [tmp_path / "one.caibx", tmp_path / "two.caibx"], dry_run=True, verbose=True, out=out)
+    assert set(res.removed) == stray and res.remaining == 3
+    assert res.references == 4 and res.referenced == 3
+    assert out.getvalue().splitlines()[0] == "Chunk store usage: 4 references, 3 chunks"
+    assert out.getvalue().splitlines()[-1] == "Would remove 2 chunks, 3 chunks remaining."
+    assert all(s.has(c) for c, _ in chunks)
+
+    res = gc(s, [tmp_path / "one.caibx", tmp_path / "two.caibx"])
+    assert set(res.removed) == stray and res.messages == []
+    assert [s.has(c) for c, _ in chunks] == [True, True, True, False, False]
+    assert (tmp_path / "S" / "notes.txt").exists()
+    res = gc(s, [tmp_path / "one.caibx", tmp_path / "two.caibx"], verbose=True)
+    assert res.removed == [] and res.messages[-1] == "Removed 0 chunks, 0 directories, 3 chunks remaining."
+
+
+def test_gc_refuses_bad_index(tmp_path):
+    s = Store(tmp_path / "S")
+    cid, data = _chunk(30)
+    s.put(cid, data)
+    (tmp_path / "bad.caibx").write_bytes(b"x" * 200)
+    from pycatar.errors import FormatError
+
+    with pytest.raises(FormatError):
+        gc(s, [tmp_path / "bad.caibx"])
+    assert s.has(cid)
+
+
+def test_default_store_for():
+    """STORE-9: $CASYNC_STORE, else default.castr next to the index."""
+    env: dict[str, str] = {}
+    assert default_store_for("x.caibx", env) == "default.castr"
+    assert default_store_for("a/b/x.caibx", env) == "a/b/default.castr"
+    assert default_store_for("/x.caibx", env) == "/default.castr"
+    assert default_store_for("/srv/img//x.caidx", env) == "/srv/img/default.castr"
+    assert default_store_for("./x.caibx", env) == "./default.castr"
+    assert default_store_for(None, env) == "default.castr"
+    assert default_store_for("-", env) == "default.castr"
+    assert default_store_for("http://host/dir/x.caibx", env) == "http://host/dir/default.castr"
+    assert default_store_for("a/x.caibx", {"CASYNC_STORE": "/elsewhere"}) == "/elsewhere"
+
+
+def test_parse_compression():
+    assert compression.parse_compression("default") == "zstd"
+    with pytest.raises(UsageError, match="Failed to parse --compression= parameter: lz4"):
+        compression.parse_compression("lz4")
