@@ -1,0 +1,651 @@
+"""Streams, chunks and indexes: making and extracting blob indexes, and the plumbing for caidx.
+
+The pieces compose into bounded-memory pipelines that keep both cores busy:
+
+* :func:`iter_buffers` reads a file (large sequential reads) or coalesces an iterable of small
+  buffers (an encoder's output) into large buffers;
+* :func:`chunk_stream` cuts the buffers with the C chunker (GIL released) and hashes the chunks
+  in a thread pool (hashlib and blake3 release the GIL), yielding ``(end_offset, id, data)``
+  in stream order;
+* :func:`write_chunks_to_store` deduplicates and then compresses and stores new chunks in the
+  pool (zstandard releases the GIL) while the caller writes the index;
+* :func:`fetch_chunks` and :class:`IndexStream` go the other way: fetch (read, decompress,
+  verify) chunks in the pool, in order, or give a seekable file view of an indexed stream.
+
+Every queue is bounded by bytes in flight, so memory does not grow with the input.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import stat
+from collections import OrderedDict, deque
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+from . import digest as _digest
+from . import flags as _flags
+from .chunker import DEFAULT_CHUNK_SIZES, Chunker
+from .errors import PycatarError
+from .index import DIGEST_FLAGS, ChunkRef, IndexReader, IndexWriter, blob_index_flags
+from .store import Store, StoreSet, as_store_set
+
+#: size of sequential reads and of the buffers fed to the chunker
+READ_SIZE = 4 << 20
+#: bytes allowed in flight in each pipeline stage
+MAX_PENDING_BYTES = 24 << 20
+#: how many recently seen chunk ids are remembered to skip in-stream duplicates
+SEEN_CAPACITY = 1 << 16
+
+
+def default_threads() -> int:
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(n, 16))
+
+
+class _InlineExecutor(Executor):
+    """Runs each job at submission (used when no pool is given)."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        f: Future = Future()
+        try:
+            f.set_result(fn(*args, **kwargs))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller via the future
+            f.set_exception(e)
+        return f
+
+
+_INLINE = _InlineExecutor()
+
+
+# --------------------------------------------------------------------------- reading input
+
+
+def iter_buffers(source, read_size: int = READ_SIZE) -> Iterator[memoryview]:
+    """Large buffers from ``source``: a binary file object (read in ``read_size`` pieces), a
+    single bytes-like object, or an iterable of bytes-like objects (small pieces are coalesced,
+    large ones passed through).  Buffers handed over must not be modified afterwards."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        mv = memoryview(source).cast("B")
+        if mv:
+            yield mv
+    elif hasattr(source, "readinto"):
+        while True:
+            buf = bytearray(read_size)
+            mv = memoryview(buf)
+            got = 0
+            while got < read_size:
+                n = source.readinto(mv[got:])
+                if not n:
+                    break
+                got += n
+            if got:
+                yield mv[:got]
+            if got < read_size:
+                return
+    elif hasattr(source, "read"):
+        while True:
+            b = source.read(read_size)
+            if not b:
+                return
+            yield memoryview(b)
+    else:
+        acc = bytearray()
+        for piece in source:
+            mv = memoryview(piece).cast("B")
+            if not mv:
+                continue
+            if len(mv) >= read_size:
+                if acc:
+                    yield memoryview(acc)
+                    acc = bytearray()
+                yield mv
+                continue
+            acc += mv
+            if len(acc) >= read_size:
+                yield memoryview(acc)
+                acc = bytearray()
+        if acc:
+            yield memoryview(acc)
+
+
+# --------------------------------------------------------------------------- chunking
+
+
+def _hash_batch(digest_name: str, datas: list) -> list[bytes]:
+    return [_digest.digest(digest_name, d) for d in datas]
+
+
+def chunk_stream(
+    source,
+    chunker: Chunker,
+    digest: str = "sha512-256",
+    *,
+    executor: Executor | None = None,
+    stream_hash=None,
+    read_size: int = READ_SIZE,
+    max_pending: int = MAX_PENDING_BYTES,
+) -> Iterator[tuple[int, bytes, memoryview | bytes]]:
+    """Cut ``source`` into chunks: yields ``(end_offset, chunk_id, data)`` in stream order.
+
+    ``source`` is a binary file object or an iterable of buffers (see :func:`iter_buffers`).
+    Chunk ids are computed in ``executor`` (inline if None), a batch per read buffer.  When
+    ``stream_hash`` (a hash object) is given it is updated with every byte, in order, on a helper
+    thread; it is complete when the iterator is exhausted.  ``data`` may be a memoryview into a
+    read buffer: keep it only as long as needed."""
+    ex = executor or _INLINE
+    hasher = ThreadPoolExecutor(1, thread_name_prefix="stream-digest") if stream_hash is not None and executor else None
+    hash_jobs: deque[Future] = deque()
+    pending: deque[tuple[Future, list]] = deque()
+    pending_bytes = 0
+    carry: list = []
+    offset = 0
+    chunker.reset()
+
+    def flush(limit: int):
+        nonlocal pending_bytes
+        while pending and pending_bytes > limit:
+            fut, batch = pending.popleft()
+            ids = fut.result()
+            for (end, data), cid in zip(batch, ids):
+                pending_bytes -= len(data)
+                yield end, cid, data
+
+    try:
+        for mv in iter_buffers(source, read_size):
+            if stream_hash is not None:
+                if hasher is not None:
+                    hash_jobs.append(hasher.submit(stream_hash.update, mv))
+                    while len(hash_jobs) > max(2, max_pending // max(len(mv), 1)):
+                        hash_jobs.popleft().result()
+                else:
+                    stream_hash.update(mv)
+            cuts = chunker.feed(mv)
+            batch = []
+            start = 0
+            for cut in cuts:
+                if carry:
+                    carry.append(mv[start:cut])
+                    data = b"".join(carry)
+                    carry = []
+                else:
+                    data = mv[start:cut]
+                batch.append((offset + cut, data))
+                start = cut
+            if start < len(mv):
+                carry.append(mv[start:])
+            offset += len(mv)
+            if batch:
+                pending.append((ex.submit(_hash_batch, digest, [d for _, d in batch]), batch))
+                pending_bytes += sum(len(d) for _, d in batch)
+                yield from flush(max_pending)
+        if carry:
+            data = carry[0] if len(carry) == 1 else b"".join(carry)
+            carry = []
+            pending.append((ex.submit(_hash_batch, digest, [data]), [(offset, data)]))
+            pending_bytes += len(data)
+        chunker.reset()
+        yield from flush(-1)
+        while hash_jobs:
+            hash_jobs.popleft().result()
+    finally:
+        if hasher is not None:
+            hasher.shutdown(wait=True, cancel_futures=True)
+
+
+# --------------------------------------------------------------------------- storing
+
+
+@dataclass
+class ChunkStats:
+    chunks: int = 0           #: chunks in the stream
+    bytes: int = 0            #: bytes in the stream
+    new_chunks: int = 0       #: chunk files written
+    reused_chunks: int = 0    #: chunks already in the store (or earlier in the stream)
+    compressed_bytes: int = 0  #: bytes of chunk files written
+
+
+def _store_batch(store: Store, items: list, compression: str | None) -> tuple[int, int, int]:
+    new = existing = nbytes = 0
+    for cid, data in items:
+        written = store.put(cid, data, compression=compression)  # checks the store before compressing
+        if written:
+            new += 1
+            nbytes += written
+        else:
+            existing += 1
+    return new, existing, nbytes
+
+
+def write_chunks_to_store(
+    chunks: Iterable[tuple[int, bytes, object]],
+    store: Store,
+    *,
+    executor: Executor | None = None,
+    compression: str | None = None,
+    stats: ChunkStats | None = None,
+    max_pending: int = MAX_PENDING_BYTES,
+    batch_bytes: int = READ_SIZE,
+) -> Iterator[tuple[int, bytes, int]]:
+    """Store every chunk not yet in ``store``; yields ``(end_offset, chunk_id, size)`` in order.
+
+    Chunks are yielded as soon as they are handed on (so the caller can write the index while
+    compression runs); all writes are complete when the iterator is exhausted.  Duplicates
+    (recently seen ids, or files already in the store) are never compressed."""
+    ex = executor or _INLINE
+    st = stats if stats is not None else ChunkStats()
+    seen: OrderedDict[bytes, None] = OrderedDict()
+    jobs: deque[tuple[Future, int]] = deque()
+    pending = 0
+    batch: list = []
+    acc = 0
+
+    def merge(fut: Future) -> None:
+        new, existing, nbytes = fut.result()
+        st.new_chunks += new
+        st.reused_chunks += existing
+        st.compressed_bytes += nbytes
+
+    for end, cid, data in chunks:
+        size = len(data)
+        st.chunks += 1
+        st.bytes += size
+        if cid in seen:
+            seen.move_to_end(cid)
+            st.reused_chunks += 1
+        else:
+            seen[cid] = None
+            if len(seen) > SEEN_CAPACITY:
+                seen.popitem(last=False)
+            batch.append((cid, data))
+            acc += size
+            if acc >= batch_bytes:
+                jobs.append((ex.submit(_store_batch, store, batch, compression), acc))
+                pending += acc
+                batch, acc = [], 0
+                while jobs and pending > max_pending:
+                    fut, n = jobs.popleft()
+                    merge(fut)
+                    pending -= n
+        yield end, cid, size
+    if batch:
+        jobs.append((ex.submit(_store_batch, store, batch, compression), acc))
+    while jobs:
+        merge(jobs.popleft()[0])
+
+
+# --------------------------------------------------------------------------- fetching
+
+
+def fetch_chunks(
+    refs: Iterable[ChunkRef],
+    stores: StoreSet,
+    *,
+    executor: Executor | None = None,
+    max_pending: int = MAX_PENDING_BYTES,
+) -> Iterator[tuple[ChunkRef, bytes]]:
+    """Fetch (read, decompress, verify) chunks in ``executor``; yields them in order."""
+    ex = executor or _INLINE
+    q: deque[tuple[ChunkRef, Future]] = deque()
+    pending = 0
+    for ref in refs:
+        q.append((ref, ex.submit(stores.get, ref.id, ref.size)))
+        pending += ref.size
+        while q and pending > max_pending:
+            r, f = q.popleft()
+            pending -= r.size
+            yield r, f.result()
+    while q:
+        r, f = q.popleft()
+        yield r, f.result()
+
+
+# --------------------------------------------------------------------------- output files
+
+
+class _Output:
+    """Where extracted bytes go: a temporary file renamed into place, a device written in place,
+    or a caller's file object.  ``sparse`` turns all-zero chunks into holes (regular files)."""
+
+    def __init__(self, target, *, sparse: bool = False, mode: int = 0o666):
+        self.path = None
+        self.tmp = None
+        self._own = False
+        self.sparse = False
+        self.size = 0
+        if isinstance(target, (str, bytes, os.PathLike)):
+            self.path = os.fsdecode(target)
+            st = None
+            try:
+                st = os.stat(self.path)
+            except FileNotFoundError:
+                pass
+            if st is not None and not stat.S_ISREG(st.st_mode):
+                if stat.S_ISDIR(st.st_mode):
+                    raise PycatarError(f"{self.path}: is a directory")
+                self.f = open(self.path, "r+b" if stat.S_ISBLK(st.st_mode) else "wb")  # device: in place
+            else:
+                d, base = os.path.split(self.path)
+                self.tmp = os.path.join(d, f".#{base}{secrets.token_hex(8)}")
+                try:
+                    fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+                except OSError as e:
+                    raise PycatarError(f"cannot create {self.path}: {e.strerror}") from None
+                self.f = open(fd, "wb", buffering=0)
+                self.sparse = sparse
+            self._own = True
+        else:
+            self.f = target
+            try:
+                self.sparse = sparse and target.seekable() and stat.S_ISREG(os.fstat(target.fileno()).st_mode)
+            except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+                self.sparse = False
+        self._hole = 0
+
+    def write(self, data) -> None:
+        n = len(data)
+        if self.sparse and data.count(0) == n:
+            self._hole += n
+        else:
+            if self._hole:
+                self.f.seek(self._hole, os.SEEK_CUR)
+                self._hole = 0
+            mv = memoryview(data)
+            while mv:
+                w = self.f.write(mv)
+                if w is None:
+                    raise PycatarError("output would block")
+                mv = mv[w:]
+        self.size += n
+
+    def finish(self) -> None:
+        if self._hole:
+            self.f.seek(self._hole, os.SEEK_CUR)
+            self.f.truncate()
+            self._hole = 0
+        self.f.flush()
+        if self._own:
+            self.f.close()
+            if self.tmp:
+                os.replace(self.tmp, self.path)
+                self.tmp = None
+
+    def abort(self) -> None:
+        if self._own:
+            try:
+                self.f.close()
+            except OSError:
+                pass
+            if self.tmp:
+                try:
+                    os.unlink(self.tmp)
+                except FileNotFoundError:
+                    pass
+
+
+# --------------------------------------------------------------------------- blob index make/extract
+
+
+@dataclass
+class MakeResult:
+    digest: bytes             #: digest of the whole stream (what ``casync make`` prints)
+    digest_name: str
+    size: int
+    chunks: int
+    new_chunks: int
+    reused_chunks: int
+    compressed_bytes: int
+
+    @property
+    def hexdigest(self) -> str:
+        return self.digest.hex()
+
+
+def make_blob_index(
+    source,
+    index_path,
+    store,
+    *,
+    chunk_size: tuple[int, int, int] | None = None,
+    digest: str = "sha512-256",
+    compression: str = "zstd",
+    feature_flags: int | None = None,
+    threads: int | None = None,
+    index_mode: int | None = None,
+) -> MakeResult:
+    """Chunk ``source`` (a path, binary file object or iterable of buffers) into ``store`` and
+    write the blob index ``index_path`` (a path, installed atomically, or a binary file object).
+
+    The index carries ``feature_flags`` (default: what casync writes for a blob index, INDEX-4)
+    with the digest bits set for ``digest``.  Returns the digest of the whole stream and counts."""
+    _digest.new(digest)  # validates the name
+    chunker = Chunker(*(chunk_size or DEFAULT_CHUNK_SIZES))
+    fl = blob_index_flags(digest) if feature_flags is None else _flags.normalize(
+        (int(feature_flags) & ~DIGEST_FLAGS) | _flags.digest_flags(digest)
+    )
+    if not isinstance(store, Store):
+        store = Store(store, digest=digest, compression=compression)
+    close = None
+    mode = 0o666
+    if isinstance(source, (str, bytes, os.PathLike)):
+        try:
+            f = open(source, "rb", buffering=0)
+        except OSError as e:
+            raise PycatarError(f"cannot open {os.fsdecode(source)}: {e.strerror}") from None
+        close = f
+        src = f
+        mode = os.fstat(f.fileno()).st_mode & 0o666
+    else:
+        src = source
+        try:
+            mode = os.fstat(source.fileno()).st_mode & 0o666
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            pass
+    if index_mode is not None:
+        mode = index_mode
+    stream_hash = _digest.new(digest)
+    stats = ChunkStats()
+    try:
+        with ThreadPoolExecutor(threads or default_threads(), thread_name_prefix="pycatar") as ex:
+            if isinstance(index_path, (str, bytes, os.PathLike)):
+                writer = IndexWriter(index_path, feature_flags=fl, chunk_sizes=chunker.sizes, mode=mode)
+            else:
+                writer = IndexWriter(fileobj=index_path, feature_flags=fl, chunk_sizes=chunker.sizes)
+            with writer:
+                chunks = chunk_stream(src, chunker, digest, executor=ex, stream_hash=stream_hash)
+                for _end, cid, size in write_chunks_to_store(chunks, store, executor=ex,
+                                                             compression=compression, stats=stats):
+                    writer.append(cid, size)
+    finally:
+        if close is not None:
+            close.close()
+    return MakeResult(stream_hash.digest(), digest, stats.bytes, stats.chunks, stats.new_chunks,
+                      stats.reused_chunks, stats.compressed_bytes)
+
+
+@dataclass
+class ExtractResult:
+    size: int
+    chunks: int
+    digest: bytes | None      #: digest of the extracted stream, if requested
+
+    @property
+    def hexdigest(self) -> str | None:
+        return None if self.digest is None else self.digest.hex()
+
+
+def extract_blob(
+    index,
+    output,
+    stores,
+    *,
+    threads: int | None = None,
+    sparse: bool = False,
+    digest: str | None = None,
+) -> ExtractResult:
+    """Reassemble the blob described by ``index`` (path, file object or :class:`IndexReader`)
+    from ``stores`` (searched in order) into ``output`` (a path, replaced atomically, a block
+    device written in place, or a binary file object).  With ``digest`` the stream digest is
+    computed on the way.  Any missing or corrupt chunk raises :class:`ChunkError` and leaves no
+    partial output file behind."""
+    reader = index if isinstance(index, IndexReader) else IndexReader(index)
+    try:
+        sset = as_store_set(stores, digest=reader.digest)
+        h = _digest.new(digest) if digest else None
+        out = _Output(output, sparse=sparse)
+        n = 0
+        try:
+            with ThreadPoolExecutor(threads or default_threads(), thread_name_prefix="pycatar") as ex:
+                for _ref, data in fetch_chunks(reader.chunks(), sset, executor=ex):
+                    if h is not None:
+                        h.update(data)
+                    out.write(data)
+                    n += 1
+            out.finish()
+        except BaseException:
+            out.abort()
+            raise
+        return ExtractResult(out.size, n, h.digest() if h else None)
+    finally:
+        if reader is not index:
+            reader.close()
+
+
+def stream_digest(index, stores, digest: str = "sha512-256", *, threads: int | None = None) -> bytes:
+    """Digest of the stream an index describes (``casync digest x.caibx``; note casync hashes
+    with its ``--digest=`` choice, default sha512-256, not with the index's chunk digest)."""
+    res = extract_blob(index, _NullSink(), stores, threads=threads, digest=digest)
+    return res.digest
+
+
+class _NullSink(io.RawIOBase):
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        return len(b)
+
+
+# --------------------------------------------------------------------------- random access
+
+
+class IndexStream(io.RawIOBase):
+    """A read-only, seekable file over the stream an index describes.
+
+    Reads fetch only the chunks covering the requested range (counted in
+    :attr:`chunks_fetched`, their numbers in :attr:`fetched`), keeping the last ``cache_size``
+    chunks.  With ``readahead`` > 0 and an ``executor``, sequential reading prefetches that many
+    following chunks in the pool."""
+
+    def __init__(self, reader: IndexReader, stores, *, cache_size: int = 4, readahead: int = 0,
+                 executor: Executor | None = None):
+        super().__init__()
+        self.reader = reader
+        self.stores = as_store_set(stores, digest=reader.digest)
+        self.size = reader.blob_size
+        self._pos = 0
+        self._cache: OrderedDict[int, tuple[ChunkRef, bytes]] = OrderedDict()
+        self._cache_size = max(1, cache_size)
+        self._readahead = readahead if executor is not None else 0
+        self._ex = executor
+        self._inflight: dict[int, tuple[ChunkRef, Future]] = {}
+        self._cur: ChunkRef | None = None
+        self.chunks_fetched = 0
+        self.fetched: list[int] = []
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            pos = offset
+        elif whence == io.SEEK_CUR:
+            pos = self._pos + offset
+        elif whence == io.SEEK_END:
+            pos = self.size + offset
+        else:
+            raise ValueError(f"invalid whence {whence}")
+        if pos < 0:
+            raise ValueError("negative seek position")
+        self._pos = pos
+        return pos
+
+    def _locate(self, pos: int) -> ChunkRef:
+        cur = self._cur
+        if cur is not None:
+            if cur.start <= pos < cur.end:
+                return cur
+            if pos == cur.end and cur.index + 1 < self.reader.count:
+                nxt = self.reader.chunk(cur.index + 1)
+                if nxt.start <= pos < nxt.end:
+                    return nxt
+        return self.reader.chunk(self.reader.find(pos))
+
+    def _fetch(self, ref: ChunkRef) -> bytes:
+        self.chunks_fetched += 1
+        self.fetched.append(ref.index)
+        return self.stores.get(ref.id, ref.size)
+
+    def _get(self, ref: ChunkRef) -> bytes:
+        hit = self._cache.get(ref.index)
+        if hit is not None:
+            self._cache.move_to_end(ref.index)
+            data = hit[1]
+        else:
+            inflight = self._inflight.pop(ref.index, None)
+            data = inflight[1].result() if inflight is not None else self._fetch(ref)
+            self._cache[ref.index] = (ref, data)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        if self._readahead:
+            for i in range(ref.index + 1, min(ref.index + 1 + self._readahead, self.reader.count)):
+                if i not in self._cache and i not in self._inflight:
+                    nref = self.reader.chunk(i)
+                    self._inflight[i] = (nref, self._ex.submit(self._fetch, nref))
+            for i in [i for i in self._inflight if i <= ref.index or i > ref.index + self._readahead]:
+                self._inflight.pop(i)[1].cancel()
+        return data
+
+    def readinto(self, b) -> int:
+        mv = memoryview(b).cast("B")
+        done = 0
+        while done < len(mv) and self._pos < self.size:
+            ref = self._locate(self._pos)
+            data = self._get(ref)
+            self._cur = ref
+            off = self._pos - ref.start
+            n = min(len(mv) - done, ref.end - self._pos)
+            mv[done:done + n] = data[off:off + n]
+            done += n
+            self._pos += n
+        return done
+
+    def readall(self) -> bytes:
+        out = bytearray()
+        while self._pos < self.size:
+            ref = self._locate(self._pos)
+            data = self._get(ref)
+            self._cur = ref
+            off = self._pos - ref.start
+            out += memoryview(data)[off:]
+            self._pos = ref.end
+        return bytes(out)
+
+    def close(self) -> None:
+        for _, f in self._inflight.values():
+            f.cancel()
+        self._inflight.clear()
+        self._cache.clear()
+        super().close()

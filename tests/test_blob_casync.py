@@ -1,0 +1,301 @@
+"""Blob indexes against the real casync: identical indexes, identical stores, cross-extraction."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+
+import pytest
+
+from conftest_chunk_helpers import casync_bin, chunk_files, make_blob, run  # noqa: F401 (fixture)
+from zstandard import ZSTD_VERSION
+
+from pycatar import compression
+from pycatar.blob import (
+    IndexStream,
+    chunk_stream,
+    extract_blob,
+    make_blob_index,
+    stream_digest,
+    write_chunks_to_store,
+)
+from pycatar.chunker import Chunker, chunk_size_from_args
+from pycatar.errors import ChunkError, FormatError
+from pycatar.index import IndexReader, IndexWriter, blob_index_flags
+from pycatar.store import Store, StoreSet, gc
+
+BLOB_SIZE = 24 << 20
+
+
+@pytest.fixture(scope="module")
+def blob(tmp_path_factory):
+    p = tmp_path_factory.mktemp("blob") / "blob.img"
+    p.write_bytes(make_blob(2024, BLOB_SIZE))
+    return p
+
+
+def _system_zstd_version() -> int | None:
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libzstd.so.1").ZSTD_versionNumber()
+    except (OSError, AttributeError):
+        return None
+
+
+#: casync's zstd (the system libzstd) is the one bundled with python-zstandard
+SAME_ZSTD = _system_zstd_version() == int("%d%02d%02d" % ZSTD_VERSION)
+
+
+def _same_stores(s1, s2):
+    """Same chunk file names, same contents after decompression, and the same compressed bytes
+    wherever the compressor is deterministic across our libraries: always for xz and gzip (the
+    system liblzma/zlib), for zstd when the versions match, or else for chunks that fit in one
+    zstd block (128 KiB) — zstd 1.5.4 and 1.5.7 split larger inputs into blocks differently."""
+    f1, f2 = chunk_files(s1), chunk_files(s2)
+    assert set(f1) == set(f2)
+    assert all(name.endswith(".cacnk") for name in f1)
+    for name in f1:
+        a, b = open(f1[name], "rb").read(), open(f2[name], "rb").read()
+        da = compression.decompress(a)
+        assert da == compression.decompress(b), name
+        if compression.detect(a) != "zstd" or SAME_ZSTD or len(da) <= 128 * 1024:
+            assert a == b, name
+    return len(f1)
+
+
+SETTINGS = {
+    "default": [],
+    "8K": ["--chunk-size=8K"],
+    "64K:256K:1M": ["--chunk-size=64K:256K:1M"],
+    "sha256": ["--digest=sha256"],
+}
+
+
+@pytest.mark.parametrize("name", list(SETTINGS))
+def test_make_and_extract_like_casync(casync_bin, tmp_path, blob, name):
+    """INDEX-1, STORE-1, CHUNK-1: same .caibx bytes, same chunk files (even compressed), same
+    printed digest; each tool extracts from the other's store."""
+    args = SETTINGS[name]
+    p = run(casync_bin, "make", f"--store={tmp_path / 'S1'}", *args, tmp_path / "c.caibx", blob)
+    sizes = chunk_size_from_args(args[0].split("=", 1)[1]) if args and "chunk-size" in args[0] else None
+    digest = "sha256" if "--digest=sha256" in args else "sha512-256"
+    res = make_blob_index(blob, tmp_path / "o.caibx", tmp_path / "S2", chunk_size=sizes, digest=digest)
+
+    assert (tmp_path / "o.caibx").read_bytes() == (tmp_path / "c.caibx").read_bytes()
+    n = _same_stores(tmp_path / "S1", tmp_path / "S2")
+    assert res.new_chunks == n and res.chunks == res.new_chunks + res.reused_chunks
+    assert p.stdout.decode().strip() == res.hexdigest
+    assert res.digest == hashlib.new(digest.replace("-", "_"), blob.read_bytes()).digest()
+    assert res.size == BLOB_SIZE
+
+    run(casync_bin, "extract", f"--store={tmp_path / 'S2'}", tmp_path / "o.caibx", tmp_path / "out-casync")
+    assert (tmp_path / "out-casync").read_bytes() == blob.read_bytes()
+    ex = extract_blob(tmp_path / "c.caibx", tmp_path / "out-ours", [tmp_path / "S1"], digest=digest)
+    assert (tmp_path / "out-ours").read_bytes() == blob.read_bytes()
+    assert ex.size == BLOB_SIZE and ex.digest == res.digest
+    assert sorted(os.listdir(tmp_path)) == ["S1", "S2", "c.caibx", "o.caibx", "out-casync", "out-ours"]
+
+
+@pytest.mark.parametrize("kind", ["xz", "gzip"])
+def test_other_compressions_like_casync(casync_bin, tmp_path, blob, kind):
+    """STORE-5: --compression=xz|gzip chunks are byte-identical to casync's; both read both."""
+    small = tmp_path / "small"
+    small.write_bytes(blob.read_bytes()[: 3 << 20])
+    run(casync_bin, "make", f"--store={tmp_path / 'S1'}", f"--compression={kind}", tmp_path / "c.caibx", small)
+    make_blob_index(small, tmp_path / "o.caibx", tmp_path / "S2", compression=kind)
+    assert (tmp_path / "o.caibx").read_bytes() == (tmp_path / "c.caibx").read_bytes()
+    _same_stores(tmp_path / "S1", tmp_path / "S2")
+    run(casync_bin, "extract", f"--store={tmp_path / 'S2'}", tmp_path / "o.caibx", tmp_path / "out")
+    assert (tmp_path / "out").read_bytes() == small.read_bytes()
+
+
+def test_extra_stores(casync_bin, tmp_path, blob):
+    """STORE-10: chunks are found across the primary and extra stores, in order."""
+    small = tmp_path / "small"
+    small.write_bytes(blob.read_bytes()[: 2 << 20])
+    make_blob_index(small, tmp_path / "o.caibx", tmp_path / "A")
+    files = sorted(chunk_files(tmp_path / "A"))
+    os.makedirs(tmp_path / "B")
+    for rel in files[::2]:  # move half of the chunks to a second store
+        os.makedirs(tmp_path / "B" / os.path.dirname(rel), exist_ok=True)
+        os.rename(tmp_path / "A" / rel, tmp_path / "B" / rel)
+    with pytest.raises(ChunkError):
+        extract_blob(tmp_path / "o.caibx", tmp_path / "x", [tmp_path / "A"])
+    assert not (tmp_path / "x").exists()
+    extract_blob(tmp_path / "o.caibx", tmp_path / "x", [tmp_path / "A", tmp_path / "B"])
+    assert (tmp_path / "x").read_bytes() == small.read_bytes()
+    run(casync_bin, "extract", f"--store={tmp_path / 'A'}", f"--extra-store={tmp_path / 'B'}",
+        tmp_path / "o.caibx", tmp_path / "y")
+    assert (tmp_path / "y").read_bytes() == small.read_bytes()
+
+
+def test_blake3_roundtrip(casync_bin, tmp_path, blob):
+    """INDEX-5 (BLAKE3 extension): our round trip works; casync refuses the index."""
+    import blake3
+
+    data = blob.read_bytes()[: 4 << 20]
+    (tmp_path / "b").write_bytes(data)
+    res = make_blob_index(tmp_path / "b", tmp_path / "b3.caibx", tmp_path / "S", digest="blake3")
+    assert res.digest == blake3.blake3(data).digest()
+    with IndexReader(tmp_path / "b3.caibx") as r:
+        assert r.digest == "blake3" and r.feature_flags == blob_index_flags("blake3")
+        first = next(iter(r))
+        assert first.id == blake3.blake3(data[: first.end]).digest()
+    extract_blob(tmp_path / "b3.caibx", tmp_path / "out", [tmp_path / "S"])
+    assert (tmp_path / "out").read_bytes() == data
+    p = run(casync_bin, "extract", f"--store={tmp_path / 'S'}", tmp_path / "b3.caibx", tmp_path / "c", check=False)
+    assert p.returncode != 0 and not (tmp_path / "c").exists()
+
+
+def test_malformed_index_and_corrupt_chunk(tmp_path, blob):
+    """INDEX-7, STORE-8: extraction fails cleanly (one-line error, no output file)."""
+    data = blob.read_bytes()[: 2 << 20]
+    (tmp_path / "b").write_bytes(data)
+    make_blob_index(tmp_path / "b", tmp_path / "o.caibx", tmp_path / "S", chunk_size=(4096, 16384, 65536))
+    raw = (tmp_path / "o.caibx").read_bytes()
+    (tmp_path / "bad.caibx").write_bytes(raw[:-1])
+    with pytest.raises(FormatError):
+        extract_blob(tmp_path / "bad.caibx", tmp_path / "out", [tmp_path / "S"])
+    (tmp_path / "bad.caibx").write_bytes(raw[:8] + b"\0" * 8 + raw[16:])
+    with pytest.raises(FormatError):
+        extract_blob(tmp_path / "bad.caibx", tmp_path / "out", [tmp_path / "S"])
+
+    with IndexReader(tmp_path / "o.caibx") as r:
+        victim = r.chunk(len(r) // 2)
+    path = Store(tmp_path / "S").chunk_path(victim.id)
+    os.chmod(path, 0o644)
+    other = compression.compress(b"x" * victim.size)
+    with open(path, "wb") as f:
+        f.write(other)
+    with pytest.raises(ChunkError) as ei:
+        extract_blob(tmp_path / "o.caibx", tmp_path / "out", [tmp_path / "S"])
+    assert victim.id.hex() in str(ei.value) and "\n" not in str(ei.value)
+    assert sorted(os.listdir(tmp_path)) == ["S", "b", "bad.caibx", "o.caibx"]
+
+
+def test_gc_like_casync(casync_bin, tmp_path, blob):
+    """STORE-11: gc removes exactly what casync gc removes: chunks no given index references."""
+    data = blob.read_bytes()
+    for name, part in (("one", data[: 3 << 20]), ("two", data[2 << 20: 5 << 20]), ("three", data[8 << 20: 9 << 20])):
+        (tmp_path / name).write_bytes(part)
+        make_blob_index(tmp_path / name, tmp_path / f"{name}.caibx", tmp_path / "S", chunk_size=(4096, 16384, 65536))
+    shutil.copytree(tmp_path / "S", tmp_path / "C")
+    keep_idx = [tmp_path / "one.caibx", tmp_path / "two.caibx"]
+    res = gc(tmp_path / "S", keep_idx)
+    assert res.removed
+    p = run(casync_bin, "gc", f"--store={tmp_path / 'C'}", *keep_idx)
+    assert set(chunk_files(tmp_path / "S")) == set(chunk_files(tmp_path / "C"))
+    referenced = set()
+    for i in keep_idx:
+        with IndexReader(i) as r:
+            referenced |= {c.id for c in r}
+    assert set(Store(tmp_path / "S")) == referenced
+    extract_blob(tmp_path / "two.caibx", tmp_path / "t", [tmp_path / "S"])
+    assert (tmp_path / "t").read_bytes() == data[2 << 20: 5 << 20]
+    assert p.stdout == b""
+
+
+def test_digest_like_casync(casync_bin, tmp_path, blob):
+    """`casync digest x.caibx` prints the SHA512-256 of the stream, whatever the index's chunk
+    digest and even with --digest=sha256 (which it honours for a plain file)."""
+    data = blob.read_bytes()[: 3 << 20]
+    (tmp_path / "b").write_bytes(data)
+    make_blob_index(tmp_path / "b", tmp_path / "o.caibx", tmp_path / "S", digest="sha256")
+    p = run(casync_bin, "digest", f"--store={tmp_path / 'S'}", tmp_path / "o.caibx")
+    assert p.stdout.decode().strip() == stream_digest(tmp_path / "o.caibx", [tmp_path / "S"]).hex()
+    assert p.stdout.decode().strip() == hashlib.new("sha512_256", data).hexdigest()
+    p = run(casync_bin, "digest", "--digest=sha256", f"--store={tmp_path / 'S'}", tmp_path / "o.caibx")
+    assert p.stdout.decode().strip() == hashlib.new("sha512_256", data).hexdigest()
+    p = run(casync_bin, "digest", "--digest=sha256", tmp_path / "b")
+    assert p.stdout.decode().strip() == hashlib.sha256(data).hexdigest()
+
+
+def test_stream_of_small_buffers(casync_bin, tmp_path, blob):
+    """An encoder-like iterator of small buffers is chunked into the same index casync makes."""
+    data = blob.read_bytes()[: 6 << 20]
+    (tmp_path / "b").write_bytes(data)
+    run(casync_bin, "make", f"--store={tmp_path / 'S1'}", tmp_path / "c.caibx", tmp_path / "b")
+
+    def pieces():
+        i, k = 0, 1
+        while i < len(data):
+            n = (k * 7919) % 20000 + 1
+            yield data[i:i + n]
+            i += n
+            k += 1
+
+    ch = Chunker()
+    st = Store(tmp_path / "S2")
+    with IndexWriter(tmp_path / "o.caibx", feature_flags=blob_index_flags(), chunk_sizes=ch.sizes) as w:
+        for _end, cid, size in write_chunks_to_store(chunk_stream(pieces(), ch), st):
+            w.append(cid, size)
+    assert (tmp_path / "o.caibx").read_bytes() == (tmp_path / "c.caibx").read_bytes()
+    _same_stores(tmp_path / "S1", tmp_path / "S2")
+
+
+def test_index_stream_reads_only_needed_chunks(tmp_path, blob):
+    """A seekable view of an indexed stream fetches only the chunks covering what is read."""
+    data = blob.read_bytes()[: 4 << 20]
+    (tmp_path / "b").write_bytes(data)
+    make_blob_index(tmp_path / "b", tmp_path / "o.caibx", tmp_path / "S", chunk_size=(4096, 16384, 65536))
+    with IndexReader(tmp_path / "o.caibx") as r:
+        n = len(r)
+        assert n > 100
+        s = r.open_stream([tmp_path / "S"])
+        c = r.chunk(n // 2)
+        s.seek(c.start + 10)
+        assert s.read(100) == data[c.start + 10: c.start + 110]
+        assert s.chunks_fetched == 1 and s.fetched == [n // 2]
+        # a read spanning a boundary fetches the next chunk only
+        s.seek(c.end - 5)
+        assert s.read(10) == data[c.end - 5: c.end + 5]
+        assert s.fetched == [n // 2, n // 2 + 1]
+        s.seek(-3, os.SEEK_END)
+        assert s.read() == data[-3:] and s.read(5) == b""
+        assert s.chunks_fetched == 3
+        s.seek(0)
+        assert s.read(10) == data[:10] and s.fetched[-1] == 0
+        # sequential read-ahead through a pool gives the whole stream
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(2) as ex:
+            full = IndexStream(r, StoreSet([tmp_path / "S"]), readahead=4, executor=ex)
+            assert full.read() == data
+            assert full.chunks_fetched == n
+
+
+def test_caidx_stream_equals_catar(casync_bin, tmp_path):
+    """The stream behind a casync .caidx, read through IndexStream, is casync's .catar."""
+    d = tmp_path / "tree"
+    (d / "sub").mkdir(parents=True)
+    (d / "a").write_bytes(make_blob(1, 700_000))
+    (d / "sub" / "b").write_bytes(b"hello\n" * 1000)
+    os.symlink("a", d / "link")
+    run(casync_bin, "make", f"--store={tmp_path / 'S'}", tmp_path / "t.caidx", d)
+    run(casync_bin, "make", tmp_path / "t.catar", d)
+    with IndexReader(tmp_path / "t.caidx") as r, r.open_stream([tmp_path / "S"]) as s:
+        assert s.read() == (tmp_path / "t.catar").read_bytes()
+
+
+def test_index_mode_follows_input(casync_bin, tmp_path):
+    """INDEX-6: the index file gets the input's permission bits (& 0666, less the umask)."""
+    (tmp_path / "b").write_bytes(os.urandom(100_000))
+    os.chmod(tmp_path / "b", 0o640)
+    run(casync_bin, "make", f"--store={tmp_path / 'S1'}", tmp_path / "c.caibx", tmp_path / "b")
+    make_blob_index(tmp_path / "b", tmp_path / "o.caibx", tmp_path / "S2")
+    assert (tmp_path / "o.caibx").stat().st_mode & 0o777 == (tmp_path / "c.caibx").stat().st_mode & 0o777
+    assert (tmp_path / "o.caibx").read_bytes() == (tmp_path / "c.caibx").read_bytes()
+
+
+def test_blob_index_flags_options(casync_bin, tmp_path):
+    """INDEX-4: --with=/--exclude-nodump= change a blob index's flags; ours follow when told so."""
+    from pycatar.flags import Flag
+
+    (tmp_path / "b").write_bytes(os.urandom(50_000))
+    run(casync_bin, "make", f"--store={tmp_path / 'S'}", "--with=xattrs", "--exclude-nodump=no",
+        tmp_path / "c.caibx", tmp_path / "b")
+    make_blob_index(tmp_path / "b", tmp_path / "o.caibx", tmp_path / "S",
+                    feature_flags=int(Flag.WITH_XATTRS | Flag.EXCLUDE_FILE))
+    assert (tmp_path / "o.caibx").read_bytes() == (tmp_path / "c.caibx").read_bytes()
