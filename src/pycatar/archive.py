@@ -55,3 +55,19 @@ def catar_digest(source, *, feature_flags: int = int(DEFAULT), **encoder_options
     for piece in encoder:
         h.update(piece)
     return h.hexdigest()
+
+
+def make_archive_index(output, source, *, store, feature_flags: int = int(DEFAULT),
+                       chunk_size: tuple[int, int, int] | None = None, compression: str = "zstd",
+                       mode: int = 0o644, threads: int | None = None, **encoder_options) -> MakeResult:
+    """Archive the directory ``source`` as a chunked catar: chunks into ``store``, the .caidx index
+    into ``output`` (path, file object, or None for standard output).  The catar stream is produced,
+    chunked, hashed and compressed incrementally, in bounded memory."""
+    from . import blob
+
+    encoder = CatarEncoder(source, feature_flags, **encoder_options)
+    res = blob.make_blob_index(iter(encoder), sys.stdout.buffer if output is None else output, store,
+                               chunk_size=chunk_size, digest=digest_name(encoder.feature_flags),
+                               compression=compression, feature_flags=encoder.feature_flags,
+                               threads=threads, index_mode=mode)
+    return MakeResult(res.hexdigest, res.size, encoder.feature_flags, encoder.covering_flags)

@@ -87,18 +87,23 @@ def verb_make(opts, args: list[str]) -> int:
         _verbose_make_summary(opts, result)
         print(result.digest_hex)
         return 0
-    from . import blob  # the chunked kinds
+    from . import blob, chunker
+    from .store import default_store_for
 
-    store = opts.store or blob.default_store_for(output)
+    store = opts.store or default_store_for(output)
+    sizes = chunker.chunk_size_from_args(opts.chunk_size) if opts.chunk_size else None
     if kind == "archive-index":
-        flags = opts.feature_flags()
-        result = archive.make_archive_index(output, source, store=store, feature_flags=flags,
-                                            chunk_size=opts.chunk_size, compression=opts.compression,
-                                            mode=mode, **opts.uid_options())
+        result = archive.make_archive_index(output, source, store=store, feature_flags=opts.feature_flags(),
+                                            chunk_size=sizes, compression=opts.compression, mode=mode,
+                                            **opts.uid_options())
         _verbose_make_summary(opts, result)
-    else:
-        result = blob.make_blob_index_cli(output, source, store=store, opts=opts, mode=mode)
-    print(result.digest_hex)
+        print(result.digest_hex)
+        return 0
+    src = source if source is not None else sys.stdin.buffer
+    res = blob.make_blob_index(src, sys.stdout.buffer if output is None else output, store,
+                               chunk_size=sizes, digest=opts.digest, compression=opts.compression,
+                               feature_flags=opts.feature_flags(default_with=0), index_mode=mode)
+    print(res.hexdigest)
     return 0
 
 
