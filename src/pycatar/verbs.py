@@ -124,6 +124,103 @@ def _verbose_make_summary(opts, result) -> None:
         _log(opts, f"Archive size: {result.size}")
 
 
+# --------------------------------------------------------------------------- extract
+
+
+def _stores(opts, index_path):
+    from .store import default_store_for
+
+    return [opts.store or default_store_for(index_path), *opts.extra_stores]
+
+
+def verb_extract(opts, args: list[str]) -> int:
+    if len(args) > 3:
+        raise UsageError("Input path/URL, output path, and subtree path expected.")
+    source = _strip_file_url(args[0]) if args else None
+    output = _strip_file_url(args[1]) if len(args) > 1 else None
+    subpath = args[2] if len(args) > 2 else None
+    kind = None
+    if opts.what is not None:
+        if opts.what not in ("archive", "archive-index", "blob-index"):
+            raise UsageError('"extract" operation may only be combined with --what=archive, '
+                             "--what=archive-index, --what=blob-index.")
+        kind = opts.what
+    if kind is None and source and source != "-":
+        kind = _suffix_kind(source)
+        if kind is None:
+            raise UsageError("File to read from does not have valid suffix, refusing. "
+                             "(May be one of: .catar, .caidx, .caibx)")
+    if source == "-":
+        source = None
+    if output is None and kind in ("archive", "archive-index"):
+        output = "."
+    if output == "-":
+        output = None
+    if output is not None and os.path.lexists(output):
+        ost = os.stat(output)
+        if st.S_ISDIR(ost.st_mode):
+            if kind is None:
+                kind = "archive-index"
+            elif kind not in ("archive", "archive-index"):
+                raise UsageError("Output is a directory, but attempted to extract blob index. Refusing.")
+        elif st.S_ISREG(ost.st_mode) or st.S_ISBLK(ost.st_mode):
+            if kind is None:
+                kind = "blob-index"
+            elif kind != "blob-index":
+                raise UsageError("Output is a regular file or block device, but attempted to extract "
+                                 "an archive.")
+        else:
+            raise UsageError("Output is neither a directory, a regular file, nor a block device. Refusing.")
+    if kind is None:
+        raise UsageError("Couldn't figure out what to extract. Refusing. Use --what=archive, "
+                         "--what=archive-index or --what=blob-index.")
+    if kind == "blob-index" and subpath:
+        raise UsageError("Subtree path only supported when extracting archive or archive index.")
+    if output is None and kind != "blob-index":
+        raise UsageError("Extracting an archive to standard output is not supported.")
+    src = source if source is not None else sys.stdin.buffer
+
+    if kind == "blob-index":
+        from . import blob
+
+        blob.extract_blob(src, sys.stdout.buffer if output is None else output, _stores(opts, source),
+                          sparse=opts.punch_holes)
+        return 0
+
+    from .extract import extract_archive
+    from .flags import normalize_mask
+
+    options = dict(feature_mask=normalize_mask(opts.feature_flags()), delete=opts.delete,
+                   undo_immutable=opts.undo_immutable, punch_holes=opts.punch_holes, **opts.uid_options())
+    if kind == "archive":
+        extract_archive(src, output, subpath, **options)
+        return 0
+    from .index import IndexReader
+
+    with IndexReader(src) as reader:
+        stream = reader.open_stream(_stores(opts, source))
+        try:
+            extract_archive(stream, output, subpath, **options)
+        finally:
+            stream.close()
+    return 0
+
+
+# --------------------------------------------------------------------------- gc
+
+
+def verb_gc(opts, args: list[str]) -> int:
+    if not args:
+        raise UsageError("Expected at least one argument.")
+    from .store import default_store_for, gc
+
+    gc(opts.store or default_store_for(args[0]), args, dry_run=opts.dry_run, verbose=opts.verbose,
+       out=sys.stdout)
+    return 0
+
+
 VERBS = {
     "make": verb_make,
+    "extract": verb_extract,
+    "gc": verb_gc,
 }
