@@ -1,0 +1,958 @@
+"""Reading catar streams (spec/catar.md).
+
+:class:`CatarReader` walks a catar stream sequentially (the stream may be a pipe) and yields one
+:class:`~pycatar.entry.Entry` per archived file, validating every record on the way.  On a seekable
+stream it also answers random-access questions through the GOODBYE tables (:meth:`CatarReader.lookup`,
+:meth:`CatarReader.iter_subtree`), reading only the directories on the way.
+
+Everything a malformed stream can do ends as :class:`~pycatar.errors.FormatError` with a one-line
+message naming the offset; memory stays bounded (payloads are streamed, never held whole).
+
+The reader keeps the values of the archive as stored.  What the *user* asked for (casync's decoder
+"mask", e.g. ``--without=user-names`` at list or extract time) only changes :attr:`CatarReader.replay_flags`:
+consumers show or restore a property only when ``replay_flags`` carries it (listing.archive_view does this
+exactly like casync's ``ca_decoder_current_*`` accessors).
+"""
+
+from __future__ import annotations
+
+import os
+import stat as _stat
+from typing import Iterator
+
+from siphash24 import siphash24
+
+from . import flags as _flags
+from . import format as fmt
+from .entry import ACLDefault, ACLEntry, Entry
+from .errors import FormatError, UnsupportedError
+from .flags import Flag as F
+
+__all__ = ["CatarReader", "name_hash", "bst_layout", "MAX_DEPTH", "PAYLOAD_PIECE"]
+
+#: Pieces :meth:`CatarReader.read_payload` yields are at most this large.
+PAYLOAD_PIECE = 1 << 20
+#: casync keeps 64 decoder nodes (the root plus 63 levels below it); deeper archives are rejected.
+MAX_DEPTH = 63
+
+_SEQ_READAHEAD = 1 << 20  # sequential iteration: large reads
+_RANDOM_READAHEAD = 4096  # lookups: read little beyond what is needed
+
+_U64_MAX = 0xFFFFFFFFFFFFFFFF
+_T = fmt.RecordType
+_ENTRY = int(_T.ENTRY)
+_USER = int(_T.USER)
+_GROUP = int(_T.GROUP)
+_XATTR = int(_T.XATTR)
+_ACL_USER = int(_T.ACL_USER)
+_ACL_GROUP = int(_T.ACL_GROUP)
+_ACL_GROUP_OBJ = int(_T.ACL_GROUP_OBJ)
+_ACL_DEFAULT = int(_T.ACL_DEFAULT)
+_ACL_DEFAULT_USER = int(_T.ACL_DEFAULT_USER)
+_ACL_DEFAULT_GROUP = int(_T.ACL_DEFAULT_GROUP)
+_FCAPS = int(_T.FCAPS)
+_QUOTA_PROJID = int(_T.QUOTA_PROJID)
+_SELINUX = int(_T.SELINUX)
+_SYMLINK = int(_T.SYMLINK)
+_DEVICE = int(_T.DEVICE)
+_PAYLOAD = int(_T.PAYLOAD)
+_FILENAME = int(_T.FILENAME)
+_GOODBYE = int(_T.GOODBYE)
+_TAIL_MARKER = int(_T.GOODBYE_TAIL_MARKER)
+
+
+
+class _I:
+    """The feature flags as plain ints (arithmetic on IntFlag members is slow)."""
+
+
+for _f in F:
+    setattr(_I, _f.name, int(_f))
+
+_HDR = fmt.HEADER_SIZE
+_ITEM = fmt.GOODBYE_ITEM_SIZE
+_GOODBYE_MIN = _HDR + _ITEM  # header plus tail, no items
+_ACL_FIXED = fmt.ACL_ENTRY_FIXED_SIZE
+
+_WITH_UIDS = int(_I.WITH_16BIT_UIDS | _I.WITH_32BIT_UIDS)
+_WITH_TIMES = int(_I.WITH_NSEC_TIME | _I.WITH_USEC_TIME | _I.WITH_SEC_TIME | _I.WITH_2SEC_TIME)
+_ENTRY_FLAG_BITS = int(_flags.WITH_FAT_ATTRS | _flags.WITH_CHATTR | _I.WITH_SUBVOLUME | _I.WITH_SUBVOLUME_RO)
+
+
+def name_hash(name: bytes) -> int:
+    """The GOODBYE hash of a file name: SipHash-2-4 with the format's key, read little-endian (CATAR-40)."""
+    return int.from_bytes(siphash24(name, key=fmt.GOODBYE_HASH_KEY).digest(), "little")
+
+
+def _bst_fill(src: list, lo: int, n: int, e: int, out: list, i: int) -> None:
+    # Place src[lo:lo+n] into out as the complete binary search tree rooted at out[i] (camakebst's
+    # permutation: the tree is filled level by level, the last level from the left).
+    while n > 0:
+        p = 1 << (e - 1)
+        q = p << 1
+        if n >= p - 1 + p // 2:
+            k = (q - 2) // 2
+        else:
+            k = (q - 2) // 2 - (p - 1 + p // 2 - n)
+        out[i] = src[lo + k]
+        _bst_fill(src, lo, k, e - 1, out, 2 * i + 1)
+        lo, n, e, i = lo + k + 1, n - k - 1, e - 1, 2 * i + 2
+
+
+def bst_layout(sorted_items: list) -> list:
+    """Permute an ascending list into the array layout of a GOODBYE table (CATAR-42)."""
+    n = len(sorted_items)
+    if n <= 1:
+        return list(sorted_items)
+    out: list = [None] * n
+    _bst_fill(sorted_items, 0, n, n.bit_length(), out, 0)
+    return out
+
+
+def _cstr_ok(body: bytes, maximum: int) -> bool:
+    # a NUL-terminated string of at least one character, no NUL inside, at most `maximum` bytes with NUL
+    n = len(body)
+    return 2 <= n <= maximum and body[-1] == 0 and body.find(b"\0", 0, n - 1) < 0
+
+
+_NAME_FIRST = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
+_NAME_REST = _NAME_FIRST | frozenset(b"0123456789-")
+_DIGITS = frozenset(b"0123456789")
+
+
+def _user_name_ok(body: bytes, strict_casync: bool) -> bool:
+    # casync's validate_user_group_name(); see CATAR-21.
+    n = len(body)
+    if n < 2 or n > 256 or body[-1] != 0:
+        return False
+    first = body[0]
+    if first not in _NAME_FIRST and (strict_casync or first not in _DIGITS):
+        return False
+    if not all(c in _NAME_REST for c in body[1:-1]):
+        return False
+    return body not in (b"root\0", b"0\0")
+
+
+def _xattr_name_ok(name: bytes) -> bool:
+    dot = name.find(b".")
+    return 0 < dot < len(name) - 1 and len(name) <= 255
+
+
+class _Source:
+    """A cursor over the stream with its own read buffer.
+
+    Several cursors may share one seekable file object: each one seeks to its own position before
+    reading.  ``tap``, when set, receives every byte the cursor consumes, in stream order."""
+
+    __slots__ = ("f", "seekable", "buf", "bpos", "pos", "readahead", "tap", "_size")
+
+    def __init__(self, f, seekable: bool, pos: int = 0, readahead: int = _SEQ_READAHEAD):
+        self.f = f
+        self.seekable = seekable
+        self.buf = b""
+        self.bpos = 0
+        self.pos = pos  # stream offset of buf[bpos]
+        self.readahead = readahead
+        self.tap = None
+        self._size: int | None = None
+
+    # -- low level
+
+    def size(self) -> int | None:
+        if not self.seekable:
+            return None
+        if self._size is None:
+            self._size = self.f.seek(0, os.SEEK_END)
+        return self._size
+
+    def _raw_read(self, n: int) -> bytes:
+        """Read up to n bytes at the end of the buffer (short only at EOF)."""
+        f = self.f
+        if self.seekable:
+            f.seek(self.pos + len(self.buf) - self.bpos)
+        data = f.read(n)
+        if data is None:
+            data = b""
+        if len(data) < n and data:
+            parts = [data]
+            got = len(data)
+            while got < n:
+                more = f.read(n - got)
+                if not more:
+                    break
+                parts.append(more)
+                got += len(more)
+            data = b"".join(parts)
+        return bytes(data)
+
+    def avail(self) -> int:
+        return len(self.buf) - self.bpos
+
+    def fill(self, n: int) -> int:
+        """Make at least n bytes available if the stream has them; returns what is available."""
+        have = len(self.buf) - self.bpos
+        if have >= n:
+            return have
+        want = max(n - have, self.readahead)
+        data = self._raw_read(want)
+        rest = self.buf[self.bpos:]
+        self.buf = rest + data if rest else data
+        self.bpos = 0
+        return len(self.buf)
+
+    def peek(self, n: int) -> bytes:
+        self.fill(n)
+        return self.buf[self.bpos:self.bpos + n]
+
+    def read(self, n: int, what: str = "record") -> bytes:
+        if self.fill(n) < n:
+            raise FormatError(
+                f"archive truncated: {what} at offset {self.pos} needs {n} bytes, only {self.avail()} left"
+            )
+        b = self.bpos
+        data = self.buf[b:b + n]
+        self.bpos = b + n
+        self.pos += n
+        if self.tap is not None:
+            self.tap(data)
+        return data
+
+    def skip(self, n: int, what: str = "payload") -> None:
+        have = self.avail()
+        if n <= have:
+            if self.tap is not None:
+                self.tap(self.buf[self.bpos:self.bpos + n])
+            self.bpos += n
+            self.pos += n
+            return
+        if self.seekable and self.tap is None:
+            end = self.pos + n
+            size = self.size()
+            if end > size:
+                raise FormatError(f"archive truncated: {what} at offset {self.pos} runs past the end ({size})")
+            self.buf, self.bpos, self.pos = b"", 0, end
+            return
+        for piece in self.stream(n, what):
+            pass
+
+    def stream(self, n: int, what: str = "payload") -> Iterator[bytes]:
+        """Consume n bytes, yielding them in pieces of at most PAYLOAD_PIECE."""
+        start = self.pos
+        while n > 0:
+            have = self.avail()
+            if have:
+                k = min(have, n, PAYLOAD_PIECE)
+                data = self.buf[self.bpos:self.bpos + k]
+                self.bpos += k
+                if self.bpos == len(self.buf):
+                    self.buf, self.bpos = b"", 0
+            else:
+                k = min(n, PAYLOAD_PIECE)
+                data = self._raw_read(k)
+                if len(data) < k:
+                    raise FormatError(
+                        f"archive truncated: {what} starting at offset {start} ends early at offset "
+                        f"{self.pos + len(data)}"
+                    )
+            self.pos += k
+            n -= k
+            if self.tap is not None:
+                self.tap(data)
+            yield data
+
+    def seek(self, pos: int) -> None:
+        if pos == self.pos:
+            return
+        if not self.seekable:
+            raise UnsupportedError("random access needs a seekable archive")
+        buf_start = self.pos - self.bpos
+        if buf_start <= pos <= buf_start + len(self.buf):
+            self.bpos = pos - buf_start  # still inside the buffer
+            self.pos = pos
+            return
+        self.buf, self.bpos, self.pos = b"", 0, pos
+
+    def at_eof(self) -> bool:
+        if self.avail():
+            return False
+        if self.seekable:
+            return self.pos >= self.size()
+        return self.fill(1) == 0
+
+
+class _Frame:
+    """An open directory during iteration."""
+
+    __slots__ = ("path", "entry_offset", "children", "last_name", "depth")
+
+    def __init__(self, path: str, entry_offset: int, depth: int):
+        self.path = path
+        self.entry_offset = entry_offset
+        self.children: list[list[int]] = []  # [hash, filename offset, end offset]
+        self.last_name: bytes | None = None
+        self.depth = depth
+
+
+def _seekable(f) -> bool:
+    try:
+        if not f.seekable():
+            return False
+        f.tell()
+        return True
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+class CatarReader:
+    """Read a catar stream.
+
+    ``feature_mask``: the feature flags the user asked for (casync's decoder mask, e.g. everything but
+    ``--without=…``); ``None`` means everything.  It is widened with :func:`flags.normalize_mask` and only
+    affects :attr:`replay_flags`.
+
+    ``strict_casync``: reject, like casync 2 does, three kinds of archives that casync's own encoder writes
+    but its decoder refuses (usec-time mtimes that are not multiples of a millisecond; user-names without
+    uids and a file owned by root, i.e. without USER/GROUP records; numeric user names).  Off by default:
+    pycatar reads what casync writes (spec/catar.md, CATAR-24)."""
+
+    def __init__(self, fileobj, *, feature_mask: int | None = None, strict_casync: bool = False):
+        self._seekable = _seekable(fileobj)  # a seekable archive starts at offset 0 of the file
+        self._src = _Source(fileobj, self._seekable, 0)
+        self._mask = _U64_MAX if feature_mask is None else _flags.normalize_mask(feature_mask)
+        self._strict = strict_casync
+        self.feature_flags: int | None = None
+        self.replay_flags: int | None = None
+        self._root: Entry | None = None
+        # the regular file just yielded: its cursor and how much payload is left unread
+        self._payload_src: _Source | None = None
+        self._payload_left = 0
+        #: raw bytes of the records of the entry just yielded (ENTRY up to and including the PAYLOAD header,
+        #: SYMLINK or DEVICE record); what casync's hardlink digest covers before the payload
+        self.entry_bytes: bytes = b""
+        #: if set, called with every byte sequential iteration (``iter``, :meth:`iter_subtree`) consumes,
+        #: in stream order, payloads included (they are then read rather than skipped)
+        self.tap = None
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def seekable(self) -> bool:
+        """Whether random access (:meth:`lookup`, :meth:`iter_subtree`) is possible."""
+        return self._seekable
+
+    def __iter__(self) -> Iterator[Entry]:
+        return self._walk(self._src, 0, "", whole=True)
+
+    def read_payload(self) -> Iterator[bytes]:
+        """The payload of the regular file just yielded, in pieces of at most 1 MiB.  Call it before
+        advancing the iterator; what is not consumed is skipped when iteration continues."""
+        src = self._payload_src
+        if src is None or self._payload_left <= 0:
+            return
+        while self._payload_left > 0:
+            k = min(self._payload_left, PAYLOAD_PIECE)
+            for piece in src.stream(k):
+                self._payload_left -= len(piece)
+                yield piece
+
+    def lookup(self, path: str) -> Entry | None:
+        """The entry at ``path`` (components separated by "/"), found through the GOODBYE tables, or
+        None.  Reads only the GOODBYE tables and entries of the directories on the way."""
+        src = self._random_source()
+        root = self._read_root(src)
+        comps = [c for c in path.split("/") if c]
+        if not comps:
+            return root
+        size = src.size()
+        entry, dir_start, dir_end = root, 0, size
+        cur_path = ""
+        for depth, comp in enumerate(comps, 1):
+            if not entry.isdir():
+                return None
+            name = os.fsencode(comp)
+            if b"\0" in name:
+                return None
+            goodbye_start, n_items = self._locate_goodbye(src, dir_start, dir_end)
+            found = None
+            for offset, item_size in self._search(src, goodbye_start, n_items, name_hash(name)):
+                start = goodbye_start - offset
+                end = start + item_size
+                if offset > goodbye_start - dir_start or start < dir_start + fmt.ENTRY_SIZE or end > goodbye_start:
+                    raise FormatError(f"GOODBYE item of the directory at offset {dir_start} points outside it")
+                src.seek(start)
+                child_name = self._read_filename(src, end)
+                if child_name != name:
+                    continue  # a hash collision: try the next item with this hash
+                if depth > MAX_DEPTH:
+                    raise FormatError(f"archive nests deeper than {MAX_DEPTH} directories at offset {start}")
+                child_path = f"{cur_path}/{comp}" if cur_path else comp
+                child = self._parse_entry(src, child_path, at_root=False, end=end)
+                self._check_entry_end(src, child, end)
+                found = (child, child.offset, end)
+                break
+            if found is None:
+                return None
+            entry, dir_start, dir_end = found
+            cur_path = entry.path
+        return entry
+
+    def iter_subtree(self, entry: Entry) -> Iterator[Entry]:
+        """``entry`` (as found by :meth:`lookup`) and then everything below it, in archive order, with
+        paths relative to the archive root.  Needs a seekable stream."""
+        if entry.offset is None:
+            raise ValueError("entry has no archive offset")
+        self._read_root(self._random_source())  # the archive's feature flags
+        return self._walk(self._random_source(_SEQ_READAHEAD), entry.offset, entry.path, whole=False)
+
+    # ------------------------------------------------------------------ iteration
+
+    def _walk(self, src: _Source, start: int, path: str, whole: bool) -> Iterator[Entry]:
+        src.tap = self.tap
+        try:
+            yield from self._walk_inner(src, start, path, whole)
+        finally:
+            src.tap = None
+            self._payload_src = None
+            self._payload_left = 0
+
+    def _walk_inner(self, src: _Source, start: int, path: str, whole: bool) -> Iterator[Entry]:
+        src.seek(start)
+        if whole and src.at_eof():
+            raise FormatError("archive is empty")
+        stack: list[_Frame] = []
+        depth = path.count("/") + 1 if path else 0
+        cur_path = path
+        while True:
+            entry = self._parse_entry(src, cur_path, at_root=(whole and not stack))
+            if entry.isreg():
+                self._payload_src = src
+                self._payload_left = entry.size
+            yield entry
+            if self._payload_left:
+                left = self._payload_left
+                self._payload_left = 0
+                self._payload_src = None
+                src.skip(left)
+            self._payload_src = None
+            if entry.isdir():
+                stack.append(_Frame(cur_path, entry.offset, depth))
+            elif stack:
+                stack[-1].children[-1][2] = src.pos
+            else:
+                return  # a non-directory subtree is complete
+            # Records at directory level: FILENAME (the next child) or GOODBYE (the directory ends).
+            while True:
+                frame = stack[-1]
+                hdr = src.peek(_HDR)
+                if len(hdr) < _HDR:
+                    raise FormatError(
+                        f"archive truncated at offset {src.pos}: directory at offset {frame.entry_offset} "
+                        "has no GOODBYE record"
+                    )
+                size, rtype = fmt.HEADER.unpack(hdr)
+                if rtype == _FILENAME:
+                    name_off = src.pos
+                    name = self._read_filename(src, None)
+                    if frame.last_name is not None and name <= frame.last_name:
+                        kind = "duplicate" if name == frame.last_name else "out of order"
+                        raise FormatError(
+                            f"file name {os.fsdecode(name)!r} at offset {name_off} is {kind} in its directory"
+                        )
+                    frame.last_name = name
+                    if frame.depth + 1 > MAX_DEPTH:
+                        raise FormatError(f"archive nests deeper than {MAX_DEPTH} directories at offset {name_off}")
+                    frame.children.append([name_hash(name), name_off, -1])
+                    comp = os.fsdecode(name)
+                    cur_path = f"{frame.path}/{comp}" if frame.path else comp
+                    depth = frame.depth + 1
+                    break
+                if rtype == _GOODBYE:
+                    self._read_goodbye(src, frame)
+                    stack.pop()
+                    if stack:
+                        stack[-1].children[-1][2] = src.pos
+                        continue
+                    if whole and not src.at_eof():
+                        raise FormatError(f"trailing data after the end of the archive at offset {src.pos}")
+                    return
+                raise FormatError(
+                    f"unexpected {self._type_name(rtype)} record at offset {src.pos} in the directory at "
+                    f"offset {frame.entry_offset} (expected FILENAME or GOODBYE)"
+                )
+
+    # ------------------------------------------------------------------ records
+
+    @staticmethod
+    def _type_name(rtype: int) -> str:
+        try:
+            return fmt.RecordType(rtype).name
+        except ValueError:
+            return f"unknown (0x{rtype:016x})"
+
+    def _read_filename(self, src: _Source, end: int | None) -> bytes:
+        off = src.pos
+        hdr = src.peek(_HDR)
+        if len(hdr) < _HDR:
+            raise FormatError(f"archive truncated at offset {off}: FILENAME header missing")
+        size, rtype = fmt.HEADER.unpack(hdr)
+        if rtype != _FILENAME:
+            raise FormatError(f"expected FILENAME record at offset {off}, found {self._type_name(rtype)}")
+        if size < _HDR + 2 or size > fmt.FILENAME_SIZE_MAX:
+            raise FormatError(f"FILENAME record at offset {off} has invalid size {size}")
+        if end is not None and off + size > end:
+            raise FormatError(f"FILENAME record at offset {off} overruns its GOODBYE item")
+        body = src.read(size, "FILENAME record")[_HDR:]
+        if body[-1] != 0:
+            raise FormatError(f"FILENAME at offset {off} is not NUL-terminated")
+        name = body[:-1]
+        if b"\0" in name or b"/" in name or name in (b".", b".."):
+            raise FormatError(f"FILENAME at offset {off} is not a single path component: {os.fsdecode(name)!r}")
+        return name
+
+    def _read_goodbye(self, src: _Source, frame: _Frame) -> None:
+        """Read a directory's GOODBYE record and check it against what iteration saw (CATAR-43)."""
+        start = src.pos
+        size, _ = fmt.HEADER.unpack(src.peek(_HDR))
+        n = len(frame.children)
+        expected = _HDR + _ITEM * (n + 1)
+        if size != expected:
+            raise FormatError(
+                f"GOODBYE record at offset {start} has size {size}, expected {expected} for {n} entries"
+            )
+        data = src.read(size, "GOODBYE record")
+        entry_offset, tail_size, marker = fmt.GOODBYE_TAIL.unpack_from(data, size - _ITEM)
+        if marker != _TAIL_MARKER:
+            raise FormatError(f"GOODBYE record at offset {start} lacks the tail marker")
+        if tail_size != size:
+            raise FormatError(f"GOODBYE tail at offset {start} repeats size {tail_size}, record has {size}")
+        if entry_offset != start - frame.entry_offset:
+            raise FormatError(
+                f"GOODBYE tail at offset {start} points to offset {start - entry_offset}, "
+                f"the directory starts at {frame.entry_offset}"
+            )
+        items = [fmt.GOODBYE_ITEM.unpack_from(data, _HDR + i * _ITEM) for i in range(n)]
+        want = bst_layout(sorted((h, s, e) for h, s, e in frame.children))
+        if [it[2] for it in items] != [w[0] for w in want] or sorted(items) != sorted(
+            (start - s, e - s, h) for h, s, e in want
+        ):
+            raise FormatError(f"GOODBYE table at offset {start} does not match the directory's entries")
+
+    def _locate_goodbye(self, src: _Source, dir_start: int, dir_end: int) -> tuple[int, int]:
+        """Find a directory's GOODBYE record from the end of the directory (its tail comes last);
+        returns the record's offset and its number of items."""
+        if dir_end - dir_start < fmt.ENTRY_SIZE + _GOODBYE_MIN:
+            raise FormatError(f"directory at offset {dir_start} is too short to hold a GOODBYE record")
+        src.seek(dir_end - _ITEM)
+        entry_offset, size, marker = fmt.GOODBYE_TAIL.unpack(src.read(_ITEM, "GOODBYE tail"))
+        if marker != _TAIL_MARKER:
+            raise FormatError(f"no GOODBYE tail marker before offset {dir_end}")
+        room = dir_end - dir_start - fmt.ENTRY_SIZE - _GOODBYE_MIN
+        n = (size - _GOODBYE_MIN) // _ITEM if size >= _GOODBYE_MIN else -1
+        # every item stands for a FILENAME and an ENTRY record, at least 82 bytes
+        if n < 0 or (size - _GOODBYE_MIN) % _ITEM or n * (_ITEM + _HDR + 2 + fmt.ENTRY_SIZE) > room:
+            raise FormatError(f"GOODBYE tail before offset {dir_end} has invalid size {size}")
+        goodbye_start = dir_end - size
+        if entry_offset != goodbye_start - dir_start:
+            raise FormatError(f"GOODBYE tail before offset {dir_end} does not point to its directory")
+        src.seek(goodbye_start)
+        hsize, htype = fmt.HEADER.unpack(src.read(_HDR, "GOODBYE header"))
+        if htype != _GOODBYE or hsize != size:
+            raise FormatError(f"GOODBYE record at offset {goodbye_start} has a bad header")
+        return goodbye_start, n
+
+    @staticmethod
+    def _search(src: _Source, goodbye_start: int, n: int, h: int) -> Iterator[tuple[int, int]]:
+        """Every (offset, size) with hash h, in the order a search of the BST array meets them (the
+        left subtree before the right one when a node's hash equals h).  Reads only the items visited."""
+        todo = [0]
+        while todo:
+            i = todo.pop()
+            if i >= n:
+                continue
+            src.seek(goodbye_start + _HDR + i * _ITEM)
+            offset, size, p = fmt.GOODBYE_ITEM.unpack(src.read(_ITEM, "GOODBYE item"))
+            if p == h:
+                yield offset, size
+            if h >= p:
+                todo.append(2 * i + 2)
+            if h <= p:
+                todo.append(2 * i + 1)
+
+    def _random_source(self, readahead: int = _RANDOM_READAHEAD) -> _Source:
+        if not self._seekable:
+            raise UnsupportedError("random access (lookup, subtrees) needs a seekable archive")
+        s = _Source(self._src.f, True, 0, readahead)
+        s._size = self._src._size
+        return s
+
+    def _read_root(self, src: _Source) -> Entry:
+        if self._root is None:
+            src.seek(0)
+            if src.at_eof():
+                raise FormatError("archive is empty")
+            root = self._parse_entry(src, "", at_root=True)
+            self._check_root_end(src, root)
+            self._root = root
+        return self._root
+
+    def _check_root_end(self, src: _Source, root: Entry) -> None:
+        # The top-level GOODBYE tail must lead back to offset 0 (CATAR-44).
+        size = src.size()
+        save = src.pos
+        src.seek(size - _ITEM if size >= _ITEM else 0)
+        tail = src.peek(_ITEM)
+        src.seek(save)
+        if len(tail) < _ITEM:
+            raise FormatError("archive truncated: no GOODBYE tail at the end")
+        entry_offset, gsize, marker = fmt.GOODBYE_TAIL.unpack(tail)
+        if marker != _TAIL_MARKER or entry_offset + gsize != size:
+            raise FormatError("the archive does not end with the top-level directory's GOODBYE record")
+
+    @staticmethod
+    def _check_entry_end(src: _Source, entry: Entry, end: int) -> None:
+        if entry.isdir():
+            return
+        stop = entry.payload_offset + entry.size if entry.isreg() else src.pos
+        if stop != end:
+            raise FormatError(f"entry at offset {entry.offset} does not end where its GOODBYE item says ({end})")
+
+    # ------------------------------------------------------------------ one entry
+
+    def _parse_entry(self, src: _Source, path: str, *, at_root: bool, end: int | None = None) -> Entry:
+        """Parse ENTRY and its follow-up records (CATAR-10..CATAR-30).  Leaves the cursor behind the
+        PAYLOAD header, SYMLINK or DEVICE record, or before the FILENAME/GOODBYE record that follows."""
+        off0 = src.pos
+        raw: list[bytes] = []
+
+        def fail(msg: str, at: int | None = None) -> FormatError:
+            return FormatError(f"{msg} (record at offset {off0 if at is None else at})")
+
+        hdr = src.peek(_HDR)
+        if len(hdr) < _HDR:
+            raise FormatError(f"archive truncated at offset {off0}: ENTRY record missing")
+        size, rtype = fmt.HEADER.unpack(hdr)
+        if rtype != _ENTRY:
+            raise fail(f"expected ENTRY record, found {self._type_name(rtype)}")
+        if size != fmt.ENTRY_SIZE:
+            raise fail(f"ENTRY record has size {size}, expected {fmt.ENTRY_SIZE}")
+        data = src.read(size, "ENTRY record")
+        raw.append(data)
+        _, _, feature_flags, mode, eflags, uid, gid, mtime = fmt.ENTRY.unpack(data)
+        self._check_feature_flags(feature_flags, off0)
+        af = self.feature_flags
+        self._check_mode(mode, eflags, af, off0)
+        if eflags & ~(af & _ENTRY_FLAG_BITS):
+            raise fail(f"ENTRY flags 0x{eflags:x} are not covered by the feature flags")
+        self._check_id(uid, af, "uid", off0)
+        self._check_id(gid, af, "gid", off0)
+        self._check_mtime(mtime, af, off0)
+
+        e = Entry(path=path, mode=mode, feature_flags=feature_flags, flags=eflags, uid=uid, gid=gid,
+                  mtime=mtime, offset=off0)
+        is_reg = _stat.S_ISREG(mode)
+        is_dir = _stat.S_ISDIR(mode)
+        is_lnk = _stat.S_ISLNK(mode)
+        is_dev = _stat.S_ISBLK(mode) or _stat.S_ISCHR(mode)
+        last_rank = 0
+        have_acl = False
+        have_payload = have_symlink = have_device = have_dir_end = False
+        last_xattr: bytes | None = None
+        last_acl = {_ACL_USER: None, _ACL_GROUP: None, _ACL_DEFAULT_USER: None, _ACL_DEFAULT_GROUP: None}
+
+        while True:
+            at = src.pos
+            if end is not None and at == end:
+                break  # the entry's extent (known from a GOODBYE item) is exhausted
+            hdr = src.peek(_HDR)
+            if len(hdr) < _HDR:
+                raise FormatError(f"archive truncated at offset {at}: entry at offset {off0} is incomplete")
+            size, rtype = fmt.HEADER.unpack(hdr)
+            if size < _HDR or size == _U64_MAX:
+                raise fail(f"record header has invalid size {size}", at)
+            if end is not None and rtype != _PAYLOAD and at + size > end:
+                raise fail("record overruns the extent given by its GOODBYE item", at)
+
+            if rtype in (_FILENAME, _GOODBYE):
+                have_dir_end = True
+                break
+            if rtype == _ENTRY:
+                raise fail("second ENTRY record inside one entry", at)
+
+            if rtype == _PAYLOAD:
+                if not is_reg:
+                    raise fail("PAYLOAD record for a file that is not a regular file", at)
+                raw.append(src.read(_HDR, "PAYLOAD header"))
+                e.size = size - _HDR
+                e.payload_offset = src.pos
+                if src.seekable and e.payload_offset + e.size > src.size():
+                    raise FormatError(
+                        f"archive truncated: payload at offset {e.payload_offset} needs {e.size} bytes, "
+                        f"only {src.size() - e.payload_offset} left"
+                    )
+                have_payload = True
+                break
+
+            limit, fixed = _LIMITS.get(rtype, (None, None))
+            if limit is None:
+                raise fail(f"unknown record type 0x{rtype:016x}", at)
+            if fixed and size != limit:
+                raise fail(f"{self._type_name(rtype)} record has size {size}, expected {limit}", at)
+            if size > limit:
+                raise fail(f"{self._type_name(rtype)} record of size {size} exceeds the limit {limit}", at)
+
+            # order (CATAR-11): ranks must not decrease; only repeatable records may repeat
+            if rtype == _SYMLINK or rtype == _DEVICE:
+                if not (is_lnk if rtype == _SYMLINK else is_dev):
+                    raise fail(f"{self._type_name(rtype)} record for a file of another type", at)
+            else:
+                rank = _RANK[rtype]
+                if rank < last_rank or (rank == last_rank and rtype not in _REPEATABLE):
+                    raise fail(f"{self._type_name(rtype)} record out of order or repeated", at)
+                last_rank = rank
+
+            data = src.read(size, f"{self._type_name(rtype)} record")
+            raw.append(data)
+            body = data[_HDR:]
+
+            if rtype == _USER or rtype == _GROUP:
+                if not af & _I.WITH_USER_NAMES:
+                    raise fail(f"{self._type_name(rtype)} record without the user-names feature", at)
+                if not _user_name_ok(body, self._strict):
+                    raise fail(f"{self._type_name(rtype)} record holds an invalid name", at)
+                name = os.fsdecode(body[:-1])
+                if rtype == _USER:
+                    e.user = name
+                else:
+                    e.group = name
+            elif rtype == _XATTR:
+                if not af & _I.WITH_XATTRS:
+                    raise fail("XATTR record without the xattrs feature", at)
+                if size < _HDR + 4:
+                    raise fail(f"XATTR record has invalid size {size}", at)
+                nul = body.find(b"\0", 0, min(256, len(body)))
+                if nul < 0:
+                    raise fail("XATTR name is not NUL-terminated within 256 bytes", at)
+                xname = body[:nul]
+                if not _xattr_name_ok(xname):
+                    raise fail(f"XATTR name {os.fsdecode(xname)!r} is invalid", at)
+                if last_xattr is not None and xname <= last_xattr:
+                    raise fail("XATTR records are not strictly ordered by name", at)
+                last_xattr = xname
+                e.xattrs.append((xname, body[nul + 1:]))
+            elif rtype in last_acl:
+                if not af & _I.WITH_ACL:
+                    raise fail(f"{self._type_name(rtype)} record without the acl feature", at)
+                if size < _ACL_FIXED:
+                    raise fail(f"{self._type_name(rtype)} record has invalid size {size}", at)
+                _, _, ident, perms = fmt.ACL_USER.unpack_from(data)
+                aname = None
+                if size > _ACL_FIXED:
+                    nbody = data[_ACL_FIXED:]
+                    if not af & _I.WITH_USER_NAMES or not _user_name_ok(nbody, self._strict):
+                        raise fail(f"{self._type_name(rtype)} record holds an invalid name", at)
+                    aname = nbody[:-1]
+                self._check_id(ident, af, "ACL id", at)
+                if perms & ~7:
+                    raise fail(f"{self._type_name(rtype)} record has invalid permissions 0x{perms:x}", at)
+                key = (ident, aname is not None, aname or b"", perms)
+                prev = last_acl[rtype]
+                if prev is not None and key <= prev:
+                    raise fail(f"{self._type_name(rtype)} records are not strictly ordered", at)
+                last_acl[rtype] = key
+                ace = ACLEntry(ident, perms, os.fsdecode(aname) if aname is not None else None)
+                {_ACL_USER: e.acl_user, _ACL_GROUP: e.acl_group, _ACL_DEFAULT_USER: e.acl_default_user,
+                 _ACL_DEFAULT_GROUP: e.acl_default_group}[rtype].append(ace)
+                have_acl = True
+            elif rtype == _ACL_GROUP_OBJ:
+                if not af & _I.WITH_ACL:
+                    raise fail("ACL_GROUP_OBJ record without the acl feature", at)
+                (_, _, perms) = fmt.ACL_GROUP_OBJ.unpack(data)
+                if perms & ~7:
+                    raise fail("ACL_GROUP_OBJ record has invalid permissions", at)
+                e.acl_group_obj = perms
+                have_acl = True
+            elif rtype == _ACL_DEFAULT:
+                if not af & _I.WITH_ACL:
+                    raise fail("ACL_DEFAULT record without the acl feature", at)
+                _, _, u, g, o, m = fmt.ACL_DEFAULT.unpack(data)
+                if u & ~7 or g & ~7 or o & ~7 or (m != fmt.ACL_PERMISSION_UNSET and m & ~7):
+                    raise fail("ACL_DEFAULT record has invalid permissions", at)
+                e.acl_default = ACLDefault(u, g, o, m)
+                have_acl = True
+            elif rtype == _SELINUX:
+                if not af & _I.WITH_SELINUX:
+                    raise fail("SELINUX record without the selinux feature", at)
+                if not _cstr_ok(body, fmt.SELINUX_SIZE_MAX - _HDR):
+                    raise fail("SELINUX label is empty or not a NUL-terminated string", at)
+                e.selinux = os.fsdecode(body[:-1])
+            elif rtype == _FCAPS:
+                if not af & _I.WITH_FCAPS:
+                    raise fail("FCAPS record without the fcaps feature", at)
+                e.fcaps = body
+            elif rtype == _QUOTA_PROJID:
+                if not af & _I.WITH_QUOTA_PROJID:
+                    raise fail("QUOTA_PROJID record without the quota-projid feature", at)
+                (_, _, projid) = fmt.QUOTA_PROJID.unpack(data)
+                if projid == 0 or projid > 0xFFFFFFFF:
+                    raise fail(f"QUOTA_PROJID record has invalid project id {projid}", at)
+                e.quota_projid = projid
+            elif rtype == _SYMLINK:
+                if not af & _I.WITH_SYMLINKS:
+                    raise fail("SYMLINK record without the symlinks feature", at)
+                if not _cstr_ok(body, fmt.SYMLINK_SIZE_MAX - _HDR):
+                    raise fail("SYMLINK target is empty or not a NUL-terminated string", at)
+                e.target = os.fsdecode(body[:-1])
+                have_symlink = True
+                break
+            else:  # _DEVICE
+                if not af & _I.WITH_DEVICE_NODES:
+                    raise fail("DEVICE record without the device-nodes feature", at)
+                _, _, major, minor = fmt.DEVICE.unpack(data)
+                if major >= 1 << 12 or minor >= 1 << 20:
+                    raise fail(f"DEVICE record has invalid numbers {major}:{minor}", at)
+                e.rdev_major, e.rdev_minor = major, minor
+                have_device = True
+                break
+
+        # completeness (CATAR-12, CATAR-13)
+        if (af & _I.WITH_USER_NAMES and not af & _WITH_UIDS and (e.user is None or e.group is None)
+                and self._strict):
+            raise fail("entry lacks USER/GROUP records although names are the only owner information")
+        if is_reg and not have_payload:
+            raise fail("regular file without PAYLOAD record")
+        if is_dir and not have_dir_end:
+            raise fail("directory without FILENAME or GOODBYE record")
+        if is_lnk and not have_symlink:
+            raise fail("symlink without SYMLINK record")
+        if is_dev and not have_device:
+            raise fail("device node without DEVICE record")
+        if e.fcaps is not None and not is_reg:
+            raise fail("FCAPS record for a file that is not a regular file")
+        if e.quota_projid is not None and not (is_reg or is_dir):
+            raise fail("QUOTA_PROJID record for a file that is neither regular file nor directory")
+        if eflags and not (is_reg or is_dir):
+            raise fail("ENTRY flags set for a file that is neither regular file nor directory")
+        if at_root and not is_dir:
+            raise fail("the top-level entry is not a directory")
+        if is_lnk and (e.xattrs or have_acl):
+            raise fail("xattrs or ACLs on a symlink")
+        if (e.acl_user or e.acl_group) and e.acl_group_obj is None:
+            raise fail("named ACL entries without ACL_GROUP_OBJ record")
+        if (e.acl_default_user or e.acl_default_group) and (
+            e.acl_default is None or e.acl_default.mask == fmt.ACL_PERMISSION_UNSET
+        ):
+            raise fail("named default ACL entries without a default ACL mask")
+        if (e.acl_default_user or e.acl_default_group or e.acl_default is not None) and not is_dir:
+            raise fail("default ACL on a file that is not a directory")
+
+        self.entry_bytes = b"".join(raw)
+        return e
+
+    # ------------------------------------------------------------------ field checks
+
+    def _check_feature_flags(self, ff: int, off: int) -> None:
+        if self.feature_flags is not None:
+            if ff != self.feature_flags:
+                raise FormatError(
+                    f"ENTRY at offset {off} has feature flags 0x{ff:x}, the archive's are 0x{self.feature_flags:x}"
+                )
+            return
+        if ff == _U64_MAX or ff & ~int(_flags.FLAGS_MAX):
+            raise FormatError(f"archive uses unsupported feature flags 0x{ff:x} (ENTRY at offset {off})")
+        if ff & _I.SHA512_256 and ff & _I.DIGEST_BLAKE3:
+            raise FormatError(f"feature flags 0x{ff:x} select two digests (ENTRY at offset {off})")
+        if not _flags.is_normalized(ff):
+            raise FormatError(f"feature flags 0x{ff:x} of the ENTRY at offset {off} are not normalized")
+        self.feature_flags = ff
+        replay = _flags.normalize_mask(ff) & self._mask
+        self.replay_flags = _flags.normalize(replay & int(_flags.FLAGS_MAX))
+
+    @staticmethod
+    def _check_mode(m: int, eflags: int, af: int, off: int) -> None:
+        def bad(why: str) -> FormatError:
+            return FormatError(f"ENTRY at offset {off} has invalid mode 0o{m:o}: {why}")
+
+        if m & ~0o177777:
+            raise bad("unknown bits")
+        t = _stat.S_IFMT(m)
+        need = _MODE_FEATURE.get(t)
+        if need is None:
+            raise bad("unknown file type")
+        if need and not af & need:
+            raise bad("file type not enabled by the feature flags")
+        if t != _stat.S_IFDIR and eflags & _I.WITH_SUBVOLUME:
+            raise bad("subvolume flag on a non-directory")
+        perms = m & 0o7777
+        if t == _stat.S_IFLNK:
+            if perms != 0o777:
+                raise bad("symlinks have mode 0777")
+            return
+        if af & (_I.WITH_PERMISSIONS | _I.WITH_ACL):
+            return
+        isdir = t == _stat.S_IFDIR
+        if perms == (0o777 if isdir else 0o666):
+            return
+        if af & _I.WITH_READ_ONLY and perms == (0o555 if isdir else 0o444):
+            return
+        raise bad("permission bits not representable with the feature flags")
+
+    @staticmethod
+    def _check_id(v: int, af: int, what: str, off: int) -> None:
+        if af & _I.WITH_16BIT_UIDS:
+            ok = v < 0xFFFF
+        elif af & _I.WITH_32BIT_UIDS:
+            ok = v < 0xFFFFFFFF and v != 0xFFFF
+        else:
+            ok = v == 0
+        if not ok:
+            raise FormatError(f"record at offset {off} has invalid {what} {v}")
+
+    def _check_mtime(self, t: int, af: int, off: int) -> None:
+        if af & _I.WITH_NSEC_TIME:
+            ok = t != _U64_MAX
+        elif af & _I.WITH_USEC_TIME:
+            ok = t != _U64_MAX and t % (1_000_000 if self._strict else 1000) == 0
+        elif af & _I.WITH_SEC_TIME:
+            ok = t % 1_000_000_000 == 0
+        elif af & _I.WITH_2SEC_TIME:
+            ok = t % 2_000_000_000 == 0
+        else:
+            ok = t == 0
+        if not ok:
+            raise FormatError(f"ENTRY at offset {off} has an mtime ({t}) finer than the feature flags allow")
+
+
+# record type -> (size limit, size is fixed)
+_LIMITS = {
+    _USER: (fmt.USER_SIZE_MAX, False),
+    _GROUP: (fmt.GROUP_SIZE_MAX, False),
+    _XATTR: (fmt.XATTR_SIZE_MAX, False),
+    _ACL_USER: (fmt.ACL_USER_SIZE_MAX, False),
+    _ACL_DEFAULT_USER: (fmt.ACL_USER_SIZE_MAX, False),
+    _ACL_GROUP: (fmt.ACL_GROUP_SIZE_MAX, False),
+    _ACL_DEFAULT_GROUP: (fmt.ACL_GROUP_SIZE_MAX, False),
+    _ACL_GROUP_OBJ: (fmt.ACLGroupObj.sizeof(), True),
+    _ACL_DEFAULT: (fmt.ACLDefault.sizeof(), True),
+    _SELINUX: (fmt.SELINUX_SIZE_MAX, False),
+    _FCAPS: (fmt.FCAPS_SIZE_MAX, False),
+    _QUOTA_PROJID: (fmt.QuotaProjID.sizeof(), True),
+    _SYMLINK: (fmt.SYMLINK_SIZE_MAX, False),
+    _DEVICE: (fmt.Device.sizeof(), True),
+}
+
+# metadata records in the order CATAR-11 prescribes
+_RANK = {t: i for i, t in enumerate((
+    _USER, _GROUP, _XATTR, _ACL_USER, _ACL_GROUP, _ACL_GROUP_OBJ, _ACL_DEFAULT, _ACL_DEFAULT_USER,
+    _ACL_DEFAULT_GROUP, _SELINUX, _FCAPS, _QUOTA_PROJID), 1)}
+_REPEATABLE = frozenset((_XATTR, _ACL_USER, _ACL_GROUP, _ACL_DEFAULT_USER, _ACL_DEFAULT_GROUP))
+
+# file type -> feature flag it needs (0: always allowed)
+_MODE_FEATURE = {
+    _stat.S_IFREG: 0,
+    _stat.S_IFDIR: 0,
+    _stat.S_IFLNK: int(_I.WITH_SYMLINKS),
+    _stat.S_IFBLK: int(_I.WITH_DEVICE_NODES),
+    _stat.S_IFCHR: int(_I.WITH_DEVICE_NODES),
+    _stat.S_IFIFO: int(_I.WITH_FIFOS),
+    _stat.S_IFSOCK: int(_I.WITH_SOCKETS),
+}
