@@ -58,13 +58,19 @@ class Options:
     digest: str = "sha512-256"
     compression: str = "zstd"
 
-    def feature_flags(self, default_with: int | None = None) -> int:
+    def feature_flags(self, default_with: int | None = None, normalized: bool = True) -> int:
+        """The feature flags the options select (for an encoder), or un-normalised, the mask a
+        decoder applies when reading (casync passes the same value to both)."""
         from . import flags
 
         kw = {} if default_with is None else {"default_with": default_with}
         return flags.from_options(
             self.with_, self.without, digest=self.digest, exclude_nodump=self.exclude_nodump,
-            exclude_submounts=self.exclude_submounts, exclude_file=self.exclude_file, **kw)
+            exclude_submounts=self.exclude_submounts, exclude_file=self.exclude_file,
+            normalized=normalized, **kw)
+
+    def feature_mask(self) -> int:
+        return self.feature_flags(normalized=False)
 
     def uid_options(self) -> dict:
         if self.uid_shift is None and self.uid_range is None:

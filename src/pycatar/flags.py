@@ -357,6 +357,7 @@ def from_options(
     exclude_submounts: bool = False,
     exclude_file: bool = True,
     default_with: int = SUPPORTED_WITH_MASK,
+    normalized: bool = True,
 ) -> int:
     """The (normalised) feature flags casync's command line options select.
 
@@ -376,4 +377,4 @@ def from_options(
     if exclude_file:
         f |= F.EXCLUDE_FILE
     f |= digest_flags(digest)
-    return normalize(f)
+    return normalize(f) if normalized else f

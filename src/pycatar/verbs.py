@@ -188,9 +188,7 @@ def verb_extract(opts, args: list[str]) -> int:
         return 0
 
     from .extract import extract_archive
-    from .flags import normalize_mask
-
-    options = dict(feature_mask=normalize_mask(opts.feature_flags()), delete=opts.delete,
+    options = dict(feature_mask=opts.feature_mask(), delete=opts.delete,
                    undo_immutable=opts.undo_immutable, punch_holes=opts.punch_holes, **opts.uid_options())
     if kind == "archive":
         extract_archive(src, output, subpath, **options)
@@ -204,6 +202,183 @@ def verb_extract(opts, args: list[str]) -> int:
         finally:
             stream.close()
     return 0
+
+
+# --------------------------------------------------------------------------- list, mtree, stat
+
+
+def _open_input(path: str):
+    try:
+        return open(path, "rb")
+    except OSError as e:
+        raise PycatarError(f'Failed to open "{path}": {e.strerror}') from None
+
+
+def _classify_listing_input(opts, verb, args, allowed):
+    """casync's rules for what a list/mtree/stat/digest input is."""
+    source = _strip_file_url(args[0]) if args else None
+    kind = None
+    if opts.what is not None:
+        if opts.what not in allowed:
+            raise UsageError(f'"{verb}" operation may only be combined with --what=' + ", ".join(allowed) + ".")
+        kind = opts.what
+    if kind is None and source and source != "-":
+        k = _suffix_kind(source)
+        if k in ("archive", "archive-index") or (verb == "digest" and k == "blob-index"):
+            kind = k
+    if source is None and kind in (None, "directory"):
+        source = "."
+    if source == "-":
+        source = None
+    return source, kind
+
+
+def verb_list(opts, args: list[str], verb: str = "list") -> int:
+    if len(args) > 2:
+        raise UsageError("Input path/URL and subtree path expected.")
+    source, kind = _classify_listing_input(opts, verb, args, ("archive", "archive-index", "directory"))
+    subpath = args[1] if len(args) > 1 else None
+    if source is not None:
+        try:
+            mode = os.stat(source).st_mode
+        except OSError as e:
+            raise PycatarError(f'Failed to open "{source}": {e.strerror}') from None
+        if st.S_ISDIR(mode):
+            if kind is None:
+                kind = "directory"
+            elif kind != "directory":
+                raise UsageError("Input is a directory, but attempted to list archive or index.")
+        elif st.S_ISREG(mode):
+            if kind is None:
+                raise UsageError("Input should be a directory, .catar or .caidx file. Refusing.")
+            if kind == "directory":
+                raise UsageError("Input is a regular file, but attempted to list it as directory.")
+        else:
+            raise UsageError("Input is neither a file or directory. Refusing.")
+    elif kind is None:
+        kind = "archive"
+    if kind == "directory" and subpath:
+        raise UsageError("Subtree path only supported when listing archive or archive index.")
+    subpath = "/".join(c for c in (subpath or "").split("/") if c) or None
+
+    from . import listing
+
+    out = sys.stdout
+    try:
+        if kind == "directory":
+            from .encoder import iter_entries
+
+            flags = opts.feature_flags()
+            pieces = listing.list_directory(source, iter_entries(source, flags, **opts.uid_options()), flags,
+                                            verb, recursive=opts.recursive, digest_name=opts.digest)
+            for piece in pieces:
+                out.write(piece)
+            return 0
+        with _archive_reader(opts, kind, source) as reader:
+            for piece in listing.list_archive(reader, verb, path=subpath, recursive=opts.recursive,
+                                              digest_name=opts.digest):
+                out.write(piece)
+    except listing.ListingError as e:
+        out.write(e.partial)
+        out.flush()
+        raise
+    return 0
+
+
+class _archive_reader:
+    """A CatarReader over a .catar file (or stdin) or over the stream a .caidx describes."""
+
+    def __init__(self, opts, kind, source):
+        self.opts, self.kind, self.source = opts, kind, source
+        self._close = []
+
+    def __enter__(self):
+        from .decoder import CatarReader
+
+        src = sys.stdin.buffer if self.source is None else _open_input(self.source)
+        if self.source is not None:
+            self._close.append(src)
+        if self.kind == "archive-index":
+            from .index import IndexReader
+
+            reader = IndexReader(src)
+            self._close.append(reader)
+            src = reader.open_stream(_stores(self.opts, self.source))
+            self._close.append(src)
+        return CatarReader(src, feature_mask=self.opts.feature_mask())
+
+    def __exit__(self, *exc):
+        for obj in reversed(self._close):
+            obj.close()
+        return False
+
+
+def verb_mtree(opts, args):
+    return verb_list(opts, args, "mtree")
+
+
+def verb_stat(opts, args):
+    return verb_list(opts, args, "stat")
+
+
+# --------------------------------------------------------------------------- digest
+
+
+def verb_digest(opts, args: list[str]) -> int:
+    if len(args) > 2:
+        raise UsageError("Input path/URL and subtree path expected.")
+    source, kind = _classify_listing_input(opts, "digest", args, WHATS_DIGEST)
+    subpath = args[1] if len(args) > 1 else None
+    if source is not None:
+        try:
+            mode = os.stat(source).st_mode
+        except OSError as e:
+            raise PycatarError(f"Failed to open {source}: {e.strerror}") from None
+        if st.S_ISDIR(mode):
+            if kind is None:
+                kind = "directory"
+            elif kind != "directory":
+                raise UsageError("Input is a directory, but attempted to list as blob. Refusing.")
+        elif st.S_ISREG(mode) or st.S_ISBLK(mode):
+            if kind is None:
+                kind = "archive" if subpath else "blob"
+            elif kind == "directory":
+                raise UsageError("Input is not a regular file or block device, but attempted to list as one. "
+                                 "Refusing.")
+        else:
+            raise UsageError("Input is a neither a directory, a regular file, nor a block device. Refusing.")
+    if kind is None:
+        kind = "blob"
+    if subpath and kind not in ("archive", "archive-index"):
+        raise UsageError("Subtree path only supported when calculating message digest of archive or archive index.")
+
+    from . import archive, listing
+    from . import digest as _digest
+
+    if kind == "directory":
+        print(archive.catar_digest(source, feature_flags=opts.feature_flags(), **opts.uid_options()))
+    elif kind == "blob":
+        h = _digest.new("sha512-256" if opts.digest == "sha512-256" else opts.digest)
+        f = sys.stdin.buffer if source is None else _open_input(source)
+        with f:
+            while True:
+                data = f.read(1 << 20)
+                if not data:
+                    break
+                h.update(data)
+        print(h.hexdigest())
+    elif kind == "blob-index":
+        from . import blob
+
+        print(blob.stream_digest(sys.stdin.buffer if source is None else source, _stores(opts, source),
+                                 "sha512-256").hex())
+    else:
+        with _archive_reader(opts, kind, source) as reader:
+            print(listing.archive_digest(reader, subpath))
+    return 0
+
+
+WHATS_DIGEST = ("archive", "blob", "archive-index", "blob-index", "directory")
 
 
 # --------------------------------------------------------------------------- gc
@@ -223,4 +398,8 @@ VERBS = {
     "make": verb_make,
     "extract": verb_extract,
     "gc": verb_gc,
+    "list": verb_list,
+    "mtree": verb_mtree,
+    "stat": verb_stat,
+    "digest": verb_digest,
 }
