@@ -20,13 +20,13 @@ import os
 import stat as _stat
 from typing import Iterator
 
-from siphash24 import siphash24
 
 from . import flags as _flags
 from . import format as fmt
 from .entry import ACLDefault, ACLEntry, Entry
 from .errors import FormatError, UnsupportedError
 from .flags import Flag as F
+from .goodbye import bst_layout, name_hash
 
 __all__ = ["CatarReader", "name_hash", "bst_layout", "MAX_DEPTH", "PAYLOAD_PIECE"]
 
@@ -77,36 +77,6 @@ _ACL_FIXED = fmt.ACL_ENTRY_FIXED_SIZE
 _WITH_UIDS = int(_I.WITH_16BIT_UIDS | _I.WITH_32BIT_UIDS)
 _WITH_TIMES = int(_I.WITH_NSEC_TIME | _I.WITH_USEC_TIME | _I.WITH_SEC_TIME | _I.WITH_2SEC_TIME)
 _ENTRY_FLAG_BITS = int(_flags.WITH_FAT_ATTRS | _flags.WITH_CHATTR | _I.WITH_SUBVOLUME | _I.WITH_SUBVOLUME_RO)
-
-
-def name_hash(name: bytes) -> int:
-    """The GOODBYE hash of a file name: SipHash-2-4 with the format's key, read little-endian (CATAR-40)."""
-    return int.from_bytes(siphash24(name, key=fmt.GOODBYE_HASH_KEY).digest(), "little")
-
-
-def _bst_fill(src: list, lo: int, n: int, e: int, out: list, i: int) -> None:
-    # Place src[lo:lo+n] into out as the complete binary search tree rooted at out[i] (camakebst's
-    # permutation: the tree is filled level by level, the last level from the left).
-    while n > 0:
-        p = 1 << (e - 1)
-        q = p << 1
-        if n >= p - 1 + p // 2:
-            k = (q - 2) // 2
-        else:
-            k = (q - 2) // 2 - (p - 1 + p // 2 - n)
-        out[i] = src[lo + k]
-        _bst_fill(src, lo, k, e - 1, out, 2 * i + 1)
-        lo, n, e, i = lo + k + 1, n - k - 1, e - 1, 2 * i + 2
-
-
-def bst_layout(sorted_items: list) -> list:
-    """Permute an ascending list into the array layout of a GOODBYE table (CATAR-42)."""
-    n = len(sorted_items)
-    if n <= 1:
-        return list(sorted_items)
-    out: list = [None] * n
-    _bst_fill(sorted_items, 0, n, n.bit_length(), out, 0)
-    return out
 
 
 def _cstr_ok(body: bytes, maximum: int) -> bool:

@@ -12,9 +12,8 @@ import stat as st
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from siphash24 import siphash24
-
 from . import exclude, format as fmt, fsmeta
+from .goodbye import goodbye_record, name_hash
 from .entry import ACLDefault, ACLEntry, Entry
 from .errors import PycatarError, UnsupportedError
 from .flags import F, WITH_CHATTR, WITH_FAT_ATTRS, WITH_UIDS, from_chattr, from_fat_attrs, from_fs_magic
@@ -418,46 +417,6 @@ def entry_records(entry: Entry) -> bytes:
     return b"".join(parts)
 
 
-def goodbye_hash(name: bytes) -> int:
-    return int.from_bytes(siphash24(name, key=fmt.GOODBYE_HASH_KEY).digest(), "little")
-
-
-def bst_order(items: list) -> list:
-    """Permute a sorted list into the array form of a binary search tree, as casync lays out
-    goodbye tables (children of index i at 2i+1 and 2i+2; the tree filled left-complete)."""
-    out = [None] * len(items)
-
-    def place(lo: int, n: int, e: int, i: int) -> None:
-        if n == 0:
-            return
-        p = 1 << (e - 1)
-        q = 1 << e
-        if n >= p - 1 + p // 2:
-            k = (q - 2) // 2
-        else:
-            k = (q - 2) // 2 - (p - 1 + p // 2 - n)
-        out[i] = items[lo + k]
-        place(lo, k, e - 1, 2 * i + 1)
-        place(lo + k + 1, n - k - 1, e - 1, 2 * i + 2)
-
-    if items:
-        place(0, len(items), len(items).bit_length(), 0)
-    return out
-
-
-def goodbye_record(items: list[tuple[int, int, int]], goodbye_offset: int, entry_offset: int) -> bytes:
-    """The GOODBYE record of a directory.  ``items``: (hash, start, end) archive offsets of each child's
-    FILENAME record and the end of its serialisation, in name order."""
-    size = fmt.HEADER_SIZE + fmt.GOODBYE_ITEM_SIZE * (len(items) + 1)
-    ordered = bst_order(sorted(items)) if len(items) > 1 else items
-    parts = [_pack_header(size, fmt.RecordType.GOODBYE)]
-    pack = fmt.GOODBYE_ITEM.pack
-    for h, start, end in ordered:
-        parts.append(pack(goodbye_offset - start, end - start, h))
-    parts.append(fmt.GOODBYE_TAIL.pack(goodbye_offset - entry_offset, size, fmt.RecordType.GOODBYE_TAIL_MARKER))
-    return b"".join(parts)
-
-
 class CatarEncoder:
     """Serialises a tree into a catar stream.  Iterate over it for the stream's bytes."""
 
@@ -488,7 +447,7 @@ class CatarEncoder:
             if stack:
                 bname = os.fsencode(entry.name)
                 rec = _pack_header(fmt.HEADER_SIZE + len(bname) + 1, fmt.RecordType.FILENAME) + bname + _NUL
-                stack[-1][1].append([goodbye_hash(bname), self.offset, None])
+                stack[-1][1].append([name_hash(bname), self.offset, None])
                 self.offset += len(rec)
                 yield rec
             data = entry_records(entry)

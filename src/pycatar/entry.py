@@ -10,6 +10,7 @@ any byte string a Linux file name can be round-trips.
 from __future__ import annotations
 
 import stat as _stat
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 
@@ -84,3 +85,18 @@ class Entry:
 
     def issock(self) -> bool:
         return _stat.S_ISSOCK(self.mode)
+
+
+def select_subtree(entries: Iterable[Entry], path: str, missing: Callable[[], Exception]) -> Iterator[Entry]:
+    """The entry at ``path`` and its descendants, picked out of a whole archive's entries read in
+    order (for streams that cannot seek); raises ``missing()`` when there is no such entry."""
+    prefix = path + "/"
+    found = False
+    for entry in entries:
+        if entry.path == path or entry.path.startswith(prefix):
+            found = True
+            yield entry
+        elif found:
+            return
+    if not found:
+        raise missing()

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 from . import fsmeta
-from .entry import Entry
+from .entry import Entry, select_subtree
 from .errors import FormatError, PycatarError, UnsupportedError
 from .flags import (
     BTRFS_SUPER_MAGIC,
@@ -934,17 +934,8 @@ def _open_dest(dest) -> int:
 
 
 def _select_subtree(entries: Iterable[Entry], subpath: str) -> Iterator[Entry]:
-    """The entry at ``subpath`` and its descendants, picked out of a full archive stream."""
-    prefix = subpath + "/"
-    found = False
-    for entry in entries:
-        if entry.path == subpath or entry.path.startswith(prefix):
-            found = True
-            yield entry
-        elif found:
-            return
-    if not found:
-        raise PycatarError(f"Failed to seek to {subpath}: No such file or directory")
+    return select_subtree(entries, subpath,
+                          lambda: PycatarError(f"Failed to seek to {subpath}: No such file or directory"))
 
 
 def extract(entries: Iterable[Entry], read_payload: Callable[[], Iterable[bytes]], dest, *,

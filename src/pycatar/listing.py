@@ -29,7 +29,7 @@ from typing import Iterable, Iterator
 
 from . import digest as _digest
 from . import flags as _flags
-from .entry import Entry
+from .entry import Entry, select_subtree
 from .errors import PycatarError
 from .flags import Flag as F
 
@@ -404,17 +404,7 @@ def _children_only(entries: Iterable[Entry]) -> Iterator[Entry]:
 
 
 def _select(entries: Iterator[Entry], path: str) -> Iterator[Entry]:
-    """The entry at ``path`` and its descendants, read through (streams cannot seek)."""
-    prefix = path + "/"
-    found = False
-    for e in entries:
-        if e.path == path or e.path.startswith(prefix):
-            found = True
-            yield e
-        elif found:
-            return
-    if not found:
-        raise ListingError("Seek path not available in archive.")
+    return select_subtree(entries, path, lambda: ListingError("Seek path not available in archive."))
 
 
 def list_archive(reader, verb: str, *, path: str | None = None, recursive: bool = True,
