@@ -1,6 +1,6 @@
 """Helpers shared by the chunker/index/store/blob tests (imported explicitly, not a conftest).
 
-* ``casync_bin``: the casync binary; fails when missing and CI=true, else skips.
+* ``casync_bin``: the casync binary (see conftest.py's ``casync`` fixture).
 * ``reference_cuts``: a slow, byte-at-a-time Python transcription of spec/chunker.md, used to
   cross-check the C chunker.
 * ``make_blob``: deterministic test data (random runs and zero runs).
@@ -10,24 +10,16 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import subprocess
 
 import pytest
 
 from pycatar.chunker import BUZHASH_TABLE, WINDOW_SIZE, discriminator
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
 @pytest.fixture(scope="session")
-def casync_bin() -> str:
-    path = shutil.which("casync")
-    if path is None:
-        if IN_CI:
-            pytest.fail("casync is required for the interop tests when CI=true (apt-get install casync)")
-        pytest.skip("casync not installed (apt-get install casync); interop test skipped")
-    return path
+def casync_bin(casync) -> str:
+    """The casync binary (conftest's ``casync`` fixture: installs it, fails in CI when missing)."""
+    return casync
 
 
 def run(casync: str, *args, cwd=None, check=True, env=None) -> subprocess.CompletedProcess:

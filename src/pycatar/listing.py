@@ -178,6 +178,19 @@ class View:
     offset: int | None = None
 
 
+def _type_view(entry: Entry) -> View:
+    """A View with what every side shows the same: path, mode, size, symlink target, device."""
+    t = _stat.S_IFMT(entry.mode)
+    v = View(path=entry.path, mode=entry.mode)
+    if t == _stat.S_IFREG:
+        v.size = entry.size
+    elif t == _stat.S_IFLNK:
+        v.target = entry.target
+    elif t in (_stat.S_IFBLK, _stat.S_IFCHR):
+        v.rdev = (entry.rdev_major, entry.rdev_minor)
+    return v
+
+
 def archive_view(entry: Entry, replay_flags: int | None = None) -> View:
     """The view of an entry read from an archive, as casync's decoder reports it.
 
@@ -189,14 +202,8 @@ def archive_view(entry: Entry, replay_flags: int | None = None) -> View:
     mode = entry.mode
     t = _stat.S_IFMT(mode)
     reg_or_dir = t in (_stat.S_IFREG, _stat.S_IFDIR)
-    v = View(path=entry.path, mode=mode, offset=entry.offset, xattrs=list(entry.xattrs),
-             quota_projid=entry.quota_projid)
-    if t == _stat.S_IFREG:
-        v.size = entry.size
-    elif t == _stat.S_IFLNK:
-        v.target = entry.target
-    elif t in (_stat.S_IFBLK, _stat.S_IFCHR):
-        v.rdev = (entry.rdev_major, entry.rdev_minor)
+    v = _type_view(entry)
+    v.offset, v.xattrs, v.quota_projid = entry.offset, list(entry.xattrs), entry.quota_projid
     if replay & _WITH_TIMES:
         v.mtime = entry.mtime
     if replay & _WITH_UIDS:
@@ -223,14 +230,8 @@ def directory_view(entry: Entry, feature_flags: int, *, raw_xattrs: list[tuple[b
     mode = entry.mode
     t = _stat.S_IFMT(mode)
     reg_or_dir = t in (_stat.S_IFREG, _stat.S_IFDIR)
-    v = View(path=entry.path, mode=mode)
+    v = _type_view(entry)
     v.offset = entry.offset if entry.offset is not None else (0 if entry.path == "" else None)
-    if t == _stat.S_IFREG:
-        v.size = entry.size
-    elif t == _stat.S_IFLNK:
-        v.target = entry.target
-    elif t in (_stat.S_IFBLK, _stat.S_IFCHR):
-        v.rdev = (entry.rdev_major, entry.rdev_minor)
     if flags & _WITH_TIMES:
         v.mtime = entry.mtime
     ids = flags & _WITH_UIDS
