@@ -1,0 +1,21 @@
+"""The benchmark harness runs (on tiny data); no wall-clock thresholds here (see benchmarks/)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_harness_runs_on_tiny_data(casync, tmp_path):
+    p = subprocess.run([sys.executable, os.path.join(HERE, "benchmarks", "bench.py"), "--quick", "--repeat", "1",
+                        "--csv", str(tmp_path / "r.csv"), "--only", "caibx (blob)"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    rows = (tmp_path / "r.csv").read_text().splitlines()
+    assert rows[0].startswith("case,casync_s,pycatar_s,ratio")
+    assert [r.split(",")[0] for r in rows[1:]] == ["make .caibx (blob)", "extract .caibx (blob)"]
+    assert all(float(x) > 0 for r in rows[1:] for x in r.split(",")[1:])
+    assert "| make .caibx (blob) |" in p.stdout
