@@ -62,12 +62,7 @@ _TAIL_MARKER = int(_T.GOODBYE_TAIL_MARKER)
 
 
 
-class _I:
-    """The feature flags as plain ints (arithmetic on IntFlag members is slow)."""
-
-
-for _f in F:
-    setattr(_I, _f.name, int(_f))
+_I = _flags.B
 
 _HDR = fmt.HEADER_SIZE
 _ITEM = fmt.GOODBYE_ITEM_SIZE

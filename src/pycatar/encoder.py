@@ -16,7 +16,8 @@ from . import exclude, format as fmt, fsmeta
 from .goodbye import goodbye_record, name_hash
 from .entry import ACLDefault, ACLEntry, Entry
 from .errors import PycatarError, UnsupportedError
-from .flags import F, WITH_CHATTR, WITH_FAT_ATTRS, WITH_UIDS, from_chattr, from_fat_attrs, from_fs_magic
+from .flags import B as F
+from .flags import WITH_CHATTR, WITH_FAT_ATTRS, WITH_UIDS, from_chattr, from_fat_attrs, from_fs_magic
 from .flags import BTRFS_SUPER_MAGIC, EXT2_SUPER_MAGIC, FUSE_SUPER_MAGIC, MSDOS_SUPER_MAGIC, XFS_SUPER_MAGIC
 from .flags import normalize, time_granularity_ns
 from .fsmeta import ACL_GROUP, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER, ACL_USER, ACL_USER_OBJ
@@ -31,6 +32,8 @@ _VIRTUAL_FS = {
 }
 _EXT4_XFS_FUSE = (EXT2_SUPER_MAGIC, XFS_SUPER_MAGIC, FUSE_SUPER_MAGIC)
 _FD_NODES = (st.S_IFDIR, st.S_IFREG)
+WITH_CHATTR, WITH_FAT_ATTRS, WITH_UIDS = int(WITH_CHATTR), int(WITH_FAT_ATTRS), int(WITH_UIDS)
+_CHATTR_OR_NODUMP = WITH_CHATTR | F.EXCLUDE_NODUMP
 
 
 @dataclass(slots=True)
@@ -165,7 +168,7 @@ class TreeWalker:
         return os.fsdecode(value.rstrip(b"\0"))
 
     def make_entry(self, path: str, s: os.stat_result, fd: int | None, parent_fd: int | None,
-                   name: str | None, magic: int, target: str | None) -> Entry:
+                   name: str | None, magic: int, target: str | None, chattr: int | None = None) -> Entry:
         flags = self.flags
         mode = s.st_mode
         fmt_bits = st.S_IFMT(mode)
@@ -206,7 +209,9 @@ class TreeWalker:
 
         if fd is not None:
             if flags & WITH_CHATTR:
-                entry.flags |= from_chattr(fsmeta.read_chattr(fd)) & flags
+                if chattr is None:
+                    chattr = fsmeta.read_chattr(fd)
+                entry.flags |= from_chattr(chattr) & flags
             if flags & WITH_FAT_ATTRS and magic in (MSDOS_SUPER_MAGIC, FUSE_SUPER_MAGIC):
                 entry.flags |= from_fat_attrs(fsmeta.read_fat_attrs(fd)) & flags
             if is_dir and flags & F.WITH_SUBVOLUME and magic == BTRFS_SUPER_MAGIC and s.st_ino == 256:
@@ -254,7 +259,7 @@ class TreeWalker:
     # ----------------------------------------------------------------- walking
 
     def _shall_store(self, parent: _Node, name: str, bname: bytes, s: os.stat_result,
-                     fd: int | None) -> tuple[bool, list]:
+                     fd: int | None, chattr: int | None) -> tuple[bool, list]:
         flags = self.flags
         t = st.S_IFMT(s.st_mode)
         if t == st.S_IFLNK and not flags & F.WITH_SYMLINKS:
@@ -265,9 +270,8 @@ class TreeWalker:
             return False, []
         if t == st.S_IFSOCK and not flags & F.WITH_SOCKETS:
             return False, []
-        if fd is not None and flags & F.EXCLUDE_NODUMP:
-            if fsmeta.read_chattr(fd) & 0x40:  # FS_NODUMP_FL
-                return False, []
+        if chattr is not None and flags & F.EXCLUDE_NODUMP and chattr & 0x40:  # FS_NODUMP_FL
+            return False, []
         if flags & F.EXCLUDE_SUBMOUNTS and fd is not None:
             if parent.mount_id is None:
                 parent.mount_id = fsmeta.mount_id(parent.fd)
@@ -329,14 +333,15 @@ class TreeWalker:
                     raise PycatarError(f"Failed to open {prefix}{name}: {e.strerror}") from None
                 s = os.fstat(fd)
             try:
-                keep, sub = self._shall_store(node, name, bname, s, fd)
+                chattr = fsmeta.read_chattr(fd) if fd is not None and self.flags & _CHATTR_OR_NODUMP else None
+                keep, sub = self._shall_store(node, name, bname, s, fd, chattr)
                 if not keep:
                     continue
                 magic = node.magic
                 if fd is not None and s.st_dev != node.st.st_dev:
                     magic = fsmeta.fs_type(fd)
                 target = os.readlink(name, dir_fd=dfd) if t == st.S_IFLNK else None
-                entry = self.make_entry(prefix + name, s, fd, dfd, name, magic, target)
+                entry = self.make_entry(prefix + name, s, fd, dfd, name, magic, target, chattr)
                 child = _Node(entry, fd, s, magic, sub)
                 self.covering_flags |= from_fs_magic(magic)
                 if t == st.S_IFDIR:

@@ -55,6 +55,15 @@ class Flag(enum.IntFlag):
 
 F = Flag
 
+
+class B:
+    """The :class:`Flag` bits as plain ints, for hot paths (arithmetic on IntFlag members is slow)."""
+
+
+for _f in Flag:
+    setattr(B, _f.name, int(_f))
+del _f
+
 WITH_BEST = (
     F.WITH_32BIT_UIDS | F.WITH_USER_NAMES | F.WITH_NSEC_TIME | F.WITH_SYMLINKS | F.WITH_DEVICE_NODES
     | F.WITH_FIFOS | F.WITH_SOCKETS | F.WITH_FLAG_HIDDEN | F.WITH_FLAG_SYSTEM | F.WITH_FLAG_ARCHIVE
@@ -243,16 +252,16 @@ FS_NOCOMP_FL = 0x00000400
 FS_PROJINHERIT_FL = 0x20000000
 
 CHATTR_MAP: tuple[tuple[int, int], ...] = (
-    (F.WITH_FLAG_APPEND, FS_APPEND_FL),
-    (F.WITH_FLAG_NOATIME, FS_NOATIME_FL),
-    (F.WITH_FLAG_COMPR, FS_COMPR_FL),
-    (F.WITH_FLAG_NOCOW, FS_NOCOW_FL),
-    (F.WITH_FLAG_NODUMP, FS_NODUMP_FL),
-    (F.WITH_FLAG_DIRSYNC, FS_DIRSYNC_FL),
-    (F.WITH_FLAG_IMMUTABLE, FS_IMMUTABLE_FL),
-    (F.WITH_FLAG_SYNC, FS_SYNC_FL),
-    (F.WITH_FLAG_NOCOMP, FS_NOCOMP_FL),
-    (F.WITH_FLAG_PROJINHERIT, FS_PROJINHERIT_FL),
+    (int(F.WITH_FLAG_APPEND), FS_APPEND_FL),
+    (int(F.WITH_FLAG_NOATIME), FS_NOATIME_FL),
+    (int(F.WITH_FLAG_COMPR), FS_COMPR_FL),
+    (int(F.WITH_FLAG_NOCOW), FS_NOCOW_FL),
+    (int(F.WITH_FLAG_NODUMP), FS_NODUMP_FL),
+    (int(F.WITH_FLAG_DIRSYNC), FS_DIRSYNC_FL),
+    (int(F.WITH_FLAG_IMMUTABLE), FS_IMMUTABLE_FL),
+    (int(F.WITH_FLAG_SYNC), FS_SYNC_FL),
+    (int(F.WITH_FLAG_NOCOMP), FS_NOCOMP_FL),
+    (int(F.WITH_FLAG_PROJINHERIT), FS_PROJINHERIT_FL),
 )
 
 # FAT ATTR_* values
@@ -260,14 +269,16 @@ ATTR_HIDDEN = 2
 ATTR_SYS = 4
 ATTR_ARCH = 32
 FAT_MAP: tuple[tuple[int, int], ...] = (
-    (F.WITH_FLAG_HIDDEN, ATTR_HIDDEN),
-    (F.WITH_FLAG_SYSTEM, ATTR_SYS),
-    (F.WITH_FLAG_ARCHIVE, ATTR_ARCH),
+    (int(F.WITH_FLAG_HIDDEN), ATTR_HIDDEN),
+    (int(F.WITH_FLAG_SYSTEM), ATTR_SYS),
+    (int(F.WITH_FLAG_ARCHIVE), ATTR_ARCH),
 )
 
 
 def from_chattr(chattr: int) -> int:
-    return sum(int(f) for f, c in CHATTR_MAP if chattr & c)
+    if not chattr:
+        return 0
+    return sum(f for f, c in CHATTR_MAP if chattr & c)
 
 
 def to_chattr(flags: int) -> int:
@@ -279,7 +290,9 @@ def to_chattr(flags: int) -> int:
 
 
 def from_fat_attrs(attrs: int) -> int:
-    return sum(int(f) for f, a in FAT_MAP if attrs & a)
+    if not attrs:
+        return 0
+    return sum(f for f, a in FAT_MAP if attrs & a)
 
 
 def to_fat_attrs(flags: int) -> int:

@@ -42,12 +42,7 @@ __all__ = [
 VERBS = ("list", "mtree", "stat")
 
 
-class _I:
-    """The feature flags as plain ints (arithmetic on IntFlag members is slow)."""
-
-
-for _f in F:
-    setattr(_I, _f.name, int(_f))
+_I = _flags.B
 
 _CHATTR_MAP = tuple((int(f), int(c)) for f, c in _flags.CHATTR_MAP)
 _WITH_CHATTR = int(_flags.WITH_CHATTR)
