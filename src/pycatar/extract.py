@@ -32,9 +32,9 @@ from typing import Callable, Iterable, Iterator
 from . import fsmeta
 from .entry import Entry, select_subtree
 from .errors import FormatError, PycatarError, UnsupportedError
+from .flags import B as F
 from .flags import (
     BTRFS_SUPER_MAGIC,
-    F,
     FLAGS_MAX,
     FS_IMMUTABLE_FL,
     FS_NOATIME_FL,
@@ -53,6 +53,8 @@ from .flags import (
     to_chattr,
     to_fat_attrs,
 )
+
+WITH_CHATTR, WITH_FAT_ATTRS, WITH_UIDS, FLAGS_MAX = int(WITH_CHATTR), int(WITH_FAT_ATTRS), int(WITH_UIDS), int(FLAGS_MAX)
 
 __all__ = ["ExtractStats", "extract", "extract_archive", "replay_flags", "normalize_subpath"]
 

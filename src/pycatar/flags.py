@@ -282,11 +282,16 @@ def from_chattr(chattr: int) -> int:
 
 
 def to_chattr(flags: int) -> int:
+    if not flags & _CHATTR_BITS:
+        return 0
     r = 0
     for f, c in CHATTR_MAP:
         if flags & f:
             r |= c
     return r
+
+
+_CHATTR_BITS = sum(f for f, _ in CHATTR_MAP)
 
 
 def from_fat_attrs(attrs: int) -> int:
