@@ -17,10 +17,12 @@ Every queue is bounded by bytes in flight, so memory does not grow with the inpu
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import secrets
 import stat
+import struct
 from collections import OrderedDict, deque
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,6 +41,8 @@ READ_SIZE = 4 << 20
 MAX_PENDING_BYTES = 24 << 20
 #: how many recently seen chunk ids are remembered to skip in-stream duplicates
 SEEN_CAPACITY = 1 << 16
+#: ioctl sharing a range of one file's blocks with another (linux/fs.h)
+_FICLONERANGE = 0x4020940D
 
 
 def default_threads() -> int:
@@ -283,19 +287,56 @@ def write_chunks_to_store(
 # --------------------------------------------------------------------------- fetching
 
 
+class ChunkSource:
+    """Where the data of an index's chunks comes from (chunk stores, or seeds first: see
+    :class:`pycatar.assembly.Assembler`).  ``fetch`` runs in worker threads and returns the
+    verified bytes of a chunk; ``write`` puts a fetched chunk into an output, in stream order."""
+
+    def fetch(self, ref: ChunkRef) -> bytes:
+        raise NotImplementedError
+
+    def bind_output(self, out: "_Output") -> None:
+        """Called once the output of :func:`extract_blob` is open, before the first fetch."""
+
+    def release_output(self) -> None:
+        """Called when the output is finished or abandoned."""
+
+    def write(self, out: "_Output", ref: ChunkRef, data) -> None:
+        out.write(data)
+
+
+class StoreSource(ChunkSource):
+    """Chunks from stores only."""
+
+    def __init__(self, stores: StoreSet):
+        self.stores = stores
+
+    def fetch(self, ref: ChunkRef) -> bytes:
+        return self.stores.get(ref.id, ref.size)
+
+
+def as_chunk_source(stores, digest: str | None = None) -> ChunkSource:
+    """A :class:`ChunkSource` as given, or one over the stores (a StoreSet, a store, paths)."""
+    if isinstance(stores, ChunkSource):
+        return stores
+    return StoreSource(as_store_set(stores, digest=digest))
+
+
 def fetch_chunks(
     refs: Iterable[ChunkRef],
-    stores: StoreSet,
+    stores,
     *,
     executor: Executor | None = None,
     max_pending: int = MAX_PENDING_BYTES,
 ) -> Iterator[tuple[ChunkRef, bytes]]:
-    """Fetch (read, decompress, verify) chunks in ``executor``; yields them in order."""
+    """Fetch (read, decompress, verify) chunks in ``executor``; yields them in order.
+    ``stores`` is a :class:`StoreSet` (or what :func:`as_store_set` accepts) or a :class:`ChunkSource`."""
     ex = executor or _INLINE
+    fetch = as_chunk_source(stores).fetch
     q: deque[tuple[ChunkRef, Future]] = deque()
     pending = 0
     for ref in refs:
-        q.append((ref, ex.submit(stores.get, ref.id, ref.size)))
+        q.append((ref, ex.submit(fetch, ref)))
         pending += ref.size
         while q and pending > max_pending:
             r, f = q.popleft()
@@ -347,6 +388,7 @@ class _Output:
             except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
                 self.sparse = False
         self._hole = 0
+        self._no_clone = False
 
     def write(self, data) -> None:
         n = len(data)
@@ -363,6 +405,51 @@ class _Output:
                     raise PycatarError("output would block")
                 mv = mv[w:]
         self.size += n
+
+    def readback_fd(self) -> int | None:
+        """A new read-only descriptor on the file being written (own temporary files only; the
+        caller closes it), so what was written can be read again; None otherwise."""
+        if self.tmp is None:
+            return None
+        try:
+            return os.open(self.tmp, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+
+    def clone_from(self, src_fd: int, src_offset: int, data) -> int:
+        """Append ``data``, which equals the bytes of ``src_fd`` at ``src_offset``, sharing the
+        block-aligned middle with the source (FICLONERANGE) and copying the rest.  Returns the bytes
+        shared; where the file system cannot share (or the offsets do not align) it copies all."""
+        n = len(data)
+        if self.tmp is None or self._no_clone:
+            self.write(data)
+            return 0
+        try:
+            bs = os.fstat(self.f.fileno()).st_blksize or 4096
+        except OSError:
+            bs = 4096
+        dst = self.size
+        head = (-dst) % bs
+        mid = (n - head) // bs * bs if n > head else 0
+        if mid == 0 or (src_offset - dst) % bs:
+            self.write(data)
+            return 0
+        self.write(data[:head])
+        if self._hole:
+            self.f.seek(self._hole, os.SEEK_CUR)
+            self.f.truncate()
+            self._hole = 0
+        try:
+            fcntl.ioctl(self.f.fileno(), _FICLONERANGE,
+                        struct.pack("=qQQQ", src_fd, src_offset + head, mid, self.size))
+        except OSError:
+            self._no_clone = True  # not here: copy from now on, silently
+            self.write(data[head:])
+            return 0
+        self.f.seek(mid, os.SEEK_CUR)
+        self.size += mid
+        self.write(data[head + mid:])
+        return mid
 
     def finish(self) -> None:
         if self._hole:
@@ -488,29 +575,34 @@ def extract_blob(
     threads: int | None = None,
     sparse: bool = False,
     digest: str | None = None,
+    source: ChunkSource | None = None,
 ) -> ExtractResult:
     """Reassemble the blob described by ``index`` (path, file object or :class:`IndexReader`)
     from ``stores`` (searched in order) into ``output`` (a path, replaced atomically, a block
     device written in place, or a binary file object).  With ``digest`` the stream digest is
-    computed on the way.  Any missing or corrupt chunk raises :class:`ChunkError` and leaves no
-    partial output file behind."""
+    computed on the way.  ``source`` (e.g. an :class:`pycatar.assembly.Assembler` trying seeds
+    first) replaces ``stores``.  Any missing or corrupt chunk raises :class:`ChunkError` and
+    leaves no partial output file behind."""
     reader = index if isinstance(index, IndexReader) else IndexReader(index)
     try:
-        sset = as_store_set(stores, digest=reader.digest)
+        src = source if source is not None else as_chunk_source(stores, digest=reader.digest)
         h = _digest.new(digest) if digest else None
         out = _Output(output, sparse=sparse)
         n = 0
         try:
+            src.bind_output(out)
             with ThreadPoolExecutor(threads or default_threads(), thread_name_prefix="pycatar") as ex:
-                for _ref, data in fetch_chunks(reader.chunks(), sset, executor=ex):
+                for ref, data in fetch_chunks(reader.chunks(), src, executor=ex):
                     if h is not None:
                         h.update(data)
-                    out.write(data)
+                    src.write(out, ref, data)
                     n += 1
             out.finish()
         except BaseException:
             out.abort()
             raise
+        finally:
+            src.release_output()
         return ExtractResult(out.size, n, h.digest() if h else None)
     finally:
         if reader is not index:
@@ -536,7 +628,8 @@ class _NullSink(io.RawIOBase):
 
 
 class IndexStream(io.RawIOBase):
-    """A read-only, seekable file over the stream an index describes.
+    """A read-only, seekable file over the stream an index describes, its chunks from ``stores``
+    (or a :class:`ChunkSource`).
 
     Reads fetch only the chunks covering the requested range (counted in
     :attr:`chunks_fetched`, their numbers in :attr:`fetched`), keeping the last ``cache_size``
@@ -547,7 +640,8 @@ class IndexStream(io.RawIOBase):
                  executor: Executor | None = None):
         super().__init__()
         self.reader = reader
-        self.stores = as_store_set(stores, digest=reader.digest)
+        self.source = as_chunk_source(stores, digest=reader.digest)
+        self.stores = self.source.stores if isinstance(self.source, StoreSource) else self.source
         self.size = reader.blob_size
         self._pos = 0
         self._cache: OrderedDict[int, tuple[ChunkRef, bytes]] = OrderedDict()
@@ -596,7 +690,7 @@ class IndexStream(io.RawIOBase):
     def _fetch(self, ref: ChunkRef) -> bytes:
         self.chunks_fetched += 1
         self.fetched.append(ref.index)
-        return self.stores.get(ref.id, ref.size)
+        return self.source.fetch(ref)
 
     def _get(self, ref: ChunkRef) -> bytes:
         hit = self._cache.get(ref.index)
