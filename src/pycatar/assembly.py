@@ -1,0 +1,654 @@
+"""Assembly: the data of an index's chunks from seeds first, then from the stores (spec/seeds.md).
+
+:class:`Assembler` is a :class:`~pycatar.blob.ChunkSource`, so the existing pipelines use it as
+they use stores: :func:`pycatar.blob.extract_blob` for blobs (fetching in the thread pool, writing
+in order) and :class:`pycatar.blob.IndexStream` for ``.caidx`` trees (read-ahead in the pool).
+For each chunk it tries, in order (SEED-6):
+
+1. the *null seed* — a chunk of zeros is never fetched (SEED-8);
+2. the *self seed* — a chunk that occurs more than once in the target is obtained once; later
+   occurrences are read back from the output being written (blobs) or from a spill file (trees)
+   (SEED-7);
+3. every seed, in order (the pre-existing output first, then each ``--seed``);
+4. the stores.
+
+Bytes from a seed are used only after their digest matched the chunk id.
+
+:func:`extract_blob` and :func:`extract_tree` wire this up for the ``extract`` verb and return a
+:class:`Summary` of where every chunk came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import stat as st
+import tempfile
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from . import digest as _digest
+from .blob import MAX_PENDING_BYTES, ChunkSource, IndexStream, default_threads
+from .errors import ChunkError, PycatarError
+from .index import ChunkRef, IndexReader
+from .seeds import DirectorySeed, Seed, SeedCache, SeedError, Target, null_chunk_ids, open_seed
+from .store import StoreSet, as_store_set
+
+#: where a chunk can come from, in the order of the summary
+SOURCES = ("null", "self", "file", "directory", "index", "store")
+#: seed kinds casync calls "local seed" in its summary
+LOCAL_SEED_KINDS = ("file", "directory", "index")
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def format_bytes(n: int) -> str:
+    """Sizes as casync prints them (IEC units, one truncated decimal: 65.5K, 2.7M, 0B)."""
+    for suffix, factor in (("E", 1 << 60), ("P", 1 << 50), ("T", 1 << 40), ("G", 1 << 30),
+                           ("M", 1 << 20), ("K", 1 << 10)):
+        if n >= factor:
+            return f"{n // factor}.{(n * 10 // factor) % 10}{suffix}"
+    return f"{n}B"
+
+
+def _format_seconds(s: float) -> str:
+    ms = int(s * 1000)
+    if ms < 1000:
+        return f"{ms}ms"
+    return f"{s:.3f}".rstrip("0").rstrip(".") + "s"
+
+
+@dataclass
+class Summary:
+    """Where the chunks of one extraction came from (SEED-10)."""
+
+    sources: dict[str, list[int]] = field(default_factory=lambda: {k: [0, 0] for k in SOURCES})
+    seeds: list[Seed] = field(default_factory=list)
+    reflinked_bytes: int = 0
+    hardlinked_bytes: int = 0
+    hole_bytes: int = 0
+    seeding_seconds: float = 0.0
+    seconds: float = 0.0
+    deferred: bool = False  #: seeds were not chunked: the stores had every chunk
+    reflink: bool = True
+    hardlink: bool = False
+    punch_holes: bool = True
+
+    @property
+    def chunks(self) -> int:
+        return sum(v[0] for v in self.sources.values())
+
+    @property
+    def bytes(self) -> int:
+        return sum(v[1] for v in self.sources.values())
+
+    def as_dict(self) -> dict:
+        return {
+            "chunks": self.chunks,
+            "bytes": self.bytes,
+            "sources": {k: {"chunks": v[0], "bytes": v[1]} for k, v in self.sources.items()},
+            "seeds": [s.describe() for s in self.seeds],
+            "seeding_deferred": self.deferred,
+            "hole_bytes": self.hole_bytes,
+            "reflinked_bytes": self.reflinked_bytes,
+            "hardlinked_bytes": self.hardlinked_bytes,
+            "seeding_seconds": round(self.seeding_seconds, 6),
+            "seconds": round(self.seconds, 6),
+        }
+
+    def lines(self) -> list[str]:
+        """The human summary: casync's lines first (its "local seed" is our file, directory and
+        index seeds), then pycatar's own."""
+        out = []
+        total_c, total_b = self.chunks, self.bytes
+
+        def pct(x, total):
+            return x * 100 // total if total else 0
+
+        if self.punch_holes:
+            out.append(f"Zero bytes written as sparse files: {format_bytes(self.hole_bytes)}")
+        if self.reflink:
+            out.append(f"Bytes cloned through reflinks: {format_bytes(self.reflinked_bytes)}")
+        if self.hardlink:
+            out.append(f"Bytes cloned through hardlinks: {format_bytes(self.hardlinked_bytes)}")
+        store_c, store_b = self.sources["store"]
+        seed_c = sum(self.sources[k][0] for k in LOCAL_SEED_KINDS)
+        seed_b = sum(self.sources[k][1] for k in LOCAL_SEED_KINDS)
+        out.append(f"Chunk requests fulfilled from local store: {store_c} ({pct(store_c, total_c)}%)")
+        out.append(f"Bytes used from local store: {format_bytes(store_b)} ({pct(store_b, total_b)}%)")
+        out.append(f"Chunk requests fulfilled from local seed: {seed_c} ({pct(seed_c, total_c)}%)")
+        out.append(f"Bytes used from local seed: {format_bytes(seed_b)} ({pct(seed_b, total_b)}%)")
+        for kind, name in (("self", "self seed (repeated chunks)"), ("null", "null seed (zero chunks)")):
+            c, b = self.sources[kind]
+            out.append(f"Chunk requests fulfilled from the {name}: {c} ({pct(c, total_c)}%), "
+                       f"{format_bytes(b)} ({pct(b, total_b)}%)")
+        for s in self.seeds:
+            what = "output, " if s.output else ""
+            out.append(f"Seed {s.path} ({what}{s.kind}, {s.how} in {_format_seconds(s.seconds)}): "
+                       f"{s.chunks} chunks, {format_bytes(s.bytes)}, {s.stale} stale")
+        if self.deferred:
+            out.append("Seeds not chunked: the stores hold every chunk")
+        out.append(f"Time spent seeding: {_format_seconds(self.seeding_seconds)} "
+                   f"({pct(int(self.seeding_seconds * 1e6), int(self.seconds * 1e6))}%)")
+        out.append(f"Total extract time: {_format_seconds(self.seconds)}")
+        return out
+
+
+# --------------------------------------------------------------------------- the self seed's spill
+
+
+class _Spill:
+    """An unlinked temporary file holding one copy of each repeated chunk (trees, pipes)."""
+
+    def __init__(self, directory: str | None):
+        self._dir = directory
+        self._f = None
+        self._end = 0
+        self._lock = threading.Lock()
+
+    def put(self, data) -> int:
+        with self._lock:
+            if self._f is None:
+                try:
+                    self._f = tempfile.TemporaryFile(dir=self._dir, prefix="pycatar-self-")
+                except OSError as e:
+                    raise PycatarError(f"cannot create a temporary file: {e.strerror}") from None
+            off = self._end
+            self._end += len(data)
+        mv = memoryview(data)
+        pos = off
+        while mv:
+            n = os.pwrite(self._f.fileno(), mv, pos)
+            mv = mv[n:]
+            pos += n
+        return off
+
+    def fd(self) -> int:
+        return self._f.fileno()
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+
+def _pread(fd: int, size: int, offset: int) -> bytes:
+    parts, got = [], 0
+    while got < size:
+        b = os.pread(fd, size - got, offset + got)
+        if not b:
+            break
+        parts.append(b)
+        got += len(b)
+    data = b"".join(parts)
+    return data + bytes(size - len(data)) if len(data) < size else data  # a hole not yet written
+
+
+# --------------------------------------------------------------------------- the assembler
+
+
+class Assembler(ChunkSource):
+    """Chunk data from the null seed, the self seed, the seeds, then the stores (SEED-6).
+
+    Build it with :meth:`open`; it is thread-safe (``fetch`` runs in worker threads)."""
+
+    def __init__(self, reader: IndexReader, stores, seeds: list[Seed], target: Target, *,
+                 null_seed: bool = True, reflink: bool = True,
+                 spill_dir: str | None = None, cache: SeedCache | None = None,
+                 threads: int | None = None, warn: Callable[[str], None] | None = None):
+        self.reader = reader
+        self.stores: StoreSet = as_store_set(stores, digest=reader.digest)
+        self.seeds = seeds
+        self.target = target
+        self.digest = reader.digest
+        self.reflink = reflink
+        self.cache = cache
+        self.spill_dir = spill_dir
+        self.threads = threads
+        self.warn = warn or (lambda msg: None)
+        self.summary = Summary(seeds=seeds, reflink=reflink)
+        self._lock = threading.Lock()
+        self._null = null_chunk_ids(target.chunk_sizes, self.digest) if null_seed else {}
+        self._zeros: dict[int, bytes] = {}
+        #: the self seed's chunks: ids occurring more than once in the target (set by open())
+        self._repeats: set[bytes] = set()
+        self._self_loc: dict[bytes, int] = {}
+        self._inflight: dict[bytes, Future] = {}
+        self._spill = _Spill(spill_dir)
+        self._readback: int | None = None  # descriptor on the blob being written
+        self._out = None
+        self._origins: dict[int, tuple[int, int]] = {}
+        self._deferred: list[Seed] = []
+
+    # ------------------------------------------------------------------ building
+
+    @classmethod
+    def open(cls, reader: IndexReader, stores, seed_paths: Iterable[str] = (), *,
+             output_seed: str | None = None, cache: str | None = None, null_seed: bool = True,
+             self_seed: bool = True, reflink: bool = True, hardlinks: bool = False,
+             encoder_options: dict | None = None, defer: bool = True, threads: int | None = None,
+             warn: Callable[[str], None] | None = None,
+             progress: Callable[[str], None] | None = None) -> "Assembler":
+        """Index the seeds for ``reader``'s index and return the assembler.
+
+        ``output_seed``: the pre-existing output (tried first, as casync does).  A seed that cannot
+        be used is reported through ``warn`` and left out (SEED-3).  With ``defer``, seeds that
+        would have to be chunked are not, as long as the stores hold every chunk the other seeds
+        lack; they are chunked the first time a store cannot deliver (SEED-11)."""
+        t0 = time.monotonic()
+        warn = warn or (lambda msg: None)
+        progress = progress or (lambda msg: None)
+        needed: dict[bytes, int] = {}
+        counts: dict[bytes, int] = {}
+        for ref in reader.chunks():
+            if ref.id in needed:
+                counts[ref.id] = counts.get(ref.id, 1) + 1
+            else:
+                needed[ref.id] = ref.size
+        target = Target(reader.feature_flags, reader.chunk_sizes, reader.digest, needed,
+                        dict(encoder_options or {}), hardlinks)
+        seed_cache = SeedCache(cache) if cache else None
+        spill_dir = seed_cache.path if seed_cache else None
+
+        seeds: list[Seed] = []
+        paths = ([(output_seed, True)] if output_seed else []) + [(p, False) for p in seed_paths]
+        for path, is_output in paths:
+            try:
+                seed = open_seed(path, output=is_output)
+            except SeedError as e:
+                warn(_seed_failure(path, e))
+                continue
+            try:
+                progress(f"Seeding {path}")
+                seed.prepare(target, seed_cache, spill_dir)
+            except (PycatarError, OSError) as e:
+                seed.close()
+                warn(_seed_failure(path, e))
+                continue
+            seeds.append(seed)
+
+        asm = cls(reader, stores, seeds, target, null_seed=null_seed, reflink=reflink,
+                  spill_dir=spill_dir, cache=seed_cache, threads=threads, warn=warn)
+        if self_seed:
+            asm._repeats = {cid for cid, n in counts.items() if n > 1 and cid not in asm._null}
+        for s in seeds:
+            s.select(needed)
+        pending = [s for s in seeds if not s.ready]
+        if pending:
+            if defer and not asm._anything_missing(needed):
+                asm._deferred = pending
+                for s in pending:
+                    s.how = "deferred"
+                asm.summary.deferred = True
+            else:
+                asm._index(pending, progress)
+        asm.summary.seeding_seconds = time.monotonic() - t0
+        return asm
+
+    def _anything_missing(self, needed: dict[bytes, int]) -> bool:
+        ready = [s for s in self.seeds if s.ready]
+        for cid in needed:
+            if cid in self._null or any(s.locate(cid) is not None for s in ready):
+                continue
+            if not self.stores.has(cid):
+                return True
+        return False
+
+    def _index(self, seeds: list[Seed], progress=None) -> None:
+        with ThreadPoolExecutor(self.threads or default_threads(), thread_name_prefix="pycatar-seed") as ex:
+            for s in seeds:
+                try:
+                    s.index(self.target, self.cache, ex, self.spill_dir)
+                except (PycatarError, OSError) as e:
+                    self.warn(_seed_failure(s.path, e))
+                    s.how = "failed"
+                    s.close()
+                    continue
+                s.select(self.target.needed)
+                if progress:
+                    progress(f"Seeded {s.path}: {len(s.table)} chunks ({s.how}, {_format_seconds(s.seconds)})")
+
+    def _index_deferred(self) -> bool:
+        """SEED-11: chunk the deferred seeds now (once); True if there were any."""
+        with self._lock:
+            pending, self._deferred = self._deferred, []
+        if not pending:
+            return False
+        t0 = time.monotonic()
+        self._index(pending)
+        with self._lock:
+            self.summary.seeding_seconds += time.monotonic() - t0
+            self.summary.deferred = False
+        return True
+
+    # ------------------------------------------------------------------ fetching
+
+    def _count(self, kind: str, size: int) -> None:
+        with self._lock:
+            c = self.summary.sources[kind]
+            c[0] += 1
+            c[1] += size
+
+    def _zero(self, size: int) -> bytes:
+        z = self._zeros.get(size)
+        if z is None:
+            z = self._zeros.setdefault(size, bytes(size))
+        return z
+
+    def fetch(self, ref: ChunkRef) -> bytes:
+        cid, size = ref.id, ref.size
+        if self._null.get(cid) == size:
+            self._count("null", size)
+            return self._zero(size)
+        if cid in self._repeats:
+            return self._fetch_repeated(ref)
+        return self._obtain(ref)
+
+    def _verified(self, cid: bytes, data) -> bool:
+        return _digest.digest(self.digest, data) == cid
+
+    def _obtain(self, ref: ChunkRef, retry: bool = True) -> bytes:
+        cid, size = ref.id, ref.size
+        for seed in self.seeds:
+            loc = seed.locate(cid)
+            if loc is None or loc[1] != size:
+                continue
+            try:
+                data = seed.read(loc[0], size)
+            except OSError:
+                data = b""
+            if len(data) == size and self._verified(cid, data):
+                seed.count(size)
+                self._count(seed.kind, size)
+                if self._out is not None and self.reflink:
+                    origin = seed.origin(loc[0])
+                    if origin is not None:
+                        with self._lock:
+                            self._origins[ref.index] = origin
+                return data
+            seed.forget(cid)  # SEED-6: changed since it was indexed; never ask it again
+        try:
+            data = self.stores.get(cid, size)
+        except ChunkError:
+            if retry and self._index_deferred():
+                return self._obtain(ref, retry=False)
+            raise
+        self._count("store", size)
+        return data
+
+    def _fetch_repeated(self, ref: ChunkRef) -> bytes:
+        """SEED-7: the first request obtains the chunk; the others wait for it or read it back."""
+        cid, size = ref.id, ref.size
+        owner = False
+        with self._lock:
+            loc = self._self_loc.get(cid)
+            fut = None
+            if loc is None:
+                fut = self._inflight.get(cid)
+                if fut is None:
+                    fut = self._inflight[cid] = Future()
+                    owner = True
+        if loc is not None:
+            fd = self._readback if self._readback is not None else self._spill.fd()
+            data = _pread(fd, size, loc)
+            if self._verified(cid, data):
+                self._count("self", size)
+                if self._readback is not None and self.reflink:
+                    with self._lock:
+                        self._origins[ref.index] = (fd, loc)
+                return data
+            with self._lock:
+                self._self_loc.pop(cid, None)
+            return self._obtain(ref)
+        if not owner:
+            data = fut.result()
+            self._count("self", size)
+            return data
+        try:
+            data = self._obtain(ref)
+        except BaseException as e:
+            with self._lock:
+                self._inflight.pop(cid, None)
+            fut.set_exception(e)
+            raise
+        fut.set_result(data)
+        if self._readback is None:  # trees and pipes: keep one copy in the spill file
+            off = self._spill.put(data)
+            with self._lock:
+                self._self_loc[cid] = off
+                self._inflight.pop(cid, None)
+        # blobs: the future stays until write() has put the chunk into the output
+        return data
+
+    # ------------------------------------------------------------------ writing blobs
+
+    def bind_output(self, out) -> None:
+        self._out = out
+        self._readback = out.readback_fd()
+        self.summary.punch_holes = bool(out.sparse)
+
+    def release_output(self) -> None:
+        if self._readback is not None:
+            os.close(self._readback)
+            self._readback = None
+        self._out = None
+
+    def write(self, out, ref: ChunkRef, data) -> None:
+        n = len(data)
+        with self._lock:
+            origin = self._origins.pop(ref.index, None)
+        if out.sparse and data.count(0) == n:
+            out.write(data)
+            self.summary.hole_bytes += n
+        elif origin is not None and self.reflink:
+            self.summary.reflinked_bytes += out.clone_from(origin[0], origin[1], data)
+        else:
+            out.write(data)
+        if self._readback is not None and ref.id in self._repeats:
+            with self._lock:
+                if ref.id not in self._self_loc:
+                    self._self_loc[ref.id] = ref.start
+                self._inflight.pop(ref.id, None)
+
+    def close(self) -> None:
+        self._spill.close()
+        for s in self.seeds:
+            s.close()
+
+
+def _seed_failure(path: str, e: BaseException) -> str:
+    msg = str(e) if isinstance(e, PycatarError) else (e.strerror or str(e))
+    if msg.startswith("Failed to add seed"):
+        return msg
+    return f"Failed to add seed {path}, ignoring: {msg}"
+
+
+# --------------------------------------------------------------------------- hardlinks
+
+
+class _Hardlinker:
+    """SEED-12: after a regular file is restored, replace it by a hard link to an identical file
+    of a directory seed (same metadata records, same size, same bytes, same owner/mode/mtime)."""
+
+    def __init__(self, dest: str, prefix: str, seeds: list[DirectorySeed], target: Target,
+                 spill_dir: str | None, summary: Summary):
+        self.dest = dest
+        self.prefix = prefix
+        self.summary = summary
+        self.layouts = []
+        for s in seeds:
+            try:
+                self.layouts.append(s.ensure_layout(target, spill_dir))
+            except (PycatarError, OSError):
+                continue
+
+    def __call__(self, entry) -> None:
+        if not entry.isreg() or entry.size == 0 or not entry.path.startswith(self.prefix):
+            return
+        from .encoder import entry_records
+
+        key = (hashlib.sha256(entry_records(entry)).digest(), entry.size)
+        for layout in self.layouts:
+            for i in layout.links.get(key, ()):
+                try:
+                    if self._link(layout, i, entry.path[len(self.prefix):]):
+                        self.summary.hardlinked_bytes += entry.size
+                        return
+                except OSError:
+                    continue
+
+    def _open_parent(self, rel: str) -> tuple[int, str]:
+        parts = rel.split("/")
+        fd = os.open(self.dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for p in parts[:-1]:
+                nfd = os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                os.close(fd)
+                fd = nfd
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, parts[-1]
+
+    def _link(self, layout, i: int, rel: str) -> bool:
+        src_rel = layout.paths[i]
+        s_seed = os.stat(src_rel, dir_fd=layout.root_fd, follow_symlinks=False)
+        if (s_seed.st_dev, s_seed.st_ino, s_seed.st_size, s_seed.st_mtime_ns) != layout.file_stats[i]:
+            return False  # changed since the walk
+        dfd, name = self._open_parent(rel)
+        try:
+            s_new = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            if not (st.S_ISREG(s_new.st_mode) and st.S_ISREG(s_seed.st_mode)):
+                return False
+            if s_new.st_dev != s_seed.st_dev or s_new.st_ino == s_seed.st_ino:
+                return False
+            if (s_new.st_mode, s_new.st_uid, s_new.st_gid, s_new.st_size, s_new.st_mtime_ns) != \
+                    (s_seed.st_mode, s_seed.st_uid, s_seed.st_gid, s_seed.st_size, s_seed.st_mtime_ns):
+                return False
+            if not self._same_bytes(layout.root_fd, src_rel, dfd, name):
+                return False
+            tmp = f".#{name}{secrets.token_hex(8)}"
+            os.link(src_rel, tmp, src_dir_fd=layout.root_fd, dst_dir_fd=dfd, follow_symlinks=False)
+            try:
+                os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            except OSError:
+                os.unlink(tmp, dir_fd=dfd)
+                raise
+            return True
+        finally:
+            os.close(dfd)
+
+    @staticmethod
+    def _same_bytes(afd_dir: int, a: str, bfd_dir: int, b: str) -> bool:
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+        fa = os.open(a, flags, dir_fd=afd_dir)
+        try:
+            fb = os.open(b, flags, dir_fd=bfd_dir)
+            try:
+                off = 0
+                while True:
+                    x = os.pread(fa, 1 << 20, off)
+                    y = os.pread(fb, 1 << 20, off)
+                    if x != y:
+                        return False
+                    if not x:
+                        return True
+                    off += len(x)
+            finally:
+                os.close(fb)
+        finally:
+            os.close(fa)
+
+
+# --------------------------------------------------------------------------- the extract verb
+
+
+def extract_blob(index, output, stores, *, seeds: Iterable[str] = (), seed_output: bool = True,
+                 cache: str | None = None, reflink: bool = True, sparse: bool = True,
+                 threads: int | None = None, null_seed: bool = True, self_seed: bool = True,
+                 defer: bool = True, warn=None, progress=None) -> Summary:
+    """Extract a blob index like :func:`pycatar.blob.extract_blob`, taking chunks from seeds
+    where they have them; ``output`` is a path, a block device or a binary file object."""
+    from . import blob
+
+    t0 = time.monotonic()
+    reader = index if isinstance(index, IndexReader) else IndexReader(index)
+    out_seed = None
+    if seed_output and isinstance(output, (str, bytes, os.PathLike)):
+        p = os.fsdecode(output)
+        try:
+            s = os.stat(p)
+            if st.S_ISREG(s.st_mode) or st.S_ISBLK(s.st_mode):
+                out_seed = p
+        except OSError:
+            pass
+    try:
+        asm = Assembler.open(reader, stores, seeds, output_seed=out_seed, cache=cache, null_seed=null_seed,
+                             self_seed=self_seed, reflink=reflink, defer=defer, threads=threads, warn=warn,
+                             progress=progress)
+        try:
+            blob.extract_blob(reader, output, None, threads=threads, sparse=sparse, source=asm)
+        finally:
+            asm.close()
+    finally:
+        if reader is not index:
+            reader.close()
+    asm.summary.seconds = time.monotonic() - t0
+    asm.summary.punch_holes = sparse
+    return asm.summary
+
+
+def extract_tree(index, dest, stores, subpath: str | None = None, *, seeds: Iterable[str] = (),
+                 seed_output: bool = True, cache: str | None = None, reflink: bool = True,
+                 hardlink: bool = False, threads: int | None = None, null_seed: bool = True,
+                 self_seed: bool = True, defer: bool = True, warn=None, progress=None,
+                 **extract_options):
+    """Extract a ``.caidx`` into the directory ``dest`` (see :func:`pycatar.extract.extract_archive`
+    for ``subpath`` and ``extract_options``), taking chunks from seeds where they have them.
+    Returns ``(ExtractStats, Summary)``."""
+    from .extract import extract_archive, normalize_subpath
+
+    t0 = time.monotonic()
+    reader = index if isinstance(index, IndexReader) else IndexReader(index)
+    out_seed = None
+    if seed_output and os.path.isdir(dest):
+        out_seed = os.fsdecode(dest)
+    enc_opts = {k: extract_options[k] for k in ("uid_shift", "uid_range") if k in extract_options}
+    try:
+        asm = Assembler.open(reader, stores, seeds, output_seed=out_seed, cache=cache, null_seed=null_seed,
+                             self_seed=self_seed, reflink=reflink, hardlinks=hardlink,
+                             encoder_options=enc_opts, defer=defer, threads=threads, warn=warn,
+                             progress=progress)
+        summary = asm.summary
+        summary.hardlink = hardlink
+        summary.punch_holes = extract_options.get("punch_holes", True)
+        summary.reflink = reflink
+        try:
+            if hardlink:
+                sub = normalize_subpath(subpath)
+                prefix = sub.rpartition("/")[0] + "/" if sub and "/" in sub else ""
+                link_seeds = [s for s in asm.seeds if isinstance(s, DirectorySeed) and not s.output]
+                extract_options["on_entry"] = _Hardlinker(os.fsdecode(dest), prefix, link_seeds, asm.target,
+                                                          asm.spill_dir, summary)
+            n = threads or default_threads()
+            avg = max(1, reader.chunk_sizes[1])
+            readahead = max(2 * n, min(64, MAX_PENDING_BYTES // avg))
+            with ThreadPoolExecutor(n, thread_name_prefix="pycatar") as ex:
+                stream = IndexStream(reader, asm, readahead=readahead, executor=ex, cache_size=8)
+                try:
+                    stats = extract_archive(stream, dest, subpath, **extract_options)
+                finally:
+                    stream.close()
+        finally:
+            asm.close()
+    finally:
+        if reader is not index:
+            reader.close()
+    summary.hole_bytes = stats.hole_bytes
+    summary.seconds = time.monotonic() - t0
+    return stats, summary
