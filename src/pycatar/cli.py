@@ -57,6 +57,7 @@ class Options:
     uid_range: int | None = None
     digest: str = "sha512-256"
     compression: str = "zstd"
+    json: bool = False
 
     def feature_flags(self, default_with: int | None = None, normalized: bool = True) -> int:
         """The feature flags the options select (for an encoder), or un-normalised, the mask a
@@ -108,7 +109,7 @@ pycatar [OPTIONS...] gc BLOB_INDEX|ARCHIVE_INDEX...
 @click.option("--digest", metavar="DIGEST", help="Digest algorithm: sha512-256 (default), sha256 or blake3.")
 @click.option("--compression", metavar="COMPRESSION", help="Compression algorithm: zstd (default), xz or gzip.")
 @click.option("--seed", metavar="PATH", multiple=True, help="Additional file or directory to use as seed.")
-@click.option("--cache", metavar="PATH", help="Directory to use as encoder cache.")
+@click.option("--cache", metavar="PATH", help="Directory to use as encoder cache (extract: seed cache).")
 @click.option("-c", "--cache-auto", is_flag=True, help="Pick encoder cache directory automatically.")
 @click.option("--rate-limit-bps", metavar="LIMIT", help="Maximum bandwidth for remote communication.")
 @_bool_option("exclude-nodump", "Exclude files with chattr(1)'s +d 'nodump' flag (default: yes).")
@@ -127,11 +128,13 @@ pycatar [OPTIONS...] gc BLOB_INDEX|ARCHIVE_INDEX...
 @click.option("--with", "with_", metavar="FEATURE", multiple=True, help="Store this feature (see --with=help).")
 @click.option("--without", metavar="FEATURE", multiple=True, help="Do not store this feature.")
 @click.option("--what", metavar="WHAT", help="archive, archive-index, blob, blob-index or directory.")
+@click.option("--json", "json_", is_flag=True,
+              help="extract: print where the chunks came from (seeds, stores) as JSON on standard output.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def command(version, log_level, verbose, dry_run, store, extra_store, chunk_size, digest, compression,
             seed, cache, cache_auto, rate_limit_bps, exclude_nodump, exclude_submounts, exclude_file,
             reflink, hardlink, punch_holes, delete, undo_immutable, seed_output, recursive, mkdir,
-            uid_shift, uid_range, with_, without, what, args):
+            uid_shift, uid_range, with_, without, what, json_, args):
     if version:
         from . import __version__
 
@@ -153,6 +156,7 @@ def command(version, log_level, verbose, dry_run, store, extra_store, chunk_size
     opts.extra_stores = list(extra_store)
     opts.seeds = list(seed)
     opts.cache = cache
+    opts.json = json_
     opts.with_ = list(with_)
     opts.without = list(without)
     from .flags import parse_with_name

@@ -179,29 +179,47 @@ def verb_extract(opts, args: list[str]) -> int:
     if output is None and kind != "blob-index":
         raise UsageError("Extracting an archive to standard output is not supported.")
     src = source if source is not None else sys.stdin.buffer
+    if opts.json and kind == "blob-index" and output is None:
+        raise UsageError("--json needs an output file: the blob is written to standard output.")
 
     if kind == "blob-index":
-        from . import blob
+        from . import assembly
 
-        blob.extract_blob(src, sys.stdout.buffer if output is None else output, _stores(opts, source),
-                          sparse=opts.punch_holes)
+        summary = assembly.extract_blob(src, sys.stdout.buffer if output is None else output,
+                                        _stores(opts, source), sparse=opts.punch_holes, **_seed_options(opts))
+        _report_extract(opts, summary)
         return 0
 
     from .extract import extract_archive
     options = dict(feature_mask=opts.feature_mask(), delete=opts.delete,
                    undo_immutable=opts.undo_immutable, punch_holes=opts.punch_holes, **opts.uid_options())
     if kind == "archive":
-        extract_archive(src, output, subpath, **options)
+        extract_archive(src, output, subpath, **options)  # no chunks: seeds have nothing to offer
         return 0
-    from .index import IndexReader
+    from . import assembly
 
-    with IndexReader(src) as reader:
-        stream = reader.open_stream(_stores(opts, source))
-        try:
-            extract_archive(stream, output, subpath, **options)
-        finally:
-            stream.close()
+    _stats, summary = assembly.extract_tree(src, output, _stores(opts, source), subpath, hardlink=opts.hardlink,
+                                            **_seed_options(opts), **options)
+    _report_extract(opts, summary)
     return 0
+
+
+def _seed_options(opts) -> dict:
+    """What the seeding in assembly.py takes from the command line (spec/seeds.md)."""
+    return dict(seeds=opts.seeds, seed_output=opts.seed_output, cache=opts.cache, reflink=opts.reflink,
+                warn=lambda message: sys.stderr.write(message + "\n"),
+                progress=(lambda message: _log(opts, message)) if opts.verbose else None)
+
+
+def _report_extract(opts, summary) -> None:
+    """SEED-10: the summary on stderr with -v (as casync's), as JSON on stdout with --json."""
+    if opts.verbose:
+        for line in summary.lines():
+            _log(opts, line)
+    if opts.json:
+        import json
+
+        print(json.dumps(summary.as_dict()))
 
 
 # --------------------------------------------------------------------------- list, mtree, stat
