@@ -32,8 +32,16 @@ class MakeResult:
 def make_archive(output, source, *, feature_flags: int = int(DEFAULT), mode: int = 0o644,
                  **encoder_options) -> MakeResult:
     """Archive the directory ``source`` into the catar file ``output`` (a path, a binary file object,
-    or None for standard output).  Returns the archive digest and statistics."""
-    encoder = CatarEncoder(source, feature_flags, **encoder_options)
+    or None for standard output).  Returns the archive digest and statistics.  ``encoder_options``
+    are those of :class:`~pycatar.encoder.EncoderOptions` (``uid_shift``, ``owner``,
+    ``clamp_mtime_ns``...)."""
+    return write_archive(output, CatarEncoder(source, feature_flags, **encoder_options), mode=mode)
+
+
+def write_archive(output, encoder, *, mode: int = 0o644) -> MakeResult:
+    """Write the catar stream of ``encoder`` (a :class:`~pycatar.encoder.CatarEncoder` or any
+    :class:`~pycatar.encoder.CatarSerializer` with ``feature_flags`` and ``covering_flags``, e.g.
+    :class:`pycatar.tarconv.TarEncoder`) to ``output`` as :func:`make_archive` does."""
     h = _digest.new(digest_name(encoder.feature_flags))
     if output is None or hasattr(output, "write"):
         out = output if output is not None else sys.stdout.buffer
@@ -64,9 +72,16 @@ def make_archive_index(output, source, *, store, feature_flags: int = int(DEFAUL
     """Archive the directory ``source`` as a chunked catar: chunks into ``store``, the .caidx index
     into ``output`` (path, file object, or None for standard output).  The catar stream is produced,
     chunked, hashed and compressed incrementally, in bounded memory."""
+    return write_archive_index(output, CatarEncoder(source, feature_flags, **encoder_options), store=store,
+                               chunk_size=chunk_size, compression=compression, mode=mode, threads=threads)
+
+
+def write_archive_index(output, encoder, *, store, chunk_size: tuple[int, int, int] | None = None,
+                        compression: str = "zstd", mode: int = 0o644, threads: int | None = None) -> MakeResult:
+    """Chunk the catar stream of ``encoder`` (see :func:`write_archive`) into ``store`` and write its
+    .caidx index to ``output``, as :func:`make_archive_index` does."""
     from . import blob
 
-    encoder = CatarEncoder(source, feature_flags, **encoder_options)
     res = blob.make_blob_index(iter(encoder), sys.stdout.buffer if output is None else output, store,
                                chunk_size=chunk_size, digest=digest_name(encoder.feature_flags),
                                compression=compression, feature_flags=encoder.feature_flags,

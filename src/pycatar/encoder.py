@@ -41,6 +41,14 @@ class EncoderOptions:
     feature_flags: int
     uid_shift: int = 0
     uid_range: int = 0  # 0: the full 32-bit range
+    #: store this uid (gid) for every entry instead of the file's; not shifted (``--owner=``/``--group=``)
+    owner: int | None = None
+    group: int | None = None
+    #: mtimes later than this (ns) are stored as this, before rounding (``SOURCE_DATE_EPOCH``)
+    clamp_mtime_ns: int | None = None
+    #: WITH_ bits every file system the walk reads MUST be able to store, else an error
+    #: (``--reproducible``, spec/reproducible.md)
+    require_flags: int = 0
 
 
 class _Node:
@@ -57,19 +65,33 @@ class _Node:
         self.mount_id = None
 
 
-class TreeWalker:
-    """Walks a tree like casync's encoder: children in strcmp order, filtered by feature flags,
-    nodump and .caexclude, and reads each node's metadata as the flags ask."""
+def type_stored(flags: int, fmt_bits: int) -> bool:
+    """Whether an entry of this file type (``stat.S_IFMT``) goes into an archive with these flags."""
+    if fmt_bits == st.S_IFLNK:
+        return bool(flags & F.WITH_SYMLINKS)
+    if fmt_bits in (st.S_IFBLK, st.S_IFCHR):
+        return bool(flags & F.WITH_DEVICE_NODES)
+    if fmt_bits == st.S_IFIFO:
+        return bool(flags & F.WITH_FIFOS)
+    if fmt_bits == st.S_IFSOCK:
+        return bool(flags & F.WITH_SOCKETS)
+    return True
 
-    def __init__(self, root: str | os.PathLike, options: EncoderOptions):
-        self.root = os.fspath(root)
+
+class EntryPolicy:
+    """How raw metadata (a stat result, a tar header...) becomes what an ENTRY stores under the
+    feature flags and encoder options: the mode, owners and names, the rounded (and clamped) mtime.
+    Shared by the tree walker and the tar converter (tarconv)."""
+
+    def __init__(self, options: EncoderOptions):
         self.flags = normalize(options.feature_flags)
         self.granularity = time_granularity_ns(self.flags)
         self.uid_shift = options.uid_shift
         self.uid_range = options.uid_range
-        self.covering_flags = 0
-
-    # ----------------------------------------------------------------- metadata
+        self.owner = options.owner
+        self.group = options.group
+        self.clamp = options.clamp_mtime_ns
+        self.require = int(options.require_flags)
 
     def _shift(self, uid: int) -> int:
         if uid < self.uid_shift:
@@ -88,6 +110,77 @@ class TreeWalker:
         if self.flags & WITH_UIDS:
             return None
         return str(self._shift(ident))
+
+    def _override_name(self, ident: int, lookup) -> str | None:
+        # the name stored for an --owner=/--group= id: as if the file were owned by it, unshifted
+        if ident == 0:
+            return None
+        name = lookup(ident)
+        if name is not None:
+            return name
+        return None if self.flags & WITH_UIDS else str(ident)
+
+    def base_entry(self, path: str, mode: int, uid: int, gid: int, mtime_ns: int,
+                   user_lookup=fsmeta.user_name, group_lookup=fsmeta.group_name) -> Entry:
+        """The Entry for these raw values: mode, owners, names and mtime as the flags store them."""
+        flags = self.flags
+        fmt_bits = st.S_IFMT(mode)
+        if fmt_bits == st.S_IFLNK:
+            mode = st.S_IFLNK | 0o777
+        elif flags & (F.WITH_PERMISSIONS | F.WITH_ACL):
+            mode &= 0o177777
+        elif flags & F.WITH_READ_ONLY:
+            is_dir = fmt_bits == st.S_IFDIR
+            writable = mode & 0o222
+            mode = fmt_bits | ((0o777 if is_dir else 0o666) if writable else (0o555 if is_dir else 0o444))
+        else:
+            mode = fmt_bits | (0o777 if fmt_bits == st.S_IFDIR else 0o666)
+
+        if self.clamp is not None and mtime_ns > self.clamp:
+            mtime_ns = self.clamp
+        mtime = 0 if self.granularity is None else (mtime_ns // self.granularity) * self.granularity
+
+        owner, group = self.owner, self.group
+        if flags & WITH_UIDS:
+            suid = self._shift(uid) if owner is None else owner
+            sgid = self._shift(gid) if group is None else group
+            if flags & F.WITH_16BIT_UIDS and (suid > 0xFFFF or sgid > 0xFFFF):
+                raise UnsupportedError(f"{path or '.'}: UID/GID does not fit in 16 bits")
+        else:
+            suid = sgid = 0
+
+        entry = Entry(path=path, mode=mode, feature_flags=flags, uid=suid, gid=sgid, mtime=mtime)
+
+        if flags & F.WITH_USER_NAMES:
+            entry.user = (self._name_for(uid, user_lookup) if owner is None
+                          else self._override_name(owner, fsmeta.user_name))
+            entry.group = (self._name_for(gid, group_lookup) if group is None
+                           else self._override_name(group, fsmeta.group_name))
+        return entry
+
+
+class TreeWalker(EntryPolicy):
+    """Walks a tree like casync's encoder: children in strcmp order, filtered by feature flags,
+    nodump and .caexclude, and reads each node's metadata as the flags ask."""
+
+    def __init__(self, root: str | os.PathLike, options: EncoderOptions):
+        super().__init__(options)
+        self.root = os.fspath(root)
+        self.covering_flags = 0
+
+    def _cover(self, path: str, magic: int) -> None:
+        """Note what the file system at ``path`` can store; enforce ``require_flags``."""
+        fs_flags = from_fs_magic(magic)
+        self.covering_flags |= fs_flags
+        missing = self.require & ~fs_flags
+        if missing:
+            from .flags import format_with_flags
+
+            raise UnsupportedError(
+                f"{path or '.'}: its file system (type 0x{magic:x}) cannot store "
+                f"{format_with_flags(missing)}, which the feature set requires")
+
+    # ----------------------------------------------------------------- metadata
 
     def _acl(self, target, follow: bool, is_dir: bool, entry: Entry) -> None:
         value = fsmeta.get_xattr(target, fsmeta.ACL_XATTR_ACCESS, follow)
@@ -170,42 +263,14 @@ class TreeWalker:
     def make_entry(self, path: str, s: os.stat_result, fd: int | None, parent_fd: int | None,
                    name: str | None, magic: int, target: str | None, chattr: int | None = None) -> Entry:
         flags = self.flags
-        mode = s.st_mode
-        fmt_bits = st.S_IFMT(mode)
+        fmt_bits = st.S_IFMT(s.st_mode)
         is_dir, is_reg = fmt_bits == st.S_IFDIR, fmt_bits == st.S_IFREG
         is_lnk = fmt_bits == st.S_IFLNK
 
-        if is_lnk and not flags & F.WITH_SYMLINKS or (fmt_bits in (st.S_IFBLK, st.S_IFCHR)
-                                                     and not flags & F.WITH_DEVICE_NODES) \
-                or (fmt_bits == st.S_IFIFO and not flags & F.WITH_FIFOS) \
-                or (fmt_bits == st.S_IFSOCK and not flags & F.WITH_SOCKETS):
+        if not type_stored(flags, fmt_bits):
             raise UnsupportedError(f"{path or '.'}: file type not permitted by the feature flags")
 
-        # the mode, as the flags let it be stored
-        if is_lnk:
-            mode = st.S_IFLNK | 0o777
-        elif flags & (F.WITH_PERMISSIONS | F.WITH_ACL):
-            mode &= 0o177777
-        elif flags & F.WITH_READ_ONLY:
-            writable = mode & 0o222
-            mode = fmt_bits | ((0o777 if is_dir else 0o666) if writable else (0o555 if is_dir else 0o444))
-        else:
-            mode = fmt_bits | (0o777 if is_dir else 0o666)
-
-        mtime = 0 if self.granularity is None else (s.st_mtime_ns // self.granularity) * self.granularity
-
-        if flags & WITH_UIDS:
-            uid, gid = self._shift(s.st_uid), self._shift(s.st_gid)
-            if flags & F.WITH_16BIT_UIDS and (uid > 0xFFFF or gid > 0xFFFF):
-                raise UnsupportedError(f"{path or '.'}: UID/GID does not fit in 16 bits")
-        else:
-            uid = gid = 0
-
-        entry = Entry(path=path, mode=mode, feature_flags=flags, uid=uid, gid=gid, mtime=mtime)
-
-        if flags & F.WITH_USER_NAMES:
-            entry.user = self._name_for(s.st_uid, fsmeta.user_name)
-            entry.group = self._name_for(s.st_gid, fsmeta.group_name)
+        entry = self.base_entry(path, s.st_mode, s.st_uid, s.st_gid, s.st_mtime_ns)
 
         if fd is not None:
             if flags & WITH_CHATTR:
@@ -297,8 +362,8 @@ class TreeWalker:
             if not st.S_ISDIR(s.st_mode):
                 raise PycatarError(f"{self.root}: not a directory")
             magic = fsmeta.fs_type(root_fd)
+            self._cover("", magic)
             node = _Node(self.make_entry("", s, root_fd, None, None, magic, None), root_fd, s, magic)
-            self.covering_flags |= from_fs_magic(magic)
             yield from self._walk_dir(node)
         finally:
             os.close(root_fd)
@@ -343,7 +408,8 @@ class TreeWalker:
                 target = os.readlink(name, dir_fd=dfd) if t == st.S_IFLNK else None
                 entry = self.make_entry(prefix + name, s, fd, dfd, name, magic, target, chattr)
                 child = _Node(entry, fd, s, magic, sub)
-                self.covering_flags |= from_fs_magic(magic)
+                if magic != node.magic:  # the parent's file system is covered already
+                    self._cover(entry.path, magic)
                 if t == st.S_IFDIR:
                     yield from self._walk_dir(child)
                 else:
@@ -422,25 +488,21 @@ def entry_records(entry: Entry) -> bytes:
     return b"".join(parts)
 
 
-class CatarEncoder:
-    """Serialises a tree into a catar stream.  Iterate over it for the stream's bytes."""
+class CatarSerializer:
+    """The catar stream of any source of entries in archive order: ENTRY records, FILENAME records
+    before every child, payloads, and the GOODBYE table closing each directory (spec/catar.md).
 
-    def __init__(self, root, feature_flags: int, **options):
-        self.walker = TreeWalker(root, EncoderOptions(feature_flags, **options))
-        self.offset = 0
+    A source is an iterable of events ``(0, entry, token)`` for each entry (depth first, a directory
+    before its children, siblings in strcmp order of their names) and ``(1, directory_entry, None)``
+    after a directory's last child; ``read_payload(entry, token)`` yields the ``entry.size`` bytes of
+    a regular file.  :attr:`offset` counts the bytes produced so far."""
 
-    @property
-    def feature_flags(self) -> int:
-        return self.walker.flags
+    offset = 0
 
-    @property
-    def covering_flags(self) -> int:
-        return self.walker.covering_flags
-
-    def __iter__(self) -> Iterator[bytes]:
+    def serialize(self, events, read_payload) -> Iterator[bytes]:
         # one frame a directory: [entry_offset, goodbye items, index of the open item or -1]
         stack: list[list] = []
-        for event, entry, node in self.walker.walk():
+        for event, entry, token in events:
             if event == 1:
                 frame = stack.pop()
                 data = goodbye_record(frame[1], self.offset, frame[0])
@@ -464,11 +526,39 @@ class CatarEncoder:
                 continue
             if entry.isreg() and entry.size:
                 entry.payload_offset = self.offset
-                yield from self._payload(node.fd, entry)
+                end = self.offset + entry.size
+                for piece in read_payload(entry, token):
+                    self.offset += len(piece)
+                    if self.offset > end:
+                        raise PycatarError(f"{entry.path}: more payload than the {entry.size} bytes announced")
+                    yield piece
+                if self.offset != end:
+                    raise PycatarError(f"{entry.path}: payload ended {end - self.offset} bytes short")
             if stack:
                 stack[-1][1][-1][2] = self.offset
 
-    def _payload(self, fd: int, entry: Entry) -> Iterator[bytes]:
+
+class CatarEncoder(CatarSerializer):
+    """Serialises a tree into a catar stream.  Iterate over it for the stream's bytes."""
+
+    def __init__(self, root, feature_flags: int, **options):
+        self.walker = TreeWalker(root, EncoderOptions(feature_flags, **options))
+        self.offset = 0
+
+    @property
+    def feature_flags(self) -> int:
+        return self.walker.flags
+
+    @property
+    def covering_flags(self) -> int:
+        return self.walker.covering_flags
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.serialize(self.walker.walk(), self._payload)
+
+    @staticmethod
+    def _payload(entry: Entry, node: _Node) -> Iterator[bytes]:
+        fd = node.fd
         left = entry.size
         pos = 0
         while left:
@@ -477,7 +567,6 @@ class CatarEncoder:
                 raise PycatarError(f"{entry.path}: file shrank while it was being archived")
             pos += len(data)
             left -= len(data)
-            self.offset += len(data)
             yield data
 
 
