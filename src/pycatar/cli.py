@@ -216,7 +216,13 @@ def command(version, log_level, verbose, dry_run, store, extra_store, chunk_size
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script: runs the command, turns errors into one line."""
     try:
-        rc = command.main(args=argv, prog_name="pycatar", standalone_mode=False)
+        args = sys.argv[1:] if argv is None else list(argv)
+        if args[:1] == ["vectors"]:  # its own options (--impl, --vectors...): not casync's
+            from .vectors import main as vectors_main
+
+            rc = vectors_main(args[1:])
+        else:
+            rc = command.main(args=argv, prog_name="pycatar", standalone_mode=False)
     except click.exceptions.NoSuchOption as e:
         _fail(f"unrecognized option '{e.option_name}'", 2)
     except click.exceptions.BadParameter as e:
