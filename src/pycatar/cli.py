@@ -55,6 +55,12 @@ class Options:
     recursive: bool = True
     uid_shift: int | None = None
     uid_range: int | None = None
+    # pycatar's own (spec/reproducible.md, spec/tar.md)
+    reproducible: bool = False
+    owner: int | None = None
+    group: int | None = None
+    input_format: str | None = None
+    output_format: str | None = None
     digest: str = "sha512-256"
     compression: str = "zstd"
     json: bool = False
@@ -64,6 +70,12 @@ class Options:
         decoder applies when reading (casync passes the same value to both)."""
         from . import flags
 
+        if self.reproducible and normalized and default_with is None:
+            from .reproducible import feature_flags
+
+            return feature_flags(self.with_, self.without, digest=self.digest,
+                                 exclude_nodump=self.exclude_nodump, exclude_submounts=self.exclude_submounts,
+                                 exclude_file=self.exclude_file)
         kw = {} if default_with is None else {"default_with": default_with}
         return flags.from_options(
             self.with_, self.without, digest=self.digest, exclude_nodump=self.exclude_nodump,
@@ -84,6 +96,52 @@ def _bool_option(name: str, help_text: str):
     return click.option(f"--{name}", metavar="BOOL", default=None, help=help_text)
 
 
+def _meta_option(*decls, **kw):
+    """An option kept in the click context (``pycatar.NAME``) instead of a parameter of ``command``;
+    :func:`_apply_format_options` moves it into :class:`Options`."""
+
+    def store(ctx, param, value):
+        ctx.meta[f"pycatar.{param.name}"] = value
+        return value
+
+    return click.option(*decls, expose_value=False, callback=store, **kw)
+
+
+_MAKE_ONLY = (("reproducible", "--reproducible"), ("owner", "--owner="), ("group", "--group="),
+              ("input_format", "--input-format="))
+
+
+def _apply_format_options(opts: Options, verb: str, exclude_nodump, exclude_file) -> None:
+    """--reproducible, --owner=, --group=, --input-format=, --output-format= (pycatar's own)."""
+    meta = click.get_current_context().meta
+    opts.reproducible = bool(meta.get("pycatar.reproducible"))
+    for name in ("owner", "group"):
+        value = meta.get(f"pycatar.{name}")
+        if value is not None:
+            if not value.isdigit() or int(value) > 0xFFFFFFFF:
+                raise UsageError(f"Failed to parse --{name}= parameter: {value} (a numeric id is expected)")
+            setattr(opts, name, int(value))
+    for name in ("input_format", "output_format"):
+        value = meta.get(f"pycatar.{name}")
+        if value is not None and value != "tar":
+            raise UsageError(f"Failed to parse --{name.replace('_', '-')}= parameter: {value} (supported: tar)")
+        setattr(opts, name, value)
+    for name, option in _MAKE_ONLY:
+        if getattr(opts, name) not in (None, False) and verb != "make":
+            raise UsageError(f'{option} applies to the "make" verb only.')
+    if opts.output_format is not None and verb != "extract":
+        raise UsageError('--output-format= applies to the "extract" verb only.')
+    if opts.reproducible or opts.input_format:
+        # a reproducible archive holds the whole tree (REPRO-6); a tar has nothing to exclude (TAR-3)
+        if exclude_nodump is None:
+            opts.exclude_nodump = False
+        if exclude_file is None:
+            opts.exclude_file = False
+    if opts.input_format and (opts.exclude_nodump or opts.exclude_file or opts.exclude_submounts):
+        raise UsageError("--exclude-nodump=, --exclude-file= and --exclude-submounts= apply to directories, "
+                         "not to tar input.")
+
+
 COMMAND_HELP = """Content-addressable archives, casync-compatible.
 
 \b
@@ -94,6 +152,8 @@ pycatar [OPTIONS...] mtree [ARCHIVE|ARCHIVE_INDEX|DIRECTORY] [SUBPATH]
 pycatar [OPTIONS...] stat [ARCHIVE|ARCHIVE_INDEX|DIRECTORY] [PATH]
 pycatar [OPTIONS...] digest [ARCHIVE|BLOB|ARCHIVE_INDEX|BLOB_INDEX|DIRECTORY]
 pycatar [OPTIONS...] gc BLOB_INDEX|ARCHIVE_INDEX...
+pycatar [OPTIONS...] make --input-format=tar [ARCHIVE|ARCHIVE_INDEX] TAR|-
+pycatar [OPTIONS...] extract --output-format=tar ARCHIVE|ARCHIVE_INDEX|- TAR|- [SUBPATH]
 """
 
 
@@ -128,6 +188,13 @@ pycatar [OPTIONS...] gc BLOB_INDEX|ARCHIVE_INDEX...
 @click.option("--with", "with_", metavar="FEATURE", multiple=True, help="Store this feature (see --with=help).")
 @click.option("--without", metavar="FEATURE", multiple=True, help="Do not store this feature.")
 @click.option("--what", metavar="WHAT", help="archive, archive-index, blob, blob-index or directory.")
+@_meta_option("--reproducible", is_flag=True,
+              help="make: the same bytes on any machine (fixed feature set, owners 0/0, mtimes clamped to "
+                   "$SOURCE_DATE_EPOCH); --with=/--without= refine it.")
+@_meta_option("--owner", metavar="UID", help="make: store this numeric owner for every entry.")
+@_meta_option("--group", metavar="GID", help="make: store this numeric group for every entry.")
+@_meta_option("--input-format", metavar="FORMAT", help="make: read a tar (file or -) instead of a directory.")
+@_meta_option("--output-format", metavar="FORMAT", help="extract: write a tar (file or -) instead of a directory.")
 @click.option("--json", "json_", is_flag=True,
               help="extract: print where the chunks came from (seeds, stores) as JSON on standard output.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
@@ -203,6 +270,7 @@ def command(version, log_level, verbose, dry_run, store, extra_store, chunk_size
     if not args:
         raise UsageError("No verb specified (see --help).")
     verb, rest = args[0], list(args[1:])
+    _apply_format_options(opts, verb, exclude_nodump, exclude_file)
     from . import verbs
 
     handler = verbs.VERBS.get(verb)

@@ -35,6 +35,10 @@ def _log(opts, message: str) -> None:
 
 
 def verb_make(opts, args: list[str]) -> int:
+    if opts.input_format or opts.reproducible or opts.owner is not None or opts.group is not None:
+        from . import reproducible, tarconv  # pycatar's own make options (spec/reproducible.md, spec/tar.md)
+
+        return (tarconv if opts.input_format else reproducible).verb_make(opts, args)
     if len(args) > 2:
         raise UsageError("A pair of output and input path/URL expected.")
     output = _strip_file_url(args[0]) if args else None
@@ -134,6 +138,10 @@ def _stores(opts, index_path):
 
 
 def verb_extract(opts, args: list[str]) -> int:
+    if opts.output_format:  # --output-format=tar (spec/tar.md)
+        from . import tarconv
+
+        return tarconv.verb_extract(opts, args)
     if len(args) > 3:
         raise UsageError("Input path/URL, output path, and subtree path expected.")
     source = _strip_file_url(args[0]) if args else None

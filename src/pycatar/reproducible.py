@@ -1,0 +1,155 @@
+"""Reproducible archives (spec/reproducible.md): a fixed feature set that does not depend on the
+machine or file system the tree is read from, owners normalised, mtimes clamped to
+``SOURCE_DATE_EPOCH``.
+
+>>> from pycatar import archive, reproducible
+>>> flags = reproducible.feature_flags()
+>>> archive.make_archive("tree.catar", "tree", feature_flags=flags,
+...                      **reproducible.encoder_options(flags))      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat as st
+import sys
+from collections.abc import Mapping
+
+from . import flags as _flags
+from .errors import PycatarError, UsageError
+from .flags import Flag as F
+
+#: REPRO-1: what ``--reproducible`` stores, before ``--with=``/``--without=`` refine it.
+REPRODUCIBLE_FLAGS = int(
+    F.WITH_32BIT_UIDS | F.WITH_SEC_TIME | F.WITH_PERMISSIONS | F.WITH_SYMLINKS | F.WITH_DEVICE_NODES
+    | F.WITH_FIFOS | F.WITH_SOCKETS
+)
+
+_MAX_EPOCH = ((1 << 64) - 1) // 1_000_000_000  # seconds whose nanoseconds still fit in a u64
+_DECIMAL = re.compile(r"[0-9]+\Z")
+
+
+def feature_flags(with_=(), without=(), *, digest: str = "sha512-256", exclude_nodump: bool = False,
+                  exclude_submounts: bool = False, exclude_file: bool = False) -> int:
+    """The normalised feature flags of a reproducible archive (REPRO-1, REPRO-2): the reproducible
+    set plus the ``--with=`` names, minus the ``--without=`` names.  Unlike a plain ``make`` the
+    ``--with=`` names add to the set instead of replacing it, and the exclude bits are off unless
+    asked for (REPRO-6)."""
+    add = 0
+    for name in with_:
+        add |= _flags.parse_with_name(name, "--with=")
+    return _flags.from_options((), without, digest=digest, exclude_nodump=exclude_nodump,
+                               exclude_submounts=exclude_submounts, exclude_file=exclude_file,
+                               default_with=REPRODUCIBLE_FLAGS | add)
+
+
+def source_date_epoch(environ: Mapping[str, str] | None = None) -> int | None:
+    """``SOURCE_DATE_EPOCH`` in seconds, None when unset or empty; a malformed value is an error
+    (REPRO-4)."""
+    value = (os.environ if environ is None else environ).get("SOURCE_DATE_EPOCH")
+    if value is None or value == "":
+        return None
+    if not _DECIMAL.match(value) or int(value) > _MAX_EPOCH:
+        raise UsageError(f"Failed to parse SOURCE_DATE_EPOCH={value!r}: expected seconds since 1970 "
+                         "as a decimal integer")
+    return int(value)
+
+
+def encoder_options(flags: int, *, owner: int | None = None, group: int | None = None,
+                    epoch: int | None = None, reproducible: bool = True,
+                    tree: bool = True) -> dict:
+    """The :class:`~pycatar.encoder.EncoderOptions` fields for an archive with ``flags``:
+    with ``reproducible``, owners default to 0/0 (REPRO-3), mtimes are clamped to ``epoch``
+    (REPRO-4) and, for a tree on disk (``tree``), every file system read must be able to store the
+    reproducible bits still in ``flags`` (REPRO-5)."""
+    opts: dict = {}
+    if reproducible:
+        owner = 0 if owner is None else owner
+        group = 0 if group is None else group
+        if epoch is not None:
+            opts["clamp_mtime_ns"] = epoch * 1_000_000_000
+        if tree:
+            opts["require_flags"] = int(flags) & REPRODUCIBLE_FLAGS
+    if owner is not None:
+        opts["owner"] = owner
+    if group is not None:
+        opts["group"] = group
+    return opts
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def make_target(opts, args: list[str], *, what: str) -> tuple[str | None, str | None, str]:
+    """(output path or None for standard output, source argument, kind) of ``make`` with pycatar's
+    own options: the output must be an archive (.catar) or archive index (.caidx)."""
+    from .verbs import _strip_file_url, _suffix_kind
+
+    if len(args) > 2:
+        raise UsageError("A pair of output and input path/URL expected.")
+    output = _strip_file_url(args[0]) if args else None
+    source = _strip_file_url(args[1]) if len(args) > 1 else None
+    kind = opts.what
+    if kind is None and output and output != "-":
+        kind = _suffix_kind(output)
+        if kind is None:
+            raise UsageError("File to create does not have valid suffix, refusing. "
+                             "(May be one of: .catar, .caidx)")
+    kind = kind or "archive"
+    if kind not in ("archive", "archive-index"):
+        raise UsageError(f"{what} make archives (.catar) and archive indexes (.caidx), not {kind}s.")
+    return (None if output == "-" else output), source, kind
+
+
+def write(opts, result) -> int:
+    """Report a finished make as casync does: the summary with -v, then the digest."""
+    from .verbs import _verbose_make_summary
+
+    _verbose_make_summary(opts, result)
+    print(result.digest_hex)
+    return 0
+
+
+def make_options(opts, *, tree: bool) -> tuple[int, dict]:
+    """The feature flags and encoder options the command line selects."""
+    flags = opts.feature_flags()
+    epoch = source_date_epoch() if opts.reproducible else None
+    enc = dict(opts.uid_options())
+    enc.update(encoder_options(flags, owner=opts.owner, group=opts.group, epoch=epoch,
+                               reproducible=opts.reproducible, tree=tree))
+    return flags, enc
+
+
+def verb_make(opts, args: list[str]) -> int:
+    """``make`` of a directory with ``--reproducible``, ``--owner=`` or ``--group=``."""
+    output, source, kind = make_target(opts, args, what="--reproducible, --owner= and --group=")
+    source = "." if source is None else source
+    if source == "-":
+        raise UsageError("Archiving a directory from standard input is not supported.")
+    try:
+        source_stat = os.stat(source)
+    except OSError as e:
+        raise PycatarError(f"Failed to open {source}: {e.strerror}") from None
+    if not st.S_ISDIR(source_stat.st_mode):
+        raise UsageError(f"{source}: not a directory (use --input-format=tar for a tar file)")
+    flags, enc = make_options(opts, tree=True)
+    mode = source_stat.st_mode & 0o666
+
+    from . import archive
+
+    if kind == "archive":
+        result = archive.make_archive(output, source, feature_flags=flags, mode=mode, **enc)
+    else:
+        from . import chunker
+        from .store import default_store_for
+
+        sizes = chunker.chunk_size_from_args(opts.chunk_size) if opts.chunk_size else None
+        result = archive.make_archive_index(output, source, store=opts.store or default_store_for(output),
+                                            feature_flags=flags, chunk_size=sizes,
+                                            compression=opts.compression, mode=mode, **enc)
+    return write(opts, result)
+
+
+def warn(message: str) -> None:
+    sys.stderr.write(f"Warning: {message}\n")
