@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,9 @@ import pytest
 from conftest_chunk_helpers import make_blob
 from pycatar import assembly, blob, digest as _digest
 from pycatar.chunker import DEFAULT_CHUNK_SIZES
+from pycatar.encoder import CatarEncoder
 from pycatar.index import IndexReader
+from pycatar.seeds import TreeLayout
 from pycatar.store import Store
 from trees import make_full_tree, remove_tree
 
@@ -119,6 +122,35 @@ def test_tree_from_seed_and_partial_store(tree_update, run_casync, tmp_path, kin
     (s,) = summary["seeds"]
     assert s["kind"] == kind and s["indexed"] == ("index" if kind == "index" else "chunked")
     assert s["stale_chunks"] == 0
+
+
+def test_layout_is_the_encoder_stream(tree_update):
+    """SEED-4: a directory seed's layout (a walk that reads no payload) replays exactly the
+    encoder's stream, and any range read through it equals that range of the stream."""
+    t = tree_update
+    with IndexReader(str(t["base"] / "v1.caidx")) as r:
+        flags = r.feature_flags
+    stream = b"".join(CatarEncoder(t["v1"], flags))
+    layout = TreeLayout(t["v1"], flags)
+    try:
+        layout.walk()
+        assert layout.size == len(stream) and len(layout.paths) > 10
+        assert b"".join(bytes(p) for p in layout.replay(read_size=100_000)) == stream
+        rnd = random.Random(3)
+        for _ in range(200):
+            off = rnd.randrange(len(stream))
+            n = rnd.choice([1, 17, 4096, 65536, 300_000])
+            assert layout.read(off, n)[:len(stream) - off] == stream[off:off + n]
+    finally:
+        layout.close()
+
+
+def test_tree_subpath_with_seed(tree_update, run_casync, tmp_path):
+    """A sub-tree extracts from the seed and the partial store too."""
+    t = tree_update
+    out = tmp_path / "out"
+    pycatar("extract", f"--store={t['S']}", f"--seed={t['v1']}", t["base"] / "v2.caidx", out, "dir/sub")
+    assert run_casync("mtree", out / "sub").stdout == run_casync("mtree", os.path.join(t["v2"], "dir", "sub")).stdout
 
 
 def test_tree_reextract_over_old_output(tree_update, run_casync, tmp_path):

@@ -637,7 +637,7 @@ def extract_tree(index, dest, stores, subpath: str | None = None, *, seeds: Iter
                                                           asm.spill_dir, summary)
             n = threads or default_threads()
             avg = max(1, reader.chunk_sizes[1])
-            readahead = max(2 * n, min(64, MAX_PENDING_BYTES // avg))
+            readahead = max(2, min(64, MAX_PENDING_BYTES // avg))  # bounded by bytes in flight
             with ThreadPoolExecutor(n, thread_name_prefix="pycatar") as ex:
                 stream = IndexStream(reader, asm, readahead=readahead, executor=ex, cache_size=8)
                 try:

@@ -40,8 +40,7 @@ from dataclasses import dataclass, field
 
 from . import digest as _digest
 from .chunker import Chunker
-from . import encoder as _encoder
-from .encoder import CatarEncoder, entry_records
+from .encoder import CatarSerializer, EncoderOptions, TreeWalker, entry_records
 from .errors import PycatarError
 
 INDEX_SUFFIXES = (".caibx", ".caidx")
@@ -295,47 +294,30 @@ class _FdCache:
 _ZERO_BLOCK = bytes(1 << 20)
 
 
-def _payload_pieces(fd: int, entry, read: bool):
-    """The payload of a regular file in pieces of at most 1 MiB: read from ``fd``, or (``read``
-    False, for a layout walk) as zeros of the same length that nobody looks at."""
-    left, pos = entry.size, 0
-    while left:
-        n = min(len(_ZERO_BLOCK), left)
-        if read:
-            data = os.pread(fd, n, pos)
-            if not data:
-                raise SeedError(f"{entry.path}: file shrank while it was being read")
-        else:
-            data = memoryview(_ZERO_BLOCK)[:n]
-        pos += len(data)
-        left -= len(data)
-        yield data
+def _placeholder(size: int):
+    """``size`` zero bytes in pieces of at most 1 MiB, standing in for a payload nobody reads."""
+    while size:
+        n = min(len(_ZERO_BLOCK), size)
+        yield memoryview(_ZERO_BLOCK)[:n]
+        size -= n
 
 
-def _serialize(root: str, feature_flags: int, encoder_options: dict, on_payload, read: bool):
-    """The catar stream of ``root`` as the encoder makes it, calling ``on_payload(entry, stat)``
-    before each file's payload; yields ``(piece, is_payload)``."""
+def _serialize(root: str, feature_flags: int, encoder_options: dict, on_payload):
+    """The catar stream of ``root`` as the encoder makes it, but with every payload replaced by
+    zeros (nothing is read); ``on_payload(entry, stat)`` is called before each payload.  Yields
+    ``(piece, is_payload)``."""
     state = [False]
 
     def payload(entry, fd):
         on_payload(entry, os.fstat(fd))
         state[0] = True
         try:
-            yield from _payload_pieces(fd, entry, read)
+            yield from _placeholder(entry.size)
         finally:
             state[0] = False
 
-    if hasattr(_encoder, "CatarSerializer"):  # the encoder's generic serialiser takes a payload reader
-        walker = _encoder.TreeWalker(root, _encoder.EncoderOptions(feature_flags, **encoder_options))
-        pieces = _encoder.CatarSerializer().serialize(walker.walk(), lambda entry, node: payload(entry, node.fd))
-    else:
-        class _Encoder(CatarEncoder):
-            def _payload(self, fd, entry):  # noqa: D401 - the encoder's payload hook
-                for piece in payload(entry, fd):
-                    self.offset += len(piece)
-                    yield piece
-
-        pieces = iter(_Encoder(root, feature_flags, **encoder_options))
+    walker = TreeWalker(root, EncoderOptions(feature_flags, **encoder_options))
+    pieces = CatarSerializer().serialize(walker.walk(), lambda entry, node: payload(entry, node.fd))
     for piece in pieces:
         yield piece, state[0]
 
@@ -396,24 +378,61 @@ class TreeLayout:
             self.links.setdefault(key, []).append(len(self.paths) - 1)
             self.file_stats.append((s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns))
 
-    def stream(self, read_payload: bool = True):
-        """Encode the tree, recording the layout; yields the stream's bytes (nothing when
-        ``read_payload`` is False: then no payload is read)."""
+    def walk(self) -> None:
+        """Record the layout: every metadata byte and where each payload lies (no payload is
+        read)."""
         size = 0
         for piece, is_payload in _serialize(self.root, self.feature_flags, self.encoder_options,
-                                            lambda entry, s: self._add_file(entry, s, size), read_payload):
+                                            lambda entry, s: self._add_file(entry, s, size)):
             if not is_payload:
                 self._meta(piece)
             size += len(piece)
-            if read_payload:
-                yield piece
         self.size = size
         self.fingerprint = self._fp.digest()
 
-    def walk(self) -> None:
-        """Record the layout without reading any payload."""
-        for _ in self.stream(read_payload=False):
-            pass
+    def replay(self, read_size: int = 4 << 20):
+        """The stream again, from the layout: metadata from the spool, payloads read from the
+        files now (a file that shrank since the walk is padded with zeros, so offsets hold; its
+        chunks then simply do not match what the target needs)."""
+        spool = self._spool.fileno()
+        pos = meta = 0
+        for i, start in enumerate(self.pay_start):
+            if start > pos:
+                yield from self._spool_pieces(spool, meta, start - pos, read_size)
+                meta += start - pos
+            size = self.pay_size[i]
+            yield from self._file_pieces(i, size, read_size)
+            pos = start + size
+        if self.size > pos:
+            yield from self._spool_pieces(spool, meta, self.size - pos, read_size)
+
+    @staticmethod
+    def _spool_pieces(fd: int, offset: int, n: int, read_size: int):
+        while n:
+            data = _pread_full(fd, min(n, read_size), offset)
+            if not data:
+                raise SeedError("seed spool file truncated")
+            offset += len(data)
+            n -= len(data)
+            yield data
+
+    def _file_pieces(self, i: int, size: int, read_size: int):
+        try:
+            fd = os.open(self.paths[i], _O_READ | os.O_NOFOLLOW, dir_fd=self.root_fd)
+        except OSError:
+            fd = -1
+        try:
+            left = size
+            while left:
+                data = os.read(fd, min(left, read_size)) if fd >= 0 else b""
+                if not data:
+                    yield from _placeholder(left)
+                    return
+                left -= len(data)
+                yield data
+        finally:
+            if fd >= 0:
+                os.close(fd)
 
     # -- reading
     def read(self, offset: int, size: int) -> bytes:
@@ -621,9 +640,8 @@ class DirectorySeed(Seed):
         if self.table is not None:
             return
         t0 = time.monotonic()
-        layout = self._new_layout(target, spool_dir)
-        self._replace_layout(layout)
-        self.table = _chunk_into_table(layout.stream(read_payload=True), target, executor)
+        layout = self.ensure_layout(target, spool_dir)  # walked already when a cache was asked
+        self.table = _chunk_into_table(layout.replay(), target, executor)
         self.how = "chunked"
         if cache is not None and self._key is not None and self.table.size == layout.size:
             cache.save(self._key, layout.fingerprint, self.table)
