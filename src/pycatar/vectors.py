@@ -416,7 +416,8 @@ class Adapter:
 
     name = "?"
     features: frozenset = BASE_FEATURES
-    #: whether runs are also checked for tracebacks and for writes outside the target
+    #: whether rejections must also be one line of error and write nothing outside the target
+    #: (a traceback fails a run with any adapter)
     strict: bool = False
 
     def make_catar(self, tree: str, out: str, options: list[str]) -> Run:
