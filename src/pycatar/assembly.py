@@ -632,7 +632,8 @@ def extract_tree(index, dest, stores, subpath: str | None = None, *, seeds: Iter
             if hardlink:
                 sub = normalize_subpath(subpath)
                 prefix = sub.rpartition("/")[0] + "/" if sub and "/" in sub else ""
-                link_seeds = [s for s in asm.seeds if isinstance(s, DirectorySeed) and not s.output]
+                link_seeds = [s for s in asm.seeds
+                              if isinstance(s, DirectorySeed) and not s.output and s.how != "failed"]
                 extract_options["on_entry"] = _Hardlinker(os.fsdecode(dest), prefix, link_seeds, asm.target,
                                                           asm.spill_dir, summary)
             n = threads or default_threads()
