@@ -406,3 +406,27 @@ def test_reflinks_on_xfs(image_update, tmp_path):
         assert (mnt / "img3").read_bytes() == t["data2"] and s["reflinked_bytes"] == 0
     finally:
         subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_block_device_output_is_its_own_seed(image_update, tmp_path):
+    """SEED-14: a block device is written in place and read as the seed at the same time."""
+    t = image_update
+    if os.geteuid() != 0 or not shutil.which("losetup"):
+        pytest.skip("needs root and losetup")
+    img = tmp_path / "dev.img"
+    shutil.copy(t["base"] / "img1", img)
+    with open(img, "ab") as f:
+        f.truncate((len(t["data2"]) + 511) // 512 * 512)  # devices come in 512-byte sectors
+    p = subprocess.run(["losetup", "-f", "--show", str(img)], capture_output=True, text=True)
+    if p.returncode:
+        pytest.skip("no loop device")
+    dev = p.stdout.strip()
+    try:
+        summary = extract_json(f"--store={t['S']}", t["base"] / "img2.caibx", dev)
+        with open(dev, "rb") as f:
+            assert f.read(len(t["data2"])) == t["data2"]
+        (s,) = summary["seeds"]
+        assert s["output"] and s["kind"] == "file" and s["chunks"] > 0
+        check_accounting(summary, t["base"] / "img2.caibx")
+    finally:
+        subprocess.run(["losetup", "-d", dev], capture_output=True)

@@ -224,6 +224,9 @@ class Assembler(ChunkSource):
         self._out = None
         self._origins: dict[int, tuple[int, int]] = {}
         self._deferred: list[Seed] = []
+        self._defer_lock = threading.Lock()
+        self._deferred_done = False
+        self._deferred_any = False
 
     # ------------------------------------------------------------------ building
 
@@ -314,17 +317,20 @@ class Assembler(ChunkSource):
                     progress(f"Seeded {s.path}: {len(s.table)} chunks ({s.how}, {_format_seconds(s.seconds)})")
 
     def _index_deferred(self) -> bool:
-        """SEED-11: chunk the deferred seeds now (once); True if there were any."""
-        with self._lock:
+        """SEED-11: chunk the deferred seeds now, once (other callers wait for it); True if there
+        were any, so that trying the seeds again can help."""
+        with self._defer_lock:
+            if self._deferred_done:
+                return self._deferred_any
             pending, self._deferred = self._deferred, []
-        if not pending:
-            return False
-        t0 = time.monotonic()
-        self._index(pending)
-        with self._lock:
-            self.summary.seeding_seconds += time.monotonic() - t0
-            self.summary.deferred = False
-        return True
+            self._deferred_done, self._deferred_any = True, bool(pending)
+            if pending:
+                t0 = time.monotonic()
+                self._index(pending)
+                with self._lock:
+                    self.summary.seeding_seconds += time.monotonic() - t0
+                    self.summary.deferred = False
+            return self._deferred_any
 
     # ------------------------------------------------------------------ fetching
 
