@@ -107,6 +107,7 @@ def tree_update(tmp_path_factory, run_casync):
 
 @pytest.mark.parametrize("kind", ["directory", "file", "index"])
 def test_tree_from_seed_and_partial_store(tree_update, run_casync, tmp_path, kind):
+    # SEED-1 SEED-2 SEED-5 SEED-6 SEED-8: each seed kind, with a store holding only what the seed lacks, gives the source tree
     """Done-when 1 (trees): with S holding only what the seed lacks, extraction with a directory
     seed, a file seed (v1.catar, chunked on the fly) and an index seed (v1.caidx + directory v1)
     succeeds and equals v2."""
@@ -175,6 +176,7 @@ def test_tree_reextract_over_old_output(tree_update, run_casync, tmp_path):
 
 
 def test_tree_corrupted_seed_file(tree_update, run_casync, tmp_path):
+    # SEED-6: seed bytes are verified; a changed seed falls back to the store
     """Done-when 4 (trees): an index seed whose data changed after indexing (a byte flipped,
     same size) yields a correct output: the chunk fails verification, the store supplies it."""
     t = tree_update
@@ -199,6 +201,7 @@ def test_tree_corrupted_seed_file(tree_update, run_casync, tmp_path):
 
 
 def test_tree_hardlinks(tree_update, run_casync, tmp_path):
+    # SEED-12: identical files from a seed directory are hardlinked
     """--hardlink=yes: files identical (content and metadata) to one in a seed directory are
     hard links to it afterwards; changed files are not."""
     t = tree_update
@@ -256,6 +259,7 @@ def image_update(tmp_path_factory):
 
 @pytest.mark.parametrize("kind", ["file", "index"])
 def test_image_from_seed_and_partial_store(image_update, tmp_path, kind):
+    # SEED-1 SEED-2 SEED-8: an image from a file or index seed; zero chunks never fetched
     """Done-when 1 and 3 (images): S lacks everything img1 has and the zero chunk; with a file
     seed or an index seed the image extracts identical, zero chunks as holes, repeats once."""
     t = image_update
@@ -272,6 +276,7 @@ def test_image_from_seed_and_partial_store(image_update, tmp_path, kind):
 
 
 def test_image_reextract_over_old_output_and_self_seed(image_update, tmp_path):
+    # SEED-7: repeated chunks come from the output itself
     """Done-when 2 (images): img1 in place of the output, img2 over it with S; and a chunk that
     repeats in the target is obtained once (the self seed)."""
     t = image_update
@@ -390,6 +395,7 @@ def _xfs_mount(tmp_path):
 
 
 def test_reflinks_on_xfs(image_update, tmp_path):
+    # SEED-13: blob output shares extents with the seed where the file system can
     """--reflink=yes (the default) shares the seed's blocks on a file system that can (XFS);
     the output is the same either way."""
     t = image_update
