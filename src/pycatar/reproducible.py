@@ -84,18 +84,15 @@ def encoder_options(flags: int, *, owner: int | None = None, group: int | None =
 def make_target(opts, args: list[str], *, what: str) -> tuple[str | None, str | None, str]:
     """(output path or None for standard output, source argument, kind) of ``make`` with pycatar's
     own options: the output must be an archive (.catar) or archive index (.caidx)."""
-    from .verbs import _strip_file_url, _suffix_kind
+    from .verbs import _kind_of, _strip_file_url
 
     if len(args) > 2:
         raise UsageError("A pair of output and input path/URL expected.")
     output = _strip_file_url(args[0]) if args else None
     source = _strip_file_url(args[1]) if len(args) > 1 else None
-    kind = opts.what
-    if kind is None and output and output != "-":
-        kind = _suffix_kind(output)
-        if kind is None:
-            raise UsageError("File to create does not have valid suffix, refusing. "
-                             "(May be one of: .catar, .caidx)")
+    wrong = f"{what} make archives (.catar) and archive indexes (.caidx), not {opts.what}s."
+    kind = _kind_of(opts, output, ("archive", "archive-index"), wrong,
+                    "File to create does not have valid suffix, refusing. (May be one of: .catar, .caidx)")
     kind = kind or "archive"
     if kind not in ("archive", "archive-index"):
         raise UsageError(f"{what} make archives (.catar) and archive indexes (.caidx), not {kind}s.")

@@ -624,9 +624,7 @@ class DirectorySeed(Seed):
         if not os.path.isdir(self.path):
             raise SeedError(f"{self.path}: not a directory")
         if cache is not None:
-            layout = self._new_layout(target, spool_dir)
-            self._replace_layout(layout)
-            layout.walk()
+            layout = self.ensure_layout(target, spool_dir)
             s = os.stat(self.path)
             self._key = SeedCache.key("directory", os.path.realpath(self.path), s.st_dev, s.st_ino,
                                       target.feature_flags, target.chunk_sizes, target.digest,

@@ -22,6 +22,21 @@ def _suffix_kind(path: str | None) -> str | None:
     return None
 
 
+def _kind_of(opts, path: str | None, allowed: tuple[str, ...], what_error: str, suffix_error: str | None):
+    """The kind a verb deals with: ``--what=`` when given (one of ``allowed``), else the suffix of
+    ``path`` (``suffix_error`` when it has none we know; None: leave the kind undecided)."""
+    if opts.what is not None:
+        if opts.what not in allowed:
+            raise UsageError(what_error)
+        return opts.what
+    if path and path != "-":
+        kind = _suffix_kind(path)
+        if kind is None and suffix_error:
+            raise UsageError(suffix_error)
+        return kind
+    return None
+
+
 def _strip_file_url(path: str) -> str:
     return path[len("file://"):] if path.startswith("file://") else path
 
@@ -43,17 +58,11 @@ def verb_make(opts, args: list[str]) -> int:
         raise UsageError("A pair of output and input path/URL expected.")
     output = _strip_file_url(args[0]) if args else None
     source = _strip_file_url(args[1]) if len(args) > 1 else None
-    kind = None
-    if opts.what is not None:
-        if opts.what not in ("archive", "archive-index", "blob-index"):
-            raise UsageError('"make" operation may only be combined with --what=archive, '
-                             "--what=archive-index or --what=blob-index.")
-        kind = opts.what
-    if kind is None and output and output != "-":
-        kind = _suffix_kind(output)
-        if kind is None:
-            raise UsageError("File to create does not have valid suffix, refusing. "
-                             "(May be one of: .catar, .caidx, .caibx)")
+    kind = _kind_of(opts, output, ("archive", "archive-index", "blob-index"),
+                    '"make" operation may only be combined with --what=archive, '
+                    "--what=archive-index or --what=blob-index.",
+                    "File to create does not have valid suffix, refusing. "
+                    "(May be one of: .catar, .caidx, .caibx)")
     if source is None and kind in ("archive", "archive-index"):
         source = "."
     if source is None or source == "-":
@@ -147,17 +156,11 @@ def verb_extract(opts, args: list[str]) -> int:
     source = _strip_file_url(args[0]) if args else None
     output = _strip_file_url(args[1]) if len(args) > 1 else None
     subpath = args[2] if len(args) > 2 else None
-    kind = None
-    if opts.what is not None:
-        if opts.what not in ("archive", "archive-index", "blob-index"):
-            raise UsageError('"extract" operation may only be combined with --what=archive, '
-                             "--what=archive-index, --what=blob-index.")
-        kind = opts.what
-    if kind is None and source and source != "-":
-        kind = _suffix_kind(source)
-        if kind is None:
-            raise UsageError("File to read from does not have valid suffix, refusing. "
-                             "(May be one of: .catar, .caidx, .caibx)")
+    kind = _kind_of(opts, source, ("archive", "archive-index", "blob-index"),
+                    '"extract" operation may only be combined with --what=archive, '
+                    "--what=archive-index, --what=blob-index.",
+                    "File to read from does not have valid suffix, refusing. "
+                    "(May be one of: .catar, .caidx, .caibx)")
     if source == "-":
         source = None
     if output is None and kind in ("archive", "archive-index"):
