@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fcntl
 import io
+import itertools
 import os
 import secrets
 import stat
@@ -627,6 +628,10 @@ class _NullSink(io.RawIOBase):
 # --------------------------------------------------------------------------- random access
 
 
+_REF_BLOCK_BITS = 10
+_REF_BLOCK = 1 << _REF_BLOCK_BITS
+
+
 class IndexStream(io.RawIOBase):
     """A read-only, seekable file over the stream an index describes, its chunks from ``stores``
     (or a :class:`ChunkSource`).
@@ -648,7 +653,9 @@ class IndexStream(io.RawIOBase):
         self._cache_size = max(1, cache_size)
         self._readahead = readahead if executor is not None else 0
         self._ex = executor
-        self._inflight: dict[int, tuple[ChunkRef, Future]] = {}
+        self._inflight: dict[int, tuple[ChunkRef, Future]] = {}  # in index order
+        self._ahead = 0  # the next chunk number to prefetch
+        self._ref_blocks: dict[int, list[ChunkRef]] = {}  # a few blocks of the chunk table
         self._cur: ChunkRef | None = None
         self.chunks_fetched = 0
         self.fetched: list[int] = []
@@ -676,16 +683,28 @@ class IndexStream(io.RawIOBase):
         self._pos = pos
         return pos
 
+    def _ref(self, i: int) -> ChunkRef:
+        """Chunk ``i``, read from the index a block of items at a time."""
+        blk = i >> _REF_BLOCK_BITS
+        refs = self._ref_blocks.get(blk)
+        if refs is None:
+            first = blk << _REF_BLOCK_BITS
+            refs = list(itertools.islice(self.reader.chunks(first, batch=_REF_BLOCK), _REF_BLOCK))
+            if len(self._ref_blocks) >= 4:  # reading and prefetching may straddle two blocks
+                del self._ref_blocks[next(iter(self._ref_blocks))]
+            self._ref_blocks[blk] = refs
+        return refs[i & (_REF_BLOCK - 1)]
+
     def _locate(self, pos: int) -> ChunkRef:
         cur = self._cur
         if cur is not None:
             if cur.start <= pos < cur.end:
                 return cur
             if pos == cur.end and cur.index + 1 < self.reader.count:
-                nxt = self.reader.chunk(cur.index + 1)
+                nxt = self._ref(cur.index + 1)
                 if nxt.start <= pos < nxt.end:
                     return nxt
-        return self.reader.chunk(self.reader.find(pos))
+        return self._ref(self.reader.find(pos))
 
     def _fetch(self, ref: ChunkRef) -> bytes:
         self.chunks_fetched += 1
@@ -693,23 +712,37 @@ class IndexStream(io.RawIOBase):
         return self.source.fetch(ref)
 
     def _get(self, ref: ChunkRef) -> bytes:
-        hit = self._cache.get(ref.index)
+        idx = ref.index
+        hit = self._cache.get(idx)
+        inflight = self._inflight
         if hit is not None:
-            self._cache.move_to_end(ref.index)
+            self._cache.move_to_end(idx)
             data = hit[1]
         else:
-            inflight = self._inflight.pop(ref.index, None)
-            data = inflight[1].result() if inflight is not None else self._fetch(ref)
-            self._cache[ref.index] = (ref, data)
+            pending = inflight.pop(idx, None)
+            data = pending[1].result() if pending is not None else self._fetch(ref)
+            self._cache[idx] = (ref, data)
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         if self._readahead:
-            for i in range(ref.index + 1, min(ref.index + 1 + self._readahead, self.reader.count)):
-                if i not in self._cache and i not in self._inflight:
-                    nref = self.reader.chunk(i)
-                    self._inflight[i] = (nref, self._ex.submit(self._fetch, nref))
-            for i in [i for i in self._inflight if i <= ref.index or i > ref.index + self._readahead]:
-                self._inflight.pop(i)[1].cancel()
+            # prefetch the next ``readahead`` chunks; what lies behind or beyond the window is dropped
+            lo, hi = idx + 1, min(idx + 1 + self._readahead, self.reader.count)
+            while inflight:
+                first = next(iter(inflight))
+                if lo <= first < hi:
+                    break
+                inflight.pop(first)[1].cancel()
+            if not lo <= self._ahead < hi + 1:
+                for _, f in inflight.values():
+                    f.cancel()
+                inflight.clear()
+                self._ahead = lo
+            while self._ahead < hi:
+                i = self._ahead
+                self._ahead += 1
+                if i not in self._cache and i not in inflight:
+                    nref = self._ref(i)
+                    inflight[i] = (nref, self._ex.submit(self._fetch, nref))
         return data
 
     def readinto(self, b) -> int:
@@ -725,6 +758,22 @@ class IndexStream(io.RawIOBase):
             done += n
             self._pos += n
         return done
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to ``size`` bytes (short only at the end), sliced from the chunks without a bounce buffer."""
+        if size is None or size < 0:
+            return self.readall()
+        parts = []
+        while size > 0 and self._pos < self.size:
+            ref = self._locate(self._pos)
+            data = self._get(ref)
+            self._cur = ref
+            off = self._pos - ref.start
+            n = min(size, ref.end - self._pos)
+            parts.append(data if off == 0 and n == len(data) else data[off:off + n])
+            self._pos += n
+            size -= n
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def readall(self) -> bytes:
         out = bytearray()

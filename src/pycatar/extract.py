@@ -29,7 +29,10 @@ import stat
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
+from concurrent.futures import Future, ThreadPoolExecutor
+
 from . import fsmeta
+from ._filewriter import write_files
 from .entry import Entry, select_subtree
 from .errors import FormatError, PycatarError, UnsupportedError
 from .flags import B as F
@@ -265,11 +268,152 @@ class _PayloadWriter:
             self._pending_hole = 0
 
 
+
+# --------------------------------------------------------------------------- the fast path
+
+#: regular files up to this size whose parent directory is clean go through the batch writer
+FAST_FILE_MAX = 1 << 20
+#: a batch is handed to the writer thread when it holds this many jobs (files and directories
+#: waiting for their children) or this many payload bytes
+BATCH_JOBS = 256
+BATCH_BYTES = 8 << 20
+_STEP_WHAT = ("create", "write", "inspect", "set the owner of", "set the mode of",
+              "set the modification time of", "verify the modification time of", "move into place", "write")
+
+
+class _Batch:
+    __slots__ = ("jobs", "entries", "after", "size")
+
+    def __init__(self):
+        self.jobs: list[tuple] = []      # for _filewriter.write_files
+        self.entries: list[Entry] = []   # the entry of each job
+        self.after: list[_Node] = []     # directories to finalise once the batch is written
+        self.size = 0
+
+
+class _Batcher:
+    """Plain regular files in clean directories are created in batches by the C writer
+    (pycatar._filewriter) in a worker thread, with the GIL released, while the main thread goes on
+    decoding.  A directory is finalised (owner, mode, mtime, ...) only once every batch that may
+    hold one of its children is written; directories are finalised in the order they finish, so
+    children still come before their parents."""
+
+    def __init__(self, ex: "_Extractor"):
+        self.ex = ex
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="pycatar-write")
+        self.current = _Batch()
+        self.inflight: tuple[_Batch, Future] | None = None
+        self.prefix = b"%08x" % secrets.randbits(32)
+        self.counter = itertools.count()
+        self.finishing: _Batch | None = None  # the batch whose directories are being finalised
+
+    def busy(self) -> bool:
+        return bool(self.current.jobs or self.current.after) or self.inflight is not None
+
+    def add(self, job_entry: Entry, job: tuple) -> None:
+        b = self.current
+        b.jobs.append(job)
+        b.entries.append(job_entry)
+        b.size += job[4]
+        if len(b.jobs) + len(b.after) >= BATCH_JOBS or b.size >= BATCH_BYTES:
+            self.submit()
+
+    def defer(self, node: "_Node") -> None:
+        b = self.current
+        b.after.append(node)
+        if len(b.jobs) + len(b.after) >= BATCH_JOBS:
+            self.submit()
+
+    def temp_name(self, raw: bytes) -> bytes:
+        return b".#" + raw[: 255 - 18] + self.prefix + b"%08x" % (next(self.counter) & 0xFFFFFFFF)
+
+    def submit(self) -> None:
+        """Hand the current batch to the writer (after the previous one is done)."""
+        self.wait()
+        b = self.current
+        self.current = _Batch()
+        if b.jobs:
+            self.inflight = (b, self.pool.submit(write_files, b.jobs))
+        else:
+            self._finish(b, None)
+
+    def wait(self) -> None:
+        if self.inflight is not None:
+            b, fut = self.inflight
+            self.inflight = None
+            self._finish(b, fut.result())
+
+    def flush(self) -> None:
+        self.submit()
+        self.wait()
+
+    def _finish(self, b: _Batch, result) -> None:
+        ex = self.ex
+        self.finishing = b
+        if result is not None:
+            done, holes, failed, step, err = result
+            ex.stats.hole_bytes += holes
+            if failed >= 0:
+                job, entry = b.jobs[failed], b.entries[failed]
+                if step == 0 and err == errno.EEXIST:  # temporary name taken: retry the rest here
+                    rest = [(j[0], self.temp_name(j[2])) + j[2:] for j in b.jobs[failed:]]
+                    b.jobs, b.entries = rest, b.entries[failed:]
+                    self._finish(b, write_files(rest))
+                    return
+                ex.what = _STEP_WHAT[step]
+                if step == 6 and err == 0:
+                    raise UnsupportedError(
+                        f"Failed to extract {entry.path or '.'!r}: the file system cannot store its modification "
+                        f"time at the archive's precision")
+                raise _FastFailure(entry, err)
+        after = b.after
+        for i, node in enumerate(after):
+            ex.pending = node  # named in an error; abort() closes it
+            ex._finalize(node)
+            ex.pending = None
+            after[i] = None
+        after.clear()
+        self.finishing = None
+
+    def abandon(self) -> None:
+        """After a failure: let the writer finish, then close every directory still waiting."""
+        batches = [self.finishing, self.current]
+        if self.inflight is not None:
+            b, fut = self.inflight
+            self.inflight = None
+            try:
+                fut.result()
+            except BaseException:
+                pass
+            batches.append(b)
+        self.pool.shutdown(wait=True)
+        for b in batches:
+            for node in b.after if b is not None else ():
+                if node is not None and node.fd >= 0 and node.dir_fd >= 0:
+                    try:
+                        os.close(node.fd)
+                    except OSError:
+                        pass
+                    node.fd = -1
+        self.current = _Batch()
+        self.finishing = None
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+
+class _FastFailure(OSError):
+    """A batch job failed: the OSError of the file ``entry``."""
+
+    def __init__(self, entry: Entry, err: int):
+        super().__init__(err, os.strerror(err))
+        self.entry = entry
+
 # --------------------------------------------------------------------------- the extractor
 
 
 class _Node:
-    __slots__ = ("entry", "name", "tmp", "fd", "dir_fd", "names", "shown")
+    __slots__ = ("entry", "name", "tmp", "fd", "dir_fd", "names", "shown", "clean")
 
     def __init__(self, entry: Entry, name: str | None, dir_fd: int):
         self.entry = entry
@@ -279,6 +423,10 @@ class _Node:
         self.dir_fd = dir_fd  # the parent directory; -1 for the destination itself
         self.names: set[str] = set()  # directories: the children the archive lists
         self.shown = entry.path or "."
+        #: directories: created by this extraction, empty, with no xattrs, no default ACL and no chattr
+        #: flags (within the replay mask) for new children to inherit -- its plain regular files may
+        #: take the fast path (see _Batcher)
+        self.clean = False
 
     @property
     def current(self) -> str:
@@ -303,6 +451,75 @@ class _Extractor:
         self._magic = 0
         self._uids: dict[str, int] = {}
         self._gids: dict[str, int] = {}
+        self.batcher: _Batcher | None = None  # set by enable_fast_path()
+        self.dest_clean = False
+        replay_ = replay
+        #: entry flags that make a regular file need the slow path (chattr/FAT bits to set, subvolume)
+        self._slow_flags = replay_ & (WITH_CHATTR | WITH_FAT_ATTRS | F.WITH_SUBVOLUME | F.WITH_SUBVOLUME_RO)
+        self._owners = bool(replay_ & (WITH_UIDS | F.WITH_USER_NAMES))
+        self._modes = bool(replay_ & (F.WITH_PERMISSIONS | F.WITH_ACL))
+        self._granularity = time_granularity_ns(replay_)
+
+    def enable_fast_path(self, dest_fd: int, dest_empty: bool) -> None:
+        """Use the batch writer for plain regular files in directories this extraction creates, if the
+        destination is empty and gives new nodes nothing to inherit (default ACL, xattrs such as
+        security labels, chattr flags within the replay mask) and is not a FAT file system whose
+        attributes would have to be set."""
+        replay = self.replay
+        if self.on_entry is not None or replay & F.WITH_READ_ONLY or not dest_empty:
+            return
+        try:
+            names = os.listxattr(dest_fd)
+        except OSError as e:
+            if e.errno not in _NO_XATTRS:
+                return
+            names = []
+        if any(n.startswith("security.") or n == "system.posix_acl_default" for n in names):
+            return
+        if replay & WITH_CHATTR:
+            try:
+                if fsmeta.read_chattr(dest_fd) & to_chattr(replay):
+                    return
+            except OSError as e:
+                if e.errno not in _UNSUPPORTED:
+                    return
+        if replay & WITH_FAT_ATTRS:
+            try:
+                if fsmeta.fs_type(dest_fd) in (MSDOS_SUPER_MAGIC, FUSE_SUPER_MAGIC):
+                    return
+            except OSError:
+                return
+        self.dest_clean = True
+        self.batcher = _Batcher(self)
+
+    def _plain(self, e: Entry) -> bool:
+        """Whether a regular file has nothing to restore beyond owner, mode and mtime."""
+        replay = self.replay
+        if e.flags & self._slow_flags:
+            return False
+        if replay & F.WITH_ACL and (e.acl_user or e.acl_group or e.acl_group_obj is not None):
+            return False
+        if replay & F.WITH_XATTRS and e.xattrs:
+            return False
+        if replay & F.WITH_FCAPS and e.fcaps is not None:
+            return False
+        if replay & F.WITH_SELINUX and e.selinux is not None:
+            return False
+        if replay & F.WITH_QUOTA_PROJID and e.quota_projid is not None:
+            return False
+        return True
+
+    def _owner(self, entry: Entry) -> tuple[int, int]:
+        replay = self.replay
+        if replay & F.WITH_USER_NAMES and entry.user is not None:
+            uid = self._name_to_id(entry.user, False)
+        else:
+            uid = self._shifted(entry.uid, "user")
+        if replay & F.WITH_USER_NAMES and entry.group is not None:
+            gid = self._name_to_id(entry.group, True)
+        else:
+            gid = self._shifted(entry.gid, "group")
+        return uid, gid
 
     # ------------------------------------------------------------------ driving
 
@@ -312,6 +529,7 @@ class _Extractor:
                 raise FormatError("the archive's top-level entry is not a directory")
             root = _Node(first, None, -1)
             root.fd = base_fd
+            root.clean = self.dest_clean
             self.stack.append(root)
             self.stats.entries += 1
             self.stats.directories += 1
@@ -332,8 +550,15 @@ class _Extractor:
             self._add(entry, self.stack[-1].fd, read_payload)
         while self.stack:
             self._finish_dir()
+        if self.batcher is not None:
+            self.batcher.flush()
+            self.batcher.close()
 
     def _finish_dir(self) -> None:
+        batcher = self.batcher
+        if batcher is not None and batcher.busy():
+            batcher.defer(self.stack.pop())  # its children may still be in a batch
+            return
         self._finalize(self.stack[-1])  # still on the stack if this fails, so abort() cleans it up
         self.stack.pop()
 
@@ -341,12 +566,18 @@ class _Extractor:
         name = entry.name
         if not _valid_name(name):
             raise FormatError(f"invalid file name in archive: {entry.path!r}")
-        if self.stack:
-            self.stack[-1].names.add(name)
+        parent = self.stack[-1] if self.stack else None
         self.stats.entries += 1
-        node = _Node(entry, name, dir_fd)
         mode = entry.mode
         kind = stat.S_IFMT(mode)
+        if parent is not None and parent.clean:
+            if (kind == stat.S_IFREG and entry.size <= FAST_FILE_MAX and self.batcher is not None
+                    and self._plain(entry)):
+                self._add_fast(entry, name, dir_fd, read_payload)
+                return
+        elif parent is not None:
+            parent.names.add(name)
+        node = _Node(entry, name, dir_fd)
         replay = self.replay
         if (kind == stat.S_IFLNK and not replay & F.WITH_SYMLINKS
                 or kind == stat.S_IFIFO and not replay & F.WITH_FIFOS
@@ -393,6 +624,25 @@ class _Extractor:
             raise FormatError(f"archive entry {entry.path!r} has an unknown file type (mode 0{mode:o})")
         self._finalize(node)
         self.pending = None
+
+    def _add_fast(self, entry: Entry, name: str, dir_fd: int, read_payload) -> None:
+        pieces = list(read_payload())
+        size = sum(map(len, pieces))
+        if size != entry.size:
+            raise FormatError(f"payload of {entry.path!r} has {size} bytes, its entry says {entry.size}")
+        self.pending = None
+        self.what = "set the owner of"
+        uid, gid = self._owner(entry) if self._owners else (-1, -1)
+        mode = entry.mode
+        raw = os.fsencode(name)
+        granularity = self._granularity
+        batcher = self.batcher
+        job = (dir_fd, batcher.temp_name(raw), raw, pieces, size, 0o600 | (mode & 0o7777), uid, gid,
+               mode & 0o7777 if self._modes else -1, entry.mtime if granularity is not None else -1,
+               granularity or 0, self.punch_holes)
+        self.stats.files += 1
+        self.stats.payload_bytes += size
+        batcher.add(entry, job)
 
     def _make_at(self, node: _Node, create: Callable[[str], int | None]) -> None:
         """Create a node under a fresh temporary name (retrying on the unlikely name clash)."""
@@ -447,6 +697,8 @@ class _Extractor:
                 os.rmdir(node.tmp, dir_fd=node.dir_fd)
                 node.tmp = None
                 raise
+        parent_clean = self.stack[-1].clean if self.stack else self.dest_clean
+        node.clean = parent_clean and not existed and not node.entry.flags & self.replay & WITH_CHATTR
         if existed and self.undo_immutable:
             # an immutable directory from an earlier extraction would refuse our children
             self.what = "drop the immutable flag of"
@@ -525,20 +777,13 @@ class _Extractor:
             if os.readlink(node.current, dir_fd=node.dir_fd) != entry.target:
                 raise OSError(errno.EEXIST, "symlink target differs")
 
-        if stat.S_ISDIR(mode) and self.delete:
+        if stat.S_ISDIR(mode) and self.delete and not node.clean:
             self.what = "remove stale entries in"
             self._delete_stale(node)
 
         if replay & (WITH_UIDS | F.WITH_USER_NAMES):
             self.what = "set the owner of"
-            if replay & F.WITH_USER_NAMES and entry.user is not None:
-                uid = self._name_to_id(entry.user, False)
-            else:
-                uid = self._shifted(entry.uid, "user")
-            if replay & F.WITH_USER_NAMES and entry.group is not None:
-                gid = self._name_to_id(entry.group, True)
-            else:
-                gid = self._shifted(entry.gid, "group")
+            uid, gid = self._owner(entry)
             if st.st_uid != uid or st.st_gid != gid:
                 if fd >= 0:
                     os.chown(fd, uid, gid)
@@ -891,6 +1136,8 @@ class _Extractor:
 
     def abort(self) -> None:
         """After a failure: remove temporary names (never final ones) and close what is open."""
+        if self.batcher is not None:
+            self.batcher.abandon()
         nodes = ([self.pending] if self.pending is not None else []) + self.stack[::-1]
         for node in nodes:
             if node.fd >= 0 and node.dir_fd >= 0:
@@ -933,6 +1180,14 @@ def _open_dest(dest) -> int:
         return os.open(path, flags)
     except OSError as e:
         raise PycatarError(f"Failed to open {os.fsdecode(path)!r}: {e.strerror}") from None
+
+
+def _is_empty_dir(fd: int) -> bool:
+    try:
+        with os.scandir(fd) as it:
+            return next(it, None) is None
+    except OSError:
+        return False
 
 
 def _select_subtree(entries: Iterable[Entry], subpath: str) -> Iterator[Entry]:
@@ -979,10 +1234,13 @@ def extract(entries: Iterable[Entry], read_payload: Callable[[], Iterable[bytes]
     ex.stats.replay_flags = replay
     base_fd = _open_dest(dest)
     try:
+        ex.enable_fast_path(base_fd, _is_empty_dir(base_fd))
         ex.run(it, first, read_payload, base_fd)
     except OSError as e:
         node = ex.pending or (ex.stack[-1] if ex.stack else None)
         shown = node.shown if node is not None else os.fsdecode(os.fspath(dest))
+        if isinstance(e, _FastFailure):
+            shown = e.entry.path or "."
         ex.abort()
         hint = ""
         if e.errno == errno.EPERM and ex.what == "set the owner of":

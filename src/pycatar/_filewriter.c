@@ -1,0 +1,338 @@
+/*
+ * pycatar._filewriter: the fast path of extraction for plain regular files (spec/extract.md).
+ *
+ * write_files(jobs) creates a batch of regular files, each under its temporary name, writes its
+ * payload (leaving all-zero 4 KiB blocks as holes when asked), sets owner, mode and mtime, checks
+ * the mtime stuck, and renames it into place -- all with the GIL released, so a worker thread can
+ * create files while the main thread decodes the archive.  The Python extractor decides which
+ * files qualify (no xattrs, ACL entries, capabilities, labels or chattr flags to restore, a parent
+ * directory it created itself) and what each job asks for; this module only performs the calls.
+ *
+ * A job is the tuple
+ *   (dir_fd, tmp_name: bytes, name: bytes, pieces: sequence of buffers, size, open_mode,
+ *    uid, gid, mode, mtime_ns, granularity_ns, sparse)
+ * where uid/gid -1 means "leave the owner", mode -1 "leave the mode" and mtime_ns -1 "leave the
+ * mtime".  The batch stops at the first failure; the failed job's temporary file is removed.
+ *
+ * Returns (jobs_done, hole_bytes, failed_index, step, errno); failed_index is -1 on success.
+ * Steps: 0 create, 1 write, 2 inspect, 3 set owner, 4 set mode, 5 set mtime, 6 verify mtime
+ * (errno 0: the file system rounded the mtime), 7 rename into place, 8 close.
+ */
+
+#define _GNU_SOURCE
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#define HOLE_BLOCK 4096
+
+enum { STEP_CREATE, STEP_WRITE, STEP_INSPECT, STEP_OWNER, STEP_MODE, STEP_MTIME, STEP_VERIFY,
+       STEP_RENAME, STEP_CLOSE };
+
+typedef struct {
+    int dir_fd;
+    const char *tmp;
+    const char *name;
+    Py_buffer *pieces;
+    Py_ssize_t npieces;
+    long long size;
+    int open_mode;
+    long long uid, gid, mode, mtime_ns, granularity_ns;
+    int sparse;
+} Job;
+
+/* pwrite() all of it; *end tracks the end of what was written so far. */
+static int write_at(int fd, const char *p, size_t n, off_t off, off_t *end) {
+    if (n > 0 && off + (off_t)n > *end)
+        *end = off + (off_t)n;
+    while (n > 0) {
+        ssize_t k = pwrite(fd, p, n, off);
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (k == 0) {
+            errno = EIO;
+            return -1;
+        }
+        p += k;
+        n -= (size_t)k;
+        off += k;
+    }
+    return 0;
+}
+
+static int is_zero(const char *p, size_t n) {
+    static const char zeros[HOLE_BLOCK];
+    while (n >= HOLE_BLOCK) {
+        if (memcmp(p, zeros, HOLE_BLOCK) != 0)
+            return 0;
+        p += HOLE_BLOCK;
+        n -= HOLE_BLOCK;
+    }
+    return n == 0 || memcmp(p, zeros, n) == 0;
+}
+
+/* Write one job's payload.  Holes: every all-zero block of 4 KiB (aligned to the start of the file)
+ * is skipped; the file is new and empty, so skipping suffices, and a final ftruncate() sets the size
+ * when the file ends in a hole. */
+static int write_payload(int fd, const Job *j, long long *holes) {
+    off_t off = 0;
+    off_t written_end = 0;
+    char carry[HOLE_BLOCK];
+    size_t ncarry = 0;
+    for (Py_ssize_t i = 0; i < j->npieces; i++) {
+        const char *p = j->pieces[i].buf;
+        size_t n = (size_t)j->pieces[i].len;
+        if (!j->sparse) {
+            if (write_at(fd, p, n, off, &written_end) < 0)
+                return -1;
+            off += (off_t)n;
+            continue;
+        }
+        if (ncarry) { /* complete the block started by the previous piece */
+            size_t k = HOLE_BLOCK - ncarry < n ? HOLE_BLOCK - ncarry : n;
+            memcpy(carry + ncarry, p, k);
+            ncarry += k;
+            p += k;
+            n -= k;
+            if (ncarry < HOLE_BLOCK)
+                continue;
+            if (is_zero(carry, HOLE_BLOCK))
+                *holes += HOLE_BLOCK;
+            else if (write_at(fd, carry, HOLE_BLOCK, off, &written_end) < 0)
+                return -1;
+            off += HOLE_BLOCK;
+            ncarry = 0;
+        }
+        /* whole blocks: write runs of data blocks with one call each */
+        size_t whole = n - n % HOLE_BLOCK, run = 0, b;
+        for (b = 0; b < whole; b += HOLE_BLOCK) {
+            if (is_zero(p + b, HOLE_BLOCK)) {
+                if (b > run && write_at(fd, p + run, b - run, off + (off_t)run, &written_end) < 0)
+                    return -1;
+                *holes += HOLE_BLOCK;
+                run = b + HOLE_BLOCK;
+            }
+        }
+        if (whole > run && write_at(fd, p + run, whole - run, off + (off_t)run, &written_end) < 0)
+            return -1;
+        off += (off_t)whole;
+        memcpy(carry, p + whole, n - whole);
+        ncarry = n - whole;
+    }
+    if (ncarry) {
+        if (is_zero(carry, ncarry))
+            *holes += (long long)ncarry;
+        else if (write_at(fd, carry, ncarry, off, &written_end) < 0)
+            return -1;
+        off += (off_t)ncarry;
+    }
+    if (off > written_end && ftruncate(fd, off) < 0)
+        return -1;
+    return 0;
+}
+
+/* One file; returns -1 (step in *step, errno set) on failure after removing the temporary file. */
+static int do_job(const Job *j, long long *holes, int *step) {
+    struct stat st;
+    int fd;
+    *step = STEP_CREATE;
+    do
+        fd = openat(j->dir_fd, j->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY,
+                    (mode_t)j->open_mode);
+    while (fd < 0 && errno == EINTR);
+    if (fd < 0)
+        return -1;
+    *step = STEP_WRITE;
+    if (write_payload(fd, j, holes) < 0)
+        goto fail;
+    if (j->uid >= 0 || j->mode >= 0) {
+        *step = STEP_INSPECT;
+        if (fstat(fd, &st) < 0)
+            goto fail;
+        if (j->uid >= 0 && ((long long)st.st_uid != j->uid || (long long)st.st_gid != j->gid)) {
+            *step = STEP_OWNER;
+            if (fchown(fd, (uid_t)j->uid, (gid_t)j->gid) < 0)
+                goto fail;
+            *step = STEP_INSPECT;
+            if (fstat(fd, &st) < 0) /* a chown may clear set-id bits */
+                goto fail;
+        }
+        if (j->mode >= 0 && (long long)(st.st_mode & 07777) != j->mode) {
+            *step = STEP_MODE;
+            if (fchmod(fd, (mode_t)j->mode) < 0)
+                goto fail;
+        }
+    }
+    if (j->mtime_ns >= 0) {
+        struct timespec ts[2];
+        ts[0].tv_sec = 0;
+        ts[0].tv_nsec = UTIME_OMIT;
+        ts[1].tv_sec = (time_t)(j->mtime_ns / 1000000000LL);
+        ts[1].tv_nsec = (long)(j->mtime_ns % 1000000000LL);
+        *step = STEP_MTIME;
+        if (futimens(fd, ts) < 0)
+            goto fail;
+    }
+    *step = STEP_RENAME;
+    if (renameat(j->dir_fd, j->tmp, j->dir_fd, j->name) < 0)
+        goto fail;
+    if (j->mtime_ns >= 0 && j->granularity_ns > 0) {
+        *step = STEP_VERIFY;
+        if (fstat(fd, &st) < 0) {
+            int e = errno;
+            close(fd);
+            errno = e;
+            return -1;
+        }
+        long long got = (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+        if (got / j->granularity_ns != j->mtime_ns / j->granularity_ns) {
+            close(fd);
+            errno = 0;
+            return -1;
+        }
+    }
+    *step = STEP_CLOSE;
+    if (close(fd) < 0 && errno != EINTR)
+        return -1;
+    return 0;
+fail: {
+        int e = errno;
+        close(fd);
+        unlinkat(j->dir_fd, j->tmp, 0);
+        errno = e;
+        return -1;
+    }
+}
+
+static long long as_ll(PyObject *o, int *bad) {
+    long long v = PyLong_AsLongLong(o);
+    if (v == -1 && PyErr_Occurred())
+        *bad = 1;
+    return v;
+}
+
+static void release(Job *jobs, Py_ssize_t njobs) {
+    for (Py_ssize_t i = 0; i < njobs; i++) {
+        for (Py_ssize_t k = 0; k < jobs[i].npieces; k++)
+            PyBuffer_Release(&jobs[i].pieces[k]);
+        PyMem_Free(jobs[i].pieces);
+    }
+    PyMem_Free(jobs);
+}
+
+static PyObject *write_files(PyObject *self, PyObject *arg) {
+    PyObject *seq = PySequence_Fast(arg, "write_files() takes a sequence of jobs");
+    if (!seq)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    Job *jobs = PyMem_Calloc(n ? (size_t)n : 1, sizeof(Job));
+    if (!jobs) {
+        Py_DECREF(seq);
+        return PyErr_NoMemory();
+    }
+    Py_ssize_t ready = 0;
+    for (; ready < n; ready++) {
+        PyObject *t = PySequence_Fast_GET_ITEM(seq, ready);
+        Job *j = &jobs[ready];
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 12) {
+            PyErr_SetString(PyExc_TypeError, "a job is a tuple of 12 items");
+            goto error;
+        }
+        int bad = 0;
+        j->dir_fd = (int)as_ll(PyTuple_GET_ITEM(t, 0), &bad);
+        PyObject *tmp = PyTuple_GET_ITEM(t, 1), *name = PyTuple_GET_ITEM(t, 2);
+        if (!PyBytes_Check(tmp) || !PyBytes_Check(name)) {
+            PyErr_SetString(PyExc_TypeError, "job names must be bytes");
+            goto error;
+        }
+        j->tmp = PyBytes_AS_STRING(tmp); /* the tuple keeps them alive */
+        j->name = PyBytes_AS_STRING(name);
+        if ((size_t)PyBytes_GET_SIZE(tmp) != strlen(j->tmp) || (size_t)PyBytes_GET_SIZE(name) != strlen(j->name)) {
+            PyErr_SetString(PyExc_ValueError, "embedded NUL byte in a file name");
+            goto error;
+        }
+        PyObject *pieces = PySequence_Fast(PyTuple_GET_ITEM(t, 3), "job pieces must be a sequence");
+        if (!pieces)
+            goto error;
+        Py_ssize_t np = PySequence_Fast_GET_SIZE(pieces);
+        j->pieces = PyMem_Calloc(np ? (size_t)np : 1, sizeof(Py_buffer));
+        if (!j->pieces) {
+            Py_DECREF(pieces);
+            PyErr_NoMemory();
+            goto error;
+        }
+        long long total = 0;
+        for (; j->npieces < np; j->npieces++) {
+            if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(pieces, j->npieces), &j->pieces[j->npieces],
+                                   PyBUF_C_CONTIGUOUS) < 0) {
+                Py_DECREF(pieces);
+                ready++; /* release what this job holds */
+                goto error;
+            }
+            total += j->pieces[j->npieces].len;
+        }
+        Py_DECREF(pieces);
+        j->size = as_ll(PyTuple_GET_ITEM(t, 4), &bad);
+        j->open_mode = (int)as_ll(PyTuple_GET_ITEM(t, 5), &bad);
+        j->uid = as_ll(PyTuple_GET_ITEM(t, 6), &bad);
+        j->gid = as_ll(PyTuple_GET_ITEM(t, 7), &bad);
+        j->mode = as_ll(PyTuple_GET_ITEM(t, 8), &bad);
+        j->mtime_ns = as_ll(PyTuple_GET_ITEM(t, 9), &bad);
+        j->granularity_ns = as_ll(PyTuple_GET_ITEM(t, 10), &bad);
+        j->sparse = PyObject_IsTrue(PyTuple_GET_ITEM(t, 11));
+        if (bad || j->sparse < 0) {
+            ready++;
+            goto error;
+        }
+        if (total != j->size) {
+            PyErr_SetString(PyExc_ValueError, "job pieces do not add up to its size");
+            ready++;
+            goto error;
+        }
+    }
+
+    long long holes = 0;
+    Py_ssize_t done = 0, failed = -1;
+    int step = 0, err = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (; done < n; done++) {
+        if (do_job(&jobs[done], &holes, &step) < 0) {
+            failed = done;
+            err = errno;
+            break;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    release(jobs, n);
+    Py_DECREF(seq);
+    return Py_BuildValue("(nLnii)", done, holes, failed, step, err);
+
+error:
+    release(jobs, ready);
+    Py_DECREF(seq);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"write_files", write_files, METH_O,
+     "write_files(jobs) -> (done, hole_bytes, failed_index, step, errno): create regular files "
+     "(see the module source for the job layout), GIL released."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "pycatar._filewriter",
+                                    "Batch creation of regular files for extraction (GIL released).", -1,
+                                    methods};
+
+PyMODINIT_FUNC PyInit__filewriter(void) { return PyModule_Create(&module); }

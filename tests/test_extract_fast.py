@@ -1,0 +1,171 @@
+"""The extraction fast path: plain regular files in directories the extraction created are written in
+batches by the C writer (pycatar._filewriter) in a worker thread.  These tests check that it gives
+exactly what the one-file-at-a-time path gives, that it keeps holes, and that a failure inside a
+batch still ends in a one-line error with no temporary or partial file left behind."""
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from pycatar import extract as extract_mod
+from pycatar._filewriter import write_files
+from pycatar.archive import make_archive
+from pycatar.extract import extract_archive
+
+
+def _tree(root: str, n: int = 40) -> None:
+    os.makedirs(os.path.join(root, "sub", "deeper"))
+    for i in range(n):
+        d = (root, os.path.join(root, "sub"), os.path.join(root, "sub", "deeper"))[i % 3]
+        p = os.path.join(d, f"f{i:03d}")
+        with open(p, "wb") as f:
+            f.write(bytes([i]) * (i * 997))
+        os.chmod(p, (0o644, 0o600, 0o755, 0o4755)[i % 4])
+        os.utime(p, ns=(0, 1_600_000_000_123_456_789 + i))
+    # zero blocks (holes) in a small file and a file ending in zeros
+    with open(os.path.join(root, "sparse"), "wb") as f:
+        f.write(b"a" * 5000 + bytes(3 * 4096) + b"b" * 10 + bytes(8192))
+    with open(os.path.join(root, "empty"), "wb"):
+        pass
+    os.symlink("f000", os.path.join(root, "link"))
+    for d in ("sub/deeper", "sub", ""):
+        os.utime(os.path.join(root, d), ns=(0, 1_500_000_000_000_000_000))
+
+
+def _snapshot(root: str) -> dict:
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            rel = os.path.relpath(p, root)
+            data = None
+            if stat.S_ISREG(st.st_mode):
+                with open(p, "rb") as f:
+                    data = f.read()
+            elif stat.S_ISLNK(st.st_mode):
+                data = os.readlink(p)
+            out[rel] = (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns if not stat.S_ISLNK(st.st_mode) else 0, data)
+    return out
+
+
+@pytest.fixture
+def archive(tmp_path):
+    src = str(tmp_path / "src")
+    _tree(src)
+    catar = str(tmp_path / "a.catar")
+    make_archive(catar, src)
+    return src, catar
+
+
+def test_fast_path_matches_slow_path(archive, tmp_path, monkeypatch):
+    src, catar = archive
+    fast = str(tmp_path / "fast")
+    calls = []
+    real = extract_mod.write_files
+    monkeypatch.setattr(extract_mod, "write_files", lambda jobs: calls.append(len(jobs)) or real(jobs))
+    monkeypatch.setattr(extract_mod, "BATCH_JOBS", 7)  # many batches, directories deferred across them
+    extract_archive(catar, fast)
+    assert sum(calls) == 42  # 40 files + sparse + empty went through the batch writer
+    # the slow path: the destination is not empty, so nothing is batched
+    slow = str(tmp_path / "slow")
+    os.mkdir(slow)
+    open(os.path.join(slow, "stale"), "w").close()
+    calls.clear()
+    extract_archive(catar, slow)
+    assert calls == []
+    assert _snapshot(fast) == _snapshot(slow) == _snapshot(src)
+    assert not [n for n in os.listdir(fast) if n.startswith(".#")]
+
+
+def test_fast_path_keeps_holes(archive, tmp_path):
+    src, catar = archive
+    dest = str(tmp_path / "out")
+    stats = extract_archive(catar, dest)
+    with open(os.path.join(dest, "sparse"), "rb") as f:
+        assert f.read() == b"a" * 5000 + bytes(3 * 4096) + b"b" * 10 + bytes(8192)
+    # blocks 2 and 5 (0-based: 4096-byte blocks at 8192 and 20480) and the 8192 zero tail are holes:
+    # 4096 (block 2) + the part of the tail that is whole aligned blocks and the rest
+    assert stats.hole_bytes > 0
+    st = os.stat(os.path.join(dest, "sparse"))
+    assert st.st_size == 5000 + 3 * 4096 + 10 + 8192
+    nohole = str(tmp_path / "nohole")
+    stats2 = extract_archive(catar, nohole, punch_holes=False)
+    assert stats2.hole_bytes == 0
+    with open(os.path.join(nohole, "sparse"), "rb") as f:
+        assert f.read() == b"a" * 5000 + bytes(3 * 4096) + b"b" * 10 + bytes(8192)
+
+
+def test_write_files_direct(tmp_path):
+    d = os.open(str(tmp_path), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        data = [b"x" * 5000, bytes(8192), b"y"]
+        job = (d, b".#tmp1", b"one", data, 13193, 0o600, -1, -1, 0o640, 1_234_567_890_123_456_789, 1, True)
+        done, holes, failed, step, err = write_files([job])
+        assert (done, failed) == (1, -1)
+        assert holes == 4096  # the block at 4096 is partly data; the one at 8192 is all zeros
+        st = os.stat(tmp_path / "one")
+        assert stat.S_IMODE(st.st_mode) == 0o640 and st.st_mtime_ns == 1_234_567_890_123_456_789
+        assert (tmp_path / "one").read_bytes() == b"".join(data)
+        # a temporary name that exists: the batch stops there, reporting step 0 (create) and EEXIST
+        (tmp_path / ".#taken").write_bytes(b"keep")
+        jobs = [(d, b".#taken", b"two", [b"z"], 1, 0o600, -1, -1, -1, -1, 0, False),
+                (d, b".#tmp3", b"three", [b"z"], 1, 0o600, -1, -1, -1, -1, 0, False)]
+        assert write_files(jobs) == (0, 0, 0, 0, 17)  # errno.EEXIST
+        assert (tmp_path / ".#taken").read_bytes() == b"keep"
+        assert not (tmp_path / "two").exists() and not (tmp_path / "three").exists()
+        with pytest.raises(ValueError):
+            write_files([(d, b"a\0b", b"c", [], 0, 0o600, -1, -1, -1, -1, 0, False)])
+        with pytest.raises(ValueError):
+            write_files([(d, b".#t", b"c", [b"ab"], 3, 0o600, -1, -1, -1, -1, 0, False)])
+        with pytest.raises(TypeError):
+            write_files([(d, b".#t", b"c")])
+    finally:
+        os.close(d)
+
+
+def test_temp_name_clash_is_retried(tmp_path, monkeypatch):
+    """A file of the archive may carry the very name the batch writer picks as a temporary name."""
+    src = str(tmp_path / "src")
+    os.mkdir(src)
+    for name in (".#b0000000000000001", "b"):  # with a zero prefix, "b" gets counter 1
+        with open(os.path.join(src, name), "w") as f:
+            f.write(name)
+    catar = str(tmp_path / "a.catar")
+    make_archive(catar, src)
+    monkeypatch.setattr(extract_mod.secrets, "randbits", lambda bits: 0)
+    dest = str(tmp_path / "out")
+    extract_archive(catar, dest)
+    assert sorted(os.listdir(dest)) == [".#b0000000000000001", "b"]
+    assert open(os.path.join(dest, "b")).read() == "b"
+
+
+def test_failure_inside_a_batch(archive, tmp_path):
+    """A write that fails in the worker (here: RLIMIT_FSIZE) is a one-line error; no temporary file and
+    no partial file is left under a final name."""
+    src, catar = archive
+    dest = str(tmp_path / "out")
+    code = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))\n"
+        "from pycatar.cli import main\n"
+        f"sys.argv = ['pycatar', 'extract', {catar!r}, {dest!r}]\n"
+        "sys.exit(main())\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "File too large" in lines[0] and lines[0].startswith("Failed to write"), r.stderr
+    left = []
+    for dirpath, dirnames, filenames in os.walk(dest):
+        for name in filenames:
+            p = os.path.join(dirpath, name)
+            left.append(name)
+            with open(p, "rb") as f, open(os.path.join(src, os.path.relpath(p, dest)), "rb") as g:
+                assert f.read() == g.read()  # whatever is there is complete
+    assert left and not [n for n in left if n.startswith(".#")]
