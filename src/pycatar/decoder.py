@@ -16,6 +16,7 @@ exactly like casync's ``ca_decoder_current_*`` accessors).
 
 from __future__ import annotations
 
+import functools
 import os
 import stat as _stat
 from typing import Iterator
@@ -166,15 +167,20 @@ class _Source:
         return len(self.buf)
 
     def peek(self, n: int) -> bytes:
-        self.fill(n)
-        return self.buf[self.bpos:self.bpos + n]
+        b = self.bpos
+        if len(self.buf) - b < n:
+            self.fill(n)
+            b = self.bpos
+        return self.buf[b:b + n]
 
     def read(self, n: int, what: str = "record") -> bytes:
-        if self.fill(n) < n:
-            raise FormatError(
-                f"archive truncated: {what} at offset {self.pos} needs {n} bytes, only {self.avail()} left"
-            )
         b = self.bpos
+        if len(self.buf) - b < n:
+            if self.fill(n) < n:
+                raise FormatError(
+                    f"archive truncated: {what} at offset {self.pos} needs {n} bytes, only {self.avail()} left"
+                )
+            b = self.bpos
         data = self.buf[b:b + n]
         self.bpos = b + n
         self.pos += n
@@ -286,6 +292,7 @@ class CatarReader:
         self._mask = _U64_MAX if feature_mask is None else _flags.normalize_mask(feature_mask)
         self._strict = strict_casync
         self.feature_flags: int | None = None
+        self._checked: set = set()  # ENTRY (mode, flags) pairs and ids found valid (feature flags are fixed)
         self.replay_flags: int | None = None
         self._root: Entry | None = None
         # the regular file just yielded: its cursor and how much payload is left unread
@@ -588,9 +595,7 @@ class CatarReader:
         PAYLOAD header, SYMLINK or DEVICE record, or before the FILENAME/GOODBYE record that follows."""
         off0 = src.pos
         raw: list[bytes] = []
-
-        def fail(msg: str, at: int | None = None) -> FormatError:
-            return FormatError(f"{msg} (record at offset {off0 if at is None else at})")
+        fail = functools.partial(_fail, off0)
 
         hdr = src.peek(_HDR)
         if len(hdr) < _HDR:
@@ -603,14 +608,23 @@ class CatarReader:
         data = src.read(size, "ENTRY record")
         raw.append(data)
         _, _, feature_flags, mode, eflags, uid, gid, mtime = fmt.ENTRY.unpack(data)
-        self._check_feature_flags(feature_flags, off0)
+        if feature_flags != self.feature_flags:
+            self._check_feature_flags(feature_flags, off0)
         af = self.feature_flags
-        self._check_mode(mode, eflags, af, off0)
-        if eflags & ~(af & _ENTRY_FLAG_BITS):
-            raise fail(f"ENTRY flags 0x{eflags:x} are not covered by the feature flags")
-        self._check_id(uid, af, "uid", off0)
-        self._check_id(gid, af, "gid", off0)
-        self._check_mtime(mtime, af, off0)
+        ok = self._checked  # (mode, flags) pairs and ids already found valid for these feature flags
+        if (mode, eflags) not in ok:
+            self._check_mode(mode, eflags, af, off0)
+            if eflags & ~(af & _ENTRY_FLAG_BITS):
+                raise fail(f"ENTRY flags 0x{eflags:x} are not covered by the feature flags")
+            ok.add((mode, eflags))
+        if uid not in ok:
+            self._check_id(uid, af, "uid", off0)
+            ok.add(uid)
+        if gid not in ok:
+            self._check_id(gid, af, "gid", off0)
+            ok.add(gid)
+        if not af & _I.WITH_NSEC_TIME or mtime == _U64_MAX:
+            self._check_mtime(mtime, af, off0)
 
         e = Entry(path=path, mode=mode, feature_flags=feature_flags, flags=eflags, uid=uid, gid=gid,
                   mtime=mtime, offset=off0)
@@ -622,7 +636,7 @@ class CatarReader:
         have_acl = False
         have_payload = have_symlink = have_device = have_dir_end = False
         last_xattr: bytes | None = None
-        last_acl = {_ACL_USER: None, _ACL_GROUP: None, _ACL_DEFAULT_USER: None, _ACL_DEFAULT_GROUP: None}
+        last_acl: dict[int, tuple] = {}
 
         while True:
             at = src.pos
@@ -704,7 +718,7 @@ class CatarReader:
                     raise fail("XATTR records are not strictly ordered by name", at)
                 last_xattr = xname
                 e.xattrs.append((xname, body[nul + 1:]))
-            elif rtype in last_acl:
+            elif rtype in _ACL_LISTS:
                 if not af & _I.WITH_ACL:
                     raise fail(f"{self._type_name(rtype)} record without the acl feature", at)
                 if size < _ACL_FIXED:
@@ -720,7 +734,7 @@ class CatarReader:
                 if perms & ~7:
                     raise fail(f"{self._type_name(rtype)} record has invalid permissions 0x{perms:x}", at)
                 key = (ident, aname is not None, aname or b"", perms)
-                prev = last_acl[rtype]
+                prev = last_acl.get(rtype)
                 if prev is not None and key <= prev:
                     raise fail(f"{self._type_name(rtype)} records are not strictly ordered", at)
                 last_acl[rtype] = key
@@ -886,6 +900,12 @@ class CatarReader:
         if not ok:
             raise FormatError(f"ENTRY at offset {off} has an mtime ({t}) finer than the feature flags allow")
 
+
+def _fail(off0: int, msg: str, at: int | None = None) -> FormatError:
+    return FormatError(f"{msg} (record at offset {off0 if at is None else at})")
+
+
+_ACL_LISTS = frozenset((_ACL_USER, _ACL_GROUP, _ACL_DEFAULT_USER, _ACL_DEFAULT_GROUP))
 
 # record type -> (size limit, size is fixed)
 _LIMITS = {
