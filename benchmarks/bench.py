@@ -5,10 +5,15 @@
     python3 benchmarks/bench.py --quick              # tiny data, for a smoke test
     python3 benchmarks/bench.py --repeat 5 --out results.md --csv results.csv
 
-Each case runs casync and pycatar alternately ``--repeat`` times and reports the median wall time
-of each, the ratio pycatar/casync (< 1: pycatar is faster) and the peak resident memory of each
-(from the kernel's rusage of the child).  Output stores are emptied before every run so each
-``make`` writes all chunks.
+Each case runs casync and pycatar alternately ``--repeat`` times (casync first in odd rounds,
+pycatar first in even ones) and reports the median wall time and CPU time (user + system) of each,
+the ratio of wall times pycatar/casync (< 1: pycatar is faster) and the peak resident memory of each
+(from the kernel's rusage of the child).  Every run writes to outputs of its own (a new store, so
+each ``make`` writes all chunks; a new directory for each extraction); nothing is deleted until the
+end, because on ext4 without a journal, creating files right after deleting many makes the kernel's
+inode allocator skip every recently freed inode, which slows *both* tools by a factor that depends
+on the history of the file system.  ``--dir`` chooses where data and outputs go (default: a new
+directory in $TMPDIR); ``--dir /dev/shm`` measures the tools rather than the disk.
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import resource
 import shutil
 import statistics
 import subprocess
@@ -30,10 +34,9 @@ from dataclasses import dataclass
 @dataclass
 class Case:
     name: str
-    casync: list[str]
+    casync: list[str]  # "{run}" in an argument is replaced by the run's number
     pycatar: list[str]
-    casync_clean: tuple = ()  # paths removed before each casync run (its outputs)
-    pycatar_clean: tuple = ()  # likewise for pycatar
+    keep: tuple = ()  # (path with "{run}", name): after the case, name links to the last run's output
 
 
 @dataclass
@@ -43,15 +46,16 @@ class Result:
     pycatar_s: float
     casync_rss_mib: float
     pycatar_rss_mib: float
+    casync_cpu_s: float = 0.0
+    pycatar_cpu_s: float = 0.0
 
     @property
     def ratio(self) -> float:
         return self.pycatar_s / self.casync_s if self.casync_s else float("nan")
 
 
-def run_measured(argv: list[str]) -> tuple[float, float]:
-    """(wall seconds, peak RSS MiB) of one child process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+def run_measured(argv: list[str]) -> tuple[float, float, float]:
+    """(wall seconds, peak RSS MiB, CPU seconds) of one child process."""
     t0 = time.perf_counter()
     pid = os.fork()
     if pid == 0:  # child: run the command quietly
@@ -65,8 +69,7 @@ def run_measured(argv: list[str]) -> tuple[float, float]:
     wall = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"benchmark command failed: {' '.join(argv)}")
-    del before
-    return wall, usage.ru_maxrss / 1024
+    return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
 def make_blob(path: str, size: int) -> None:
@@ -106,59 +109,60 @@ def cases(tmp: str, quick: bool) -> list[Case]:
     py = [sys.executable, "-m", "pycatar"]
     out = lambda n: os.path.join(tmp, n)
 
-    res = []
-    res.append(Case("make .caibx (blob)",
-                    ["casync", "make", f"--store={out('c.castr')}", out("c.caibx"), blob],
-                    py + ["make", f"--store={out('p.castr')}", out("p.caibx"), blob],
-                    (out("c.castr"), out("c.caibx"),), (out("p.castr"), out("p.caibx"),)))
-    res.append(Case("extract .caibx (blob)",
-                    ["casync", "extract", "--seed-output=no", f"--store={out('c.castr')}", out("c.caibx"),
-                     out("c.out")],
-                    py + ["extract", "--seed-output=no", f"--store={out('p.castr')}", out("p.caibx"), out("p.out")],
-                    (out("c.out"),), (out("p.out"),)))
-    res.append(Case("make .caidx (tree)",
-                    ["casync", "make", f"--store={out('ct.castr')}", out("c.caidx"), tree],
-                    py + ["make", f"--store={out('pt.castr')}", out("p.caidx"), tree],
-                    (out("ct.castr"), out("c.caidx"),), (out("pt.castr"), out("p.caidx"),)))
-    res.append(Case("extract .caidx (tree)",
-                    ["casync", "extract", "--seed-output=no", f"--store={out('ct.castr')}", out("c.caidx"),
-                     out("c.tree")],
-                    py + ["extract", "--seed-output=no", f"--store={out('pt.castr')}", out("p.caidx"),
-                          out("p.tree")],
-                    (out("c.tree"),), (out("p.tree"),)))
-    res.append(Case("make .catar (tree)",
-                    ["casync", "make", out("c.catar"), tree],
-                    py + ["make", out("p.catar"), tree],
-                    (out("c.catar"),), (out("p.catar"),)))
-    res.append(Case("make .caibx --digest=blake3 (pycatar) vs sha512-256 (casync)",
-                    ["casync", "make", f"--store={out('c3.castr')}", out("c3.caibx"), blob],
-                    py + ["make", "--digest=blake3", f"--store={out('p3.castr')}", out("p3.caibx"), blob],
-                    (out("c3.castr"), out("c3.caibx"),), (out("p3.castr"), out("p3.caibx"),)))
+    res = [
+        Case("make .caibx (blob)",
+             ["casync", "make", f"--store={out('c{run}.castr')}", out("c{run}.caibx"), blob],
+             py + ["make", f"--store={out('p{run}.castr')}", out("p{run}.caibx"), blob],
+             keep=((out("c{run}.castr"), out("c.castr")), (out("c{run}.caibx"), out("c.caibx")),
+                   (out("p{run}.castr"), out("p.castr")), (out("p{run}.caibx"), out("p.caibx")))),
+        Case("extract .caibx (blob)",
+             ["casync", "extract", "--seed-output=no", f"--store={out('c.castr')}", out("c.caibx"),
+              out("c{run}.out")],
+             py + ["extract", "--seed-output=no", f"--store={out('p.castr')}", out("p.caibx"), out("p{run}.out")]),
+        Case("make .caidx (tree)",
+             ["casync", "make", f"--store={out('ct{run}.castr')}", out("c{run}.caidx"), tree],
+             py + ["make", f"--store={out('pt{run}.castr')}", out("p{run}.caidx"), tree],
+             keep=((out("ct{run}.castr"), out("ct.castr")), (out("c{run}.caidx"), out("c.caidx")),
+                   (out("pt{run}.castr"), out("pt.castr")), (out("p{run}.caidx"), out("p.caidx")))),
+        Case("extract .caidx (tree)",
+             ["casync", "extract", "--seed-output=no", f"--store={out('ct.castr')}", out("c.caidx"),
+              out("c{run}.tree")],
+             py + ["extract", "--seed-output=no", f"--store={out('pt.castr')}", out("p.caidx"), out("p{run}.tree")]),
+        Case("make .catar (tree)",
+             ["casync", "make", out("c{run}.catar"), tree],
+             py + ["make", out("p{run}.catar"), tree]),
+        Case("make .caibx --digest=blake3 (pycatar) vs sha512-256 (casync)",
+             ["casync", "make", f"--store={out('c3{run}.castr')}", out("c3{run}.caibx"), blob],
+             py + ["make", "--digest=blake3", f"--store={out('p3{run}.castr')}", out("p3{run}.caibx"), blob]),
+    ]
     return res
 
 
 def bench(case: Case, repeat: int) -> Result:
     times = {"casync": [], "pycatar": []}
+    cpu = {"casync": [], "pycatar": []}
     rss = {"casync": 0.0, "pycatar": 0.0}
-    for _ in range(repeat):
-        for who in ("casync", "pycatar"):  # alternate, same data
-            for p in getattr(case, f"{who}_clean"):
-                if os.path.isdir(p):
-                    shutil.rmtree(p)
-                elif os.path.lexists(p):
-                    os.unlink(p)
-            wall, peak = run_measured(getattr(case, who))
+    for run in range(repeat):
+        for who in (("casync", "pycatar") if run % 2 == 0 else ("pycatar", "casync")):
+            argv = [a.replace("{run}", str(run)) for a in getattr(case, who)]
+            wall, peak, used = run_measured(argv)
             times[who].append(wall)
+            cpu[who].append(used)
             rss[who] = max(rss[who], peak)
+    for pattern, name in case.keep:
+        if os.path.lexists(name):
+            os.unlink(name)
+        os.symlink(pattern.replace("{run}", str(repeat - 1)), name)
     return Result(case.name, statistics.median(times["casync"]), statistics.median(times["pycatar"]),
-                  rss["casync"], rss["pycatar"])
+                  rss["casync"], rss["pycatar"], statistics.median(cpu["casync"]), statistics.median(cpu["pycatar"]))
 
 
 def table(results: list[Result]) -> str:
-    lines = ["| case | casync s | pycatar s | pycatar/casync | casync MiB | pycatar MiB |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| case | casync s | pycatar s | pycatar/casync | casync CPU s | pycatar CPU s | casync MiB | pycatar MiB |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         lines.append(f"| {r.name} | {r.casync_s:.2f} | {r.pycatar_s:.2f} | {r.ratio:.2f} | "
+                     f"{r.casync_cpu_s:.2f} | {r.pycatar_cpu_s:.2f} | "
                      f"{r.casync_rss_mib:.0f} | {r.pycatar_rss_mib:.0f} |")
     return "\n".join(lines)
 
@@ -170,12 +174,15 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="also write the Markdown table here")
     ap.add_argument("--csv", help="also write the results as CSV here")
     ap.add_argument("--only", help="run only cases whose name contains this text")
+    ap.add_argument("--dir", help="where the data and all outputs go (default: a new directory in $TMPDIR)")
     args = ap.parse_args(argv)
     if shutil.which("casync") is None:
         print("casync is not installed (apt-get install casync)", file=sys.stderr)
         return 1
     results = []
-    with tempfile.TemporaryDirectory(prefix="pycatar-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="pycatar-bench-", dir=args.dir) as tmp:
+        where = subprocess.run(["stat", "-f", "-c", "%T", tmp], capture_output=True, text=True).stdout.strip()
+        print(f"outputs in {tmp} ({where or 'unknown'} file system), {os.cpu_count()} CPUs", file=sys.stderr)
         for case in cases(tmp, args.quick):
             if args.only and args.only not in case.name:
                 continue
@@ -189,10 +196,10 @@ def main(argv=None) -> int:
             f.write(text + "\n")
     if args.csv:
         with open(args.csv, "w") as f:
-            f.write("case,casync_s,pycatar_s,ratio,casync_rss_mib,pycatar_rss_mib\n")
+            f.write("case,casync_s,pycatar_s,ratio,casync_rss_mib,pycatar_rss_mib,casync_cpu_s,pycatar_cpu_s\n")
             for r in results:
                 f.write(f"{r.name},{r.casync_s:.4f},{r.pycatar_s:.4f},{r.ratio:.4f},"
-                        f"{r.casync_rss_mib:.1f},{r.pycatar_rss_mib:.1f}\n")
+                        f"{r.casync_rss_mib:.1f},{r.pycatar_rss_mib:.1f},{r.casync_cpu_s:.4f},{r.pycatar_cpu_s:.4f}\n")
     return 0
 
 
