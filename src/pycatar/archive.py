@@ -45,16 +45,55 @@ def write_archive(output, encoder, *, mode: int = 0o644) -> MakeResult:
     h = _digest.new(digest_name(encoder.feature_flags))
     if output is None or hasattr(output, "write"):
         out = output if output is not None else sys.stdout.buffer
-        for piece in encoder:
-            h.update(piece)
-            out.write(piece)
+        _pump(encoder, h, out)
         out.flush()
     else:
         with AtomicFile(output, mode) as out:
-            for piece in encoder:
-                h.update(piece)
-                out.write(piece)
+            _pump(encoder, h, out)
     return MakeResult(h.hexdigest(), encoder.offset, encoder.feature_flags, encoder.covering_flags)
+
+
+#: output buffers in flight between the encoder and the thread hashing and writing them
+_PUMP_DEPTH = 3
+
+
+def _pump(encoder, h, out) -> None:
+    """Hash and write the stream of ``encoder``.  A :class:`~pycatar.encoder.CatarEncoder` fills
+    large buffers that a helper thread hashes and writes (both release the GIL) while the walk goes
+    on; the buffers are recycled.  Other serialisers' pieces are handled inline."""
+    if not hasattr(encoder, "buffers"):
+        for piece in encoder:
+            h.update(piece)
+            out.write(piece)
+        return
+
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .encoder import OUT_BUFFER
+
+    def consume(mv):
+        h.update(mv)
+        out.write(mv)
+
+    inflight: deque = deque()
+
+    def alloc() -> bytearray:
+        if len(inflight) >= _PUMP_DEPTH:
+            fut, buf = inflight.popleft()
+            fut.result()
+            return buf
+        return bytearray(OUT_BUFFER)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="catar-write") as ex:
+        try:
+            for mv in encoder.buffers(alloc):
+                inflight.append((ex.submit(consume, mv), mv.obj))
+            while inflight:
+                inflight.popleft()[0].result()
+        finally:
+            for fut, _ in inflight:
+                fut.cancel()
 
 
 def catar_digest(source, *, feature_flags: int = int(DEFAULT), **encoder_options) -> str:
@@ -82,11 +121,62 @@ def write_archive_index(output, encoder, *, store, chunk_size: tuple[int, int, i
     .caidx index to ``output``, as :func:`make_archive_index` does."""
     from . import blob
 
-    res = blob.make_blob_index(iter(encoder), sys.stdout.buffer if output is None else output, store,
+    res = blob.make_blob_index(_in_thread(encoder), sys.stdout.buffer if output is None else output, store,
                                chunk_size=chunk_size, digest=digest_name(encoder.feature_flags),
                                compression=compression, feature_flags=encoder.feature_flags,
                                threads=threads, index_mode=mode)
     return MakeResult(res.hexdigest, res.size, encoder.feature_flags, encoder.covering_flags)
+
+
+def _in_thread(encoder, depth: int = 4):
+    """The pieces of ``encoder``, made by a helper thread up to ``depth`` pieces ahead, so that the
+    walk (Python, holding the GIL) overlaps with the consumer's GIL-free work (chunking, hashing,
+    compressing).  Exceptions are re-raised here; closing the generator stops the helper."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+    done = object()
+
+    def run() -> None:
+        it = iter(encoder)
+        try:
+            for piece in it:
+                while True:
+                    if stop.is_set():
+                        return
+                    try:
+                        q.put((piece, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+            q.put((done, None))
+        except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
+            q.put((None, e))
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+
+    t = threading.Thread(target=run, name="catar-encode", daemon=True)
+    t.start()
+    try:
+        while True:
+            piece, exc = q.get()
+            if exc is not None:
+                raise exc
+            if piece is done:
+                return
+            yield piece
+    finally:
+        stop.set()
+        while t.is_alive():
+            try:
+                q.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        t.join()
 
 
 class CatarFile:

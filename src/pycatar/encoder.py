@@ -7,18 +7,24 @@ into the catar stream, as an iterator of ``bytes`` pieces in bounded memory.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import stat as st
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 
 from . import exclude, format as fmt, fsmeta
+from siphash24 import siphash24
+
 from .goodbye import goodbye_record, name_hash
 from .entry import ACLDefault, ACLEntry, Entry
 from .errors import PycatarError, UnsupportedError
 from .flags import B as F
 from .flags import WITH_CHATTR, WITH_FAT_ATTRS, WITH_UIDS, from_chattr, from_fat_attrs, from_fs_magic
-from .flags import BTRFS_SUPER_MAGIC, EXT2_SUPER_MAGIC, FUSE_SUPER_MAGIC, MSDOS_SUPER_MAGIC, XFS_SUPER_MAGIC
+from .flags import BTRFS_SUPER_MAGIC, EXT2_SUPER_MAGIC, FUSE_SUPER_MAGIC, MSDOS_SUPER_MAGIC, TMPFS_MAGIC, XFS_SUPER_MAGIC
 from .flags import normalize, time_granularity_ns
 from .fsmeta import ACL_GROUP, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER, ACL_USER, ACL_USER_OBJ
 
@@ -554,7 +560,15 @@ class CatarEncoder(CatarSerializer):
         return self.walker.covering_flags
 
     def __iter__(self) -> Iterator[bytes]:
-        return self.serialize(self.walker.walk(), self._payload)
+        return self.buffers()
+
+    def buffers(self, alloc=None) -> Iterator[memoryview]:
+        """The catar stream as :data:`OUT_BUFFER`-sized memoryviews (the last one shorter).
+
+        ``alloc()`` returns a fresh ``bytearray(OUT_BUFFER)`` to fill (default: a new one each
+        time, so every buffer handed out stays valid); a caller may recycle the buffers it is
+        done with through it.  Same bytes as :meth:`serialize` over :meth:`TreeWalker.walk`."""
+        return _FastEncoder(self, alloc).run()
 
     @staticmethod
     def _payload(entry: Entry, node: _Node) -> Iterator[bytes]:
@@ -573,3 +587,365 @@ class CatarEncoder(CatarSerializer):
 def encode(root, feature_flags: int, **options) -> Iterator[bytes]:
     """The catar stream of the tree at ``root``."""
     return iter(CatarEncoder(root, feature_flags, **options))
+
+
+# --------------------------------------------------------------------------- fast serialisation
+#
+# CatarEncoder's stream, made without an Entry per node: the walk of TreeWalker.walk and the
+# records of CatarSerializer, fused into one loop that writes straight into large output buffers
+# (payloads are read into them with preadv, no copies).  Nodes with anything beyond an ENTRY,
+# USER and GROUP record (xattrs, ACLs, SELinux labels, fcaps, project ids, FAT or subvolume flags,
+# virtual file systems) and nodes without an fd (symlinks, devices, fifos, sockets) take the
+# general path (make_entry + entry_records), so the bytes are the same by construction.
+
+#: size of the output buffers (blob.READ_SIZE: the chunk pipeline takes them without copying)
+OUT_BUFFER = 4 << 20
+
+_T_ENTRY = int(fmt.RecordType.ENTRY)
+_T_USER = int(fmt.RecordType.USER)
+_T_GROUP = int(fmt.RecordType.GROUP)
+_T_PAYLOAD = int(fmt.RecordType.PAYLOAD)
+_T_FILENAME = int(fmt.RecordType.FILENAME)
+_S_IFMT, _S_IFREG, _S_IFDIR = 0o170000, st.S_IFREG, st.S_IFDIR
+_O_FILE = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NOFOLLOW
+_O_DIR = _O_FILE | os.O_DIRECTORY
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+#: file systems whose listxattr() names every xattr getxattr() can read (POSIX ACLs included; the
+#: SELinux label too while SELinux is off: with it on, an unlabeled inode's label is not listed)
+_LISTXATTR_COMPLETE = frozenset({EXT2_SUPER_MAGIC, XFS_SUPER_MAGIC, BTRFS_SUPER_MAGIC, TMPFS_MAGIC})
+_XATTR_STORED_PREFIXES = ("user.", "trusted.")
+_U64_MASK = 0xFFFFFFFFFFFFFFFF
+
+
+def _new_buffer() -> bytearray:
+    return bytearray(OUT_BUFFER)
+
+
+class _Out:
+    """The output: fixed-size buffers filled in order; full ones collect in ``ready``."""
+
+    __slots__ = ("alloc", "mv", "pos", "base", "ready")
+
+    def __init__(self, alloc):
+        self.alloc = alloc
+        self.mv = memoryview(alloc())
+        self.pos = 0
+        self.base = 0  # stream offset of the current buffer
+        self.ready: list[memoryview] = []
+
+    def put(self, data) -> None:
+        pos = self.pos
+        end = pos + len(data)
+        if end <= OUT_BUFFER:
+            self.mv[pos:end] = data
+            self.pos = end
+        else:
+            self._spill(memoryview(data))
+
+    def _spill(self, data: memoryview) -> None:
+        while data:
+            if self.pos == OUT_BUFFER:
+                self._rotate()
+            n = min(len(data), OUT_BUFFER - self.pos)
+            self.mv[self.pos:self.pos + n] = data[:n]
+            self.pos += n
+            data = data[n:]
+
+    def _rotate(self) -> None:
+        self.ready.append(self.mv)
+        self.base += OUT_BUFFER
+        self.mv = memoryview(self.alloc())
+        self.pos = 0
+
+    def payload(self, fd: int, size: int, path: str) -> None:
+        """Read ``size`` bytes of ``fd`` (from offset 0) into the output."""
+        preadv = os.preadv
+        off = 0
+        while off < size:
+            pos = self.pos
+            if pos == OUT_BUFFER:
+                self._rotate()
+                pos = 0
+            end = pos + size - off
+            if end > OUT_BUFFER:
+                end = OUT_BUFFER
+            n = preadv(fd, [self.mv[pos:end]], off)
+            if not n:
+                raise PycatarError(f"{path}: file shrank while it was being archived")
+            self.pos = pos + n
+            off += n
+
+
+@lru_cache(maxsize=1)
+def _selinux_enabled() -> bool:
+    return os.path.exists("/sys/fs/selinux/enforce")
+
+
+class _FastEncoder:
+    def __init__(self, encoder: "CatarEncoder", alloc=None):
+        self.enc = encoder
+        self.w = encoder.walker
+        self.out = _Out(alloc or _new_buffer)
+        self.heads: dict[tuple[int, int, int], tuple[int, int, int, bytes]] = {}
+        self.chattr_flags: dict[int, int] = {}
+
+    def _head(self, path: str, mode: int, uid: int, gid: int) -> tuple[int, int, int, bytes]:
+        """(stored mode, uid, gid, USER and GROUP records) as base_entry makes them."""
+        e = self.w.base_entry(path, mode, uid, gid, 0)
+        ug = b""
+        if e.user is not None:
+            ug += _string_record(_T_USER, e.user)
+        if e.group is not None:
+            ug += _string_record(_T_GROUP, e.group)
+        v = (e.mode, e.uid, e.gid, ug)
+        if len(self.heads) >= 4096:
+            self.heads.clear()
+        self.heads[(mode, uid, gid)] = v
+        return v
+
+    def _list(self, dfd: int) -> list[tuple[bytes, str, int]]:
+        """(name as bytes, name, 1 regular file / 2 directory / 0 other or unknown), in strcmp order."""
+        ents = []
+        append = ents.append
+        with os.scandir(dfd) as it:
+            for de in it:
+                name = de.name
+                kind = 1 if de.is_file(follow_symlinks=False) else 2 if de.is_dir(follow_symlinks=False) else 0
+                append((name.encode(_FS_ENCODING, _FS_ERRORS), name, kind))
+        ents.sort()
+        return ents
+
+    def _children(self, node: _Node) -> Iterator[tuple[bytes, str, int]]:
+        if node.magic in _VIRTUAL_FS:
+            return iter(())
+        ents = self._list(node.fd)
+        if self.w.flags & F.EXCLUDE_FILE:
+            for bname, _name, _kind in ents:
+                if bname == b".caexclude":
+                    node.rules.extend(exclude.load(node.fd))
+                    break
+        return iter(ents)
+
+    def run(self) -> Iterator[memoryview]:
+        w, out, enc = self.w, self.out, self.enc
+        flags = w.flags
+        heads = self.heads
+        chattr_flags = self.chattr_flags
+        gran, clamp = w.granularity, w.clamp
+        want_chattr = bool(flags & _CHATTR_OR_NODUMP)
+        with_chattr = bool(flags & WITH_CHATTR)
+        nodump = bool(flags & F.EXCLUDE_NODUMP)
+        submounts = bool(flags & F.EXCLUDE_SUBMOUNTS)
+        want_fat = bool(flags & WITH_FAT_ATTRS)
+        want_subvol = bool(flags & F.WITH_SUBVOLUME)
+        want_xattrs = bool(flags & (F.WITH_XATTRS | F.WITH_FCAPS))
+        want_selinux = bool(flags & F.WITH_SELINUX)
+        want_acl = bool(flags & F.WITH_ACL)
+        want_projid = bool(flags & F.WITH_QUOTA_PROJID)
+        selinux_listed = not _selinux_enabled()
+        entry_pack = fmt.ENTRY.pack
+        hdr_pack = _pack_header
+        get_xattr = fsmeta.get_xattr
+        os_open, os_close, os_fstat, listxattr = os.open, os.close, os.fstat, os.listxattr
+        ioctl = fcntl.ioctl
+        cbuf = bytearray(8)
+        pbuf = bytearray(fsmeta._FSXATTR.size)
+        u32_from = fsmeta._U32.unpack_from
+        fsxattr_from = fsmeta._FSXATTR.unpack_from
+        unsupported = fsmeta._UNSUPPORTED
+        siphash, hash_key = siphash24, fmt.GOODBYE_HASH_KEY
+        acl_access, acl_default = fsmeta.ACL_XATTR_ACCESS, fsmeta.ACL_XATTR_DEFAULT
+        ready = out.ready
+
+        try:
+            root_fd = os.open(w.root, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+        except OSError as e:
+            raise PycatarError(f"Failed to open {w.root}: {e.strerror}") from None
+        # one frame a directory: [node, children iterator, goodbye items, ENTRY offset, path prefix]
+        frames: list[list] = []
+        root = None
+        try:
+            s = os.fstat(root_fd)
+            if not st.S_ISDIR(s.st_mode):
+                raise PycatarError(f"{w.root}: not a directory")
+            magic = fsmeta.fs_type(root_fd)
+            w._cover("", magic)
+            root = _Node(w.make_entry("", s, root_fd, None, None, magic, None), root_fd, s, magic)
+            out.put(entry_records(root.entry))
+            frames.append([root, self._children(root), [], 0, ""])
+            while frames:
+                frame = frames[-1]
+                node, children, items, _, prefix = frame
+                dfd = node.fd
+                pmagic = node.magic
+                pdev = node.st.st_dev
+                descended = False
+                for bname, name, kind in children:
+                    fd = None
+                    s = None
+                    if kind:
+                        try:
+                            fd = os_open(bname, _O_FILE if kind == 1 else _O_DIR, dir_fd=dfd)
+                        except FileNotFoundError:
+                            continue  # vanished meanwhile
+                        except OSError as e:
+                            if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                                raise PycatarError(f"Failed to open {prefix}{name}: {e.strerror}") from None
+                        else:
+                            s = os_fstat(fd)
+                            t = s.st_mode & _S_IFMT
+                            if t != _S_IFREG and t != _S_IFDIR:  # replaced meanwhile
+                                os_close(fd)
+                                fd = s = None
+                    if s is None:
+                        try:
+                            s = os.stat(bname, dir_fd=dfd, follow_symlinks=False)
+                        except FileNotFoundError:
+                            continue
+                        t = s.st_mode & _S_IFMT
+                        if t == _S_IFREG or t == _S_IFDIR:
+                            try:
+                                fd = os_open(bname, _O_DIR if t == _S_IFDIR else _O_FILE, dir_fd=dfd)
+                            except FileNotFoundError:
+                                continue
+                            except OSError as e:
+                                raise PycatarError(f"Failed to open {prefix}{name}: {e.strerror}") from None
+                            s = os_fstat(fd)
+                            t = s.st_mode & _S_IFMT
+                    try:
+                        chattr = None
+                        if fd is not None and want_chattr:  # fsmeta.read_chattr, with a reused buffer
+                            try:
+                                ioctl(fd, fsmeta.FS_IOC_GETFLAGS, cbuf)
+                                chattr = u32_from(cbuf)[0]
+                            except OSError as e:
+                                if e.errno not in unsupported:
+                                    raise
+                                chattr = 0
+                        if fd is None or submounts or node.rules:
+                            keep, sub = w._shall_store(node, name, bname, s, fd, chattr)
+                            if not keep:
+                                continue
+                        else:
+                            if nodump and chattr & 0x40:  # FS_NODUMP_FL
+                                continue
+                            sub = ()
+                        path = prefix + name
+                        start = out.base + out.pos
+                        rec = hdr_pack(17 + len(bname), _T_FILENAME) + bname + b"\0"
+                        entry_offset = start + len(rec)
+                        if fd is None:
+                            target = os.readlink(name, dir_fd=dfd) if t == st.S_IFLNK else None
+                            out.put(rec + entry_records(w.make_entry(path, s, None, dfd, name, pmagic, target, chattr)))
+                            items.append([siphash(bname, key=hash_key).intdigest() & _U64_MASK, start,
+                                          out.base + out.pos])
+                            continue
+                        is_dir = t == _S_IFDIR
+                        magic = pmagic if s.st_dev == pdev else fsmeta.fs_type(fd)
+                        # does this node need more than ENTRY, USER, GROUP (and PAYLOAD)?
+                        slow = (magic in _VIRTUAL_FS
+                                or (want_fat and magic in (MSDOS_SUPER_MAGIC, FUSE_SUPER_MAGIC))
+                                or (is_dir and want_subvol and magic == BTRFS_SUPER_MAGIC and s.st_ino == 256))
+                        names = None
+                        if not slow and want_xattrs:
+                            try:
+                                names = listxattr(fd)
+                            except OSError as e:
+                                if e.errno not in (95, 9):  # EOPNOTSUPP, EBADF
+                                    raise
+                            else:
+                                for xname in names:
+                                    if xname.startswith(_XATTR_STORED_PREFIXES) or (
+                                            not is_dir and xname == "security.capability"):
+                                        slow = True
+                                        break
+                                if magic not in _LISTXATTR_COMPLETE:
+                                    names = None
+                        if not slow and want_selinux:
+                            if names is not None and selinux_listed:
+                                slow = "security.selinux" in names
+                            else:
+                                slow = bool(get_xattr(fd, "security.selinux"))
+                        if not slow and want_acl:
+                            if names is not None:
+                                slow = acl_access in names or (is_dir and acl_default in names)
+                            else:
+                                slow = get_xattr(fd, acl_access) is not None or (
+                                    is_dir and get_xattr(fd, acl_default) is not None)
+                        if not slow and want_projid and magic in _EXT4_XFS_FUSE:
+                            try:  # fsmeta.read_quota_projid, with a reused buffer
+                                ioctl(fd, fsmeta.FS_IOC_FSGETXATTR, pbuf)
+                                slow = fsxattr_from(pbuf)[3] != 0
+                            except OSError as e:
+                                if e.errno not in unsupported:
+                                    raise
+                        if slow:
+                            entry = w.make_entry(path, s, fd, dfd, name, magic, None, chattr)
+                            size = entry.size
+                            rec += entry_records(entry)
+                        else:
+                            mode = s.st_mode
+                            head = heads.get((mode, s.st_uid, s.st_gid))
+                            if head is None:
+                                head = self._head(path, mode, s.st_uid, s.st_gid)
+                            mtime = s.st_mtime_ns
+                            if clamp is not None and mtime > clamp:
+                                mtime = clamp
+                            if gran is None:
+                                mtime = 0
+                            elif gran != 1:
+                                mtime -= mtime % gran
+                            eflags = 0
+                            if with_chattr and chattr:
+                                eflags = chattr_flags.get(chattr)
+                                if eflags is None:
+                                    eflags = chattr_flags[chattr] = from_chattr(chattr) & flags
+                            rec += entry_pack(64, _T_ENTRY, flags, head[0], eflags, head[1], head[2], mtime) + head[3]
+                            if is_dir:
+                                size = 0
+                            else:
+                                size = s.st_size
+                                rec += hdr_pack(16 + size, _T_PAYLOAD)
+                        if magic != pmagic:  # the parent's file system is covered already
+                            w._cover(path, magic)
+                        out.put(rec)
+                        h = siphash(bname, key=hash_key).intdigest() & _U64_MASK  # goodbye.name_hash
+                        if is_dir:
+                            items.append([h, start, None])
+                            child = _Node(None, fd, s, magic, sub)
+                            fd = None  # the frame owns it now
+                            frames.append([child, self._children(child), [], entry_offset, path + "/"])
+                            descended = True
+                            break
+                        if size:
+                            out.payload(fd, size, path)
+                        items.append([h, start, out.base + out.pos])
+                    finally:
+                        if fd is not None:
+                            os_close(fd)
+                    if ready:
+                        enc.offset = out.base
+                        yield from ready
+                        ready.clear()
+                if descended:
+                    continue
+                # the directory is complete: its GOODBYE record
+                frames.pop()
+                off = out.base + out.pos
+                out.put(goodbye_record(items, off, frame[3]))
+                if node is not root:
+                    os_close(dfd)
+                if frames:
+                    frames[-1][2][-1][2] = out.base + out.pos
+                if ready:
+                    enc.offset = out.base
+                    yield from ready
+                    ready.clear()
+            enc.offset = out.base + out.pos
+            if out.pos:
+                yield out.mv[:out.pos]
+        finally:
+            for frame in frames:
+                if frame[0] is not root and frame[0].fd is not None:
+                    os.close(frame[0].fd)
+            os.close(root_fd)

@@ -11,9 +11,9 @@ from siphash24 import siphash24
 from . import format as fmt
 
 
-def name_hash(name: bytes) -> int:
+def name_hash(name: bytes, _key=fmt.GOODBYE_HASH_KEY) -> int:
     """The goodbye hash of a file name: SipHash-2-4 with the format's key, read little-endian."""
-    return int.from_bytes(siphash24(name, key=fmt.GOODBYE_HASH_KEY).digest(), "little")
+    return siphash24(name, key=_key).intdigest() & 0xFFFFFFFFFFFFFFFF  # intdigest() is signed
 
 
 def _fill(src: list, lo: int, n: int, e: int, out: list, i: int) -> None:
@@ -41,13 +41,33 @@ def bst_layout(sorted_items: list) -> list:
     return out
 
 
+_PERMUTATIONS: dict[int, tuple[int, ...]] = {}
+
+
+def bst_permutation(n: int) -> tuple[int, ...]:
+    """``bst_layout(range(n))``: which sorted item goes to each slot (memoised for small n)."""
+    perm = _PERMUTATIONS.get(n)
+    if perm is None:
+        perm = tuple(bst_layout(list(range(n))))
+        if n <= 4096:
+            _PERMUTATIONS[n] = perm
+    return perm
+
+
+_T_GOODBYE = int(fmt.RecordType.GOODBYE)
+_T_TAIL = int(fmt.RecordType.GOODBYE_TAIL_MARKER)
+
+
 def goodbye_record(items: list, goodbye_offset: int, entry_offset: int) -> bytes:
     """The GOODBYE record of a directory.  ``items``: (hash, start, end) archive offsets of each
     child's FILENAME record and of the end of its serialisation."""
-    size = fmt.HEADER_SIZE + fmt.GOODBYE_ITEM_SIZE * (len(items) + 1)
-    parts = [fmt.HEADER.pack(size, fmt.RecordType.GOODBYE)]
+    n = len(items)
+    size = fmt.HEADER_SIZE + fmt.GOODBYE_ITEM_SIZE * (n + 1)
+    items = sorted(items)
     pack = fmt.GOODBYE_ITEM.pack
-    for h, start, end in bst_layout(sorted(items)):
+    parts = [fmt.HEADER.pack(size, _T_GOODBYE)]
+    for i in bst_permutation(n):
+        h, start, end = items[i]
         parts.append(pack(goodbye_offset - start, end - start, h))
-    parts.append(fmt.GOODBYE_TAIL.pack(goodbye_offset - entry_offset, size, fmt.RecordType.GOODBYE_TAIL_MARKER))
+    parts.append(fmt.GOODBYE_TAIL.pack(goodbye_offset - entry_offset, size, _T_TAIL))
     return b"".join(parts)
