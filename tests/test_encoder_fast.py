@@ -146,3 +146,26 @@ def test_errors_propagate_and_close_fds(tmp_path):
     next(it)
     it.close()
     assert set(os.listdir("/proc/self/fd")) == before
+
+
+def test_buffers_handed_out_as_they_fill(tmp_path, monkeypatch):
+    """A file much larger than a buffer, or many small entries, never pile up buffers: at most two
+    are allocated and not yet handed out (so a caller recycling them needs only a few), as long as
+    no single record is larger than a buffer (here the goodbye table of 31 items is not)."""
+    monkeypatch.setattr(encoder, "OUT_BUFFER", 1000)
+    root = tmp_path / "r"
+    root.mkdir()
+    (root / "big").write_bytes(os.urandom(200_000))
+    for i in range(30):
+        os.symlink("big" * 50, root / f"l{i:03}")
+    allocated = [0]
+
+    def alloc():
+        allocated[0] += 1
+        return bytearray(1000)
+
+    handed = 0
+    for mv in CatarEncoder(str(root), int(flags.DEFAULT)).buffers(alloc):
+        handed += 1
+        assert allocated[0] - handed <= 2
+    assert allocated[0] - handed <= 1

@@ -657,15 +657,16 @@ class _Out:
         self.mv = memoryview(self.alloc())
         self.pos = 0
 
-    def payload(self, fd: int, size: int, path: str) -> None:
-        """Read ``size`` bytes of ``fd`` (from offset 0) into the output."""
+    def payload(self, fd: int, size: int, path: str, off: int = 0) -> int:
+        """Read bytes ``off`` to ``size`` of ``fd`` into the output, up to the end of the current
+        buffer (or of the next one, when the current one is full).  Returns the new offset."""
         preadv = os.preadv
-        off = 0
+        if self.pos == OUT_BUFFER:
+            self._rotate()
         while off < size:
             pos = self.pos
             if pos == OUT_BUFFER:
-                self._rotate()
-                pos = 0
+                break
             end = pos + size - off
             if end > OUT_BUFFER:
                 end = OUT_BUFFER
@@ -674,6 +675,7 @@ class _Out:
                 raise PycatarError(f"{path}: file shrank while it was being archived")
             self.pos = pos + n
             off += n
+        return off
 
 
 @lru_cache(maxsize=1)
@@ -781,6 +783,10 @@ class _FastEncoder:
                 pdev = node.st.st_dev
                 descended = False
                 for bname, name, kind in children:
+                    if ready:
+                        enc.offset = out.base
+                        yield from ready
+                        ready.clear()
                     fd = None
                     s = None
                     if kind:
@@ -918,15 +924,18 @@ class _FastEncoder:
                             descended = True
                             break
                         if size:
-                            out.payload(fd, size, path)
+                            off = 0
+                            while True:
+                                off = out.payload(fd, size, path, off)
+                                if off == size:
+                                    break
+                                enc.offset = out.base
+                                yield from ready
+                                ready.clear()
                         items.append([h, start, out.base + out.pos])
                     finally:
                         if fd is not None:
                             os_close(fd)
-                    if ready:
-                        enc.offset = out.base
-                        yield from ready
-                        ready.clear()
                 if descended:
                     continue
                 # the directory is complete: its GOODBYE record
