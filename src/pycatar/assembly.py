@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from . import digest as _digest
-from .blob import MAX_PENDING_BYTES, ChunkSource, IndexStream, default_threads
+from .blob import MAX_PENDING_BYTES, ChunkSource, IndexStream, default_threads, is_zero
 from .errors import ChunkError, PycatarError
 from .index import ChunkRef, IndexReader
 from .seeds import DirectorySeed, Seed, SeedCache, SeedError, Target, null_chunk_ids, open_seed
@@ -448,7 +448,7 @@ class Assembler(ChunkSource):
         n = len(data)
         with self._lock:
             origin = self._origins.pop(ref.index, None)
-        if out.sparse and data.count(0) == n:
+        if out.sparse and is_zero(data):
             out.write(data)
             self.summary.hole_bytes += n
         elif origin is not None and self.reflink:

@@ -393,7 +393,7 @@ class _Output:
 
     def write(self, data) -> None:
         n = len(data)
-        if self.sparse and data.count(0) == n:
+        if self.sparse and is_zero(data):
             self._hole += n
         else:
             if self._hole:
@@ -626,6 +626,19 @@ class _NullSink(io.RawIOBase):
 
 
 # --------------------------------------------------------------------------- random access
+
+
+_ZEROS = bytes(1 << 20)
+
+
+def is_zero(data) -> bool:
+    """Whether ``data`` (bytes-like) holds only zero bytes (a memcmp for chunk-sized data)."""
+    if not isinstance(data, bytes):
+        data = bytes(data)
+    n = len(data)
+    if n <= len(_ZEROS):
+        return _ZEROS[:n] == data
+    return data.count(0) == n
 
 
 _REF_BLOCK_BITS = 10
