@@ -57,14 +57,16 @@ def write_archive(output, encoder, *, mode: int = 0o644) -> MakeResult:
 _PUMP_DEPTH = 3
 
 
-def _pump(encoder, h, out) -> None:
-    """Hash and write the stream of ``encoder``.  A :class:`~pycatar.encoder.CatarEncoder` fills
-    large buffers that a helper thread hashes and writes (both release the GIL) while the walk goes
-    on; the buffers are recycled.  Other serialisers' pieces are handled inline."""
+def _pump(encoder, h, out=None) -> None:
+    """Hash (and write to ``out``, if given) the stream of ``encoder``.  A
+    :class:`~pycatar.encoder.CatarEncoder` fills large buffers that helper threads hash and write
+    (both release the GIL) while the walk goes on; the buffers are recycled.  Other serialisers'
+    pieces are handled inline."""
     if not hasattr(encoder, "buffers"):
         for piece in encoder:
             h.update(piece)
-            out.write(piece)
+            if out is not None:
+                out.write(piece)
         return
 
     from collections import deque
@@ -72,36 +74,52 @@ def _pump(encoder, h, out) -> None:
 
     from .encoder import OUT_BUFFER
 
-    def consume(mv):
-        h.update(mv)
-        out.write(mv)
+    failed: list = []
 
-    inflight: deque = deque()
+    def write(mv) -> None:
+        if failed:  # never write past a failed write
+            return
+        try:
+            out.write(mv)
+        except BaseException as e:
+            failed.append(e)
+            raise
+
+    inflight: deque = deque()  # (futures, buffer)
 
     def alloc() -> bytearray:
         if len(inflight) >= _PUMP_DEPTH:
-            fut, buf = inflight.popleft()
-            fut.result()
+            futures, buf = inflight.popleft()
+            for fut in futures:
+                fut.result()
             return buf
         return bytearray(OUT_BUFFER)
 
-    with ThreadPoolExecutor(1, thread_name_prefix="catar-write") as ex:
-        try:
-            for mv in encoder.buffers(alloc):
-                inflight.append((ex.submit(consume, mv), mv.obj))
-            while inflight:
-                inflight.popleft()[0].result()
-        finally:
-            for fut, _ in inflight:
+    pools = [ThreadPoolExecutor(1, thread_name_prefix="catar-hash")]
+    if out is not None:
+        pools.append(ThreadPoolExecutor(1, thread_name_prefix="catar-write"))
+    try:
+        for mv in encoder.buffers(alloc):
+            futures = [pools[0].submit(h.update, mv)]
+            if out is not None:
+                futures.append(pools[1].submit(write, mv))
+            inflight.append((futures, mv.obj))
+        while inflight:
+            for fut in inflight.popleft()[0]:
+                fut.result()
+    finally:
+        for futures, _ in inflight:
+            for fut in futures:
                 fut.cancel()
+        for pool in pools:
+            pool.shutdown(wait=True)
 
 
 def catar_digest(source, *, feature_flags: int = int(DEFAULT), **encoder_options) -> str:
     """The digest casync prints for ``digest DIRECTORY``: that of the catar stream of the tree."""
     encoder = CatarEncoder(source, feature_flags, **encoder_options)
     h = _digest.new(digest_name(encoder.feature_flags))
-    for piece in encoder:
-        h.update(piece)
+    _pump(encoder, h)
     return h.hexdigest()
 
 
