@@ -169,3 +169,16 @@ def test_buffers_handed_out_as_they_fill(tmp_path, monkeypatch):
         handed += 1
         assert allocated[0] - handed <= 2
     assert allocated[0] - handed <= 1
+
+
+@pytest.mark.parametrize("listed", ["complete", "selinux-on", "never-trusted"])
+def test_getxattr_shortcut_variants(listed, full_tree, shm_tree, monkeypatch):
+    """Whether or not listxattr() is trusted to name the ACL and SELinux xattrs, same bytes."""
+    if listed == "selinux-on":
+        monkeypatch.setattr(encoder, "_selinux_enabled", lambda: True)
+    elif listed == "never-trusted":
+        monkeypatch.setattr(encoder, "_LISTXATTR_COMPLETE", frozenset())
+    for name in ("default", "best", "acl-only", "selinux-only"):
+        ff = flags.normalize(FLAG_SETS[name])
+        for root in (full_tree, shm_tree):
+            assert _fast(root, ff) == _reference(root, ff), (name, root)

@@ -680,7 +680,17 @@ class _Out:
 
 @lru_cache(maxsize=1)
 def _selinux_enabled() -> bool:
-    return os.path.exists("/sys/fs/selinux/enforce")
+    """Whether SELinux may be active (then getxattr makes up labels listxattr does not name)."""
+    if os.path.exists("/sys/fs/selinux"):
+        return True
+    for path in ("/proc/self/attr/selinux/current", "/proc/self/attr/current"):
+        try:
+            with open(path, "rb") as f:
+                if b":" in f.read():  # an SELinux context (user:role:type:level)
+                    return True
+        except OSError:
+            continue
+    return False
 
 
 class _FastEncoder:
