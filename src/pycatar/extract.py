@@ -543,10 +543,11 @@ class _Extractor:
             parent_path, _, name = entry.path.rpartition("/")
             if not _valid_name(name):
                 raise FormatError(f"invalid file name in archive: {entry.path!r}")
-            if not any(n.entry.path == parent_path for n in self.stack):
-                raise FormatError(f"archive entry {entry.path!r} is out of order")
-            while self.stack[-1].entry.path != parent_path:
-                self._finish_dir()
+            if not self.stack or self.stack[-1].entry.path != parent_path:
+                if not any(n.entry.path == parent_path for n in self.stack):
+                    raise FormatError(f"archive entry {entry.path!r} is out of order")
+                while self.stack[-1].entry.path != parent_path:
+                    self._finish_dir()
             self._add(entry, self.stack[-1].fd, read_payload)
         while self.stack:
             self._finish_dir()
