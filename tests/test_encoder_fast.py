@@ -182,3 +182,21 @@ def test_getxattr_shortcut_variants(listed, full_tree, shm_tree, monkeypatch):
         ff = flags.normalize(FLAG_SETS[name])
         for root in (full_tree, shm_tree):
             assert _fast(root, ff) == _reference(root, ff), (name, root)
+
+
+def test_unreadable_directory_fails_without_leaking_fds(tmp_path, monkeypatch):
+    root = tmp_path / "r"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "b" / "f").write_bytes(b"x")
+    real_list = encoder._FastEncoder._list
+
+    def failing_list(self, dfd):
+        if os.path.basename(os.readlink(f"/proc/self/fd/{dfd}")) == "b":
+            raise PermissionError(13, "Permission denied")
+        return real_list(self, dfd)
+
+    monkeypatch.setattr(encoder._FastEncoder, "_list", failing_list)
+    before = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(PermissionError):
+        list(CatarEncoder(str(root), int(flags.DEFAULT)))
+    assert set(os.listdir("/proc/self/fd")) == before

@@ -799,36 +799,36 @@ class _FastEncoder:
                         ready.clear()
                     fd = None
                     s = None
-                    if kind:
-                        try:
-                            fd = os_open(bname, _O_FILE if kind == 1 else _O_DIR, dir_fd=dfd)
-                        except FileNotFoundError:
-                            continue  # vanished meanwhile
-                        except OSError as e:
-                            if e.errno not in (errno.ELOOP, errno.ENOTDIR):
-                                raise PycatarError(f"Failed to open {prefix}{name}: {e.strerror}") from None
-                        else:
-                            s = os_fstat(fd)
-                            t = s.st_mode & _S_IFMT
-                            if t != _S_IFREG and t != _S_IFDIR:  # replaced meanwhile
-                                os_close(fd)
-                                fd = s = None
-                    if s is None:
-                        try:
-                            s = os.stat(bname, dir_fd=dfd, follow_symlinks=False)
-                        except FileNotFoundError:
-                            continue
-                        t = s.st_mode & _S_IFMT
-                        if t == _S_IFREG or t == _S_IFDIR:
+                    try:
+                        if kind:
                             try:
-                                fd = os_open(bname, _O_DIR if t == _S_IFDIR else _O_FILE, dir_fd=dfd)
+                                fd = os_open(bname, _O_FILE if kind == 1 else _O_DIR, dir_fd=dfd)
+                            except FileNotFoundError:
+                                continue  # vanished meanwhile
+                            except OSError as e:
+                                if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                                    raise PycatarError(f"Failed to open {prefix}{name}: {e.strerror}") from None
+                            else:
+                                s = os_fstat(fd)
+                                t = s.st_mode & _S_IFMT
+                                if t != _S_IFREG and t != _S_IFDIR:  # replaced meanwhile
+                                    os_close(fd)
+                                    fd = s = None
+                        if s is None:
+                            try:
+                                s = os.stat(bname, dir_fd=dfd, follow_symlinks=False)
                             except FileNotFoundError:
                                 continue
-                            except OSError as e:
-                                raise PycatarError(f"Failed to open {prefix}{name}: {e.strerror}") from None
-                            s = os_fstat(fd)
                             t = s.st_mode & _S_IFMT
-                    try:
+                            if t == _S_IFREG or t == _S_IFDIR:
+                                try:
+                                    fd = os_open(bname, _O_DIR if t == _S_IFDIR else _O_FILE, dir_fd=dfd)
+                                except FileNotFoundError:
+                                    continue
+                                except OSError as e:
+                                    raise PycatarError(f"Failed to open {prefix}{name}: {e.strerror}") from None
+                                s = os_fstat(fd)
+                                t = s.st_mode & _S_IFMT
                         chattr = None
                         if fd is not None and want_chattr:  # fsmeta.read_chattr, with a reused buffer
                             try:
@@ -929,8 +929,10 @@ class _FastEncoder:
                         if is_dir:
                             items.append([h, start, None])
                             child = _Node(None, fd, s, magic, sub)
+                            new_frame = [child, None, [], entry_offset, path + "/"]
+                            frames.append(new_frame)
                             fd = None  # the frame owns it now
-                            frames.append([child, self._children(child), [], entry_offset, path + "/"])
+                            new_frame[1] = self._children(child)
                             descended = True
                             break
                         if size:
@@ -950,10 +952,10 @@ class _FastEncoder:
                     continue
                 # the directory is complete: its GOODBYE record
                 frames.pop()
-                off = out.base + out.pos
-                out.put(goodbye_record(items, off, frame[3]))
                 if node is not root:
                     os_close(dfd)
+                off = out.base + out.pos
+                out.put(goodbye_record(items, off, frame[3]))
                 if frames:
                     frames[-1][2][-1][2] = out.base + out.pos
                 if ready:
