@@ -359,20 +359,26 @@ class TreeWalker(EntryPolicy):
     def walk(self) -> Iterator[tuple[int, Entry, _Node | None]]:
         """Yields (event, entry, node): event 0 = an entry (node.fd readable for regular files),
         1 = the end of a directory's children."""
+        root_fd = self._open_root()
         try:
-            root_fd = os.open(self.root, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
-        except OSError as e:
-            raise PycatarError(f"Failed to open {self.root}: {e.strerror}") from None
-        try:
-            s = os.fstat(root_fd)
-            if not st.S_ISDIR(s.st_mode):
-                raise PycatarError(f"{self.root}: not a directory")
-            magic = fsmeta.fs_type(root_fd)
-            self._cover("", magic)
-            node = _Node(self.make_entry("", s, root_fd, None, None, magic, None), root_fd, s, magic)
-            yield from self._walk_dir(node)
+            yield from self._walk_dir(self._root_node(root_fd))
         finally:
             os.close(root_fd)
+
+    def _open_root(self) -> int:
+        try:
+            return os.open(self.root, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+        except OSError as e:
+            raise PycatarError(f"Failed to open {self.root}: {e.strerror}") from None
+
+    def _root_node(self, root_fd: int) -> _Node:
+        """The node of the top directory, open as ``root_fd`` (the caller closes it)."""
+        s = os.fstat(root_fd)
+        if not st.S_ISDIR(s.st_mode):
+            raise PycatarError(f"{self.root}: not a directory")
+        magic = fsmeta.fs_type(root_fd)
+        self._cover("", magic)
+        return _Node(self.make_entry("", s, root_fd, None, None, magic, None), root_fd, s, magic)
 
     def _walk_dir(self, node: _Node) -> Iterator[tuple[int, Entry, _Node | None]]:
         yield 0, node.entry, node
@@ -769,20 +775,12 @@ class _FastEncoder:
         acl_access, acl_default = fsmeta.ACL_XATTR_ACCESS, fsmeta.ACL_XATTR_DEFAULT
         ready = out.ready
 
-        try:
-            root_fd = os.open(w.root, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
-        except OSError as e:
-            raise PycatarError(f"Failed to open {w.root}: {e.strerror}") from None
+        root_fd = w._open_root()
         # one frame a directory: [node, children iterator, goodbye items, ENTRY offset, path prefix]
         frames: list[list] = []
         root = None
         try:
-            s = os.fstat(root_fd)
-            if not st.S_ISDIR(s.st_mode):
-                raise PycatarError(f"{w.root}: not a directory")
-            magic = fsmeta.fs_type(root_fd)
-            w._cover("", magic)
-            root = _Node(w.make_entry("", s, root_fd, None, None, magic, None), root_fd, s, magic)
+            root = w._root_node(root_fd)
             out.put(entry_records(root.entry))
             frames.append([root, self._children(root), [], 0, ""])
             while frames:

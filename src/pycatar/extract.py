@@ -153,6 +153,16 @@ def _xattr_storable(name: str) -> bool:
     return name.startswith("user.") or name.startswith("trusted.")
 
 
+def _list_xattrs(fd: int) -> list[str]:
+    """The xattr names of an open file; none where the file system has no xattrs."""
+    try:
+        return os.listxattr(fd)
+    except OSError as e:
+        if e.errno in _NO_XATTRS:
+            return []
+        raise
+
+
 def _mask_chattr(fd: int, value: int, mask: int) -> bool:
     """Set the chattr bits in ``mask`` to those of ``value``; True if anything was written."""
     if not mask:
@@ -469,11 +479,9 @@ class _Extractor:
         if self.on_entry is not None or replay & F.WITH_READ_ONLY or not dest_empty:
             return
         try:
-            names = os.listxattr(dest_fd)
-        except OSError as e:
-            if e.errno not in _NO_XATTRS:
-                return
-            names = []
+            names = _list_xattrs(dest_fd)
+        except OSError:
+            return
         if any(n.startswith("security.") or n == "system.posix_acl_default" for n in names):
             return
         if replay & WITH_CHATTR:
@@ -930,12 +938,7 @@ class _Extractor:
         wanted = node.entry.xattrs
         if node.fd >= 0:
             target, follow = node.fd, True
-            try:
-                present = os.listxattr(target)
-            except OSError as e:
-                if e.errno not in _NO_XATTRS:
-                    raise
-                present = []
+            present = _list_xattrs(target)
             keep = {os.fsdecode(n) for n, _ in wanted}
             for name in present:
                 if _xattr_storable(name) and name not in keep:
