@@ -1,4 +1,4 @@
-# The C extensions (the buzhash rolling loop; batch file creation for extraction) are declared here; all other metadata is in pyproject.toml.
+# The C extensions (the buzhash rolling loop; batch file creation and whole-file reads) are declared here; all other metadata is in pyproject.toml.
 from setuptools import Extension, setup
 
 setup(
@@ -9,8 +9,8 @@ setup(
             extra_compile_args=["-O3", "-std=c99"],
         ),
         Extension(
-            "pycatar._filewriter",
-            sources=["src/pycatar/_filewriter.c"],
+            "pycatar._fileio",
+            sources=["src/pycatar/_fileio.c"],
             extra_compile_args=["-O2", "-std=gnu99", "-Wall"],
         ),
     ]

@@ -1,5 +1,5 @@
 """The extraction fast path: plain regular files in directories the extraction created are written in
-batches by the C writer (pycatar._filewriter) in a worker thread.  These tests check that it gives
+batches by the C writer (pycatar._fileio) in a worker thread.  These tests check that it gives
 exactly what the one-file-at-a-time path gives, that it keeps holes, and that a failure inside a
 batch still ends in a one-line error with no temporary or partial file left behind."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from pycatar import extract as extract_mod
-from pycatar._filewriter import write_files
+from pycatar._fileio import read_file, write_files
 from pycatar.archive import make_archive
 from pycatar.extract import extract_archive
 
@@ -169,3 +169,23 @@ def test_failure_inside_a_batch(archive, tmp_path):
             with open(p, "rb") as f, open(os.path.join(src, os.path.relpath(p, dest)), "rb") as g:
                 assert f.read() == g.read()  # whatever is there is complete
     assert left and not [n for n in left if n.startswith(".#")]
+
+
+def test_read_file(tmp_path):
+    """The store's whole-file read: bytes, None for missing files and symlinks, (step, errno) on errors."""
+    p = tmp_path / "f"
+    p.write_bytes(b"abc" * 1000)
+    assert read_file(str(p), 1 << 20) == b"abc" * 1000
+    (tmp_path / "empty").write_bytes(b"")
+    assert read_file(str(tmp_path / "empty"), 10) == b""
+    assert read_file(str(tmp_path / "missing"), 10) is None
+    assert read_file(str(tmp_path / "f" / "below"), 10) is None  # ENOTDIR
+    os.symlink("f", tmp_path / "link")
+    assert read_file(str(tmp_path / "link"), 1 << 20) is None  # a symlink marks a missing chunk
+    assert read_file(str(p), 2999) == (2, 0)  # larger than the limit
+    assert read_file(str(tmp_path), 1 << 20) == (1, 21)  # a directory: read fails with EISDIR
+    os.chmod(p, 0)
+    if os.geteuid() != 0:
+        assert read_file(str(p), 1 << 20) == (0, 13)  # EACCES
+    with pytest.raises(ValueError):
+        read_file("a\0b", 10)

@@ -32,7 +32,7 @@ from typing import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from . import fsmeta
-from ._filewriter import write_files
+from ._fileio import write_files
 from .entry import Entry, select_subtree
 from .errors import FormatError, PycatarError, UnsupportedError
 from .flags import B as F
@@ -295,7 +295,7 @@ class _Batch:
     __slots__ = ("jobs", "entries", "after", "size")
 
     def __init__(self):
-        self.jobs: list[tuple] = []      # for _filewriter.write_files
+        self.jobs: list[tuple] = []      # for _fileio.write_files
         self.entries: list[Entry] = []   # the entry of each job
         self.after: list[_Node] = []     # directories to finalise once the batch is written
         self.size = 0
@@ -303,7 +303,7 @@ class _Batch:
 
 class _Batcher:
     """Plain regular files in clean directories are created in batches by the C writer
-    (pycatar._filewriter) in a worker thread, with the GIL released, while the main thread goes on
+    (pycatar._fileio) in a worker thread, with the GIL released, while the main thread goes on
     decoding.  A directory is finalised (owner, mode, mtime, ...) only once every batch that may
     hold one of its children is written; directories are finalised in the order they finish, so
     children still come before their parents."""

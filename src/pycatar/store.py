@@ -20,6 +20,7 @@ from typing import Iterable, Iterator, Sequence, TextIO
 
 from . import compression as _compression
 from . import digest as _digest
+from ._fileio import read_file
 from .errors import ChunkError, PycatarError, UsageError
 
 CHUNK_SUFFIX = ".cacnk"
@@ -144,39 +145,14 @@ class Store:
 
     # -- reading
     def _read_file(self, path: str) -> bytes | None:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NOCTTY)
-        except FileNotFoundError:
-            return None
-        except NotADirectoryError:
-            return None
-        except OSError as e:
-            if e.errno == errno.ELOOP:  # a symlink marks a chunk as missing (STORE-7)
-                return None
-            raise ChunkError(f"cannot open chunk file {path}: {e.strerror}") from None
-        try:
-            try:
-                size = os.fstat(fd).st_size
-                if size > _compression.DECOMPRESSED_LIMIT:
-                    raise ChunkError(f"chunk file {path} is too large")
-                parts = []
-                want = size + 1  # one more, to notice a file that grows
-                while True:
-                    b = os.read(fd, max(want, 65536))
-                    if not b:
-                        break
-                    parts.append(b)
-                    want -= len(b)
-                    if sum(map(len, parts)) > _compression.DECOMPRESSED_LIMIT:
-                        break
-                data = parts[0] if len(parts) == 1 else b"".join(parts)
-            finally:
-                os.close(fd)
-        except OSError as e:
-            raise ChunkError(f"cannot read chunk file {path}: {e.strerror}") from None
-        if len(data) > _compression.DECOMPRESSED_LIMIT:
+        """The whole file (one C call, GIL released), or None if it is missing or a symlink (STORE-7)."""
+        r = read_file(path, _compression.DECOMPRESSED_LIMIT)
+        if r is None or isinstance(r, bytes):
+            return r
+        step, err = r
+        if step == 2:
             raise ChunkError(f"chunk file {path} is too large")
-        return data
+        raise ChunkError(f"cannot {'open' if step == 0 else 'read'} chunk file {path}: {os.strerror(err)}")
 
     def get_raw(self, chunk_id: bytes) -> tuple[bytes, bool] | None:
         """The stored bytes of a chunk and whether they are compressed, or None if absent."""

@@ -1,5 +1,11 @@
 /*
- * pycatar._filewriter: the fast path of extraction for plain regular files (spec/extract.md).
+ * pycatar._fileio: file I/O done in C with the GIL released, for the two places where Python's
+ * per-call overhead and GIL hand-overs dominate: creating many small files (extraction) and reading
+ * chunk files (the store).
+ *
+ * read_file(path, limit) reads a whole file (not following a final symlink) in one call: the bytes,
+ * None if it does not exist (ENOENT, ENOTDIR, or ELOOP: a symlink), or (step, errno) on failure --
+ * step 0 open, 1 read, 2 the file holds more than ``limit`` bytes (errno 0).
  *
  * write_files(jobs) creates a batch of regular files, each under its temporary name, writes its
  * payload (leaving all-zero 4 KiB blocks as holes when asked), sets owner, mode and mtime, checks
@@ -324,15 +330,92 @@ error:
     return NULL;
 }
 
+static PyObject *read_file(PyObject *self, PyObject *args) {
+    PyObject *path_obj;
+    Py_ssize_t limit;
+    if (!PyArg_ParseTuple(args, "O&n", PyUnicode_FSConverter, &path_obj, &limit))
+        return NULL;
+    const char *path = PyBytes_AS_STRING(path_obj);
+    if ((size_t)PyBytes_GET_SIZE(path_obj) != strlen(path)) {
+        Py_DECREF(path_obj);
+        PyErr_SetString(PyExc_ValueError, "embedded NUL byte in a path");
+        return NULL;
+    }
+    int fd, err = 0, step = 0, missing = 0;
+    struct stat st;
+    char *buf = NULL;
+    size_t cap = 0, len = 0;
+    Py_BEGIN_ALLOW_THREADS
+    do
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+    while (fd < 0 && errno == EINTR);
+    if (fd < 0) {
+        err = errno;
+        missing = err == ENOENT || err == ENOTDIR || err == ELOOP;
+    } else {
+        step = 1;
+        if (fstat(fd, &st) < 0) {
+            err = errno;
+        } else if (st.st_size > limit) {
+            step = 2;
+        } else {
+            cap = (size_t)st.st_size + 1; /* one more, to notice a file that grows */
+            buf = malloc(cap);
+            if (!buf)
+                err = ENOMEM;
+            while (buf && !err) {
+                ssize_t k = read(fd, buf + len, cap - len);
+                if (k < 0) {
+                    if (errno != EINTR)
+                        err = errno;
+                    continue;
+                }
+                if (k == 0)
+                    break;
+                len += (size_t)k;
+                if (len == cap) {
+                    if (len > (size_t)limit) {
+                        step = 2;
+                        break;
+                    }
+                    size_t ncap = cap * 2 > (size_t)limit + 1 ? (size_t)limit + 1 : cap * 2;
+                    char *nbuf = realloc(buf, ncap);
+                    if (!nbuf) {
+                        err = ENOMEM;
+                        break;
+                    }
+                    buf = nbuf;
+                    cap = ncap;
+                }
+            }
+        }
+        close(fd);
+    }
+    Py_END_ALLOW_THREADS
+    Py_DECREF(path_obj);
+    PyObject *result;
+    if (missing)
+        result = Py_NewRef(Py_None);
+    else if (err || step == 2)
+        result = Py_BuildValue("(ii)", step, err);
+    else
+        result = PyBytes_FromStringAndSize(buf ? buf : "", (Py_ssize_t)len);
+    free(buf);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"read_file", read_file, METH_VARARGS,
+     "read_file(path, limit) -> bytes | None | (step, errno): a whole file, GIL released (see the "
+     "module source)."},
     {"write_files", write_files, METH_O,
      "write_files(jobs) -> (done, hole_bytes, failed_index, step, errno): create regular files "
      "(see the module source for the job layout), GIL released."},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "pycatar._filewriter",
-                                    "Batch creation of regular files for extraction (GIL released).", -1,
-                                    methods};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "pycatar._fileio",
+                                    "File I/O in C with the GIL released: batch file creation, whole-file reads.",
+                                    -1, methods};
 
-PyMODINIT_FUNC PyInit__filewriter(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__fileio(void) { return PyModule_Create(&module); }
