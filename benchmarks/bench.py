@@ -167,6 +167,20 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def report(results: list[Result], args) -> None:
+    text = table(results)
+    print(text, flush=True)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    if args.csv:
+        with open(args.csv, "w") as f:
+            f.write("case,casync_s,pycatar_s,ratio,casync_rss_mib,pycatar_rss_mib,casync_cpu_s,pycatar_cpu_s\n")
+            for r in results:
+                f.write(f"{r.name},{r.casync_s:.4f},{r.pycatar_s:.4f},{r.ratio:.4f},"
+                        f"{r.casync_rss_mib:.1f},{r.pycatar_rss_mib:.1f},{r.casync_cpu_s:.4f},{r.pycatar_cpu_s:.4f}\n")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3)
@@ -189,17 +203,7 @@ def main(argv=None) -> int:
             results.append(bench(case, args.repeat))
             print(f"{case.name}: casync {results[-1].casync_s:.2f}s, pycatar {results[-1].pycatar_s:.2f}s, "
                   f"ratio {results[-1].ratio:.2f}", file=sys.stderr)
-    text = table(results)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
-    if args.csv:
-        with open(args.csv, "w") as f:
-            f.write("case,casync_s,pycatar_s,ratio,casync_rss_mib,pycatar_rss_mib,casync_cpu_s,pycatar_cpu_s\n")
-            for r in results:
-                f.write(f"{r.name},{r.casync_s:.4f},{r.pycatar_s:.4f},{r.ratio:.4f},"
-                        f"{r.casync_rss_mib:.1f},{r.pycatar_rss_mib:.1f},{r.casync_cpu_s:.4f},{r.pycatar_cpu_s:.4f}\n")
+        report(results, args)  # before the outputs are removed, which can take a while
     return 0
 
 
