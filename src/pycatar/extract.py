@@ -712,7 +712,8 @@ class _Extractor:
             # an immutable directory from an earlier extraction would refuse our children
             self.what = "drop the immutable flag of"
             _mask_chattr(node.fd, 0, FS_IMMUTABLE_FL)
-        self._early_attrs(node)
+        if not node.clean or node.entry.quota_projid is not None:  # clean: no flags to set, none inherited
+            self._early_attrs(node)
 
     def _early_attrs(self, node: _Node) -> None:
         entry = node.entry
@@ -803,11 +804,20 @@ class _Extractor:
         if not stat.S_ISLNK(mode):
             self._apply_mode(node, st)
 
-        if replay & F.WITH_ACL and not stat.S_ISLNK(mode):
+        # a directory this extraction made in a clean one, with nothing but owner, mode and time to
+        # restore: no ACL, xattr, label or chattr/FAT flag to set, and none there to remove
+        bare = node.clean and node.dir_fd >= 0 and self._plain(entry) and not (
+            entry.acl_default is not None or entry.acl_default_user or entry.acl_default_group)
+
+        if bare:
+            pass
+        elif replay & F.WITH_ACL and not stat.S_ISLNK(mode):
             self.what = "set the ACLs of"
             self._apply_acls(node, st)
 
-        if replay & F.WITH_XATTRS and not stat.S_ISLNK(mode):
+        if bare:
+            pass
+        elif replay & F.WITH_XATTRS and not stat.S_ISLNK(mode):
             self.what = "set the extended attributes of"
             self._apply_xattrs(node)
 
@@ -818,7 +828,7 @@ class _Extractor:
             elif fsmeta.get_xattr(fd, _FCAPS_XATTR) is not None:
                 os.removexattr(fd, _FCAPS_XATTR)
 
-        if replay & F.WITH_SELINUX:
+        if replay & F.WITH_SELINUX and not bare:
             self.what = "set the SELinux label of"
             self._apply_selinux(node)
 
@@ -832,11 +842,11 @@ class _Extractor:
             self._install(node.dir_fd, node.tmp, node.name)
             node.tmp = None
 
-        if replay & WITH_CHATTR and fd >= 0:
+        if replay & WITH_CHATTR and fd >= 0 and not bare:
             self.what = "set the file attributes (chattr) of"
             _mask_chattr(fd, to_chattr(entry.flags), to_chattr(replay))
 
-        if replay & WITH_FAT_ATTRS and fd >= 0:
+        if replay & WITH_FAT_ATTRS and fd >= 0 and not bare:
             self.what = "set the FAT attributes of"
             value, mask = to_fat_attrs(entry.flags), to_fat_attrs(replay)
             if self._fs_magic(node, st) in (MSDOS_SUPER_MAGIC, FUSE_SUPER_MAGIC):
