@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 
 from . import digest as _digest
 from .chunker import Chunker
-from .encoder import CatarSerializer, EncoderOptions, TreeWalker, entry_records
 from .errors import PycatarError
 
 INDEX_SUFFIXES = (".caibx", ".caidx")
@@ -316,6 +315,8 @@ def _serialize(root: str, feature_flags: int, encoder_options: dict, on_payload)
         finally:
             state[0] = False
 
+    from .encoder import CatarSerializer, EncoderOptions, TreeWalker  # only directory seeds need it
+
     walker = TreeWalker(root, EncoderOptions(feature_flags, **encoder_options))
     pieces = CatarSerializer().serialize(walker.walk(), lambda entry, node: payload(entry, node.fd))
     for piece in pieces:
@@ -374,6 +375,8 @@ class TreeLayout:
         self.paths.append(entry.path)
         self._fp.update(struct.pack("<QQQQQ", s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns))
         if self.hardlinks:
+            from .encoder import entry_records
+
             key = (hashlib.sha256(entry_records(entry)).digest(), entry.size)
             self.links.setdefault(key, []).append(len(self.paths) - 1)
             self.file_stats.append((s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns))
