@@ -758,46 +758,36 @@ class IndexStream(io.RawIOBase):
                     inflight[i] = (nref, self._ex.submit(self._fetch, nref))
         return data
 
-    def readinto(self, b) -> int:
-        mv = memoryview(b).cast("B")
-        done = 0
-        while done < len(mv) and self._pos < self.size:
-            ref = self._locate(self._pos)
-            data = self._get(ref)
-            self._cur = ref
-            off = self._pos - ref.start
-            n = min(len(mv) - done, ref.end - self._pos)
-            mv[done:done + n] = data[off:off + n]
-            done += n
-            self._pos += n
-        return done
-
-    def read(self, size: int | None = -1) -> bytes:
-        """Up to ``size`` bytes (short only at the end), sliced from the chunks without a bounce buffer."""
-        if size is None or size < 0:
-            return self.readall()
-        parts = []
+    def _pieces(self, size: int) -> Iterator[bytes]:
+        """Consume up to ``size`` bytes from the position on, as slices of the chunks (a whole chunk
+        without copying)."""
         while size > 0 and self._pos < self.size:
             ref = self._locate(self._pos)
             data = self._get(ref)
             self._cur = ref
             off = self._pos - ref.start
             n = min(size, ref.end - self._pos)
-            parts.append(data if off == 0 and n == len(data) else data[off:off + n])
             self._pos += n
             size -= n
+            yield data if off == 0 and n == len(data) else data[off:off + n]
+
+    def readinto(self, b) -> int:
+        mv = memoryview(b).cast("B")
+        done = 0
+        for piece in self._pieces(len(mv)):
+            mv[done:done + len(piece)] = piece
+            done += len(piece)
+        return done
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to ``size`` bytes (short only at the end), sliced from the chunks without a bounce buffer."""
+        if size is None or size < 0:
+            return self.readall()
+        parts = list(self._pieces(size))
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def readall(self) -> bytes:
-        out = bytearray()
-        while self._pos < self.size:
-            ref = self._locate(self._pos)
-            data = self._get(ref)
-            self._cur = ref
-            off = self._pos - ref.start
-            out += memoryview(data)[off:]
-            self._pos = ref.end
-        return bytes(out)
+        return b"".join(self._pieces(self.size - self._pos))
 
     def close(self) -> None:
         for _, f in self._inflight.values():

@@ -364,7 +364,7 @@ class _Batcher:
             done, holes, failed, step, err = result
             ex.stats.hole_bytes += holes
             if failed >= 0:
-                job, entry = b.jobs[failed], b.entries[failed]
+                entry = b.entries[failed]
                 if step == 0 and err == errno.EEXIST:  # temporary name taken: retry the rest here
                     rest = [(j[0], self.temp_name(j[2])) + j[2:] for j in b.jobs[failed:]]
                     b.jobs, b.entries = rest, b.entries[failed:]
@@ -372,17 +372,13 @@ class _Batcher:
                     return
                 ex.what = _STEP_WHAT[step]
                 if step == 6 and err == 0:
-                    raise UnsupportedError(
-                        f"Failed to extract {entry.path or '.'!r}: the file system cannot store its modification "
-                        f"time at the archive's precision")
+                    raise _mtime_precision_error(entry.path or ".")
                 raise _FastFailure(entry, err)
-        after = b.after
-        for i, node in enumerate(after):
+        for node in b.after:  # a finalised directory's fd is closed (-1): abandon() skips it
             ex.pending = node  # named in an error; abort() closes it
             ex._finalize(node)
             ex.pending = None
-            after[i] = None
-        after.clear()
+        b.after.clear()
         self.finishing = None
 
     def abandon(self) -> None:
@@ -399,7 +395,7 @@ class _Batcher:
         self.pool.shutdown(wait=True)
         for b in batches:
             for node in b.after if b is not None else ():
-                if node is not None and node.fd >= 0 and node.dir_fd >= 0:
+                if node.fd >= 0 and node.dir_fd >= 0:
                     try:
                         os.close(node.fd)
                     except OSError:
@@ -410,6 +406,11 @@ class _Batcher:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
+
+
+def _mtime_precision_error(shown: str) -> UnsupportedError:
+    return UnsupportedError(
+        f"Failed to extract {shown!r}: the file system cannot store its modification time at the archive's precision")
 
 
 class _FastFailure(OSError):
@@ -862,9 +863,7 @@ class _Extractor:
             self.what = "verify the modification time of"
             st = self._stat(node)
             if st.st_mtime_ns // granularity != entry.mtime // granularity:
-                raise UnsupportedError(
-                    f"Failed to extract {node.shown!r}: the file system cannot store its modification time "
-                    f"at the archive's precision")
+                raise _mtime_precision_error(node.shown)
 
         if fd >= 0 and node.dir_fd >= 0:  # not the destination directory, which the caller closes
             os.close(fd)
