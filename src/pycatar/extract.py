@@ -395,12 +395,7 @@ class _Batcher:
         self.pool.shutdown(wait=True)
         for b in batches:
             for node in b.after if b is not None else ():
-                if node.fd >= 0 and node.dir_fd >= 0:
-                    try:
-                        os.close(node.fd)
-                    except OSError:
-                        pass
-                    node.fd = -1
+                node.close()
         self.current = _Batch()
         self.finishing = None
 
@@ -438,6 +433,15 @@ class _Node:
         #: flags (within the replay mask) for new children to inherit -- its plain regular files may
         #: take the fast path (see _Batcher)
         self.clean = False
+
+    def close(self) -> None:
+        """After a failure: close the node's fd (never the destination's, which the caller owns)."""
+        if self.fd >= 0 and self.dir_fd >= 0:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = -1
 
     @property
     def current(self) -> str:
@@ -1153,12 +1157,7 @@ class _Extractor:
             self.batcher.abandon()
         nodes = ([self.pending] if self.pending is not None else []) + self.stack[::-1]
         for node in nodes:
-            if node.fd >= 0 and node.dir_fd >= 0:
-                try:
-                    os.close(node.fd)
-                except OSError:
-                    pass
-                node.fd = -1
+            node.close()
             if node.tmp is not None and node.dir_fd >= 0:
                 try:
                     self._rm_rf_at(node.dir_fd, node.tmp)
