@@ -16,6 +16,7 @@ from pycatar.blob import (
     IndexStream,
     chunk_stream,
     extract_blob,
+    iter_buffers,
     make_blob_index,
     stream_digest,
     write_chunks_to_store,
@@ -233,6 +234,28 @@ def test_stream_of_small_buffers(casync_bin, tmp_path, blob):
             w.append(cid, size)
     assert (tmp_path / "o.caibx").read_bytes() == (tmp_path / "c.caibx").read_bytes()
     _same_stores(tmp_path / "S1", tmp_path / "S2")
+
+
+def test_short_reads_are_joined(tmp_path):
+    """A reader that returns short reads (a pipe) yields full read_size buffers, the same bytes."""
+    data = os.urandom(100_000)
+
+    class Trickle:
+        def __init__(self):
+            self.pos = 0
+
+        def read(self, n):
+            n = min(n, 3000, len(data) - self.pos)
+            self.pos += n
+            return data[self.pos - n:self.pos]
+
+    got = [bytes(mv) for mv in iter_buffers(Trickle(), 16384)]
+    assert b"".join(got) == data
+    assert [len(b) for b in got] == [16384] * 6 + [100_000 - 6 * 16384]
+    with open(tmp_path / "f", "wb") as f:
+        f.write(data)
+    with open(tmp_path / "f", "rb", buffering=0) as f:
+        assert [len(mv) for mv in iter_buffers(f, 65536)] == [65536, 100_000 - 65536]
 
 
 def test_index_stream_reads_only_needed_chunks(tmp_path, blob):

@@ -63,6 +63,22 @@ def test_existing_chunk_not_rewritten(tmp_path):
     assert p.stat().st_ino == ino and p.read_bytes()[:4] == compression.ZSTD_MAGIC
 
 
+def test_temporary_name_taken(tmp_path):
+    """STORE-4: a temporary name another writer holds is skipped; the chunk is still installed and
+    the other writer's file is left alone."""
+    s = Store(tmp_path / "S")
+    cid, data = _chunk(5)
+    h = cid.hex()
+    sub = tmp_path / "S" / h[:4]
+    sub.mkdir(parents=True)
+    taken = sub / f"{h}.{s._tmp_prefix}00000000.tmp"
+    taken.write_bytes(b"someone else's")
+    assert s.put(cid, data) > 0
+    assert s.get(cid, len(data)) == data
+    assert taken.read_bytes() == b"someone else's"
+    assert sorted(os.listdir(sub)) == sorted([taken.name, f"{h}.cacnk"])
+
+
 def _put_many(path, n):
     s = Store(path)
     cid, data = _chunk(4)

@@ -80,26 +80,25 @@ def iter_buffers(source, read_size: int = READ_SIZE) -> Iterator[memoryview]:
         mv = memoryview(source).cast("B")
         if mv:
             yield mv
-    elif hasattr(source, "readinto"):
-        while True:
-            buf = bytearray(read_size)
-            mv = memoryview(buf)
-            got = 0
-            while got < read_size:
-                n = source.readinto(mv[got:])
-                if not n:
-                    break
-                got += n
-            if got:
-                yield mv[:got]
-            if got < read_size:
-                return
     elif hasattr(source, "read"):
+        # read() returns a new, uninitialised buffer (a zeroed bytearray for readinto costs a
+        # memset and a page fault per 4 KiB); short reads (pipes) are joined up to read_size
+        parts: list = []
+        have = 0
         while True:
-            b = source.read(read_size)
+            b = source.read(read_size - have)
             if not b:
-                return
-            yield memoryview(b)
+                break
+            if not have and len(b) == read_size:
+                yield memoryview(b)
+                continue
+            parts.append(b)
+            have += len(b)
+            if have >= read_size:
+                yield memoryview(b"".join(parts))
+                parts, have = [], 0
+        if parts:
+            yield memoryview(b"".join(parts))
     else:
         acc = bytearray()
         for piece in source:

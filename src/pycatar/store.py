@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import itertools
 import secrets
 import sys
 import threading
@@ -116,6 +117,9 @@ class Store:
         self.stats = StoreStats()
         self._lock = threading.Lock()
         self._dirs_made: set[str] = set()
+        # temporary names: a random prefix per store object and a counter (no getrandom per chunk)
+        self._tmp_prefix = secrets.token_hex(4)
+        self._tmp_counter = itertools.count()
 
     def __repr__(self) -> str:
         return f"Store({self.path!r})"
@@ -195,6 +199,17 @@ class Store:
         if sub in self._dirs_made:
             return d
         try:
+            os.mkdir(d, 0o777)
+            self._dirs_made.add(sub)
+            return d
+        except FileExistsError:
+            self._dirs_made.add(sub)
+            return d
+        except FileNotFoundError:  # the store itself is missing: make it, then the directory
+            pass
+        except OSError as e:
+            raise PycatarError(f"cannot create store directory {d}: {e.strerror}") from None
+        try:
             os.mkdir(self.path, 0o777)
         except FileExistsError:
             pass
@@ -237,15 +252,21 @@ class Store:
         h = chunk_id.hex()
         d = self._ensure_dir(h[:4])
         final = os.path.join(d, h + CHUNK_SUFFIX)
-        tmp = os.path.join(d, f"{h}.{secrets.token_hex(8)}.tmp")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOCTTY
         try:
-            try:
-                fd = os.open(tmp, flags, 0o444)
-            except FileNotFoundError:  # the directory was removed meanwhile (gc): make it again
-                self._dirs_made.discard(h[:4])
-                self._ensure_dir(h[:4])
-                fd = os.open(tmp, flags, 0o444)
+            for attempt in range(16):
+                tmp = os.path.join(d, f"{h}.{self._tmp_prefix}{next(self._tmp_counter) & 0xFFFFFFFF:08x}.tmp")
+                try:
+                    fd = os.open(tmp, flags, 0o444)
+                    break
+                except FileExistsError:  # another writer's temporary name: take the next one
+                    if attempt == 15:
+                        raise
+                except FileNotFoundError:  # the directory was removed meanwhile (gc): make it again
+                    self._dirs_made.discard(h[:4])
+                    self._ensure_dir(h[:4])
+                    fd = os.open(tmp, flags, 0o444)
+                    break
         except OSError as e:
             raise PycatarError(f"cannot create chunk file in {d}: {e.strerror}") from None
         try:
