@@ -92,9 +92,9 @@ def verb_make(opts, args: list[str]) -> int:
         output = None
     mode = source_stat.st_mode & 0o666
 
-    from . import archive
-
     if kind == "archive":
+        from . import archive
+
         flags = opts.feature_flags()
         result = archive.make_archive(output, source, feature_flags=flags, mode=mode, **opts.uid_options())
         _verbose_make_summary(opts, result)
@@ -106,6 +106,8 @@ def verb_make(opts, args: list[str]) -> int:
     store = opts.store or default_store_for(output)
     sizes = chunker.chunk_size_from_args(opts.chunk_size) if opts.chunk_size else None
     if kind == "archive-index":
+        from . import archive
+
         result = archive.make_archive_index(output, source, store=store, feature_flags=opts.feature_flags(),
                                             chunk_size=sizes, compression=opts.compression, mode=mode,
                                             **opts.uid_options())
