@@ -19,3 +19,7 @@ def test_harness_runs_on_tiny_data(casync, tmp_path):
     assert [r.split(",")[0] for r in rows[1:]] == ["make .caibx (blob)", "extract .caibx (blob)"]
     assert all(float(x) > 0 for r in rows[1:] for x in r.split(",")[1:])
     assert "| make .caibx (blob) |" in p.stdout
+    bound = p.stdout.split("Lower bound on", 1)[1]  # the floor table follows the main one
+    rows = [line.split("|") for line in bound.splitlines() if line.startswith("| ") and "(blob)" in line]
+    assert [r[1].strip() for r in rows] == ["make .caibx (blob)", "extract .caibx (blob)"]
+    assert all(float(x) > 0 for r in rows for x in r[2:7])
