@@ -1,11 +1,17 @@
 /*
- * pycatar._fileio: file I/O done in C with the GIL released, for the two places where Python's
+ * pycatar._fileio: file I/O done in C with the GIL released, for the places where Python's
  * per-call overhead and GIL hand-overs dominate: creating many small files (extraction) and reading
- * chunk files (the store).
+ * and writing chunk files (the store).
  *
  * read_file(path, limit) reads a whole file (not following a final symlink) in one call: the bytes,
  * None if it does not exist (ENOENT, ENOTDIR, or ELOOP: a symlink), or (step, errno) on failure --
  * step 0 open, 1 read, 2 the file holds more than ``limit`` bytes (errno 0).
+ *
+ * install_file(tmp, final, data, mode) writes a new file once and for all (the chunk store): creates
+ * ``tmp`` exclusively with ``mode``, writes ``data``, closes it, hard-links it to ``final`` (which is
+ * never replaced) and removes ``tmp``.  Returns 1 if ``final`` now holds the data, 0 if ``final``
+ * existed already, or (step, errno) on failure -- step 0 create (nothing was created), 1 write or
+ * close (``tmp`` removed), 2 link (``tmp`` left in place, complete, for the caller's fallback).
  *
  * write_files(jobs) creates a batch of regular files, each under its temporary name, writes its
  * payload (leaving all-zero 4 KiB blocks as holes when asked), sets owner, mode and mtime, checks
@@ -404,10 +410,76 @@ static PyObject *read_file(PyObject *self, PyObject *args) {
     return result;
 }
 
+static PyObject *install_file(PyObject *self, PyObject *args) {
+    PyObject *tmp_obj, *final_obj;
+    Py_buffer data;
+    int mode;
+    if (!PyArg_ParseTuple(args, "O&O&y*i", PyUnicode_FSConverter, &tmp_obj, PyUnicode_FSConverter,
+                          &final_obj, &data, &mode))
+        return NULL;
+    const char *tmp = PyBytes_AS_STRING(tmp_obj), *final = PyBytes_AS_STRING(final_obj);
+    if ((size_t)PyBytes_GET_SIZE(tmp_obj) != strlen(tmp) || (size_t)PyBytes_GET_SIZE(final_obj) != strlen(final)) {
+        Py_DECREF(tmp_obj);
+        Py_DECREF(final_obj);
+        PyBuffer_Release(&data);
+        PyErr_SetString(PyExc_ValueError, "embedded NUL byte in a path");
+        return NULL;
+    }
+    int fd, err = 0, step = 0, result = 1;
+    Py_BEGIN_ALLOW_THREADS
+    do
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, (mode_t)mode);
+    while (fd < 0 && errno == EINTR);
+    if (fd < 0) {
+        err = errno;
+    } else {
+        step = 1;
+        const char *p = data.buf;
+        size_t left = (size_t)data.len;
+        while (left > 0) {
+            ssize_t k = write(fd, p, left);
+            if (k < 0) {
+                if (errno == EINTR)
+                    continue;
+                err = errno;
+                break;
+            }
+            p += k;
+            left -= (size_t)k;
+        }
+        if (close(fd) < 0 && !err && errno != EINTR)
+            err = errno;
+        if (err) {
+            unlink(tmp);
+        } else if (link(tmp, final) < 0) {
+            if (errno == EEXIST) {
+                result = 0;
+                unlink(tmp);
+            } else {
+                err = errno;
+                step = 2;
+            }
+        } else {
+            unlink(tmp);
+        }
+    }
+    Py_END_ALLOW_THREADS
+    Py_DECREF(tmp_obj);
+    Py_DECREF(final_obj);
+    PyBuffer_Release(&data);
+    if (err)
+        return Py_BuildValue("(ii)", step, err);
+    return PyLong_FromLong(result);
+}
+
 static PyMethodDef methods[] = {
     {"read_file", read_file, METH_VARARGS,
      "read_file(path, limit) -> bytes | None | (step, errno): a whole file, GIL released (see the "
      "module source)."},
+    {"install_file", install_file, METH_VARARGS,
+     "install_file(tmp, final, data, mode) -> 1 | 0 | (step, errno): write a file under a temporary "
+     "name and hard-link it into place without replacing anything, GIL released (see the module "
+     "source)."},
     {"write_files", write_files, METH_O,
      "write_files(jobs) -> (done, hole_bytes, failed_index, step, errno): create regular files "
      "(see the module source for the job layout), GIL released."},
@@ -415,7 +487,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "pycatar._fileio",
-                                    "File I/O in C with the GIL released: batch file creation, whole-file reads.",
+                                    "File I/O in C with the GIL released: batch file creation, whole-file reads, chunk file installs.",
                                     -1, methods};
 
 PyMODINIT_FUNC PyInit__fileio(void) { return PyModule_Create(&module); }

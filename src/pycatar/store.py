@@ -10,9 +10,9 @@ checked against its id before the data is handed out.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import re
-import itertools
 import secrets
 import sys
 import threading
@@ -21,7 +21,7 @@ from typing import Iterable, Iterator, Sequence, TextIO
 
 from . import compression as _compression
 from . import digest as _digest
-from ._fileio import read_file
+from ._fileio import install_file, read_file
 from .errors import ChunkError, PycatarError, UsageError
 
 CHUNK_SUFFIX = ".cacnk"
@@ -117,6 +117,10 @@ class Store:
         self.stats = StoreStats()
         self._lock = threading.Lock()
         self._dirs_made: set[str] = set()
+        # subdirectories this object created: what is in them it wrote itself, so put() need not
+        # look for a chunk there first (a chunk another writer put there meanwhile is still never
+        # replaced: the final link fails and the chunk counts as present)
+        self._fresh_dirs: set[str] = set()
         # temporary names: a random prefix per store object and a counter (no getrandom per chunk)
         self._tmp_prefix = secrets.token_hex(4)
         self._tmp_counter = itertools.count()
@@ -200,6 +204,7 @@ class Store:
             return d
         try:
             os.mkdir(d, 0o777)
+            self._fresh_dirs.add(sub)
             self._dirs_made.add(sub)
             return d
         except FileExistsError:
@@ -222,6 +227,7 @@ class Store:
             raise PycatarError(f"cannot create store {self.path}: {e.strerror}") from None
         try:
             os.mkdir(d, 0o777)
+            self._fresh_dirs.add(sub)
         except FileExistsError:
             pass
         except OSError as e:
@@ -238,7 +244,7 @@ class Store:
 
         Give the uncompressed ``data`` (compressed here, only if the chunk is new) or
         ``compressed_data`` as it will be stored.  The caller vouches that the id matches."""
-        if self.has(chunk_id):
+        if chunk_id.hex()[:4] not in self._fresh_dirs and self.has(chunk_id):
             with self._lock:
                 self.stats.existing += 1
             return 0
@@ -250,54 +256,50 @@ class Store:
 
     def _install(self, chunk_id: bytes, payload) -> int:
         h = chunk_id.hex()
-        d = self._ensure_dir(h[:4])
+        sub = h[:4]
+        d = self._ensure_dir(sub)
         final = os.path.join(d, h + CHUNK_SUFFIX)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOCTTY
-        try:
-            for attempt in range(16):
-                tmp = os.path.join(d, f"{h}.{self._tmp_prefix}{next(self._tmp_counter) & 0xFFFFFFFF:08x}.tmp")
-                try:
-                    fd = os.open(tmp, flags, 0o444)
-                    break
-                except FileExistsError:  # another writer's temporary name: take the next one
-                    if attempt == 15:
-                        raise
-                except FileNotFoundError:  # the directory was removed meanwhile (gc): make it again
-                    self._dirs_made.discard(h[:4])
-                    self._ensure_dir(h[:4])
-                    fd = os.open(tmp, flags, 0o444)
-                    break
-        except OSError as e:
-            raise PycatarError(f"cannot create chunk file in {d}: {e.strerror}") from None
-        try:
-            try:
-                view = memoryview(payload)
-                while view:
-                    n = os.write(fd, view)
-                    view = view[n:]
-            finally:
-                os.close(fd)
-            try:
-                os.link(tmp, final)  # never replaces an existing chunk
-                written = True
-            except FileExistsError:
-                written = False
-            except OSError as e:
-                if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
-                    raise
+        for attempt in range(16):
+            tmp = os.path.join(d, f"{h}.{self._tmp_prefix}{next(self._tmp_counter) & 0xFFFFFFFF:08x}.tmp")
+            r = install_file(tmp, final, payload, 0o444)  # create, write, close, link, unlink: one C call
+            if not isinstance(r, tuple):
+                written = r == 1
+                break
+            step, err = r
+            if step == 0 and err == errno.EEXIST and attempt < 15:
+                continue  # another writer's temporary name: take the next one
+            if step == 0 and err == errno.ENOENT and attempt < 15:
+                self._dirs_made.discard(sub)  # the directory was removed meanwhile (gc): make it again
+                self._fresh_dirs.discard(sub)
+                self._ensure_dir(sub)
+                continue
+            if step == 0:
+                raise PycatarError(f"cannot create chunk file in {d}: {os.strerror(err)}")
+            if step == 2 and err in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
                 # no hard links here: fall back to a rename; the content is the same by construction
-                if os.path.lexists(final):
-                    written = False
+                try:
+                    if os.path.lexists(final):
+                        written = False
+                    else:
+                        os.rename(tmp, final)
+                        written = True
+                except OSError as e:
+                    err = e.errno
                 else:
-                    os.rename(tmp, final)
-                    written = True
-        except OSError as e:
-            raise PycatarError(f"cannot write chunk {h} to {self.path}: {e.strerror}") from None
-        finally:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
+                    err = 0
+                finally:
+                    try:
+                        os.unlink(tmp)
+                    except FileNotFoundError:
+                        pass
+                if not err:
+                    break
+            elif step == 2:
+                try:
+                    os.unlink(tmp)
+                except FileNotFoundError:
+                    pass
+            raise PycatarError(f"cannot write chunk {h} to {self.path}: {os.strerror(err)}")
         with self._lock:
             if written:
                 self.stats.writes += 1
