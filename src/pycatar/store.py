@@ -202,18 +202,22 @@ class Store:
         d = os.path.join(self.path, sub)
         if sub in self._dirs_made:
             return d
-        try:
-            os.mkdir(d, 0o777)
-            self._fresh_dirs.add(sub)
-            self._dirs_made.add(sub)
-            return d
-        except FileExistsError:
-            self._dirs_made.add(sub)
-            return d
-        except FileNotFoundError:  # the store itself is missing: make it, then the directory
-            pass
-        except OSError as e:
-            raise PycatarError(f"cannot create store directory {d}: {e.strerror}") from None
+        for first in (True, False):
+            try:
+                os.mkdir(d, 0o777)
+                self._fresh_dirs.add(sub)
+            except FileExistsError:
+                pass
+            except OSError as e:
+                if first and isinstance(e, FileNotFoundError):
+                    self._make_store()  # the store itself is missing: make it, then the directory
+                    continue
+                raise PycatarError(f"cannot create store directory {d}: {e.strerror}") from None
+            break
+        self._dirs_made.add(sub)
+        return d
+
+    def _make_store(self) -> None:
         try:
             os.mkdir(self.path, 0o777)
         except FileExistsError:
@@ -225,15 +229,6 @@ class Store:
                 raise PycatarError(f"cannot create store {self.path}: {e.strerror}") from None
         except OSError as e:
             raise PycatarError(f"cannot create store {self.path}: {e.strerror}") from None
-        try:
-            os.mkdir(d, 0o777)
-            self._fresh_dirs.add(sub)
-        except FileExistsError:
-            pass
-        except OSError as e:
-            raise PycatarError(f"cannot create store directory {d}: {e.strerror}") from None
-        self._dirs_made.add(sub)
-        return d
 
     def put(self, chunk_id: bytes, data=None, *, compressed_data: bytes | None = None,
             compression: str | None = None) -> int:
