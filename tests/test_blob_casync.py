@@ -24,7 +24,7 @@ from pycatar.blob import (
 from pycatar.chunker import Chunker, chunk_size_from_args
 from pycatar.errors import ChunkError, FormatError
 from pycatar.index import IndexReader, IndexWriter, blob_index_flags
-from pycatar.store import Store, StoreSet, gc
+from pycatar.store import LocalStore, StoreSet, gc
 
 BLOB_SIZE = 24 << 20
 
@@ -165,7 +165,7 @@ def test_malformed_index_and_corrupt_chunk(tmp_path, blob):
 
     with IndexReader(tmp_path / "o.caibx") as r:
         victim = r.chunk(len(r) // 2)
-    path = Store(tmp_path / "S").chunk_path(victim.id)
+    path = LocalStore(tmp_path / "S").chunk_path(victim.id)
     os.chmod(path, 0o644)
     other = compression.compress(b"x" * victim.size)
     with open(path, "wb") as f:
@@ -192,7 +192,7 @@ def test_gc_like_casync(casync_bin, tmp_path, blob):
     for i in keep_idx:
         with IndexReader(i) as r:
             referenced |= {c.id for c in r}
-    assert set(Store(tmp_path / "S")) == referenced
+    assert set(LocalStore(tmp_path / "S")) == referenced
     extract_blob(tmp_path / "two.caibx", tmp_path / "t", [tmp_path / "S"])
     assert (tmp_path / "t").read_bytes() == data[2 << 20: 5 << 20]
     assert p.stdout == b""
@@ -228,7 +228,7 @@ def test_stream_of_small_buffers(casync_bin, tmp_path, blob):
             k += 1
 
     ch = Chunker()
-    st = Store(tmp_path / "S2")
+    st = LocalStore(tmp_path / "S2")
     with IndexWriter(tmp_path / "o.caibx", feature_flags=blob_index_flags(), chunk_sizes=ch.sizes) as w:
         for _end, cid, size in write_chunks_to_store(chunk_stream(pieces(), ch), st):
             w.append(cid, size)

@@ -21,7 +21,7 @@ from pycatar.chunker import DEFAULT_CHUNK_SIZES
 from pycatar.encoder import CatarEncoder
 from pycatar.index import IndexReader
 from pycatar.seeds import TreeLayout
-from pycatar.store import Store
+from pycatar.store import LocalStore
 from trees import make_full_tree, remove_tree
 
 MAX = DEFAULT_CHUNK_SIZES[2]
@@ -46,7 +46,7 @@ def index_ids(path) -> set[bytes]:
 
 def prune(store, ids) -> tuple[int, int]:
     """Delete the chunks ``ids`` from ``store``: (removed, remaining)."""
-    s = Store(str(store))
+    s = LocalStore(str(store))
     removed = sum(1 for cid in ids if s.remove(cid))
     return removed, len(list(s))
 
@@ -251,7 +251,7 @@ def image_update(tmp_path_factory):
     s = copy_store(base / "S_full", base / "S")
     removed, remaining = prune(s, index_ids(base / "img1.caibx") | {zero_id})
     assert removed > 20 and remaining > 0
-    assert not Store(str(s)).has(zero_id)
+    assert not LocalStore(str(s)).has(zero_id)
     yield {"base": base, "S": s, "S_full": base / "S_full", "T": base / "T", "data2": bytes(data2),
            "remaining": remaining}
     shutil.rmtree(base)
@@ -329,7 +329,7 @@ def test_deferred_seeding_and_store_failure(image_update, tmp_path):
     # corrupt a store chunk that img1 also has
     bad_store = copy_store(t["S_full"], tmp_path / "bad")
     common = sorted(index_ids(t["base"] / "img1.caibx") & index_ids(t["base"] / "img2.caibx"))
-    victim = Store(str(bad_store)).chunk_path(common[0])
+    victim = LocalStore(str(bad_store)).chunk_path(common[0])
     os.chmod(victim, 0o644)
     with open(victim, "r+b") as f:
         f.seek(10)

@@ -18,7 +18,7 @@ from pycatar import compression
 from pycatar._fileio import install_file
 from pycatar.errors import ChunkError, UsageError
 from pycatar.index import IndexWriter, blob_index_flags
-from pycatar.store import Store, StoreSet, chunk_relpath, default_store_for, gc
+from pycatar.store import LocalStore, StoreSet, chunk_relpath, default_store_for, gc
 
 
 def _chunk(seed: int, n: int = 70_000) -> tuple[bytes, bytes]:
@@ -29,7 +29,7 @@ def _chunk(seed: int, n: int = 70_000) -> tuple[bytes, bytes]:
 
 def test_layout_and_roundtrip(tmp_path):
     """STORE-2/3/4: <store>/<4 hex>/<64 hex>.cacnk, zstd, read-only file, verified read."""
-    s = Store(tmp_path / "S")
+    s = LocalStore(tmp_path / "S")
     cid, data = _chunk(1)
     assert s.put(cid, data) > 0
     rel = chunk_relpath(cid)
@@ -48,30 +48,30 @@ def test_layout_and_roundtrip(tmp_path):
 def test_compressions(tmp_path, kind, magic):
     """STORE-5/6: every algorithm is written with its signature and read back by detection."""
     cid, data = _chunk(2)
-    w = Store(tmp_path / "S", compression=kind)
+    w = LocalStore(tmp_path / "S", compression=kind)
     w.put(cid, data)
     raw = (tmp_path / "S" / chunk_relpath(cid)).read_bytes()
     assert raw.startswith(magic)
     assert compression.detect(raw) == kind
-    assert Store(tmp_path / "S").get(cid) == data  # a zstd-configured reader reads any of them
+    assert LocalStore(tmp_path / "S").get(cid) == data  # a zstd-configured reader reads any of them
     assert compression.compress(data, kind) == raw  # deterministic
 
 
 def test_existing_chunk_not_rewritten(tmp_path):
-    s = Store(tmp_path / "S")
+    s = LocalStore(tmp_path / "S")
     cid, data = _chunk(3)
     assert s.put(cid, data)
     p = tmp_path / "S" / chunk_relpath(cid)
     ino = p.stat().st_ino
     assert s.put(cid, data) == 0
-    assert Store(tmp_path / "S", compression="xz").put(cid, data) == 0
+    assert LocalStore(tmp_path / "S", compression="xz").put(cid, data) == 0
     assert p.stat().st_ino == ino and p.read_bytes()[:4] == compression.ZSTD_MAGIC
 
 
 def test_temporary_name_taken(tmp_path):
     """STORE-4: a temporary name another writer holds is skipped; the chunk is still installed and
     the other writer's file is left alone."""
-    s = Store(tmp_path / "S")
+    s = LocalStore(tmp_path / "S")
     cid, data = _chunk(5)
     h = cid.hex()
     sub = tmp_path / "S" / h[:4]
@@ -85,7 +85,7 @@ def test_temporary_name_taken(tmp_path):
 
 
 def _put_many(path, n):
-    s = Store(path)
+    s = LocalStore(path)
     cid, data = _chunk(4)
     return sum(bool(s.put(cid, data)) for _ in range(n))
 
@@ -105,7 +105,7 @@ def test_concurrent_writers(tmp_path):
     assert sum(results) == 1
     d = tmp_path / "S" / cid.hex()[:4]
     assert os.listdir(d) == [cid.hex() + ".cacnk"]
-    assert Store(tmp_path / "S").get(cid, len(data)) == data
+    assert LocalStore(tmp_path / "S").get(cid, len(data)) == data
 
 
 CORRUPTIONS = {
@@ -121,7 +121,7 @@ CORRUPTIONS = {
 @pytest.mark.parametrize("case", list(CORRUPTIONS))
 def test_corrupt_chunk(tmp_path, case):
     """STORE-8: a chunk that does not decompress to data matching its id raises ChunkError."""
-    s = Store(tmp_path / "S")
+    s = LocalStore(tmp_path / "S")
     cid, data = _chunk(5)
     s.put(cid, data)
     p = tmp_path / "S" / chunk_relpath(cid)
@@ -137,7 +137,7 @@ def test_corrupt_chunk(tmp_path, case):
 
 
 def test_wrong_digest_or_size(tmp_path):
-    s = Store(tmp_path / "S")
+    s = LocalStore(tmp_path / "S")
     cid, data = _chunk(7)
     s.put(cid, data)
     with pytest.raises(ChunkError):
@@ -152,7 +152,7 @@ def test_uncompressed_and_symlinked_chunks(tmp_path):
     d = tmp_path / "S" / cid.hex()[:4]
     d.mkdir(parents=True)
     (d / cid.hex()).write_bytes(data)
-    s = Store(tmp_path / "S")
+    s = LocalStore(tmp_path / "S")
     assert s.get(cid) == data and s.has(cid)
     cid2, data2 = _chunk(9)
     d2 = tmp_path / "S" / cid2.hex()[:4]
@@ -164,7 +164,7 @@ def test_uncompressed_and_symlinked_chunks(tmp_path):
 
 def test_store_set_order_and_fallback(tmp_path):
     """STORE-10: stores are searched in order; a bad copy is skipped if a later store has a good one."""
-    a, b = Store(tmp_path / "A"), Store(tmp_path / "B")
+    a, b = LocalStore(tmp_path / "A"), LocalStore(tmp_path / "B")
     c1, d1 = _chunk(10)
     c2, d2 = _chunk(11)
     a.put(c1, d1)
@@ -191,7 +191,7 @@ def _index(path, ids_sizes):
 
 def test_gc(tmp_path):
     """STORE-11: gc keeps every chunk some index references and removes the rest."""
-    s = Store(tmp_path / "S")
+    s = LocalStore(tmp_path / "S")
     chunks = [_chunk(20 + i) for i in range(5)]
     for cid, data in chunks:
         s.put(cid, data)
@@ -217,7 +217,7 @@ def test_gc(tmp_path):
 
 
 def test_gc_refuses_bad_index(tmp_path):
-    s = Store(tmp_path / "S")
+    s = LocalStore(tmp_path / "S")
     cid, data = _chunk(30)
     s.put(cid, data)
     (tmp_path / "bad.caibx").write_bytes(b"x" * 200)
@@ -299,14 +299,14 @@ def test_no_hard_links_falls_back_to_rename(tmp_path, monkeypatch):
         return (2, errno.EPERM)
 
     monkeypatch.setattr(store_mod, "install_file", no_links)
-    s = Store(tmp_path / "S")
+    s = LocalStore(tmp_path / "S")
     cid, data = _chunk(6)
     assert s.put(cid, data) > 0
     assert s.get(cid, len(data)) == data
     sub = (tmp_path / "S" / chunk_relpath(cid)).parent
     assert os.listdir(sub) == [f"{cid.hex()}.cacnk"]
-    assert Store(tmp_path / "S").put(cid, data) == 0  # present (found before compressing)
-    s2 = Store(tmp_path / "S")
+    assert LocalStore(tmp_path / "S").put(cid, data) == 0  # present (found before compressing)
+    s2 = LocalStore(tmp_path / "S")
     s2._fresh_dirs.add(cid.hex()[:4])  # skip the check: the fallback itself must not replace the chunk
     ino = (tmp_path / "S" / chunk_relpath(cid)).stat().st_ino
     assert s2.put(cid, data) == 0

@@ -203,6 +203,7 @@ class Assembler(ChunkSource):
                  threads: int | None = None, warn: Callable[[str], None] | None = None):
         self.reader = reader
         self.stores: StoreSet = as_store_set(stores, digest=reader.digest)
+        self.concurrency = self.stores.concurrency
         self.seeds = seeds
         self.target = target
         self.digest = reader.digest
@@ -283,7 +284,8 @@ class Assembler(ChunkSource):
             s.select(needed)
         pending = [s for s in seeds if not s.ready]
         if pending:
-            if defer and not asm._anything_missing(needed):
+            # SEED-11: probing remote stores chunk by chunk costs more than indexing local seeds
+            if defer and not asm.stores.remote and not asm._anything_missing(needed):
                 asm._deferred = pending
                 for s in pending:
                     s.how = "deferred"
@@ -642,9 +644,9 @@ def extract_tree(index, dest, stores, subpath: str | None = None, *, seeds: Iter
                               if isinstance(s, DirectorySeed) and not s.output and s.how != "failed"]
                 extract_options["on_entry"] = _Hardlinker(os.fsdecode(dest), prefix, link_seeds, asm.target,
                                                           asm.spill_dir, summary)
-            n = threads or default_threads()
+            n = threads or asm.pool_size()
             avg = max(1, reader.chunk_sizes[1])
-            readahead = max(2, min(64, MAX_PENDING_BYTES // avg))  # bounded by bytes in flight
+            readahead = max(2, n, min(64, MAX_PENDING_BYTES // avg))  # bounded by bytes in flight
             with ThreadPoolExecutor(n, thread_name_prefix="pycatar") as ex:
                 stream = IndexStream(reader, asm, readahead=readahead, executor=ex, cache_size=8)
                 try:

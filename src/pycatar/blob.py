@@ -17,6 +17,7 @@ Every queue is bounded by bytes in flight, so memory does not grow with the inpu
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import io
 import itertools
@@ -34,7 +35,7 @@ from . import flags as _flags
 from .chunker import DEFAULT_CHUNK_SIZES, Chunker
 from .errors import PycatarError
 from .index import DIGEST_FLAGS, ChunkRef, IndexReader, IndexWriter, blob_index_flags
-from .store import Store, StoreSet, as_store_set
+from .store import ChunkStore, LocalStore, StoreSet, as_store_set
 
 #: size of sequential reads and of the buffers fed to the chunker
 READ_SIZE = 4 << 20
@@ -215,7 +216,7 @@ class ChunkStats:
     compressed_bytes: int = 0  #: bytes of chunk files written
 
 
-def _store_batch(store: Store, items: list, compression: str | None) -> tuple[int, int, int]:
+def _store_batch(store: ChunkStore, items: list, compression: str | None) -> tuple[int, int, int]:
     new = existing = nbytes = 0
     for cid, data in items:
         written = store.put(cid, data, compression=compression)  # checks the store before compressing
@@ -229,7 +230,7 @@ def _store_batch(store: Store, items: list, compression: str | None) -> tuple[in
 
 def write_chunks_to_store(
     chunks: Iterable[tuple[int, bytes, object]],
-    store: Store,
+    store: ChunkStore,
     *,
     executor: Executor | None = None,
     compression: str | None = None,
@@ -290,7 +291,14 @@ def write_chunks_to_store(
 class ChunkSource:
     """Where the data of an index's chunks comes from (chunk stores, or seeds first: see
     :class:`pycatar.assembly.Assembler`).  ``fetch`` runs in worker threads and returns the
-    verified bytes of a chunk; ``write`` puts a fetched chunk into an output, in stream order."""
+    verified bytes of a chunk; ``write`` puts a fetched chunk into an output, in stream order.
+    ``concurrency``: fetches worth running at once (0: one per core; remote stores want more)."""
+
+    concurrency: int = 0
+
+    def pool_size(self) -> int:
+        """The size of the pool that fetches from this source."""
+        return max(default_threads(), self.concurrency)
 
     def fetch(self, ref: ChunkRef) -> bytes:
         raise NotImplementedError
@@ -310,6 +318,7 @@ class StoreSource(ChunkSource):
 
     def __init__(self, stores: StoreSet):
         self.stores = stores
+        self.concurrency = stores.concurrency
 
     def fetch(self, ref: ChunkRef) -> bytes:
         return self.stores.get(ref.id, ref.size)
@@ -479,6 +488,17 @@ class _Output:
 # --------------------------------------------------------------------------- blob index make/extract
 
 
+@contextlib.contextmanager
+def _store_executor(store: ChunkStore, executor: Executor):
+    """The pool that writes chunks: ``executor`` for a local store, a pool of the store's own
+    concurrency for a remote one (uploads wait on the network, not on the cores)."""
+    if not store.concurrency:
+        yield executor
+        return
+    with ThreadPoolExecutor(store.concurrency, thread_name_prefix="pycatar-put") as ex:
+        yield ex
+
+
 @dataclass
 class MakeResult:
     digest: bytes             #: digest of the whole stream (what ``casync make`` prints)
@@ -516,8 +536,8 @@ def make_blob_index(
     fl = blob_index_flags(digest) if feature_flags is None else _flags.normalize(
         (int(feature_flags) & ~DIGEST_FLAGS) | _flags.digest_flags(digest)
     )
-    if not isinstance(store, Store):
-        store = Store(store, digest=digest, compression=compression)
+    if not isinstance(store, ChunkStore):
+        store = LocalStore(store, digest=digest, compression=compression)
     close = None
     mode = 0o666
     if isinstance(source, (str, bytes, os.PathLike)):
@@ -539,15 +559,17 @@ def make_blob_index(
     stream_hash = _digest.new(digest)
     stats = ChunkStats()
     try:
-        with ThreadPoolExecutor(threads or default_threads(), thread_name_prefix="pycatar") as ex:
+        with ThreadPoolExecutor(threads or default_threads(), thread_name_prefix="pycatar") as ex, \
+                _store_executor(store, ex) as store_ex:
             if isinstance(index_path, (str, bytes, os.PathLike)):
                 writer = IndexWriter(index_path, feature_flags=fl, chunk_sizes=chunker.sizes, mode=mode)
             else:
                 writer = IndexWriter(fileobj=index_path, feature_flags=fl, chunk_sizes=chunker.sizes)
             with writer:
                 chunks = chunk_stream(src, chunker, digest, executor=ex, stream_hash=stream_hash)
-                for _end, cid, size in write_chunks_to_store(chunks, store, executor=ex,
-                                                             compression=compression, stats=stats):
+                for _end, cid, size in write_chunks_to_store(
+                        chunks, store, executor=store_ex, compression=compression, stats=stats,
+                        batch_bytes=1 if store.concurrency else READ_SIZE):  # remote: a request per chunk
                     writer.append(cid, size)
     finally:
         if close is not None:
@@ -591,12 +613,16 @@ def extract_blob(
         n = 0
         try:
             src.bind_output(out)
-            with ThreadPoolExecutor(threads or default_threads(), thread_name_prefix="pycatar") as ex:
-                for ref, data in fetch_chunks(reader.chunks(), src, executor=ex):
-                    if h is not None:
-                        h.update(data)
-                    src.write(out, ref, data)
-                    n += 1
+            with ThreadPoolExecutor(threads or src.pool_size(), thread_name_prefix="pycatar") as ex:
+                try:
+                    for ref, data in fetch_chunks(reader.chunks(), src, executor=ex):
+                        if h is not None:
+                            h.update(data)
+                        src.write(out, ref, data)
+                        n += 1
+                except BaseException:
+                    ex.shutdown(wait=True, cancel_futures=True)  # the first failure stops the rest
+                    raise
             out.finish()
         except BaseException:
             out.abort()

@@ -64,6 +64,10 @@ class Options:
     digest: str = "sha512-256"
     compression: str = "zstd"
     json: bool = False
+    # network (pycatar's own: spec/store.md)
+    chunk_cache: str | None = None
+    http: dict = field(default_factory=dict)  #: HTTPOptions fields the command line set
+    remote: object = None                     #: the command's HTTP client, made on first use
 
     def feature_flags(self, default_with: int | None = None, normalized: bool = True) -> int:
         """The feature flags the options select (for an encoder), or un-normalised, the mask a
@@ -142,6 +146,33 @@ def _apply_format_options(opts: Options, verb: str, exclude_nodump, exclude_file
                          "not to tar input.")
 
 
+def _apply_network_options(opts: Options) -> None:
+    """--chunk-cache=, --concurrency=, --http-timeout=, --http-retries=, --http-auth=, --ca-cert=,
+    --client-cert=, --client-key= (pycatar's own)."""
+    meta = click.get_current_context().meta
+    opts.chunk_cache = meta.get("pycatar.chunk_cache")
+    for name, key, low in (("concurrency", "concurrency", 1), ("http_retries", "retries", 0)):
+        value = meta.get(f"pycatar.{name}")
+        if value is not None:
+            if not value.isdigit() or not low <= int(value) <= 1024:
+                raise UsageError(f"Failed to parse --{name.replace('_', '-')}= parameter: {value}")
+            opts.http[key] = int(value)
+    value = meta.get("pycatar.http_timeout")
+    if value is not None:
+        try:
+            t = float(value)
+        except ValueError:
+            t = -1
+        if not 0 < t <= 3600:
+            raise UsageError(f"Failed to parse --http-timeout= parameter: {value}")
+        opts.http["timeout"] = opts.http["connect_timeout"] = t
+    for name, key in (("http_auth", "auth"), ("ca_cert", "ca_file"), ("client_cert", "client_cert"),
+                      ("client_key", "client_key")):
+        value = meta.get(f"pycatar.{name}")
+        if value is not None:
+            opts.http[key] = value
+
+
 COMMAND_HELP = """Content-addressable archives, casync-compatible.
 
 \b
@@ -195,6 +226,17 @@ pycatar [OPTIONS...] extract --output-format=tar ARCHIVE|ARCHIVE_INDEX|- TAR|- [
 @_meta_option("--group", metavar="GID", help="make: store this numeric group for every entry.")
 @_meta_option("--input-format", metavar="FORMAT", help="make: read a tar (file or -) instead of a directory.")
 @_meta_option("--output-format", metavar="FORMAT", help="extract: write a tar (file or -) instead of a directory.")
+@_meta_option("--chunk-cache", metavar="DIR",
+              help="A local store in front of the others: chunks are read from it first, and every chunk "
+                   "fetched elsewhere is kept in it.")
+@_meta_option("--concurrency", metavar="N", help="Requests to remote stores in flight at once (default: 16).")
+@_meta_option("--http-timeout", metavar="SECONDS", help="Give up on a silent server after this long (default: 30).")
+@_meta_option("--http-retries", metavar="N", help="Retries of a failed request, with backoff (default: 5).")
+@_meta_option("--http-auth", metavar="VALUE",
+              help="Authorization header sent to HTTP servers (default: $PYCATAR_HTTP_AUTH); never printed.")
+@_meta_option("--ca-cert", metavar="FILE", help="Trust this CA certificate bundle for https:// instead of the system's.")
+@_meta_option("--client-cert", metavar="FILE", help="Client certificate (PEM) for https:// servers that ask for one.")
+@_meta_option("--client-key", metavar="FILE", help="Key of the client certificate, if not in its file.")
 @click.option("--json", "json_", is_flag=True,
               help="extract: print where the chunks came from (seeds, stores) as JSON on standard output.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
@@ -271,6 +313,7 @@ def command(version, log_level, verbose, dry_run, store, extra_store, chunk_size
         raise UsageError("No verb specified (see --help).")
     verb, rest = args[0], list(args[1:])
     _apply_format_options(opts, verb, exclude_nodump, exclude_file)
+    _apply_network_options(opts)
     from . import verbs
 
     handler = verbs.VERBS.get(verb)

@@ -19,3 +19,7 @@ class ChunkError(PycatarError):
 
 class UnsupportedError(PycatarError):
     """The input needs something the chosen feature flags (or this machine) cannot provide."""
+
+
+class StoreUnavailable(ChunkError):
+    """A chunk store could not be reached (or kept failing): a failover group tries the next member."""

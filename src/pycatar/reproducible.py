@@ -139,10 +139,10 @@ def verb_make(opts, args: list[str]) -> int:
         result = archive.make_archive(output, source, feature_flags=flags, mode=mode, **enc)
     else:
         from . import chunker
-        from .store import default_store_for
+        from .verbs import _make_store
 
         sizes = chunker.chunk_size_from_args(opts.chunk_size) if opts.chunk_size else None
-        result = archive.make_archive_index(output, source, store=opts.store or default_store_for(output),
+        result = archive.make_archive_index(output, source, store=_make_store(opts, output),
                                             feature_flags=flags, chunk_size=sizes,
                                             compression=opts.compression, mode=mode, **enc)
     return write(opts, result)

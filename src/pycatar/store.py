@@ -1,14 +1,18 @@
-"""Local chunk stores (``.castr`` directories), laid out exactly as casync lays them out.
+"""Chunk stores: the interface every kind of store implements, the local ``.castr`` directory,
+and the compositions of stores (a search order, failover groups, a chunk cache in front).
 
 A chunk with id ``<hex>`` (64 lower-case hex digits) lives at ``<store>/<hex[:4]>/<hex>.cacnk``,
-compressed with zstd, xz or gzip (told apart by their magic bytes; spec/store.md).  A chunk file
-appears only complete: it is written to a temporary name in the same directory and linked into
-place without replacing an existing file.  Every chunk read is decompressed and its digest
-checked against its id before the data is handed out.
+compressed with zstd, xz or gzip (told apart by their magic bytes; spec/store.md), in a local
+directory exactly as casync lays it out, and under the same relative path on an HTTP server
+(:mod:`pycatar.httpstore`).  A local chunk file appears only complete: it is written to a temporary
+name in the same directory and linked into place without replacing an existing file.  Every chunk
+read, from any kind of store, is decompressed and its digest checked against its id
+(:func:`decode_chunk`) before the data is handed out.
 """
 
 from __future__ import annotations
 
+import copy
 import errno
 import itertools
 import os
@@ -22,7 +26,7 @@ from typing import Iterable, Iterator, Sequence, TextIO
 from . import compression as _compression
 from . import digest as _digest
 from ._fileio import install_file, read_file
-from .errors import ChunkError, PycatarError, UsageError
+from .errors import ChunkError, PycatarError, StoreUnavailable, UsageError
 
 CHUNK_SUFFIX = ".cacnk"
 DEFAULT_STORE_NAME = "default.castr"
@@ -91,7 +95,7 @@ def default_store_for(index_path: str | os.PathLike | None, environ=None) -> str
     return DEFAULT_STORE_NAME
 
 
-# --------------------------------------------------------------------------- a single store
+# --------------------------------------------------------------------------- the interface
 
 
 @dataclass
@@ -103,19 +107,122 @@ class StoreStats:
     existing: int = 0
 
 
-class Store:
-    """One local chunk store directory.
+def decode_chunk(raw, compressed: bool, chunk_id: bytes, size: int | None, digest: str, name: str) -> bytes:
+    """STORE-8: the data of a stored chunk, decompressed and checked against its id.
 
-    ``digest`` is the digest chunk ids are checked with on read (normally taken from the
-    index); ``compression`` is used for chunks written.  Thread-safe: many threads may read and
-    write at once, and so may several processes."""
+    Raises :class:`ChunkError` (starting with ``name``) when the bytes are corrupt, have the wrong
+    size (``size`` from the index) or their digest does not match the id."""
+    if compressed:
+        data = _compression.decompress(raw, size, what=name)
+    else:
+        data = raw
+        if size is not None and len(data) != size:
+            raise ChunkError(f"{name}: has {len(data)} bytes, expected {size}")
+        if not data:
+            raise ChunkError(f"{name}: empty chunk")
+    actual = _digest.digest(digest, data)
+    if actual != chunk_id:
+        raise ChunkError(f"{name}: content does not match its id (digest {actual.hex()})")
+    return data
 
-    def __init__(self, path: str | os.PathLike, *, digest: str = "sha512-256", compression: str = "zstd"):
-        self.path = os.fspath(path)
+
+class ChunkStore:
+    """What every kind of chunk store offers (local directories, HTTP servers, ...).
+
+    ``digest`` is the digest chunk ids are checked with on read (normally taken from the index);
+    ``compression`` is used for chunks written.  Implementations are thread-safe."""
+
+    #: requests worth having in flight at once; 0 for a local store (as many as there are cores)
+    concurrency: int = 0
+    #: True where ``has`` costs a round trip (a search should not probe chunk by chunk)
+    remote: bool = False
+
+    def __init__(self, location: str, *, digest: str = "sha512-256", compression: str = "zstd"):
+        self.location = location
         self.digest = digest
         self.compression = _compression.parse_compression(compression)
         self.stats = StoreStats()
         self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.location!r})"
+
+    def with_digest(self, digest: str) -> "ChunkStore":
+        """This store, checking ids with ``digest`` (a copy if the digest differs)."""
+        if digest == self.digest:
+            return self
+        other = copy.copy(self)
+        other.digest = digest
+        return other
+
+    def describe(self, chunk_id: bytes) -> str:
+        """Where the chunk would be (a path or URL), for messages."""
+        return f"{self.location}/{chunk_relpath(chunk_id)}"
+
+    # -- what a kind implements
+    def get_raw(self, chunk_id: bytes, size: int | None = None) -> tuple[bytes, bool] | None:
+        """The stored bytes of a chunk and whether they are compressed, or None if absent.
+        ``size`` (the chunk's size from the index) bounds what a remote store accepts."""
+        raise NotImplementedError
+
+    def has(self, chunk_id: bytes) -> bool:
+        """STORE-7: whether the store has the chunk."""
+        raise NotImplementedError
+
+    def put(self, chunk_id: bytes, data=None, *, compressed_data: bytes | None = None,
+            compression: str | None = None) -> int:
+        """STORE-4: store a chunk unless it is already there.
+
+        Returns the size of the chunk file written, 0 if the chunk was there already (also when
+        another writer installed it first), so the result is true exactly when a file was written.
+        Give the uncompressed ``data`` (compressed here, only if the chunk is new) or
+        ``compressed_data`` as it will be stored.  The caller vouches that the id matches."""
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[bytes]:
+        raise UsageError(f"the chunks of {self.location} cannot be listed")
+
+    def close(self) -> None:
+        pass
+
+    # -- common to all kinds
+    def fetch(self, chunk_id: bytes, size: int | None = None, *, digest: str | None = None
+              ) -> tuple[bytes, bytes, bool] | None:
+        """``(data, stored bytes, compressed)`` of a chunk, verified (STORE-8), or None if absent."""
+        raw = self.get_raw(chunk_id, size)
+        if raw is None:
+            return None
+        stored, compressed = raw
+        data = decode_chunk(stored, compressed, chunk_id, size, digest or self.digest,
+                            f"chunk {chunk_id.hex()} in {self.describe(chunk_id)}")
+        with self._lock:
+            self.stats.reads += 1
+            self.stats.read_bytes += len(data)
+        return data, stored, compressed
+
+    def get(self, chunk_id: bytes, size: int | None = None, *, digest: str | None = None) -> bytes | None:
+        """The verified, uncompressed data of a chunk, or None if this store does not have it
+        (:class:`ChunkError` naming the chunk when it is corrupt)."""
+        got = self.fetch(chunk_id, size, digest=digest)
+        return None if got is None else got[0]
+
+    def _compressed(self, data, compressed_data, compression) -> bytes:
+        if compressed_data is not None:
+            return compressed_data
+        if data is None:
+            raise ValueError("no chunk data")
+        return _compression.compress(data, compression or self.compression)
+
+
+# --------------------------------------------------------------------------- a local directory
+
+
+class LocalStore(ChunkStore):
+    """One local chunk store directory; many threads and processes may read and write at once."""
+
+    def __init__(self, path: str | os.PathLike, *, digest: str = "sha512-256", compression: str = "zstd"):
+        super().__init__(os.fspath(path), digest=digest, compression=compression)
+        self.path = self.location
         self._dirs_made: set[str] = set()
         # subdirectories this object created: what is in them it wrote itself, so put() need not
         # look for a chunk there first (a chunk another writer put there meanwhile is still never
@@ -125,19 +232,12 @@ class Store:
         self._tmp_prefix = secrets.token_hex(4)
         self._tmp_counter = itertools.count()
 
-    def __repr__(self) -> str:
-        return f"Store({self.path!r})"
-
-    def with_digest(self, digest: str) -> "Store":
-        """This store, checking ids with ``digest`` (a new object if the digest differs)."""
-        if digest == self.digest:
-            return self
-        s = Store(self.path, digest=digest, compression=self.compression)
-        return s
-
     # -- paths
     def chunk_path(self, chunk_id: bytes, compressed: bool = True) -> str:
         return os.path.join(self.path, chunk_relpath(chunk_id, CHUNK_SUFFIX if compressed else ""))
+
+    def describe(self, chunk_id: bytes) -> str:
+        return self.path
 
     def has(self, chunk_id: bytes) -> bool:
         """STORE-7: whether a (compressed or uncompressed) file for the chunk exists."""
@@ -162,8 +262,7 @@ class Store:
             raise ChunkError(f"chunk file {path} is too large")
         raise ChunkError(f"cannot {'open' if step == 0 else 'read'} chunk file {path}: {os.strerror(err)}")
 
-    def get_raw(self, chunk_id: bytes) -> tuple[bytes, bool] | None:
-        """The stored bytes of a chunk and whether they are compressed, or None if absent."""
+    def get_raw(self, chunk_id: bytes, size: int | None = None) -> tuple[bytes, bool] | None:
         data = self._read_file(self.chunk_path(chunk_id, True))
         if data is not None:
             return data, True
@@ -171,31 +270,6 @@ class Store:
         if data is not None:
             return data, False
         return None
-
-    def get(self, chunk_id: bytes, size: int | None = None, *, digest: str | None = None) -> bytes | None:
-        """The verified, uncompressed data of a chunk, or None if this store does not have it.
-
-        STORE-8: raises :class:`ChunkError` naming the chunk when the file is corrupt, has the
-        wrong size (``size`` from the index) or its digest does not match the id."""
-        raw = self.get_raw(chunk_id)
-        if raw is None:
-            return None
-        data, compressed = raw
-        name = f"chunk {chunk_id.hex()} in {self.path}"
-        if compressed:
-            data = _compression.decompress(data, size, what=name)
-        else:
-            if size is not None and len(data) != size:
-                raise ChunkError(f"{name}: has {len(data)} bytes, expected {size}")
-            if not data:
-                raise ChunkError(f"{name}: empty chunk")
-        actual = _digest.digest(digest or self.digest, data)
-        if actual != chunk_id:
-            raise ChunkError(f"{name}: content does not match its id (digest {actual.hex()})")
-        with self._lock:
-            self.stats.reads += 1
-            self.stats.read_bytes += len(data)
-        return data
 
     # -- writing
     def _ensure_dir(self, sub: str) -> str:
@@ -232,22 +306,11 @@ class Store:
 
     def put(self, chunk_id: bytes, data=None, *, compressed_data: bytes | None = None,
             compression: str | None = None) -> int:
-        """STORE-4: store a chunk unless it is already there.
-
-        Returns the size of the chunk file written, 0 if the chunk was there already (also when
-        another writer installed it first), so the result is true exactly when a file was written.
-
-        Give the uncompressed ``data`` (compressed here, only if the chunk is new) or
-        ``compressed_data`` as it will be stored.  The caller vouches that the id matches."""
         if chunk_id.hex()[:4] not in self._fresh_dirs and self.has(chunk_id):
             with self._lock:
                 self.stats.existing += 1
             return 0
-        if compressed_data is None:
-            if data is None:
-                raise ValueError("no chunk data")
-            compressed_data = _compression.compress(data, compression or self.compression)
-        return self._install(chunk_id, compressed_data)
+        return self._install(chunk_id, self._compressed(data, compressed_data, compression))
 
     def _install(self, chunk_id: bytes, payload) -> int:
         h = chunk_id.hex()
@@ -348,60 +411,159 @@ class Store:
 # --------------------------------------------------------------------------- several stores
 
 
-class StoreSet:
-    """STORE-10: stores searched in order (the primary ``--store``, then every ``--extra-store``)."""
+class FailoverGroup(ChunkStore):
+    """Stores holding the same chunks (mirrors), written ``a|b`` (desync's convention): requests go
+    to the first member that answers; one that cannot be reached is skipped from then on while
+    another member still answers.  A chunk missing from the member asked is missing."""
 
-    def __init__(self, stores: Sequence[Store | str | os.PathLike] | Store | str | os.PathLike,
-                 *, digest: str | None = None):
-        if isinstance(stores, (Store, str, os.PathLike)):
+    def __init__(self, members: Sequence[ChunkStore]):
+        if not members:
+            raise UsageError("empty store failover group")
+        super().__init__("|".join(m.location for m in members), digest=members[0].digest,
+                         compression=members[0].compression)
+        self.members = list(members)
+        self.concurrency = max(m.concurrency for m in self.members)
+        self.remote = any(m.remote for m in self.members)
+        self._active = 0
+
+    def with_digest(self, digest: str) -> "FailoverGroup":
+        if digest == self.digest:
+            return self
+        return FailoverGroup([m.with_digest(digest) for m in self.members])
+
+    def describe(self, chunk_id: bytes) -> str:
+        return self.members[self._active].describe(chunk_id)
+
+    def _call(self, op):
+        first = self._active
+        n = len(self.members)
+        last: StoreUnavailable | None = None
+        for k in range(n):
+            i = (first + k) % n
+            try:
+                result = op(self.members[i])
+            except StoreUnavailable as e:
+                last = e
+                continue
+            if i != first:
+                self._active = i
+            return result
+        assert last is not None
+        raise last
+
+    def get_raw(self, chunk_id: bytes, size: int | None = None):
+        return self._call(lambda m: m.get_raw(chunk_id, size))
+
+    def fetch(self, chunk_id: bytes, size: int | None = None, *, digest: str | None = None):
+        return self._call(lambda m: m.fetch(chunk_id, size, digest=digest or self.digest))
+
+    def has(self, chunk_id: bytes) -> bool:
+        return self._call(lambda m: m.has(chunk_id))
+
+    def put(self, chunk_id: bytes, data=None, *, compressed_data: bytes | None = None,
+            compression: str | None = None) -> int:
+        return self._call(lambda m: m.put(chunk_id, data, compressed_data=compressed_data,
+                                          compression=compression))
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._call(iter)
+
+    def close(self) -> None:
+        for m in self.members:
+            m.close()
+
+
+class StoreSet:
+    """STORE-10: stores searched in order (the primary ``--store``, then every ``--extra-store``),
+    optionally behind a chunk cache: a local store asked first, which keeps a verified copy of
+    every chunk another store delivered (read-through; STORE-12)."""
+
+    def __init__(self, stores: Sequence[ChunkStore | str | os.PathLike] | ChunkStore | str | os.PathLike,
+                 *, digest: str | None = None, cache: "LocalStore | str | os.PathLike | None" = None):
+        if isinstance(stores, (ChunkStore, str, os.PathLike)):
             stores = [stores]
-        out = []
+        out: list[ChunkStore] = []
         for s in stores:
-            if not isinstance(s, Store):
-                s = Store(s, digest=digest or "sha512-256")
+            if not isinstance(s, ChunkStore):
+                s = LocalStore(s, digest=digest or "sha512-256")
             elif digest is not None:
                 s = s.with_digest(digest)
             out.append(s)
         if not out:
             raise UsageError("no chunk store given")
-        self.stores: list[Store] = out
+        self.stores: list[ChunkStore] = out
         self.digest = digest or out[0].digest
+        if cache is not None and not isinstance(cache, LocalStore):
+            cache = LocalStore(cache, digest=self.digest)
+        elif cache is not None:
+            cache = cache.with_digest(self.digest)
+        self.cache: LocalStore | None = cache
+        #: requests worth having in flight (0: as many as there are cores)
+        self.concurrency = max(s.concurrency for s in out)
+        #: whether asking ``has`` of every chunk is cheap (no remote store)
+        self.remote = any(s.remote for s in out)
         self._lock = threading.Lock()
         self.fetches = 0
+        self.cache_hits = 0
 
     def __iter__(self):
         return iter(self.stores)
 
+    def with_digest(self, digest: str) -> "StoreSet":
+        if digest == self.digest:
+            return self
+        return StoreSet(self.stores, digest=digest, cache=self.cache)
+
     def has(self, chunk_id: bytes) -> bool:
+        if self.cache is not None and self.cache.has(chunk_id):
+            return True
         return any(s.has(chunk_id) for s in self.stores)
 
     def get(self, chunk_id: bytes, size: int | None = None) -> bytes:
-        """The verified data of a chunk from the first store with a good copy.
+        """The verified data of a chunk from the cache or the first store with a good copy.
 
-        A corrupt copy in one store is skipped if a later store has a good one; otherwise the
-        first corruption is reported.  Missing everywhere: :class:`ChunkError`."""
+        A corrupt copy (or an unreachable store) is skipped if a later store has a good one;
+        otherwise the first error is reported.  Missing everywhere: :class:`ChunkError`."""
+        if self.cache is not None:
+            try:
+                data = self.cache.get(chunk_id, size, digest=self.digest)
+            except ChunkError:
+                data = None  # a damaged cached copy: fetch a good one, which replaces it below
+                self.cache.remove(chunk_id)
+            if data is not None:
+                with self._lock:
+                    self.cache_hits += 1
+                return data
         first_error: ChunkError | None = None
         for s in self.stores:
             try:
-                data = s.get(chunk_id, size, digest=self.digest)
+                got = s.fetch(chunk_id, size, digest=self.digest)
             except ChunkError as e:
                 first_error = first_error or e
                 continue
-            if data is not None:
+            if got is not None:
+                data, stored, compressed = got
+                if self.cache is not None and s is not self.cache:
+                    if compressed:
+                        self.cache.put(chunk_id, compressed_data=stored)
+                    else:
+                        self.cache.put(chunk_id, data)
                 with self._lock:
                     self.fetches += 1
                 return data
         if first_error is not None:
             raise first_error
-        where = ", ".join(s.path for s in self.stores)
+        where = ", ".join(s.describe(chunk_id) if s.remote else s.location for s in self.stores)
         raise ChunkError(f"chunk {chunk_id.hex()} not found in store {where}")
+
+    def close(self) -> None:
+        for s in self.stores:
+            s.close()
 
 
 def as_store_set(stores, digest: str | None = None) -> StoreSet:
     if isinstance(stores, StoreSet):
-        if digest is None or digest == stores.digest:
-            return stores
-        return StoreSet(stores.stores, digest=digest)
+        return stores.with_digest(digest) if digest is not None else stores
     return StoreSet(stores, digest=digest)
 
 
@@ -418,7 +580,7 @@ class GcResult:
     messages: list[str] = field(default_factory=list)  #: what casync would print
 
 
-def gc(store: Store | str | os.PathLike, index_paths: Iterable[str | os.PathLike], *, dry_run: bool = False,
+def gc(store: LocalStore | str | os.PathLike, index_paths: Iterable[str | os.PathLike], *, dry_run: bool = False,
        verbose: bool = False, out: TextIO | None = None, err: TextIO | None = None) -> GcResult:
     """STORE-11: remove every ``*.cacnk`` chunk of ``store`` that none of the indexes references.
 
@@ -428,8 +590,8 @@ def gc(store: Store | str | os.PathLike, index_paths: Iterable[str | os.PathLike
     remaining." always.  ``out`` receives those lines as they happen (they are also returned)."""
     from .index import IndexReader
 
-    if not isinstance(store, Store):
-        store = Store(store)
+    if not isinstance(store, LocalStore):
+        store = LocalStore(store)
     res = GcResult()
 
     def say(line: str) -> None:

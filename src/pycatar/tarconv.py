@@ -815,10 +815,10 @@ def verb_make(opts, args: list[str]) -> int:
             result = archive.write_archive(output, encoder, mode=mode)
         else:
             from . import chunker
-            from .store import default_store_for
+            from .verbs import _make_store
 
             sizes = chunker.chunk_size_from_args(opts.chunk_size) if opts.chunk_size else None
-            result = archive.write_archive_index(output, encoder, store=opts.store or default_store_for(output),
+            result = archive.write_archive_index(output, encoder, store=_make_store(opts, output),
                                                  chunk_size=sizes, compression=opts.compression, mode=mode)
     return write(opts, result)
 

@@ -38,7 +38,36 @@ def _kind_of(opts, path: str | None, allowed: tuple[str, ...], what_error: str, 
 
 
 def _strip_file_url(path: str) -> str:
-    return path[len("file://"):] if path.startswith("file://") else path
+    """A path argument: ``file://`` stripped, http(s) URLs kept, any other URL scheme refused."""
+    from .location import local_path
+
+    local = local_path(path)
+    return path if local is None else local
+
+
+def _is_url(path: str | None) -> bool:
+    from .httpclient import is_url
+
+    return bool(path) and is_url(path)
+
+
+def _remote(opts):
+    """The command's HTTP client (made on first use, shared by its stores and downloads)."""
+    if opts.remote is None:
+        from .httpclient import HTTPOptions
+        from .location import Remote
+
+        opts.remote = Remote(HTTPOptions(**opts.http))
+    return opts.remote
+
+
+def _make_store(opts, output):
+    """The store ``make`` writes chunks to: ``--store=``, else the default next to the index."""
+    from .location import open_store
+    from .store import default_store_for
+
+    return open_store(opts.store or default_store_for(output), digest=opts.digest,
+                      compression=opts.compression, remote=_remote(opts))
 
 
 def _log(opts, message: str) -> None:
@@ -50,6 +79,8 @@ def _log(opts, message: str) -> None:
 
 
 def verb_make(opts, args: list[str]) -> int:
+    if args and _is_url(args[0]):
+        return _make_and_upload(opts, args)
     if opts.input_format or opts.reproducible or opts.owner is not None or opts.group is not None:
         from . import reproducible, tarconv  # pycatar's own make options (spec/reproducible.md, spec/tar.md)
 
@@ -101,9 +132,8 @@ def verb_make(opts, args: list[str]) -> int:
         print(result.digest_hex)
         return 0
     from . import blob, chunker
-    from .store import default_store_for
 
-    store = opts.store or default_store_for(output)
+    store = _make_store(opts, output)
     sizes = chunker.chunk_size_from_args(opts.chunk_size) if opts.chunk_size else None
     if kind == "archive-index":
         from . import archive
@@ -120,6 +150,28 @@ def verb_make(opts, args: list[str]) -> int:
                                feature_flags=opts.feature_flags(default_with=0), index_mode=mode)
     print(res.hexdigest)
     return 0
+
+
+def _make_and_upload(opts, args: list[str]) -> int:
+    """``make http(s)://…/NAME.caibx|.caidx``: the index is made into a temporary file, then
+    uploaded (PUT) once its chunks are all stored."""
+    import tempfile
+
+    from .location import upload
+    from .store import default_store_for
+
+    url = args[0]
+    kind = opts.what or _suffix_kind(url.split("?", 1)[0])
+    if kind not in ("archive-index", "blob-index"):
+        raise UsageError("Only index files (.caibx, .caidx) can be uploaded; make the archive locally.")
+    opts.store = opts.store or default_store_for(url)
+    opts.what = kind
+    with tempfile.TemporaryDirectory(prefix="pycatar-upload-") as tmp:
+        local = os.path.join(tmp, "index" + (".caidx" if kind == "archive-index" else ".caibx"))
+        rc = verb_make(opts, [local, *args[1:]])
+        with open(local, "rb") as f:
+            upload(url, f.read(), remote=_remote(opts))
+    return rc
 
 
 def _verbose_make_summary(opts, result) -> None:
@@ -143,9 +195,21 @@ def _verbose_make_summary(opts, result) -> None:
 
 
 def _stores(opts, index_path):
+    """STORE-10: the stores to read chunks from, behind ``--chunk-cache=`` when given."""
+    from .location import open_stores
     from .store import default_store_for
 
-    return [opts.store or default_store_for(index_path), *opts.extra_stores]
+    return open_stores([opts.store or default_store_for(index_path), *opts.extra_stores],
+                       cache=opts.chunk_cache, remote=_remote(opts))
+
+
+def _open_index(opts, source):
+    """The index (or archive) file ``source`` names, local or fetched from a URL; stdin for None."""
+    if source is None:
+        return sys.stdin.buffer
+    from .location import open_input
+
+    return open_input(source, remote=_remote(opts), what="index")
 
 
 def verb_extract(opts, args: list[str]) -> int:
@@ -169,6 +233,8 @@ def verb_extract(opts, args: list[str]) -> int:
         output = "."
     if output == "-":
         output = None
+    if _is_url(output):
+        raise UsageError("Extracting to a URL is not supported; extract to a local path.")
     if output is not None and os.path.lexists(output):
         ost = os.stat(output)
         if st.S_ISDIR(ost.st_mode):
@@ -191,28 +257,28 @@ def verb_extract(opts, args: list[str]) -> int:
         raise UsageError("Subtree path only supported when extracting archive or archive index.")
     if output is None and kind != "blob-index":
         raise UsageError("Extracting an archive to standard output is not supported.")
-    src = source if source is not None else sys.stdin.buffer
     if opts.json and kind == "blob-index" and output is None:
         raise UsageError("--json needs an output file: the blob is written to standard output.")
 
-    if kind == "blob-index":
+    with _open_index(opts, source) as src:
+        if kind == "blob-index":
+            from . import assembly
+
+            summary = assembly.extract_blob(src, sys.stdout.buffer if output is None else output,
+                                            _stores(opts, source), sparse=opts.punch_holes, **_seed_options(opts))
+            _report_extract(opts, summary)
+            return 0
+
+        from .extract import extract_archive
+        options = dict(feature_mask=opts.feature_mask(), delete=opts.delete,
+                       undo_immutable=opts.undo_immutable, punch_holes=opts.punch_holes, **opts.uid_options())
+        if kind == "archive":
+            extract_archive(src, output, subpath, **options)  # no chunks: seeds have nothing to offer
+            return 0
         from . import assembly
 
-        summary = assembly.extract_blob(src, sys.stdout.buffer if output is None else output,
-                                        _stores(opts, source), sparse=opts.punch_holes, **_seed_options(opts))
-        _report_extract(opts, summary)
-        return 0
-
-    from .extract import extract_archive
-    options = dict(feature_mask=opts.feature_mask(), delete=opts.delete,
-                   undo_immutable=opts.undo_immutable, punch_holes=opts.punch_holes, **opts.uid_options())
-    if kind == "archive":
-        extract_archive(src, output, subpath, **options)  # no chunks: seeds have nothing to offer
-        return 0
-    from . import assembly
-
-    _stats, summary = assembly.extract_tree(src, output, _stores(opts, source), subpath, hardlink=opts.hardlink,
-                                            **_seed_options(opts), **options)
+        _stats, summary = assembly.extract_tree(src, output, _stores(opts, source), subpath,
+                                                hardlink=opts.hardlink, **_seed_options(opts), **options)
     _report_extract(opts, summary)
     return 0
 
@@ -236,13 +302,6 @@ def _report_extract(opts, summary) -> None:
 
 
 # --------------------------------------------------------------------------- list, mtree, stat
-
-
-def _open_input(path: str):
-    try:
-        return open(path, "rb")
-    except OSError as e:
-        raise PycatarError(f'Failed to open "{path}": {e.strerror}') from None
 
 
 def _classify_listing_input(opts, verb, args, allowed):
@@ -269,7 +328,12 @@ def verb_list(opts, args: list[str], verb: str = "list") -> int:
         raise UsageError("Input path/URL and subtree path expected.")
     source, kind = _classify_listing_input(opts, verb, args, ("archive", "archive-index", "directory"))
     subpath = args[1] if len(args) > 1 else None
-    if source is not None:
+    if _is_url(source):
+        if kind is None:
+            raise UsageError("Input should be a directory, .catar or .caidx file. Refusing.")
+        if kind == "directory":
+            raise UsageError("A URL cannot be listed as a directory.")
+    elif source is not None:
         try:
             mode = os.stat(source).st_mode
         except OSError as e:
@@ -326,7 +390,7 @@ class _archive_reader:
     def __enter__(self):
         from .decoder import CatarReader
 
-        src = sys.stdin.buffer if self.source is None else _open_input(self.source)
+        src = _open_index(self.opts, self.source)
         if self.source is not None:
             self._close.append(src)
         if self.kind == "archive-index":
@@ -334,7 +398,15 @@ class _archive_reader:
 
             reader = IndexReader(src)
             self._close.append(reader)
-            src = reader.open_stream(_stores(self.opts, self.source))
+            stores = _stores(self.opts, self.source)
+            kw = {}
+            if stores.concurrency:  # remote stores: fetch the chunks ahead of the reader, in parallel
+                from concurrent.futures import ThreadPoolExecutor
+
+                ex = ThreadPoolExecutor(stores.concurrency, thread_name_prefix="pycatar")
+                self._close.append(_Shutdown(ex))
+                kw = dict(executor=ex, readahead=2 * stores.concurrency, cache_size=8)
+            src = reader.open_stream(stores, **kw)
             self._close.append(src)
         return CatarReader(src, feature_mask=self.opts.feature_mask())
 
@@ -342,6 +414,14 @@ class _archive_reader:
         for obj in reversed(self._close):
             obj.close()
         return False
+
+
+class _Shutdown:
+    def __init__(self, executor):
+        self.executor = executor
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
 
 
 def verb_mtree(opts, args):
@@ -360,7 +440,12 @@ def verb_digest(opts, args: list[str]) -> int:
         raise UsageError("Input path/URL and subtree path expected.")
     source, kind = _classify_listing_input(opts, "digest", args, WHATS_DIGEST)
     subpath = args[1] if len(args) > 1 else None
-    if source is not None:
+    if _is_url(source):
+        if kind is None:
+            kind = "blob"
+        if kind == "directory":
+            raise UsageError("A URL cannot be digested as a directory.")
+    elif source is not None:
         try:
             mode = os.stat(source).st_mode
         except OSError as e:
@@ -390,8 +475,7 @@ def verb_digest(opts, args: list[str]) -> int:
         print(archive.catar_digest(source, feature_flags=opts.feature_flags(), **opts.uid_options()))
     elif kind == "blob":
         h = _digest.new("sha512-256" if opts.digest == "sha512-256" else opts.digest)
-        f = sys.stdin.buffer if source is None else _open_input(source)
-        with f:
+        with _open_index(opts, source) as f:
             while True:
                 data = f.read(1 << 20)
                 if not data:
@@ -401,8 +485,8 @@ def verb_digest(opts, args: list[str]) -> int:
     elif kind == "blob-index":
         from . import blob
 
-        print(blob.stream_digest(sys.stdin.buffer if source is None else source, _stores(opts, source),
-                                 "sha512-256").hex())
+        with _open_index(opts, source) as f:
+            print(blob.stream_digest(f, _stores(opts, source), "sha512-256").hex())
     else:
         with _archive_reader(opts, kind, source) as reader:
             print(listing.archive_digest(reader, subpath))
@@ -418,10 +502,17 @@ WHATS_DIGEST = ("archive", "blob", "archive-index", "blob-index", "directory")
 def verb_gc(opts, args: list[str]) -> int:
     if not args:
         raise UsageError("Expected at least one argument.")
+    import contextlib
+
+    from .location import local_path
     from .store import default_store_for, gc
 
-    gc(opts.store or default_store_for(args[0]), args, dry_run=opts.dry_run, verbose=opts.verbose,
-       out=sys.stdout)
+    store = local_path(opts.store or default_store_for(args[0]))
+    if store is None:
+        raise UsageError("gc removes chunks from a local store only; give --store=DIR.")
+    with contextlib.ExitStack() as stack:
+        indexes = [stack.enter_context(_open_index(opts, _strip_file_url(a))) for a in args]
+        gc(store, indexes, dry_run=opts.dry_run, verbose=opts.verbose, out=sys.stdout)
     return 0
 
 

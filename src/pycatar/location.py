@@ -1,0 +1,137 @@
+"""Locations: what a store, index or archive argument names — a local path, a ``file://`` URL, an
+``http(s)://`` URL, or for stores a failover group ``a|b`` — turned into the object that reads or
+writes it.  Any other ``scheme://`` is refused, never taken for a local folder of that name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from typing import BinaryIO, Iterable
+
+from .errors import PycatarError, UsageError
+from .httpclient import HTTPClient, HTTPOptions, is_url, redact
+from .store import ChunkStore, FailoverGroup, LocalStore, StoreSet
+
+#: the largest index or archive file fetched whole from a server (an index of 22 M chunks)
+DOWNLOAD_LIMIT = 1 << 30
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+SUPPORTED = "a local path, file://, http:// or https://"
+
+
+class Remote:
+    """The HTTP client of one command, made on first use (nothing is set up for local work)."""
+
+    def __init__(self, options: HTTPOptions | None = None):
+        self.options = options
+        self._client: HTTPClient | None = None
+
+    @property
+    def client(self) -> HTTPClient:
+        if self._client is None:
+            self._client = HTTPClient(self.options)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+def _as_remote(remote: Remote | HTTPClient | None) -> Remote:
+    if isinstance(remote, Remote):
+        return remote
+    r = Remote()
+    if remote is not None:
+        r._client = remote
+    return r
+
+
+def local_path(location: str) -> str | None:
+    """The local path ``location`` names (``file://`` stripped), or None for an http(s) URL.
+    Any other URL scheme is a :class:`UsageError`."""
+    if location.startswith("file://"):
+        return location[len("file://"):] or "/"
+    if is_url(location):
+        return None
+    if _SCHEME.match(location):
+        raise UsageError(f"unsupported location {redact(location)}: use {SUPPORTED}")
+    return location
+
+
+def open_store(location: str | os.PathLike, *, digest: str = "sha512-256", compression: str = "zstd",
+               remote: Remote | HTTPClient | None = None) -> ChunkStore:
+    """The store at ``location``: a directory, an http(s) URL, or mirrors ``a|b|…`` (a failover group)."""
+    if not isinstance(location, str):
+        return LocalStore(location, digest=digest, compression=compression)
+    remote = _as_remote(remote)
+    if "|" in location:
+        return FailoverGroup([open_store(m, digest=digest, compression=compression, remote=remote)
+                              for m in location.split("|")])
+    if not location:
+        raise UsageError("empty store location")
+    path = local_path(location)
+    if path is None:
+        from .httpstore import HTTPStore
+
+        return HTTPStore(location, remote.client, digest=digest, compression=compression)
+    return LocalStore(path, digest=digest, compression=compression)
+
+
+def open_stores(locations: Iterable[str], *, digest: str | None = None, cache: str | None = None,
+                remote: Remote | HTTPClient | None = None) -> StoreSet:
+    """STORE-10: the stores to search in order, behind the chunk cache ``cache`` (a local directory)."""
+    remote = _as_remote(remote)
+    stores = [open_store(loc, digest=digest or "sha512-256", remote=remote) for loc in locations]
+    cache_store = None
+    if cache is not None:
+        path = local_path(cache)
+        if path is None:
+            raise UsageError(f"the chunk cache must be a local directory, not {redact(cache)}")
+        cache_store = LocalStore(path, digest=digest or "sha512-256")
+    return StoreSet(stores, digest=digest, cache=cache_store)
+
+
+def open_input(location: str, *, remote: Remote | HTTPClient | None = None, what: str = "file") -> BinaryIO:
+    """A readable, seekable binary file for ``location``: the local file, or the body of an http(s)
+    URL fetched whole into an anonymous temporary file (at most :data:`DOWNLOAD_LIMIT` bytes).
+    Its ``name`` is the location (credentials removed)."""
+    path = local_path(location)
+    if path is not None:
+        try:
+            return open(path, "rb")
+        except OSError as e:
+            raise PycatarError(f'Failed to open "{path}": {e.strerror}') from None
+    client = _as_remote(remote).client
+    f = tempfile.TemporaryFile()
+    try:
+        if not client.download(location, f, DOWNLOAD_LIMIT):
+            raise PycatarError(f"{what} {redact(location)} not found on the server (404)")
+        f.seek(0)
+    except BaseException:
+        f.close()
+        raise
+    return _Named(f, redact(location))
+
+
+def upload(location: str, data: bytes, *, remote: Remote | HTTPClient | None = None) -> None:
+    """PUT ``data`` to the http(s) URL ``location``."""
+    _as_remote(remote).client.put(location, data)
+
+
+class _Named:
+    """A file object that reports ``name`` as the location it came from."""
+
+    def __init__(self, f, name: str):
+        self._f = f
+        self.name = name
+
+    def __getattr__(self, attr):
+        return getattr(self._f, attr)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()
+        return False

@@ -1,0 +1,198 @@
+"""Real HTTP servers on loopback for the network tests: Python's static http.server (in a thread,
+with optional injected faults and a request log) and nginx from Debian (a subprocess)."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listens on port {port}")
+
+
+class StaticServer:
+    """``python -m http.server``'s handler serving ``root``, in a thread, with a log of the paths
+    requested and optional faults: ``fail(path, n)`` returns True for a request that is to fail
+    (answered with ``fault``: "500", "drop" (connection closed without an answer), "truncate" (half
+    the body, then closed) or "garbage" (the body with a flipped bit))."""
+
+    def __init__(self, root, *, fault: str | None = None, fail=None, auth: str | None = None,
+                 limit: int | None = None):
+        self.root = os.fspath(root)
+        self.log: list[tuple[str, str]] = []
+        self.fault = fault
+        self.fail = fail or (lambda path, n: False)
+        self.auth = auth
+        self.limit = limit  # after this many requests the server stops answering (dies)
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def __init__(self, *a, **kw):
+                super().__init__(*a, directory=server.root, **kw)
+
+            def log_message(self, *a):
+                pass
+
+            def _gate(self) -> bool:
+                with server.lock:
+                    n = len(server.log)
+                    server.log.append((self.command, self.path))
+                if server.limit is not None and n >= server.limit:
+                    self.close_connection = True
+                    self.connection.close()
+                    return False
+                if server.auth is not None and self.headers.get("Authorization") != server.auth:
+                    self.send_error(401)
+                    return False
+                if server.fault and server.fail(self.path, n):
+                    if server.fault == "500":
+                        self.send_error(500)
+                    elif server.fault == "drop":
+                        self.close_connection = True
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    elif server.fault in ("truncate", "garbage"):
+                        path = self.translate_path(self.path)
+                        try:
+                            with open(path, "rb") as f:
+                                body = f.read()
+                        except OSError:
+                            self.send_error(404)
+                            return False
+                        self.send_response(200)
+                        self.send_header("Content-Length", str(len(body)))
+                        self.end_headers()
+                        if server.fault == "truncate":
+                            self.wfile.write(body[: len(body) // 2])
+                            self.wfile.flush()
+                            self.close_connection = True
+                            self.connection.shutdown(socket.SHUT_RDWR)
+                        else:
+                            self.wfile.write(body[:-1] + bytes([body[-1] ^ 1]))
+                    return False
+                return True
+
+            def do_GET(self):
+                if self._gate():
+                    super().do_GET()
+
+            def do_HEAD(self):
+                if self._gate():
+                    super().do_HEAD()
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def gets(self, suffix: str = ".cacnk") -> list[str]:
+        with self.lock:
+            return [p for m, p in self.log if m == "GET" and p.endswith(suffix)]
+
+
+def nginx_binary() -> str:
+    path = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    if path is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light",
+                       shell=True, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        path = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    if path is None:
+        if IN_CI:
+            pytest.fail("nginx is required in CI (apt-get install nginx-light failed)")
+        pytest.skip("nginx not installed (not CI, so skipping)")
+    return path
+
+
+class Nginx:
+    """nginx serving ``root`` as static files on a loopback port (its own prefix, pid and logs)."""
+
+    def __init__(self, root, workdir):
+        self.binary = nginx_binary()
+        self.root = os.path.abspath(root)
+        self.dir = os.fspath(workdir)
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        conf = os.path.join(self.dir, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(f"""
+daemon off;
+master_process off;
+worker_processes 1;
+pid {self.dir}/nginx.pid;
+error_log {self.dir}/error.log;
+events {{ worker_connections 256; }}
+http {{
+    access_log {self.dir}/access.log;
+    client_body_temp_path {self.dir}/body;
+    proxy_temp_path {self.dir}/proxy;
+    fastcgi_temp_path {self.dir}/fastcgi;
+    uwsgi_temp_path {self.dir}/uwsgi;
+    scgi_temp_path {self.dir}/scgi;
+    types {{ }}
+    default_type application/octet-stream;
+    server {{
+        listen 127.0.0.1:{self.port};
+        root {self.root};
+    }}
+}}
+""")
+        self.proc = subprocess.Popen([self.binary, "-p", self.dir, "-c", conf],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            wait_port(self.port)
+        except AssertionError:
+            self.proc.kill()
+            raise AssertionError(f"nginx did not start: {self.proc.stderr.read().decode(errors='replace')}")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def access_log(self) -> list[str]:
+        with open(os.path.join(self.dir, "access.log")) as f:
+            return f.read().splitlines()

@@ -1,0 +1,341 @@
+"""Fetching over HTTP: pycatar as the client of real servers on loopback (Python's http.server,
+nginx), with the indexes and stores made by the real casync, and servers that fail, lie or die."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from httpservers import Nginx, StaticServer
+
+SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+
+
+def pycatar(*args, env=None, cwd=None, timeout=120):
+    e = dict(os.environ)
+    e["PYTHONPATH"] = SRC + os.pathsep + e.get("PYTHONPATH", "")
+    e.pop("PYCATAR_HTTP_AUTH", None)
+    if env:
+        e.update(env)
+    return subprocess.run([sys.executable, "-m", "pycatar", *map(str, args)], capture_output=True,
+                          env=e, cwd=cwd, timeout=timeout)
+
+
+def one_line_error(p) -> str:
+    assert p.returncode != 0
+    err = p.stderr.decode()
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def chunk_names(store) -> set[str]:
+    out = set()
+    for sub in os.listdir(store):
+        for name in os.listdir(os.path.join(store, sub)):
+            out.add(name)
+    return out
+
+
+def leftovers(directory) -> list[str]:
+    return sorted(n for n in os.listdir(directory) if n.startswith(".#"))
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory, casync):
+    """A web root made by casync: blob.caibx (24 MiB, part repeated) and tree.caidx in store/."""
+    root = tmp_path_factory.mktemp("web")
+    rnd = random.Random(12)
+    part = rnd.randbytes(3 << 20)
+    data = rnd.randbytes(8 << 20) + part + rnd.randbytes(6 << 20) + part + rnd.randbytes(4 << 20)
+    (root / "src").mkdir()
+    blob = root / "src" / "blob.img"
+    blob.write_bytes(data)
+    tree = root / "src" / "tree"
+    for i in range(30):
+        d = tree / f"d{i % 4}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i}.bin").write_bytes(rnd.randbytes(rnd.randrange(1, 300_000)))
+    os.symlink("d0/f0.bin", tree / "link")
+    subprocess.run([casync, "make", "--store", root / "store", root / "blob.caibx", blob], check=True,
+                   capture_output=True)
+    subprocess.run([casync, "make", "--store", root / "store", root / "tree.caidx", tree], check=True,
+                   capture_output=True)
+    return root
+
+
+def casync_mtree(casync, path) -> str:
+    return subprocess.run([casync, "mtree", path], check=True, capture_output=True).stdout.decode()
+
+
+# --------------------------------------------------------------------------- static servers
+
+
+def test_blob_by_url_from_static_server(published, tmp_path, casync):
+    with StaticServer(published) as srv:
+        out = tmp_path / "out.img"
+        p = pycatar("extract", f"--store={srv.url}store/", f"{srv.url}blob.caibx", out)
+        assert p.returncode == 0, p.stderr
+        assert out.read_bytes() == (published / "src" / "blob.img").read_bytes()
+        # each distinct chunk once, though the blob repeats a 3 MiB run
+        gets = [g.rsplit("/", 1)[1] for g in srv.gets()]
+        assert len(gets) == len(set(gets)) and set(gets) <= chunk_names(published / "store")
+        assert sum(len(x) for x in gets) > 0
+        p = pycatar("digest", f"--store={srv.url}store", f"{srv.url}blob.caibx")
+        want = subprocess.run([casync, "digest", published / "src" / "blob.img"], check=True,
+                              capture_output=True).stdout
+        assert p.returncode == 0 and p.stdout == want
+
+
+def test_tree_through_nginx(published, tmp_path, casync):
+    with Nginx(published, tmp_path / "nginx") as ng:
+        out = tmp_path / "tree"
+        p = pycatar("extract", f"--store={ng.url}store", f"{ng.url}tree.caidx", out)
+        assert p.returncode == 0, p.stderr
+        assert casync_mtree(casync, out) == casync_mtree(casync, published / "src" / "tree")
+        for verb in ("list", "mtree"):
+            mine = pycatar(verb, f"--store={ng.url}store", f"{ng.url}tree.caidx")
+            theirs = subprocess.run([casync, verb, "--store", published / "store", published / "tree.caidx"],
+                                    capture_output=True, check=True)
+            assert mine.returncode == 0 and mine.stdout == theirs.stdout
+        mine = pycatar("stat", f"--store={ng.url}store", f"{ng.url}tree.caidx", "d1")
+        theirs = subprocess.run([casync, "stat", "--store", published / "store", published / "tree.caidx", "d1"],
+                                capture_output=True, check=True)
+        assert mine.returncode == 0 and mine.stdout == theirs.stdout
+        # casync itself reads the same server (its curl helper): the same tree
+        out2 = tmp_path / "tree-casync"
+        subprocess.run([casync, "extract", f"--store={ng.url}store", published / "tree.caidx", out2],
+                       check=True, capture_output=True)
+        assert casync_mtree(casync, out2) == casync_mtree(casync, out)
+        assert any(" 200 " in line and ".cacnk" in line for line in ng.access_log())
+
+
+def test_gc_dry_run_with_remote_index(published, tmp_path, casync):
+    store = tmp_path / "store"
+    subprocess.run(["cp", "-a", published / "store", store], check=True)
+    with StaticServer(published) as srv:
+        p = pycatar("gc", "--dry-run", f"--store={store}", f"{srv.url}blob.caibx")
+    want = subprocess.run([casync, "gc", "--dry-run", f"--store={store}", published / "blob.caibx"],
+                          capture_output=True, check=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == want.stdout and b"Would remove" in p.stdout
+    p = pycatar("gc", f"--store={published}/store", "http://127.0.0.1:9/x.caibx", "--http-retries=0")
+    one_line_error(p)
+
+
+def test_rauc_style_update_fetches_only_what_the_seed_lacks(tmp_path, casync):
+    rnd = random.Random(5)
+    old = bytearray(rnd.randbytes(12 << 20))
+    new = bytearray(old)
+    for off in (1 << 20, 5 << 20, 9 << 20):  # three changed regions, and data appended
+        new[off:off + 5000] = rnd.randbytes(5000)
+    new += rnd.randbytes(1 << 20)
+    (tmp_path / "old.img").write_bytes(old)
+    (tmp_path / "new.img").write_bytes(new)
+    web = tmp_path / "web"
+    web.mkdir()
+    subprocess.run([casync, "make", "--store", tmp_path / "old.castr", tmp_path / "old.caibx", tmp_path / "old.img"],
+                   check=True, capture_output=True)
+    subprocess.run([casync, "make", "--store", web / "store", web / "new.caibx", tmp_path / "new.img"],
+                   check=True, capture_output=True)
+    missing = chunk_names(web / "store") - chunk_names(tmp_path / "old.castr")
+    assert 4 <= len(missing) < len(chunk_names(web / "store")) // 4
+    with StaticServer(web) as srv:
+        out = tmp_path / "NEW"
+        p = pycatar("extract", f"--seed={tmp_path / 'old.img'}", "--seed-output=no", f"--store={srv.url}store/",
+                    f"{srv.url}new.caibx", out)
+        assert p.returncode == 0, p.stderr
+        assert out.read_bytes() == bytes(new)
+        fetched = [g.rsplit("/", 1)[1] for g in srv.gets()]
+        assert sorted(fetched) == sorted(missing)
+
+
+def test_chunk_cache_serves_a_second_extraction_without_the_server(published, tmp_path):
+    cache = tmp_path / "cache"
+    srv = StaticServer(published).__enter__()
+    try:
+        p = pycatar("extract", f"--chunk-cache={cache}", f"--store={srv.url}store", published / "tree.caidx",
+                    tmp_path / "one")
+        assert p.returncode == 0, p.stderr
+        first = len(srv.gets())
+    finally:
+        srv.stop()
+    assert first > 0 and len(chunk_names(cache)) == first
+    p = pycatar("extract", f"--chunk-cache={cache}", f"--store={srv.url}store", "--http-retries=0",
+                published / "tree.caidx", tmp_path / "two")
+    assert p.returncode == 0, p.stderr
+    assert subprocess.run(["diff", "-r", tmp_path / "one", tmp_path / "two"]).returncode == 0
+    assert subprocess.run(["diff", "-r", tmp_path / "one", published / "src" / "tree"]).returncode == 0
+
+
+@pytest.mark.parametrize("fault", ["500", "drop", "truncate"])
+def test_flaky_server_still_gives_the_right_bytes(published, tmp_path, fault):
+    seen: dict[str, int] = {}
+
+    def first_two_fail(path, n):  # every chunk fails twice before it is served: most requests fail
+        seen[path] = seen.get(path, 0) + 1
+        return path.endswith(".cacnk") and seen[path] <= 2
+
+    with StaticServer(published, fault=fault, fail=first_two_fail) as srv:
+        out = tmp_path / "out.img"
+        p = pycatar("extract", f"--store={srv.url}store", f"{srv.url}blob.caibx", out)
+        assert p.returncode == 0, p.stderr
+        assert out.read_bytes() == (published / "src" / "blob.img").read_bytes()
+        assert len(srv.gets()) > len(set(srv.gets()))  # faults happened and were retried
+
+
+def test_corrupt_chunk_from_server_is_refused(published, tmp_path):
+    target = sorted(chunk_names(published / "store"))[0]
+    with StaticServer(published, fault="garbage", fail=lambda path, n: path.endswith(target)) as srv:
+        p = pycatar("extract", f"--store={srv.url}store", published / "tree.caidx", tmp_path / "t")
+        p2 = pycatar("extract", f"--store={srv.url}store", published / "blob.caibx", tmp_path / "b.img")
+    errors = [one_line_error(x) for x in (p, p2) if x.returncode]
+    assert errors, "the corrupt chunk belongs to one of the two indexes"
+    cid = target.split(".")[0]
+    assert all(cid in e and f"{srv.url}store/{cid[:4]}/{target}" in e for e in errors), errors
+    if p2.returncode:
+        assert not (tmp_path / "b.img").exists() and leftovers(tmp_path) == []
+
+
+def test_missing_chunk_names_id_and_url(published, tmp_path):
+    web = tmp_path / "web"
+    subprocess.run(["cp", "-a", published, web], check=True)
+    names = sorted(chunk_names(web / "store"))
+    gone = names[len(names) // 2]
+    os.unlink(web / "store" / gone[:4] / gone)
+    with StaticServer(web) as srv:
+        results = [pycatar("extract", f"--store={srv.url}store", web / "blob.caibx", tmp_path / "b.img"),
+                   pycatar("extract", f"--store={srv.url}store", web / "tree.caidx", tmp_path / "t")]
+    errors = [one_line_error(p) for p in results if p.returncode]
+    assert errors
+    assert all("not found" in e and gone.split(".")[0] in e and f"{srv.url}store/{gone[:4]}/{gone}" in e
+               for e in errors), errors
+    assert not (tmp_path / "b.img").exists() and leftovers(tmp_path) == []
+
+
+def test_server_dying_midway_leaves_no_output(published, tmp_path):
+    with StaticServer(published, limit=20) as srv:
+        p = pycatar("extract", f"--store={srv.url}store", "--http-retries=1", f"{srv.url}blob.caibx",
+                    tmp_path / "b.img")
+    err = one_line_error(p)
+    assert srv.url in err
+    assert not (tmp_path / "b.img").exists() and leftovers(tmp_path) == []
+
+
+def test_failover_group_moves_to_the_mirror(published, tmp_path):
+    with StaticServer(published) as srv:
+        dead = f"http://127.0.0.1:{_closed_port()}/store"
+        p = pycatar("extract", f"--store={dead}|{srv.url}store", "--http-retries=0", published / "blob.caibx",
+                    tmp_path / "b.img")
+        assert p.returncode == 0, p.stderr
+        assert (tmp_path / "b.img").read_bytes() == (published / "src" / "blob.img").read_bytes()
+        # without the mirror, a dead store is a one-line error naming it
+        p = pycatar("extract", f"--store={dead}", "--http-retries=0", published / "blob.caibx", tmp_path / "c.img")
+        assert "connection refused" in one_line_error(p)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_authorization_header_sent_and_never_printed(published, tmp_path):
+    secret = "Bearer s3cr3t-t0ken"
+    with StaticServer(published, auth=secret) as srv:
+        p = pycatar("extract", f"--store={srv.url}store", f"{srv.url}blob.caibx", tmp_path / "a.img")
+        assert "401" in one_line_error(p)
+        p = pycatar("extract", f"--store={srv.url}store", f"--http-auth={secret}", f"{srv.url}blob.caibx",
+                    tmp_path / "b.img")
+        assert p.returncode == 0, p.stderr
+        p = pycatar("extract", f"--store={srv.url}store", f"{srv.url}blob.caibx", tmp_path / "c.img",
+                    env={"PYCATAR_HTTP_AUTH": secret})
+        assert p.returncode == 0, p.stderr
+        # a wrong secret: refused, and neither secret appears in the message
+        p = pycatar("extract", f"--store={srv.url}store", f"{srv.url}blob.caibx", tmp_path / "d.img",
+                    env={"PYCATAR_HTTP_AUTH": "Bearer wrong-one"})
+        err = one_line_error(p)
+        assert "s3cr3t" not in err and "wrong-one" not in err
+    with StaticServer(published, auth="Basic dXNlcjpodW50ZXIy") as srv:  # user:hunter2
+        url = srv.url.replace("http://", "http://user:hunter2@")
+        p = pycatar("extract", f"--store={url}store", f"{url}blob.caibx", tmp_path / "e.img")
+        assert p.returncode == 0, p.stderr
+        p = pycatar("extract", f"--store={url}nothere", f"{url}blob.caibx", tmp_path / "f.img")
+        assert "hunter2" not in one_line_error(p)
+
+
+def test_oversized_answer_and_silent_server_are_bounded(published, tmp_path):
+    web = tmp_path / "web"
+    subprocess.run(["cp", "-a", published, web], check=True)
+    victim = sorted(chunk_names(web / "store"))[3]
+    with open(web / "store" / victim[:4] / victim, "wb") as f:
+        f.truncate(600 << 20)  # far more than any chunk of this index may take
+    with StaticServer(web) as srv:
+        t0 = time.monotonic()
+        results = [pycatar("extract", f"--store={srv.url}store", web / "blob.caibx", tmp_path / "b.img"),
+                   pycatar("extract", f"--store={srv.url}store", web / "tree.caidx", tmp_path / "t")]
+        assert time.monotonic() - t0 < 60
+    errors = [one_line_error(p) for p in results if p.returncode]
+    assert errors and all("limit" in e for e in errors), errors
+
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(16)  # accepts connections (the kernel does) and never answers
+    try:
+        t0 = time.monotonic()
+        p = pycatar("extract", f"--store=http://127.0.0.1:{lst.getsockname()[1]}/", "--http-timeout=1",
+                    "--http-retries=1", web / "blob.caibx", tmp_path / "c.img")
+        assert time.monotonic() - t0 < 30
+        assert "timed out" in one_line_error(p)
+    finally:
+        lst.close()
+
+
+def test_unknown_schemes_never_become_local_folders(tmp_path):
+    (tmp_path / "f").write_bytes(os.urandom(100_000))
+    for store in ("ftp://example.invalid/s", "s3://bucket/x", "ssh://host/path"):
+        p = pycatar("make", f"--store={store}", "x.caibx", tmp_path / "f", cwd=tmp_path)
+        assert "unsupported location" in one_line_error(p)
+    p = pycatar("make", "--store=http://127.0.0.1:9/s/", "--http-retries=0", "x.caibx", tmp_path / "f", cwd=tmp_path)
+    one_line_error(p)
+    assert sorted(os.listdir(tmp_path)) == ["f"]
+    p = pycatar("extract", "--store=gopher://x/", "ftp://h/y.caibx", tmp_path / "o")
+    assert "unsupported location" in one_line_error(p)
+
+
+def _make_ca(tmp_path):
+    """A CA and a certificate for 127.0.0.1 signed by it (openssl, independent of pycatar)."""
+    d = tmp_path / "pki"
+    d.mkdir()
+    run = lambda *a: subprocess.run(a, cwd=d, check=True, capture_output=True)
+    run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+        "-days", "2", "-subj", "/CN=pycatar test CA")
+    run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "srv.key", "-out", "srv.csr",
+        "-subj", "/CN=127.0.0.1")
+    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("openssl", "x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "srv.pem", "-days", "2", "-extfile", "ext.cnf")
+    return d
+
+
+def test_https_verifies_certificates(published, tmp_path):
+    pki = _make_ca(tmp_path)
+    srv = StaticServer(published)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki / "srv.pem", pki / "srv.key")
+    srv.httpd.socket = ctx.wrap_socket(srv.httpd.socket, server_side=True)
+    url = srv.url.replace("http://", "https://")
+    with srv:
+        p = pycatar("extract", f"--store={url}store", "--http-retries=0", f"{url}blob.caibx", tmp_path / "a.img")
+        assert "certificate" in one_line_error(p).lower()
+        p = pycatar("extract", f"--store={url}store", f"--ca-cert={pki / 'ca.pem'}", f"{url}blob.caibx",
+                    tmp_path / "b.img")
+        assert p.returncode == 0, p.stderr
+        assert (tmp_path / "b.img").read_bytes() == (published / "src" / "blob.img").read_bytes()
