@@ -79,6 +79,7 @@ def casync_mtree(casync, path) -> str:
 
 
 def test_blob_by_url_from_static_server(published, tmp_path, casync):
+    """STORE-14: any static server is a store; the index by URL too; each chunk requested once."""
     with StaticServer(published) as srv:
         out = tmp_path / "out.img"
         p = pycatar("extract", f"--store={srv.url}store/", f"{srv.url}blob.caibx", out)
@@ -158,6 +159,7 @@ def test_rauc_style_update_fetches_only_what_the_seed_lacks(tmp_path, casync):
 
 
 def test_chunk_cache_serves_a_second_extraction_without_the_server(published, tmp_path):
+    """STORE-17: every fetched chunk lands in the cache; the second extraction needs no server."""
     cache = tmp_path / "cache"
     srv = StaticServer(published).__enter__()
     try:
@@ -230,6 +232,7 @@ def test_server_dying_midway_leaves_no_output(published, tmp_path):
 
 
 def test_failover_group_moves_to_the_mirror(published, tmp_path):
+    """STORE-16: a dead member of a|b is skipped."""
     with StaticServer(published) as srv:
         dead = f"http://127.0.0.1:{_closed_port()}/store"
         p = pycatar("extract", f"--store={dead}|{srv.url}store", "--http-retries=0", published / "blob.caibx",
@@ -272,6 +275,7 @@ def test_authorization_header_sent_and_never_printed(published, tmp_path):
 
 
 def test_oversized_answer_and_silent_server_are_bounded(published, tmp_path):
+    """STORE-14: a body beyond the chunk's bound is refused unread; a silent server times out."""
     web = tmp_path / "web"
     subprocess.run(["cp", "-a", published, web], check=True)
     victim = sorted(chunk_names(web / "store"))[3]
@@ -299,6 +303,7 @@ def test_oversized_answer_and_silent_server_are_bounded(published, tmp_path):
 
 
 def test_unknown_schemes_never_become_local_folders(tmp_path):
+    """STORE-13: other URL schemes are refused, never taken for a local folder named like the URL."""
     (tmp_path / "f").write_bytes(os.urandom(100_000))
     for store in ("ftp://example.invalid/s", "s3://bucket/x", "ssh://host/path"):
         p = pycatar("make", f"--store={store}", "x.caibx", tmp_path / "f", cwd=tmp_path)
@@ -339,3 +344,24 @@ def test_https_verifies_certificates(published, tmp_path):
                     tmp_path / "b.img")
         assert p.returncode == 0, p.stderr
         assert (tmp_path / "b.img").read_bytes() == (published / "src" / "blob.img").read_bytes()
+
+
+def test_damaged_chunk_cache_copy_is_replaced(published, tmp_path):
+    """STORE-17: a cached copy that fails verification is removed and fetched again."""
+    cache = tmp_path / "cache"
+    with StaticServer(published) as srv:
+        p = pycatar("extract", f"--chunk-cache={cache}", f"--store={srv.url}store", published / "blob.caibx",
+                    tmp_path / "a.img")
+        assert p.returncode == 0, p.stderr
+        victim = sorted(chunk_names(cache))[0]
+        path = cache / victim[:4] / victim
+        good = path.read_bytes()
+        os.chmod(path, 0o644)
+        path.write_bytes(good[:-1] + bytes([good[-1] ^ 0xFF]))
+        before = len(srv.gets())
+        p = pycatar("extract", f"--chunk-cache={cache}", f"--store={srv.url}store", published / "blob.caibx",
+                    tmp_path / "b.img")
+        assert p.returncode == 0, p.stderr
+        assert srv.gets()[before:] == [f"/store/{victim[:4]}/{victim}"]
+    assert (tmp_path / "b.img").read_bytes() == (published / "src" / "blob.img").read_bytes()
+    assert path.read_bytes() == good

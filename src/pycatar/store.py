@@ -476,7 +476,7 @@ class FailoverGroup(ChunkStore):
 class StoreSet:
     """STORE-10: stores searched in order (the primary ``--store``, then every ``--extra-store``),
     optionally behind a chunk cache: a local store asked first, which keeps a verified copy of
-    every chunk another store delivered (read-through; STORE-12)."""
+    every chunk another store delivered (read-through; STORE-17)."""
 
     def __init__(self, stores: Sequence[ChunkStore | str | os.PathLike] | ChunkStore | str | os.PathLike,
                  *, digest: str | None = None, cache: "LocalStore | str | os.PathLike | None" = None):
