@@ -327,6 +327,10 @@ def _make_ca(tmp_path):
     (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
     run("openssl", "x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
         "-out", "srv.pem", "-days", "2", "-extfile", "ext.cnf")
+    run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "client.key", "-out", "client.csr",
+        "-subj", "/CN=device-1")
+    run("openssl", "x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "client.pem", "-days", "2")
     return d
 
 
@@ -365,3 +369,23 @@ def test_damaged_chunk_cache_copy_is_replaced(published, tmp_path):
         assert srv.gets()[before:] == [f"/store/{victim[:4]}/{victim}"]
     assert (tmp_path / "b.img").read_bytes() == (published / "src" / "blob.img").read_bytes()
     assert path.read_bytes() == good
+
+
+def test_https_client_certificate(published, tmp_path):
+    pki = _make_ca(tmp_path)
+    srv = StaticServer(published)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki / "srv.pem", pki / "srv.key")
+    ctx.load_verify_locations(pki / "ca.pem")
+    ctx.verify_mode = ssl.CERT_REQUIRED  # only devices with a certificate of this CA get chunks
+    srv.httpd.socket = ctx.wrap_socket(srv.httpd.socket, server_side=True)
+    url = srv.url.replace("http://", "https://")
+    with srv:
+        p = pycatar("extract", f"--store={url}store", f"--ca-cert={pki / 'ca.pem'}", "--http-retries=0",
+                    f"{url}blob.caibx", tmp_path / "a.img")
+        one_line_error(p)
+        p = pycatar("extract", f"--store={url}store", f"--ca-cert={pki / 'ca.pem'}",
+                    f"--client-cert={pki / 'client.pem'}", f"--client-key={pki / 'client.key'}",
+                    f"{url}blob.caibx", tmp_path / "b.img")
+        assert p.returncode == 0, p.stderr
+        assert (tmp_path / "b.img").read_bytes() == (published / "src" / "blob.img").read_bytes()
