@@ -84,3 +84,25 @@ def test_truncated_archive_one_line_error(cut, tree, run_casync, tmp_path):
         p = pycatar(*argv, timeout=60)
         err = p.stderr.decode()
         assert p.returncode != 0 and err.count("\n") == 1 and "Traceback" not in err, (argv, err)
+
+
+@pytest.mark.parametrize("flags", [["--with=unix"], ["--without=all"]], ids=lambda a: a[0])
+def test_stat_directory_failing_like_casync_prints_once(flags, tree, run_casync):
+    """casync prints the root's block, then fails on the xattrs these flags leave out: once."""
+    ref, ours = both(run_casync, "stat", tree, *flags)
+    assert ours.returncode == ref.returncode != 0
+    assert ours.stdout == ref.stdout and ours.stdout.count(b"File: ") == 1
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tree, casync, tmp_path):
+    """`pycatar list x | head -1` exits 0 with nothing on stderr, as casync does."""
+    catar = tmp_path / "t.catar"
+    assert pycatar("make", catar, tree).returncode == 0
+    for cmd in ([casync, "list", catar], [sys.executable, "-m", "pycatar", "list", catar],
+                [sys.executable, "-m", "pycatar", "mtree", tree]):
+        for _ in range(3):
+            p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            assert p.stdout.read(20)
+            p.stdout.close()
+            assert p.wait(60) == 0, cmd
+            assert p.stderr.read() == b""

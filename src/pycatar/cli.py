@@ -321,7 +321,14 @@ def command(version, log_level, verbose, dry_run, store, extra_store, chunk_size
         if verb in ("mount", "mkdev", "udev", "push", "pull"):
             raise UsageError(f'The "{verb}" verb is not supported by pycatar.')
         raise UsageError(f"Unknown verb '{verb}'.")
-    return handler(opts, rest) or 0
+    try:
+        return handler(opts, rest) or 0
+    except BrokenPipeError:
+        raise _ReaderGone() from None  # (click would turn EPIPE into exit status 1)
+
+
+class _ReaderGone(Exception):
+    """Standard output was closed by its reader."""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -346,11 +353,13 @@ def main(argv: list[str] | None = None) -> None:
         _fail(str(e), 1)
     except KeyboardInterrupt:
         _fail("Got exit signal, quitting.", 130)
-    except BrokenPipeError:
+    except (BrokenPipeError, _ReaderGone):
+        # the reader went away (``pycatar list x | head``): end quietly, as casync does
         try:
-            sys.stdout = None
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
         finally:
-            os._exit(1)
+            os._exit(0)
     except OSError as e:
         where = f"{e.filename}: " if e.filename else ""
         _fail(f"{where}{e.strerror or e}", 1)

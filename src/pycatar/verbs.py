@@ -373,9 +373,8 @@ def verb_list(opts, args: list[str], verb: str = "list") -> int:
             for piece in listing.list_archive(reader, verb, path=subpath, recursive=opts.recursive,
                                               digest_name=opts.digest):
                 out.write(piece)
-    except listing.ListingError as e:
-        out.write(e.partial)
-        out.flush()
+    except listing.ListingError:
+        out.flush()  # what casync prints before it fails (the listing yields it) stays printed
         raise
     return 0
 
