@@ -68,6 +68,7 @@ class Options:
     chunk_cache: str | None = None
     http: dict = field(default_factory=dict)  #: HTTPOptions fields the command line set
     remote: object = None                     #: the command's HTTP client, made on first use
+    repair: bool = False                      #: verify: remove bad chunk files
 
     def feature_flags(self, default_with: int | None = None, normalized: bool = True) -> int:
         """The feature flags the options select (for an encoder), or un-normalised, the mask a
@@ -151,6 +152,7 @@ def _apply_network_options(opts: Options) -> None:
     --client-cert=, --client-key= (pycatar's own)."""
     meta = click.get_current_context().meta
     opts.chunk_cache = meta.get("pycatar.chunk_cache")
+    opts.repair = bool(meta.get("pycatar.repair"))
     for name, key, low in (("concurrency", "concurrency", 1), ("http_retries", "retries", 0)):
         value = meta.get(f"pycatar.{name}")
         if value is not None:
@@ -183,6 +185,11 @@ pycatar [OPTIONS...] mtree [ARCHIVE|ARCHIVE_INDEX|DIRECTORY] [SUBPATH]
 pycatar [OPTIONS...] stat [ARCHIVE|ARCHIVE_INDEX|DIRECTORY] [PATH]
 pycatar [OPTIONS...] digest [ARCHIVE|BLOB|ARCHIVE_INDEX|BLOB_INDEX|DIRECTORY]
 pycatar [OPTIONS...] gc BLOB_INDEX|ARCHIVE_INDEX...
+pycatar [OPTIONS...] verify [--repair] STORE | verify INDEX
+pycatar [OPTIONS...] info [--seed=…] [--store=…] [--json] INDEX
+pycatar [OPTIONS...] cat INDEX [OFFSET [LENGTH]]
+pycatar [OPTIONS...] chunk FILE
+pycatar [OPTIONS...] list-chunks INDEX
 pycatar [OPTIONS...] make --input-format=tar [ARCHIVE|ARCHIVE_INDEX] TAR|-
 pycatar [OPTIONS...] extract --output-format=tar ARCHIVE|ARCHIVE_INDEX|- TAR|- [SUBPATH]
 """
@@ -237,6 +244,7 @@ pycatar [OPTIONS...] extract --output-format=tar ARCHIVE|ARCHIVE_INDEX|- TAR|- [
 @_meta_option("--ca-cert", metavar="FILE", help="Trust this CA certificate bundle for https:// instead of the system's.")
 @_meta_option("--client-cert", metavar="FILE", help="Client certificate (PEM) for https:// servers that ask for one.")
 @_meta_option("--client-key", metavar="FILE", help="Key of the client certificate, if not in its file.")
+@_meta_option("--repair", is_flag=True, help="verify: remove chunk files that fail verification from the store.")
 @click.option("--json", "json_", is_flag=True,
               help="extract: print where the chunks came from (seeds, stores) as JSON on standard output.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)

@@ -17,6 +17,10 @@ class ChunkError(PycatarError):
     """A chunk is missing, corrupt or does not match its id."""
 
 
+class ChunkMissing(ChunkError):
+    """No store (nor seed) has the chunk."""
+
+
 class UnsupportedError(PycatarError):
     """The input needs something the chosen feature flags (or this machine) cannot provide."""
 

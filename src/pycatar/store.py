@@ -26,7 +26,7 @@ from typing import Iterable, Iterator, Sequence, TextIO
 from . import compression as _compression
 from . import digest as _digest
 from ._fileio import install_file, read_file
-from .errors import ChunkError, PycatarError, StoreUnavailable, UsageError
+from .errors import ChunkError, ChunkMissing, PycatarError, StoreUnavailable, UsageError
 
 CHUNK_SUFFIX = ".cacnk"
 DEFAULT_STORE_NAME = "default.castr"
@@ -554,7 +554,10 @@ class StoreSet:
         if first_error is not None:
             raise first_error
         where = ", ".join(s.describe(chunk_id) if s.remote else s.location for s in self.stores)
-        raise ChunkError(f"chunk {chunk_id.hex()} not found in store {where}")
+        absent = [s.location for s in self.stores if isinstance(s, LocalStore) and not os.path.isdir(s.path)]
+        if len(absent) == len(self.stores):
+            raise ChunkMissing(f"chunk {chunk_id.hex()} not found: store {', '.join(absent)} does not exist")
+        raise ChunkMissing(f"chunk {chunk_id.hex()} not found in store {where}")
 
     def close(self) -> None:
         for s in self.stores:

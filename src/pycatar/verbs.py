@@ -515,6 +515,160 @@ def verb_gc(opts, args: list[str]) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- verify, info, cat, chunks
+
+
+def _index_argument(opts, args: list[str], verb: str, usage: str):
+    """The one index argument of ``verb`` (a path, URL or -) and its kind."""
+    if len(args) < 1:
+        raise UsageError(f"Usage: pycatar {verb} {usage}")
+    source = _strip_file_url(args[0])
+    kind = _kind_of(opts, source, ("archive-index", "blob-index"),
+                    f'"{verb}" operation may only be combined with --what=archive-index or --what=blob-index.',
+                    "Index file does not have valid suffix, refusing. (May be one of: .caidx, .caibx)")
+    return (None if source == "-" else source), kind or "blob-index"
+
+
+def _emit_json(obj) -> None:
+    import json
+
+    print(json.dumps(obj, sort_keys=True))
+
+
+def verb_verify(opts, args: list[str]) -> int:
+    """``verify [--repair] STORE`` or ``verify INDEX`` (its chunks in --store/--extra-store)."""
+    from . import verify
+
+    if len(args) != 1:
+        raise UsageError("Usage: pycatar verify [--repair] STORE | pycatar verify INDEX")
+    target = _strip_file_url(args[0])
+    if _suffix_kind(target) in ("archive-index", "blob-index") or opts.what in ("archive-index", "blob-index"):
+        if opts.repair:
+            raise UsageError("--repair applies to a store (verify STORE), not to an index.")
+        source, _kind = _index_argument(opts, args, "verify", "INDEX")
+        from .index import IndexReader
+
+        with _open_index(opts, source) as f, IndexReader(f) as reader:
+            res = verify.verify_index(reader, _stores(opts, source))
+    else:
+        from .location import local_path
+
+        path = local_path(target)
+        if path is None:
+            raise UsageError("verify STORE checks a local store; for a remote one, verify an index against it.")
+        if not os.path.isdir(path):
+            raise PycatarError(f"store {path} does not exist")
+        res = verify.verify_store(path, digest=opts.digest, repair=opts.repair)
+    if opts.json:
+        _emit_json(res.as_dict())
+    else:
+        for cid in res.missing:
+            print(f"{cid} missing")
+        for p in res.bad:
+            print(f"{p.id} {'removed: ' if p.removed else ''}{p.error}")
+        _log(opts, f"{res.checked} chunks checked, {len(res.missing)} missing, {len(res.bad)} bad"
+                   + (f", {sum(p.removed for p in res.bad)} removed" if opts.repair else ""))
+    if not res.ok:
+        raise PycatarError(f"{len(res.missing)} missing and {len(res.bad)} bad chunks of {res.checked}")
+    return 0
+
+
+def verb_info(opts, args: list[str]) -> int:
+    """``info INDEX``: statistics; with --seed/--store/--chunk-cache where extraction would find each chunk."""
+    from . import info as _info
+    from .index import IndexReader
+
+    if len(args) != 1:
+        raise UsageError("Usage: pycatar info [--seed=…] [--store=…] [--chunk-cache=…] [--json] INDEX")
+    source, kind = _index_argument(opts, args, "info", "INDEX")
+    stores = _stores(opts, source) if (opts.store or opts.extra_stores or opts.chunk_cache or opts.seeds) else None
+    with _open_index(opts, source) as f, IndexReader(f) as reader:
+        result = _info.index_info(reader, kind=kind, stores=stores, seeds=opts.seeds, seed_cache=opts.cache,
+                                  warn=lambda message: sys.stderr.write(message + "\n"))
+    if opts.json:
+        _emit_json(result.as_dict())
+    else:
+        print("\n".join(result.lines()))
+    return 0
+
+
+def verb_cat(opts, args: list[str]) -> int:
+    """``cat INDEX [OFFSET [LENGTH]]``: the bytes of the stream to standard output, fetching only the
+    chunks that hold them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .index import IndexReader
+
+    if not 1 <= len(args) <= 3:
+        raise UsageError("Usage: pycatar cat INDEX [OFFSET [LENGTH]]")
+    source, _kind = _index_argument(opts, args, "cat", "INDEX [OFFSET [LENGTH]]")
+    nums = []
+    for name, text in zip(("OFFSET", "LENGTH"), args[1:]):
+        if not text.isdigit():
+            raise UsageError(f"{name} must be a number of bytes, not {text!r}")
+        nums.append(int(text))
+    if sys.stdout.isatty():
+        raise UsageError("Refusing to write binary data to a terminal; redirect standard output.")
+    out = sys.stdout.buffer
+    with _open_index(opts, source) as f, IndexReader(f) as reader:
+        stores = _stores(opts, source)
+        offset = nums[0] if nums else 0
+        end = reader.blob_size if len(nums) < 2 else min(reader.blob_size, offset + nums[1])
+        if offset > reader.blob_size:
+            raise UsageError(f"OFFSET {offset} lies beyond the end of the stream ({reader.blob_size} bytes)")
+        threads = max(stores.concurrency, 2)
+        with ThreadPoolExecutor(threads, thread_name_prefix="pycatar") as ex, \
+                reader.open_stream(stores, executor=ex, readahead=2 * threads, cache_size=4) as stream:
+            stream.seek(offset)
+            left = end - offset
+            while left > 0:
+                data = stream.read(min(left, 1 << 20))
+                if not data:
+                    break
+                out.write(data)
+                left -= len(data)
+    out.flush()
+    return 0
+
+
+def verb_chunk(opts, args: list[str]) -> int:
+    """``chunk FILE``: where the chunker cuts FILE and the chunk ids, one ``START SIZE ID`` line each
+    (tab-separated, as desync prints them); nothing is stored."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from . import blob, chunker
+
+    if len(args) != 1:
+        raise UsageError("Usage: pycatar chunk [--chunk-size=…] [--digest=…] FILE|-")
+    sizes = chunker.chunk_size_from_args(opts.chunk_size) if opts.chunk_size else chunker.DEFAULT_CHUNK_SIZES
+    path = _strip_file_url(args[0])
+    src = sys.stdin.buffer if path == "-" else _open_index(opts, path)
+    write = sys.stdout.write
+    with src, ThreadPoolExecutor(2, thread_name_prefix="pycatar") as ex:
+        start = 0
+        for end, cid, _data in blob.chunk_stream(src, chunker.Chunker(*sizes), opts.digest, executor=ex):
+            write(f"{start}\t{end - start}\t{cid.hex()}\n")
+            start = end
+    return 0
+
+
+def verb_list_chunks(opts, args: list[str]) -> int:
+    """``list-chunks INDEX``: the chunk ids of an index in order (``--json``: with offsets and sizes)."""
+    from .index import IndexReader
+
+    if len(args) != 1:
+        raise UsageError("Usage: pycatar list-chunks [--json] INDEX")
+    source, _kind = _index_argument(opts, args, "list-chunks", "INDEX")
+    write = sys.stdout.write
+    with _open_index(opts, source) as f, IndexReader(f) as reader:
+        for ref in reader.chunks():
+            if opts.json:
+                write(f'{{"id": "{ref.id.hex()}", "start": {ref.start}, "size": {ref.size}}}\n')
+            else:
+                write(ref.id.hex() + "\n")
+    return 0
+
+
 VERBS = {
     "make": verb_make,
     "extract": verb_extract,
@@ -523,4 +677,9 @@ VERBS = {
     "mtree": verb_mtree,
     "stat": verb_stat,
     "digest": verb_digest,
+    "verify": verb_verify,
+    "info": verb_info,
+    "cat": verb_cat,
+    "chunk": verb_chunk,
+    "list-chunks": verb_list_chunks,
 }

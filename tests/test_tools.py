@@ -1,0 +1,155 @@
+"""The everyday tools: verify, info, cat, chunk, list-chunks — on stores and indexes made by casync."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+
+from httpservers import StaticServer
+
+SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+
+
+def pycatar(*args, input=None, env=None):
+    e = dict(os.environ)
+    e["PYTHONPATH"] = SRC + os.pathsep + e.get("PYTHONPATH", "")
+    if env:
+        e.update(env)
+    return subprocess.run([sys.executable, "-m", "pycatar", *map(str, args)], capture_output=True, env=e,
+                          input=input, timeout=300)
+
+
+def chunk_files(store) -> dict[str, str]:
+    """{id: path} of the chunk files of a store."""
+    out = {}
+    for sub in os.listdir(store):
+        for name in os.listdir(os.path.join(store, sub)):
+            out[name.split(".")[0]] = os.path.join(store, sub, name)
+    return out
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory, casync):
+    d = tmp_path_factory.mktemp("tools")
+    rnd = random.Random(7)
+    blob = d / "blob.img"
+    part = rnd.randbytes(1 << 20)
+    blob.write_bytes(rnd.randbytes(5 << 20) + part + bytes(600_000) + rnd.randbytes(2 << 20) + part)
+    subprocess.run([casync, "make", "--store", d / "store", d / "blob.caibx", blob], check=True, capture_output=True)
+    return d
+
+
+def test_verify_store_finds_and_repairs_bad_chunks(made, tmp_path):
+    store = tmp_path / "store"
+    subprocess.run(["cp", "-a", made / "store", store], check=True)
+    files = chunk_files(store)
+    ids = sorted(files)
+    flipped, garbage = ids[2], ids[5]
+    data = bytearray(open(files[flipped], "rb").read())
+    data[len(data) // 2] ^= 0x10
+    os.chmod(files[flipped], 0o644)
+    open(files[flipped], "wb").write(data)
+    os.chmod(files[garbage], 0o644)
+    open(files[garbage], "wb").write(b"not a chunk at all")
+    p = pycatar("verify", store)
+    assert p.returncode == 1
+    bad = sorted(line.split()[0] for line in p.stdout.decode().splitlines())
+    assert bad == sorted([flipped, garbage])
+    assert "2 bad" in p.stderr.decode()
+    p = pycatar("verify", "--json", store)
+    res = json.loads(p.stdout)
+    assert p.returncode == 1 and res["checked"] == len(ids) and not res["ok"]
+    assert sorted(b["id"] for b in res["bad"]) == sorted([flipped, garbage]) and res["missing"] == []
+    p = pycatar("verify", "--repair", store)
+    assert p.returncode == 1 and sorted(chunk_files(store)) == sorted(set(ids) - {flipped, garbage})
+    p = pycatar("verify", store)
+    assert p.returncode == 0 and p.stdout == b""
+    assert "does not exist" in pycatar("verify", tmp_path / "nowhere").stderr.decode()
+
+
+def test_verify_index_reports_missing_and_corrupt(made, tmp_path):
+    store = tmp_path / "store"
+    subprocess.run(["cp", "-a", made / "store", store], check=True)
+    files = chunk_files(store)
+    ids = sorted(files)
+    os.unlink(files[ids[0]])
+    os.chmod(files[ids[1]], 0o644)
+    open(files[ids[1]], "wb").write(b"garbage")
+    p = pycatar("verify", "--json", f"--store={store}", made / "blob.caibx")
+    res = json.loads(p.stdout)
+    assert p.returncode == 1
+    assert res["missing"] == [ids[0]] and [b["id"] for b in res["bad"]] == [ids[1]]
+    p = pycatar("verify", f"--store={made / 'store'}", made / "blob.caibx")
+    assert p.returncode == 0 and p.stdout == b""
+
+
+def test_cat_ranges_equal_dd(made):
+    size = os.path.getsize(made / "blob.img")
+    for offset, length in ((0, None), (0, 1), (65_000, 300_000), (size - 10, 100), (size, 5), (5 << 20, 1 << 20)):
+        args = [str(offset)] + ([str(length)] if length is not None else [])
+        p = pycatar("cat", f"--store={made / 'store'}", made / "blob.caibx", *args)
+        assert p.returncode == 0, p.stderr
+        dd = ["dd", f"if={made / 'blob.img'}", "iflag=skip_bytes,count_bytes", f"skip={offset}", "status=none"]
+        if length is not None:
+            dd.append(f"count={length}")
+        assert p.stdout == subprocess.run(dd, capture_output=True, check=True).stdout
+    assert pycatar("cat", f"--store={made / 'store'}", made / "blob.caibx", str(size + 1)).returncode != 0
+
+
+def test_chunk_and_list_chunks_agree_with_casync(made):
+    p = pycatar("chunk", made / "blob.img")
+    assert p.returncode == 0, p.stderr
+    rows = [line.split("\t") for line in p.stdout.decode().splitlines()]
+    starts = [int(r[0]) for r in rows]
+    sizes = [int(r[1]) for r in rows]
+    ids = [r[2] for r in rows]
+    assert starts[0] == 0 and all(a + n == b for a, n, b in zip(starts, sizes, starts[1:]))
+    assert starts[-1] + sizes[-1] == os.path.getsize(made / "blob.img")
+    assert set(ids) == set(chunk_files(made / "store"))  # the chunks casync stored
+    assert len(ids) > len(set(ids))  # the repeated part
+    p = pycatar("list-chunks", made / "blob.caibx")
+    assert p.returncode == 0 and p.stdout.decode().split() == ids
+    p = pycatar("list-chunks", "--json", made / "blob.caibx")
+    rows = [json.loads(line) for line in p.stdout.decode().splitlines()]
+    assert [(r["id"], r["start"], r["size"]) for r in rows] == list(zip(ids, starts, sizes))
+
+
+def test_info_statistics_and_the_update_estimate(tmp_path, casync):
+    rnd = random.Random(9)
+    old = bytearray(rnd.randbytes(6 << 20))
+    new = bytearray(old)
+    new[2 << 20:(2 << 20) + 3000] = rnd.randbytes(3000)
+    new += bytes(700_000) + rnd.randbytes(300_000)
+    (tmp_path / "old.img").write_bytes(old)
+    (tmp_path / "new.img").write_bytes(new)
+    web = tmp_path / "web"
+    web.mkdir()
+    subprocess.run([casync, "make", "--store", web / "store", web / "new.caibx", tmp_path / "new.img"],
+                   check=True, capture_output=True)
+    p = pycatar("info", "--json", web / "new.caibx")
+    info = json.loads(p.stdout)
+    assert p.returncode == 0 and info["size"] == len(new) and info["kind"] == "blob-index"
+    assert info["chunker"] == [16384, 65536, 262144] and info["digest"] == "sha512-256"
+    assert info["chunk-size-min"] <= info["chunk-size-avg"] <= info["chunk-size-max"] <= 262144
+    assert info["unique-chunks"] == len(chunk_files(web / "store")) and info["sources"] == []
+    with StaticServer(web) as srv:
+        p = pycatar("info", "--json", f"--seed={tmp_path / 'old.img'}", f"--store={srv.url}store",
+                    web / "new.caibx")
+        assert p.returncode == 0, p.stderr
+        est = {s["source"].split(" ")[0]: s for s in json.loads(p.stdout)["sources"]}
+        before = len(srv.gets())
+        p = pycatar("extract", f"--seed={tmp_path / 'old.img'}", "--seed-output=no", f"--store={srv.url}store",
+                    web / "new.caibx", tmp_path / "out.img")
+        assert p.returncode == 0, p.stderr
+        fetched = srv.gets()[before:]
+    assert (tmp_path / "out.img").read_bytes() == bytes(new)
+    assert est["store"]["chunks"] == len(fetched) > 0
+    assert est["seed"]["chunks"] > 0 and est["nowhere"]["chunks"] == 0
+    assert est["null"]["chunks"] >= 1  # the run of zeros
+    text = pycatar("info", f"--seed={tmp_path / 'old.img'}", f"--store={web / 'store'}", web / "new.caibx")
+    assert text.returncode == 0 and b"From seed " in text.stdout and b"compressed" in text.stdout
