@@ -192,6 +192,11 @@ pycatar [OPTIONS...] chunk FILE
 pycatar [OPTIONS...] list-chunks INDEX
 pycatar [OPTIONS...] make --input-format=tar [ARCHIVE|ARCHIVE_INDEX] TAR|-
 pycatar [OPTIONS...] extract --output-format=tar ARCHIVE|ARCHIVE_INDEX|- TAR|- [SUBPATH]
+pycatar vectors verify|generate ...    (test vectors: pycatar vectors --help)
+
+\b
+pycatar VERB --help shows the options of one verb. Shell completion:
+eval "$(_PYCATAR_COMPLETE=bash_source pycatar)"    (zsh: zsh_source)
 """
 
 
@@ -247,7 +252,8 @@ pycatar [OPTIONS...] extract --output-format=tar ARCHIVE|ARCHIVE_INDEX|- TAR|- [
 @_meta_option("--repair", is_flag=True, help="verify: remove chunk files that fail verification from the store.")
 @click.option("--json", "json_", is_flag=True,
               help="extract: print where the chunks came from (seeds, stores) as JSON on standard output.")
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED, shell_complete=lambda ctx, param, incomplete:
+                _complete(ctx, incomplete))
 def command(version, log_level, verbose, dry_run, store, extra_store, chunk_size, digest, compression,
             seed, cache, cache_auto, rate_limit_bps, exclude_nodump, exclude_submounts, exclude_file,
             reflink, hardlink, punch_holes, delete, undo_immutable, seed_output, recursive, mkdir,
@@ -339,14 +345,110 @@ class _ReaderGone(Exception):
     """Standard output was closed by its reader."""
 
 
+def _complete(ctx, incomplete: str):
+    """Shell completion of the positional arguments: a verb first, then file names."""
+    from click.shell_completion import CompletionItem
+
+    if not ctx.params.get("args"):
+        return [CompletionItem(v) for v in ALL_VERBS if v.startswith(incomplete)]
+    return [CompletionItem(incomplete, type="file")]
+
+
+# --------------------------------------------------------------------------- per-verb help
+
+_NET = ["chunk_cache", "concurrency", "http_timeout", "http_retries", "http_auth", "ca_cert", "client_cert",
+        "client_key"]
+_FLAGS = ["with_", "without", "what"]
+_SEEDING = ["seed", "seed_output", "cache", "reflink", "hardlink"]
+#: verb -> (usage after "pycatar", what it does, the options that apply)
+VERB_HELP = {
+    "make": ("make [ARCHIVE|ARCHIVE_INDEX|BLOB_INDEX] [PATH]",
+             "Archive a directory (.catar, or chunked: .caidx) or chunk a file or block device (.caibx) into "
+             "a chunk store; prints the digest. An http(s):// index is uploaded once its chunks are stored.",
+             ["store", "chunk_size", "digest", "compression", *_FLAGS, "exclude_nodump", "exclude_submounts",
+              "exclude_file", "uid_shift", "uid_range", "reproducible", "owner", "group", "input_format",
+              "verbose", *_NET]),
+    "extract": ("extract [ARCHIVE|ARCHIVE_INDEX|BLOB_INDEX] [PATH] [SUBPATH]",
+                "Restore an archive or index (a path or an http(s):// URL) into a directory, file or device, "
+                "taking chunks from the seeds first, then from the stores.",
+                ["store", "extra_store", *_SEEDING, "what", "with_", "without", "delete", "undo_immutable",
+                 "punch_holes", "uid_shift", "uid_range", "output_format", "json_", "verbose", *_NET]),
+    "list": ("list [ARCHIVE|ARCHIVE_INDEX|DIRECTORY] [SUBPATH]", "List the entries, as casync does.",
+             ["store", "extra_store", *_FLAGS, "recursive", *_NET]),
+    "mtree": ("mtree [ARCHIVE|ARCHIVE_INDEX|DIRECTORY] [SUBPATH]", "List the entries in mtree(5) format.",
+              ["store", "extra_store", *_FLAGS, "recursive", "digest", *_NET]),
+    "stat": ("stat [ARCHIVE|ARCHIVE_INDEX|DIRECTORY] [PATH]", "Show one entry's metadata.",
+             ["store", "extra_store", *_FLAGS, *_NET]),
+    "digest": ("digest [ARCHIVE|BLOB|ARCHIVE_INDEX|BLOB_INDEX|DIRECTORY]",
+               "Print the digest of the archive, blob or tree.",
+               ["store", "extra_store", *_FLAGS, "digest", *_NET]),
+    "gc": ("gc BLOB_INDEX|ARCHIVE_INDEX...",
+           "Remove the chunks of the store that none of the indexes (paths or URLs) references.",
+           ["store", "dry_run", "verbose", *_NET]),
+    "verify": ("verify [--repair] STORE | verify INDEX",
+               "Check that every chunk of a store, or every chunk an index needs, decompresses and matches "
+               "its id; list the missing and bad ones (exit status 1).",
+               ["store", "extra_store", "repair", "digest", "what", "json_", "verbose", *_NET]),
+    "info": ("info [--seed=PATH…] [--store=…] INDEX",
+             "Size, chunk counts and sizes, dedup ratio; with seeds and stores, how many chunks and bytes an "
+             "extraction would take from each (what an update downloads).",
+             ["store", "extra_store", "seed", "cache", "what", "json_", *_NET]),
+    "cat": ("cat INDEX [OFFSET [LENGTH]]", "Write bytes of the stream to standard output, fetching only "
+            "the chunks that hold them.", ["store", "extra_store", "what", *_NET]),
+    "chunk": ("chunk FILE|-", "Print where the chunker cuts FILE: START, SIZE and ID per line; nothing is "
+              "stored.", ["chunk_size", "digest"]),
+    "list-chunks": ("list-chunks INDEX", "Print the chunk ids of an index in order.", ["what", "json_"]),
+}
+#: every verb pycatar has, for --help and completion (vectors has its own parser)
+ALL_VERBS = (*VERB_HELP, "vectors")
+
+
+def _find_verb(args: list[str]) -> str | None:
+    """The verb among ``args`` (options may stand before it, with their values)."""
+    takes_value = {o for p in command.params if isinstance(p, click.Option) and not p.is_flag for o in p.opts}
+    skip = False
+    for a in args:
+        if skip:
+            skip = False
+            continue
+        if a == "--":
+            continue
+        if a.startswith("-"):
+            skip = "=" not in a and a in takes_value
+            continue
+        return a
+    return None
+
+
+def verb_help(verb: str) -> str:
+    """``pycatar VERB --help``: the verb's usage, what it does and the options that apply to it."""
+    usage, text, names = VERB_HELP[verb]
+    ctx = click.Context(command, info_name="pycatar", max_content_width=100)
+    fmt = ctx.make_formatter()
+    fmt.write_usage("pycatar", f"[OPTIONS...] {usage}")
+    fmt.write_paragraph()
+    fmt.write_text(text)
+    params = {p.name: p for p in command.params}
+    records = [params[n].get_help_record(ctx) for n in [*names, "help"] if n in params]
+    with fmt.section("Options"):
+        fmt.write_dl([r for r in records if r] + [("-h, --help", "Show this message and exit.")])
+    fmt.write_paragraph()
+    fmt.write_text("Every option may stand before or after the verb. pycatar --help lists all verbs.")
+    return fmt.getvalue()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script: runs the command, turns errors into one line."""
     try:
         args = sys.argv[1:] if argv is None else list(argv)
-        if args[:1] == ["vectors"]:  # its own options (--impl, --vectors...): not casync's
+        verb = _find_verb(args)
+        if verb in VERB_HELP and ("--help" in args or "-h" in args):
+            sys.stdout.write(verb_help(verb))
+            rc = 0
+        elif verb == "vectors":  # its own options (--impl, --vectors...): not casync's
             from .vectors import main as vectors_main
 
-            rc = vectors_main(args[1:])
+            rc = vectors_main(args[args.index("vectors") + 1:])
         else:
             rc = command.main(args=argv, prog_name="pycatar", standalone_mode=False)
     except click.exceptions.NoSuchOption as e:
