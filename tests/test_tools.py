@@ -153,3 +153,25 @@ def test_info_statistics_and_the_update_estimate(tmp_path, casync):
     assert est["null"]["chunks"] >= 1  # the run of zeros
     text = pycatar("info", f"--seed={tmp_path / 'old.img'}", f"--store={web / 'store'}", web / "new.caibx")
     assert text.returncode == 0 and b"From seed " in text.stdout and b"compressed" in text.stdout
+
+
+def test_blob_extraction_is_as_sparse_as_casyncs(tmp_path, casync):
+    """Every all-zero 4 KiB block becomes a hole, also inside chunks that hold data (casync punches
+    every zero run; pycatar used to punch only whole zero chunks)."""
+    rnd = random.Random(3)
+    img = tmp_path / "sparse.img"
+    with open(img, "wb") as f:
+        f.truncate(48 << 20)
+        for _ in range(40):
+            f.seek(rnd.randrange(0, 48 << 20))
+            f.write(rnd.randbytes(rnd.randrange(1, 9000)))
+    subprocess.run([casync, "make", "--store", tmp_path / "s", tmp_path / "i.caibx", img], check=True,
+                   capture_output=True)
+    subprocess.run([casync, "extract", "--store", tmp_path / "s", tmp_path / "i.caibx", tmp_path / "c.img"],
+                   check=True, capture_output=True)
+    p = pycatar("extract", "--json", f"--store={tmp_path / 's'}", tmp_path / "i.caibx", tmp_path / "p.img")
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "p.img").read_bytes() == img.read_bytes()
+    ours, theirs = os.stat(tmp_path / "p.img").st_blocks, os.stat(tmp_path / "c.img").st_blocks
+    assert ours <= theirs and ours * 512 < 1 << 20, (ours, theirs)
+    assert json.loads(p.stdout)["hole_bytes"] > 47 << 20

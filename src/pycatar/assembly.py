@@ -441,23 +441,22 @@ class Assembler(ChunkSource):
         self.summary.punch_holes = bool(out.sparse)
 
     def release_output(self) -> None:
+        if self._out is not None:
+            self.summary.hole_bytes = self._out.holes
         if self._readback is not None:
             os.close(self._readback)
             self._readback = None
         self._out = None
 
     def write(self, out, ref: ChunkRef, data) -> None:
-        n = len(data)
         with self._lock:
             origin = self._origins.pop(ref.index, None)
-        if out.sparse and is_zero(data):
-            out.write(data)
-            self.summary.hole_bytes += n
-        elif origin is not None and self.reflink:
+        if origin is not None and self.reflink and not (out.sparse and is_zero(data)):
             self.summary.reflinked_bytes += out.clone_from(origin[0], origin[1], data)
         else:
             out.write(data)
         if self._readback is not None and ref.id in self._repeats:
+            out.settle()  # every byte of the chunk in the file, where a later occurrence reads it back
             with self._lock:
                 if ref.id not in self._self_loc:
                     self._self_loc[ref.id] = ref.start

@@ -397,23 +397,67 @@ class _Output:
             except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
                 self.sparse = False
         self._hole = 0
+        self._carry = b""  # sparse: the start of a block, until the block is complete
+        self.holes = 0  #: bytes left as holes
         self._no_clone = False
 
     def write(self, data) -> None:
+        """Append ``data``; when sparse, every all-zero block of :data:`HOLE_BLOCK` bytes (aligned to
+        the start of the file) becomes part of a hole instead (casync punches the same holes)."""
         n = len(data)
-        if self.sparse and is_zero(data):
-            self._hole += n
-        else:
-            if self._hole:
-                self.f.seek(self._hole, os.SEEK_CUR)
-                self._hole = 0
-            mv = memoryview(data)
-            while mv:
-                w = self.f.write(mv)
-                if w is None:
-                    raise PycatarError("output would block")
-                mv = mv[w:]
         self.size += n
+        if not self.sparse:
+            self._put(data)
+            return
+        if self._carry:
+            data = self._carry + bytes(data)
+            self._carry = b""
+        elif not isinstance(data, bytes):
+            data = bytes(data)
+        whole = len(data) - len(data) % HOLE_BLOCK
+        mv = memoryview(data)
+        if whole and data.find(_ZERO_BLOCK, 0, whole) >= 0:  # a zero block is possible: look at each
+            start = 0  # the start of the run of data blocks not yet written
+            for b in range(0, whole, HOLE_BLOCK):
+                if mv[b:b + HOLE_BLOCK] == _ZERO_BLOCK:
+                    if b > start:
+                        self._put(mv[start:b])
+                    self._hole += HOLE_BLOCK
+                    self.holes += HOLE_BLOCK
+                    start = b + HOLE_BLOCK
+            if whole > start:
+                self._put(mv[start:whole])
+        elif whole:
+            self._put(mv[:whole])
+        self._carry = bytes(mv[whole:])
+
+    def _put(self, data) -> None:
+        """Write ``data`` at the file position, after the pending hole."""
+        if self._hole:
+            self.f.seek(self._hole, os.SEEK_CUR)
+            self._hole = 0
+        mv = memoryview(data)
+        while mv:
+            w = self.f.write(mv)
+            if w is None:
+                raise PycatarError("output would block")
+            mv = mv[w:]
+
+    def settle(self) -> None:
+        """Put everything appended so far into the file (the kept-back partial block written, a
+        pending hole made by extending the file), so that it can be read back."""
+        self._flush_carry()
+        if self._hole:
+            self.f.seek(self._hole, os.SEEK_CUR)
+            self.f.truncate()
+            self._hole = 0
+
+    def _flush_carry(self) -> None:
+        """Write the partial block kept back for hole detection (a hole if it is all zeros and the
+        file ends here)."""
+        carry, self._carry = self._carry, b""
+        if carry:
+            self._put(carry)
 
     def readback_fd(self) -> int | None:
         """A new read-only descriptor on the file being written (own temporary files only; the
@@ -444,10 +488,7 @@ class _Output:
             self.write(data)
             return 0
         self.write(data[:head])
-        if self._hole:
-            self.f.seek(self._hole, os.SEEK_CUR)
-            self.f.truncate()
-            self._hole = 0
+        self.settle()
         try:
             fcntl.ioctl(self.f.fileno(), _FICLONERANGE,
                         struct.pack("=qQQQ", src_fd, src_offset + head, mid, self.size))
@@ -461,6 +502,13 @@ class _Output:
         return mid
 
     def finish(self) -> None:
+        if self._carry:
+            if self._carry.count(0) == len(self._carry):
+                self._hole += len(self._carry)
+                self.holes += len(self._carry)
+                self._carry = b""
+            else:
+                self._flush_carry()
         if self._hole:
             self.f.seek(self._hole, os.SEEK_CUR)
             self.f.truncate()
@@ -654,6 +702,9 @@ class _NullSink(io.RawIOBase):
 
 
 _ZEROS = bytes(1 << 20)
+#: the granularity of holes in sparse output (a file system block)
+HOLE_BLOCK = 4096
+_ZERO_BLOCK = bytes(HOLE_BLOCK)
 
 
 def is_zero(data) -> bool:
