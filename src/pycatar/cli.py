@@ -64,6 +64,12 @@ class Options:
     digest: str = "sha512-256"
     compression: str = "zstd"
     json: bool = False
+    # serve (spec/store.md, STORE-12)
+    index_dir: str | None = None
+    listen: str | None = None
+    writable: bool = False
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     def feature_flags(self, default_with: int | None = None, normalized: bool = True) -> int:
         """The feature flags the options select (for an encoder), or un-normalised, the mask a
@@ -109,6 +115,8 @@ def _meta_option(*decls, **kw):
 
 _MAKE_ONLY = (("reproducible", "--reproducible"), ("owner", "--owner="), ("group", "--group="),
               ("input_format", "--input-format="))
+_SERVE_ONLY = (("index_dir", "--index-dir="), ("listen", "--listen="), ("writable", "--writable"),
+               ("tls_cert", "--tls-cert="), ("tls_key", "--tls-key="))
 
 
 def _apply_format_options(opts: Options, verb: str, exclude_nodump, exclude_file) -> None:
@@ -129,6 +137,11 @@ def _apply_format_options(opts: Options, verb: str, exclude_nodump, exclude_file
     for name, option in _MAKE_ONLY:
         if getattr(opts, name) not in (None, False) and verb != "make":
             raise UsageError(f'{option} applies to the "make" verb only.')
+    for name, option in _SERVE_ONLY:
+        value = meta.get(f"pycatar.{name}")
+        if value not in (None, False) and verb != "serve":
+            raise UsageError(f'{option} applies to the "serve" verb only.')
+        setattr(opts, name, bool(value) if name == "writable" else value)
     if opts.output_format is not None and verb != "extract":
         raise UsageError('--output-format= applies to the "extract" verb only.')
     if opts.reproducible or opts.input_format:
@@ -154,6 +167,7 @@ pycatar [OPTIONS...] digest [ARCHIVE|BLOB|ARCHIVE_INDEX|BLOB_INDEX|DIRECTORY]
 pycatar [OPTIONS...] gc BLOB_INDEX|ARCHIVE_INDEX...
 pycatar [OPTIONS...] make --input-format=tar [ARCHIVE|ARCHIVE_INDEX] TAR|-
 pycatar [OPTIONS...] extract --output-format=tar ARCHIVE|ARCHIVE_INDEX|- TAR|- [SUBPATH]
+pycatar [OPTIONS...] serve --store=DIR [--index-dir=DIR] [--listen=HOST:PORT] [--writable]
 """
 
 
@@ -195,6 +209,12 @@ pycatar [OPTIONS...] extract --output-format=tar ARCHIVE|ARCHIVE_INDEX|- TAR|- [
 @_meta_option("--group", metavar="GID", help="make: store this numeric group for every entry.")
 @_meta_option("--input-format", metavar="FORMAT", help="make: read a tar (file or -) instead of a directory.")
 @_meta_option("--output-format", metavar="FORMAT", help="extract: write a tar (file or -) instead of a directory.")
+@_meta_option("--index-dir", metavar="DIR", help="serve: serve the index files (and other files) of DIR too.")
+@_meta_option("--listen", metavar="HOST:PORT",
+              help="serve: the address to listen on (default: 127.0.0.1:8740; [::1]:PORT for IPv6; port 0: any).")
+@_meta_option("--writable", is_flag=True, help="serve: accept chunks and indexes uploaded with PUT (verified first).")
+@_meta_option("--tls-cert", metavar="FILE", help="serve: serve HTTPS with this certificate (PEM chain).")
+@_meta_option("--tls-key", metavar="FILE", help="serve: the private key of --tls-cert= (PEM).")
 @click.option("--json", "json_", is_flag=True,
               help="extract: print where the chunks came from (seeds, stores) as JSON on standard output.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)

@@ -425,6 +425,20 @@ def verb_gc(opts, args: list[str]) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- serve
+
+
+def verb_serve(opts, args: list[str]) -> int:
+    if args:
+        raise UsageError('"serve" takes no arguments; the store is --store=DIR, the indexes --index-dir=DIR.')
+    from .server import serve
+    from .store import default_store_for
+
+    serve(opts.store or default_store_for(None), opts.index_dir, listen=opts.listen, writable=opts.writable,
+          digest=opts.digest, tls_cert=opts.tls_cert, tls_key=opts.tls_key, verbose=opts.verbose)
+    return 0
+
+
 VERBS = {
     "make": verb_make,
     "extract": verb_extract,
@@ -433,4 +447,5 @@ VERBS = {
     "mtree": verb_mtree,
     "stat": verb_stat,
     "digest": verb_digest,
+    "serve": verb_serve,
 }
