@@ -269,6 +269,18 @@ def test_nothing_outside_the_two_directories_is_reachable(site, tmp_path):
         assert request(srv.port, "PUT", rel, body=zstandard.ZstdCompressor().compress(b"x"))[0] == 405
         assert request(srv.port, "PUT", "/new.caibx", body=(idx / "blob.caibx").read_bytes())[0] == 405
         assert files_under(store) | files_under(idx) == before
+    # with --writable: a chunk is not written through a subdirectory that leads out of the store
+    data = b"through the symlink " * 50
+    cid = sha512_256(data)
+    os.symlink(outside, store / cid[:4])
+    with Server(tmp_path / "log2", f"--store={store}", f"--index-dir={idx}", "--writable") as srv:
+        status, _, _ = request(srv.port, "PUT", f"/{cid[:4]}/{cid}.cacnk", body=zstandard.ZstdCompressor().compress(data))
+        assert status == 403
+        for target in ["/up/x.caibx", "/link-out.caibx/x.caibx"]:
+            assert request(srv.port, "PUT", target, body=(idx / "blob.caibx").read_bytes())[0] == 404, target
+    assert os.listdir(outside) == [f"{fake3}.cacnk"]
+    assert (tmp_path / "secret.txt").read_bytes() == secret
+    assert sorted(os.listdir(tmp_path)) == sorted(["secret.txt", "store", "idx", "outside", "log", "log2"])
 
 
 # --------------------------------------------------------------------------- casync through the server

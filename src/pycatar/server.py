@@ -176,12 +176,20 @@ def _too_large(limit: int) -> web.Response:
     return r
 
 
-def _check_and_store_chunk(store: Store, chunk_id: bytes, body: bytes) -> int:
+class _Outside(PycatarError):
+    """The chunk's subdirectory leads out of the store (a symlink)."""
+
+
+def _check_and_store_chunk(cfg: _Config, chunk_id: bytes, body: bytes) -> int:
     """Decompress ``body``, check its digest against ``chunk_id``, store it (runs in a thread)."""
+    store = cfg.store
     data = _compression.decompress(body, what=f"chunk {chunk_id.hex()}")
     actual = _digest.digest(store.digest, data)
     if actual != chunk_id:
         raise ChunkError(f"chunk {chunk_id.hex()}: content does not match its id (digest {actual.hex()})")
+    sub = os.path.dirname(store.chunk_path(chunk_id))
+    if os.path.lexists(sub) and (os.path.islink(sub) or not _inside(os.path.realpath(sub), cfg.store_real)):
+        raise _Outside(f"{os.path.basename(sub)} is not a directory of the store")
     return store.put(chunk_id, compressed_data=body)
 
 
@@ -197,9 +205,11 @@ async def _put_chunk(request: web.Request, cfg: _Config, chunk_id: bytes) -> web
             return refused
         loop = asyncio.get_running_loop()
         try:
-            written = await loop.run_in_executor(None, _check_and_store_chunk, cfg.store, chunk_id, bytes(body))
+            written = await loop.run_in_executor(None, _check_and_store_chunk, cfg, chunk_id, bytes(body))
         except ChunkError as e:
             return _error(422, str(e))
+        except _Outside as e:
+            return _error(403, str(e))
         except PycatarError as e:
             return _error(500, str(e))
     return web.Response(status=201 if written else 200)
