@@ -1,6 +1,6 @@
 """An HTTP(S) server for a chunk store and a directory of index files (``pycatar serve``).
 
-The URL layout is a local store's at the root (spec/store.md, STORE-12): ``/<xxxx>/<id>.cacnk`` is
+The URL layout is a local store's at the root (spec/store.md, SERVE-1): ``/<xxxx>/<id>.cacnk`` is
 the compressed chunk file as stored, so ``--store=http://HOST:PORT/`` works for any client,
 casync's http helper included.  Every other path names a file in the index directory.  Nothing
 outside the two directories is reachable: a path is taken as the client sent it (never decoded),
@@ -180,7 +180,7 @@ class _Outside(PycatarError):
     """The chunk's subdirectory leads out of the store (a symlink)."""
 
 
-def _check_and_store_chunk(cfg: _Config, chunk_id: bytes, body: bytes) -> int:
+def _check_and_store_chunk(cfg: _Config, chunk_id: bytes, body: bytearray) -> int:
     """Decompress ``body``, check its digest against ``chunk_id``, store it (runs in a thread)."""
     store = cfg.store
     data = _compression.decompress(body, what=f"chunk {chunk_id.hex()}")
@@ -205,7 +205,7 @@ async def _put_chunk(request: web.Request, cfg: _Config, chunk_id: bytes) -> web
             return refused
         loop = asyncio.get_running_loop()
         try:
-            written = await loop.run_in_executor(None, _check_and_store_chunk, cfg, chunk_id, bytes(body))
+            written = await loop.run_in_executor(None, _check_and_store_chunk, cfg, chunk_id, body)
         except ChunkError as e:
             return _error(422, str(e))
         except _Outside as e:
