@@ -27,7 +27,7 @@ import zstandard
 from conftest import IN_CI
 from trees import make_full_tree, remove_tree
 
-MAX_CHUNK_BODY = 128 * 1024 * 1024 + (1 << 20)  # the server's limit (spec/store.md, STORE-13)
+MAX_CHUNK_BODY = 128 * 1024 * 1024 + (1 << 20)  # the server's limit (spec/store.md, SERVE-3)
 MAX_INDEX_BODY = 256 << 20
 
 

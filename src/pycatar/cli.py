@@ -64,7 +64,7 @@ class Options:
     digest: str = "sha512-256"
     compression: str = "zstd"
     json: bool = False
-    # serve (spec/store.md, STORE-12)
+    # serve (spec/store.md, SERVE-1..3)
     index_dir: str | None = None
     listen: str | None = None
     writable: bool = False
