@@ -594,3 +594,57 @@ def test_errors_are_one_line(site, tmp_path):
     assert p.returncode != 0 and b'applies to the "serve" verb only' in p.stderr
     p = pycatar("--help")
     assert p.returncode == 0 and b" serve --store=DIR" in p.stdout and b"--listen" in p.stdout
+
+
+def test_library_app_wrapped_with_middleware(site):
+    """make_app() + start(): a test or benchmark wraps the server with middleware (here an injected
+    delay and injected failures) without any hook in the server itself."""
+    import asyncio
+    import threading
+
+    from aiohttp import web
+
+    from pycatar import server
+
+    calls = []
+
+    @web.middleware
+    async def flaky(request, handler):
+        calls.append(request.path)
+        await asyncio.sleep(0.05)
+        if len(calls) % 2:
+            return web.Response(status=500)
+        return await handler(request)
+
+    app = server.make_app(site / "store", site / "idx")
+    app.middlewares.append(flaky)
+    loop = asyncio.new_event_loop()
+    started = concurrent.futures.Future()
+    stop = None
+
+    def serve_in_thread():
+        nonlocal stop
+        asyncio.set_event_loop(loop)
+        running = loop.run_until_complete(server.start(app, "127.0.0.1", 0))
+        stop = asyncio.Event()
+        started.set_result(running)
+        loop.run_until_complete(stop.wait())
+        loop.run_until_complete(running.stop())
+        loop.close()
+
+    t = threading.Thread(target=serve_in_thread)
+    t.start()
+    running = started.result(timeout=20)
+    try:
+        assert running.url == f"http://127.0.0.1:{running.port}/" and running.port > 0
+        rel = sorted(chunk_files(site / "store"))[0]
+        t0 = time.monotonic()
+        assert request(running.port, "GET", "/" + rel)[0] == 500
+        status, _, body = request(running.port, "GET", "/" + rel)
+        assert status == 200 and body == (site / "store" / rel).read_bytes()
+        assert time.monotonic() - t0 >= 0.1
+        assert calls == ["/" + rel] * 2
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        t.join(20)
+    assert not t.is_alive()
