@@ -178,6 +178,7 @@ def site(tmp_path_factory, casync):
 
 
 def test_get_and_head_serve_the_files_as_stored(site, tmp_path):
+    """SERVE-1: chunks at xxxx/<id>.cacnk and index files as stored, with their headers and ranges."""
     chunks = chunk_files(site / "store")
     index = (site / "idx" / "blob.caibx").read_bytes()
     with Server(tmp_path / "log", f"--store={site / 'store'}", f"--index-dir={site / 'idx'}") as srv:
@@ -216,6 +217,7 @@ def test_without_index_dir_only_chunks_are_served(site, tmp_path):
 
 
 def test_nothing_outside_the_two_directories_is_reachable(site, tmp_path):
+    """SERVE-2 (and STORE-7 for chunk symlinks): traversal, escapes, symlinks out, odd methods."""
     secret = b"SECRET-" * 100
     (tmp_path / "secret.txt").write_bytes(secret)
     store, idx, outside = tmp_path / "store", tmp_path / "idx", tmp_path / "outside"
@@ -332,7 +334,7 @@ def test_casync_extracts_a_tree_through_serve(tree, tmp_path, run_casync):
 
 
 def test_put_chunks_verified_then_stored(site, tmp_path, run_casync):
-    """Chunks recompressed and named by an independent oracle (zstandard, lzma, gzip, hashlib) are
+    """SERVE-3: chunks recompressed and named by an independent oracle (zstandard, lzma, gzip, hashlib) are
     stored; casync extracts from the store on disk.  Bad uploads are refused and leave nothing."""
     store = tmp_path / "store"
     store.mkdir()
@@ -428,6 +430,7 @@ def test_put_chunk_with_another_digest(tmp_path):
 
 
 def test_put_index_validated_then_installed(site, tmp_path, run_casync):
+    """SERVE-3: an index is validated before it is renamed into place; a bad one leaves nothing."""
     store, idx = tmp_path / "store", tmp_path / "idx"
     store.mkdir()
     idx.mkdir()
