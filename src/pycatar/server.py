@@ -58,7 +58,6 @@ _READ_METHODS = ("GET", "HEAD")
 @dataclass
 class _Config:
     store: Store
-    store_real: str
     index_dir: str | None
     index_real: str | None
     writable: bool
@@ -103,12 +102,21 @@ def _inside(real: str, top_real: str) -> bool:
     return real.startswith(top_real.rstrip("/") + "/")
 
 
-def _regular_file(path: str, top_real: str, *, follow: bool) -> str | None:
-    """The real path of ``path`` if it is a regular file inside ``top_real``, else None.  Without
-    ``follow`` a symlink as the last component counts as absent."""
+def _chunk_file(cfg: _Config, chunk_id: bytes) -> str | None:
+    """The path of the chunk's file if it is a regular file (not a symlink, STORE-7) in a
+    subdirectory of the store that is not a symlink either (so inside the store), else None."""
+    path = cfg.store.chunk_path(chunk_id)  # below the store's real path: two lstat calls suffice
     try:
-        if not follow and st.S_ISLNK(os.lstat(path).st_mode):
+        if not st.S_ISREG(os.lstat(path).st_mode) or st.S_ISLNK(os.lstat(os.path.dirname(path)).st_mode):
             return None
+    except OSError:
+        return None
+    return path
+
+
+def _regular_file(path: str, top_real: str) -> str | None:
+    """The real path of ``path`` if it resolves to a regular file inside ``top_real``, else None."""
+    try:
         real = os.path.realpath(path)
         if not _inside(real, top_real) or not st.S_ISREG(os.stat(real).st_mode):
             return None
@@ -145,10 +153,10 @@ async def _handle(request: web.Request) -> web.StreamResponse:
             return await _put_chunk(request, cfg, chunk_id)
         return await _put_index(request, cfg, parts)
     if chunk_id is not None:
-        real = _regular_file(cfg.store.chunk_path(chunk_id), cfg.store_real, follow=False)
+        real = _chunk_file(cfg, chunk_id)
         headers = {"Cache-Control": "public, max-age=31536000, immutable"}
     elif cfg.index_dir is not None:
-        real = _regular_file(os.path.join(cfg.index_dir, *parts), cfg.index_real, follow=True)
+        real = _regular_file(os.path.join(cfg.index_dir, *parts), cfg.index_real)
         headers = None
     else:
         real = None
@@ -187,8 +195,8 @@ def _check_and_store_chunk(cfg: _Config, chunk_id: bytes, body: bytearray) -> in
     actual = _digest.digest(store.digest, data)
     if actual != chunk_id:
         raise ChunkError(f"chunk {chunk_id.hex()}: content does not match its id (digest {actual.hex()})")
-    sub = os.path.dirname(store.chunk_path(chunk_id))
-    if os.path.lexists(sub) and (os.path.islink(sub) or not _inside(os.path.realpath(sub), cfg.store_real)):
+    sub = os.path.dirname(store.chunk_path(chunk_id))  # below the store's real path
+    if os.path.islink(sub):
         raise _Outside(f"{os.path.basename(sub)} is not a directory of the store")
     return store.put(chunk_id, compressed_data=body)
 
@@ -305,7 +313,8 @@ def make_app(store_path: str | os.PathLike, index_dir: str | os.PathLike | None 
         if not os.path.isdir(index_dir):
             raise PycatarError(f"index directory {index_dir} is not a directory")
         index_real = os.path.realpath(index_dir)
-    cfg = _Config(store=Store(store_path, digest=digest), store_real=os.path.realpath(store_path),
+    store_real = os.path.realpath(store_path)
+    cfg = _Config(store=Store(store_real, digest=digest),
                   index_dir=index_dir, index_real=index_real, writable=writable,
                   max_chunk_body=max_chunk_body, max_index_body=max_index_body)
     handler_args = {"access_log_class": _AccessLog, "access_log": log} if log else {"access_log": None}
