@@ -405,6 +405,10 @@ def test_put_chunks_verified_then_stored(site, tmp_path, run_casync):
                     s.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
             except (BrokenPipeError, ConnectionResetError):
                 pass  # refused before the end: the log below says how
+        head = f"PUT /{cid[:4]}/{cid}.cacnk HTTP/1.1\r\nHost: x\r\nContent-Length: {len(good)}\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as s:
+            s.sendall(head.encode() + good[:-100])  # and the client goes away
+        time.sleep(0.3)
         assert files_under(store) == before
         # and the good one still goes in
         assert request(srv.port, "PUT", f"/{cid[:4]}/{cid}.cacnk", body=good)[0] == 201
@@ -470,6 +474,12 @@ def test_put_index_validated_then_installed(site, tmp_path, run_casync):
         for target in ("/../bad.caibx", "/%2e%2e/bad.caibx", "/.bad.caibx", "/sub%2fbad.caibx"):
             head = f"PUT {target} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(good)}\r\nConnection: close\r\n\r\n"
             assert raw_request(srv.port, head.encode() + good)[0] == 400, target
+        # the client goes away before the end of its body
+        head = f"PUT /cut.caibx HTTP/1.1\r\nHost: x\r\nContent-Length: {len(good)}\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as s:
+            s.sendall(head.encode() + good[:-100])
+            time.sleep(0.3)
+        time.sleep(0.3)
         assert files_under(idx) == before
         assert (idx / "new.caibx").read_bytes() == other
     assert not os.listdir(tmp_path / "store")

@@ -146,7 +146,7 @@ async def _handle(request: web.Request) -> web.StreamResponse:
         return _method_not_allowed(method, False)
     parts = _components(request.raw_path)
     if parts is None:
-        return _error(404 if method in _READ_METHODS else 400, "no such file")
+        return _error(404, "no such file") if method in _READ_METHODS else _error(400, "not a plain path")
     chunk_id = _chunk_name(parts)
     if method == "PUT":
         if chunk_id is not None:
@@ -266,7 +266,6 @@ async def _put_index(request: web.Request, cfg: _Config, parts: list[str]) -> we
             await loop.run_in_executor(None, _check_index, tmp, "/".join(parts))
         except FormatError as e:
             return _error(422, str(e))
-        os.chmod(tmp, 0o644)
         os.rename(tmp, final)
         installed = True
     except OSError as e:
