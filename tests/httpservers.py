@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import http.server
 import os
+import re
+import signal
+import sys
 import shutil
 import socket
 import subprocess
@@ -196,3 +199,55 @@ http {{
     def access_log(self) -> list[str]:
         with open(os.path.join(self.dir, "access.log")) as f:
             return f.read().splitlines()
+
+
+class PycatarServe:
+    """``python -m pycatar serve --listen=HOST:0 ARGS...``, its port parsed from the first line."""
+
+    def __init__(self, log_path, *args, host="127.0.0.1"):
+        self.log_path = str(log_path)
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "pycatar", "serve", f"--listen={host}:0", *map(str, args)],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.log)
+        deadline = time.monotonic() + 20
+        while True:
+            m = re.match(r"Listening on (https?)://(\S+):(\d+)/\n", self.stderr())
+            if m:
+                self.scheme, self.port = m.group(1), int(m.group(3))
+                self.url = f"{self.scheme}://{m.group(2)}:{self.port}/"
+                break
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                raise AssertionError(f"server did not start: {self.stderr()}")
+            time.sleep(0.05)
+
+    def stderr(self) -> str:
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def stop(self, sig=signal.SIGTERM, timeout=10) -> float:
+        """Send ``sig``; the server must exit 0 within ``timeout`` without a traceback. Returns the time taken."""
+        t = time.monotonic()
+        self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError("server did not stop") from None
+        finally:
+            self.log.close()
+        assert rc == 0, self.stderr()
+        assert "Traceback" not in self.stderr()
+        return time.monotonic() - t
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *_):
+        if self.proc.poll() is None:
+            if exc_type is None:
+                self.stop()
+            else:
+                self.proc.kill()
+                self.proc.wait()
+        return False

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from httpservers import Nginx, StaticServer
+from httpservers import Nginx, PycatarServe, StaticServer
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 
@@ -389,3 +389,47 @@ def test_https_client_certificate(published, tmp_path):
                     f"{url}blob.caibx", tmp_path / "b.img")
         assert p.returncode == 0, p.stderr
         assert (tmp_path / "b.img").read_bytes() == (published / "src" / "blob.img").read_bytes()
+
+
+def test_through_pycatar_serve_and_uploads_to_it(published, tmp_path, casync):
+    """pycatar extracts through pycatar serve; make uploads chunks and the index into a --writable
+    server (STORE-15), and casync extracts from what landed on the server's disk."""
+    src = published / "src"
+    with PycatarServe(tmp_path / "ro.log", f"--store={published / 'store'}", f"--index-dir={published}") as srv:
+        p = pycatar("extract", f"--store={srv.url}", f"{srv.url}tree.caidx", tmp_path / "tree")
+        assert p.returncode == 0, p.stderr
+        assert casync_mtree(casync, tmp_path / "tree") == casync_mtree(casync, src / "tree")
+        p = pycatar("extract", f"--store={srv.url}", f"{srv.url}blob.caibx", tmp_path / "b.img")
+        assert p.returncode == 0 and (tmp_path / "b.img").read_bytes() == (src / "blob.img").read_bytes()
+
+    up = tmp_path / "up"
+    (up / "store").mkdir(parents=True)
+    (up / "idx").mkdir()
+    with PycatarServe(tmp_path / "rw.log", f"--store={up / 'store'}", f"--index-dir={up / 'idx'}", "--writable",
+                      "-v") as srv:
+        p = pycatar("make", f"--store={srv.url}", f"{srv.url}blob.caibx", src / "blob.img")
+        want = subprocess.run([casync, "digest", src / "blob.img"], capture_output=True, check=True).stdout
+        assert p.returncode == 0 and p.stdout == want, p.stderr
+        puts = srv.stderr().count('"PUT ')
+        p = pycatar("make", f"--store={srv.url}", f"{srv.url}blob.caibx", src / "blob.img")
+        assert p.returncode == 0, p.stderr
+        assert srv.stderr().count('"PUT ') == puts + 1  # the second time only the index is sent
+        p = pycatar("make", f"--store={srv.url}", f"{srv.url}tree.caidx", src / "tree")
+        assert p.returncode == 0, p.stderr
+        p = pycatar("make", f"--store={srv.url}", f"{srv.url}tree.catar", src / "tree")
+        assert "index" in one_line_error(p)
+    assert chunk_names(up / "store") == chunk_names(published / "store")  # what casync stored
+    subprocess.run([casync, "extract", f"--store={up / 'store'}", up / "idx" / "blob.caibx", tmp_path / "c.img"],
+                   check=True, capture_output=True)
+    assert (tmp_path / "c.img").read_bytes() == (src / "blob.img").read_bytes()
+    subprocess.run([casync, "extract", f"--store={up / 'store'}", up / "idx" / "tree.caidx", tmp_path / "ctree"],
+                   check=True, capture_output=True)
+    assert casync_mtree(casync, tmp_path / "ctree") == casync_mtree(casync, src / "tree")
+
+
+def test_upload_to_a_read_only_server_fails_cleanly(published, tmp_path):
+    (tmp_path / "s").mkdir()
+    with PycatarServe(tmp_path / "log", f"--store={tmp_path / 's'}") as srv:
+        p = pycatar("make", f"--store={srv.url}", tmp_path / "x.caibx", published / "src" / "blob.img")
+        assert "405" in one_line_error(p)
+    assert not (tmp_path / "x.caibx").exists() and os.listdir(tmp_path / "s") == []

@@ -69,6 +69,12 @@ class Options:
     http: dict = field(default_factory=dict)  #: HTTPOptions fields the command line set
     remote: object = None                     #: the command's HTTP client, made on first use
     repair: bool = False                      #: verify: remove bad chunk files
+    # serve (spec/store.md, SERVE-1..3)
+    index_dir: str | None = None
+    listen: str | None = None
+    writable: bool = False
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     def feature_flags(self, default_with: int | None = None, normalized: bool = True) -> int:
         """The feature flags the options select (for an encoder), or un-normalised, the mask a
@@ -114,6 +120,8 @@ def _meta_option(*decls, **kw):
 
 _MAKE_ONLY = (("reproducible", "--reproducible"), ("owner", "--owner="), ("group", "--group="),
               ("input_format", "--input-format="))
+_SERVE_ONLY = (("index_dir", "--index-dir="), ("listen", "--listen="), ("writable", "--writable"),
+               ("tls_cert", "--tls-cert="), ("tls_key", "--tls-key="))
 
 
 def _apply_format_options(opts: Options, verb: str, exclude_nodump, exclude_file) -> None:
@@ -134,6 +142,11 @@ def _apply_format_options(opts: Options, verb: str, exclude_nodump, exclude_file
     for name, option in _MAKE_ONLY:
         if getattr(opts, name) not in (None, False) and verb != "make":
             raise UsageError(f'{option} applies to the "make" verb only.')
+    for name, option in _SERVE_ONLY:
+        value = meta.get(f"pycatar.{name}")
+        if value not in (None, False) and verb != "serve":
+            raise UsageError(f'{option} applies to the "serve" verb only.')
+        setattr(opts, name, bool(value) if name == "writable" else value)
     if opts.output_format is not None and verb != "extract":
         raise UsageError('--output-format= applies to the "extract" verb only.')
     if opts.reproducible or opts.input_format:
@@ -192,6 +205,7 @@ pycatar [OPTIONS...] chunk FILE
 pycatar [OPTIONS...] list-chunks INDEX
 pycatar [OPTIONS...] make --input-format=tar [ARCHIVE|ARCHIVE_INDEX] TAR|-
 pycatar [OPTIONS...] extract --output-format=tar ARCHIVE|ARCHIVE_INDEX|- TAR|- [SUBPATH]
+pycatar [OPTIONS...] serve --store=DIR [--index-dir=DIR] [--listen=HOST:PORT] [--writable]
 pycatar vectors verify|generate ...    (test vectors: pycatar vectors --help)
 
 \b
@@ -250,6 +264,12 @@ eval "$(_PYCATAR_COMPLETE=bash_source pycatar)"    (zsh: zsh_source)
 @_meta_option("--client-cert", metavar="FILE", help="Client certificate (PEM) for https:// servers that ask for one.")
 @_meta_option("--client-key", metavar="FILE", help="Key of the client certificate, if not in its file.")
 @_meta_option("--repair", is_flag=True, help="verify: remove chunk files that fail verification from the store.")
+@_meta_option("--index-dir", metavar="DIR", help="serve: serve the index files (and other files) of DIR too.")
+@_meta_option("--listen", metavar="HOST:PORT",
+              help="serve: the address to listen on (default: 127.0.0.1:8740; [::1]:PORT for IPv6; port 0: any).")
+@_meta_option("--writable", is_flag=True, help="serve: accept chunks and indexes uploaded with PUT (verified first).")
+@_meta_option("--tls-cert", metavar="FILE", help="serve: serve HTTPS with this certificate (PEM chain).")
+@_meta_option("--tls-key", metavar="FILE", help="serve: the private key of --tls-cert= (PEM).")
 @click.option("--json", "json_", is_flag=True,
               help="extract: print where the chunks came from (seeds, stores) as JSON on standard output.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED, shell_complete=lambda ctx, param, incomplete:
@@ -398,6 +418,10 @@ VERB_HELP = {
     "chunk": ("chunk FILE|-", "Print where the chunker cuts FILE: START, SIZE and ID per line; nothing is "
               "stored.", ["chunk_size", "digest"]),
     "list-chunks": ("list-chunks INDEX", "Print the chunk ids of an index in order.", ["what", "json_"]),
+    "serve": ("serve --store=DIR [--index-dir=DIR] [--listen=HOST:PORT] [--writable]",
+              "Serve a chunk store (in a local store's layout) and a directory of index files over HTTP(S), "
+              "until SIGTERM or Ctrl-C. With --writable, uploads (PUT) are verified, then installed.",
+              ["store", "index_dir", "listen", "writable", "digest", "tls_cert", "tls_key", "verbose"]),
 }
 #: every verb pycatar has, for --help and completion (vectors has its own parser)
 ALL_VERBS = (*VERB_HELP, "vectors")

@@ -669,6 +669,20 @@ def verb_list_chunks(opts, args: list[str]) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- serve
+
+
+def verb_serve(opts, args: list[str]) -> int:
+    if args:
+        raise UsageError('"serve" takes no arguments; the store is --store=DIR, the indexes --index-dir=DIR.')
+    from .server import serve
+    from .store import default_store_for
+
+    serve(opts.store or default_store_for(None), opts.index_dir, listen=opts.listen, writable=opts.writable,
+          digest=opts.digest, tls_cert=opts.tls_cert, tls_key=opts.tls_key, verbose=opts.verbose)
+    return 0
+
+
 VERBS = {
     "make": verb_make,
     "extract": verb_extract,
@@ -682,4 +696,5 @@ VERBS = {
     "cat": verb_cat,
     "chunk": verb_chunk,
     "list-chunks": verb_list_chunks,
+    "serve": verb_serve,
 }

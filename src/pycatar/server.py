@@ -1,0 +1,455 @@
+"""An HTTP(S) server for a chunk store and a directory of index files (``pycatar serve``).
+
+The URL layout is a local store's at the root (spec/store.md, SERVE-1): ``/<xxxx>/<id>.cacnk`` is
+the compressed chunk file as stored, so ``--store=http://HOST:PORT/`` works for any client,
+casync's http helper included.  Every other path names a file in the index directory.  Nothing
+outside the two directories is reachable: a path is taken as the client sent it (never decoded),
+each component must be a plain safe name, and the file it names must resolve, symlinks followed,
+to a regular file inside its directory (chunk files must not be symlinks at all, STORE-7).
+
+With ``writable`` a PUT installs a chunk (its body decompressed and its digest checked against the
+name first) or an index (parsed and checked first), atomically; a refused upload leaves nothing.
+
+:func:`make_app` builds the aiohttp application (wrap it with middleware to inject delays or
+failures in a test); :func:`start` runs it inside an event loop, :func:`run` until SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import secrets
+import signal
+import ssl
+import stat as st
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from . import compression as _compression
+from . import digest as _digest
+from .errors import ChunkError, FormatError, PycatarError, UsageError
+from .store import CHUNK_SUFFIX, LocalStore, parse_chunk_id
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8740
+#: the largest chunk body a PUT may send: a 128 MiB chunk that did not compress, plus the
+#: compressed format's overhead (zstd, xz and gzip all stay well below 1 MiB over the input)
+MAX_CHUNK_BODY = _compression.DECOMPRESSED_LIMIT + (1 << 20)
+#: the largest index a PUT may send (about 6 million chunks)
+MAX_INDEX_BODY = 256 << 20
+#: chunk bodies held in memory at once (PUTs beyond this wait before their body is read)
+MAX_CHUNK_PUTS = 8
+INDEX_SUFFIXES = (".caibx", ".caidx")
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=@,~-]{0,254}\Z")
+_HEX4 = re.compile(r"[0-9a-f]{4}\Z")
+_CHUNK_NAME = re.compile(r"([0-9a-f]{64})" + re.escape(CHUNK_SUFFIX) + r"\Z")
+_ABSOLUTE_FORM = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/]*")
+_READ_METHODS = ("GET", "HEAD")
+
+
+@dataclass
+class _Config:
+    store: LocalStore
+    index_dir: str | None
+    index_real: str | None
+    writable: bool
+    max_chunk_body: int
+    max_index_body: int
+    chunk_puts: asyncio.Semaphore | None = None
+
+
+_CONFIG = web.AppKey("pycatar_config", _Config)
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def _components(raw_path: str) -> list[str] | None:
+    """The components of a request path as sent (query dropped), or None unless every one is a
+    safe name: no ``..`` or hidden files, no percent-escapes (so no encoded slashes), no empty
+    components."""
+    path = raw_path.split("?", 1)[0].split("#", 1)[0]
+    m = _ABSOLUTE_FORM.match(path)
+    if m:  # "GET http://host/path" (RFC 9112, 3.2.2)
+        path = path[m.end():]
+    if not path.startswith("/"):
+        return None
+    parts = path[1:].split("/")
+    if not all(_SAFE_NAME.match(p) for p in parts):
+        return None
+    return parts
+
+
+def _chunk_name(parts: list[str]) -> bytes | None:
+    """The id of the chunk ``parts`` name (``xxxx/<id>.cacnk``, xxxx the id's first 4 digits)."""
+    if len(parts) != 2 or not _HEX4.match(parts[0]):
+        return None
+    m = _CHUNK_NAME.match(parts[1])
+    if m is None or m.group(1)[:4] != parts[0]:
+        return None
+    return parse_chunk_id(m.group(1))
+
+
+def _inside(real: str, top_real: str) -> bool:
+    return real.startswith(top_real.rstrip("/") + "/")
+
+
+def _chunk_file(cfg: _Config, chunk_id: bytes) -> str | None:
+    """The path of the chunk's file if it is a regular file (not a symlink, STORE-7) in a
+    subdirectory of the store that is not a symlink either (so inside the store), else None."""
+    path = cfg.store.chunk_path(chunk_id)  # below the store's real path: two lstat calls suffice
+    try:
+        if not st.S_ISREG(os.lstat(path).st_mode) or st.S_ISLNK(os.lstat(os.path.dirname(path)).st_mode):
+            return None
+    except OSError:
+        return None
+    return path
+
+
+def _regular_file(path: str, top_real: str) -> str | None:
+    """The real path of ``path`` if it resolves to a regular file inside ``top_real``, else None."""
+    try:
+        real = os.path.realpath(path)
+        if not _inside(real, top_real) or not st.S_ISREG(os.stat(real).st_mode):
+            return None
+    except (OSError, ValueError):
+        return None
+    return real
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+def _error(status: int, text: str, **kw) -> web.Response:
+    return web.Response(status=status, text=text + "\n", **kw)
+
+
+def _method_not_allowed(method: str, writable: bool) -> web.Response:
+    allow = ["GET", "HEAD"] + (["PUT"] if writable else [])
+    return _error(405, f"method {method} not allowed", headers={"Allow": ", ".join(allow)})
+
+
+async def _handle(request: web.Request) -> web.StreamResponse:
+    cfg = request.app[_CONFIG]
+    method = request.method
+    if method not in _READ_METHODS and method != "PUT":
+        return _method_not_allowed(method, cfg.writable)
+    if method == "PUT" and not cfg.writable:
+        return _method_not_allowed(method, False)
+    parts = _components(request.raw_path)
+    if parts is None:
+        return _error(404, "no such file") if method in _READ_METHODS else _error(400, "not a plain path")
+    chunk_id = _chunk_name(parts)
+    if method == "PUT":
+        if chunk_id is not None:
+            return await _put_chunk(request, cfg, chunk_id)
+        return await _put_index(request, cfg, parts)
+    if chunk_id is not None:
+        real = _chunk_file(cfg, chunk_id)
+        headers = {"Cache-Control": "public, max-age=31536000, immutable"}
+    elif cfg.index_dir is not None:
+        real = _regular_file(os.path.join(cfg.index_dir, *parts), cfg.index_real)
+        headers = None
+    else:
+        real = None
+    if real is None:
+        return _error(404, "no such file")
+    return web.FileResponse(real, headers=headers)
+
+
+async def _read_body(request: web.Request, limit: int, sink) -> web.Response | None:
+    """Hand the request body to ``sink`` piece by piece; a 413 response when it exceeds ``limit``."""
+    if request.content_length is not None and request.content_length > limit:
+        return _too_large(limit)
+    n = 0
+    async for piece in request.content.iter_chunked(1 << 16):
+        n += len(piece)
+        if n > limit:
+            return _too_large(limit)
+        await sink(piece)
+    return None
+
+
+def _too_large(limit: int) -> web.Response:
+    r = _error(413, f"body larger than {limit} bytes")
+    r.force_close()  # the rest of the body is not read: the connection cannot be reused
+    return r
+
+
+class _Outside(PycatarError):
+    """The chunk's subdirectory leads out of the store (a symlink)."""
+
+
+def _check_and_store_chunk(cfg: _Config, chunk_id: bytes, body: bytearray) -> int:
+    """Decompress ``body``, check its digest against ``chunk_id``, store it (runs in a thread)."""
+    store = cfg.store
+    data = _compression.decompress(body, what=f"chunk {chunk_id.hex()}")
+    actual = _digest.digest(store.digest, data)
+    if actual != chunk_id:
+        raise ChunkError(f"chunk {chunk_id.hex()}: content does not match its id (digest {actual.hex()})")
+    sub = os.path.dirname(store.chunk_path(chunk_id))  # below the store's real path
+    if os.path.islink(sub):
+        raise _Outside(f"{os.path.basename(sub)} is not a directory of the store")
+    return store.put(chunk_id, compressed_data=body)
+
+
+async def _put_chunk(request: web.Request, cfg: _Config, chunk_id: bytes) -> web.Response:
+    async with cfg.chunk_puts:
+        body = bytearray()
+
+        async def sink(piece):
+            body.extend(piece)
+
+        refused = await _read_body(request, cfg.max_chunk_body, sink)
+        if refused is not None:
+            return refused
+        loop = asyncio.get_running_loop()
+        try:
+            written = await loop.run_in_executor(None, _check_and_store_chunk, cfg, chunk_id, body)
+        except ChunkError as e:
+            return _error(422, str(e))
+        except _Outside as e:
+            return _error(403, str(e))
+        except PycatarError as e:
+            return _error(500, str(e))
+    return web.Response(status=201 if written else 200)
+
+
+def _check_index(path: str, name: str) -> None:
+    from .index import IndexReader
+
+    with IndexReader(path, name=name) as r:
+        r.validate()
+
+
+async def _put_index(request: web.Request, cfg: _Config, parts: list[str]) -> web.Response:
+    if not parts[-1].endswith(INDEX_SUFFIXES):
+        return _error(400, "not a chunk name (xxxx/<id>.cacnk) nor an index name (*.caibx, *.caidx)")
+    if cfg.index_dir is None:
+        return _error(403, "no index directory to write to")
+    parent = os.path.join(cfg.index_dir, *parts[:-1])
+    try:
+        parent_real = os.path.realpath(parent)
+        if not (parent_real == cfg.index_real or _inside(parent_real, cfg.index_real)) \
+                or not os.path.isdir(parent_real):
+            return _error(404, "no such directory")
+    except (OSError, ValueError):
+        return _error(404, "no such directory")
+    final = os.path.join(parent_real, parts[-1])
+    if os.path.isdir(final):
+        return _error(409, "a directory has that name")
+    # a hidden temporary name: never served, and renamed over the final name only when complete
+    tmp = os.path.join(parent_real, f".{parts[-1]}.{secrets.token_hex(8)}.tmp")
+    loop = asyncio.get_running_loop()
+    try:
+        f = open(tmp, "xb")
+    except OSError as e:
+        return _error(500, f"cannot create a temporary file: {e.strerror}")
+    installed = False
+    try:
+        with f:
+            async def sink(piece):
+                await loop.run_in_executor(None, f.write, piece)
+
+            refused = await _read_body(request, cfg.max_index_body, sink)
+            if refused is not None:
+                return refused
+        try:
+            await loop.run_in_executor(None, _check_index, tmp, "/".join(parts))
+        except FormatError as e:
+            return _error(422, str(e))
+        os.rename(tmp, final)
+        installed = True
+    except OSError as e:
+        return _error(500, f"cannot write {'/'.join(parts)}: {e.strerror}")
+    finally:
+        if not installed:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    return web.Response(status=201)
+
+
+class _AccessLog(AbstractAccessLogger):
+    """One line per request to the ``log`` callable given to :func:`make_app` (as ``logger``)."""
+
+    def log(self, request, response, time):
+        remote = request.remote or "-"
+        size = response.headers.get("Content-Length", "-")
+        line = (f'{remote} "{request.method} {request.raw_path} HTTP/{request.version.major}.'
+                f'{request.version.minor}" {response.status} {size} {time * 1000:.1f}ms')
+        self.logger(line)
+
+
+# --------------------------------------------------------------------------- the application
+
+
+def make_app(store_path: str | os.PathLike, index_dir: str | os.PathLike | None = None, *,
+             writable: bool = False, digest: str = "sha512-256",
+             log: Callable[[str], None] | None = None, max_chunk_body: int = MAX_CHUNK_BODY,
+             max_index_body: int = MAX_INDEX_BODY) -> web.Application:
+    """The aiohttp application serving the store at ``store_path`` and the files of ``index_dir``.
+
+    ``writable`` accepts PUT of chunks (checked with ``digest``) and of indexes; ``log`` receives one
+    access-log line per request.  Both directories must exist (:class:`PycatarError` otherwise)."""
+    if digest not in _digest.DIGEST_NAMES:
+        raise UsageError(f"Failed to parse --digest= parameter: {digest}")
+    store_path = os.fspath(store_path)
+    if not os.path.isdir(store_path):
+        raise PycatarError(f"store {store_path} is not a directory")
+    index_real = None
+    if index_dir is not None:
+        index_dir = os.fspath(index_dir)
+        if not os.path.isdir(index_dir):
+            raise PycatarError(f"index directory {index_dir} is not a directory")
+        index_real = os.path.realpath(index_dir)
+    store_real = os.path.realpath(store_path)
+    cfg = _Config(store=LocalStore(store_real, digest=digest),
+                  index_dir=index_dir, index_real=index_real, writable=writable,
+                  max_chunk_body=max_chunk_body, max_index_body=max_index_body)
+    handler_args = {"access_log_class": _AccessLog, "access_log": log} if log else {"access_log": None}
+    app = web.Application(handler_args=handler_args)
+    app[_CONFIG] = cfg
+
+    async def on_startup(app):
+        cfg.chunk_puts = asyncio.Semaphore(MAX_CHUNK_PUTS)  # bound to the serving loop
+
+    app.on_startup.append(on_startup)
+    app.router.add_route("*", "/{path:.*}", _handle)
+    return app
+
+
+# --------------------------------------------------------------------------- listening
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[IPV6]:PORT`` (port 0: any free port) as (host, port)."""
+    m = re.match(r"\[([0-9A-Fa-f:.]+)\]:([0-9]{1,5})\Z", text) or re.match(r"([^:\[\]\s]+):([0-9]{1,5})\Z", text)
+    if m is None or int(m.group(2)) > 65535:
+        raise UsageError(f"Failed to parse --listen= parameter: {text} (HOST:PORT or [IPV6]:PORT expected)")
+    return m.group(1), int(m.group(2))
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """A server-side TLS context with the certificate chain ``cert`` and private key ``key``."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(cert, key)
+    except FileNotFoundError as e:
+        raise PycatarError(f"cannot read TLS certificate or key {e.filename or cert}: {e.strerror}") from None
+    except (OSError, ssl.SSLError) as e:
+        raise PycatarError(f"cannot load TLS certificate {cert} with key {key}: {e}") from None
+    return ctx
+
+
+def _url(host: str, port: int, tls: bool) -> str:
+    h = f"[{host}]" if ":" in host else host
+    return f"{'https' if tls else 'http'}://{h}:{port}/"
+
+
+class Running:
+    """A started server: its ``url`` (the real port when 0 was asked) and :meth:`stop`."""
+
+    def __init__(self, runner: web.AppRunner, url: str, port: int):
+        self.runner, self.url, self.port = runner, url, port
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start(app: web.Application, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
+                ssl_context: ssl.SSLContext | None = None, shutdown_timeout: float = 2.0) -> Running:
+    """Start serving ``app`` on ``host:port`` in the running event loop."""
+    runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+    try:
+        await site.start()
+    except OSError as e:
+        await runner.cleanup()
+        raise PycatarError(f"cannot listen on {_url(host, port, False)[7:-1]}: {e.strerror or e}") from None
+    bound = runner.addresses[0][1] if runner.addresses else port
+    return Running(runner, _url(host, bound, ssl_context is not None), bound)
+
+
+def run(app: web.Application, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
+        ssl_context: ssl.SSLContext | None = None, on_ready: Callable[[str], None] | None = None) -> None:
+    """Serve ``app`` until SIGTERM or SIGINT (handled only in the main thread), then stop cleanly.
+    ``on_ready(url)`` is called once the socket listens."""
+
+    async def main():
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        signals = []
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+                signals.append(sig)
+        try:
+            running = await start(app, host, port, ssl_context=ssl_context)
+            try:
+                if on_ready is not None:
+                    on_ready(running.url)
+                await stop.wait()
+            finally:
+                await running.stop()
+        finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+
+    asyncio.run(main())
+
+
+class _OneLine(logging.Handler):
+    def __init__(self, say):
+        super().__init__(logging.INFO)
+        self.say = say
+
+    def emit(self, record):
+        exc = record.exc_info[1] if record.exc_info else None
+        text = " ".join(record.getMessage().split())
+        if exc is not None:
+            text += ": " + (" ".join(str(exc).split()) or type(exc).__name__)
+        self.say(text)
+
+
+def _one_line_logging(say: Callable[[str], None] | None) -> None:
+    """aiohttp's own messages (a malformed request, a failing handler) as one line each through
+    ``say`` (never a traceback), or not at all without ``say``."""
+    logger = logging.getLogger("aiohttp")
+    for h in list(logger.handlers):
+        if isinstance(h, _OneLine):
+            logger.removeHandler(h)
+    logger.propagate = False
+    logger.setLevel(logging.INFO if say else logging.CRITICAL + 1)
+    if say:
+        logger.addHandler(_OneLine(say))
+
+
+def serve(store_path: str, index_dir: str | None = None, *, listen: str | None = None, writable: bool = False,
+          digest: str = "sha512-256", tls_cert: str | None = None, tls_key: str | None = None,
+          verbose: bool = False, err=None) -> None:
+    """``pycatar serve``: the store and index directory over HTTP(S) until SIGTERM/SIGINT; the URL
+    and (with ``verbose``) an access-log line per request on ``err`` (stderr)."""
+    err = err or sys.stderr
+    host, port = parse_listen(listen) if listen else (DEFAULT_HOST, DEFAULT_PORT)
+    if (tls_cert is None) != (tls_key is None):
+        raise UsageError("--tls-cert= and --tls-key= must be given together.")
+    ctx = tls_context(tls_cert, tls_key) if tls_cert else None
+
+    def say(line: str) -> None:
+        err.write(line + "\n")
+        err.flush()
+
+    _one_line_logging(say if verbose else None)
+    app = make_app(store_path, index_dir, writable=writable, digest=digest, log=say if verbose else None)
+    run(app, host, port, ssl_context=ctx, on_ready=lambda url: say(f"Listening on {url}"))
