@@ -25,3 +25,15 @@ def test_harness_runs_on_tiny_data(casync, tmp_path):
     for r in rows:
         casync_s, work, best, best_ratio = (float(x) for x in r[2:6])
         assert casync_s > 0 and work >= 0 and best > 0 and best_ratio > 0  # best includes the start-up
+
+
+def test_network_harness_runs_on_tiny_data(casync, tmp_path):
+    """benchmarks/network.py: casync and pycatar through pycatar serve (with an injected delay, and on
+    plain loopback), and pycatar over HTTP against the local store; the outputs are checked."""
+    p = subprocess.run([sys.executable, os.path.join(HERE, "benchmarks", "network.py"), "--quick", "--repeat", "1",
+                        "--out", str(tmp_path / "net.md")], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    rows = [line.split("|") for line in (tmp_path / "net.md").read_text().splitlines()[2:]]
+    assert [r[2].strip() for r in rows] == ["casync", "casync", "pycatar local"]
+    assert all(float(r[6]) > 0 for r in rows)  # ratios
+    assert float(rows[0][9]) > 0  # the delayed case's lower bound
