@@ -768,7 +768,7 @@ class IndexStream(io.RawIOBase):
         while len(cache) > self._cache_size or (limit is not None and self._cache_bytes > limit and len(cache) > 1):
             self._cache_bytes -= len(cache.popitem(last=False)[1])
 
-    def _get(self, ref: ChunkRef, ahead: bool, drop: bool = False) -> bytes:
+    def _get(self, ref: ChunkRef, ahead: bool, drop: bool = False, until: int | None = None) -> bytes:
         """Chunk ``ref``'s data, from the cache, a fetch under way (prefetched or another thread's), or
         fetched now.  ``ahead``: then prefetch the chunks after it; ``drop``: also drop the prefetches
         outside that window (the one sequential reader of ``read`` skipped them)."""
@@ -798,11 +798,12 @@ class IndexStream(io.RawIOBase):
                         self._store(idx, data)
             if ahead and self._readahead:
                 with self._lock:
-                    self._prefetch_after(idx, drop)
+                    self._prefetch_after(idx, drop, until)
             return data
 
-    def _prefetch_after(self, idx: int, drop: bool) -> None:
-        """Submit fetches of the next ``readahead`` chunks not cached or on the way (lock held)."""
+    def _prefetch_after(self, idx: int, drop: bool, until: int | None = None) -> None:
+        """Submit fetches of the next ``readahead`` chunks not cached or on the way, up to the one
+        holding offset ``until`` (lock held)."""
         lo, hi = idx + 1, min(idx + 1 + self._readahead, self.reader.count)
         inflight, jobs = self._inflight, self._jobs
         if drop or len(inflight) > 2 * self._readahead + 16:
@@ -822,22 +823,26 @@ class IndexStream(io.RawIOBase):
             i = self._ahead
             self._ahead += 1
             if i not in self._cache and i not in inflight:
+                nref = self._ref(i)
+                if until is not None and nref.start >= until:
+                    self._ahead = i
+                    break
                 pf = inflight[i] = Future()
                 try:
-                    jobs[i] = self._ex.submit(self._prefetch, self._ref(i), pf)
+                    jobs[i] = self._ex.submit(self._prefetch, nref, pf)
                 except RuntimeError:  # the pool is shutting down: no more prefetching
                     del inflight[i]
                     pf.cancel()
                     break
 
     def _pieces(self, pos: int, size: int, ahead: bool, cur: ChunkRef | None = None,
-                drop: bool = False) -> Iterator[bytes]:
+                drop: bool = False, until: int | None = None) -> Iterator[bytes]:
         """Up to ``size`` bytes from ``pos`` on, as slices of the chunks (a whole chunk without
         copying).  ``_cur`` is left at the last chunk read (a hint for the next read: checked before use)."""
         end = min(self.size, pos + size)
         while pos < end:
             ref = self._locate(pos, cur)
-            data = self._get(ref, ahead, drop)
+            data = self._get(ref, ahead, drop, until)
             cur = ref
             off = pos - ref.start
             n = min(end, ref.end) - pos
@@ -845,11 +850,11 @@ class IndexStream(io.RawIOBase):
             yield data if off == 0 and n == len(data) else data[off:off + n]
         self._cur = cur
 
-    def read_at(self, pos: int, size: int, *, readahead: bool = True) -> bytes:
+    def read_at(self, pos: int, size: int, *, readahead: bool = True, ahead_until: int | None = None) -> bytes:
         """Up to ``size`` bytes at ``pos`` (short only at the end), without moving the file position;
         safe to call from several threads at once.  ``readahead``: prefetch the chunks that follow
-        (for sequential reading)."""
-        parts = list(self._pieces(pos, size, readahead))
+        (for sequential reading), those starting before ``ahead_until`` if given."""
+        parts = list(self._pieces(pos, size, readahead, until=ahead_until))
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _consume(self, size: int) -> Iterator[bytes]:

@@ -152,6 +152,8 @@ pycatar [OPTIONS...] mtree [ARCHIVE|ARCHIVE_INDEX|DIRECTORY] [SUBPATH]
 pycatar [OPTIONS...] stat [ARCHIVE|ARCHIVE_INDEX|DIRECTORY] [PATH]
 pycatar [OPTIONS...] digest [ARCHIVE|BLOB|ARCHIVE_INDEX|BLOB_INDEX|DIRECTORY]
 pycatar [OPTIONS...] gc BLOB_INDEX|ARCHIVE_INDEX...
+pycatar [OPTIONS...] mount [--foreground] ARCHIVE|ARCHIVE_INDEX PATH [SUBPATH]
+pycatar [OPTIONS...] mount [--foreground] BLOB_INDEX PATH
 pycatar [OPTIONS...] make --input-format=tar [ARCHIVE|ARCHIVE_INDEX] TAR|-
 pycatar [OPTIONS...] extract --output-format=tar ARCHIVE|ARCHIVE_INDEX|- TAR|- [SUBPATH]
 """
@@ -195,6 +197,7 @@ pycatar [OPTIONS...] extract --output-format=tar ARCHIVE|ARCHIVE_INDEX|- TAR|- [
 @_meta_option("--group", metavar="GID", help="make: store this numeric group for every entry.")
 @_meta_option("--input-format", metavar="FORMAT", help="make: read a tar (file or -) instead of a directory.")
 @_meta_option("--output-format", metavar="FORMAT", help="extract: write a tar (file or -) instead of a directory.")
+@_meta_option("--foreground", is_flag=True, help="mount: serve in the foreground (default: return once mounted).")
 @click.option("--json", "json_", is_flag=True,
               help="extract: print where the chunks came from (seeds, stores) as JSON on standard output.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
@@ -275,7 +278,7 @@ def command(version, log_level, verbose, dry_run, store, extra_store, chunk_size
 
     handler = verbs.VERBS.get(verb)
     if handler is None:
-        if verb in ("mount", "mkdev", "udev", "push", "pull"):
+        if verb in ("mkdev", "udev", "push", "pull"):
             raise UsageError(f'The "{verb}" verb is not supported by pycatar.')
         raise UsageError(f"Unknown verb '{verb}'.")
     return handler(opts, rest) or 0

@@ -412,6 +412,34 @@ def verb_digest(opts, args: list[str]) -> int:
 WHATS_DIGEST = ("archive", "blob", "archive-index", "blob-index", "directory")
 
 
+# --------------------------------------------------------------------------- mount
+
+
+def verb_mount(opts, args: list[str]) -> int:
+    import click
+
+    if len(args) < 2 or len(args) > 3:
+        raise UsageError("An archive, archive index or blob index, a mount point and optionally a subtree path expected.")
+    source, mountpoint = _strip_file_url(args[0]), args[1]
+    subpath = args[2] if len(args) > 2 else None
+    kind = _kind_of(opts, source, ("archive", "archive-index", "blob-index"),
+                    '"mount" operation may only be combined with --what=archive, --what=archive-index '
+                    "or --what=blob-index.",
+                    "File to mount does not have valid suffix, refusing. (May be one of: .catar, .caidx, .caibx)")
+    if kind == "blob-index" and subpath:
+        raise UsageError("Subtree path only supported when mounting an archive or archive index.")
+    if not os.path.isfile(source):
+        raise PycatarError(f'Failed to open "{source}": not a regular file')
+    if getattr(opts, "mkdir", True) and not os.path.lexists(mountpoint):
+        os.makedirs(mountpoint, exist_ok=True)
+    from . import mount
+
+    mount.mount(source, kind, mountpoint, None if kind == "archive" else _stores(opts, source), subpath=subpath,
+                feature_mask=opts.feature_mask(),
+                foreground=bool(click.get_current_context().meta.get("pycatar.foreground")))
+    return 0
+
+
 # --------------------------------------------------------------------------- gc
 
 
@@ -433,4 +461,5 @@ VERBS = {
     "mtree": verb_mtree,
     "stat": verb_stat,
     "digest": verb_digest,
+    "mount": verb_mount,
 }
