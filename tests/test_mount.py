@@ -2,7 +2,10 @@
 
 The references are independent of pycatar: casync makes the archives and indexes, casync's mtree,
 diff -r, cmp and the kernel's view of the source tree (xattrs, ACLs, capabilities) are the oracles.
-Every mount is unmounted in a finally; every wait has a timeout.  In CI (CI=true) missing FUSE fails."""
+Every mount is unmounted in a finally; every wait has a timeout.  In CI (CI=true) missing FUSE fails.
+
+Not here yet: mounting through an HTTP store (``pycatar serve``); the stores reach the mount through
+verbs._stores unchanged, so it needs only a test once the HTTP client has landed."""
 
 from __future__ import annotations
 
@@ -291,6 +294,40 @@ def test_walking_the_tree_reads_no_payload_chunk(full):
         assert fetched and not fetched & payload_idx, sorted(fetched & payload_idx)
     finally:
         image.close()
+
+
+def test_index_stream_fetches_a_chunk_once_for_many_threads(full):
+    """IndexStream.read_at from many threads at once: each chunk is fetched once (the others wait for
+    it), the bytes are right, the cache stays within its byte bound."""
+    import threading
+
+    from pycatar.blob import ChunkSource, IndexStream
+    from pycatar.store import StoreSet
+
+    class Slow(ChunkSource):
+        def __init__(self):
+            self.stores, self.calls, self.lock = StoreSet([str(full["S"])]), {}, threading.Lock()
+
+        def fetch(self, ref):
+            with self.lock:
+                self.calls[ref.index] = self.calls.get(ref.index, 0) + 1
+            time.sleep(0.02)
+            return self.stores.get(ref.id, ref.size)
+
+    with open(full["catar"], "rb") as f:
+        want = f.read()
+    offsets = [i * 50_000 for i in range(40) for _ in range(4)]  # four readers want each range at once
+    for cache_bytes in (256 << 20, 1 << 20):
+        src = Slow()
+        with IndexReader(str(full["caidx"])) as r, ThreadPoolExecutor(4) as pool:
+            stream = IndexStream(r, src, readahead=8, executor=pool, cache_size=1 << 20, cache_bytes=cache_bytes)
+            with ThreadPoolExecutor(16) as readers:
+                got = list(readers.map(lambda o: stream.read_at(o, 70_000), offsets))
+            assert got == [want[o:o + 70_000] for o in offsets]
+            assert stream._cache_bytes <= cache_bytes + r.chunk_sizes[2]
+            if cache_bytes > len(want):
+                assert max(src.calls.values()) == 1 and len(src.calls) == stream.chunks_fetched
+            stream.close()
 
 
 def test_background_mount_and_clean_unmount(fuse, full, tmp_path):
