@@ -247,6 +247,19 @@ def test_listing_fetches_no_payload_chunks(fuse, full, tmp_path):
             (mnt / "dir/sub/deeper/random.bin").read_bytes()  # the oracle: payload chunks really are gone
 
 
+def test_seed_serves_chunks_the_store_lacks(fuse, full, tmp_path, run_casync):
+    """--seed=DIR: a store without any payload chunk, the source tree as seed: every file reads right."""
+    store = tmp_path / "S"
+    shutil.copytree(full["S"], store)
+    with open(full["catar"], "rb") as f:
+        files = [e.path for e in CatarReader(f) if e.isreg() and e.size]
+    for p in files:
+        for cid in _payload_chunks(full["caidx"], full["catar"], p)[0]:
+            Store(str(store)).remove(cid)
+    with mounted(tmp_path, f"--store={store}", f"--seed={full['tree']}", full["caidx"]) as (mnt, _):
+        assert run_casync("mtree", mnt).stdout == run_casync("mtree", full["tree"]).stdout
+
+
 def test_one_small_file_fetches_few_chunks(full):
     """Library level: looking up and reading one small file of a .caidx fetches a handful of chunks."""
     from pycatar.mount import Image

@@ -85,7 +85,8 @@ class Image:
     link targets, xattrs and bytes.  Every method may block (reads chunks) and is thread-safe."""
 
     def __init__(self, source: str, kind: str, stores=None, *, subpath: str | None = None,
-                 feature_mask: int | None = None, threads: int | None = None, cache_bytes: int = CACHE_BYTES):
+                 feature_mask: int | None = None, seeds=(), seed_cache: str | None = None,
+                 threads: int | None = None, cache_bytes: int = CACHE_BYTES):
         self.kind = kind
         self._closers = []
         self._lock = threading.Lock()  # the decoder's state and its file position
@@ -104,6 +105,12 @@ class Image:
                 avg = max(1, index.chunk_sizes[1])
                 self._ex = ThreadPoolExecutor(threads or default_threads(), thread_name_prefix="pycatar-mount")
                 readahead = max(2, min(64, MAX_PENDING_BYTES // 4 // avg))
+                if seeds:  # chunks a seed holds come from the seed, as for extract (spec/seeds.md)
+                    from .assembly import Assembler
+
+                    stores = Assembler.open(index, stores, seeds, cache=seed_cache, self_seed=False, reflink=False,
+                                            warn=log.warning)
+                    self._closers.append(stores)
                 self.stream = IndexStream(index, stores, readahead=readahead, executor=self._ex,
                                           cache_size=1 << 20, cache_bytes=cache_bytes)
                 decoder_input = _View(self.stream)
@@ -457,14 +464,16 @@ class Mount:
 
 
 def mount(source: str, kind: str, mountpoint: str, stores=None, *, subpath: str | None = None,
-          feature_mask: int | None = None, foreground: bool = False) -> None:
+          feature_mask: int | None = None, seeds=(), seed_cache: str | None = None,
+          foreground: bool = False) -> None:
     """Mount ``source`` (a ``kind`` of "archive", "archive-index" or "blob-index") on ``mountpoint``.
     In the foreground: serve until unmounted or interrupted, logging to stderr.  Otherwise: return
     once the file system is mounted, a detached child serving it (logging to syslog)."""
     _pyfuse3()  # fail here, before forking, when the binding is missing
 
     def start() -> tuple[Image, Mount]:
-        image = Image(source, kind, stores, subpath=subpath, feature_mask=feature_mask)
+        image = Image(source, kind, stores, subpath=subpath, feature_mask=feature_mask, seeds=seeds,
+                      seed_cache=seed_cache)
         try:
             return image, Mount(image, mountpoint, fsname=os.path.abspath(source))
         except BaseException:
