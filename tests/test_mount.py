@@ -402,6 +402,9 @@ def test_errors_are_one_line(fuse, full, tmp_path):
     p = pycatar("mount", "--store=/nonexistent", full["catar"], tmp_path / "m", "no/such/dir")
     assert p.returncode == 1 and p.stderr.decode().count("\n") == 1 and b"no such path" in p.stderr
     assert not os.path.ismount(tmp_path / "m")
+    (tmp_path / "file").write_text("x")
+    p = pycatar("mount", "--mkdir=no", full["catar"], tmp_path / "file")
+    assert p.returncode == 1 and p.stderr.decode().count("\n") == 1 and b"not a directory" in p.stderr
 
 
 def test_hostile_archive_gives_eio_not_a_crash(fuse, tmp_path, run_casync):

@@ -432,6 +432,8 @@ def verb_mount(opts, args: list[str]) -> int:
         raise PycatarError(f'Failed to open "{source}": not a regular file')
     if getattr(opts, "mkdir", True) and not os.path.lexists(mountpoint):
         os.makedirs(mountpoint, exist_ok=True)
+    if not os.path.isdir(mountpoint):
+        raise PycatarError(f"Mount point {mountpoint} is not a directory.")
     from . import mount
 
     mount.mount(source, kind, mountpoint, None if kind == "archive" else _stores(opts, source), subpath=subpath,
