@@ -160,6 +160,15 @@ def test_mount_subpath(fuse, full, tmp_path, run_casync):
         assert run_casync("mtree", mnt).stdout == run_casync("mtree", os.path.join(full["tree"], "dir", "sub")).stdout
 
 
+def test_mount_uid_shift(fuse, full, tmp_path):
+    """--uid-shift/--uid-range map the archived ids as extraction does (ids without names here)."""
+    with mounted(tmp_path, "--uid-shift=100000", "--uid-range=65536", full["catar"]) as (mnt, _):
+        st = os.lstat(mnt / "empty")
+        assert (st.st_uid, st.st_gid) == (100000 + 12345, 100000 + 54321)
+        assert os.lstat(mnt / "file.txt").st_uid == 100000  # root's name is not stored: its id is shifted
+        assert os.lstat(mnt / "link").st_uid == 1  # a stored name ("daemon") known here: its local id
+
+
 def test_mount_blob_index(fuse, tmp_path, run_casync):
     """A .caibx shows the blob as one read-only file that cmp's equal, also read at random offsets."""
     blob = tmp_path / "disk.img"

@@ -145,6 +145,15 @@ def _uid_valid(uid: int) -> bool:
     return 0 <= uid <= 0xFFFFFFFF and uid not in (0xFFFFFFFF, 0xFFFF)
 
 
+def shift_id(ident: int, uid_shift: int = 0, uid_range: int = 0) -> int | None:
+    """An archived uid/gid mapped as casync's ``--uid-shift``/``--uid-range`` (modulo the range, plus
+    the shift); None when it is invalid or leaves the 32-bit id space."""
+    if not _uid_valid(ident):
+        return None
+    r = (ident % uid_range if uid_range else ident) + uid_shift
+    return r if r < 0xFFFFFFFF else None
+
+
 def _xattr_storable(name: str) -> bool:
     """Names casync archives as plain xattrs (others have records of their own, or none)."""
     dot = name.find(".")
@@ -731,11 +740,8 @@ class _Extractor:
     # ------------------------------------------------------------------ ids
 
     def _shift(self, ident: int) -> int:
-        if not _uid_valid(ident):
-            return _UID_INVALID
-        r = ident % self.uid_range if self.uid_range else ident
-        r += self.uid_shift
-        return r if r <= 0xFFFFFFFF else _UID_INVALID
+        r = shift_id(ident, self.uid_shift, self.uid_range)
+        return _UID_INVALID if r is None else r
 
     def _shifted(self, ident: int, kind: str) -> int:
         r = self._shift(ident)

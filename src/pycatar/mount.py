@@ -31,6 +31,7 @@ from . import fsmeta
 from .blob import MAX_PENDING_BYTES, IndexStream, default_threads
 from .decoder import CatarReader
 from .entry import Entry
+from .extract import shift_id
 from .errors import PycatarError, UsageError
 from .flags import B as _I
 from .index import IndexReader
@@ -41,7 +42,7 @@ log = logging.getLogger("pycatar.mount")
 CACHE_BYTES = 128 << 20
 #: how long the kernel may keep names and attributes (nothing ever changes)
 _TIMEOUT = 3600.0
-_WITH_UIDS = int(_I.WITH_16BIT_UIDS | _I.WITH_32BIT_UIDS)
+_NOBODY = 65534  # the kernel's overflow id, for ids that do not map
 
 
 def _pyfuse3():
@@ -86,8 +87,10 @@ class Image:
 
     def __init__(self, source: str, kind: str, stores=None, *, subpath: str | None = None,
                  feature_mask: int | None = None, seeds=(), seed_cache: str | None = None,
-                 threads: int | None = None, cache_bytes: int = CACHE_BYTES):
+                 uid_shift: int = 0, uid_range: int = 0, threads: int | None = None,
+                 cache_bytes: int = CACHE_BYTES):
         self.kind = kind
+        self._uid_shift, self._uid_range = uid_shift, uid_range
         self._closers = []
         self._lock = threading.Lock()  # the decoder's state and its file position
         self._ex = None
@@ -190,8 +193,14 @@ class Image:
 
     # ------------------------------------------------------------------ attributes
 
+    def _id(self, ident: int) -> int:
+        r = shift_id(ident, self._uid_shift, self._uid_range)
+        return _NOBODY if r is None else r
+
     def owner(self, entry: Entry) -> tuple[int, int]:
-        uid, gid = entry.uid, entry.gid
+        """As extraction chooses them: a stored name known here gives its local id, else the stored
+        id, shifted by ``--uid-shift``/``--uid-range``."""
+        uid, gid = self._id(entry.uid), self._id(entry.gid)
         if self.replay & _I.WITH_USER_NAMES:
             if entry.user is not None:
                 uid = _local_id(entry.user, False, uid)
@@ -217,9 +226,9 @@ class Image:
             out[b"security.selinux"] = os.fsencode(entry.selinux) + b"\0"
         return out
 
-    @staticmethod
-    def _acl_id(item, group: bool) -> int:
-        return _local_id(item.name, group, item.id) if item.name is not None else item.id
+    def _acl_id(self, item, group: bool) -> int:
+        ident = self._id(item.id)
+        return _local_id(item.name, group, ident) if item.name is not None else ident
 
     # ------------------------------------------------------------------ bytes
 
@@ -465,7 +474,7 @@ class Mount:
 
 def mount(source: str, kind: str, mountpoint: str, stores=None, *, subpath: str | None = None,
           feature_mask: int | None = None, seeds=(), seed_cache: str | None = None,
-          foreground: bool = False) -> None:
+          uid_shift: int = 0, uid_range: int = 0, foreground: bool = False) -> None:
     """Mount ``source`` (a ``kind`` of "archive", "archive-index" or "blob-index") on ``mountpoint``.
     In the foreground: serve until unmounted or interrupted, logging to stderr.  Otherwise: return
     once the file system is mounted, a detached child serving it (logging to syslog)."""
@@ -473,7 +482,7 @@ def mount(source: str, kind: str, mountpoint: str, stores=None, *, subpath: str 
 
     def start() -> tuple[Image, Mount]:
         image = Image(source, kind, stores, subpath=subpath, feature_mask=feature_mask, seeds=seeds,
-                      seed_cache=seed_cache)
+                      seed_cache=seed_cache, uid_shift=uid_shift, uid_range=uid_range)
         try:
             return image, Mount(image, mountpoint, fsname=os.path.abspath(source))
         except BaseException:

@@ -437,7 +437,7 @@ def verb_mount(opts, args: list[str]) -> int:
     from . import mount
 
     mount.mount(source, kind, mountpoint, None if kind == "archive" else _stores(opts, source), subpath=subpath,
-                feature_mask=opts.feature_mask(), seeds=opts.seeds, seed_cache=opts.cache,
+                feature_mask=opts.feature_mask(), seeds=opts.seeds, seed_cache=opts.cache, **opts.uid_options(),
                 foreground=bool(click.get_current_context().meta.get("pycatar.foreground")))
     return 0
 
