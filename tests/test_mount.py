@@ -435,3 +435,12 @@ def test_hostile_archive_gives_eio_not_a_crash(fuse, tmp_path, run_casync):
         assert (mnt / "good" / "fine").read_bytes() == b"fine\n"
         assert sorted(os.listdir(mnt)) == ["bad", "good"]
         assert "invalid mode" in log.read_text()
+
+
+def test_mount_benchmark_runs_on_tiny_data(fuse, tmp_path):
+    """benchmarks/mount.py runs (no wall-clock threshold here)."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    p = subprocess.run([sys.executable, os.path.join(here, "benchmarks", "mount.py"), "--quick", "--repeat", "1",
+                        "--dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "| read json/tool.py (lookup + read) |" in p.stdout and "| ratio |" in p.stdout
