@@ -25,6 +25,7 @@ import logging
 import os
 import stat as _stat
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from . import fsmeta
@@ -42,6 +43,7 @@ log = logging.getLogger("pycatar.mount")
 CACHE_BYTES = 128 << 20
 #: how long the kernel may keep names and attributes (nothing ever changes)
 _TIMEOUT = 3600.0
+_REPEAT_QUIET = 1.0  # seconds: the same error again within this time is not logged again
 _NOBODY = 65534  # the kernel's overflow id, for ids that do not map
 
 
@@ -270,6 +272,7 @@ def _fs_class(pyfuse3, trio):
             self._files: dict[int, list] = {}  # fh -> [entry, end of the last read]
             self._next_fh = 1
             self._limiter = trio.CapacityLimiter(32)
+            self._last_error, self._last_error_at = "", 0.0
 
         async def _run(self, fn, *args):
             try:
@@ -279,11 +282,19 @@ def _fs_class(pyfuse3, trio):
             except KeyError:  # a node the kernel has forgotten
                 raise FUSEError(errno.ENOENT) from None
             except PycatarError as e:  # a chunk missing or corrupt, a malformed archive
-                log.error("%s", e)
+                self._log(str(e))
                 raise FUSEError(errno.EIO) from None
             except Exception as e:  # noqa: BLE001 - the file system stays up
-                log.error("%s: %s", type(e).__name__, e)
+                self._log(f"{type(e).__name__}: {e}")
                 raise FUSEError(errno.EIO) from None
+
+        def _log(self, message: str) -> None:
+            """One line per failure: the kernel retries a failed read at once (a smaller one), which
+            would repeat the same message; the same message is logged at most once a second."""
+            now = time.monotonic()
+            if message != self._last_error or now - self._last_error_at > _REPEAT_QUIET:
+                log.error("%s", message)
+                self._last_error, self._last_error_at = message, now
 
         # -- attributes
 
