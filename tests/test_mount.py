@@ -109,12 +109,13 @@ def _xattrs(root) -> dict:
 
 @pytest.fixture(scope="module")
 def full(tmp_path_factory, run_casync):
-    """A tree with every entry type; casync's .catar, and its .caidx in a local store (small chunks)."""
+    """A tree with every entry type; casync's .catar, and its .caidx in a local store (small chunks: a
+    record read past its end would often reach into a payload-only chunk)."""
     base = tmp_path_factory.mktemp("mount")
     tree = str(base / "tree")
     make_full_tree(tree, large_size=2 << 20, seed=16)
     run_casync("make", base / "tree.catar", tree)
-    run_casync("make", "--chunk-size=16384:65536:262144", f"--store={base / 'S'}", base / "tree.caidx", tree)
+    run_casync("make", "--chunk-size=2048:8192:32768", f"--store={base / 'S'}", base / "tree.caidx", tree)
     yield {"base": base, "tree": tree, "catar": base / "tree.catar", "caidx": base / "tree.caidx", "S": base / "S"}
     remove_tree(str(base))
 
@@ -289,26 +290,37 @@ def test_one_small_file_fetches_few_chunks(full):
         image.close()
 
 
-def test_walking_the_tree_reads_no_payload_chunk(full):
+@pytest.mark.parametrize("which", ["full tree", "many files, small chunks"])
+def test_walking_the_tree_reads_no_payload_chunk(full, tmp_path, run_casync, which):
     """Library level, counted: listing every directory and looking up every entry fetches only
-    chunks that hold some metadata (none lying wholly inside a payload)."""
+    chunks that hold some metadata (none lying wholly inside a payload).  The second tree has an
+    entry before every few chunks: a read past what a record needs would hit payload-only chunks."""
     from pycatar.mount import Image
 
-    with open(full["catar"], "rb") as f:
+    catar, caidx, store = full["catar"], full["caidx"], full["S"]
+    if which != "full tree":
+        tree = tmp_path / "t"
+        for i in range(60):
+            (tree / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+            (tree / f"d{i % 3}" / f"f{i:02}").write_bytes(os.urandom(12_000 + 97 * i))
+        catar, caidx, store = tmp_path / "t.catar", tmp_path / "t.caidx", tmp_path / "S"
+        run_casync("make", catar, tree)
+        run_casync("make", "--chunk-size=1024:4096:16384", f"--store={store}", caidx, tree)
+    with open(catar, "rb") as f:
         files = [e.path for e in CatarReader(f) if e.isreg() and e.size]
     payload = set()
     for p in files:
-        payload |= _payload_chunks(full["caidx"], full["catar"], p)[0]
-    with IndexReader(str(full["caidx"])) as r:
+        payload |= _payload_chunks(caidx, catar, p)[0]
+    with IndexReader(str(caidx)) as r:
         payload_idx = {c.index for c in r.chunks() if c.id in payload}
-    image = Image(str(full["caidx"]), "archive-index", [str(full["S"])])
+    image = Image(str(caidx), "archive-index", [str(store)])
     try:
         todo, n = [1], 0
         while todo:
             ino = todo.pop()
             for node in image.children(ino):
                 n += 1
-                assert image.lookup(ino, node[0].name.encode("utf-8", "surrogateescape"))[0] == node[0]
+                assert image.lookup(ino, os.fsencode(node[0].name))[0] == node[0]
                 if node[0].isdir():
                     todo.append(image.remember(node))
         assert n > 25

@@ -284,10 +284,15 @@ class CatarReader:
     ``strict_casync``: reject, like casync 2 does, three kinds of archives that casync's own encoder writes
     but its decoder refuses (usec-time mtimes that are not multiples of a millisecond; user-names without
     uids and a file owned by root, i.e. without USER/GROUP records; numeric user names).  Off by default:
-    pycatar reads what casync writes (spec/catar.md, CATAR-24)."""
+    pycatar reads what casync writes (spec/catar.md, CATAR-24).
 
-    def __init__(self, fileobj, *, feature_mask: int | None = None, strict_casync: bool = False):
+    ``lookup_readahead``: how far beyond what it needs a lookup or listing reads (0: nothing more, for
+    a stream where reading further may fetch a chunk, as a mounted ``.caidx``)."""
+
+    def __init__(self, fileobj, *, feature_mask: int | None = None, strict_casync: bool = False,
+                 lookup_readahead: int = _RANDOM_READAHEAD):
         self._seekable = _seekable(fileobj)  # a seekable archive starts at offset 0 of the file
+        self._lookup_readahead = lookup_readahead
         self._src = _Source(fileobj, self._seekable, 0)
         self._mask = _U64_MAX if feature_mask is None else _flags.normalize_mask(feature_mask)
         self._strict = strict_casync
@@ -592,9 +597,11 @@ class CatarReader:
             if h <= p:
                 todo.append(2 * i + 1)
 
-    def _random_source(self, readahead: int = _RANDOM_READAHEAD) -> _Source:
+    def _random_source(self, readahead: int | None = None) -> _Source:
         if not self._seekable:
             raise UnsupportedError("random access (lookup, subtrees) needs a seekable archive")
+        if readahead is None:
+            readahead = self._lookup_readahead
         s = _Source(self._src.f, True, 0, readahead)
         s._size = self._src._size
         return s

@@ -126,7 +126,9 @@ class Image:
                                              and len(os.path.basename(source)) > 6 else "blob")
                 self.reader = None
                 return
-            self.reader = CatarReader(decoder_input, feature_mask=feature_mask)
+            # on a .caidx, reading past what a record needs could fetch the next (payload) chunk
+            self.reader = CatarReader(decoder_input, feature_mask=feature_mask,
+                                      lookup_readahead=0 if self.stream is not None else 4096)
             root, end = self.reader.root()
             for comp in (c for c in (subpath or "").split("/") if c):
                 found = self.reader.child(root, end, os.fsencode(comp))
