@@ -10,6 +10,12 @@ import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
+# Tests run `python -m pycatar` in other working directories: a relative PYTHONPATH (the guide's
+# `PYTHONPATH=src`) must name the same directory there.
+if os.environ.get("PYTHONPATH"):
+    os.environ["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) if p else p
+                                               for p in os.environ["PYTHONPATH"].split(os.pathsep))
+
 
 def _find_casync() -> str | None:
     path = shutil.which("casync")

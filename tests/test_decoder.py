@@ -925,3 +925,51 @@ def test_depth_limit():
 def test_empty_and_tiny_inputs():
     for data in (b"", b"\0", rec(T.ENTRY)[:15]):
         assert_format_error(data, "empty|truncated")
+
+
+def test_children_list_a_directory_from_its_goodbye_table(tmp_path, run_casync):
+    """CATAR-46: children() gives a directory's children in archive order from the GOODBYE items (as
+    iteration finds them), reading no payload; items out of the extent, overlapping, or with the wrong
+    hash are rejected."""
+    tree = tmp_path / "t"
+    (tree / "sub").mkdir(parents=True)
+    for name in ("b", "a", "c c", "zz"):
+        (tree / name).write_bytes(name.encode() * 50_000)
+    (tree / "sub" / "x").write_text("x")
+    run_casync("make", "--with=unix", tmp_path / "t.catar", tree)
+    data = (tmp_path / "t.catar").read_bytes()
+    with open(tmp_path / "t.catar", "rb") as f:
+        everything = [(e.path, e.offset) for e in CatarReader(f)]
+    with open(tmp_path / "t.catar", "rb") as raw:
+        f = Counting(raw)
+        r = CatarReader(f)
+        root, end = r.root()
+        kids = r.children(root, end)
+        assert [(e.path, e.offset) for e, _ in kids] == [(p, o) for p, o in everything if p and "/" not in p]
+        assert f.total < 50_000  # less than the smallest payload (50-100 kB each): none is read
+        sub = dict((e.path, (e, x)) for e, x in kids)["sub"]
+        assert [e.path for e, _ in r.children(*sub)] == ["sub/x"]
+    size = struct.unpack_from("<Q", data, len(data) - 16)[0]
+    items = len(data) - size + 16
+
+    def broken(mutate) -> None:
+        bad = bytearray(data)
+        mutate(bad)
+        with pytest.raises(FormatError) as e:
+            r = CatarReader(io.BytesIO(bytes(bad)))
+            r.children(*r.root())
+        return str(e.value)
+
+    def wrong_hash(b):
+        b[items + 16:items + 24] = bytes(8)
+
+    def outside(b):
+        struct.pack_into("<Q", b, items, 1 << 40)
+
+    def overlap(b):  # the second item's extent grows into the next child's
+        off, sz, h = struct.unpack_from("<QQQ", b, items + 24)
+        struct.pack_into("<Q", b, items + 32, sz + 100)
+
+    assert "wrong hash" in broken(wrong_hash)
+    assert "outside" in broken(outside)
+    broken(overlap)

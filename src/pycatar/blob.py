@@ -25,8 +25,9 @@ import os
 import secrets
 import stat
 import struct
+import threading
 from collections import OrderedDict, deque
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -727,22 +728,30 @@ class IndexStream(io.RawIOBase):
 
     Reads fetch only the chunks covering the requested range (counted in
     :attr:`chunks_fetched`, their numbers in :attr:`fetched`), keeping the last ``cache_size``
-    chunks.  With ``readahead`` > 0 and an ``executor``, sequential reading prefetches that many
-    following chunks in the pool."""
+    chunks (and, with ``cache_bytes``, at most that many bytes of them).  With ``readahead`` > 0 and
+    an ``executor``, sequential reading prefetches that many following chunks in the pool (they wait
+    outside the cache until read).
+
+    :meth:`read_at` may be called from many threads at once (the file position of ``read``/``seek``
+    belongs to one caller): a chunk wanted by several readers is fetched once, the others wait for it."""
 
     def __init__(self, reader: IndexReader, stores, *, cache_size: int = 4, readahead: int = 0,
-                 executor: Executor | None = None):
+                 executor: Executor | None = None, cache_bytes: int | None = None):
         super().__init__()
         self.reader = reader
         self.source = as_chunk_source(stores, digest=reader.digest)
         self.stores = self.source.stores if isinstance(self.source, StoreSource) else self.source
         self.size = reader.blob_size
         self._pos = 0
-        self._cache: OrderedDict[int, tuple[ChunkRef, bytes]] = OrderedDict()
-        self._cache_size = max(1, cache_size)
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[int, bytes] = OrderedDict()
+        self._cache_bytes = 0
         self._readahead = readahead if executor is not None else 0
+        self._cache_size = max(1, cache_size)
+        self._cache_limit = cache_bytes
         self._ex = executor
-        self._inflight: dict[int, tuple[ChunkRef, Future]] = {}  # in index order
+        self._inflight: dict[int, Future] = {}  # chunks being fetched: their results
+        self._jobs: dict[int, Future] = {}  # prefetches submitted to the pool, not started yet
         self._ahead = 0  # the next chunk number to prefetch
         self._ref_blocks: dict[int, list[ChunkRef]] = {}  # a few blocks of the chunk table
         self._cur: ChunkRef | None = None
@@ -773,7 +782,7 @@ class IndexStream(io.RawIOBase):
         return pos
 
     def _ref(self, i: int) -> ChunkRef:
-        """Chunk ``i``, read from the index a block of items at a time."""
+        """Chunk ``i``, read from the index a block of items at a time (call with the lock held)."""
         blk = i >> _REF_BLOCK_BITS
         refs = self._ref_blocks.get(blk)
         if refs is None:
@@ -784,73 +793,158 @@ class IndexStream(io.RawIOBase):
             self._ref_blocks[blk] = refs
         return refs[i & (_REF_BLOCK - 1)]
 
-    def _locate(self, pos: int) -> ChunkRef:
-        cur = self._cur
-        if cur is not None:
-            if cur.start <= pos < cur.end:
-                return cur
-            if pos == cur.end and cur.index + 1 < self.reader.count:
-                nxt = self._ref(cur.index + 1)
-                if nxt.start <= pos < nxt.end:
-                    return nxt
-        return self._ref(self.reader.find(pos))
+    def _locate(self, pos: int, cur: ChunkRef | None) -> ChunkRef:
+        with self._lock:
+            if cur is not None:
+                if cur.start <= pos < cur.end:
+                    return cur
+                if pos == cur.end and cur.index + 1 < self.reader.count:
+                    nxt = self._ref(cur.index + 1)
+                    if nxt.start <= pos < nxt.end:
+                        return nxt
+            return self._ref(self.reader.find(pos))
 
-    def _fetch(self, ref: ChunkRef) -> bytes:
-        self.chunks_fetched += 1
-        self.fetched.append(ref.index)
-        return self.source.fetch(ref)
-
-    def _get(self, ref: ChunkRef) -> bytes:
-        idx = ref.index
-        hit = self._cache.get(idx)
-        inflight = self._inflight
-        if hit is not None:
-            self._cache.move_to_end(idx)
-            data = hit[1]
-        else:
-            pending = inflight.pop(idx, None)
-            data = pending[1].result() if pending is not None else self._fetch(ref)
-            self._cache[idx] = (ref, data)
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        if self._readahead:
-            # prefetch the next ``readahead`` chunks; what lies behind or beyond the window is dropped
-            lo, hi = idx + 1, min(idx + 1 + self._readahead, self.reader.count)
-            while inflight:
-                first = next(iter(inflight))
-                if lo <= first < hi:
-                    break
-                inflight.pop(first)[1].cancel()
-            if not lo <= self._ahead < hi + 1:
-                for _, f in inflight.values():
-                    f.cancel()
-                inflight.clear()
-                self._ahead = lo
-            while self._ahead < hi:
-                i = self._ahead
-                self._ahead += 1
-                if i not in self._cache and i not in inflight:
-                    nref = self._ref(i)
-                    inflight[i] = (nref, self._ex.submit(self._fetch, nref))
+    def _fetch(self, ref: ChunkRef, fut: Future, keep: bool = True) -> bytes:
+        """Fetch a chunk this thread claimed (``fut``, in ``_inflight``) and hand it to whoever waits.
+        ``keep``: put it in the cache (a prefetched chunk waits in ``_inflight`` until it is read)."""
+        with self._lock:
+            self.chunks_fetched += 1
+            self.fetched.append(ref.index)
+        try:
+            data = self.source.fetch(ref)
+        except BaseException as e:
+            with self._lock:
+                if self._inflight.get(ref.index) is fut:
+                    del self._inflight[ref.index]
+            fut.set_exception(e)
+            raise
+        if keep:
+            with self._lock:
+                if self._inflight.get(ref.index) is fut:
+                    del self._inflight[ref.index]
+                self._store(ref.index, data)
+        fut.set_result(data)
         return data
 
-    def _pieces(self, size: int) -> Iterator[bytes]:
-        """Consume up to ``size`` bytes from the position on, as slices of the chunks (a whole chunk
-        without copying)."""
-        while size > 0 and self._pos < self.size:
-            ref = self._locate(self._pos)
-            data = self._get(ref)
-            self._cur = ref
-            off = self._pos - ref.start
-            n = min(size, ref.end - self._pos)
-            self._pos += n
-            size -= n
+    def _prefetch(self, ref: ChunkRef, fut: Future) -> None:
+        with self._lock:
+            self._jobs.pop(ref.index, None)
+        try:
+            self._fetch(ref, fut, keep=False)
+        except BaseException:  # noqa: BLE001 - whoever reads the chunk fetches it again and sees the error
+            pass
+
+    def _store(self, idx: int, data: bytes) -> None:
+        cache = self._cache
+        if idx in cache:
+            cache.move_to_end(idx)
+            return
+        cache[idx] = data
+        self._cache_bytes += len(data)
+        limit = self._cache_limit
+        while len(cache) > self._cache_size or (limit is not None and self._cache_bytes > limit and len(cache) > 1):
+            self._cache_bytes -= len(cache.popitem(last=False)[1])
+
+    def _get(self, ref: ChunkRef, ahead: bool, drop: bool = False, until: int | None = None) -> bytes:
+        """Chunk ``ref``'s data, from the cache, a fetch under way (prefetched or another thread's), or
+        fetched now.  ``ahead``: then prefetch the chunks after it; ``drop``: also drop the prefetches
+        outside that window (the one sequential reader of ``read`` skipped them)."""
+        idx = ref.index
+        while True:
+            with self._lock:
+                data = self._cache.get(idx)
+                if data is not None:
+                    self._cache.move_to_end(idx)
+                    fut = mine = None
+                else:
+                    fut = self._inflight.get(idx)
+                    mine = fut is None
+                    if mine:
+                        fut = self._inflight[idx] = Future()
+            if data is None:
+                if mine:
+                    data = self._fetch(ref, fut)
+                else:
+                    try:
+                        data = fut.result()
+                    except CancelledError:
+                        continue  # a prefetch dropped before it started: fetch it now
+                    with self._lock:
+                        if self._inflight.get(idx) is fut:
+                            del self._inflight[idx]
+                        self._store(idx, data)
+            if ahead and self._readahead:
+                with self._lock:
+                    self._prefetch_after(idx, drop, until)
+            return data
+
+    def _prefetch_after(self, idx: int, drop: bool, until: int | None = None) -> None:
+        """Submit fetches of the next ``readahead`` chunks not cached or on the way, up to the one
+        holding offset ``until`` (lock held)."""
+        lo, hi = idx + 1, min(idx + 1 + self._readahead, self.reader.count)
+        inflight, jobs = self._inflight, self._jobs
+        if drop or len(inflight) > 2 * self._readahead + 16:
+            # drop prefetches outside the window: not started ones are cancelled, finished ones
+            # forgotten; (without ``drop``, only finished ones: other threads may wait for the rest)
+            for i in [i for i in inflight if not lo <= i < hi]:
+                job = jobs.get(i)
+                if job is not None and job.cancel():
+                    del jobs[i]
+                    inflight.pop(i).cancel()
+                elif drop or inflight[i].done():
+                    jobs.pop(i, None)
+                    del inflight[i]
+        if not lo <= self._ahead <= hi:
+            self._ahead = lo
+        while self._ahead < hi:
+            i = self._ahead
+            self._ahead += 1
+            if i not in self._cache and i not in inflight:
+                nref = self._ref(i)
+                if until is not None and nref.start >= until:
+                    self._ahead = i
+                    break
+                pf = inflight[i] = Future()
+                try:
+                    jobs[i] = self._ex.submit(self._prefetch, nref, pf)
+                except RuntimeError:  # the pool is shutting down: no more prefetching
+                    del inflight[i]
+                    pf.cancel()
+                    break
+
+    def _pieces(self, pos: int, size: int, ahead: bool, cur: ChunkRef | None = None,
+                drop: bool = False, until: int | None = None) -> Iterator[bytes]:
+        """Up to ``size`` bytes from ``pos`` on, as slices of the chunks (a whole chunk without
+        copying).  ``_cur`` is left at the last chunk read (a hint for the next read: checked before use)."""
+        end = min(self.size, pos + size)
+        while pos < end:
+            ref = self._locate(pos, cur)
+            data = self._get(ref, ahead, drop, until)
+            cur = ref
+            off = pos - ref.start
+            n = min(end, ref.end) - pos
+            pos += n
             yield data if off == 0 and n == len(data) else data[off:off + n]
+        self._cur = cur
+
+    def read_at(self, pos: int, size: int, *, readahead: bool = True, ahead_until: int | None = None) -> bytes:
+        """Up to ``size`` bytes at ``pos`` (short only at the end), without moving the file position;
+        safe to call from several threads at once.  ``readahead``: prefetch the chunks that follow
+        (for sequential reading), those starting before ``ahead_until`` if given."""
+        parts = list(self._pieces(pos, size, readahead, until=ahead_until))
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _consume(self, size: int) -> Iterator[bytes]:
+        pos = self._pos
+        for piece in self._pieces(pos, size, True, self._cur, drop=True):
+            pos += len(piece)
+            self._pos = pos
+            yield piece
 
     def readinto(self, b) -> int:
         mv = memoryview(b).cast("B")
         done = 0
-        for piece in self._pieces(len(mv)):
+        for piece in self._consume(len(mv)):
             mv[done:done + len(piece)] = piece
             done += len(piece)
         return done
@@ -859,15 +953,22 @@ class IndexStream(io.RawIOBase):
         """Up to ``size`` bytes (short only at the end), sliced from the chunks without a bounce buffer."""
         if size is None or size < 0:
             return self.readall()
-        parts = list(self._pieces(size))
+        parts = list(self._consume(size))
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def readall(self) -> bytes:
-        return b"".join(self._pieces(self.size - self._pos))
+        return b"".join(self._consume(max(0, self.size - self._pos)))
 
     def close(self) -> None:
-        for _, f in self._inflight.values():
-            f.cancel()
-        self._inflight.clear()
-        self._cache.clear()
+        with self._lock:
+            for i, job in list(self._jobs.items()):
+                if job.cancel():
+                    self._inflight.pop(i).cancel()
+            self._jobs.clear()
+            for i, job in list(self._jobs.items()):
+                if job.cancel():
+                    self._inflight.pop(i).cancel()
+            self._jobs.clear()
+            self._cache.clear()
+            self._cache_bytes = 0
         super().close()

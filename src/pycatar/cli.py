@@ -203,6 +203,8 @@ pycatar [OPTIONS...] info [--seed=…] [--store=…] [--json] INDEX
 pycatar [OPTIONS...] cat INDEX [OFFSET [LENGTH]]
 pycatar [OPTIONS...] chunk FILE
 pycatar [OPTIONS...] list-chunks INDEX
+pycatar [OPTIONS...] mount [--foreground] ARCHIVE|ARCHIVE_INDEX PATH [SUBPATH]
+pycatar [OPTIONS...] mount [--foreground] BLOB_INDEX PATH
 pycatar [OPTIONS...] make --input-format=tar [ARCHIVE|ARCHIVE_INDEX] TAR|-
 pycatar [OPTIONS...] extract --output-format=tar ARCHIVE|ARCHIVE_INDEX|- TAR|- [SUBPATH]
 pycatar [OPTIONS...] serve --store=DIR [--index-dir=DIR] [--listen=HOST:PORT] [--writable]
@@ -270,6 +272,7 @@ eval "$(_PYCATAR_COMPLETE=bash_source pycatar)"    (zsh: zsh_source)
 @_meta_option("--writable", is_flag=True, help="serve: accept chunks and indexes uploaded with PUT (verified first).")
 @_meta_option("--tls-cert", metavar="FILE", help="serve: serve HTTPS with this certificate (PEM chain).")
 @_meta_option("--tls-key", metavar="FILE", help="serve: the private key of --tls-cert= (PEM).")
+@_meta_option("--foreground", is_flag=True, help="mount: serve in the foreground (default: return once mounted).")
 @click.option("--json", "json_", is_flag=True,
               help="extract: print where the chunks came from (seeds, stores) as JSON on standard output.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED, shell_complete=lambda ctx, param, incomplete:
@@ -352,7 +355,7 @@ def command(version, log_level, verbose, dry_run, store, extra_store, chunk_size
 
     handler = verbs.VERBS.get(verb)
     if handler is None:
-        if verb in ("mount", "mkdev", "udev", "push", "pull"):
+        if verb in ("mkdev", "udev", "push", "pull"):
             raise UsageError(f'The "{verb}" verb is not supported by pycatar.')
         raise UsageError(f"Unknown verb '{verb}'.")
     try:
@@ -418,6 +421,11 @@ VERB_HELP = {
     "chunk": ("chunk FILE|-", "Print where the chunker cuts FILE: START, SIZE and ID per line; nothing is "
               "stored.", ["chunk_size", "digest"]),
     "list-chunks": ("list-chunks INDEX", "Print the chunk ids of an index in order.", ["what", "json_"]),
+    "mount": ("mount [--foreground] ARCHIVE|ARCHIVE_INDEX|BLOB_INDEX MOUNTPOINT [SUBPATH]",
+              "Show an archive or index (a path or an http(s):// URL) as a read-only FUSE file system without "
+              "extracting it (a blob index as one file); only the chunks that reads need are fetched.",
+              ["store", "extra_store", "seed", "cache", "what", "uid_shift", "uid_range", "mkdir", "foreground",
+               *_NET]),
     "serve": ("serve --store=DIR [--index-dir=DIR] [--listen=HOST:PORT] [--writable]",
               "Serve a chunk store (in a local store's layout) and a directory of index files over HTTP(S), "
               "until SIGTERM or Ctrl-C. With --writable, uploads (PUT) are verified, then installed.",

@@ -284,10 +284,15 @@ class CatarReader:
     ``strict_casync``: reject, like casync 2 does, three kinds of archives that casync's own encoder writes
     but its decoder refuses (usec-time mtimes that are not multiples of a millisecond; user-names without
     uids and a file owned by root, i.e. without USER/GROUP records; numeric user names).  Off by default:
-    pycatar reads what casync writes (spec/catar.md, CATAR-24)."""
+    pycatar reads what casync writes (spec/catar.md, CATAR-24).
 
-    def __init__(self, fileobj, *, feature_mask: int | None = None, strict_casync: bool = False):
+    ``lookup_readahead``: how far beyond what it needs a lookup or listing reads (0: nothing more, for
+    a stream where reading further may fetch a chunk, as a mounted ``.caidx``)."""
+
+    def __init__(self, fileobj, *, feature_mask: int | None = None, strict_casync: bool = False,
+                 lookup_readahead: int = _RANDOM_READAHEAD):
         self._seekable = _seekable(fileobj)  # a seekable archive starts at offset 0 of the file
+        self._lookup_readahead = lookup_readahead
         self._src = _Source(fileobj, self._seekable, 0)
         self._mask = _U64_MAX if feature_mask is None else _flags.normalize_mask(feature_mask)
         self._strict = strict_casync
@@ -331,42 +336,84 @@ class CatarReader:
         """The entry at ``path`` (components separated by "/"), found through the GOODBYE tables, or
         None.  Reads only the GOODBYE tables and entries of the directories on the way."""
         src = self._random_source()
-        root = self._read_root(src)
-        comps = [c for c in path.split("/") if c]
-        if not comps:
-            return root
-        size = src.size()
-        entry, dir_start, dir_end = root, 0, size
-        cur_path = ""
-        for depth, comp in enumerate(comps, 1):
-            if not entry.isdir():
-                return None
-            name = os.fsencode(comp)
-            if b"\0" in name:
-                return None
-            goodbye_start, n_items = self._locate_goodbye(src, dir_start, dir_end)
-            found = None
-            for offset, item_size in self._search(src, goodbye_start, n_items, name_hash(name)):
-                start = goodbye_start - offset
-                end = start + item_size
-                if offset > goodbye_start - dir_start or start < dir_start + fmt.ENTRY_SIZE or end > goodbye_start:
-                    raise FormatError(f"GOODBYE item of the directory at offset {dir_start} points outside it")
-                src.seek(start)
-                child_name = self._read_filename(src, end)
-                if child_name != name:
-                    continue  # a hash collision: try the next item with this hash
-                if depth > MAX_DEPTH:
-                    raise FormatError(f"archive nests deeper than {MAX_DEPTH} directories at offset {start}")
-                child_path = f"{cur_path}/{comp}" if cur_path else comp
-                child = self._parse_entry(src, child_path, at_root=False, end=end)
-                self._check_entry_end(src, child, end)
-                found = (child, child.offset, end)
-                break
+        entry, end = self._read_root(src), src.size()
+        for comp in (c for c in path.split("/") if c):
+            found = self._child(src, entry, end, os.fsencode(comp))
             if found is None:
                 return None
-            entry, dir_start, dir_end = found
-            cur_path = entry.path
+            entry, end = found
         return entry
+
+    def root(self) -> tuple[Entry, int]:
+        """The root directory's entry and the end of its extent (the stream size).  Needs a seekable
+        stream."""
+        src = self._random_source()
+        return self._read_root(src), src.size()
+
+    def child(self, directory: Entry, end: int, name: bytes) -> tuple[Entry, int] | None:
+        """The child ``name`` of ``directory`` (an entry from :meth:`root`, :meth:`child` or
+        :meth:`children`, whose extent ends at ``end``) and the end of its extent, or None when there is
+        none.  Reads the GOODBYE items a search visits and the entry found (CATAR-45)."""
+        return self._child(self._random_source(), directory, end, name)
+
+    def _child(self, src: _Source, directory: Entry, end: int, name: bytes) -> tuple[Entry, int] | None:
+        if not directory.isdir() or not name or b"\0" in name or b"/" in name:
+            return None
+        dir_start = directory.offset
+        goodbye_start, n_items = self._locate_goodbye(src, dir_start, end)
+        for offset, item_size in self._search(src, goodbye_start, n_items, name_hash(name)):
+            start, item_end = self._item_extent(dir_start, goodbye_start, offset, item_size)
+            src.seek(start)
+            if self._read_filename(src, item_end) != name:
+                continue  # a hash collision: try the next item with this hash
+            return self._parse_child(src, directory, name, start, item_end), item_end
+        return None
+
+    def children(self, directory: Entry, end: int) -> list[tuple[Entry, int]]:
+        """Every child of ``directory`` (as for :meth:`child`) with the end of its extent, in archive
+        order.  Reads the directory's GOODBYE record and its children's entries, never their payloads
+        or what lies below them (CATAR-46)."""
+        if not directory.isdir():
+            return []
+        src = self._random_source()
+        dir_start = directory.offset
+        goodbye_start, n_items = self._locate_goodbye(src, dir_start, end)
+        src.seek(goodbye_start + _HDR)
+        table = src.read(n_items * _ITEM, "GOODBYE items")
+        items = sorted(self._item_extent(dir_start, goodbye_start, offset, size) + (h,)
+                       for offset, size, h in fmt.GOODBYE_ITEM.iter_unpack(table))
+        out: list[tuple[Entry, int]] = []
+        prev_end, prev_name = dir_start + fmt.ENTRY_SIZE, None
+        for start, item_end, h in items:
+            if start < prev_end:
+                raise FormatError(f"GOODBYE items of the directory at offset {dir_start} overlap")
+            src.seek(start)
+            name = self._read_filename(src, item_end)
+            if prev_name is not None and name <= prev_name:
+                raise FormatError(f"file name at offset {start} is duplicate or out of order in its directory")
+            if name_hash(name) != h:
+                raise FormatError(f"GOODBYE item of the file name at offset {start} has the wrong hash")
+            out.append((self._parse_child(src, directory, name, start, item_end), item_end))
+            prev_end, prev_name = item_end, name
+        return out
+
+    @staticmethod
+    def _item_extent(dir_start: int, goodbye_start: int, offset: int, size: int) -> tuple[int, int]:
+        start = goodbye_start - offset
+        end = start + size
+        if offset > goodbye_start - dir_start or start < dir_start + fmt.ENTRY_SIZE or end > goodbye_start:
+            raise FormatError(f"GOODBYE item of the directory at offset {dir_start} points outside it")
+        return start, end
+
+    def _parse_child(self, src: _Source, directory: Entry, name: bytes, start: int, end: int) -> Entry:
+        depth = directory.path.count("/") + 2 if directory.path else 1
+        if depth > MAX_DEPTH:
+            raise FormatError(f"archive nests deeper than {MAX_DEPTH} directories at offset {start}")
+        comp = os.fsdecode(name)
+        child = self._parse_entry(src, f"{directory.path}/{comp}" if directory.path else comp,
+                                  at_root=False, end=end)
+        self._check_entry_end(src, child, end)
+        return child
 
     def iter_subtree(self, entry: Entry) -> Iterator[Entry]:
         """``entry`` (as found by :meth:`lookup`) and then everything below it, in archive order, with
@@ -550,9 +597,11 @@ class CatarReader:
             if h <= p:
                 todo.append(2 * i + 1)
 
-    def _random_source(self, readahead: int = _RANDOM_READAHEAD) -> _Source:
+    def _random_source(self, readahead: int | None = None) -> _Source:
         if not self._seekable:
             raise UnsupportedError("random access (lookup, subtrees) needs a seekable archive")
+        if readahead is None:
+            readahead = self._lookup_readahead
         s = _Source(self._src.f, True, 0, readahead)
         s._size = self._src._size
         return s

@@ -145,6 +145,15 @@ def _uid_valid(uid: int) -> bool:
     return 0 <= uid <= 0xFFFFFFFF and uid not in (0xFFFFFFFF, 0xFFFF)
 
 
+def shift_id(ident: int, uid_shift: int = 0, uid_range: int = 0) -> int | None:
+    """An archived uid/gid mapped as casync's ``--uid-shift``/``--uid-range`` (modulo the range, plus
+    the shift); None when it is invalid or leaves the 32-bit id space."""
+    if not _uid_valid(ident):
+        return None
+    r = (ident % uid_range if uid_range else ident) + uid_shift
+    return r if r < 0xFFFFFFFF else None
+
+
 def _xattr_storable(name: str) -> bool:
     """Names casync archives as plain xattrs (others have records of their own, or none)."""
     dot = name.find(".")
@@ -731,11 +740,8 @@ class _Extractor:
     # ------------------------------------------------------------------ ids
 
     def _shift(self, ident: int) -> int:
-        if not _uid_valid(ident):
-            return _UID_INVALID
-        r = ident % self.uid_range if self.uid_range else ident
-        r += self.uid_shift
-        return r if r <= 0xFFFFFFFF else _UID_INVALID
+        r = shift_id(ident, self.uid_shift, self.uid_range)
+        return _UID_INVALID if r is None else r
 
     def _shifted(self, ident: int, kind: str) -> int:
         r = self._shift(ident)
@@ -902,43 +908,17 @@ class _Extractor:
         else:
             os.chmod(node.current, new_mode, dir_fd=node.dir_fd)
 
-    def _acl_entries(self, users, groups) -> list[tuple[int, int, int]]:
-        out = []
-        for tag, items, group in ((fsmeta.ACL_USER, users, False), (fsmeta.ACL_GROUP, groups, True)):
-            for item in items:
-                if item.name is not None:
-                    ident = self._name_to_id(item.name, group)
-                else:
-                    ident = self._shifted(item.id, "group" if group else "user")
-                out.append((tag, item.permissions & 7, ident))
-        return out
+    def _acl_id(self, item, group: bool) -> int:
+        if item.name is not None:
+            return self._name_to_id(item.name, group)
+        return self._shifted(item.id, "group" if group else "user")
 
     def _apply_acls(self, node: _Node, st: os.stat_result) -> None:
         entry = node.entry
-        mode = entry.mode
         have_acl = bool(entry.acl_user or entry.acl_group or entry.acl_group_obj is not None
                         or entry.acl_default is not None or entry.acl_default_user or entry.acl_default_group)
-        access = [(fsmeta.ACL_USER_OBJ, (mode >> 6) & 7, 0), (fsmeta.ACL_OTHER, mode & 7, 0)]
-        if entry.acl_group_obj is not None:
-            access.append((fsmeta.ACL_MASK, (mode >> 3) & 7, 0))
-            access.append((fsmeta.ACL_GROUP_OBJ, entry.acl_group_obj & 7, 0))
-        else:
-            access.append((fsmeta.ACL_GROUP_OBJ, (mode >> 3) & 7, 0))
-        access += self._acl_entries(entry.acl_user, entry.acl_group)
         target, follow = (node.fd, True) if node.fd >= 0 else (self._proc_path(node), False)
-        values = [(fsmeta.ACL_XATTR_ACCESS, fsmeta.build_acl_xattr(access))]
-        if stat.S_ISDIR(st.st_mode):
-            default: list[tuple[int, int, int]] = []
-            d = entry.acl_default
-            unset = 0xFFFFFFFFFFFFFFFF
-            if d is not None and d.user_obj != unset:
-                default = [(fsmeta.ACL_USER_OBJ, d.user_obj & 7, 0), (fsmeta.ACL_GROUP_OBJ, d.group_obj & 7, 0),
-                           (fsmeta.ACL_OTHER, d.other & 7, 0)]
-                if d.mask != unset:
-                    default.append((fsmeta.ACL_MASK, d.mask & 7, 0))
-                default += self._acl_entries(entry.acl_default_user, entry.acl_default_group)
-            # an empty default ACL (header only) removes any existing one
-            values.append((fsmeta.ACL_XATTR_DEFAULT, fsmeta.build_acl_xattr(default)))
+        values = fsmeta.acl_xattrs(entry, stat.S_ISDIR(st.st_mode), self._acl_id)
         for name, value in values:
             try:
                 os.setxattr(target, name, value, follow_symlinks=follow)

@@ -153,6 +153,39 @@ def build_acl_xattr(entries: list[tuple[int, int, int]]) -> bytes:
     return b"".join(out)
 
 
+_ACL_UNSET = 0xFFFFFFFFFFFFFFFF
+
+
+def acl_xattrs(entry, is_dir: bool, ident) -> list[tuple[str, bytes]]:
+    """The POSIX ACL xattr values an archive entry's mode and ACL records stand for: the access ACL
+    and, for a directory, the default ACL (header only when it has none: setting that removes one).
+    ``ident(item, group)`` gives the numeric id of a named entry (an ``entry.ACLEntry``)."""
+    mode = entry.mode
+    access = [(ACL_USER_OBJ, (mode >> 6) & 7, 0), (ACL_OTHER, mode & 7, 0)]
+    if entry.acl_group_obj is not None:
+        access.append((ACL_MASK, (mode >> 3) & 7, 0))
+        access.append((ACL_GROUP_OBJ, entry.acl_group_obj & 7, 0))
+    else:
+        access.append((ACL_GROUP_OBJ, (mode >> 3) & 7, 0))
+    access += _named_acl(entry.acl_user, entry.acl_group, ident)
+    values = [(ACL_XATTR_ACCESS, build_acl_xattr(access))]
+    if is_dir:
+        default: list[tuple[int, int, int]] = []
+        d = entry.acl_default
+        if d is not None and d.user_obj != _ACL_UNSET:
+            default = [(ACL_USER_OBJ, d.user_obj & 7, 0), (ACL_GROUP_OBJ, d.group_obj & 7, 0), (ACL_OTHER, d.other & 7, 0)]
+            if d.mask != _ACL_UNSET:
+                default.append((ACL_MASK, d.mask & 7, 0))
+            default += _named_acl(entry.acl_default_user, entry.acl_default_group, ident)
+        values.append((ACL_XATTR_DEFAULT, build_acl_xattr(default)))
+    return values
+
+
+def _named_acl(users, groups, ident) -> list[tuple[int, int, int]]:
+    return [(tag, item.permissions & 7, ident(item, group))
+            for tag, items, group in ((ACL_USER, users, False), (ACL_GROUP, groups, True)) for item in items]
+
+
 def get_xattr(target, name: str, follow_symlinks: bool = True) -> bytes | None:
     """One xattr, or None when it is absent or the file system has none."""
     try:

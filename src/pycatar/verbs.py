@@ -495,6 +495,52 @@ def verb_digest(opts, args: list[str]) -> int:
 WHATS_DIGEST = ("archive", "blob", "archive-index", "blob-index", "directory")
 
 
+# --------------------------------------------------------------------------- mount
+
+
+def verb_mount(opts, args: list[str]) -> int:
+    import click
+
+    if len(args) < 2 or len(args) > 3:
+        raise UsageError("An archive, archive index or blob index, a mount point and optionally a subtree path expected.")
+    source, mountpoint = _strip_file_url(args[0]), args[1]
+    subpath = args[2] if len(args) > 2 else None
+    kind = _kind_of(opts, source, ("archive", "archive-index", "blob-index"),
+                    '"mount" operation may only be combined with --what=archive, --what=archive-index '
+                    "or --what=blob-index.",
+                    "File to mount does not have valid suffix, refusing. (May be one of: .catar, .caidx, .caibx)")
+    if kind == "blob-index" and subpath:
+        raise UsageError("Subtree path only supported when mounting an archive or archive index.")
+    if not _is_url(source) and not os.path.isfile(source):
+        raise PycatarError(f'Failed to open "{source}": not a regular file')
+    if getattr(opts, "mkdir", True) and not os.path.lexists(mountpoint):
+        os.makedirs(mountpoint, exist_ok=True)
+    if not os.path.isdir(mountpoint):
+        raise PycatarError(f"Mount point {mountpoint} is not a directory.")
+    from . import mount
+
+    stores = None if kind == "archive" else _stores(opts, source)
+    foreground = bool(click.get_current_context().meta.get("pycatar.foreground"))
+    options = dict(subpath=subpath, feature_mask=opts.feature_mask(), seeds=opts.seeds, seed_cache=opts.cache,
+                   foreground=foreground, **opts.uid_options())
+    if not _is_url(source):
+        mount.mount(source, kind, mountpoint, stores, **options)
+        return 0
+    # an archive or index by URL: fetched whole into a file the mount reads (removed once the
+    # mount has opened it, or in the foreground once it ends); its name is the URL's last part
+    import shutil
+    import tempfile
+    import urllib.parse
+
+    name = os.path.basename(urllib.parse.urlsplit(source).path) or "index"
+    with tempfile.TemporaryDirectory(prefix="pycatar-mount-") as tmp:
+        local = os.path.join(tmp, name)
+        with _open_index(opts, source) as f, open(local, "wb") as out:
+            shutil.copyfileobj(f, out)
+        mount.mount(local, kind, mountpoint, stores, **options)
+    return 0
+
+
 # --------------------------------------------------------------------------- gc
 
 
@@ -697,4 +743,5 @@ VERBS = {
     "chunk": verb_chunk,
     "list-chunks": verb_list_chunks,
     "serve": verb_serve,
+    "mount": verb_mount,
 }
