@@ -175,3 +175,46 @@ def test_blob_extraction_is_as_sparse_as_casyncs(tmp_path, casync):
     ours, theirs = os.stat(tmp_path / "p.img").st_blocks, os.stat(tmp_path / "c.img").st_blocks
     assert ours <= theirs and ours * 512 < 1 << 20, (ours, theirs)
     assert json.loads(p.stdout)["hole_bytes"] > 47 << 20
+
+
+def _under_pty(*args) -> tuple[int, bytes]:
+    """Run pycatar with standard error on a pseudo-terminal; (exit status, what it drew there)."""
+    import pty
+
+    master, slave = pty.openpty()
+    e = dict(os.environ)
+    e["PYTHONPATH"] = SRC + os.pathsep + e.get("PYTHONPATH", "")
+    p = subprocess.Popen([sys.executable, "-m", "pycatar", *map(str, args)], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=slave, env=e)
+    os.close(slave)
+    drawn = b""
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        drawn += data
+    os.close(master)
+    return p.wait(60), drawn
+
+
+def test_progress_on_a_terminal_only(made, tmp_path):
+    cases = [("extract", ["extract", f"--store={made / 'store'}", made / "blob.caibx", tmp_path / "{n}.img"]),
+             ("make", ["make", f"--store={tmp_path / 'S{n}'}", tmp_path / "{n}.caibx", made / "blob.img"]),
+             ("verify", ["verify", made / "store"]),
+             ("gc", ["gc", "--dry-run", f"--store={made / 'store'}", made / "blob.caibx"])]
+    for n, (name, args) in enumerate(cases):
+        args = [str(a).replace("{n}", str(n)) for a in args]
+        rc, drawn = _under_pty(*args)
+        assert rc == 0, drawn
+        assert f"\r{name}:".encode() in drawn and (b"B/s" in drawn or b"chunks/s" in drawn), drawn
+        if name in ("extract", "make"):
+            assert b"/8.6M" in drawn or b"/8.58M" in drawn or b"M [" in drawn, drawn  # bytes of the total
+        rc, drawn = _under_pty("--no-progress", *[a.replace(f"{n}.", f"{n}b.").replace(f"S{n}", f"S{n}b")
+                                                  for a in args])
+        assert rc == 0 and drawn == b"", drawn
+        args = [a.replace(f"{n}.", f"{n}c.").replace(f"S{n}", f"S{n}c") for a in args]
+        p = pycatar(*args)  # standard error is a pipe: nothing drawn
+        assert p.returncode == 0 and p.stderr == b"", p.stderr

@@ -29,27 +29,28 @@ class MakeResult:
     covering_flags: int
 
 
-def make_archive(output, source, *, feature_flags: int = int(DEFAULT), mode: int = 0o644,
+def make_archive(output, source, *, feature_flags: int = int(DEFAULT), mode: int = 0o644, on_bytes=None,
                  **encoder_options) -> MakeResult:
     """Archive the directory ``source`` into the catar file ``output`` (a path, a binary file object,
     or None for standard output).  Returns the archive digest and statistics.  ``encoder_options``
     are those of :class:`~pycatar.encoder.EncoderOptions` (``uid_shift``, ``owner``,
     ``clamp_mtime_ns``...)."""
-    return write_archive(output, CatarEncoder(source, feature_flags, **encoder_options), mode=mode)
+    return write_archive(output, CatarEncoder(source, feature_flags, **encoder_options), mode=mode,
+                         on_bytes=on_bytes)
 
 
-def write_archive(output, encoder, *, mode: int = 0o644) -> MakeResult:
+def write_archive(output, encoder, *, mode: int = 0o644, on_bytes=None) -> MakeResult:
     """Write the catar stream of ``encoder`` (a :class:`~pycatar.encoder.CatarEncoder` or any
     :class:`~pycatar.encoder.CatarSerializer` with ``feature_flags`` and ``covering_flags``, e.g.
     :class:`pycatar.tarconv.TarEncoder`) to ``output`` as :func:`make_archive` does."""
     h = _digest.new(digest_name(encoder.feature_flags))
     if output is None or hasattr(output, "write"):
         out = output if output is not None else sys.stdout.buffer
-        _pump(encoder, h, out)
+        _pump(encoder, h, out, on_bytes)
         out.flush()
     else:
         with AtomicFile(output, mode) as out:
-            _pump(encoder, h, out)
+            _pump(encoder, h, out, on_bytes)
     return MakeResult(h.hexdigest(), encoder.offset, encoder.feature_flags, encoder.covering_flags)
 
 
@@ -57,7 +58,7 @@ def write_archive(output, encoder, *, mode: int = 0o644) -> MakeResult:
 _PUMP_DEPTH = 3
 
 
-def _pump(encoder, h, out=None) -> None:
+def _pump(encoder, h, out=None, on_bytes=None) -> None:
     """Hash (and write to ``out``, if given) the stream of ``encoder``.  A
     :class:`~pycatar.encoder.CatarEncoder` fills large buffers that helper threads hash and write
     (both release the GIL) while the walk goes on; the buffers are recycled.  Other serialisers'
@@ -67,6 +68,8 @@ def _pump(encoder, h, out=None) -> None:
             h.update(piece)
             if out is not None:
                 out.write(piece)
+            if on_bytes is not None:
+                on_bytes(len(piece))
         return
 
     from collections import deque
@@ -104,6 +107,8 @@ def _pump(encoder, h, out=None) -> None:
             if out is not None:
                 futures.append(pools[1].submit(write, mv))
             inflight.append((futures, mv.obj))
+            if on_bytes is not None:
+                on_bytes(len(mv))
         while inflight:
             for fut in inflight.popleft()[0]:
                 fut.result()
@@ -125,16 +130,19 @@ def catar_digest(source, *, feature_flags: int = int(DEFAULT), **encoder_options
 
 def make_archive_index(output, source, *, store, feature_flags: int = int(DEFAULT),
                        chunk_size: tuple[int, int, int] | None = None, compression: str = "zstd",
-                       mode: int = 0o644, threads: int | None = None, **encoder_options) -> MakeResult:
+                       mode: int = 0o644, threads: int | None = None, on_bytes=None,
+                       **encoder_options) -> MakeResult:
     """Archive the directory ``source`` as a chunked catar: chunks into ``store``, the .caidx index
     into ``output`` (path, file object, or None for standard output).  The catar stream is produced,
     chunked, hashed and compressed incrementally, in bounded memory."""
     return write_archive_index(output, CatarEncoder(source, feature_flags, **encoder_options), store=store,
-                               chunk_size=chunk_size, compression=compression, mode=mode, threads=threads)
+                               chunk_size=chunk_size, compression=compression, mode=mode, threads=threads,
+                               on_bytes=on_bytes)
 
 
 def write_archive_index(output, encoder, *, store, chunk_size: tuple[int, int, int] | None = None,
-                        compression: str = "zstd", mode: int = 0o644, threads: int | None = None) -> MakeResult:
+                        compression: str = "zstd", mode: int = 0o644, threads: int | None = None,
+                        on_bytes=None) -> MakeResult:
     """Chunk the catar stream of ``encoder`` (see :func:`write_archive`) into ``store`` and write its
     .caidx index to ``output``, as :func:`make_archive_index` does."""
     from . import blob
@@ -142,7 +150,7 @@ def write_archive_index(output, encoder, *, store, chunk_size: tuple[int, int, i
     res = blob.make_blob_index(_in_thread(encoder), sys.stdout.buffer if output is None else output, store,
                                chunk_size=chunk_size, digest=digest_name(encoder.feature_flags),
                                compression=compression, feature_flags=encoder.feature_flags,
-                               threads=threads, index_mode=mode)
+                               threads=threads, index_mode=mode, on_bytes=on_bytes)
     return MakeResult(res.hexdigest, res.size, encoder.feature_flags, encoder.covering_flags)
 
 

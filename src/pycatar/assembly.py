@@ -101,6 +101,12 @@ class Summary:
             "seconds": round(self.seconds, 6),
         }
 
+    def short(self) -> str:
+        """Where the bytes came from so far, in a few words (for a progress display)."""
+        seed_b = sum(self.sources[k][1] for k in (*LOCAL_SEED_KINDS, "self"))
+        return (f"seeds {format_bytes(seed_b)}, store {format_bytes(self.sources['store'][1])}, "
+                f"zeros {format_bytes(self.sources['null'][1])}")
+
     def lines(self) -> list[str]:
         """The human summary: casync's lines first (its "local seed" is our file, directory and
         index seeds), then pycatar's own."""
@@ -129,6 +135,10 @@ class Summary:
                        f"{format_bytes(b)} ({pct(b, total_b)}%)")
         for s in self.seeds:
             what = "output, " if s.output else ""
+            if s.how == "deferred":
+                out.append(f"Seed {s.path} ({what}{s.kind}) was not read: the stores held every chunk the "
+                           "other sources lacked, and reading it would have cost more than fetching them")
+                continue
             out.append(f"Seed {s.path} ({what}{s.kind}, {s.how} in {_format_seconds(s.seconds)}): "
                        f"{s.chunks} chunks, {format_bytes(s.bytes)}, {s.stale} stale")
         if self.deferred:
@@ -578,7 +588,7 @@ class _Hardlinker:
 def extract_blob(index, output, stores, *, seeds: Iterable[str] = (), seed_output: bool = True,
                  cache: str | None = None, reflink: bool = True, sparse: bool = True,
                  threads: int | None = None, null_seed: bool = True, self_seed: bool = True,
-                 defer: bool = True, warn=None, progress=None) -> Summary:
+                 defer: bool = True, warn=None, progress=None, on_bytes=None, on_summary=None) -> Summary:
     """Extract a blob index like :func:`pycatar.blob.extract_blob`, taking chunks from seeds
     where they have them; ``output`` is a path, a block device or a binary file object."""
     from . import blob
@@ -598,8 +608,10 @@ def extract_blob(index, output, stores, *, seeds: Iterable[str] = (), seed_outpu
         asm = Assembler.open(reader, stores, seeds, output_seed=out_seed, cache=cache, null_seed=null_seed,
                              self_seed=self_seed, reflink=reflink, defer=defer, threads=threads, warn=warn,
                              progress=progress)
+        if on_summary is not None:
+            on_summary(asm.summary)
         try:
-            blob.extract_blob(reader, output, None, threads=threads, sparse=sparse, source=asm)
+            blob.extract_blob(reader, output, None, threads=threads, sparse=sparse, source=asm, on_bytes=on_bytes)
         finally:
             asm.close()
     finally:
@@ -613,7 +625,7 @@ def extract_blob(index, output, stores, *, seeds: Iterable[str] = (), seed_outpu
 def extract_tree(index, dest, stores, subpath: str | None = None, *, seeds: Iterable[str] = (),
                  seed_output: bool = True, cache: str | None = None, reflink: bool = True,
                  hardlink: bool = False, threads: int | None = None, null_seed: bool = True,
-                 self_seed: bool = True, defer: bool = True, warn=None, progress=None,
+                 self_seed: bool = True, defer: bool = True, warn=None, progress=None, on_bytes=None, on_summary=None,
                  **extract_options):
     """Extract a ``.caidx`` into the directory ``dest`` (see :func:`pycatar.extract.extract_archive`
     for ``subpath`` and ``extract_options``), taking chunks from seeds where they have them.
@@ -632,6 +644,8 @@ def extract_tree(index, dest, stores, subpath: str | None = None, *, seeds: Iter
                              encoder_options=enc_opts, defer=defer, threads=threads, warn=warn,
                              progress=progress)
         summary = asm.summary
+        if on_summary is not None:
+            on_summary(summary)
         summary.hardlink = hardlink
         summary.punch_holes = extract_options.get("punch_holes", True)
         summary.reflink = reflink
@@ -648,6 +662,7 @@ def extract_tree(index, dest, stores, subpath: str | None = None, *, seeds: Iter
             readahead = max(2, n, min(64, MAX_PENDING_BYTES // avg))  # bounded by bytes in flight
             with ThreadPoolExecutor(n, thread_name_prefix="pycatar") as ex:
                 stream = IndexStream(reader, asm, readahead=readahead, executor=ex, cache_size=8)
+                stream.on_bytes = on_bytes
                 try:
                     stats = extract_archive(stream, dest, subpath, **extract_options)
                 finally:

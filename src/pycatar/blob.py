@@ -574,12 +574,14 @@ def make_blob_index(
     feature_flags: int | None = None,
     threads: int | None = None,
     index_mode: int | None = None,
+    on_bytes=None,
 ) -> MakeResult:
     """Chunk ``source`` (a path, binary file object or iterable of buffers) into ``store`` and
     write the blob index ``index_path`` (a path, installed atomically, or a binary file object).
 
     The index carries ``feature_flags`` (default: what casync writes for a blob index, INDEX-4)
-    with the digest bits set for ``digest``.  Returns the digest of the whole stream and counts."""
+    with the digest bits set for ``digest``.  Returns the digest of the whole stream and counts.
+    ``on_bytes(n)`` is called as chunks of ``n`` bytes are done (a progress display)."""
     _digest.new(digest)  # validates the name
     chunker = Chunker(*(chunk_size or DEFAULT_CHUNK_SIZES))
     fl = blob_index_flags(digest) if feature_flags is None else _flags.normalize(
@@ -620,6 +622,8 @@ def make_blob_index(
                         chunks, store, executor=store_ex, compression=compression, stats=stats,
                         batch_bytes=1 if store.concurrency else READ_SIZE):  # remote: a request per chunk
                     writer.append(cid, size)
+                    if on_bytes is not None:
+                        on_bytes(size)
     finally:
         if close is not None:
             close.close()
@@ -647,6 +651,7 @@ def extract_blob(
     sparse: bool = False,
     digest: str | None = None,
     source: ChunkSource | None = None,
+    on_bytes=None,
 ) -> ExtractResult:
     """Reassemble the blob described by ``index`` (path, file object or :class:`IndexReader`)
     from ``stores`` (searched in order) into ``output`` (a path, replaced atomically, a block
@@ -669,6 +674,8 @@ def extract_blob(
                             h.update(data)
                         src.write(out, ref, data)
                         n += 1
+                        if on_bytes is not None:
+                            on_bytes(len(data))
                 except BaseException:
                     ex.shutdown(wait=True, cancel_futures=True)  # the first failure stops the rest
                     raise
@@ -757,6 +764,7 @@ class IndexStream(io.RawIOBase):
         self._cur: ChunkRef | None = None
         self.chunks_fetched = 0
         self.fetched: list[int] = []
+        self.on_bytes = None  #: called with the number of bytes of every read (a progress display)
 
     def readable(self) -> bool:
         return True
@@ -936,9 +944,12 @@ class IndexStream(io.RawIOBase):
 
     def _consume(self, size: int) -> Iterator[bytes]:
         pos = self._pos
+        on_bytes = self.on_bytes
         for piece in self._pieces(pos, size, True, self._cur, drop=True):
             pos += len(piece)
             self._pos = pos
+            if on_bytes is not None:
+                on_bytes(len(piece))
             yield piece
 
     def readinto(self, b) -> int:
@@ -961,10 +972,6 @@ class IndexStream(io.RawIOBase):
 
     def close(self) -> None:
         with self._lock:
-            for i, job in list(self._jobs.items()):
-                if job.cancel():
-                    self._inflight.pop(i).cancel()
-            self._jobs.clear()
             for i, job in list(self._jobs.items()):
                 if job.cancel():
                     self._inflight.pop(i).cancel()

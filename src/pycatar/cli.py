@@ -69,6 +69,7 @@ class Options:
     http: dict = field(default_factory=dict)  #: HTTPOptions fields the command line set
     remote: object = None                     #: the command's HTTP client, made on first use
     repair: bool = False                      #: verify: remove bad chunk files
+    progress: bool = True                     #: progress bars on a terminal (--no-progress: none)
     # serve (spec/store.md, SERVE-1..3)
     index_dir: str | None = None
     listen: str | None = None
@@ -166,6 +167,7 @@ def _apply_network_options(opts: Options) -> None:
     meta = click.get_current_context().meta
     opts.chunk_cache = meta.get("pycatar.chunk_cache")
     opts.repair = bool(meta.get("pycatar.repair"))
+    opts.progress = not meta.get("pycatar.no_progress")
     for name, key, low in (("concurrency", "concurrency", 1), ("http_retries", "retries", 0)):
         value = meta.get(f"pycatar.{name}")
         if value is not None:
@@ -265,6 +267,8 @@ eval "$(_PYCATAR_COMPLETE=bash_source pycatar)"    (zsh: zsh_source)
 @_meta_option("--ca-cert", metavar="FILE", help="Trust this CA certificate bundle for https:// instead of the system's.")
 @_meta_option("--client-cert", metavar="FILE", help="Client certificate (PEM) for https:// servers that ask for one.")
 @_meta_option("--client-key", metavar="FILE", help="Key of the client certificate, if not in its file.")
+@_meta_option("--no-progress", is_flag=True,
+              help="No progress display (shown on standard error only when it is a terminal).")
 @_meta_option("--repair", is_flag=True, help="verify: remove chunk files that fail verification from the store.")
 @_meta_option("--index-dir", metavar="DIR", help="serve: serve the index files (and other files) of DIR too.")
 @_meta_option("--listen", metavar="HOST:PORT",
@@ -390,12 +394,13 @@ VERB_HELP = {
              "a chunk store; prints the digest. An http(s):// index is uploaded once its chunks are stored.",
              ["store", "chunk_size", "digest", "compression", *_FLAGS, "exclude_nodump", "exclude_submounts",
               "exclude_file", "uid_shift", "uid_range", "reproducible", "owner", "group", "input_format",
-              "verbose", *_NET]),
+              "verbose", "no_progress", *_NET]),
     "extract": ("extract [ARCHIVE|ARCHIVE_INDEX|BLOB_INDEX] [PATH] [SUBPATH]",
                 "Restore an archive or index (a path or an http(s):// URL) into a directory, file or device, "
                 "taking chunks from the seeds first, then from the stores.",
                 ["store", "extra_store", *_SEEDING, "what", "with_", "without", "delete", "undo_immutable",
-                 "punch_holes", "uid_shift", "uid_range", "output_format", "json_", "verbose", *_NET]),
+                 "punch_holes", "uid_shift", "uid_range", "output_format", "json_", "verbose", "no_progress",
+                 *_NET]),
     "list": ("list [ARCHIVE|ARCHIVE_INDEX|DIRECTORY] [SUBPATH]", "List the entries, as casync does.",
              ["store", "extra_store", *_FLAGS, "recursive", *_NET]),
     "mtree": ("mtree [ARCHIVE|ARCHIVE_INDEX|DIRECTORY] [SUBPATH]", "List the entries in mtree(5) format.",
@@ -407,11 +412,11 @@ VERB_HELP = {
                ["store", "extra_store", *_FLAGS, "digest", *_NET]),
     "gc": ("gc BLOB_INDEX|ARCHIVE_INDEX...",
            "Remove the chunks of the store that none of the indexes (paths or URLs) references.",
-           ["store", "dry_run", "verbose", *_NET]),
+           ["store", "dry_run", "verbose", "no_progress", *_NET]),
     "verify": ("verify [--repair] STORE | verify INDEX",
                "Check that every chunk of a store, or every chunk an index needs, decompresses and matches "
                "its id; list the missing and bad ones (exit status 1).",
-               ["store", "extra_store", "repair", "digest", "what", "json_", "verbose", *_NET]),
+               ["store", "extra_store", "repair", "digest", "what", "json_", "verbose", "no_progress", *_NET]),
     "info": ("info [--seed=PATH…] [--store=…] INDEX",
              "Size, chunk counts and sizes, dedup ratio; with seeds and stores, how many chunks and bytes an "
              "extraction would take from each (what an update downloads).",

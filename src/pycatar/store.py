@@ -584,13 +584,15 @@ class GcResult:
 
 
 def gc(store: LocalStore | str | os.PathLike, index_paths: Iterable[str | os.PathLike], *, dry_run: bool = False,
-       verbose: bool = False, out: TextIO | None = None, err: TextIO | None = None) -> GcResult:
+       verbose: bool = False, out: TextIO | None = None, err: TextIO | None = None,
+       on_chunk=None) -> GcResult:
     """STORE-11: remove every ``*.cacnk`` chunk of ``store`` that none of the indexes references.
 
     All indexes are read (and validated) before anything is removed.  Lines are reported like
     ``casync gc``: with ``verbose`` one per chunk ("Removing chunk X.cacnk." / "Would remove
     chunk X.cacnk.") and a summary; with ``dry_run`` the summary "Would remove N chunks, M chunks
-    remaining." always.  ``out`` receives those lines as they happen (they are also returned)."""
+    remaining." always.  ``out`` receives those lines as they happen (they are also returned).
+    ``on_chunk()`` is called for every chunk file examined (a progress display)."""
     from .index import IndexReader
 
     if not isinstance(store, LocalStore):
@@ -615,6 +617,8 @@ def gc(store: LocalStore | str | os.PathLike, index_paths: Iterable[str | os.Pat
     total = 0
     for sub, name in list(store.iter_chunk_files()):
         total += 1
+        if on_chunk is not None:
+            on_chunk()
         cid = parse_chunk_id(name.split(".", 1)[0])
         if cid is None:
             print(f'Failed to parse chunk ID "{name.split(".", 1)[0]}", ignoring.', file=err or sys.stderr)

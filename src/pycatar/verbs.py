@@ -70,6 +70,13 @@ def _make_store(opts, output):
                       compression=opts.compression, remote=_remote(opts))
 
 
+def _bar(opts, desc: str, total: int | None, unit: str = "B"):
+    """A progress bar on standard error when it is a terminal (none with --no-progress)."""
+    from .progress import bar
+
+    return bar(opts.progress, desc, total, unit=unit)
+
+
 def _log(opts, message: str) -> None:
     if opts.verbose:
         sys.stderr.write(message + "\n")
@@ -127,7 +134,9 @@ def verb_make(opts, args: list[str]) -> int:
         from . import archive
 
         flags = opts.feature_flags()
-        result = archive.make_archive(output, source, feature_flags=flags, mode=mode, **opts.uid_options())
+        with _bar(opts, "make", None) as bar:
+            result = archive.make_archive(output, source, feature_flags=flags, mode=mode, on_bytes=bar,
+                                          **opts.uid_options())
         _verbose_make_summary(opts, result)
         print(result.digest_hex)
         return 0
@@ -138,16 +147,20 @@ def verb_make(opts, args: list[str]) -> int:
     if kind == "archive-index":
         from . import archive
 
-        result = archive.make_archive_index(output, source, store=store, feature_flags=opts.feature_flags(),
-                                            chunk_size=sizes, compression=opts.compression, mode=mode,
-                                            **opts.uid_options())
+        with _bar(opts, "make", None) as bar:
+            result = archive.make_archive_index(output, source, store=store, feature_flags=opts.feature_flags(),
+                                                chunk_size=sizes, compression=opts.compression, mode=mode,
+                                                on_bytes=bar, **opts.uid_options())
         _verbose_make_summary(opts, result)
         print(result.digest_hex)
         return 0
     src = source if source is not None else sys.stdin.buffer
-    res = blob.make_blob_index(src, sys.stdout.buffer if output is None else output, store,
-                               chunk_size=sizes, digest=opts.digest, compression=opts.compression,
-                               feature_flags=opts.feature_flags(default_with=0), index_mode=mode)
+    total = source_stat.st_size if st.S_ISREG(source_stat.st_mode) else None
+    with _bar(opts, "make", total) as bar:
+        res = blob.make_blob_index(src, sys.stdout.buffer if output is None else output, store,
+                                   chunk_size=sizes, digest=opts.digest, compression=opts.compression,
+                                   feature_flags=opts.feature_flags(default_with=0), index_mode=mode,
+                                   on_bytes=bar)
     print(res.hexdigest)
     return 0
 
@@ -263,9 +276,13 @@ def verb_extract(opts, args: list[str]) -> int:
     with _open_index(opts, source) as src:
         if kind == "blob-index":
             from . import assembly
+            from .index import IndexReader
 
-            summary = assembly.extract_blob(src, sys.stdout.buffer if output is None else output,
-                                            _stores(opts, source), sparse=opts.punch_holes, **_seed_options(opts))
+            with IndexReader(src) as reader, _bar(opts, "extract", reader.blob_size) as bar:
+                summary = assembly.extract_blob(reader, sys.stdout.buffer if output is None else output,
+                                                _stores(opts, source), sparse=opts.punch_holes, on_bytes=bar,
+                                                on_summary=lambda s: setattr(bar, "details", s.short),
+                                                **_seed_options(opts))
             _report_extract(opts, summary)
             return 0
 
@@ -277,8 +294,13 @@ def verb_extract(opts, args: list[str]) -> int:
             return 0
         from . import assembly
 
-        _stats, summary = assembly.extract_tree(src, output, _stores(opts, source), subpath,
-                                                hardlink=opts.hardlink, **_seed_options(opts), **options)
+        from .index import IndexReader
+
+        with IndexReader(src) as reader, _bar(opts, "extract", None if subpath else reader.blob_size) as bar:
+            _stats, summary = assembly.extract_tree(reader, output, _stores(opts, source), subpath,
+                                                    hardlink=opts.hardlink, on_bytes=bar,
+                                                    on_summary=lambda s: setattr(bar, "details", s.short),
+                                                    **_seed_options(opts), **options)
     _report_extract(opts, summary)
     return 0
 
@@ -557,7 +579,8 @@ def verb_gc(opts, args: list[str]) -> int:
         raise UsageError("gc removes chunks from a local store only; give --store=DIR.")
     with contextlib.ExitStack() as stack:
         indexes = [stack.enter_context(_open_index(opts, _strip_file_url(a))) for a in args]
-        gc(store, indexes, dry_run=opts.dry_run, verbose=opts.verbose, out=sys.stdout)
+        with _bar(opts, "gc", None, unit=" chunks") as bar:
+            gc(store, indexes, dry_run=opts.dry_run, verbose=opts.verbose, out=sys.stdout, on_chunk=bar)
     return 0
 
 
@@ -595,7 +618,8 @@ def verb_verify(opts, args: list[str]) -> int:
         from .index import IndexReader
 
         with _open_index(opts, source) as f, IndexReader(f) as reader:
-            res = verify.verify_index(reader, _stores(opts, source))
+            with _bar(opts, "verify", None, unit=" chunks") as bar:
+                res = verify.verify_index(reader, _stores(opts, source), progress=lambda done, _b: bar(1))
     else:
         from .location import local_path
 
@@ -604,7 +628,8 @@ def verb_verify(opts, args: list[str]) -> int:
             raise UsageError("verify STORE checks a local store; for a remote one, verify an index against it.")
         if not os.path.isdir(path):
             raise PycatarError(f"store {path} does not exist")
-        res = verify.verify_store(path, digest=opts.digest, repair=opts.repair)
+        with _bar(opts, "verify", None, unit=" chunks") as bar:
+            res = verify.verify_store(path, digest=opts.digest, repair=opts.repair, progress=lambda done, _b: bar(1))
     if opts.json:
         _emit_json(res.as_dict())
     else:
