@@ -155,6 +155,10 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     if chunk_id is not None:
         real = _chunk_file(cfg, chunk_id)
         headers = {"Cache-Control": "public, max-age=31536000, immutable"}
+        if real is not None and not _CONDITIONAL.intersection(request.headers):
+            response = _small_file(real, headers)
+            if response is not None:
+                return response
     elif cfg.index_dir is not None:
         real = _regular_file(os.path.join(cfg.index_dir, *parts), cfg.index_real)
         headers = None
@@ -163,6 +167,41 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     if real is None:
         return _error(404, "no such file")
     return web.FileResponse(real, headers=headers)
+
+
+#: request headers that need FileResponse's handling (ranges, conditional requests)
+_CONDITIONAL = frozenset(("Range", "If-Range", "If-None-Match", "If-Match", "If-Modified-Since",
+                          "If-Unmodified-Since"))
+#: chunk files up to this size are read and sent in the handler: no hand-off to a thread
+SMALL_FILE = 4 << 20
+
+
+def _small_file(path: str, headers: dict) -> web.Response | None:
+    """The whole file at ``path`` as a response (with FileResponse's ETag and Last-Modified), read
+    in the event loop: a chunk file is small and, when it is served often, in the page cache.  None
+    when it is larger than :data:`SMALL_FILE` (then FileResponse sends it from a thread)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not st.S_ISREG(info.st_mode) or info.st_size > SMALL_FILE:
+            return None
+        data = os.read(fd, info.st_size)
+        while len(data) < info.st_size:
+            more = os.read(fd, info.st_size - len(data))
+            if not more:
+                break
+            data += more
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    response = web.Response(body=data, headers=headers, content_type="application/octet-stream")
+    response.etag = f"{info.st_mtime_ns:x}-{info.st_size:x}"
+    response.last_modified = info.st_mtime
+    return response
 
 
 async def _read_body(request: web.Request, limit: int, sink) -> web.Response | None:
