@@ -42,6 +42,8 @@ from .store import ChunkStore, LocalStore, StoreSet, as_store_set
 READ_SIZE = 4 << 20
 #: bytes allowed in flight in each pipeline stage
 MAX_PENDING_BYTES = 24 << 20
+#: ... and at most this many jobs (chunks to fetch or store), however small the chunks
+MAX_PENDING_JOBS = 1024
 #: how many recently seen chunk ids are remembered to skip in-stream duplicates
 SEEN_CAPACITY = 1 << 16
 #: ioctl sharing a range of one file's blocks with another (linux/fs.h)
@@ -271,11 +273,11 @@ def write_chunks_to_store(
                 seen.popitem(last=False)
             batch.append((cid, data))
             acc += size
-            if acc >= batch_bytes:
+            if acc >= batch_bytes or len(batch) >= MAX_PENDING_JOBS:
                 jobs.append((ex.submit(_store_batch, store, batch, compression), acc))
                 pending += acc
                 batch, acc = [], 0
-                while jobs and pending > max_pending:
+                while jobs and (pending > max_pending or len(jobs) > MAX_PENDING_JOBS):
                     fut, n = jobs.popleft()
                     merge(fut)
                     pending -= n
@@ -348,7 +350,7 @@ def fetch_chunks(
     for ref in refs:
         q.append((ref, ex.submit(fetch, ref)))
         pending += ref.size
-        while q and pending > max_pending:
+        while q and (pending > max_pending or len(q) > MAX_PENDING_JOBS):
             r, f = q.popleft()
             pending -= r.size
             yield r, f.result()
