@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 
@@ -218,3 +219,35 @@ def test_progress_on_a_terminal_only(made, tmp_path):
         args = [a.replace(f"{n}.", f"{n}c.").replace(f"S{n}", f"S{n}c") for a in args]
         p = pycatar(*args)  # standard error is a pipe: nothing drawn
         assert p.returncode == 0 and p.stderr == b"", p.stderr
+
+
+def test_make_and_gc_json(made, tmp_path, casync):
+    p = pycatar("make", "--json", f"--store={tmp_path / 'S'}", tmp_path / "b.caibx", made / "blob.img")
+    res = json.loads(p.stdout)
+    want = subprocess.run([casync, "digest", made / "blob.img"], capture_output=True, check=True).stdout
+    assert res["digest"] == want.decode().strip() and res["size"] == os.path.getsize(made / "blob.img")
+    assert res["new-chunks"] == len(chunk_files(tmp_path / "S")) == len(chunk_files(made / "store"))
+    assert res["chunks"] == res["new-chunks"] + res["reused-chunks"] and res["compressed-bytes"] > 0
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "f").write_bytes(os.urandom(200_000))
+    p = pycatar("make", "--json", f"--store={tmp_path / 'S'}", tmp_path / "t.caidx", tree)
+    res = json.loads(p.stdout)
+    want = subprocess.run([casync, "make", f"--store={tmp_path / 'C'}", tmp_path / "c.caidx", tree],
+                          capture_output=True, check=True).stdout
+    assert res["digest"] == want.decode().strip() and res["new-chunks"] >= 1
+    p = pycatar("gc", "--json", "--dry-run", f"--store={tmp_path / 'S'}", tmp_path / "b.caibx")
+    res = json.loads(p.stdout)
+    ref = subprocess.run([casync, "gc", "-v", "--dry-run", f"--store={tmp_path / 'S'}", tmp_path / "b.caibx"],
+                         capture_output=True, check=True).stdout.decode()
+    would = sorted(line.split()[3].rstrip(".") for line in ref.splitlines() if line.startswith("Would remove chunk"))
+    assert sorted(res["removed"]) == would and len(would) >= 1 and res["dry-run"] is True
+    assert res["remaining"] == len(chunk_files(tmp_path / "S")) - len(would)
+
+
+def test_seed_index_without_its_data_names_the_file(made, tmp_path):
+    shutil.copy(made / "blob.caibx", tmp_path / "old.caibx")
+    p = pycatar("extract", f"--seed={tmp_path / 'old.caibx'}", f"--store={made / 'store'}", made / "blob.caibx",
+                tmp_path / "out.img")
+    assert p.returncode == 0
+    assert f"its data, the file {tmp_path / 'old'}, is missing" in p.stderr.decode()

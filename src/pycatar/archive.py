@@ -27,6 +27,7 @@ class MakeResult:
     size: int
     feature_flags: int
     covering_flags: int
+    index: object = None  #: for a .caidx, the chunking's :class:`pycatar.blob.MakeResult` (chunk counts)
 
 
 def make_archive(output, source, *, feature_flags: int = int(DEFAULT), mode: int = 0o644, on_bytes=None,
@@ -151,7 +152,7 @@ def write_archive_index(output, encoder, *, store, chunk_size: tuple[int, int, i
                                chunk_size=chunk_size, digest=digest_name(encoder.feature_flags),
                                compression=compression, feature_flags=encoder.feature_flags,
                                threads=threads, index_mode=mode, on_bytes=on_bytes)
-    return MakeResult(res.hexdigest, res.size, encoder.feature_flags, encoder.covering_flags)
+    return MakeResult(res.hexdigest, res.size, encoder.feature_flags, encoder.covering_flags, res)
 
 
 def _in_thread(encoder, depth: int = 4):

@@ -278,7 +278,8 @@ eval "$(_PYCATAR_COMPLETE=bash_source pycatar)"    (zsh: zsh_source)
 @_meta_option("--tls-key", metavar="FILE", help="serve: the private key of --tls-cert= (PEM).")
 @_meta_option("--foreground", is_flag=True, help="mount: serve in the foreground (default: return once mounted).")
 @click.option("--json", "json_", is_flag=True,
-              help="extract: print where the chunks came from (seeds, stores) as JSON on standard output.")
+              help="make, extract, gc, verify, info, list-chunks: print the result as JSON on standard output "
+                   "(schemas in the README).")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED, shell_complete=lambda ctx, param, incomplete:
                 _complete(ctx, incomplete))
 def command(version, log_level, verbose, dry_run, store, extra_store, chunk_size, digest, compression,
@@ -394,7 +395,7 @@ VERB_HELP = {
              "a chunk store; prints the digest. An http(s):// index is uploaded once its chunks are stored.",
              ["store", "chunk_size", "digest", "compression", *_FLAGS, "exclude_nodump", "exclude_submounts",
               "exclude_file", "uid_shift", "uid_range", "reproducible", "owner", "group", "input_format",
-              "verbose", "no_progress", *_NET]),
+              "verbose", "no_progress", "json_", *_NET]),
     "extract": ("extract [ARCHIVE|ARCHIVE_INDEX|BLOB_INDEX] [PATH] [SUBPATH]",
                 "Restore an archive or index (a path or an http(s):// URL) into a directory, file or device, "
                 "taking chunks from the seeds first, then from the stores.",
@@ -412,7 +413,7 @@ VERB_HELP = {
                ["store", "extra_store", *_FLAGS, "digest", *_NET]),
     "gc": ("gc BLOB_INDEX|ARCHIVE_INDEX...",
            "Remove the chunks of the store that none of the indexes (paths or URLs) references.",
-           ["store", "dry_run", "verbose", "no_progress", *_NET]),
+           ["store", "dry_run", "verbose", "no_progress", "json_", *_NET]),
     "verify": ("verify [--repair] STORE | verify INDEX",
                "Check that every chunk of a store, or every chunk an index needs, decompresses and matches "
                "its id; list the missing and bad ones (exit status 1).",

@@ -104,7 +104,9 @@ def write(opts, result) -> int:
     from .verbs import _verbose_make_summary
 
     _verbose_make_summary(opts, result)
-    print(result.digest_hex)
+    from .verbs import _print_made
+
+    _print_made(opts, result.digest_hex, result.size, result.index)
     return 0
 
 

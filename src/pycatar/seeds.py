@@ -691,6 +691,8 @@ class IndexSeed(Seed):
             with IndexReader(self.path) as reader:
                 blob = self.path.endswith(".caibx")
                 if blob:
+                    if not os.path.lexists(self.data_path):
+                        raise SeedError(f"{self.path}: its data, the file {self.data_path}, is missing")
                     self._data = FileData(self.data_path)
                 else:
                     if not os.path.isdir(self.data_path):

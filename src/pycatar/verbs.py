@@ -138,7 +138,7 @@ def verb_make(opts, args: list[str]) -> int:
             result = archive.make_archive(output, source, feature_flags=flags, mode=mode, on_bytes=bar,
                                           **opts.uid_options())
         _verbose_make_summary(opts, result)
-        print(result.digest_hex)
+        _print_made(opts, result.digest_hex, result.size, result.index)
         return 0
     from . import blob, chunker
 
@@ -152,7 +152,7 @@ def verb_make(opts, args: list[str]) -> int:
                                                 chunk_size=sizes, compression=opts.compression, mode=mode,
                                                 on_bytes=bar, **opts.uid_options())
         _verbose_make_summary(opts, result)
-        print(result.digest_hex)
+        _print_made(opts, result.digest_hex, result.size, result.index)
         return 0
     src = source if source is not None else sys.stdin.buffer
     total = source_stat.st_size if st.S_ISREG(source_stat.st_mode) else None
@@ -161,8 +161,21 @@ def verb_make(opts, args: list[str]) -> int:
                                    chunk_size=sizes, digest=opts.digest, compression=opts.compression,
                                    feature_flags=opts.feature_flags(default_with=0), index_mode=mode,
                                    on_bytes=bar)
-    print(res.hexdigest)
+    _print_made(opts, res.hexdigest, res.size, res)
     return 0
+
+
+def _print_made(opts, digest_hex: str, size: int, chunking=None) -> None:
+    """What make prints: the digest (as casync), or with --json the digest, the size and for an
+    index the chunk counts."""
+    if not opts.json:
+        print(digest_hex)
+        return
+    out = {"digest": digest_hex, "size": size}
+    if chunking is not None:
+        out.update({"chunks": chunking.chunks, "new-chunks": chunking.new_chunks,
+                    "reused-chunks": chunking.reused_chunks, "compressed-bytes": chunking.compressed_bytes})
+    _emit_json(out)
 
 
 def _make_and_upload(opts, args: list[str]) -> int:
@@ -580,7 +593,11 @@ def verb_gc(opts, args: list[str]) -> int:
     with contextlib.ExitStack() as stack:
         indexes = [stack.enter_context(_open_index(opts, _strip_file_url(a))) for a in args]
         with _bar(opts, "gc", None, unit=" chunks") as bar:
-            gc(store, indexes, dry_run=opts.dry_run, verbose=opts.verbose, out=sys.stdout, on_chunk=bar)
+            res = gc(store, indexes, dry_run=opts.dry_run, verbose=opts.verbose,
+                     out=None if opts.json else sys.stdout, on_chunk=bar)
+    if opts.json:
+        _emit_json({"references": res.references, "referenced": res.referenced, "removed": res.removed,
+                    "remaining": res.remaining, "removed-directories": res.removed_dirs, "dry-run": opts.dry_run})
     return 0
 
 
