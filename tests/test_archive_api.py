@@ -39,3 +39,18 @@ def test_open_caidx_with_store(small_tree, tmp_path):
     with archive.open(str(tmp_path / "t.caidx"), store=str(tmp_path / "s")) as ar:
         assert ar.feature_flags & flags.F.WITH_16BIT_UIDS
         assert ar.extractfile("a") == b"x"
+
+
+def test_extractall_leaves_unrelated_files_alone(small_tree, tmp_path):
+    archive.make_archive(str(tmp_path / "t.catar"), str(small_tree))
+    out = tmp_path / "out"
+    (out / "d").mkdir(parents=True)
+    (out / "mine.txt").write_text("keep me")
+    (out / "d" / "also-mine").write_text("keep me too")
+    with archive.open(str(tmp_path / "t.catar")) as ar:
+        ar.extractall(str(out))
+    assert (out / "mine.txt").read_text() == "keep me" and (out / "d" / "also-mine").exists()
+    assert (out / "d" / "f.txt").read_bytes() == b"hello\n" * 1000
+    with archive.open(str(tmp_path / "t.catar")) as ar:
+        ar.extractall(str(out), delete=True)  # asked for: as the command does
+    assert not (out / "mine.txt").exists()

@@ -268,9 +268,12 @@ class CatarFile:
         return b"".join(self.reader.read_payload())
 
     def extractall(self, path: str = ".", subpath: str | None = None, **options):
-        """Restore the archive (or ``subpath`` of it, created inside ``path``) like ``pycatar extract``."""
+        """Restore the archive (or ``subpath`` of it, created inside ``path``) like ``pycatar extract``,
+        except that nothing already in ``path`` is deleted unless ``delete=True`` is given (the
+        command's casync default, ``--delete=yes``, is not the library's)."""
         from .extract import extract_archive
 
+        options.setdefault("delete", False)
         return extract_archive(self._fileobj, path, subpath, **options)
 
     def close(self) -> None:
