@@ -1,8 +1,8 @@
 """Helpers shared by the chunker/index/store/blob tests (imported explicitly, not a conftest).
 
 * ``casync_bin``: the casync binary (see conftest.py's ``casync`` fixture).
-* ``reference_cuts``: a slow, byte-at-a-time Python transcription of spec/chunker.md, used to
-  cross-check the C chunker.
+* ``reference_cuts``: casync's cut rule, byte at a time, from casync's published constants
+  (tests/casync_chunker.py, independent of pycatar), used to cross-check the C chunker.
 * ``make_blob``: deterministic test data (random runs and zero runs).
 """
 
@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from pycatar.chunker import BUZHASH_TABLE, WINDOW_SIZE, discriminator
+from casync_chunker import casync_cuts
 
 @pytest.fixture(scope="session")
 def casync_bin(casync) -> str:
@@ -29,44 +29,10 @@ def run(casync: str, *args, cwd=None, check=True, env=None) -> subprocess.Comple
     return p
 
 
-def _rol(x: int, r: int) -> int:
-    r %= 32
-    return ((x << r) | (x >> (32 - r))) & 0xFFFFFFFF if r else x
-
-
 def reference_cuts(data: bytes, mn: int, avg: int, mx: int) -> list[int]:
-    """Chunk end offsets of ``data`` per spec/chunker.md, one byte at a time (CHUNK-5..8)."""
-    d = discriminator(mn, avg, mx)
-    cuts: list[int] = []
-    size = 0
-    if mn == avg == mx:
-        for i in range(len(data)):
-            size += 1
-            if size == avg:
-                cuts.append(i + 1)
-                size = 0
-    else:
-        window: list[int] = []
-        h = 0
-        for i, b in enumerate(data):
-            size += 1
-            window.append(b)
-            if len(window) < WINDOW_SIZE:
-                continue
-            if len(window) == WINDOW_SIZE and size == WINDOW_SIZE:
-                h = 0
-                for k, wb in enumerate(window):
-                    h ^= _rol(BUZHASH_TABLE[wb], WINDOW_SIZE - 1 - k)
-            else:
-                out = window.pop(0)
-                h = _rol(h, 1) ^ _rol(BUZHASH_TABLE[out], WINDOW_SIZE) ^ BUZHASH_TABLE[b]
-            if size >= mx or (size >= mn and h % d == d - 1):
-                cuts.append(i + 1)
-                size = 0
-                window = []
-    if size:
-        cuts.append(len(data))
-    return cuts
+    """Chunk end offsets of ``data`` as casync cuts them, one byte at a time (CHUNK-5..8), from
+    casync's published table and rule (tests/casync_chunker.py), not from pycatar's."""
+    return casync_cuts(data, mn, avg, mx)
 
 
 def make_blob(seed: int, size: int, *, zero_run: int = 1 << 20, zero_every: int = 4) -> bytes:
