@@ -10,6 +10,8 @@ import tempfile
 
 import pytest
 
+from pycatar.errors import PycatarError
+
 from pycatar import archive, encoder, flags, fsmeta
 from pycatar.encoder import CatarEncoder, CatarSerializer, EncoderOptions, TreeWalker
 from trees import make_full_tree, remove_tree
@@ -135,12 +137,12 @@ def test_errors_propagate_and_close_fds(tmp_path):
     (root / "d").mkdir(parents=True)
     (root / "d" / "f").write_bytes(b"x" * 10)
     before = set(os.listdir("/proc/self/fd"))
-    with pytest.raises(Exception):
+    os.chown(root / "d" / "f", 70000, 0)
+    with pytest.raises(PycatarError, match="d/f: UID/GID does not fit"):
         # 16-bit uids cannot store this owner: the walk fails half-way, every fd is closed
-        os.chown(root / "d" / "f", 70000, 0)
         list(CatarEncoder(str(root), int(F.WITH_16BIT_UIDS)))
     assert set(os.listdir("/proc/self/fd")) == before
-    with pytest.raises(Exception):
+    with pytest.raises(PycatarError, match="d/f: UID/GID does not fit"):
         list(archive._in_thread(CatarEncoder(str(root), int(F.WITH_16BIT_UIDS))))
     it = archive._in_thread(CatarEncoder(str(root), int(flags.DEFAULT)))
     next(it)

@@ -174,7 +174,9 @@ def test_malformed(tmp_path, case):
 def test_last_chunk_may_be_small_but_not_larger_than_max(tmp_path):
     """INDEX-8: chunks below min are fine (casync only checks max, for every chunk)."""
     _write(tmp_path / "a.caibx", [20000, 1, 262144, 5], chunk_sizes=SIZES)
-    IndexReader(tmp_path / "a.caibx").validate()
+    with IndexReader(tmp_path / "a.caibx") as r:
+        r.validate()
+        assert [c.size for c in r.chunks()] == [20000, 1, 262144, 5] and r.blob_size == 282150
 
 
 def test_casync_indexes_read(casync_bin, tmp_path):
