@@ -266,7 +266,7 @@ def test_index_stream_reads_only_needed_chunks(tmp_path, blob):
     with IndexReader(tmp_path / "o.caibx") as r:
         n = len(r)
         assert n > 100
-        s = r.open_stream([tmp_path / "S"])
+        s = IndexStream(r, [tmp_path / "S"])
         c = r.chunk(n // 2)
         s.seek(c.start + 10)
         assert s.read(100) == data[c.start + 10: c.start + 110]
@@ -298,7 +298,7 @@ def test_caidx_stream_equals_catar(casync_bin, tmp_path):
     os.symlink("a", d / "link")
     run(casync_bin, "make", f"--store={tmp_path / 'S'}", tmp_path / "t.caidx", d)
     run(casync_bin, "make", tmp_path / "t.catar", d)
-    with IndexReader(tmp_path / "t.caidx") as r, r.open_stream([tmp_path / "S"]) as s:
+    with IndexReader(tmp_path / "t.caidx") as r, IndexStream(r, [tmp_path / "S"]) as s:
         assert s.read() == (tmp_path / "t.catar").read_bytes()
 
 

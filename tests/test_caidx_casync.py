@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from pycatar import archive, flags
+from pycatar.blob import IndexStream
 from pycatar.index import IndexReader
 from trees import make_full_tree, remove_tree
 
@@ -67,7 +68,7 @@ def test_subpath_extraction_reads_only_needed_chunks(tree, run_casync, tmp_path)
                                feature_flags=int(flags.DEFAULT))
     with IndexReader(str(tmp_path / "x.caidx")) as reader:
         total = len(reader)
-        stream = reader.open_stream([str(store)])
+        stream = IndexStream(reader, [str(store)])
         extract_archive(stream, str(tmp_path / "out"), "excl")
         fetched = stream.chunks_fetched
         stream.close()

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from pycatar import cli
+
 from pycatar import flags as _flags
 from pycatar import vectors as V
 from pycatar.format import RecordType
@@ -40,7 +42,7 @@ def _failures(outcomes, problems) -> list[str]:
 
 @pytest.fixture(scope="module")
 def pycatar_run():
-    return V.verify(VECTORS, V.PycatarAdapter())
+    return V.verify(VECTORS, V.PycatarAdapter(cli.main))
 
 
 # --------------------------------------------------------------------------- implementations
@@ -164,7 +166,7 @@ def copy(tmp_path):
 
 def _fails(root: Path, vid: str, adapter=None) -> str:
     """The failure message of vector ``vid`` (with any manifest problem); '' if it passes."""
-    outcomes, problems = V.verify(root, adapter or V.PycatarAdapter(), ids={vid})
+    outcomes, problems = V.verify(root, adapter or V.PycatarAdapter(cli.main), ids={vid})
     msgs = [o.message for o in outcomes if o.status == "fail"] + problems
     if not msgs and outcomes and outcomes[0].status == "skip":
         pytest.skip(outcomes[0].message)
@@ -205,7 +207,7 @@ def test_altering_an_expected_output_fails(copy, vid, rel, why):
 def test_every_byte_of_small_expected_outputs_matters(copy, tmp_path):
     """Each byte of an index and of a digest line is compared by the vector's own checks (the
     manifest is left out of this: the runner function is called directly)."""
-    ad = V.PycatarAdapter()
+    ad = V.PycatarAdapter(cli.main)
     for vid, rel in (("chunk/one-byte", "expect/index.caibx"), ("decode/base", "expect/02-digest.txt"),
                      ("chunk/one-byte", "expect/00-digest.txt")):
         (v,), _ = V.load_vectors(copy, lambda i: i == vid)
@@ -305,7 +307,7 @@ def test_altering_any_byte_anywhere_fails(copy):
         _flip(path, pos, 1 << rnd.randrange(8))
         vid = "/".join(rel.split("/")[:2])
         try:
-            outcomes, problems = V.verify(copy, V.PycatarAdapter(), ids={vid})
+            outcomes, problems = V.verify(copy, V.PycatarAdapter(cli.main), ids={vid})
             assert problems or any(o.status == "fail" for o in outcomes), (rel, pos)
         finally:
             path.write_bytes(original)
@@ -317,7 +319,7 @@ def test_altering_any_byte_anywhere_fails(copy):
     assert "does not match its checksum" in _fails(copy, "chunk/empty")
     m.write_bytes(original.replace(b'"files": {', b'"files" {'))
     with pytest.raises(V.UsageError):
-        V.verify(copy, V.PycatarAdapter(), ids={"chunk/empty"})
+        V.verify(copy, V.PycatarAdapter(cli.main), ids={"chunk/empty"})
     m.write_bytes(original.replace(b'{\n "files"', b'{\n  "files"'))
     assert "canonical" in _fails(copy, "chunk/empty")
     m.write_bytes(original)
@@ -337,7 +339,7 @@ def test_generator_is_deterministic(tmp_path):
     out = tmp_path / "gen"
     from pycatar.vectors_gen import generate
 
-    generate(out, tmpdir=str(tmp_path))
+    generate(out, cli.main, tmpdir=str(tmp_path))
     mine = {p.relative_to(out).as_posix(): p for p in out.rglob("*") if p.is_file()}
     committed = {p.relative_to(VECTORS).as_posix(): p for p in VECTORS.rglob("*") if p.is_file()
                  and p.relative_to(VECTORS).parts[0] not in V.UNMANAGED}

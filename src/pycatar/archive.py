@@ -223,13 +223,14 @@ class CatarFile:
             f = builtins.open(path, "rb")
             self._close.append(f)
             if path.endswith(".caidx"):
+                from .blob import IndexStream
                 from .index import IndexReader
                 from .store import default_store_for
 
                 index = IndexReader(f)
                 self._close.append(index)
                 stores = store if isinstance(store, (list, tuple)) else [store or default_store_for(path)]
-                f = index.open_stream(stores)
+                f = IndexStream(index, stores)
                 self._close.append(f)
         self._fileobj = f
         self.reader = CatarReader(f, feature_mask=feature_mask)

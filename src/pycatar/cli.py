@@ -484,9 +484,9 @@ def main(argv: list[str] | None = None) -> None:
             sys.stdout.write(verb_help(verb))
             rc = 0
         elif verb == "vectors":  # its own options (--impl, --vectors...): not casync's
-            from .vectors import main as vectors_main
+            from .vectors_cli import main as vectors_main
 
-            rc = vectors_main(args[args.index("vectors") + 1:])
+            rc = vectors_main(args[args.index("vectors") + 1:], entry=main)
         else:
             rc = command.main(args=argv, prog_name="pycatar", standalone_mode=False)
     except click.exceptions.NoSuchOption as e:

@@ -427,14 +427,6 @@ class IndexReader:
         for c in self.chunks():
             yield c.id
 
-    def open_stream(self, stores, **kw):
-        """A seekable, read-only file object over the stream this index describes.
-
-        Only the chunks covering what is read are fetched (see :class:`pycatar.blob.IndexStream`)."""
-        from .blob import IndexStream
-
-        return IndexStream(self, stores, **kw)
-
     def close(self) -> None:
         if self._own and self._f is not None:
             self._f.close()

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import os
 import re
-import stat as st
-import sys
 from collections.abc import Mapping
 
 from . import flags as _flags
-from .errors import PycatarError, UsageError
+from .errors import UsageError
 from .flags import Flag as F
 
 #: REPRO-1: what ``--reproducible`` stores, before ``--with=``/``--without=`` refine it.
@@ -79,76 +77,3 @@ def encoder_options(flags: int, *, owner: int | None = None, group: int | None =
 
 
 # --------------------------------------------------------------------------- the command
-
-
-def make_target(opts, args: list[str], *, what: str) -> tuple[str | None, str | None, str]:
-    """(output path or None for standard output, source argument, kind) of ``make`` with pycatar's
-    own options: the output must be an archive (.catar) or archive index (.caidx)."""
-    from .verbs import _kind_of, _strip_file_url
-
-    if len(args) > 2:
-        raise UsageError("A pair of output and input path/URL expected.")
-    output = _strip_file_url(args[0]) if args else None
-    source = _strip_file_url(args[1]) if len(args) > 1 else None
-    wrong = f"{what} make archives (.catar) and archive indexes (.caidx), not {opts.what}s."
-    kind = _kind_of(opts, output, ("archive", "archive-index"), wrong,
-                    "File to create does not have valid suffix, refusing. (May be one of: .catar, .caidx)")
-    kind = kind or "archive"
-    if kind not in ("archive", "archive-index"):
-        raise UsageError(f"{what} make archives (.catar) and archive indexes (.caidx), not {kind}s.")
-    return (None if output == "-" else output), source, kind
-
-
-def write(opts, result) -> int:
-    """Report a finished make as casync does: the summary with -v, then the digest."""
-    from .verbs import _verbose_make_summary
-
-    _verbose_make_summary(opts, result)
-    from .verbs import _print_made
-
-    _print_made(opts, result.digest_hex, result.size, result.index)
-    return 0
-
-
-def make_options(opts, *, tree: bool) -> tuple[int, dict]:
-    """The feature flags and encoder options the command line selects."""
-    flags = opts.feature_flags()
-    epoch = source_date_epoch() if opts.reproducible else None
-    enc = dict(opts.uid_options())
-    enc.update(encoder_options(flags, owner=opts.owner, group=opts.group, epoch=epoch,
-                               reproducible=opts.reproducible, tree=tree))
-    return flags, enc
-
-
-def verb_make(opts, args: list[str]) -> int:
-    """``make`` of a directory with ``--reproducible``, ``--owner=`` or ``--group=``."""
-    output, source, kind = make_target(opts, args, what="--reproducible, --owner= and --group=")
-    source = "." if source is None else source
-    if source == "-":
-        raise UsageError("Archiving a directory from standard input is not supported.")
-    try:
-        source_stat = os.stat(source)
-    except OSError as e:
-        raise PycatarError(f"Failed to open {source}: {e.strerror}") from None
-    if not st.S_ISDIR(source_stat.st_mode):
-        raise UsageError(f"{source}: not a directory (use --input-format=tar for a tar file)")
-    flags, enc = make_options(opts, tree=True)
-    mode = source_stat.st_mode & 0o666
-
-    from . import archive
-
-    if kind == "archive":
-        result = archive.make_archive(output, source, feature_flags=flags, mode=mode, **enc)
-    else:
-        from . import chunker
-        from .verbs import _make_store
-
-        sizes = chunker.chunk_size_from_args(opts.chunk_size) if opts.chunk_size else None
-        result = archive.make_archive_index(output, source, store=_make_store(opts, output),
-                                            feature_flags=flags, chunk_size=sizes,
-                                            compression=opts.compression, mode=mode, **enc)
-    return write(opts, result)
-
-
-def warn(message: str) -> None:
-    sys.stderr.write(f"Warning: {message}\n")

@@ -18,7 +18,6 @@ The vector format is described in vectors/README.md; the generator is :mod:`pyca
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import hashlib
 import io
@@ -534,16 +533,18 @@ class PycatarCLIAdapter(CasyncLike):
 
 
 class PycatarAdapter(CasyncLike):
-    """pycatar in this process, through its command-line entry point (:func:`pycatar.cli.main`),
-    so that each call costs no interpreter start-up.  An exception that escapes the entry point
-    would have been a traceback: it counts as a crash."""
+    """pycatar in this process, through its command-line entry point ``entry`` (the command passes
+    :func:`pycatar.cli.main`), so that each call costs no interpreter start-up.  An exception that
+    escapes the entry point would have been a traceback: it counts as a crash."""
 
     name = "pycatar"
     strict = True
 
-    def run(self, argv, cwd=None):
-        from . import cli
+    def __init__(self, entry):
+        super().__init__()
+        self.entry = entry
 
+    def run(self, argv, cwd=None):
         out, err = io.BytesIO(), io.BytesIO()
         tout = io.TextIOWrapper(out, encoding="utf-8", errors="surrogateescape", write_through=True)
         terr = io.TextIOWrapper(err, encoding="utf-8", errors="replace", write_through=True)
@@ -552,7 +553,7 @@ class PycatarAdapter(CasyncLike):
         sys.stdout, sys.stderr, sys.stdin = tout, terr, io.TextIOWrapper(io.BytesIO())
         os.environ["TZ"] = "UTC"
         try:
-            cli.main(list(argv))
+            self.entry(list(argv))
         except SystemExit as e:
             rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
         except BaseException as e:  # noqa: BLE001 - anything else is what a traceback would show
@@ -668,10 +669,11 @@ class CommandAdapter(Adapter):
         return self._run(self._argv(key, vals))
 
 
-def make_adapter(spec: str, timeout: int | None = None) -> Adapter:
-    """``pycatar``, ``pycatar-cli``, ``casync``, ``casync:PATH`` or ``cmd:CONFIG.json``."""
-    if spec == "pycatar":
-        return PycatarAdapter()
+def make_adapter(spec: str, timeout: int | None = None, entry=None) -> Adapter:
+    """``pycatar`` (in this process, through the command's entry point ``entry``), ``pycatar-cli``,
+    ``casync``, ``casync:PATH`` or ``cmd:CONFIG.json``."""
+    if spec == "pycatar" and entry is not None:
+        return PycatarAdapter(entry)
     if spec == "pycatar-cli":
         return PycatarCLIAdapter(timeout or DEFAULT_TIMEOUT)
     if spec == "casync" or spec.startswith("casync:"):
@@ -1080,63 +1082,3 @@ def default_vectors_dir() -> str:
         if (cand / MANIFEST).is_file():
             return str(cand)
     raise UsageError("no vectors directory found; name one with --vectors DIR")
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage dump
-        raise UsageError(f"vectors: {message}")
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="pycatar vectors", description="Check an implementation against the test vectors, "
-                "or regenerate them.")
-    sub = p.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    v = sub.add_parser("verify", help="check an implementation against the vectors")
-    v.add_argument("--impl", default="pycatar",
-                   help="pycatar (default), pycatar-cli, casync, casync:PATH or cmd:CONFIG.json")
-    v.add_argument("--vectors", metavar="DIR", help="the vectors directory (default: the source tree's vectors/)")
-    v.add_argument("--only", metavar="TEXT", action="append", help="only vectors whose id contains TEXT")
-    v.add_argument("--tmpdir", metavar="DIR", help="where to materialise inputs (default: $TMPDIR)")
-    v.add_argument("--timeout", type=int, metavar="S", help="seconds allowed per command")
-    v.add_argument("--keep", action="store_true", help="keep the scratch directories")
-    v.add_argument("-v", "--verbose", action="store_true", help="also print passed and skipped vectors")
-    g = sub.add_parser("generate", help="regenerate the vectors (needs root)")
-    g.add_argument("--out", metavar="DIR", required=True, help="the vectors directory to write")
-    g.add_argument("--tmpdir", metavar="DIR", help="where to materialise inputs (default: $TMPDIR)")
-    sub.add_parser("list", help="list the vectors and the requirements they cover").add_argument(
-        "--vectors", metavar="DIR")
-    return p
-
-
-def main(args: list[str]) -> int:
-    """``pycatar vectors ...``"""
-    ns = _parser().parse_args(args)
-    if ns.action == "generate":
-        from .vectors_gen import generate
-
-        n = generate(ns.out, tmpdir=ns.tmpdir)
-        print(f"{n} vectors written to {ns.out}")
-        return 0
-    root = ns.vectors or default_vectors_dir()
-    if ns.action == "list":
-        vectors, _ = load_vectors(Path(root))
-        for v in vectors:
-            print(f"{v.id}: {' '.join(v.data.get('covers', []))}")
-        return 0
-    adapter = make_adapter(ns.impl, ns.timeout)
-    out = sys.stdout
-
-    def log(o: Outcome) -> None:
-        if o.status == "fail":
-            out.write(f"FAIL {o.vector}: {o.message}\n")
-        elif ns.verbose:
-            out.write(f"{o.status} {o.vector}{': ' + o.message if o.message else ''}\n")
-        out.flush()
-
-    outcomes, problems = verify(root, adapter, only=ns.only, tmpdir=ns.tmpdir, keep=ns.keep, log=log)
-    for msg in problems:
-        out.write(f"FAIL {MANIFEST}: {msg}\n")
-    count = {s: sum(1 for o in outcomes if o.status == s) for s in ("pass", "fail", "skip")}
-    failed = count["fail"] + len(problems)
-    out.write(f"{count['pass']} passed, {failed} failed, {count['skip']} skipped\n")
-    return 1 if failed else 0

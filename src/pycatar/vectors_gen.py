@@ -1355,8 +1355,9 @@ def gen_decode(w: _Writer, ad: V.Adapter, tmp: str) -> None:
                                   "expect": {"outputs": listed}}, {"archive.catar": data_bytes, **ofiles})
 
 
-def generate(out: str | os.PathLike, *, tmpdir: str | None = None) -> int:
-    """(Re)writes every vector below ``out`` (all but README.md), then MANIFEST.json."""
+def generate(out: str | os.PathLike, entry, *, tmpdir: str | None = None) -> int:
+    """(Re)writes every vector below ``out`` (all but README.md), then MANIFEST.json; the outputs are
+    those of pycatar's command, run in this process through its entry point ``entry``."""
     if os.geteuid() != 0:
         raise V.UsageError("generating the vectors needs root (their trees have owners and device nodes)")
     out = Path(out)
@@ -1366,7 +1367,7 @@ def generate(out: str | os.PathLike, *, tmpdir: str | None = None) -> int:
             continue
         V.remove_tree(str(p))
     w = _Writer(out)
-    ad = V.PycatarAdapter()
+    ad = V.PycatarAdapter(entry)
     tmp = tempfile.mkdtemp(prefix="pycatar-gen-", dir=tmpdir)
     old_umask = os.umask(0o022)
     try:

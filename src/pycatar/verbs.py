@@ -89,9 +89,8 @@ def verb_make(opts, args: list[str]) -> int:
     if args and _is_url(args[0]):
         return _make_and_upload(opts, args)
     if opts.input_format or opts.reproducible or opts.owner is not None or opts.group is not None:
-        from . import reproducible, tarconv  # pycatar's own make options (spec/reproducible.md, spec/tar.md)
-
-        return (tarconv if opts.input_format else reproducible).verb_make(opts, args)
+        # pycatar's own make options (spec/reproducible.md, spec/tar.md)
+        return (verb_make_tar if opts.input_format else verb_make_reproducible)(opts, args)
     if len(args) > 2:
         raise UsageError("A pair of output and input path/URL expected.")
     output = _strip_file_url(args[0]) if args else None
@@ -217,6 +216,140 @@ def _verbose_make_summary(opts, result) -> None:
         _log(opts, f"Archive size: {result.size}")
 
 
+# --------------------------------------------------------------------------- make with pycatar's own options
+
+
+def _make_target(opts, args: list[str], *, what: str) -> tuple[str | None, str | None, str]:
+    """(output path or None for standard output, source argument, kind) of ``make`` with pycatar's
+    own options: the output must be an archive (.catar) or archive index (.caidx)."""
+    if len(args) > 2:
+        raise UsageError("A pair of output and input path/URL expected.")
+    output = _strip_file_url(args[0]) if args else None
+    source = _strip_file_url(args[1]) if len(args) > 1 else None
+    wrong = f"{what} make archives (.catar) and archive indexes (.caidx), not {opts.what}s."
+    kind = _kind_of(opts, output, ("archive", "archive-index"), wrong,
+                    "File to create does not have valid suffix, refusing. (May be one of: .catar, .caidx)")
+    kind = kind or "archive"
+    if kind not in ("archive", "archive-index"):
+        raise UsageError(f"{what} make archives (.catar) and archive indexes (.caidx), not {kind}s.")
+    return (None if output == "-" else output), source, kind
+
+
+def _made(opts, result) -> int:
+    """Report a finished make as casync does: the summary with -v, then the digest."""
+    _verbose_make_summary(opts, result)
+    _print_made(opts, result.digest_hex, result.size, result.index)
+    return 0
+
+
+def _make_options(opts, *, tree: bool) -> tuple[int, dict]:
+    """The feature flags and encoder options the command line selects."""
+    flags = opts.feature_flags()
+    from .reproducible import encoder_options, source_date_epoch
+
+    epoch = source_date_epoch() if opts.reproducible else None
+    enc = dict(opts.uid_options())
+    enc.update(encoder_options(flags, owner=opts.owner, group=opts.group, epoch=epoch,
+                               reproducible=opts.reproducible, tree=tree))
+    return flags, enc
+
+
+def verb_make_reproducible(opts, args: list[str]) -> int:
+    """``make`` of a directory with ``--reproducible``, ``--owner=`` or ``--group=``."""
+    output, source, kind = _make_target(opts, args, what="--reproducible, --owner= and --group=")
+    source = "." if source is None else source
+    if source == "-":
+        raise UsageError("Archiving a directory from standard input is not supported.")
+    try:
+        source_stat = os.stat(source)
+    except OSError as e:
+        raise PycatarError(f"Failed to open {source}: {e.strerror}") from None
+    if not st.S_ISDIR(source_stat.st_mode):
+        raise UsageError(f"{source}: not a directory (use --input-format=tar for a tar file)")
+    flags, enc = _make_options(opts, tree=True)
+    mode = source_stat.st_mode & 0o666
+
+    from . import archive
+
+    if kind == "archive":
+        result = archive.make_archive(output, source, feature_flags=flags, mode=mode, **enc)
+    else:
+        from . import chunker
+
+        sizes = chunker.chunk_size_from_args(opts.chunk_size) if opts.chunk_size else None
+        result = archive.make_archive_index(output, source, store=_make_store(opts, output),
+                                            feature_flags=flags, chunk_size=sizes,
+                                            compression=opts.compression, mode=mode, **enc)
+    return _made(opts, result)
+
+
+def _warn(message: str) -> None:
+    sys.stderr.write(f"Warning: {message}\n")
+
+
+def verb_make_tar(opts, args: list[str]) -> int:
+    """``make ARCHIVE.catar|ARCHIVE.caidx --input-format=tar TAR|-``."""
+    from . import archive
+    from .tarconv import TarEncoder
+
+    output, source, kind = _make_target(opts, args, what="--input-format=tar")
+    if source in (None, "-"):
+        path = None
+        mode = 0o644
+    else:
+        try:
+            s = os.stat(source)
+        except OSError as e:
+            raise PycatarError(f"Failed to open {source}: {e.strerror}") from None
+        if st.S_ISDIR(s.st_mode):
+            raise UsageError(f"{source} is a directory, not a tar (leave out --input-format=tar).")
+        path, mode = source, s.st_mode & 0o666
+    flags, enc = _make_options(opts, tree=False)
+    spool_dir = os.path.dirname(os.path.abspath(output)) if output else None
+    with TarEncoder(path, flags, spool_dir=spool_dir, **enc) as encoder:
+        for message in encoder.warnings:
+            _warn(message)
+        if kind == "archive":
+            result = archive.write_archive(output, encoder, mode=mode)
+        else:
+            from . import chunker
+
+            sizes = chunker.chunk_size_from_args(opts.chunk_size) if opts.chunk_size else None
+            result = archive.write_archive_index(output, encoder, store=_make_store(opts, output),
+                                                 chunk_size=sizes, compression=opts.compression, mode=mode)
+    return _made(opts, result)
+
+
+def verb_extract_tar(opts, args: list[str]) -> int:
+    """``extract ARCHIVE.catar|ARCHIVE.caidx|- --output-format=tar OUT.tar|- [SUBPATH]``."""
+    from .fileio import AtomicFile
+    from .tarconv import write_tar
+
+    if len(args) < 2 or len(args) > 3:
+        raise UsageError("--output-format=tar expects ARCHIVE, OUTPUT (a file or -) and optionally SUBPATH.")
+    source = _strip_file_url(args[0])
+    output = _strip_file_url(args[1])
+    subpath = args[2] if len(args) > 2 else None
+    kind = opts.what or _suffix_kind(source) or ("archive" if source == "-" else None)
+    if kind is None:
+        raise UsageError("File to read from does not have valid suffix, refusing. (May be one of: .catar, .caidx)")
+    if kind not in ("archive", "archive-index"):
+        raise UsageError(f"--output-format=tar converts archives (.catar) and archive indexes (.caidx), not {kind}s.")
+    source = None if source == "-" else source
+    with _archive_reader(opts, kind, source) as reader:
+        if output == "-":
+            if sys.stdout.isatty():
+                raise UsageError("Refusing to write a tar to a terminal.")
+            stats = write_tar(reader, sys.stdout.buffer, subpath)
+            sys.stdout.buffer.flush()
+        else:
+            with AtomicFile(output, 0o666) as f:
+                stats = write_tar(reader, f, subpath)
+    for message in stats.warnings():
+        _warn(message)
+    return 0
+
+
 # --------------------------------------------------------------------------- extract
 
 
@@ -240,9 +373,7 @@ def _open_index(opts, source):
 
 def verb_extract(opts, args: list[str]) -> int:
     if opts.output_format:  # --output-format=tar (spec/tar.md)
-        from . import tarconv
-
-        return tarconv.verb_extract(opts, args)
+        return verb_extract_tar(opts, args)
     if len(args) > 3:
         raise UsageError("Input path/URL, output path, and subtree path expected.")
     source = _strip_file_url(args[0]) if args else None
@@ -440,7 +571,9 @@ class _archive_reader:
                 ex = ThreadPoolExecutor(stores.concurrency, thread_name_prefix="pycatar")
                 self._close.append(_Shutdown(ex))
                 kw = dict(executor=ex, readahead=2 * stores.concurrency, cache_size=8)
-            src = reader.open_stream(stores, **kw)
+            from .blob import IndexStream
+
+            src = IndexStream(reader, stores, **kw)
             self._close.append(src)
         return CatarReader(src, feature_mask=self.opts.feature_mask())
 
@@ -685,6 +818,7 @@ def verb_cat(opts, args: list[str]) -> int:
     chunks that hold them."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from .blob import IndexStream
     from .index import IndexReader
 
     if not 1 <= len(args) <= 3:
@@ -706,7 +840,7 @@ def verb_cat(opts, args: list[str]) -> int:
             raise UsageError(f"OFFSET {offset} lies beyond the end of the stream ({reader.blob_size} bytes)")
         threads = max(stores.concurrency, 2)
         with ThreadPoolExecutor(threads, thread_name_prefix="pycatar") as ex, \
-                reader.open_stream(stores, executor=ex, readahead=2 * threads, cache_size=4) as stream:
+                IndexStream(reader, stores, executor=ex, readahead=2 * threads, cache_size=4) as stream:
             stream.seek(offset)
             left = end - offset
             while left > 0:
