@@ -40,16 +40,19 @@ class StaticServer:
     """``python -m http.server``'s handler serving ``root``, in a thread, with a log of the paths
     requested and optional faults: ``fail(path, n)`` returns True for a request that is to fail
     (answered with ``fault``: "500", "drop" (connection closed without an answer), "truncate" (half
-    the body, then closed) or "garbage" (the body with a flipped bit))."""
+    the body, then closed), "garbage" (the body with a flipped bit), "endless" (a body without a
+    length that goes on, up to 256 MiB), or "redirect" (302 to ``redirect_to``))."""
 
     def __init__(self, root, *, fault: str | None = None, fail=None, auth: str | None = None,
-                 limit: int | None = None):
+                 limit: int | None = None, redirect_to: str | None = None):
         self.root = os.fspath(root)
         self.log: list[tuple[str, str]] = []
         self.fault = fault
         self.fail = fail or (lambda path, n: False)
         self.auth = auth
         self.limit = limit  # after this many requests the server stops answering (dies)
+        self.redirect_to = redirect_to
+        self.sent = 0  # bytes of endless bodies sent
         self.lock = threading.Lock()
         server = self
 
@@ -76,6 +79,23 @@ class StaticServer:
                 if server.fault and server.fail(self.path, n):
                     if server.fault == "500":
                         self.send_error(500)
+                    elif server.fault == "redirect":
+                        self.send_response(302)
+                        self.send_header("Location", server.redirect_to)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                    elif server.fault == "endless":
+                        self.close_connection = True
+                        self.send_response(200)
+                        self.send_header("Connection", "close")
+                        self.end_headers()
+                        block = b"\x28\xb5\x2f\xfd" + bytes(65532)
+                        try:
+                            for _ in range(4096):  # 256 MiB at most: a test never hangs on it
+                                self.wfile.write(block)
+                                server.sent += len(block)
+                        except OSError:
+                            pass
                     elif server.fault == "drop":
                         self.close_connection = True
                         self.connection.shutdown(socket.SHUT_RDWR)

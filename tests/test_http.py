@@ -433,3 +433,26 @@ def test_upload_to_a_read_only_server_fails_cleanly(published, tmp_path):
         p = pycatar("make", f"--store={srv.url}", tmp_path / "x.caibx", published / "src" / "blob.img")
         assert "405" in one_line_error(p)
     assert not (tmp_path / "x.caibx").exists() and os.listdir(tmp_path / "s") == []
+
+
+def test_lying_servers_are_bounded(published, tmp_path):
+    """STORE-14: a body without a length that never ends is cut off at the chunk's bound; a redirect
+    to file:// is refused (never followed to a local file); a redirect to http(s) is followed."""
+    victim = sorted(chunk_names(published / "store"))[0]
+    with StaticServer(published, fault="endless", fail=lambda path, n: path.endswith(victim)) as srv:
+        results = [pycatar("extract", f"--store={srv.url}store", "--http-retries=0", published / idx,
+                           tmp_path / out) for idx, out in (("blob.caibx", "b.img"), ("tree.caidx", "t"))]
+        errors = [one_line_error(p) for p in results if p.returncode]
+        assert errors and all("limit" in e for e in errors), errors
+        assert srv.sent < 64 << 20  # the client hung up long before the server's 256 MiB
+    with StaticServer(published, fault="redirect", redirect_to="file:///etc/passwd",
+                      fail=lambda path, n: path.endswith(".cacnk")) as srv:
+        p = pycatar("extract", f"--store={srv.url}store", "--http-retries=0", published / "blob.caibx",
+                    tmp_path / "c.img")
+        assert "unsupported protocol" in one_line_error(p)
+    with StaticServer(published) as real:
+        with StaticServer(published, fault="redirect", redirect_to=f"{real.url}blob.caibx",
+                          fail=lambda path, n: path.endswith(".caibx")) as srv:
+            p = pycatar("extract", f"--store={real.url}store", f"{srv.url}elsewhere.caibx", tmp_path / "d.img")
+            assert p.returncode == 0, p.stderr
+            assert (tmp_path / "d.img").read_bytes() == (published / "src" / "blob.img").read_bytes()
