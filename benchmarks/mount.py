@@ -24,9 +24,7 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(HERE, "src"))
-ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [os.path.join(HERE, "src"),
-                                                                 os.environ.get("PYTHONPATH")])))
+ENV = dict(os.environ)  # pycatar as installed (or as PYTHONPATH names it)
 
 
 def pycatar(*args) -> None:

@@ -10,12 +10,10 @@ import pytest
 
 from pycatar import cli, verbs
 
-SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 
 
 def pycatar(*args, env=None):
     e = dict(os.environ)
-    e["PYTHONPATH"] = SRC + os.pathsep + e.get("PYTHONPATH", "")
     e.update(env or {})
     return subprocess.run([sys.executable, "-m", "pycatar", *args], capture_output=True, text=True, env=e)
 

@@ -16,12 +16,10 @@ import pytest
 
 from httpservers import Nginx, PycatarServe, StaticServer
 
-SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 
 
 def pycatar(*args, env=None, cwd=None, timeout=120):
     e = dict(os.environ)
-    e["PYTHONPATH"] = SRC + os.pathsep + e.get("PYTHONPATH", "")
     e.pop("PYCATAR_HTTP_AUTH", None)
     if env:
         e.update(env)

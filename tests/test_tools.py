@@ -13,12 +13,10 @@ import pytest
 
 from httpservers import StaticServer
 
-SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 
 
 def pycatar(*args, input=None, env=None):
     e = dict(os.environ)
-    e["PYTHONPATH"] = SRC + os.pathsep + e.get("PYTHONPATH", "")
     if env:
         e.update(env)
     return subprocess.run([sys.executable, "-m", "pycatar", *map(str, args)], capture_output=True, env=e,
@@ -184,7 +182,6 @@ def _under_pty(*args) -> tuple[int, bytes]:
 
     master, slave = pty.openpty()
     e = dict(os.environ)
-    e["PYTHONPATH"] = SRC + os.pathsep + e.get("PYTHONPATH", "")
     p = subprocess.Popen([sys.executable, "-m", "pycatar", *map(str, args)], stdin=subprocess.DEVNULL,
                          stdout=subprocess.DEVNULL, stderr=slave, env=e)
     os.close(slave)
