@@ -122,7 +122,7 @@ def test_gc_dry_run_with_remote_index(published, tmp_path, casync):
     store = tmp_path / "store"
     subprocess.run(["cp", "-a", published / "store", store], check=True)
     with StaticServer(published) as srv:
-        p = pycatar("gc", "--dry-run", f"--store={store}", f"{srv.url}blob.caibx")
+        p = pycatar("gc", "--grace=0", "--dry-run", f"--store={store}", f"{srv.url}blob.caibx")
     want = subprocess.run([casync, "gc", "--dry-run", f"--store={store}", published / "blob.caibx"],
                           capture_output=True, check=True)
     assert p.returncode == 0, p.stderr

@@ -201,18 +201,18 @@ def test_gc(tmp_path):
     stray = {chunks[3][0].hex() + ".cacnk", chunks[4][0].hex() + ".cacnk"}
 
     out = io.StringIO()
-    res = gc(s, [tmp_path / "one.caibx", tmp_path / "two.caibx"], dry_run=True, verbose=True, out=out)
+    res = gc(s, [tmp_path / "one.caibx", tmp_path / "two.caibx"], dry_run=True, verbose=True, out=out, grace=0)
     assert set(res.removed) == stray and res.remaining == 3
     assert res.references == 4 and res.referenced == 3
     assert out.getvalue().splitlines()[0] == "Chunk store usage: 4 references, 3 chunks"
     assert out.getvalue().splitlines()[-1] == "Would remove 2 chunks, 3 chunks remaining."
     assert all(s.has(c) for c, _ in chunks)
 
-    res = gc(s, [tmp_path / "one.caibx", tmp_path / "two.caibx"])
+    res = gc(s, [tmp_path / "one.caibx", tmp_path / "two.caibx"], grace=0)
     assert set(res.removed) == stray and res.messages == []
     assert [s.has(c) for c, _ in chunks] == [True, True, True, False, False]
     assert (tmp_path / "S" / "notes.txt").exists()
-    res = gc(s, [tmp_path / "one.caibx", tmp_path / "two.caibx"], verbose=True)
+    res = gc(s, [tmp_path / "one.caibx", tmp_path / "two.caibx"], verbose=True, grace=0)
     assert res.removed == [] and res.messages[-1] == "Removed 0 chunks, 0 directories, 3 chunks remaining."
 
 
