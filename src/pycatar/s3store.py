@@ -118,7 +118,10 @@ def _client(loc: S3Location, options: HTTPOptions):
         c = _clients.get(key)
         if c is not None:
             return c
-        import boto3
+        try:
+            import boto3
+        except ImportError:
+            raise UsageError("object stores need boto3: pip install 'pycatar[s3]'") from None
         from botocore import UNSIGNED
         from botocore.config import Config
 

@@ -791,7 +791,16 @@ def verb_serve(opts, args: list[str]) -> int:
     from .server import serve
     from .store import default_store_for
 
-    serve(opts.store or default_store_for(None), opts.index_dir, listen=opts.listen, writable=opts.writable,
+    store = opts.store or default_store_for(None)
+    if _is_url(store):
+        from .s3store import is_s3_url
+
+        if not is_s3_url(store):
+            raise UsageError("serve serves a local store or an object store (s3+http(s)://…), not an http(s) URL.")
+        from .location import open_store
+
+        store = open_store(store, digest=opts.digest, remote=_remote(opts))
+    serve(store, opts.index_dir, listen=opts.listen, writable=opts.writable,
           digest=opts.digest, tls_cert=opts.tls_cert, tls_key=opts.tls_key, verbose=opts.verbose)
     return 0
 
