@@ -179,7 +179,7 @@ def test_flipped_bit_refused_before_any_chunk(verb, s3_published, keys, tmp_path
 
 
 def test_other_index_other_key_missing_malformed_refused(s3_published, keys, tmp_path, ssh_keygen):
-    """SIG-4, SIG-5: a signature of another index, by another key, for another namespace, missing or
+    """SIG-3, SIG-4, SIG-5: a signature of another index, by another key, for another namespace, missing or
     malformed: each refused with one line, before any chunk is requested."""
     client, bucket, url, proxy = s3_published
     cases = []
