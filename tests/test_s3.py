@@ -157,7 +157,8 @@ def test_throttling_and_server_errors_are_retried(moto_server, bucket, tmp_path)
 
 
 def test_missing_and_corrupt_chunks_name_the_key(moto_server, bucket, tmp_path):
-    """STORE-21, STORE-8: a chunk object that is missing or corrupt is an error naming its key."""
+    """STORE-21, STORE-8: a chunk object that is missing or corrupt is an error naming its key;
+    verify STORE finds the corrupt one and --repair deletes it."""
     blob = tmp_path / "blob"
     blob.write_bytes(random_bytes(1 << 20, 8))
     url = f"s3+{moto_server.endpoint}/{bucket}"
@@ -167,7 +168,14 @@ def test_missing_and_corrupt_chunks_name_the_key(moto_server, bucket, tmp_path):
     client.put_object(Bucket=bucket, Key=victim, Body=b"\x28\xb5\x2f\xfd garbage")
     err = one_line_error(pycatar("extract", f"--store={url}/store", tmp_path / "b.caibx", tmp_path / "o"))
     assert f"{url}/{victim}" in err
-    client.delete_object(Bucket=bucket, Key=victim)
+    # verify STORE lists the objects and checks each; --repair deletes the bad one
+    vid = victim.rsplit("/", 1)[1][:-len(".cacnk")]
+    p = pycatar("verify", f"{url}/store")
+    assert p.returncode == 1 and p.stdout.decode().startswith(f"{vid} ") and p.stdout.decode().count("\n") == 1
+    p = pycatar("verify", "--repair", f"{url}/store")
+    assert p.returncode == 1 and p.stdout.decode().startswith(f"{vid} removed: ")
+    assert victim not in keys(client, bucket) and other in keys(client, bucket)
+    ok(pycatar("verify", f"{url}/store"))
     err = one_line_error(pycatar("extract", f"--store={url}/store", tmp_path / "b.caibx", tmp_path / "o"))
     assert f"{url}/{victim}" in err and "not found" in err
     err = one_line_error(pycatar("verify", f"--store={url}/store", tmp_path / "b.caibx"))

@@ -353,6 +353,11 @@ def make_app(store_path: str | os.PathLike | ChunkStore, index_dir: str | os.Pat
 
     async def on_startup(app):
         cfg.chunk_puts = asyncio.Semaphore(MAX_CHUNK_PUTS)  # bound to the serving loop
+        if not isinstance(cfg.store, LocalStore):  # requests to the object store wait in threads
+            from concurrent.futures import ThreadPoolExecutor
+
+            asyncio.get_running_loop().set_default_executor(
+                ThreadPoolExecutor(max(cfg.store.concurrency, 8), thread_name_prefix="pycatar-serve"))
 
     app.on_startup.append(on_startup)
     app.router.add_route("*", "/{path:.*}", _handle)

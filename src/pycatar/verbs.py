@@ -638,13 +638,18 @@ def verb_verify(opts, args: list[str]) -> int:
         with _open_index(opts, source) as f, IndexReader(f) as reader:
             res = verify.verify_index(reader, _stores(opts, source))
     else:
-        from .location import local_path
+        from .location import local_path, open_store
+        from .s3store import is_s3_url
 
-        path = local_path(target)
-        if path is None:
-            raise UsageError("verify STORE checks a local store; for a remote one, verify an index against it.")
-        if not os.path.isdir(path):
-            raise PycatarError(f"store {path} does not exist")
+        if is_s3_url(target):  # an object store lists its chunks (STORE-21)
+            path = open_store(target, digest=opts.digest, remote=_remote(opts))
+        else:
+            path = local_path(target)
+            if path is None:
+                raise UsageError("verify STORE checks a local store or an object store; for an http(s) one, "
+                                 "verify an index against it.")
+            if not os.path.isdir(path):
+                raise PycatarError(f"store {path} does not exist")
         res = verify.verify_store(path, digest=opts.digest, repair=opts.repair)
     if opts.json:
         _emit_json(res.as_dict())
