@@ -12,7 +12,12 @@ store (:meth:`pycatar.store.ChunkStore.fetch`).
 Built on boto3/botocore (the AWS SDK: SigV4 signing and the standard credential chain — the
 ``AWS_*`` environment variables, ``~/.aws/credentials`` and ``~/.aws/config``, profiles, instance
 roles; desync's ``S3_ACCESS_KEY``/``S3_SECRET_KEY``/``S3_SESSION_TOKEN`` when that chain finds
-none).  botocore's own retries are off: a request is retried here, as the HTTP client retries
+none).  Measured against moto on loopback, 16 threads, 600 objects of 64 KiB: boto3 PUT 2.1 s
+wall / 1.1 CPU-s, GET 1.7 s / 1.1 CPU-s; obstore 0.12 (Rust object_store) PUT 1.65 s / 0.32 CPU-s,
+GET 1.5 s / 0.37 CPU-s.  obstore costs a third of the CPU per request (about 0.6 ms against 1.8 ms),
+the wall time is the server's; boto3 was kept for its complete credential chain (obstore reads
+files and profiles only through boto3 anyway), its stable 1.x API and no native wheel.  Should the
+client's CPU ever bound an extraction, only this module changes.  botocore's own retries are off: a request is retried here, as the HTTP client retries
 (connection errors, timeouts, throttling, 5xx; exponential backoff with jitter), so that every
 remote store behaves the same under ``--http-retries``.  Errors name the bucket and key, never a
 credential.
