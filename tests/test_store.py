@@ -380,3 +380,11 @@ def test_gc_cli_default_grace_and_duration_syntax(tmp_path):
     _age(s.chunk_path(chunks[1][0]), 60)
     assert run("-n", "--grace=1.5m").stdout == "Would remove 0 chunks, 2 chunks remaining.\n"
     assert run("-n", "--grace=50s").stdout == "Would remove 1 chunks, 1 chunks remaining.\n"
+
+
+def test_default_store_beside_an_object_store_index():
+    """STORE-9, STORE-18: the default store of an s3+ index is default.castr beside it, with the URL's parameters."""
+    env = {}
+    assert default_store_for("s3+http://h:9000/b/idx/x.caibx?lookup=path", env) == \
+        "s3+http://h:9000/b/idx/default.castr?lookup=path"
+    assert default_store_for("s3+https://h/b/x.caibx", env) == "s3+https://h/b/default.castr"

@@ -89,7 +89,10 @@ def default_store_for(index_path: str | os.PathLike | None, environ=None) -> str
         while q > host_end and p[q - 1] != "/":
             q -= 1
         d = p[:q]
-        return d + DEFAULT_STORE_NAME if d.endswith("/") else d + "/" + DEFAULT_STORE_NAME
+        store = d + DEFAULT_STORE_NAME if d.endswith("/") else d + "/" + DEFAULT_STORE_NAME
+        if p.lower().startswith("s3+") and "?" in p:  # an object store's parameters apply to its store too
+            store += p[p.index("?"):]
+        return store
     if "/" in p:
         d = _c_dirname(p)
         return d + DEFAULT_STORE_NAME if d.endswith("/") else d + "/" + DEFAULT_STORE_NAME
