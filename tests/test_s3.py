@@ -16,6 +16,7 @@ import urllib.request
 import pytest
 
 from httpservers import PycatarServe
+from test_mount import fuse, mounted  # noqa: F401  (the FUSE fixture, fails in CI when missing; the mount helper)
 from s3servers import SECRET_KEY, S3Proxy, s3_env
 
 
@@ -288,3 +289,19 @@ def test_serve_backed_by_s3_feeds_casync(moto_server, bucket, tmp_path, casync, 
         assert keys(moto_server.client(), bucket) > before
     ok(pycatar("extract", f"--store={url}/store", tmp_path / "b2.caibx", tmp_path / "out2"))
     assert (tmp_path / "out2").read_bytes() == (tmp_path / "blob2").read_bytes()
+
+
+def test_mount_from_an_object_store(fuse, moto_server, bucket, tmp_path, run_casync, monkeypatch):
+    """STORE-18: mount takes an index and its store by s3+ URL; the mounted tree is the source's."""
+    for k, v in s3_env().items():
+        if k.startswith("AWS_"):
+            monkeypatch.setenv(k, v)
+    tree = tmp_path / "tree"
+    (tree / "d").mkdir(parents=True)
+    (tree / "d" / "big").write_bytes(random_bytes(700_000, 20))
+    (tree / "small").write_text("small\n")
+    url = f"s3+{moto_server.endpoint}/{bucket}"
+    ok(pycatar("make", f"--store={url}/store", f"{url}/t.caidx", tree))
+    with mounted(tmp_path, f"--store={url}/store", f"{url}/t.caidx") as (mnt, _log):
+        assert run_casync("mtree", mnt).stdout == run_casync("mtree", tree).stdout
+        assert (mnt / "d" / "big").read_bytes() == (tree / "d" / "big").read_bytes()
