@@ -227,3 +227,6 @@ def test_local_index_and_mount_checked_before_use(keys, index, tmp_path):
                                  f"--allowed-signers={keys['ed25519']}.pub", f"--store={tmp_path / 'S'}", index,
                                  tmp_path / "o"))
     assert "cannot be combined" in err
+    for verb in ("list", "digest"):
+        err = one_line_error(pycatar(verb, f"--verify-key={keys['ed25519']}.pub", tmp_path / "S"))
+        assert "not a directory" in err

@@ -223,6 +223,11 @@ def _open_index(opts, source):
     return f
 
 
+def _no_signature_for_directory(opts, kind) -> None:
+    if kind == "directory" and (opts.verify_key or opts.allowed_signers):
+        raise UsageError("--verify-key=/--allowed-signers= check an index or archive file, not a directory.")
+
+
 def _check_signature(opts, source: str, f) -> None:
     """SIG-4: refuse ``source`` (open as ``f``) unless ``<source>.sig`` is its signature by an allowed key."""
     from . import sshsig
@@ -386,6 +391,7 @@ def verb_list(opts, args: list[str], verb: str = "list") -> int:
         kind = "archive"
     if kind == "directory" and subpath:
         raise UsageError("Subtree path only supported when listing archive or archive index.")
+    _no_signature_for_directory(opts, kind)
     subpath = "/".join(c for c in (subpath or "").split("/") if c) or None
 
     from . import listing
@@ -499,6 +505,7 @@ def verb_digest(opts, args: list[str]) -> int:
     if subpath and kind not in ("archive", "archive-index"):
         raise UsageError("Subtree path only supported when calculating message digest of archive or archive index.")
 
+    _no_signature_for_directory(opts, kind)
     from . import archive, listing
     from . import digest as _digest
 
