@@ -1,6 +1,7 @@
 """Locations: what a store, index or archive argument names — a local path, a ``file://`` URL, an
 ``http(s)://`` URL, an object store's ``s3+http(s)://`` URL (:mod:`pycatar.s3store`), or for stores a
-failover group ``a|b`` — turned into the object that reads or writes it.  Any other ``scheme://`` is refused, never taken for a local folder of that name.
+failover group ``a|b`` — turned into the object that reads or writes it.  Any other ``scheme://`` is
+refused, never taken for a local folder of that name.
 """
 
 from __future__ import annotations

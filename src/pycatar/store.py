@@ -621,7 +621,7 @@ class _Candidate:
 
 
 def _local_candidates(store: LocalStore, grace: float) -> Iterator[_Candidate]:
-    for sub, name in store.iter_chunk_files():
+    for sub, name in list(store.iter_chunk_files()):  # listed whole before anything is removed
         mtime = 0.0
         if grace > 0:
             try:
