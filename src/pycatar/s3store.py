@@ -17,9 +17,11 @@ wall / 1.1 CPU-s, GET 1.7 s / 1.1 CPU-s; obstore 0.12 (Rust object_store) PUT 1.
 GET 1.5 s / 0.37 CPU-s.  obstore costs a third of the CPU per request (about 0.6 ms against 1.8 ms),
 the wall time is the server's; boto3 was kept for its complete credential chain (obstore reads
 files and profiles only through boto3 anyway), its stable 1.x API and no native wheel.  Should the
-client's CPU ever bound an extraction, only this module changes.  botocore's own retries are off: a request is retried here, as the HTTP client retries
-(connection errors, timeouts, throttling, 5xx; exponential backoff with jitter), so that every
-remote store behaves the same under ``--http-retries``.  Errors name the bucket and key, never a
+client's CPU ever bound an extraction, only this module changes.
+
+botocore's own retries are off: a request is retried here, as the HTTP client retries (connection
+errors, timeouts, throttling, 5xx; exponential backoff with jitter), so that every remote store
+behaves the same under ``--http-retries``.  Errors name the bucket and key, never a
 credential.
 """
 
@@ -68,7 +70,8 @@ class S3Location:
         parts = urllib.parse.urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in ("s3+http", "s3+https") or not parts.hostname:
-            raise UsageError(f"invalid object store URL {shown(url)}: expected s3+http(s)://HOST[:PORT]/BUCKET[/PREFIX]")
+            raise UsageError(f"invalid object store URL {shown(url)}: "
+                             "expected s3+http(s)://HOST[:PORT]/BUCKET[/PREFIX]")
         if parts.username is not None or parts.password is not None:
             raise UsageError(f"object store URL {shown(url)}: give credentials in the AWS environment "
                              "variables or files, not in the URL")

@@ -291,6 +291,7 @@ def armor(blob: bytes) -> str:
 
 def load_private_key(path: str):
     """A ``cryptography`` private key from an OpenSSH (or PEM) private key file without passphrase."""
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
 
     try:
@@ -305,8 +306,9 @@ def load_private_key(path: str):
     except TypeError:
         raise UsageError(f"key {path} is protected by a passphrase; sign with ssh-keygen -Y sign -n {NAMESPACE} "
                          "(the same format)") from None
-    except (ValueError, Exception) as e:  # noqa: BLE001 - the library's parse errors vary by format
-        raise UsageError(f"key {path}: not an OpenSSH private key ({str(e).splitlines()[0] if str(e) else 'unreadable'})") from None
+    except (ValueError, UnsupportedAlgorithm) as e:
+        why = str(e).splitlines()[0] if str(e) else "unreadable"
+        raise UsageError(f"key {path}: not an OpenSSH private key ({why})") from None
 
 
 def sign_file(f: BinaryIO, private_key, *, hash_alg: str = "sha512") -> str:

@@ -242,7 +242,8 @@ def _check_signature(opts, source: str, f) -> None:
         with open_input(where, remote=_remote(opts), what="signature", limit=sshsig.MAX_SIG_FILE) as s:
             text = s.read(sshsig.MAX_SIG_FILE + 1)
     except PycatarError as e:
-        raise sshsig.SignatureError(f"signature {shown(where)} of {shown(source)} is missing or unreadable: {e}") from None
+        raise sshsig.SignatureError(f"signature {shown(where)} of {shown(source)} is missing or unreadable: "
+                                    f"{e}") from None
     if len(text) > sshsig.MAX_SIG_FILE:
         raise sshsig.SignatureError(f"signature {shown(where)}: malformed (too large)")
     key = sshsig.verify_file(f, text, keys, what=f"signature {shown(where)}")
