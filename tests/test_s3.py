@@ -86,6 +86,10 @@ def test_make_into_s3_is_what_casync_reads(moto_server, bucket, tmp_path, run_ca
     p = ok(pycatar("extract", f"--store={url}/store", f"{url}/idx/blob.caibx", tmp_path / "out2"))
     assert (tmp_path / "out2").read_bytes() == blob.read_bytes()
     ok(pycatar("verify", f"--store={url}/store", f"{url}/idx/blob.caibx"))
+    (tmp_path / "empty").mkdir()
+    ok(pycatar("extract", f"--store={tmp_path / 'empty'}", f"--extra-store={url}/store", f"{url}/idx/blob.caibx",
+               tmp_path / "out3"))
+    assert (tmp_path / "out3").read_bytes() == blob.read_bytes()
 
 
 def test_archive_index_make_list_mtree_digest(moto_server, bucket, tmp_path, run_casync):
@@ -203,7 +207,7 @@ def test_bad_urls_and_remote_cache_are_refused(moto_server, bucket, tmp_path):
     assert "no such bucket" in err and "no-such-bucket-here" in err
 
 
-def test_gc_with_grace_spares_a_concurrent_writers_chunks(moto_server, bucket, tmp_path):
+def test_gc_with_grace_spares_a_concurrent_writers_chunks(moto_server, bucket, tmp_path, run_casync):
     """STORE-19: gc removes unreferenced chunks older than the grace period, in batched deletes, and
     leaves alone the chunks a concurrent make has just written for an index not yet published."""
     url = f"s3+{moto_server.endpoint}/{bucket}"
@@ -237,8 +241,14 @@ def test_gc_with_grace_spares_a_concurrent_writers_chunks(moto_server, bucket, t
     # the default grace (a day) removes nothing this young
     p = ok(pycatar("gc", "--dry-run", f"--store={url}/store", tmp_path / "a.caibx"))
     assert p.stdout.decode().startswith("Would remove 0 chunks,")
+    # with --grace=0 gc does what casync gc does to a copy of the store
+    download_store(client, bucket, tmp_path / "C")
+    want = run_casync("gc", "--dry-run", f"--store={tmp_path / 'C'}", tmp_path / "a.caibx").stdout
+    assert ok(pycatar("gc", "--dry-run", "--grace=0", f"--store={url}/store", tmp_path / "a.caibx")).stdout == want
     ok(pycatar("gc", "--grace=0", f"--store={url}/store", tmp_path / "a.caibx"))
     assert keys(client, bucket) == a_keys
+    run_casync("gc", f"--store={tmp_path / 'C'}", tmp_path / "a.caibx")
+    assert {f"store/{d}/{f}" for d in os.listdir(tmp_path / "C") for f in os.listdir(tmp_path / "C" / d)} == a_keys
 
 
 def test_a_writer_refreshes_an_old_chunk_it_reuses(moto_server, bucket, tmp_path, monkeypatch):
