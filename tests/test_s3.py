@@ -299,6 +299,9 @@ def test_serve_backed_by_s3_feeds_casync(moto_server, bucket, tmp_path, casync, 
         assert keys(moto_server.client(), bucket) > before
     ok(pycatar("extract", f"--store={url}/store", tmp_path / "b2.caibx", tmp_path / "out2"))
     assert (tmp_path / "out2").read_bytes() == (tmp_path / "blob2").read_bytes()
+    err = one_line_error(pycatar("serve", "--listen=127.0.0.1:0", f"--store=s3+{moto_server.endpoint}/no-such-bucket-x"))
+    assert "no such bucket" in err and "no-such-bucket-x" in err
+    assert "not an http(s) URL" in one_line_error(pycatar("serve", "--store=http://127.0.0.1:9/store"))
 
 
 def test_mount_from_an_object_store(fuse, moto_server, bucket, tmp_path, run_casync, monkeypatch):

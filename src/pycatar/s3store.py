@@ -309,6 +309,12 @@ class S3Store(ChunkStore):
                                               MetadataDirective="REPLACE",
                                               ContentType="application/octet-stream"))
 
+    def check(self) -> None:
+        """Raise a one-line error unless the bucket can be reached (``serve`` asks before listening)."""
+        what = f"HEAD {self.loc.url('')}"
+        if _call(what, self.options, lambda: self.client.head_bucket(Bucket=self.loc.bucket), missing_ok=True) is None:
+            raise RemoteError(f"{what}: no such bucket")
+
     # -- listing and removal (gc)
     def objects(self) -> Iterator[S3Object]:
         """Every ``XXXX/<name>.cacnk`` object below the prefix, in key order."""

@@ -813,6 +813,7 @@ def verb_serve(opts, args: list[str]) -> int:
         from .location import open_store
 
         store = open_store(store, digest=opts.digest, remote=_remote(opts))
+        store.check()
     serve(store, opts.index_dir, listen=opts.listen, writable=opts.writable,
           digest=opts.digest, tls_cert=opts.tls_cert, tls_key=opts.tls_key, verbose=opts.verbose)
     return 0
