@@ -230,3 +230,56 @@ def test_local_index_and_mount_checked_before_use(keys, index, tmp_path):
     for verb in ("list", "digest"):
         err = one_line_error(pycatar(verb, f"--verify-key={keys['ed25519']}.pub", tmp_path / "S"))
         assert "not a directory" in err
+
+
+def test_hostile_signatures_give_signature_errors(keys, index):
+    """SIG-3: any damage to a signature file (truncation, flipped bytes, garbage base64 content) is a
+    SignatureError, never another exception; only the intact one verifies."""
+    import base64
+    import io
+
+    from pycatar import sshsig
+
+    ok(pycatar("sign", f"--key={keys['ecdsa']}", index))
+    text = open(f"{index}.sig", "rb").read()
+    allowed = [sshsig.load_public_key(f"{keys['ecdsa']}.pub")]
+    data = open(index, "rb").read()
+    assert sshsig.verify_file(io.BytesIO(data), text, allowed, what="sig") == allowed[0]
+    lines = text.decode().split("\n")
+    blob = base64.b64decode("".join(lines[1:-2]))
+    rnd = random.Random(7)
+    tried = 0
+    for _ in range(300):
+        b = bytearray(blob)
+        how = rnd.randrange(3)
+        if how == 0:
+            b = b[:rnd.randrange(len(b))]
+        elif how == 1:
+            for _ in range(rnd.randint(1, 4)):
+                b[rnd.randrange(len(b))] ^= 1 << rnd.randrange(8)
+        else:
+            b[rnd.randrange(len(b)):] = rnd.randbytes(rnd.randint(0, 80))
+        if bytes(b) == blob:
+            continue
+        bad = sshsig.armor(bytes(b)).encode()
+        with pytest.raises(sshsig.SignatureError):
+            sshsig.verify_file(io.BytesIO(data), bad, allowed, what="sig")
+        tried += 1
+    assert tried > 250
+
+
+def test_allowed_signers_options(keys, tmp_path):
+    """SIG-4: namespaces= patterns are honoured; cert-authority and validity windows grant nothing."""
+    from pycatar import sshsig
+
+    pub = open(f"{keys['ed25519']}.pub").read().split()
+    other = open(f"{keys['other']}.pub").read().split()
+    f = tmp_path / "allowed"
+    f.write_text(f"# comment\n\na@x,b@x namespaces=\"git,pyc*\" {pub[0]} {pub[1]} a comment\n"
+                 f"c@x cert-authority {other[0]} {other[1]}\n"
+                 f"d@x valid-after=\"20200101\",namespaces=\"pycatar\" {other[0]} {other[1]}\n")
+    got = sshsig.load_allowed_signers(str(f))
+    assert [k.blob for k in got] == [sshsig.load_public_key(f"{keys['ed25519']}.pub").blob]
+    f.write_text(f"a@x namespaces=\"pycatar\" {pub[0]} AAAA!!!\n")
+    with pytest.raises(sshsig.SignatureError):
+        sshsig.load_allowed_signers(str(f))
