@@ -64,3 +64,41 @@ def pytest_runtest_makereport(item, call):
         reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
         rep.outcome = "failed"
         rep.longrepr = f"skipped in CI (CI=true), which counts as a failure: {reason}"
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory):
+    """moto's standalone S3 server on loopback (``pip install 'moto[server]'``, in the test extra).
+    Fails in CI when it cannot be had; skips elsewhere."""
+    try:
+        import moto.server  # noqa: F401
+        import boto3  # noqa: F401
+    except ImportError as e:
+        if IN_CI:
+            pytest.fail(f"moto[server] and boto3 are required in CI ({e})")
+        pytest.skip(f"moto[server] not installed (not CI, so skipping): {e}")
+    from s3servers import MotoServer
+
+    srv = MotoServer(tmp_path_factory.mktemp("moto"))
+    yield srv
+    srv.stop()
+
+
+def _find_ssh_keygen() -> str | None:
+    path = shutil.which("ssh-keygen")
+    if path is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-client",
+                       shell=True, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        path = shutil.which("ssh-keygen")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ssh_keygen() -> str:
+    """OpenSSH's ssh-keygen (Debian openssh-client), the signatures' oracle.  Fails in CI when missing."""
+    path = _find_ssh_keygen()
+    if path is None and IN_CI:
+        pytest.fail("ssh-keygen is required in CI (apt-get install openssh-client failed)")
+    if path is None:
+        pytest.skip("ssh-keygen not installed (not CI, so skipping)")
+    return path

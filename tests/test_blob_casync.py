@@ -184,7 +184,7 @@ def test_gc_like_casync(casync_bin, tmp_path, blob):
         make_blob_index(tmp_path / name, tmp_path / f"{name}.caibx", tmp_path / "S", chunk_size=(4096, 16384, 65536))
     shutil.copytree(tmp_path / "S", tmp_path / "C")
     keep_idx = [tmp_path / "one.caibx", tmp_path / "two.caibx"]
-    res = gc(tmp_path / "S", keep_idx)
+    res = gc(tmp_path / "S", keep_idx, grace=0)
     assert res.removed
     p = run(casync_bin, "gc", f"--store={tmp_path / 'C'}", *keep_idx)
     assert set(chunk_files(tmp_path / "S")) == set(chunk_files(tmp_path / "C"))

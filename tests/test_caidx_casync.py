@@ -100,7 +100,7 @@ def test_gc_keeps_referenced_chunks(tree, run_casync, tmp_path):
     assert pycatar("make", "--store", store, tmp_path / "b.caibx", tmp_path / "blob").returncode == 0
     extra = chunk_files(store) - keep
     assert extra
-    p = pycatar("gc", "--store", store, tmp_path / "a.caidx")
+    p = pycatar("gc", "--grace=0", "--store", store, tmp_path / "a.caidx")
     assert p.returncode == 0, p.stderr
     assert chunk_files(store) == keep
     p = pycatar("extract", "--store", store, tmp_path / "a.caidx", tmp_path / "out")

@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -201,18 +202,18 @@ def test_gc(tmp_path):
     stray = {chunks[3][0].hex() + ".cacnk", chunks[4][0].hex() + ".cacnk"}
 
     out = io.StringIO()
-    res = gc(s, [tmp_path / "one.caibx", tmp_path / "two.caibx"], dry_run=True, verbose=True, out=out)
+    res = gc(s, [tmp_path / "one.caibx", tmp_path / "two.caibx"], dry_run=True, verbose=True, out=out, grace=0)
     assert set(res.removed) == stray and res.remaining == 3
     assert res.references == 4 and res.referenced == 3
     assert out.getvalue().splitlines()[0] == "Chunk store usage: 4 references, 3 chunks"
     assert out.getvalue().splitlines()[-1] == "Would remove 2 chunks, 3 chunks remaining."
     assert all(s.has(c) for c, _ in chunks)
 
-    res = gc(s, [tmp_path / "one.caibx", tmp_path / "two.caibx"])
+    res = gc(s, [tmp_path / "one.caibx", tmp_path / "two.caibx"], grace=0)
     assert set(res.removed) == stray and res.messages == []
     assert [s.has(c) for c, _ in chunks] == [True, True, True, False, False]
     assert (tmp_path / "S" / "notes.txt").exists()
-    res = gc(s, [tmp_path / "one.caibx", tmp_path / "two.caibx"], verbose=True)
+    res = gc(s, [tmp_path / "one.caibx", tmp_path / "two.caibx"], verbose=True, grace=0)
     assert res.removed == [] and res.messages[-1] == "Removed 0 chunks, 0 directories, 3 chunks remaining."
 
 
@@ -312,3 +313,78 @@ def test_no_hard_links_falls_back_to_rename(tmp_path, monkeypatch):
     assert s2.put(cid, data) == 0
     assert (tmp_path / "S" / chunk_relpath(cid)).stat().st_ino == ino
     assert os.listdir(sub) == [f"{cid.hex()}.cacnk"]
+
+
+def _age(path, seconds):
+    t = time.time() - seconds
+    os.utime(path, (t, t))
+
+
+def test_gc_grace_spares_young_chunks(tmp_path):
+    """STORE-19: gc leaves unreferenced chunks younger than the grace period (default a day) alone;
+    with a grace of 0 it removes them all, as casync."""
+    s = LocalStore(tmp_path / "S")
+    chunks = [_chunk(40 + i) for i in range(4)]
+    for cid, data in chunks:
+        s.put(cid, data)
+    _index(tmp_path / "one.caibx", [(chunks[0][0], 70000)])
+    old, young = chunks[1][0], chunks[2][0]
+    _age(s.chunk_path(old), 2 * 86400)
+    _age(s.chunk_path(chunks[3][0]), 3600)  # an hour old: young for the default, old for --grace=30m
+    res = gc(s, [tmp_path / "one.caibx"], dry_run=True)
+    assert res.removed == [old.hex() + ".cacnk"] and res.young == 2 and res.remaining == 3
+    res = gc(s, [tmp_path / "one.caibx"], grace=1800)
+    assert sorted(res.removed) == sorted([old.hex() + ".cacnk", chunks[3][0].hex() + ".cacnk"])
+    assert [s.has(c) for c, _ in chunks] == [True, False, True, False]
+    res = gc(s, [tmp_path / "one.caibx"], grace=0)
+    assert res.removed == [young.hex() + ".cacnk"]
+    with pytest.raises(UsageError):
+        gc(s, [tmp_path / "one.caibx"], grace=-1)
+
+
+def test_put_refreshes_an_old_chunk_it_finds(tmp_path):
+    """STORE-20: a writer that finds its chunk stored but older than an hour makes it young again, so
+    that gc with a grace period leaves it to the index about to reference it; a younger one is untouched."""
+    s = LocalStore(tmp_path / "S")
+    cid, data = _chunk(50)
+    s.put(cid, data)
+    _age(s.chunk_path(cid), 2 * 86400)
+    s2 = LocalStore(tmp_path / "S")  # another writer (a fresh object: nothing cached)
+    assert s2.put(cid, data) == 0
+    assert time.time() - os.stat(s.chunk_path(cid)).st_mtime < 60
+    _age(s.chunk_path(cid), 1800)
+    assert LocalStore(tmp_path / "S").put(cid, data) == 0
+    assert 1700 < time.time() - os.stat(s.chunk_path(cid)).st_mtime < 1900
+
+
+def test_gc_cli_default_grace_and_duration_syntax(tmp_path):
+    """STORE-19: pycatar gc keeps fresh chunks by default; --grace=0 removes them; bad durations refused."""
+    import subprocess
+    import sys
+
+    s = LocalStore(tmp_path / "S")
+    chunks = [_chunk(60 + i) for i in range(2)]
+    for cid, data in chunks:
+        s.put(cid, data)
+    _index(tmp_path / "one.caibx", [(chunks[0][0], 70000)])
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "pycatar", "gc", f"--store={tmp_path / 'S'}", *args,
+                               tmp_path / "one.caibx"], capture_output=True, text=True)
+
+    assert run("-n").stdout == "Would remove 0 chunks, 2 chunks remaining.\n"
+    assert run("-n", "--grace=1w").stdout == "Would remove 0 chunks, 2 chunks remaining.\n"
+    p = run("--grace=fortnight")
+    assert p.returncode != 0 and p.stderr == "Failed to parse --grace= parameter: fortnight\n"
+    assert run("-n", "--grace=0").stdout == "Would remove 1 chunks, 1 chunks remaining.\n"
+    _age(s.chunk_path(chunks[1][0]), 60)
+    assert run("-n", "--grace=1.5m").stdout == "Would remove 0 chunks, 2 chunks remaining.\n"
+    assert run("-n", "--grace=50s").stdout == "Would remove 1 chunks, 1 chunks remaining.\n"
+
+
+def test_default_store_beside_an_object_store_index():
+    """STORE-9, STORE-18: the default store of an s3+ index is default.castr beside it, with the URL's parameters."""
+    env = {}
+    assert default_store_for("s3+http://h:9000/b/idx/x.caibx?lookup=path", env) == \
+        "s3+http://h:9000/b/idx/default.castr?lookup=path"
+    assert default_store_for("s3+https://h/b/x.caibx", env) == "s3+https://h/b/default.castr"

@@ -233,7 +233,7 @@ def test_make_and_gc_json(made, tmp_path, casync):
     want = subprocess.run([casync, "make", f"--store={tmp_path / 'C'}", tmp_path / "c.caidx", tree],
                           capture_output=True, check=True).stdout
     assert res["digest"] == want.decode().strip() and res["new-chunks"] >= 1
-    p = pycatar("gc", "--json", "--dry-run", f"--store={tmp_path / 'S'}", tmp_path / "b.caibx")
+    p = pycatar("gc", "--json", "--dry-run", "--grace=0", f"--store={tmp_path / 'S'}", tmp_path / "b.caibx")
     res = json.loads(p.stdout)
     ref = subprocess.run([casync, "gc", "-v", "--dry-run", f"--store={tmp_path / 'S'}", tmp_path / "b.caibx"],
                          capture_output=True, check=True).stdout.decode()

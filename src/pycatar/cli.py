@@ -76,6 +76,11 @@ class Options:
     writable: bool = False
     tls_cert: str | None = None
     tls_key: str | None = None
+    # object stores and signatures (spec/store.md STORE-18.., SIG-1..)
+    grace: float | None = None                #: gc: seconds a chunk is safe from removal (None: default)
+    sign_key: str | None = None               #: sign: the private key
+    verify_key: str | None = None             #: the public key an index's signature must verify with
+    allowed_signers: str | None = None        #: or a file of such keys (ssh-keygen's allowed signers)
 
     def feature_flags(self, default_with: int | None = None, normalized: bool = True) -> int:
         """The feature flags the options select (for an encoder), or un-normalised, the mask a
@@ -190,6 +195,32 @@ def _apply_network_options(opts: Options) -> None:
             opts.http[key] = value
 
 
+def _apply_objstore_options(opts: Options) -> None:
+    """--grace=, --key=, --verify-key=, --allowed-signers= (pycatar's own)."""
+    meta = click.get_current_context().meta
+    value = meta.get("pycatar.grace")
+    if value is not None:
+        opts.grace = parse_duration(value, "--grace")
+    opts.sign_key = meta.get("pycatar.key")
+    opts.verify_key = meta.get("pycatar.verify_key")
+    opts.allowed_signers = meta.get("pycatar.allowed_signers")
+    if opts.verify_key and opts.allowed_signers:
+        raise UsageError("--verify-key= and --allowed-signers= cannot be combined; give one.")
+
+
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str, option: str) -> float:
+    """``90``, ``30s``, ``15m``, ``2h``, ``1d``, ``1w`` (a number and a unit) in seconds."""
+    import re
+
+    m = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([smhdw]?)", text.strip())
+    if m is None:
+        raise UsageError(f"Failed to parse {option}= parameter: {text}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
 COMMAND_HELP = """Content-addressable archives, casync-compatible.
 
 \b
@@ -209,7 +240,8 @@ pycatar [OPTIONS...] mount [--foreground] ARCHIVE|ARCHIVE_INDEX PATH [SUBPATH]
 pycatar [OPTIONS...] mount [--foreground] BLOB_INDEX PATH
 pycatar [OPTIONS...] make --input-format=tar [ARCHIVE|ARCHIVE_INDEX] TAR|-
 pycatar [OPTIONS...] extract --output-format=tar ARCHIVE|ARCHIVE_INDEX|- TAR|- [SUBPATH]
-pycatar [OPTIONS...] serve --store=DIR [--index-dir=DIR] [--listen=HOST:PORT] [--writable]
+pycatar [OPTIONS...] serve --store=DIR|s3+http(s)://… [--index-dir=DIR] [--listen=HOST:PORT] [--writable]
+pycatar [OPTIONS...] sign --key=KEY INDEX|ARCHIVE
 pycatar vectors verify|generate ...    (test vectors: pycatar vectors --help)
 
 \b
@@ -277,6 +309,15 @@ eval "$(_PYCATAR_COMPLETE=bash_source pycatar)"    (zsh: zsh_source)
 @_meta_option("--tls-cert", metavar="FILE", help="serve: serve HTTPS with this certificate (PEM chain).")
 @_meta_option("--tls-key", metavar="FILE", help="serve: the private key of --tls-cert= (PEM).")
 @_meta_option("--foreground", is_flag=True, help="mount: serve in the foreground (default: return once mounted).")
+@_meta_option("--grace", metavar="DURATION",
+              help="gc: never remove a chunk written less than this long ago (default: 1d; 0: as casync; "
+                   "units s, m, h, d).")
+@_meta_option("--key", metavar="FILE", help="sign: the OpenSSH private key to sign with.")
+@_meta_option("--verify-key", metavar="FILE",
+              help="Refuse an index or archive unless INDEX.sig (beside it) is its signature by this OpenSSH "
+                   "public key (namespace pycatar).")
+@_meta_option("--allowed-signers", metavar="FILE",
+              help="Like --verify-key=, with any key of this ssh-keygen allowed-signers file.")
 @click.option("--json", "json_", is_flag=True,
               help="make, extract, gc, verify, info, list-chunks: print the result as JSON on standard output "
                    "(schemas in the README).")
@@ -356,6 +397,7 @@ def command(version, log_level, verbose, dry_run, store, extra_store, chunk_size
     verb, rest = args[0], list(args[1:])
     _apply_format_options(opts, verb, exclude_nodump, exclude_file)
     _apply_network_options(opts)
+    _apply_objstore_options(opts)
     from . import verbs
 
     handler = verbs.VERBS.get(verb)
@@ -387,6 +429,7 @@ def _complete(ctx, incomplete: str):
 _NET = ["chunk_cache", "concurrency", "http_timeout", "http_retries", "http_auth", "ca_cert", "client_cert",
         "client_key"]
 _FLAGS = ["with_", "without", "what"]
+_VERIFY = ["verify_key", "allowed_signers"]
 _SEEDING = ["seed", "seed_output", "cache", "reflink", "hardlink"]
 #: verb -> (usage after "pycatar", what it does, the options that apply)
 VERB_HELP = {
@@ -401,29 +444,30 @@ VERB_HELP = {
                 "taking chunks from the seeds first, then from the stores.",
                 ["store", "extra_store", *_SEEDING, "what", "with_", "without", "delete", "undo_immutable",
                  "punch_holes", "uid_shift", "uid_range", "output_format", "json_", "verbose", "no_progress",
-                 *_NET]),
+                 *_NET, *_VERIFY]),
     "list": ("list [ARCHIVE|ARCHIVE_INDEX|DIRECTORY] [SUBPATH]", "List the entries, as casync does.",
-             ["store", "extra_store", *_FLAGS, "recursive", *_NET]),
+             ["store", "extra_store", *_FLAGS, "recursive", *_NET, *_VERIFY]),
     "mtree": ("mtree [ARCHIVE|ARCHIVE_INDEX|DIRECTORY] [SUBPATH]", "List the entries in mtree(5) format.",
-              ["store", "extra_store", *_FLAGS, "recursive", "digest", *_NET]),
+              ["store", "extra_store", *_FLAGS, "recursive", "digest", *_NET, *_VERIFY]),
     "stat": ("stat [ARCHIVE|ARCHIVE_INDEX|DIRECTORY] [PATH]", "Show one entry's metadata.",
-             ["store", "extra_store", *_FLAGS, *_NET]),
+             ["store", "extra_store", *_FLAGS, *_NET, *_VERIFY]),
     "digest": ("digest [ARCHIVE|BLOB|ARCHIVE_INDEX|BLOB_INDEX|DIRECTORY]",
                "Print the digest of the archive, blob or tree.",
-               ["store", "extra_store", *_FLAGS, "digest", *_NET]),
+               ["store", "extra_store", *_FLAGS, "digest", *_NET, *_VERIFY]),
     "gc": ("gc BLOB_INDEX|ARCHIVE_INDEX...",
            "Remove the chunks of the store that none of the indexes (paths or URLs) references.",
-           ["store", "dry_run", "verbose", "no_progress", "json_", *_NET]),
+           ["store", "dry_run", "grace", "verbose", "no_progress", "json_", *_NET]),
     "verify": ("verify [--repair] STORE | verify INDEX",
                "Check that every chunk of a store, or every chunk an index needs, decompresses and matches "
                "its id; list the missing and bad ones (exit status 1).",
-               ["store", "extra_store", "repair", "digest", "what", "json_", "verbose", "no_progress", *_NET]),
+               ["store", "extra_store", "repair", "digest", "what", "json_", "verbose", "no_progress", *_NET,
+                *_VERIFY]),
     "info": ("info [--seed=PATH…] [--store=…] INDEX",
              "Size, chunk counts and sizes, dedup ratio; with seeds and stores, how many chunks and bytes an "
              "extraction would take from each (what an update downloads).",
-             ["store", "extra_store", "seed", "cache", "what", "json_", *_NET]),
+             ["store", "extra_store", "seed", "cache", "what", "json_", *_NET, *_VERIFY]),
     "cat": ("cat INDEX [OFFSET [LENGTH]]", "Write bytes of the stream to standard output, fetching only "
-            "the chunks that hold them.", ["store", "extra_store", "what", *_NET]),
+            "the chunks that hold them.", ["store", "extra_store", "what", *_NET, *_VERIFY]),
     "chunk": ("chunk FILE|-", "Print where the chunker cuts FILE: START, SIZE and ID per line; nothing is "
               "stored.", ["chunk_size", "digest"]),
     "list-chunks": ("list-chunks INDEX", "Print the chunk ids of an index in order.", ["what", "json_"]),
@@ -431,11 +475,15 @@ VERB_HELP = {
               "Show an archive or index (a path or an http(s):// URL) as a read-only FUSE file system without "
               "extracting it (a blob index as one file); only the chunks that reads need are fetched.",
               ["store", "extra_store", "seed", "cache", "what", "uid_shift", "uid_range", "mkdir", "foreground",
-               *_NET]),
-    "serve": ("serve --store=DIR [--index-dir=DIR] [--listen=HOST:PORT] [--writable]",
+               *_NET, *_VERIFY]),
+    "serve": ("serve --store=DIR|s3+http(s)://… [--index-dir=DIR] [--listen=HOST:PORT] [--writable]",
               "Serve a chunk store (in a local store's layout) and a directory of index files over HTTP(S), "
               "until SIGTERM or Ctrl-C. With --writable, uploads (PUT) are verified, then installed.",
-              ["store", "index_dir", "listen", "writable", "digest", "tls_cert", "tls_key", "verbose"]),
+              ["store", "index_dir", "listen", "writable", "digest", "tls_cert", "tls_key", "verbose", *_NET]),
+    "sign": ("sign --key=KEY INDEX|ARCHIVE",
+             "Write INDEX.sig, the signature of the file by an OpenSSH private key (ssh-keygen -Y sign's format, "
+             "namespace pycatar); readers check it with --verify-key= or ssh-keygen -Y verify.",
+             ["key"]),
 }
 #: every verb pycatar has, for --help and completion (vectors has its own parser)
 ALL_VERBS = (*VERB_HELP, "vectors")

@@ -1,6 +1,7 @@
 """Locations: what a store, index or archive argument names — a local path, a ``file://`` URL, an
-``http(s)://`` URL, or for stores a failover group ``a|b`` — turned into the object that reads or
-writes it.  Any other ``scheme://`` is refused, never taken for a local folder of that name.
+``http(s)://`` URL, an object store's ``s3+http(s)://`` URL (:mod:`pycatar.s3store`), or for stores a
+failover group ``a|b`` — turned into the object that reads or writes it.  Any other ``scheme://`` is
+refused, never taken for a local folder of that name.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from typing import BinaryIO, Iterable
 
 from .errors import PycatarError, UsageError
 from .httpclient import HTTPClient, HTTPOptions, is_url, redact
+from .s3store import is_s3_url
 from .store import ChunkStore, FailoverGroup, LocalStore, StoreSet
 
 #: the largest index or archive file fetched whole from a server (an index of 22 M chunks)
 DOWNLOAD_LIMIT = 1 << 30
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-SUPPORTED = "a local path, file://, http:// or https://"
+SUPPORTED = "a local path, file://, http://, https://, s3+http:// or s3+https://"
 
 
 class Remote:
@@ -26,6 +28,12 @@ class Remote:
     def __init__(self, options: HTTPOptions | None = None):
         self.options = options
         self._client: HTTPClient | None = None
+
+    @property
+    def http_options(self) -> HTTPOptions:
+        if self.options is None:
+            self.options = self._client.options if self._client is not None else HTTPOptions()
+        return self.options
 
     @property
     def client(self) -> HTTPClient:
@@ -48,11 +56,11 @@ def _as_remote(remote: Remote | HTTPClient | None) -> Remote:
 
 
 def local_path(location: str) -> str | None:
-    """The local path ``location`` names (``file://`` stripped), or None for an http(s) URL.
-    Any other URL scheme is a :class:`UsageError`."""
+    """The local path ``location`` names (``file://`` stripped), or None for an http(s) or s3+http(s)
+    URL.  Any other URL scheme is a :class:`UsageError`."""
     if location.startswith("file://"):
         return location[len("file://"):] or "/"
-    if is_url(location):
+    if is_url(location) or is_s3_url(location):
         return None
     if _SCHEME.match(location):
         raise UsageError(f"unsupported location {redact(location)}: use {SUPPORTED}")
@@ -71,6 +79,10 @@ def open_store(location: str | os.PathLike, *, digest: str = "sha512-256", compr
     if not location:
         raise UsageError("empty store location")
     path = local_path(location)
+    if is_s3_url(location):
+        from .s3store import S3Store
+
+        return S3Store(location, remote.http_options, digest=digest, compression=compression)
     if path is None:
         from .httpstore import HTTPStore
 
@@ -87,12 +99,14 @@ def open_stores(locations: Iterable[str], *, digest: str | None = None, cache: s
     if cache is not None:
         path = local_path(cache)
         if path is None:
-            raise UsageError(f"the chunk cache must be a local directory, not {redact(cache)}")
+            raise UsageError(f"the chunk cache must be a local directory, not {shown(cache)} "
+                             "(it keeps copies of what remote stores deliver, near the reader)")
         cache_store = LocalStore(path, digest=digest or "sha512-256")
     return StoreSet(stores, digest=digest, cache=cache_store)
 
 
-def open_input(location: str, *, remote: Remote | HTTPClient | None = None, what: str = "file") -> BinaryIO:
+def open_input(location: str, *, remote: Remote | HTTPClient | None = None, what: str = "file",
+               limit: int = DOWNLOAD_LIMIT) -> BinaryIO:
     """A readable, seekable binary file for ``location``: the local file, or the body of an http(s)
     URL fetched whole into an anonymous temporary file (at most :data:`DOWNLOAD_LIMIT` bytes).
     Its ``name`` is the location (credentials removed)."""
@@ -102,21 +116,41 @@ def open_input(location: str, *, remote: Remote | HTTPClient | None = None, what
             return open(path, "rb")
         except OSError as e:
             raise PycatarError(f'Failed to open "{path}": {e.strerror}') from None
-    client = _as_remote(remote).client
+    remote = _as_remote(remote)
     f = tempfile.TemporaryFile()
     try:
-        if not client.download(location, f, DOWNLOAD_LIMIT):
+        if is_s3_url(location):
+            from . import s3store
+
+            if not s3store.download(location, f, limit, remote.http_options):
+                raise PycatarError(f"{what} {shown(location)} not found in the object store")
+        elif not remote.client.download(location, f, limit):
             raise PycatarError(f"{what} {redact(location)} not found on the server (404)")
         f.seek(0)
     except BaseException:
         f.close()
         raise
-    return _Named(f, redact(location))
+    return _Named(f, shown(location))
 
 
 def upload(location: str, data: bytes, *, remote: Remote | HTTPClient | None = None) -> None:
-    """PUT ``data`` to the http(s) URL ``location``."""
-    _as_remote(remote).client.put(location, data)
+    """PUT ``data`` to the http(s) or s3+http(s) URL ``location``."""
+    remote = _as_remote(remote)
+    if is_s3_url(location):
+        from . import s3store
+
+        s3store.upload(location, data, remote.http_options)
+    else:
+        remote.client.put(location, data)
+
+
+def shown(location: str) -> str:
+    """``location`` as it may appear in a message: no credentials (nor an s3 URL's query)."""
+    if is_s3_url(location):
+        from .s3store import shown as s3_shown
+
+        return s3_shown(location)
+    return redact(location)
 
 
 class _Named:

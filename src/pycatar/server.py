@@ -7,6 +7,9 @@ outside the two directories is reachable: a path is taken as the client sent it 
 each component must be a plain safe name, and the file it names must resolve, symlinks followed,
 to a regular file inside its directory (chunk files must not be symlinks at all, STORE-7).
 
+The store may also be an object store (``s3+http(s)://…``, SERVE-4): a chunk is then read from it
+(a thread of the server's pool per request) and sent as stored; a PUT writes it there.
+
 With ``writable`` a PUT installs a chunk (its body decompressed and its digest checked against the
 name first) or an index (parsed and checked first), atomically; a refused upload leaves nothing.
 
@@ -34,8 +37,8 @@ from aiohttp.abc import AbstractAccessLogger
 
 from . import compression as _compression
 from . import digest as _digest
-from .errors import ChunkError, FormatError, PycatarError, UsageError
-from .store import CHUNK_SUFFIX, LocalStore, parse_chunk_id
+from .errors import ChunkError, FormatError, PycatarError, StoreUnavailable, UsageError
+from .store import CHUNK_SUFFIX, ChunkStore, LocalStore, parse_chunk_id
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8740
@@ -57,7 +60,7 @@ _READ_METHODS = ("GET", "HEAD")
 
 @dataclass
 class _Config:
-    store: LocalStore
+    store: ChunkStore   #: a LocalStore, or a remote store (an object store) read through its interface
     index_dir: str | None
     index_real: str | None
     writable: bool
@@ -152,6 +155,8 @@ async def _handle(request: web.Request) -> web.StreamResponse:
         if chunk_id is not None:
             return await _put_chunk(request, cfg, chunk_id)
         return await _put_index(request, cfg, parts)
+    if chunk_id is not None and not isinstance(cfg.store, LocalStore):
+        return await _remote_chunk(request, cfg, chunk_id)
     if chunk_id is not None:
         real = _chunk_file(cfg, chunk_id)
         headers = {"Cache-Control": "public, max-age=31536000, immutable"}
@@ -204,6 +209,27 @@ def _small_file(path: str, headers: dict) -> web.Response | None:
     return response
 
 
+_IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
+
+
+async def _remote_chunk(request: web.Request, cfg: _Config, chunk_id: bytes) -> web.Response:
+    """SERVE-4: a chunk of an object store, as stored (the client verifies it, as from any store)."""
+    loop = asyncio.get_running_loop()
+    try:
+        if request.method == "HEAD":
+            found = await loop.run_in_executor(None, cfg.store.has, chunk_id)
+            return web.Response(status=200 if found else 404, headers=_IMMUTABLE if found else None)
+        raw = await loop.run_in_executor(None, cfg.store.get_raw, chunk_id, None)
+    except ChunkError as e:
+        return _error(503 if isinstance(e, StoreUnavailable) else 502, str(e))
+    if raw is None:
+        return _error(404, "no such file")
+    data, compressed = raw
+    if not compressed:
+        return _error(404, "no such file")
+    return web.Response(body=data, headers=_IMMUTABLE, content_type="application/octet-stream")
+
+
 async def _read_body(request: web.Request, limit: int, sink) -> web.Response | None:
     """Hand the request body to ``sink`` piece by piece; a 413 response when it exceeds ``limit``."""
     if request.content_length is not None and request.content_length > limit:
@@ -234,10 +260,11 @@ def _check_and_store_chunk(cfg: _Config, chunk_id: bytes, body: bytearray) -> in
     actual = _digest.digest(store.digest, data)
     if actual != chunk_id:
         raise ChunkError(f"chunk {chunk_id.hex()}: content does not match its id (digest {actual.hex()})")
-    sub = os.path.dirname(store.chunk_path(chunk_id))  # below the store's real path
-    if os.path.islink(sub):
-        raise _Outside(f"{os.path.basename(sub)} is not a directory of the store")
-    return store.put(chunk_id, compressed_data=body)
+    if isinstance(store, LocalStore):
+        sub = os.path.dirname(store.chunk_path(chunk_id))  # below the store's real path
+        if os.path.islink(sub):
+            raise _Outside(f"{os.path.basename(sub)} is not a directory of the store")
+    return store.put(chunk_id, compressed_data=bytes(body))
 
 
 async def _put_chunk(request: web.Request, cfg: _Config, chunk_id: bytes) -> web.Response:
@@ -332,27 +359,31 @@ class _AccessLog(AbstractAccessLogger):
 # --------------------------------------------------------------------------- the application
 
 
-def make_app(store_path: str | os.PathLike, index_dir: str | os.PathLike | None = None, *,
+def make_app(store_path: str | os.PathLike | ChunkStore, index_dir: str | os.PathLike | None = None, *,
              writable: bool = False, digest: str = "sha512-256",
              log: Callable[[str], None] | None = None, max_chunk_body: int = MAX_CHUNK_BODY,
              max_index_body: int = MAX_INDEX_BODY) -> web.Application:
-    """The aiohttp application serving the store at ``store_path`` and the files of ``index_dir``.
+    """The aiohttp application serving the store at ``store_path`` (a directory, or a remote
+    :class:`ChunkStore` such as an object store) and the files of ``index_dir``.
 
     ``writable`` accepts PUT of chunks (checked with ``digest``) and of indexes; ``log`` receives one
     access-log line per request.  Both directories must exist (:class:`PycatarError` otherwise)."""
     if digest not in _digest.DIGEST_NAMES:
         raise UsageError(f"Failed to parse --digest= parameter: {digest}")
-    store_path = os.fspath(store_path)
-    if not os.path.isdir(store_path):
-        raise PycatarError(f"store {store_path} is not a directory")
+    if isinstance(store_path, ChunkStore) and not isinstance(store_path, LocalStore):
+        store = store_path.with_digest(digest)
+    else:
+        store_path = os.fspath(store_path.location if isinstance(store_path, LocalStore) else store_path)
+        if not os.path.isdir(store_path):
+            raise PycatarError(f"store {store_path} is not a directory")
+        store = LocalStore(os.path.realpath(store_path), digest=digest)
     index_real = None
     if index_dir is not None:
         index_dir = os.fspath(index_dir)
         if not os.path.isdir(index_dir):
             raise PycatarError(f"index directory {index_dir} is not a directory")
         index_real = os.path.realpath(index_dir)
-    store_real = os.path.realpath(store_path)
-    cfg = _Config(store=LocalStore(store_real, digest=digest),
+    cfg = _Config(store=store,
                   index_dir=index_dir, index_real=index_real, writable=writable,
                   max_chunk_body=max_chunk_body, max_index_body=max_index_body)
     handler_args = {"access_log_class": _AccessLog, "access_log": log} if log else {"access_log": None}
@@ -361,6 +392,11 @@ def make_app(store_path: str | os.PathLike, index_dir: str | os.PathLike | None 
 
     async def on_startup(app):
         cfg.chunk_puts = asyncio.Semaphore(MAX_CHUNK_PUTS)  # bound to the serving loop
+        if not isinstance(cfg.store, LocalStore):  # requests to the object store wait in threads
+            from concurrent.futures import ThreadPoolExecutor
+
+            asyncio.get_running_loop().set_default_executor(
+                ThreadPoolExecutor(max(cfg.store.concurrency, 8), thread_name_prefix="pycatar-serve"))
 
     app.on_startup.append(on_startup)
     app.router.add_route("*", "/{path:.*}", _handle)
@@ -474,9 +510,9 @@ def _one_line_logging(say: Callable[[str], None] | None) -> None:
         logger.addHandler(_OneLine(say))
 
 
-def serve(store_path: str, index_dir: str | None = None, *, listen: str | None = None, writable: bool = False,
-          digest: str = "sha512-256", tls_cert: str | None = None, tls_key: str | None = None,
-          verbose: bool = False, err=None) -> None:
+def serve(store_path: str | ChunkStore, index_dir: str | None = None, *, listen: str | None = None,
+          writable: bool = False, digest: str = "sha512-256", tls_cert: str | None = None,
+          tls_key: str | None = None, verbose: bool = False, err=None) -> None:
     """``pycatar serve``: the store and index directory over HTTP(S) until SIGTERM/SIGINT; the URL
     and (with ``verbose``) an access-log line per request on ``err`` (stderr)."""
     err = err or sys.stderr

@@ -20,6 +20,7 @@ import re
 import secrets
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence, TextIO
 
@@ -88,7 +89,10 @@ def default_store_for(index_path: str | os.PathLike | None, environ=None) -> str
         while q > host_end and p[q - 1] != "/":
             q -= 1
         d = p[:q]
-        return d + DEFAULT_STORE_NAME if d.endswith("/") else d + "/" + DEFAULT_STORE_NAME
+        store = d + DEFAULT_STORE_NAME if d.endswith("/") else d + "/" + DEFAULT_STORE_NAME
+        if p.lower().startswith("s3+") and "?" in p:  # an object store's parameters apply to its store too
+            store += p[p.index("?"):]
+        return store
     if "/" in p:
         d = _c_dirname(p)
         return d + DEFAULT_STORE_NAME if d.endswith("/") else d + "/" + DEFAULT_STORE_NAME
@@ -251,6 +255,22 @@ class LocalStore(ChunkStore):
                 return False
         return False
 
+    def _present(self, chunk_id: bytes) -> bool:
+        """Whether the chunk is stored; an existing compressed file older than :data:`REFRESH_AGE`
+        gets the current time as its modification time (STORE-20), so that ``gc`` with a grace
+        period leaves it to the writer about to reference it."""
+        path = self.chunk_path(chunk_id, True)
+        try:
+            st = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return self.has(chunk_id)
+        if st.st_mtime < time.time() - REFRESH_AGE:
+            try:
+                os.utime(path, follow_symlinks=False)
+            except OSError:
+                pass  # another user's file in a shared store: its age stays (gc's grace still applies)
+        return True
+
     # -- reading
     def _read_file(self, path: str) -> bytes | None:
         """The whole file (one C call, GIL released), or None if it is missing or a symlink (STORE-7)."""
@@ -306,7 +326,7 @@ class LocalStore(ChunkStore):
 
     def put(self, chunk_id: bytes, data=None, *, compressed_data: bytes | None = None,
             compression: str | None = None) -> int:
-        if chunk_id.hex()[:4] not in self._fresh_dirs and self.has(chunk_id):
+        if chunk_id.hex()[:4] not in self._fresh_dirs and self._present(chunk_id):
             with self._lock:
                 self.stats.existing += 1
             return 0
@@ -573,6 +593,13 @@ def as_store_set(stores, digest: str | None = None) -> StoreSet:
 # --------------------------------------------------------------------------- garbage collection
 
 
+#: ``gc``'s default grace period (STORE-19): a day, far longer than a ``make`` takes to store its
+#: chunks and publish its index, so a concurrent writer's chunks are never taken away from it
+DEFAULT_GRACE = 86400.0
+#: a writer that finds a chunk already stored and older than this makes it young again (STORE-20)
+REFRESH_AGE = 3600.0
+
+
 @dataclass
 class GcResult:
     references: int = 0            #: chunk references in all indexes
@@ -580,23 +607,67 @@ class GcResult:
     removed: list[str] = field(default_factory=list)   #: file names removed (or to remove)
     remaining: int = 0             #: chunk files kept
     removed_dirs: int = 0
+    young: int = 0                 #: unreferenced chunks kept because younger than the grace period
     messages: list[str] = field(default_factory=list)  #: what casync would print
 
 
-def gc(store: LocalStore | str | os.PathLike, index_paths: Iterable[str | os.PathLike], *, dry_run: bool = False,
-       verbose: bool = False, out: TextIO | None = None, err: TextIO | None = None,
-       on_chunk=None) -> GcResult:
-    """STORE-11: remove every ``*.cacnk`` chunk of ``store`` that none of the indexes references.
+@dataclass
+class _Candidate:
+    sub: str
+    name: str
+    chunk_id: bytes | None
+    mtime: float
+    handle: object = None
 
-    All indexes are read (and validated) before anything is removed.  Lines are reported like
-    ``casync gc``: with ``verbose`` one per chunk ("Removing chunk X.cacnk." / "Would remove
-    chunk X.cacnk.") and a summary; with ``dry_run`` the summary "Would remove N chunks, M chunks
-    remaining." always.  ``out`` receives those lines as they happen (they are also returned).
+
+def _local_candidates(store: LocalStore, grace: float) -> Iterator[_Candidate]:
+    for sub, name in list(store.iter_chunk_files()):  # listed whole before anything is removed
+        mtime = 0.0
+        if grace > 0:
+            try:
+                mtime = os.lstat(os.path.join(store.path, sub, name)).st_mtime
+            except FileNotFoundError:
+                continue
+        yield _Candidate(sub, name, parse_chunk_id(name.split(".", 1)[0]), mtime)
+
+
+def _local_remove(store: LocalStore, batch: list[_Candidate], res: GcResult) -> list[tuple[_Candidate, str]]:
+    failed = []
+    for c in batch:
+        try:
+            os.unlink(os.path.join(store.path, c.sub, c.name))
+        except OSError as e:
+            failed.append((c, e.strerror))
+            continue
+        try:
+            os.rmdir(os.path.join(store.path, c.sub))
+            res.removed_dirs += 1
+        except OSError:
+            pass
+    return failed
+
+
+def gc(store: ChunkStore | str | os.PathLike, index_paths: Iterable[str | os.PathLike], *, dry_run: bool = False,
+       verbose: bool = False, out: TextIO | None = None, err: TextIO | None = None,
+       grace: float = DEFAULT_GRACE, now: float | None = None, on_chunk=None) -> GcResult:
+    """STORE-11: remove every ``*.cacnk`` chunk of ``store`` that none of the indexes references and
+    that is older than ``grace`` seconds (STORE-19; 0: every unreferenced chunk, as casync).
+
+    ``store`` is a local store or one that lists its objects with their times and removes them in
+    batches (:class:`pycatar.s3store.S3Store`).  All indexes are read (and validated) before
+    anything is removed.  Lines are reported like ``casync gc``: with ``verbose`` one per chunk
+    ("Removing chunk X.cacnk." / "Would remove chunk X.cacnk.") and a summary; with ``dry_run`` the
+    summary "Would remove N chunks, M chunks remaining." always.  ``out`` receives those lines as
+    they happen (they are also returned).  Chunks kept for their youth count as remaining.
     ``on_chunk()`` is called for every chunk file examined (a progress display)."""
     from .index import IndexReader
 
-    if not isinstance(store, LocalStore):
+    if not isinstance(store, ChunkStore):
         store = LocalStore(store)
+    if grace < 0:
+        raise UsageError("the grace period cannot be negative")
+    now = time.time() if now is None else now
+    err = err or sys.stderr
     res = GcResult()
 
     def say(line: str) -> None:
@@ -614,31 +685,51 @@ def gc(store: LocalStore | str | os.PathLike, index_paths: Iterable[str | os.Pat
     if verbose:
         say(f"Chunk store usage: {res.references} references, {res.referenced} chunks")
 
+    if isinstance(store, LocalStore):
+        candidates = _local_candidates(store, grace)
+        batch_size = 1
+
+        def remove(batch):
+            return _local_remove(store, batch, res)
+    elif hasattr(store, "objects"):
+        candidates = (_Candidate(o.sub, o.name, o.chunk_id, o.mtime, o) for o in store.objects())
+        batch_size = store.gc_batch
+
+        def remove(batch):
+            return _remove_remote(store, batch)
+    else:
+        raise UsageError(f"gc cannot remove chunks from {store.location}")
+
     total = 0
-    for sub, name in list(store.iter_chunk_files()):
+    batch: list[_Candidate] = []
+
+    def flush() -> None:
+        for c, why in remove(batch):
+            print(f'Failed to unlink chunk file "{c.name}", ignoring: {why}', file=err)
+            res.removed.remove(c.name)
+        batch.clear()
+
+    for c in candidates:
         total += 1
         if on_chunk is not None:
             on_chunk()
-        cid = parse_chunk_id(name.split(".", 1)[0])
-        if cid is None:
-            print(f'Failed to parse chunk ID "{name.split(".", 1)[0]}", ignoring.', file=err or sys.stderr)
+        if c.chunk_id is None:
+            print(f'Failed to parse chunk ID "{c.name.split(".", 1)[0]}", ignoring.', file=err)
             continue
-        if cid in used:
+        if c.chunk_id in used:
+            continue
+        if grace > 0 and c.mtime > now - grace:
+            res.young += 1
             continue
         if verbose:
-            say(f"{'Would remove' if dry_run else 'Removing'} chunk {name}.")
+            say(f"{'Would remove' if dry_run else 'Removing'} chunk {c.name}.")
+        res.removed.append(c.name)
         if not dry_run:
-            try:
-                os.unlink(os.path.join(store.path, sub, name))
-            except OSError as e:
-                print(f'Failed to unlink chunk file "{name}", ignoring: {e.strerror}', file=err or sys.stderr)
-                continue
-            try:
-                os.rmdir(os.path.join(store.path, sub))
-                res.removed_dirs += 1
-            except OSError:
-                pass
-        res.removed.append(name)
+            batch.append(c)
+            if len(batch) >= batch_size:
+                flush()
+    if batch:
+        flush()
     res.remaining = total - len(res.removed)
     if dry_run:
         say(f"Would remove {len(res.removed)} chunks, {res.remaining} chunks remaining.")
@@ -646,3 +737,7 @@ def gc(store: LocalStore | str | os.PathLike, index_paths: Iterable[str | os.Pat
         say(f"Removed {len(res.removed)} chunks, {res.removed_dirs} directories, {res.remaining} chunks remaining.")
     return res
 
+
+def _remove_remote(store, batch: list[_Candidate]) -> list[tuple[_Candidate, str]]:
+    by_handle = {id(c.handle): c for c in batch}
+    return [(by_handle[id(o)], why) for o, why in store.remove_objects([c.handle for c in batch])]

@@ -46,9 +46,11 @@ def _strip_file_url(path: str) -> str:
 
 
 def _is_url(path: str | None) -> bool:
+    """Whether ``path`` is a remote location: an http(s) or an object store's s3+http(s) URL."""
     from .httpclient import is_url
+    from .s3store import is_s3_url
 
-    return bool(path) and is_url(path)
+    return bool(path) and (is_url(path) or is_s3_url(path))
 
 
 def _remote(opts):
@@ -363,12 +365,48 @@ def _stores(opts, index_path):
 
 
 def _open_index(opts, source):
-    """The index (or archive) file ``source`` names, local or fetched from a URL; stdin for None."""
+    """The index (or archive) file ``source`` names, local or fetched from a URL; stdin for None.
+    With ``--verify-key=``/``--allowed-signers=`` its signature is checked first (SIG-4)."""
     if source is None:
+        if opts.verify_key or opts.allowed_signers:
+            raise UsageError("--verify-key=/--allowed-signers= need the index as a path or URL, not standard input.")
         return sys.stdin.buffer
     from .location import open_input
 
-    return open_input(source, remote=_remote(opts), what="index")
+    f = open_input(source, remote=_remote(opts), what="index")
+    try:
+        _check_signature(opts, source, f)
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def _no_signature_for_directory(opts, kind) -> None:
+    if kind == "directory" and (opts.verify_key or opts.allowed_signers):
+        raise UsageError("--verify-key=/--allowed-signers= check an index or archive file, not a directory.")
+
+
+def _check_signature(opts, source: str, f) -> None:
+    """SIG-4: refuse ``source`` (open as ``f``) unless ``<source>.sig`` is its signature by an allowed key."""
+    from . import sshsig
+
+    keys = sshsig.allowed_keys(opts.verify_key, opts.allowed_signers)
+    if keys is None:
+        return
+    from .location import open_input, shown
+
+    where = sshsig.signature_location(source)
+    try:
+        with open_input(where, remote=_remote(opts), what="signature", limit=sshsig.MAX_SIG_FILE) as s:
+            text = s.read(sshsig.MAX_SIG_FILE + 1)
+    except PycatarError as e:
+        raise sshsig.SignatureError(f"signature {shown(where)} of {shown(source)} is missing or unreadable: "
+                                    f"{e}") from None
+    if len(text) > sshsig.MAX_SIG_FILE:
+        raise sshsig.SignatureError(f"signature {shown(where)}: malformed (too large)")
+    key = sshsig.verify_file(f, text, keys, what=f"signature {shown(where)}")
+    _log(opts, f"{shown(source)}: good signature by {key.key_type} {key.fingerprint}")
 
 
 def verb_extract(opts, args: list[str]) -> int:
@@ -520,6 +558,7 @@ def verb_list(opts, args: list[str], verb: str = "list") -> int:
         kind = "archive"
     if kind == "directory" and subpath:
         raise UsageError("Subtree path only supported when listing archive or archive index.")
+    _no_signature_for_directory(opts, kind)
     subpath = "/".join(c for c in (subpath or "").split("/") if c) or None
 
     from . import listing
@@ -635,6 +674,7 @@ def verb_digest(opts, args: list[str]) -> int:
     if subpath and kind not in ("archive", "archive-index"):
         raise UsageError("Subtree path only supported when calculating message digest of archive or archive index.")
 
+    _no_signature_for_directory(opts, kind)
     from . import archive, listing
     from . import digest as _digest
 
@@ -687,6 +727,9 @@ def verb_mount(opts, args: list[str]) -> int:
         raise PycatarError(f"Mount point {mountpoint} is not a directory.")
     from . import mount
 
+    if not _is_url(source) and (opts.verify_key or opts.allowed_signers):
+        with open(source, "rb") as f:
+            _check_signature(opts, source, f)
     stores = None if kind == "archive" else _stores(opts, source)
     foreground = bool(click.get_current_context().meta.get("pycatar.foreground"))
     options = dict(subpath=subpath, feature_mask=opts.feature_mask(), seeds=opts.seeds, seed_cache=opts.cache,
@@ -717,20 +760,27 @@ def verb_gc(opts, args: list[str]) -> int:
         raise UsageError("Expected at least one argument.")
     import contextlib
 
-    from .location import local_path
-    from .store import default_store_for, gc
+    from .location import local_path, open_store
+    from .s3store import is_s3_url
+    from .store import DEFAULT_GRACE, default_store_for, gc
 
-    store = local_path(opts.store or default_store_for(args[0]))
-    if store is None:
-        raise UsageError("gc removes chunks from a local store only; give --store=DIR.")
+    location = opts.store or default_store_for(args[0])
+    if is_s3_url(location):
+        store = open_store(location, digest=opts.digest, remote=_remote(opts))
+    else:
+        store = local_path(location)
+        if store is None or "|" in location:
+            raise UsageError("gc removes chunks from a local store or an s3+http(s):// store; give --store=.")
     with contextlib.ExitStack() as stack:
         indexes = [stack.enter_context(_open_index(opts, _strip_file_url(a))) for a in args]
         with _bar(opts, "gc", None, unit=" chunks") as bar:
             res = gc(store, indexes, dry_run=opts.dry_run, verbose=opts.verbose,
-                     out=None if opts.json else sys.stdout, on_chunk=bar)
+                     out=None if opts.json else sys.stdout, on_chunk=bar,
+                     grace=DEFAULT_GRACE if opts.grace is None else opts.grace)
     if opts.json:
         _emit_json({"references": res.references, "referenced": res.referenced, "removed": res.removed,
-                    "remaining": res.remaining, "removed-directories": res.removed_dirs, "dry-run": opts.dry_run})
+                    "remaining": res.remaining, "young": res.young, "removed-directories": res.removed_dirs,
+                    "dry-run": opts.dry_run})
     return 0
 
 
@@ -771,13 +821,18 @@ def verb_verify(opts, args: list[str]) -> int:
             with _bar(opts, "verify", None, unit=" chunks") as bar:
                 res = verify.verify_index(reader, _stores(opts, source), progress=lambda done, _b: bar(1))
     else:
-        from .location import local_path
+        from .location import local_path, open_store
+        from .s3store import is_s3_url
 
-        path = local_path(target)
-        if path is None:
-            raise UsageError("verify STORE checks a local store; for a remote one, verify an index against it.")
-        if not os.path.isdir(path):
-            raise PycatarError(f"store {path} does not exist")
+        if is_s3_url(target):  # an object store lists its chunks (STORE-21)
+            path = open_store(target, digest=opts.digest, remote=_remote(opts))
+        else:
+            path = local_path(target)
+            if path is None:
+                raise UsageError("verify STORE checks a local store or an object store; for an http(s) one, "
+                                 "verify an index against it.")
+            if not os.path.isdir(path):
+                raise PycatarError(f"store {path} does not exist")
         with _bar(opts, "verify", None, unit=" chunks") as bar:
             res = verify.verify_store(path, digest=opts.digest, repair=opts.repair, progress=lambda done, _b: bar(1))
     if opts.json:
@@ -891,6 +946,32 @@ def verb_list_chunks(opts, args: list[str]) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- sign
+
+
+def verb_sign(opts, args: list[str]) -> int:
+    """``sign --key=KEY FILE``: write FILE.sig (SIG-1), what ``ssh-keygen -Y sign -n pycatar`` writes."""
+    from . import sshsig
+
+    if len(args) != 1:
+        raise UsageError("Usage: pycatar sign --key=KEY INDEX|ARCHIVE")
+    if not opts.sign_key:
+        raise UsageError("sign needs --key=FILE (an OpenSSH private key).")
+    path = _strip_file_url(args[0])
+    if _is_url(path) or path == "-":
+        raise UsageError("sign signs a local file; upload the file and its .sig beside it afterwards.")
+    key = sshsig.load_private_key(opts.sign_key)
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise PycatarError(f'Failed to open "{path}": {e.strerror}') from None
+    with f:
+        text = sshsig.sign_file(f, key)
+    sshsig.write_signature(sshsig.signature_location(path), text)
+    _log(opts, f"Wrote {sshsig.signature_location(path)}")
+    return 0
+
+
 # --------------------------------------------------------------------------- serve
 
 
@@ -900,7 +981,17 @@ def verb_serve(opts, args: list[str]) -> int:
     from .server import serve
     from .store import default_store_for
 
-    serve(opts.store or default_store_for(None), opts.index_dir, listen=opts.listen, writable=opts.writable,
+    store = opts.store or default_store_for(None)
+    if _is_url(store):
+        from .s3store import is_s3_url
+
+        if not is_s3_url(store):
+            raise UsageError("serve serves a local store or an object store (s3+http(s)://…), not an http(s) URL.")
+        from .location import open_store
+
+        store = open_store(store, digest=opts.digest, remote=_remote(opts))
+        store.check()
+    serve(store, opts.index_dir, listen=opts.listen, writable=opts.writable,
           digest=opts.digest, tls_cert=opts.tls_cert, tls_key=opts.tls_key, verbose=opts.verbose)
     return 0
 
@@ -920,4 +1011,5 @@ VERBS = {
     "list-chunks": verb_list_chunks,
     "serve": verb_serve,
     "mount": verb_mount,
+    "sign": verb_sign,
 }

@@ -66,19 +66,33 @@ def _settle(item, fut):
         return item, e
 
 
-def verify_store(store: LocalStore | str | os.PathLike, *, digest: str = "sha512-256", repair: bool = False,
+def verify_store(store, *, digest: str = "sha512-256", repair: bool = False,
                  threads: int | None = None, progress: Callable[[int, int], None] | None = None) -> VerifyResult:
-    """Check every ``*.cacnk`` file of the local ``store``: it decompresses to a valid chunk whose
-    ``digest`` equals the id in its name.  With ``repair`` a bad file is removed (a later ``make``
-    or fetch puts a good copy back).  ``progress(done, bytes)`` is called as chunks are checked."""
+    """Check every ``*.cacnk`` file of ``store`` (a local store, or an object store listing its
+    objects): it decompresses to a valid chunk whose ``digest`` equals the id in its name.  With
+    ``repair`` a bad file is removed (a later ``make`` or fetch puts a good copy back).
+    ``progress(done, bytes)`` is called as chunks are checked."""
     from .blob import default_threads
 
-    if not isinstance(store, LocalStore):
+    if isinstance(store, (str, os.PathLike)):
         store = LocalStore(store, digest=digest)
     res = VerifyResult()
+    if isinstance(store, LocalStore):
+        entries = ((sub, name, None) for sub, name in store.iter_chunk_files())
+
+        def remove(sub, name, _handle):
+            os.unlink(os.path.join(store.path, sub, name))
+    else:
+        entries = ((o.sub, o.name, o) for o in store.objects())
+        threads = threads or store.concurrency
+
+        def remove(_sub, _name, handle):
+            failed = store.remove_objects([handle])
+            if failed:
+                raise OSError(0, failed[0][1])
 
     def check(entry):
-        sub, name = entry
+        sub, name, _ = entry
         cid = parse_chunk_id(name[: -len(CHUNK_SUFFIX)]) if name.endswith(CHUNK_SUFFIX) else None
         if cid is None or sub != name[:4]:
             raise ChunkError(f"{sub}/{name}: not a chunk file name of this store")
@@ -88,13 +102,13 @@ def verify_store(store: LocalStore | str | os.PathLike, *, digest: str = "sha512
         return len(decode_chunk(raw[0], True, cid, None, digest, f"chunk {cid.hex()}"))
 
     with ThreadPoolExecutor(threads or default_threads(), thread_name_prefix="pycatar-verify") as ex:
-        for (sub, name), outcome in _windowed(ex, check, store.iter_chunk_files()):
+        for (sub, name, handle), outcome in _windowed(ex, check, entries):
             res.checked += 1
             if isinstance(outcome, ChunkError):
                 problem = Problem(name.split(".", 1)[0], str(outcome))
                 if repair:
                     try:
-                        os.unlink(os.path.join(store.path, sub, name))
+                        remove(sub, name, handle)
                         problem.removed = True
                     except OSError as e:
                         problem.error += f" (not removed: {e.strerror})"
