@@ -189,7 +189,7 @@ def test_missing_and_corrupt_chunks_name_the_key(moto_server, bucket, tmp_path):
 
 
 def test_bad_urls_and_remote_cache_are_refused(moto_server, bucket, tmp_path):
-    """STORE-18: malformed s3 URLs, credentials in them and a remote chunk cache: one-line errors."""
+    """STORE-18: malformed s3 URLs, credentials in them and an http(s) chunk cache: one-line errors."""
     (tmp_path / "x").write_bytes(b"x" * 1000)
     ep = moto_server.endpoint.split("//")[1]
     for store, words in ((f"s3+http://{ep}/", "names no bucket"),
@@ -199,9 +199,9 @@ def test_bad_urls_and_remote_cache_are_refused(moto_server, bucket, tmp_path):
         err = one_line_error(pycatar("make", f"--store={store}", tmp_path / "x.caibx", tmp_path / "x"))
         assert words in err
     ok(pycatar("make", f"--store={tmp_path / 'S'}", tmp_path / "x.caibx", tmp_path / "x"))
-    err = one_line_error(pycatar("extract", f"--chunk-cache=s3+http://{ep}/{bucket}/c", f"--store={tmp_path / 'S'}",
+    err = one_line_error(pycatar("extract", "--chunk-cache=http://127.0.0.1:9/c", f"--store={tmp_path / 'S'}",
                                  tmp_path / "x.caibx", tmp_path / "o"))
-    assert "chunk cache must be a local directory" in err
+    assert "chunk cache must be a local directory or an object store" in err
     err = one_line_error(pycatar("make", f"--store=s3+http://{ep}/no-such-bucket-here", tmp_path / "x.caibx",
                                  tmp_path / "x"))
     assert "no such bucket" in err and "no-such-bucket-here" in err
@@ -318,3 +318,34 @@ def test_mount_from_an_object_store(fuse, moto_server, bucket, tmp_path, run_cas
     with mounted(tmp_path, f"--store={url}/store", f"{url}/t.caidx") as (mnt, _log):
         assert run_casync("mtree", mnt).stdout == run_casync("mtree", tree).stdout
         assert (mnt / "d" / "big").read_bytes() == (tree / "d" / "big").read_bytes()
+
+
+def test_object_store_as_chunk_cache(moto_server, bucket, tmp_path):
+    """STORE-17: a site's shared chunk cache in an object store: filled by the first extraction from
+    an HTTP server, it serves the second one with the server gone; a damaged cached copy is replaced."""
+    from httpservers import StaticServer
+
+    data = random_bytes(3 << 20, 7)
+    web = tmp_path / "web"
+    web.mkdir()
+    (tmp_path / "blob").write_bytes(data)
+    ok(pycatar("make", f"--store={web / 'store'}", web / "b.caibx", tmp_path / "blob"))
+    ep = moto_server.endpoint.split("//")[1]
+    cache = f"s3+http://{ep}/{bucket}/cache"
+    client = moto_server.client()
+    with StaticServer(web) as srv:
+        ok(pycatar("extract", f"--chunk-cache={cache}", f"--store={srv.url}store", web / "b.caibx", tmp_path / "o1"))
+        fetched = len(srv.gets())
+    cached = keys(client, bucket, "cache/")
+    assert fetched > 0 and len(cached) == fetched
+    ok(pycatar("extract", f"--chunk-cache={cache}", f"--store={srv.url}store", "--http-retries=0",
+               web / "b.caibx", tmp_path / "o2"))
+    assert (tmp_path / "o1").read_bytes() == (tmp_path / "o2").read_bytes() == data
+    victim = sorted(cached)[0]
+    client.put_object(Bucket=bucket, Key=victim, Body=b"garbage")
+    with StaticServer(web) as srv:
+        ok(pycatar("extract", f"--chunk-cache={cache}", f"--store={srv.url}store", web / "b.caibx", tmp_path / "o3"))
+        assert [g.rsplit("/", 1)[1] for g in srv.gets()] == [victim.rsplit("/", 1)[1]]
+    assert (tmp_path / "o3").read_bytes() == data
+    body = client.get_object(Bucket=bucket, Key=victim)["Body"].read()
+    assert body == (web / "store" / victim[len("cache/"):]).read_bytes()

@@ -92,16 +92,20 @@ def open_store(location: str | os.PathLike, *, digest: str = "sha512-256", compr
 
 def open_stores(locations: Iterable[str], *, digest: str | None = None, cache: str | None = None,
                 remote: Remote | HTTPClient | None = None) -> StoreSet:
-    """STORE-10: the stores to search in order, behind the chunk cache ``cache`` (a local directory)."""
+    """STORE-10: the stores to search in order, behind the chunk cache ``cache`` (a local directory or
+    an object store, STORE-17)."""
     remote = _as_remote(remote)
     stores = [open_store(loc, digest=digest or "sha512-256", remote=remote) for loc in locations]
     cache_store = None
     if cache is not None:
-        path = local_path(cache)
-        if path is None:
-            raise UsageError(f"the chunk cache must be a local directory, not {shown(cache)} "
-                             "(it keeps copies of what remote stores deliver, near the reader)")
-        cache_store = LocalStore(path, digest=digest or "sha512-256")
+        if is_s3_url(cache):  # a cache a whole site shares (STORE-17)
+            cache_store = open_store(cache, digest=digest or "sha512-256", remote=remote)
+        else:
+            path = local_path(cache)
+            if path is None:
+                raise UsageError(f"the chunk cache must be a local directory or an object store (s3+http(s)://), "
+                                 f"not {shown(cache)}")
+            cache_store = LocalStore(path, digest=digest or "sha512-256")
     return StoreSet(stores, digest=digest, cache=cache_store)
 
 

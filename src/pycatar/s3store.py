@@ -341,6 +341,15 @@ class S3Store(ChunkStore):
             if obj.chunk_id is not None:
                 yield obj.chunk_id
 
+    def remove(self, chunk_id: bytes) -> bool:
+        """Delete the chunk's object (a damaged copy in a chunk cache); true if it was there."""
+        key = self.key(chunk_id)
+        if not self.has(chunk_id):
+            return False
+        _call(self._what("DELETE", key), self.options,
+              lambda: self.client.delete_object(Bucket=self.loc.bucket, Key=key))
+        return True
+
     def remove_objects(self, objs: list[S3Object]) -> list[tuple[S3Object, str]]:
         """Delete ``objs`` (at most :data:`DELETE_BATCH`) in one request; the ones that failed, with why."""
         if not objs:

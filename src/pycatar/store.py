@@ -186,6 +186,10 @@ class ChunkStore:
     def __iter__(self) -> Iterator[bytes]:
         raise UsageError(f"the chunks of {self.location} cannot be listed")
 
+    def remove(self, chunk_id: bytes) -> bool:
+        """Remove the chunk (true if it was there); stores that cannot remove say so."""
+        raise UsageError(f"chunks cannot be removed from {self.location}")
+
     def close(self) -> None:
         pass
 
@@ -499,7 +503,7 @@ class StoreSet:
     every chunk another store delivered (read-through; STORE-17)."""
 
     def __init__(self, stores: Sequence[ChunkStore | str | os.PathLike] | ChunkStore | str | os.PathLike,
-                 *, digest: str | None = None, cache: "LocalStore | str | os.PathLike | None" = None):
+                 *, digest: str | None = None, cache: "ChunkStore | str | os.PathLike | None" = None):
         if isinstance(stores, (ChunkStore, str, os.PathLike)):
             stores = [stores]
         out: list[ChunkStore] = []
@@ -513,11 +517,11 @@ class StoreSet:
             raise UsageError("no chunk store given")
         self.stores: list[ChunkStore] = out
         self.digest = digest or out[0].digest
-        if cache is not None and not isinstance(cache, LocalStore):
+        if cache is not None and not isinstance(cache, ChunkStore):
             cache = LocalStore(cache, digest=self.digest)
         elif cache is not None:
             cache = cache.with_digest(self.digest)
-        self.cache: LocalStore | None = cache
+        self.cache: ChunkStore | None = cache  # a local directory, or an object store shared by a site
         #: requests worth having in flight (0: as many as there are cores)
         self.concurrency = max(s.concurrency for s in out)
         #: whether asking ``has`` of every chunk is cheap (no remote store)
@@ -547,9 +551,14 @@ class StoreSet:
         if self.cache is not None:
             try:
                 data = self.cache.get(chunk_id, size, digest=self.digest)
+            except StoreUnavailable:
+                data = None  # a remote cache that cannot be reached: the stores still can
             except ChunkError:
                 data = None  # a damaged cached copy: fetch a good one, which replaces it below
-                self.cache.remove(chunk_id)
+                try:
+                    self.cache.remove(chunk_id)
+                except (ChunkError, UsageError):
+                    pass
             if data is not None:
                 with self._lock:
                     self.cache_hits += 1
@@ -564,10 +573,13 @@ class StoreSet:
             if got is not None:
                 data, stored, compressed = got
                 if self.cache is not None and s is not self.cache:
-                    if compressed:
-                        self.cache.put(chunk_id, compressed_data=stored)
-                    else:
-                        self.cache.put(chunk_id, data)
+                    try:
+                        if compressed:
+                            self.cache.put(chunk_id, compressed_data=stored)
+                        else:
+                            self.cache.put(chunk_id, data)
+                    except ChunkError:
+                        pass  # a remote cache refusing or unreachable: the chunk itself is good
                 with self._lock:
                     self.fetches += 1
                 return data
