@@ -23,8 +23,8 @@
  * A job is the tuple
  *   (dir_fd, tmp_name: bytes, name: bytes, pieces: sequence of buffers, size, open_mode,
  *    uid, gid, mode, mtime_ns, granularity_ns, sparse)
- * where uid/gid -1 means "leave the owner", mode -1 "leave the mode" and mtime_ns -1 "leave the
- * mtime".  The batch stops at the first failure; the failed job's temporary file is removed.
+ * where uid/gid -1 means "leave the owner", mode -1 "leave the mode" and granularity_ns 0 "leave the
+ * mtime" (mtime_ns is signed: negative before 1970).  The batch stops at the first failure; the failed job's temporary file is removed.
  *
  * Returns (jobs_done, hole_bytes, failed_index, step, errno); failed_index is -1 on success.
  * Steps: 0 create, 1 write, 2 inspect, 3 set owner, 4 set mode, 5 set mtime, 6 verify mtime
@@ -186,12 +186,13 @@ static int do_job(const Job *j, long long *holes, int *step) {
                 goto fail;
         }
     }
-    if (j->mtime_ns >= 0) {
+    if (j->granularity_ns > 0) {
         struct timespec ts[2];
         ts[0].tv_sec = 0;
         ts[0].tv_nsec = UTIME_OMIT;
-        ts[1].tv_sec = (time_t)(j->mtime_ns / 1000000000LL);
-        ts[1].tv_nsec = (long)(j->mtime_ns % 1000000000LL);
+        long long ns = j->mtime_ns % 1000000000LL;  /* floor division: times before 1970 are negative */
+        ts[1].tv_sec = (time_t)(j->mtime_ns / 1000000000LL - (ns < 0));
+        ts[1].tv_nsec = (long)(ns < 0 ? ns + 1000000000LL : ns);
         *step = STEP_MTIME;
         if (futimens(fd, ts) < 0)
             goto fail;
@@ -199,7 +200,7 @@ static int do_job(const Job *j, long long *holes, int *step) {
     *step = STEP_RENAME;
     if (renameat(j->dir_fd, j->tmp, j->dir_fd, j->name) < 0)
         goto fail;
-    if (j->mtime_ns >= 0 && j->granularity_ns > 0) {
+    if (j->granularity_ns > 0) {
         *step = STEP_VERIFY;
         if (fstat(fd, &st) < 0) {
             int e = errno;

@@ -24,6 +24,7 @@ from typing import Iterator
 
 from . import flags as _flags
 from . import format as fmt
+from . import validate as _validate
 from .entry import ACLDefault, ACLEntry, Entry
 from .errors import FormatError, UnsupportedError
 from .flags import Flag as F
@@ -75,33 +76,9 @@ _WITH_TIMES = int(_I.WITH_NSEC_TIME | _I.WITH_USEC_TIME | _I.WITH_SEC_TIME | _I.
 _ENTRY_FLAG_BITS = int(_flags.WITH_FAT_ATTRS | _flags.WITH_CHATTR | _I.WITH_SUBVOLUME | _I.WITH_SUBVOLUME_RO)
 
 
-def _cstr_ok(body: bytes, maximum: int) -> bool:
-    # a NUL-terminated string of at least one character, no NUL inside, at most `maximum` bytes with NUL
-    n = len(body)
-    return 2 <= n <= maximum and body[-1] == 0 and body.find(b"\0", 0, n - 1) < 0
-
-
-_NAME_FIRST = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
-_NAME_REST = _NAME_FIRST | frozenset(b"0123456789-")
-_DIGITS = frozenset(b"0123456789")
-
-
-def _user_name_ok(body: bytes, strict_casync: bool) -> bool:
-    # casync's validate_user_group_name(); see CATAR-21.
-    n = len(body)
-    if n < 2 or n > 256 or body[-1] != 0:
-        return False
-    first = body[0]
-    if first not in _NAME_FIRST and (strict_casync or first not in _DIGITS):
-        return False
-    if not all(c in _NAME_REST for c in body[1:-1]):
-        return False
-    return body not in (b"root\0", b"0\0")
-
-
-def _xattr_name_ok(name: bytes) -> bool:
-    dot = name.find(b".")
-    return 0 < dot < len(name) - 1 and len(name) <= 255
+_cstr_ok = _validate.cstr_ok
+_user_name_ok = _validate.user_name_ok
+_xattr_name_ok = _validate.xattr_name_ok
 
 
 class _Source:
@@ -787,7 +764,7 @@ class CatarReader:
                 if not af & _I.WITH_DEVICE_NODES:
                     raise fail("DEVICE record without the device-nodes feature", at)
                 _, _, major, minor = fmt.DEVICE.unpack(data)
-                if major >= 1 << 12 or minor >= 1 << 20:
+                if not _validate.device_ok(major, minor):
                     raise fail(f"DEVICE record has invalid numbers {major}:{minor}", at)
                 e.rdev_major, e.rdev_minor = major, minor
                 have_device = True
@@ -877,27 +854,11 @@ class CatarReader:
 
     @staticmethod
     def _check_id(v: int, af: int, what: str, off: int) -> None:
-        if af & _I.WITH_16BIT_UIDS:
-            ok = v < 0xFFFF
-        elif af & _I.WITH_32BIT_UIDS:
-            ok = v < 0xFFFFFFFF and v != 0xFFFF
-        else:
-            ok = v == 0
-        if not ok:
+        if not _validate.id_ok(v, af):
             raise FormatError(f"record at offset {off} has invalid {what} {v}")
 
     def _check_mtime(self, t: int, af: int, off: int) -> None:
-        if af & _I.WITH_NSEC_TIME:
-            ok = t != _U64_MAX
-        elif af & _I.WITH_USEC_TIME:
-            ok = t != _U64_MAX and t % (1_000_000 if self._strict else 1000) == 0
-        elif af & _I.WITH_SEC_TIME:
-            ok = t % 1_000_000_000 == 0
-        elif af & _I.WITH_2SEC_TIME:
-            ok = t % 2_000_000_000 == 0
-        else:
-            ok = t == 0
-        if not ok:
+        if not _validate.mtime_ok(t, af, self._strict):
             raise FormatError(f"ENTRY at offset {off} has an mtime ({t}) finer than the feature flags allow")
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
-from . import exclude, format as fmt, fsmeta
+from . import exclude, format as fmt, fsmeta, validate
 from siphash24 import siphash24
 
 from .goodbye import goodbye_record, name_hash
@@ -144,14 +144,12 @@ class EntryPolicy:
 
         if self.clamp is not None and mtime_ns > self.clamp:
             mtime_ns = self.clamp
-        mtime = 0 if self.granularity is None else (mtime_ns // self.granularity) * self.granularity
+        mtime = validate.file_mtime(path, mtime_ns, self.granularity)
 
         owner, group = self.owner, self.group
         if flags & WITH_UIDS:
             suid = self._shift(uid) if owner is None else owner
             sgid = self._shift(gid) if group is None else group
-            if flags & F.WITH_16BIT_UIDS and (suid > 0xFFFF or sgid > 0xFFFF):
-                raise UnsupportedError(f"{path or '.'}: UID/GID does not fit in 16 bits")
         else:
             suid = sgid = 0
 
@@ -224,8 +222,6 @@ class TreeWalker(EntryPolicy):
                 mask = perm
             elif tag in (ACL_USER, ACL_GROUP):
                 shifted = self._shift(ident)
-                if self.flags & F.WITH_16BIT_UIDS and shifted > 0xFFFF:
-                    raise UnsupportedError(f"ACL id {ident} does not fit in 16 bits")
                 lookup = fsmeta.user_name if tag == ACL_USER else fsmeta.group_name
                 name = self._name_for(ident, lookup) if with_names else None
                 (users if tag == ACL_USER else groups).append(
@@ -245,7 +241,7 @@ class TreeWalker(EntryPolicy):
         xattrs = []
         for name in names:
             bname = os.fsencode(name)
-            store = (bname.startswith((b"user.", b"trusted.")) and _valid_xattr_name(bname))
+            store = (bname.startswith((b"user.", b"trusted.")) and validate.xattr_name_ok(bname))
             fcaps = is_reg and name == "security.capability"
             if not (store or fcaps):
                 continue
@@ -432,16 +428,13 @@ class TreeWalker(EntryPolicy):
         yield 1, node.entry, node
 
 
-def _valid_xattr_name(name: bytes) -> bool:
-    dot = name.find(b".")
-    return 0 < dot < len(name) - 1 and len(name) <= 255
-
-
 def iter_entries(root, feature_flags: int, **options) -> Iterator[Entry]:
-    """The entries of the tree at ``root``, in archive order, as an archive with these flags holds them."""
+    """The entries of the tree at ``root``, in archive order, as an archive with these flags holds them;
+    an entry no archive can hold is refused as the encoder refuses it (CATAR-60)."""
     walker = TreeWalker(root, EncoderOptions(feature_flags, **options))
     for event, entry, _node in walker.walk():
         if event == 0:
+            validate.check_entry(entry)
             yield entry
 
 
@@ -500,6 +493,13 @@ def entry_records(entry: Entry) -> bytes:
     return b"".join(parts)
 
 
+def checked_records(entry: Entry) -> bytes:
+    """:func:`entry_records`, after :func:`validate.check_entry`: what every encoder writes, so that
+    it never writes an entry a reader rejects (CATAR-60)."""
+    validate.check_entry(entry)
+    return entry_records(entry)
+
+
 class CatarSerializer:
     """The catar stream of any source of entries in archive order: ENTRY records, FILENAME records
     before every child, payloads, and the GOODBYE table closing each directory (spec/catar.md).
@@ -529,7 +529,7 @@ class CatarSerializer:
                 stack[-1][1].append([name_hash(bname), self.offset, None])
                 self.offset += len(rec)
                 yield rec
-            data = entry_records(entry)
+            data = checked_records(entry)
             entry.offset = self.offset
             self.offset += len(data)
             yield data
@@ -710,6 +710,9 @@ class _FastEncoder:
     def _head(self, path: str, mode: int, uid: int, gid: int) -> tuple[int, int, int, bytes]:
         """(stored mode, uid, gid, USER and GROUP records) as base_entry makes them."""
         e = self.w.base_entry(path, mode, uid, gid, 0)
+        problem = validate.owner_problem(e.uid, e.gid, e.user, e.group, e.feature_flags)
+        if problem:
+            raise validate.refusal(path, problem)
         ug = b""
         if e.user is not None:
             ug += _string_record(_T_USER, e.user)
@@ -781,7 +784,7 @@ class _FastEncoder:
         root = None
         try:
             root = w._root_node(root_fd)
-            out.put(entry_records(root.entry))
+            out.put(checked_records(root.entry))
             frames.append([root, self._children(root), [], 0, ""])
             while frames:
                 frame = frames[-1]
@@ -850,7 +853,7 @@ class _FastEncoder:
                         entry_offset = start + len(rec)
                         if fd is None:
                             target = os.readlink(name, dir_fd=dfd) if t == st.S_IFLNK else None
-                            out.put(rec + entry_records(w.make_entry(path, s, None, dfd, name, pmagic, target, chattr)))
+                            out.put(rec + checked_records(w.make_entry(path, s, None, dfd, name, pmagic, target, chattr)))
                             items.append([siphash(bname, key=hash_key).intdigest() & _U64_MASK, start,
                                           out.base + out.pos])
                             continue
@@ -896,7 +899,7 @@ class _FastEncoder:
                         if slow:
                             entry = w.make_entry(path, s, fd, dfd, name, magic, None, chattr)
                             size = entry.size
-                            rec += entry_records(entry)
+                            rec += checked_records(entry)
                         else:
                             mode = s.st_mode
                             head = heads.get((mode, s.st_uid, s.st_gid))
@@ -907,6 +910,8 @@ class _FastEncoder:
                                 mtime = clamp
                             if gran is None:
                                 mtime = 0
+                            elif mtime < 0 or mtime >> 63:  # before 1970 or after 2262
+                                mtime = validate.file_mtime(path, mtime, gran)
                             elif gran != 1:
                                 mtime -= mtime % gran
                             eflags = 0

@@ -1,0 +1,275 @@
+"""Hostile input, round two (issue 14): the encoder never writes what the decoder rejects (casync
+refuses the same trees), times before 1970 and at/after 2^63 ns, phantom sub-paths, index header flags
+that contradict the archive, FIFOs where files are expected, indexes given as pipes."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from pycatar import fsmeta
+
+IS_ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not IS_ROOT, reason="chown/mknod need root")
+
+
+def pycatar(*args, timeout=120, **kw):
+    return subprocess.run([sys.executable, "-m", "pycatar", *map(str, args)], capture_output=True,
+                          timeout=timeout, **kw)
+
+
+def one_line_error(p, *needles):
+    err = p.stderr.decode(errors="replace")
+    assert p.returncode != 0, err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    for n in needles:
+        assert n in err, err
+    return err
+
+
+def _outputs(tmp_path, name):
+    return sorted(x.name for x in tmp_path.iterdir() if x.name.startswith(name))
+
+
+# --------------------------------------------------------------------------- item 1: encoder == decoder rules
+
+def _acl(path, tag, ident, default=False):
+    m = fsmeta
+    value = m.build_acl_xattr([(m.ACL_USER_OBJ, 6, 0), (tag, 4, ident), (m.ACL_GROUP_OBJ, 4, 0),
+                               (m.ACL_MASK, 4, 0), (m.ACL_OTHER, 4, 0)])
+    os.setxattr(path, m.ACL_XATTR_DEFAULT if default else m.ACL_XATTR_ACCESS, value)
+
+
+def _bad_tree(root, case):
+    """A tree with one entry casync refuses to archive; returns the entry's path in the archive."""
+    os.makedirs(os.path.join(root, "d"))
+    f = os.path.join(root, "d", "f")
+    with open(f, "w") as fh:
+        fh.write("x\n")
+    if case == "uid":  # plain file: pycatar's fast path
+        os.chown(f, 65535, 0)
+    elif case == "gid-xattr":  # a file with an xattr: the general path
+        os.setxattr(f, "user.k", b"v")
+        os.chown(f, 0, 65535)
+    elif case == "symlink-uid":  # no fd
+        os.symlink("f", os.path.join(root, "d", "l"))
+        os.chown(os.path.join(root, "d", "l"), 65535, 65535, follow_symlinks=False)
+        return "d/l"
+    elif case == "root-dir":
+        os.chown(root, 65535, 0)
+        return "."
+    elif case == "acl-user":
+        _acl(f, fsmeta.ACL_USER, 65535)
+    elif case == "default-acl-group":
+        _acl(os.path.join(root, "d"), fsmeta.ACL_GROUP, 65535, default=True)
+        return "d"
+    return "d/f"
+
+
+CASES = ["uid", "gid-xattr", "symlink-uid", "root-dir", "acl-user", "default-acl-group"]
+
+
+@needs_root
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("suffix", [".catar", ".caidx"])
+def test_make_refuses_what_casync_refuses(case, suffix, tmp_path, run_casync):
+    """CATAR-60: ids 65535 (also in ACL entries) make casync fail; pycatar fails too, naming the file,
+    and leaves no output (and no store) behind."""
+    tree = str(tmp_path / "tree")
+    os.makedirs(tree)
+    shown = _bad_tree(tree, case)
+    flags = ["--with=acl"] if "acl" in case else []
+    ref = run_casync(*flags, "make", "--store", tmp_path / "ref.castr", tmp_path / f"ref{suffix}", tree, check=False)
+    assert ref.returncode != 0 and not (tmp_path / f"ref{suffix}").exists()
+    p = pycatar(*flags, "make", tmp_path / f"ours{suffix}", tree, "--store", tmp_path / "ours.castr")
+    one_line_error(p, repr(shown), "cannot be stored")
+    assert _outputs(tmp_path, "ours") == []
+    # digest and mtree of the directory refuse as well, like casync's
+    assert run_casync(*flags, "digest", tree, check=False).returncode != 0
+    one_line_error(pycatar(*flags, "digest", tree), repr(shown))
+    assert run_casync(*flags, "mtree", tree, check=False).returncode != 0
+    p = pycatar(*flags, "mtree", tree)
+    assert p.returncode != 0 and repr(shown) in p.stderr.decode()
+
+
+@needs_root
+def test_16bit_uids_refuse_what_does_not_fit(tmp_path, run_casync):
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "f").write_text("x")
+    os.chown(tree / "f", 70000, 0)
+    assert run_casync("make", "--with=16bit-uids", tmp_path / "ref.catar", tree, check=False).returncode != 0
+    one_line_error(pycatar("make", "--with=16bit-uids", tmp_path / "ours.catar", tree), "'f'")
+    assert _outputs(tmp_path, "ours") == []
+
+
+def _tar(members):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for ti, data in members:
+            tf.addfile(ti, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def _member(name, type=tarfile.REGTYPE, data=b"", **kw):
+    ti = tarfile.TarInfo(name)
+    ti.type = type
+    ti.size = len(data) if type == tarfile.REGTYPE else 0
+    ti.mtime = kw.pop("mtime", 1_600_000_000)
+    for k, v in kw.items():
+        setattr(ti, k, v)
+    return ti, (data if type == tarfile.REGTYPE else None)
+
+
+@pytest.mark.parametrize("member, needle", [
+    (_member("f", uid=65535), "uid 65535"),
+    (_member("f", gid=65535), "gid 65535"),
+    (_member("f", uid=1 << 40), f"uid {1 << 40}"),
+    (_member("dev", tarfile.CHRTYPE, devmajor=1 << 20, devminor=1), f"device number {1 << 20}:1"),
+    (_member("dev", tarfile.BLKTYPE, devmajor=1, devminor=1 << 20), f"device number 1:{1 << 20}"),
+], ids=["uid65535", "gid65535", "uid2^40", "major2^20", "minor2^20"])
+@pytest.mark.parametrize("suffix", [".catar", ".caidx"])
+def test_tar_input_refuses_what_the_reader_rejects(member, needle, suffix, tmp_path):
+    (tmp_path / "in.tar").write_bytes(_tar([_member("a"), member]))
+    p = pycatar("make", "--input-format=tar", tmp_path / f"out{suffix}", tmp_path / "in.tar",
+                "--store", tmp_path / "s.castr")
+    one_line_error(p, needle, repr(member[0].name))
+    assert _outputs(tmp_path, "out") == []
+
+
+def test_tar_symlink_xattr_is_left_out_with_a_warning(tmp_path):
+    """An overlayfs layer's symlink with a trusted.* xattr: the xattr cannot be stored (CATAR-13; a
+    directory walk never reads symlink xattrs either), so it is dropped with a warning and the
+    archive reads back."""
+    link = _member("l", tarfile.SYMTYPE, linkname="f")
+    link[0].pax_headers = {"SCHILY.xattr.trusted.overlay.origin": "x"}
+    (tmp_path / "in.tar").write_bytes(_tar([_member("f", data=b"1"), link]))
+    p = pycatar("make", "--input-format=tar", "--with=xattrs", "--with=symlinks", tmp_path / "out.catar", tmp_path / "in.tar")
+    assert p.returncode == 0, p.stderr
+    assert b"xattrs of symlinks not converted for 1 member, e.g. l" in p.stderr
+    p = pycatar("list", tmp_path / "out.catar")
+    assert p.returncode == 0 and p.stdout.decode().splitlines()[-1] == "lrwxrwxrwx l", p
+
+
+# --------------------------------------------------------------------------- item 4: before 1970
+
+NEG_TIMES = {
+    "": "1960-06-01 00:00:00",
+    "f": "1960-01-01 00:00:00.123456789",
+    "d": "1969-12-31 23:59:59.5",
+    "d/g": "1901-12-13 20:45:52.000000001",
+    "l": "1969-12-31 23:59:59",
+}
+
+
+def _old_tree(root):
+    os.makedirs(os.path.join(root, "d"))
+    for name, data in (("f", "old\n"), ("d/g", "older\n")):
+        with open(os.path.join(root, name), "w") as fh:
+            fh.write(data)
+    os.symlink("f", os.path.join(root, "l"))
+    for name in sorted(NEG_TIMES, key=len, reverse=True):
+        subprocess.run(["touch", "-h", "-d", NEG_TIMES[name] + " UTC", os.path.join(root, name)], check=True)
+    assert os.stat(os.path.join(root, "f")).st_mtime_ns == -315_619_199_876_543_211
+
+
+@pytest.fixture
+def old_tree(tmp_path):
+    root = str(tmp_path / "old")
+    _old_tree(root)
+    return root
+
+
+@pytest.mark.parametrize("flags", [[], ["--with=sec-time"], ["--with=2sec-time"], ["--with=usec-time"]],
+                         ids=lambda f: " ".join(f) or "default")
+def test_times_before_1970_bytes_equal_casync(flags, old_tree, tmp_path, run_casync):
+    """CATAR-19: a time before 1970 is stored as casync stores it (the u64 of tv_sec * 10^9 + tv_nsec,
+    rounded down as a u64) in .catar, .caidx and the digest of a directory."""
+    ref = run_casync(*flags, "make", tmp_path / "ref.catar", old_tree)
+    p = pycatar(*flags, "make", tmp_path / "ours.catar", old_tree)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "ours.catar").read_bytes() == (tmp_path / "ref.catar").read_bytes()
+    assert p.stdout == ref.stdout
+    p = pycatar(*flags, "digest", old_tree)
+    assert p.returncode == 0 and p.stdout == run_casync(*flags, "digest", old_tree).stdout, p.stderr
+    run_casync(*flags, "make", "--store", tmp_path / "ref.castr", tmp_path / "ref.caidx", old_tree)
+    p = pycatar(*flags, "make", tmp_path / "ours.caidx", old_tree, "--store", tmp_path / "ours.castr")
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "ours.caidx").read_bytes() == (tmp_path / "ref.caidx").read_bytes()
+
+
+def test_times_before_1970_list_mtree_stat_extract(old_tree, tmp_path, run_casync):
+    run_casync("make", tmp_path / "ref.catar", old_tree)
+    for verb in (["list"], ["mtree"], ["stat", "f"], ["stat", "d/g"]):
+        p = pycatar(*verb[:1], tmp_path / "ref.catar", *verb[1:])
+        assert p.returncode == 0, p.stderr
+        assert p.stdout == run_casync(*verb[:1], tmp_path / "ref.catar", *verb[1:]).stdout
+    p = pycatar("mtree", old_tree)
+    assert p.returncode == 0 and p.stdout == run_casync("mtree", old_tree).stdout
+    # extraction restores the times exactly (casync's own extraction fails on them)
+    p = pycatar("extract", tmp_path / "ref.catar", tmp_path / "out")
+    assert p.returncode == 0, p.stderr
+    for name in NEG_TIMES:
+        a = os.stat(os.path.join(old_tree, name), follow_symlinks=False).st_mtime_ns
+        b = os.stat(os.path.join(tmp_path / "out", name), follow_symlinks=False).st_mtime_ns
+        assert a == b < 0, name
+
+
+def test_times_before_1970_through_tar(old_tree, tmp_path, run_casync):
+    """TAR-5: a tar member dated before 1970 is stored as casync stores the extracted file; catar -> tar
+    gives the time back."""
+    run_casync("make", "--with=32bit-uids", "--with=nsec-time", "--with=permissions", "--with=symlinks",
+               "--with=user-names", tmp_path / "ref.catar", old_tree)
+    p = pycatar("extract", "--output-format=tar", tmp_path / "ref.catar", tmp_path / "t.tar")
+    assert p.returncode == 0, p.stderr
+    with tarfile.open(tmp_path / "t.tar") as tf:
+        got = {m.name: m.pax_headers.get("mtime") for m in tf}
+    assert got["./f"] == "-315619199.876543211"
+    p = pycatar("make", "--input-format=tar", "--with=32bit-uids", "--with=nsec-time", "--with=permissions",
+                "--with=symlinks", "--with=user-names", tmp_path / "back.catar", tmp_path / "t.tar")
+    assert p.returncode == 0, p.stderr
+    assert run_casync("mtree", tmp_path / "back.catar").stdout == run_casync("mtree", tmp_path / "ref.catar").stdout
+
+
+def test_minus_one_nanosecond_is_refused(tmp_path, run_casync):
+    """-1 ns is 0xffffffffffffffff, which readers reject: casync writes it (and then cannot list its own
+    archive); pycatar refuses, naming the file."""
+    tree = tmp_path / "t"
+    tree.mkdir()
+    (tree / "f").write_text("x")
+    os.utime(tree / "f", ns=(0, -1))
+    run_casync("make", tmp_path / "ref.catar", tree)
+    assert run_casync("list", tmp_path / "ref.catar", check=False).returncode != 0
+    one_line_error(pycatar("make", tmp_path / "ours.catar", tree), "'f'", "modification time -1 ns")
+    assert _outputs(tmp_path, "ours") == []
+
+
+# --------------------------------------------------------------------------- item 8: mtime >= 2^63
+
+MARK_NS = 1_234_567_891_234_567_891
+
+
+@pytest.mark.parametrize("stored", [1 << 63, (1 << 64) - 2, (1 << 63) + 10**9 * 86400 * 365 * 250])
+def test_mtime_at_or_above_2_63_extracts(stored, tmp_path, run_casync):
+    """An ENTRY mtime >= 2^63 (allowed by the format) is a time before 1970: extraction sets it (or
+    fails naming the file), never 'int too big to convert'."""
+    tree = tmp_path / "t"
+    tree.mkdir()
+    (tree / "f").write_text("x")
+    os.utime(tree / "f", ns=(0, MARK_NS))
+    run_casync("make", tmp_path / "a.catar", tree)
+    data = (tmp_path / "a.catar").read_bytes()
+    assert data.count(struct.pack("<Q", MARK_NS)) == 1
+    (tmp_path / "a.catar").write_bytes(data.replace(struct.pack("<Q", MARK_NS), struct.pack("<Q", stored)))
+    p = pycatar("extract", tmp_path / "a.catar", tmp_path / "out")
+    if p.returncode == 0:
+        assert os.stat(tmp_path / "out" / "f").st_mtime_ns == stored - (1 << 64)
+    else:
+        one_line_error(p, "'f'")
+        assert "too big" not in p.stderr.decode()
