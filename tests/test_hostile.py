@@ -273,3 +273,53 @@ def test_mtime_at_or_above_2_63_extracts(stored, tmp_path, run_casync):
     else:
         one_line_error(p, "'f'")
         assert "too big" not in p.stderr.decode()
+
+
+# --------------------------------------------------------------------------- item 6: phantom sub-path
+
+def _goodbye_hash(name: bytes) -> int:
+    from siphash24 import siphash24
+    key = bytes.fromhex("b3841d0f2b447485c12ec2d130ed3627")  # catar.md CATAR-40
+    return siphash24(name, key=key).intdigest()
+
+
+def _phantom_archive(tmp_path, run_casync):
+    """casync's archive of {d/g, z}, its root GOODBYE table given an extra item that points at the
+    grandchild d/g under the name g (CATAR-41 sizes, CATAR-42 order: all consistent but the parent)."""
+    tree = tmp_path / "tree"
+    (tree / "d").mkdir(parents=True)
+    (tree / "d" / "g").write_bytes(b"grandchild secret\n")
+    (tree / "z").write_bytes(b"zzz\n")
+    run_casync("make", tmp_path / "good.catar", tree)
+    data = (tmp_path / "good.catar").read_bytes()
+    fn_g = data.index(struct.pack("<QQ", 18, 0x6DBB6EBCB3161F0B) + b"g\0")
+    g_end = data.index(b"grandchild secret\n") + len(b"grandchild secret\n")
+    marker, = struct.unpack_from("<Q", data, len(data) - 8)
+    entry_off, gsize, _ = struct.unpack_from("<QQQ", data, len(data) - 24)
+    gstart = len(data) - gsize
+    assert marker == 0x57446FA533702943 and gstart == entry_off and gsize == 16 + 24 * 3
+    items = [struct.unpack_from("<QQQ", data, gstart + 16 + 24 * i) for i in range(2)]
+    items.append((gstart - fn_g, g_end - fn_g, _goodbye_hash(b"g")))
+    ordered = sorted(items, key=lambda it: it[2])
+    bst = [ordered[1], ordered[0], ordered[2]]  # the complete BST of three items (CATAR-42)
+    size = 16 + 24 * 4
+    table = struct.pack("<QQ", size, 0xDFD35C5E8327C403) + b"".join(struct.pack("<QQQ", *it) for it in bst)
+    table += struct.pack("<QQQ", gstart, size, 0x57446FA533702943)
+    (tmp_path / "phantom.catar").write_bytes(data[:gstart] + table)
+    return tmp_path / "phantom.catar"
+
+
+def test_phantom_sub_path_is_rejected(tmp_path, run_casync):
+    """CATAR-46: a GOODBYE item of the root that points at a grandchild must not make 'g' a child of
+    the root for list/extract/digest of a sub-path."""
+    ar = _phantom_archive(tmp_path, run_casync)
+    p = pycatar("list", ar)
+    assert p.returncode != 0
+    for args in (["list", ar, "g"], ["mtree", ar, "g"], ["digest", ar, "g"], ["extract", ar, tmp_path / "out", "g"]):
+        p = pycatar(*args)
+        one_line_error(p, "GOODBYE")
+        assert b"grandchild secret" not in p.stdout
+    assert not (tmp_path / "out" / "g").exists()
+    # the real sub-paths of the untouched archive still resolve
+    good = tmp_path / "good.catar"
+    assert pycatar("list", good, "d/g").stdout == run_casync("list", good, "d/g").stdout

@@ -70,6 +70,7 @@ _HDR = fmt.HEADER_SIZE
 _ITEM = fmt.GOODBYE_ITEM_SIZE
 _GOODBYE_MIN = _HDR + _ITEM  # header plus tail, no items
 _ACL_FIXED = fmt.ACL_ENTRY_FIXED_SIZE
+_ITEMS = fmt.GOODBYE_ITEM  # struct of one GOODBYE item
 
 _WITH_UIDS = int(_I.WITH_16BIT_UIDS | _I.WITH_32BIT_UIDS)
 _WITH_TIMES = int(_I.WITH_NSEC_TIME | _I.WITH_USEC_TIME | _I.WITH_SEC_TIME | _I.WITH_2SEC_TIME)
@@ -272,6 +273,8 @@ class CatarReader:
         self._checked: set = set()  # ENTRY (mode, flags) pairs and ids found valid (feature flags are fixed)
         self.replay_flags: int | None = None
         self._root: Entry | None = None
+        self._root_children = 0  # offset of the root's first FILENAME (or GOODBYE) record
+        self._tiled: set[int] = set()  # directories whose GOODBYE items were found to tile them (CATAR-46)
         # the regular file just yielded: its cursor and how much payload is left unread
         self._payload_src: _Source | None = None
         self._payload_left = 0
@@ -313,7 +316,7 @@ class CatarReader:
         if not comps:
             return root
         size = src.size()
-        entry, dir_start, dir_end = root, 0, size
+        entry, dir_start, dir_end, children = root, 0, size, self._root_children
         cur_path = ""
         for depth, comp in enumerate(comps, 1):
             if not entry.isdir():
@@ -322,6 +325,9 @@ class CatarReader:
             if b"\0" in name:
                 return None
             goodbye_start, n_items = self._locate_goodbye(src, dir_start, dir_end)
+            if dir_start not in self._tiled:
+                self._check_tiling(src, dir_start, children, goodbye_start, n_items)
+                self._tiled.add(dir_start)
             found = None
             for offset, item_size in self._search(src, goodbye_start, n_items, name_hash(name)):
                 start = goodbye_start - offset
@@ -337,11 +343,11 @@ class CatarReader:
                 child_path = f"{cur_path}/{comp}" if cur_path else comp
                 child = self._parse_entry(src, child_path, at_root=False, end=end)
                 self._check_entry_end(src, child, end)
-                found = (child, child.offset, end)
+                found = (child, child.offset, end, src.pos)
                 break
             if found is None:
                 return None
-            entry, dir_start, dir_end = found
+            entry, dir_start, dir_end, children = found
             cur_path = entry.path
         return entry
 
@@ -510,6 +516,24 @@ class CatarReader:
         return goodbye_start, n
 
     @staticmethod
+    def _check_tiling(src: _Source, dir_start: int, children: int, goodbye_start: int, n: int) -> None:
+        """CATAR-46: the extents of a directory's GOODBYE items, in offset order, follow each other
+        without gap or overlap from its first FILENAME record to its GOODBYE record; so an item found
+        by a lookup is a child of this directory, not an entry further down (a phantom sub-path)."""
+        src.seek(goodbye_start + _HDR)
+        table = src.read(n * _ITEM, "GOODBYE items")
+        extents = sorted((goodbye_start - offset, size) for offset, size, _ in _ITEMS.iter_unpack(table))
+        pos = children
+        for start, size in extents:
+            if start != pos or size == 0:
+                raise FormatError(f"GOODBYE items of the directory at offset {dir_start} do not tile its "
+                                  f"children (an item at offset {start}, expected {pos})")
+            pos = start + size
+        if pos != goodbye_start:
+            raise FormatError(f"GOODBYE items of the directory at offset {dir_start} do not tile its "
+                              f"children (they end at offset {pos}, its GOODBYE record is at {goodbye_start})")
+
+    @staticmethod
     def _search(src: _Source, goodbye_start: int, n: int, h: int) -> Iterator[tuple[int, int]]:
         """Every (offset, size) with hash h, in the order a search of the BST array meets them (the
         left subtree before the right one when a node's hash equals h).  Reads only the items visited."""
@@ -540,6 +564,7 @@ class CatarReader:
             if src.at_eof():
                 raise FormatError("archive is empty")
             root = self._parse_entry(src, "", at_root=True)
+            self._root_children = src.pos
             self._check_root_end(src, root)
             self._root = root
         return self._root
