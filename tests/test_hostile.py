@@ -323,3 +323,33 @@ def test_phantom_sub_path_is_rejected(tmp_path, run_casync):
     # the real sub-paths of the untouched archive still resolve
     good = tmp_path / "good.catar"
     assert pycatar("list", good, "d/g").stdout == run_casync("list", good, "d/g").stdout
+
+
+# --------------------------------------------------------------------------- item 7: .caidx header flags
+
+@pytest.mark.parametrize("change", ["without-xattrs", "sec-time"])
+def test_caidx_header_flags_must_match_the_archive(change, tmp_path, run_casync):
+    """INDEX-10: casync refuses ("Bad message") a .caidx whose header flags are valid but not the
+    archive's; pycatar too, for every verb that reads the archive, and extracts nothing."""
+    tree = tmp_path / "t"
+    tree.mkdir()
+    (tree / "f").write_text("hi\n")
+    run_casync("make", "--store", tmp_path / "s", tmp_path / "a.caidx", tree)
+    data = bytearray((tmp_path / "a.caidx").read_bytes())
+    ff, = struct.unpack_from("<Q", data, 16)
+    xattrs, nsec, sec = 0x10000000, 0x20, 0x8  # WITH_XATTRS, WITH_NSEC_TIME, WITH_SEC_TIME (flags.md)
+    assert ff & xattrs and ff & nsec
+    bad = ff & ~xattrs if change == "without-xattrs" else (ff & ~nsec) | sec
+    struct.pack_into("<Q", data, 16, bad)
+    (tmp_path / "b.caidx").write_bytes(data)
+    ref = run_casync("list", "--store", tmp_path / "s", tmp_path / "b.caidx", check=False)
+    assert ref.returncode != 0 and b"Bad message" in ref.stderr
+    for verb in ("list", "mtree", "digest"):
+        p = pycatar(verb, "--store", tmp_path / "s", tmp_path / "b.caidx")
+        one_line_error(p, f"0x{ff:x}", f"0x{bad:x}")
+        assert p.stdout == b""
+    p = pycatar("extract", "--store", tmp_path / "s", tmp_path / "b.caidx", tmp_path / "out")
+    one_line_error(p, "index header")
+    assert not (tmp_path / "out" / "f").exists()
+    # the untouched index reads
+    assert pycatar("list", "--store", tmp_path / "s", tmp_path / "a.caidx").returncode == 0

@@ -242,6 +242,15 @@ class _Frame:
         self.depth = depth
 
 
+def _declared_feature_flags(f) -> int | None:
+    """The feature flags a container declares for the stream ``f``: a .caidx header (the stream of an
+    index, blob.IndexStream, carries its IndexReader as ``reader``) -- the archive's MUST equal them
+    (index.md INDEX-10)."""
+    header = getattr(getattr(f, "reader", None), "header", None)
+    ff = getattr(header, "feature_flags", None)
+    return ff if isinstance(ff, int) and ff else None
+
+
 def _seekable(f) -> bool:
     try:
         if not f.seekable():
@@ -269,6 +278,7 @@ class CatarReader:
         self._src = _Source(fileobj, self._seekable, 0)
         self._mask = _U64_MAX if feature_mask is None else _flags.normalize_mask(feature_mask)
         self._strict = strict_casync
+        self._declared = _declared_feature_flags(fileobj)
         self.feature_flags: int | None = None
         self._checked: set = set()  # ENTRY (mode, flags) pairs and ids found valid (feature flags are fixed)
         self.replay_flags: int | None = None
@@ -844,6 +854,9 @@ class CatarReader:
             raise FormatError(f"feature flags 0x{ff:x} select two digests (ENTRY at offset {off})")
         if not _flags.is_normalized(ff):
             raise FormatError(f"feature flags 0x{ff:x} of the ENTRY at offset {off} are not normalized")
+        if self._declared is not None and ff != self._declared:
+            raise FormatError(f"ENTRY at offset {off} has feature flags 0x{ff:x}, the index header declares "
+                              f"0x{self._declared:x}")
         self.feature_flags = ff
         replay = _flags.normalize_mask(ff) & self._mask
         self.replay_flags = _flags.normalize(replay & int(_flags.FLAGS_MAX))
