@@ -353,3 +353,81 @@ def test_caidx_header_flags_must_match_the_archive(change, tmp_path, run_casync)
     assert not (tmp_path / "out" / "f").exists()
     # the untouched index reads
     assert pycatar("list", "--store", tmp_path / "s", tmp_path / "a.caidx").returncode == 0
+
+
+# --------------------------------------------------------------------------- item 5: FIFOs never block
+
+def _blob(tmp_path, run_casync):
+    data = os.urandom(300_000)
+    (tmp_path / "blob").write_bytes(data)
+    run_casync("make", "--store", tmp_path / "s", "--chunk-size=16K", tmp_path / "b.caibx", tmp_path / "blob")
+    return data
+
+
+def _chunk_files(store):
+    return sorted(os.path.join(d, f) for d, _, fs in os.walk(store) for f in fs if f.endswith(".cacnk"))
+
+
+@pytest.mark.parametrize("verb", ["extract", "digest"])
+def test_fifo_chunk_file_does_not_hang(verb, tmp_path, run_casync):
+    """A chunk file that is a FIFO (no writer) is an error naming it, not a hang (STORE-7)."""
+    _blob(tmp_path, run_casync)
+    victim = _chunk_files(tmp_path / "s")[3]
+    os.unlink(victim)
+    os.mkfifo(victim)
+    args = ["extract", tmp_path / "b.caibx", tmp_path / "out"] if verb == "extract" else ["digest", tmp_path / "b.caibx"]
+    p = pycatar(*args, "--store", tmp_path / "s", timeout=60)
+    one_line_error(p, os.path.basename(victim))
+    assert not (tmp_path / "out").exists()
+
+
+def test_seed_whose_data_is_a_fifo_is_skipped(tmp_path, run_casync):
+    """SEED-3: a seed S.caibx whose data file S is a FIFO cannot be used: a warning, and the
+    extraction goes on without it."""
+    data = _blob(tmp_path, run_casync)
+    os.mkfifo(tmp_path / "S")
+    os.link(tmp_path / "b.caibx", tmp_path / "S.caibx")
+    p = pycatar("extract", "--store", tmp_path / "s", f"--seed={tmp_path / 'S.caibx'}", tmp_path / "b.caibx",
+                tmp_path / "out", timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "out").read_bytes() == data
+    assert f"Failed to add seed {tmp_path / 'S.caibx'}, ignoring".encode() in p.stderr
+
+
+_SWAP = r"""
+import os, sys
+from pycatar import archive
+root, out, verb = sys.argv[1:4]
+real_open = os.open
+def swapping_open(path, flags, *a, dir_fd=None, **kw):
+    # the file 'f' is replaced by a FIFO between the directory listing and its open
+    if os.fsencode(path) == b"f" and dir_fd is not None:
+        os.unlink(path, dir_fd=dir_fd)
+        os.mkfifo(path, dir_fd=dir_fd)
+        os.open = real_open
+    return real_open(path, flags, *a, dir_fd=dir_fd, **kw)
+os.open = swapping_open
+if verb == "make":
+    archive.make_archive(out, root)
+else:
+    from pycatar import encoder, flags
+    print([(e.path, oct(e.mode)) for e in encoder.iter_entries(root, int(flags.DEFAULT))])
+"""
+
+
+@pytest.mark.parametrize("verb", ["make", "walk"])
+def test_file_swapped_for_a_fifo_during_make_does_not_hang(verb, tmp_path):
+    """A regular file replaced by a FIFO after the listing: the open does not block (O_NONBLOCK), the
+    type is checked after opening, and the FIFO is archived as what it now is."""
+    root = tmp_path / "t"
+    root.mkdir()
+    (root / "a").write_text("a")
+    (root / "f").write_text("f" * 100)
+    p = subprocess.run([sys.executable, "-c", _SWAP, root, tmp_path / "o.catar", verb], capture_output=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    if verb == "make":
+        listing = pycatar("list", tmp_path / "o.catar").stdout.decode().splitlines()
+        assert listing == ["drwxr-xr-x .", "-rw-r--r-- a", "prw-r--r-- f"]
+    else:
+        assert "('f', '0o10644')" in p.stdout.decode()

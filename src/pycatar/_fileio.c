@@ -5,7 +5,8 @@
  *
  * read_file(path, limit) reads a whole file (not following a final symlink) in one call: the bytes,
  * None if it does not exist (ENOENT, ENOTDIR, or ELOOP: a symlink), or (step, errno) on failure --
- * step 0 open, 1 read, 2 the file holds more than ``limit`` bytes (errno 0).
+ * step 0 open, 1 read (EISDIR/EINVAL: a directory or another file that is not a regular file; it is
+ * opened with O_NONBLOCK, so a FIFO never blocks), 2 the file holds more than ``limit`` bytes (errno 0).
  *
  * install_file(tmp, final, data, mode) writes a new file once and for all (the chunk store): creates
  * ``tmp`` exclusively with ``mode``, writes ``data``, closes it, hard-links it to ``final`` (which is
@@ -354,7 +355,7 @@ static PyObject *read_file(PyObject *self, PyObject *args) {
     size_t cap = 0, len = 0;
     Py_BEGIN_ALLOW_THREADS
     do
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK); /* a FIFO never blocks */
     while (fd < 0 && errno == EINTR);
     if (fd < 0) {
         err = errno;
@@ -363,6 +364,8 @@ static PyObject *read_file(PyObject *self, PyObject *args) {
         step = 1;
         if (fstat(fd, &st) < 0) {
             err = errno;
+        } else if (!S_ISREG(st.st_mode)) {
+            err = S_ISDIR(st.st_mode) ? EISDIR : EINVAL; /* a FIFO, device or socket: not a file to read */
         } else if (st.st_size > limit) {
             step = 2;
         } else {

@@ -395,7 +395,8 @@ class TreeWalker(EntryPolicy):
             t = st.S_IFMT(s.st_mode)
             fd = None
             if t in _FD_NODES:
-                oflags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NOFOLLOW
+                # O_NONBLOCK: replaced by a FIFO since the stat, the open must not block (_O_FILE)
+                oflags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NOFOLLOW | os.O_NONBLOCK
                 if t == st.S_IFDIR:
                     oflags |= os.O_DIRECTORY
                 try:
@@ -403,8 +404,22 @@ class TreeWalker(EntryPolicy):
                 except FileNotFoundError:
                     continue
                 except OSError as e:
-                    raise PycatarError(f"Failed to open {prefix}{name}: {e.strerror}") from None
-                s = os.fstat(fd)
+                    if e.errno not in (errno.ELOOP, errno.ENOTDIR):  # replaced by a symlink or file
+                        raise PycatarError(f"Failed to open {prefix}{name}: {e.strerror}") from None
+                    fd = None
+                if fd is not None:
+                    s = os.fstat(fd)
+                if fd is None or st.S_IFMT(s.st_mode) != t:  # replaced meanwhile: archive what is there now
+                    if fd is not None:
+                        os.close(fd)
+                        fd = None
+                    try:
+                        s = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    t = st.S_IFMT(s.st_mode)
+                    if t in _FD_NODES:
+                        raise PycatarError(f"{prefix}{name}: replaced while it was being archived")
             try:
                 chattr = fsmeta.read_chattr(fd) if fd is not None and self.flags & _CHATTR_OR_NODUMP else None
                 keep, sub = self._shall_store(node, name, bname, s, fd, chattr)
@@ -613,7 +628,9 @@ _T_GROUP = int(fmt.RecordType.GROUP)
 _T_PAYLOAD = int(fmt.RecordType.PAYLOAD)
 _T_FILENAME = int(fmt.RecordType.FILENAME)
 _S_IFMT, _S_IFREG, _S_IFDIR = 0o170000, st.S_IFREG, st.S_IFDIR
-_O_FILE = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NOFOLLOW
+#: O_NONBLOCK: a file replaced by a FIFO after the listing must not block the open (its type is
+#: checked after opening); reads of regular files and directories ignore the flag
+_O_FILE = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NOFOLLOW | os.O_NONBLOCK
 _O_DIR = _O_FILE | os.O_DIRECTORY
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 #: file systems whose listxattr() names every xattr getxattr() can read (POSIX ACLs included; the
@@ -830,6 +847,8 @@ class _FastEncoder:
                                     raise PycatarError(f"Failed to open {prefix}{name}: {e.strerror}") from None
                                 s = os_fstat(fd)
                                 t = s.st_mode & _S_IFMT
+                                if t != _S_IFREG and t != _S_IFDIR:  # replaced again
+                                    raise PycatarError(f"{prefix}{name}: replaced while it was being archived")
                         chattr = None
                         if fd is not None and want_chattr:  # fsmeta.read_chattr, with a reused buffer
                             try:

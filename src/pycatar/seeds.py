@@ -44,7 +44,7 @@ from .errors import PycatarError
 
 INDEX_SUFFIXES = (".caibx", ".caidx")
 _ID = 32
-_O_READ = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY
+_O_READ = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK  # a FIFO never blocks an open (SEED-3)
 
 
 class SeedError(PycatarError):
