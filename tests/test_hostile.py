@@ -431,3 +431,32 @@ def test_file_swapped_for_a_fifo_during_make_does_not_hang(verb, tmp_path):
         assert listing == ["drwxr-xr-x .", "-rw-r--r-- a", "prw-r--r-- f"]
     else:
         assert "('f', '0o10644')" in p.stdout.decode()
+
+
+# --------------------------------------------------------------------------- item 9: an index given as a pipe
+
+@pytest.mark.parametrize("kind", ["blob-index", "archive-index"])
+def test_index_given_as_a_pipe_is_read_like_casync(kind, tmp_path, run_casync, casync):
+    """INDEX-9: `extract --what=... <(cat x.caibx) OUT` reads the index once, in order, as casync does."""
+    if kind == "blob-index":
+        data = _blob(tmp_path, run_casync)
+        index, out = tmp_path / "b.caibx", "out"
+    else:
+        tree = tmp_path / "t"
+        tree.mkdir()
+        (tree / "f").write_bytes(b"pipe\n")
+        run_casync("make", "--store", tmp_path / "s", tmp_path / "a.caidx", tree)
+        index, out = tmp_path / "a.caidx", "out"
+
+    def via_pipe(prog, dest):
+        cmd = f'{prog} extract --what={kind} --store "{tmp_path / "s"}" <(cat "{index}") "{tmp_path / dest}"'
+        return subprocess.run(["bash", "-c", cmd], capture_output=True, timeout=60)
+
+    ref = via_pipe(casync, "ref")
+    assert ref.returncode == 0, ref.stderr
+    p = via_pipe(f'"{sys.executable}" -m pycatar', out)
+    assert p.returncode == 0, p.stderr
+    if kind == "blob-index":
+        assert (tmp_path / out).read_bytes() == data == (tmp_path / "ref").read_bytes()
+    else:
+        assert (tmp_path / out / "f").read_bytes() == b"pipe\n" == (tmp_path / "ref" / "f").read_bytes()
