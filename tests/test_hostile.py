@@ -460,3 +460,74 @@ def test_index_given_as_a_pipe_is_read_like_casync(kind, tmp_path, run_casync, c
         assert (tmp_path / out).read_bytes() == data == (tmp_path / "ref").read_bytes()
     else:
         assert (tmp_path / out / "f").read_bytes() == b"pipe\n" == (tmp_path / "ref" / "f").read_bytes()
+
+
+# --------------------------------------------------------------------------- item 3: per-entry metadata limits
+
+_T_XATTR, _T_ACL_USER, _T_ACL_GROUP_OBJ = 0xB8157091F80BC486, 0x297DC88B2EF12FAF, 0x23047110441F38F3
+
+
+def _root_with(tmp_path, run_casync, records: bytes, name: str):
+    """casync's archive of an empty directory (xattrs, ACLs, 32-bit uids) with ``records`` inserted
+    after the root's ENTRY record, its GOODBYE tail moved along (CATAR-43)."""
+    (tmp_path / "empty").mkdir(exist_ok=True)
+    run_casync("make", "--with=acl", "--with=xattrs", "--with=32bit-uids", tmp_path / "e.catar", tmp_path / "empty")
+    data = (tmp_path / "e.catar").read_bytes()
+    assert len(data) == 64 + 40
+    goodbye = bytearray(data[64:])
+    struct.pack_into("<Q", goodbye, 16, 64 + len(records))  # tail: offset back to the root ENTRY
+    out = tmp_path / name
+    out.write_bytes(data[:64] + records + bytes(goodbye))
+    return out
+
+
+def _xattrs(n, value_size):
+    out = []
+    for i in range(n):
+        body = b"user.%026d" % i + b"\0" + b"v" * value_size
+        out.append(struct.pack("<QQ", 16 + len(body), _T_XATTR) + body)
+    return b"".join(out)
+
+
+def _acl_users(n):
+    recs = b"".join(struct.pack("<QQQQ", 32, _T_ACL_USER, uid, 4) for uid in range(1, n + 1))
+    return recs + struct.pack("<QQQ", 24, _T_ACL_GROUP_OBJ, 5)
+
+
+@pytest.mark.parametrize("case, ok", [
+    ("names-at-limit", True), ("names-over", False),
+    ("bytes-at-limit", True), ("bytes-over", False),
+    ("acl-at-limit", True), ("acl-over", False),
+])
+def test_per_entry_metadata_limits(case, ok, tmp_path, run_casync):
+    """CATAR-31: at most 65536 bytes of xattr names (Linux's XATTR_LIST_MAX), 16 MiB of xattrs and
+    8187 named ACL entries (a 64 KiB ACL xattr) an entry; beyond, a one-line error, not gigabytes."""
+    records = {
+        "names-at-limit": lambda: _xattrs(2048, 0),  # 2048 * 32 = 65536 bytes of names
+        "names-over": lambda: _xattrs(2049, 0),
+        "bytes-at-limit": lambda: _xattrs(255, 65536),
+        "bytes-over": lambda: _xattrs(257, 65536),
+        "acl-at-limit": lambda: _acl_users(8187),
+        "acl-over": lambda: _acl_users(8188),
+    }[case]()
+    ar = _root_with(tmp_path, run_casync, records, "a.catar")
+    for verb in ("list", "mtree"):
+        p = pycatar(verb, ar)
+        if ok:
+            assert p.returncode == 0, p.stderr
+        else:
+            one_line_error(p, "CATAR-31")
+
+
+def test_tar_with_too_many_xattrs_is_refused(tmp_path):
+    """The encoder keeps the same limits (CATAR-60): a tar member with 2049 xattrs of 32-byte names."""
+    ti, data = _member("f", data=b"x")
+    ti.pax_headers = {"SCHILY.xattr.user.%026d" % i: "v" for i in range(2049)}
+    (tmp_path / "in.tar").write_bytes(_tar([(ti, data)]))
+    p = pycatar("make", "--input-format=tar", "--with=xattrs", tmp_path / "out.catar", tmp_path / "in.tar")
+    one_line_error(p, "'f'", "CATAR-31")
+    assert _outputs(tmp_path, "out") == []
+    ti.pax_headers = {"SCHILY.xattr.user.%026d" % i: "v" for i in range(2048)}
+    (tmp_path / "in.tar").write_bytes(_tar([(ti, data)]))
+    p = pycatar("make", "--input-format=tar", "--with=xattrs", tmp_path / "out.catar", tmp_path / "in.tar")
+    assert p.returncode == 0, p.stderr

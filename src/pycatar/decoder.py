@@ -649,6 +649,7 @@ class CatarReader:
         have_payload = have_symlink = have_device = have_dir_end = False
         last_xattr: bytes | None = None
         last_acl: dict[int, tuple] = {}
+        xattr_names = xattr_bytes = acl_access = acl_default = 0  # CATAR-31 limits
 
         while True:
             at = src.pos
@@ -729,6 +730,11 @@ class CatarReader:
                 if last_xattr is not None and xname <= last_xattr:
                     raise fail("XATTR records are not strictly ordered by name", at)
                 last_xattr = xname
+                xattr_names += nul + 1
+                xattr_bytes += size - _HDR
+                if xattr_names > _validate.XATTR_NAMES_MAX or xattr_bytes > _validate.XATTR_BYTES_MAX:
+                    raise fail(f"the entry's xattrs exceed the limits of {_validate.XATTR_NAMES_MAX} bytes of "
+                               f"names and {_validate.XATTR_BYTES_MAX} bytes in all (CATAR-31)", at)
                 e.xattrs.append((xname, body[nul + 1:]))
             elif rtype in _ACL_LISTS:
                 if not af & _I.WITH_ACL:
@@ -745,6 +751,12 @@ class CatarReader:
                 self._check_id(ident, af, "ACL id", at)
                 if perms & ~7:
                     raise fail(f"{self._type_name(rtype)} record has invalid permissions 0x{perms:x}", at)
+                if rtype == _ACL_USER or rtype == _ACL_GROUP:
+                    acl_access += 1
+                else:
+                    acl_default += 1
+                if acl_access > _validate.ACL_NAMED_MAX or acl_default > _validate.ACL_NAMED_MAX:
+                    raise fail(f"the entry's ACL has more than {_validate.ACL_NAMED_MAX} named entries (CATAR-31)", at)
                 key = (ident, aname is not None, aname or b"", perms)
                 prev = last_acl.get(rtype)
                 if prev is not None and key <= prev:

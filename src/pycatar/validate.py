@@ -24,6 +24,17 @@ _DIGITS = frozenset(b"0123456789")
 _WITH_UIDS = int(_I.WITH_16BIT_UIDS | _I.WITH_32BIT_UIDS)
 
 
+# --------------------------------------------------------------------------- per-entry limits (CATAR-31)
+
+#: the names of one entry's xattrs, each with its NUL, at most (Linux: XATTR_LIST_MAX, all listxattr returns)
+XATTR_NAMES_MAX = 65536
+#: the XATTR record bodies (name, NUL, value) of one entry, at most
+XATTR_BYTES_MAX = 16 << 20
+#: named entries of one ACL (ACL_USER + ACL_GROUP; ACL_DEFAULT_USER + ACL_DEFAULT_GROUP) at most: a
+#: Linux ACL xattr holds at most (65536 - 4) / 8 entries, four of them the object entries
+ACL_NAMED_MAX = (65536 - 4) // 8 - 4
+
+
 # --------------------------------------------------------------------------- mtime representation
 
 def stored_mtime(ns: int) -> int:
@@ -161,6 +172,16 @@ def entry_problem(entry: Entry) -> str | None:
     for name, value in entry.xattrs:
         if not xattr_name_ok(name) or fmt.HEADER_SIZE + len(name) + 1 + len(value) > fmt.XATTR_SIZE_MAX:
             return f"xattr {os.fsdecode(name)!r} cannot be stored (CATAR-22)"
+    if entry.xattrs:
+        names = sum(len(name) + 1 for name, _ in entry.xattrs)
+        total = names + sum(len(value) for _, value in entry.xattrs)
+        if names > XATTR_NAMES_MAX or total > XATTR_BYTES_MAX:
+            return (f"its xattrs ({len(entry.xattrs)}, {names} bytes of names, {total} bytes in all) exceed "
+                    f"the limits of {XATTR_NAMES_MAX} and {XATTR_BYTES_MAX} bytes (CATAR-31)")
+    for what, n in (("ACL", len(entry.acl_user) + len(entry.acl_group)),
+                    ("default ACL", len(entry.acl_default_user) + len(entry.acl_default_group))):
+        if n > ACL_NAMED_MAX:
+            return f"its {what} has {n} named entries, more than {ACL_NAMED_MAX} (CATAR-31)"
     for acl in (entry.acl_user, entry.acl_group, entry.acl_default_user, entry.acl_default_group):
         for a in acl:
             if not id_ok(a.id, af):
