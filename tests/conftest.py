@@ -10,6 +10,12 @@ import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
+# `PYTHONPATH=src python3 -m pytest` (pycatar not installed): subprocesses that run `python -m pycatar`
+# in another directory need the path made absolute
+if os.environ.get("PYTHONPATH"):
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        os.path.abspath(p) for p in os.environ["PYTHONPATH"].split(os.pathsep) if p)
+
 
 def _find_casync() -> str | None:
     path = shutil.which("casync")

@@ -1,0 +1,148 @@
+"""A small fuzz harness (issue 14): mutated and random archives, indexes and chunk files end in
+pycatar's own one-line errors (PycatarError), never another exception, a hang or runaway memory.
+
+Run briefly in the suite; for a long campaign set PYCATAR_FUZZ_EXAMPLES (see README), e.g.
+``PYCATAR_FUZZ_EXAMPLES=200000 PYTHONPATH=src python3 -m pytest -q tests/test_fuzz.py``.
+Seeds are the stored test vectors (vectors/), not pycatar's output."""
+
+from __future__ import annotations
+
+import glob
+import io
+import os
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pycatar import compression
+from pycatar.decoder import CatarReader
+from pycatar.errors import PycatarError
+from pycatar.index import IndexReader
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+VECTORS = os.path.join(HERE, "..", "vectors")
+EXAMPLES = int(os.environ.get("PYCATAR_FUZZ_EXAMPLES", "150"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize="PYCATAR_FUZZ_EXAMPLES" not in os.environ,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def _seeds(pattern: str, limit: int = 64 << 10) -> list[bytes]:
+    out = []
+    for path in sorted(glob.glob(os.path.join(VECTORS, pattern), recursive=True)):
+        with open(path, "rb") as f:
+            data = f.read()
+        if len(data) <= limit:
+            out.append(data)
+    assert out, pattern
+    return out
+
+
+CATARS = _seeds("decode/*/archive.catar") + _seeds("caidx/*/expect/archive.catar")
+INDEXES = _seeds("caidx/*/expect/index.caidx") + _seeds("chunk/*/expect/index.caibx")
+CHUNKS = _seeds("store/*/store/**/*.cacnk")
+
+
+@st.composite
+def mutated(draw, seeds):
+    """A seed with a few edits: bytes overwritten (often with boundary values), ranges cut or
+    duplicated, truncation -- or, now and then, bytes from nowhere."""
+    if draw(st.integers(0, 9)) == 0:
+        return draw(st.binary(max_size=512))
+    data = bytearray(draw(st.sampled_from(seeds)))
+    for _ in range(draw(st.integers(1, 4))):
+        if not data:
+            break
+        op = draw(st.integers(0, 4))
+        i = draw(st.integers(0, len(data) - 1))
+        if op == 0:
+            data[i] = draw(st.integers(0, 255))
+        elif op == 1:  # a u64 field set to a boundary value
+            v = draw(st.sampled_from([0, 1, 0xFFFF, 0xFFFFFFFF, 1 << 63, (1 << 64) - 1, len(data), 16, 24, 40, 64]))
+            data[i:i + 8] = v.to_bytes(8, "little")
+        elif op == 2:
+            j = draw(st.integers(i, min(len(data), i + 64)))
+            del data[i:j]
+        elif op == 3:
+            j = draw(st.integers(i, min(len(data), i + 64)))
+            data[i:i] = data[i:j]
+        else:
+            del data[i:]
+    return bytes(data)
+
+
+class _Pipe(io.RawIOBase):
+    """A non-seekable stream over bytes (the sequential reading path)."""
+
+    def __init__(self, data: bytes):
+        self._b = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        n = self._b.readinto(buf)
+        return n
+
+
+def _walk(reader: CatarReader) -> None:
+    for entry in reader:
+        if entry.isreg():
+            for _ in reader.read_payload():
+                pass
+
+
+@FUZZ
+@given(data=mutated(CATARS), seekable=st.booleans(), path=st.sampled_from(["", "a", "dir", "dir/sub", "x/y/z"]))
+def test_fuzz_catar_decoder(data, seekable, path):
+    """Iteration and lookups of a mutated archive: entries or a PycatarError, nothing else."""
+    f = io.BytesIO(data) if seekable else io.BufferedReader(_Pipe(data))
+    try:
+        _walk(CatarReader(f))
+    except PycatarError:
+        pass
+    if seekable:
+        reader = CatarReader(io.BytesIO(data))
+        try:
+            entry = reader.lookup(path)
+            if entry is not None:
+                for _ in reader.iter_subtree(entry):
+                    pass
+        except PycatarError:
+            pass
+
+
+@FUZZ
+@given(data=mutated(INDEXES), seekable=st.booleans())
+def test_fuzz_index_reader(data, seekable):
+    """A mutated .caibx/.caidx: its items or a PycatarError (FormatError), nothing else."""
+    f = io.BytesIO(data) if seekable else io.BufferedReader(_Pipe(data))
+    try:
+        with IndexReader(f, name="fuzz") as r:
+            for c in r.chunks():
+                assert c.end > c.start
+            if r.blob_size:
+                r.find(r.blob_size - 1)
+    except PycatarError:
+        pass
+
+
+@FUZZ
+@given(data=mutated(CHUNKS), size=st.one_of(st.none(), st.integers(1, 1 << 20)))
+def test_fuzz_chunk_decompression(data, size):
+    """A mutated chunk file: its bytes (bounded by the expected size) or a ChunkError."""
+    try:
+        out = compression.decompress(data, size)
+    except PycatarError:
+        return
+    assert 1 <= len(out) <= (size or compression.DECOMPRESSED_LIMIT)
+
+
+def test_the_fuzz_inputs_reach_the_decoder():
+    """The harness is not vacuous: the unmutated seeds decode without error."""
+    for data in CATARS:
+        _walk(CatarReader(io.BytesIO(data)))
+    for data in INDEXES:
+        with IndexReader(io.BytesIO(data), name="seed") as r:
+            r.validate()
+    assert all(len(compression.decompress(c)) > 0 for c in CHUNKS)
