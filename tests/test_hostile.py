@@ -531,3 +531,35 @@ def test_tar_with_too_many_xattrs_is_refused(tmp_path):
     (tmp_path / "in.tar").write_bytes(_tar([(ti, data)]))
     p = pycatar("make", "--input-format=tar", "--with=xattrs", tmp_path / "out.catar", tmp_path / "in.tar")
     assert p.returncode == 0, p.stderr
+
+
+# --------------------------------------------------------------------------- item 9: a full disk is named
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 128 KiB tmpfs (root only)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if not IS_ROOT or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", mnt],
+                                     capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", mnt], check=True)
+
+
+@pytest.mark.parametrize("size", [1 << 20, 140_000])  # fails in a write / in the final flush
+@pytest.mark.parametrize("source", ["dir", "tar"])
+def test_disk_full_names_the_output(size, source, small_fs, tmp_path):
+    tree = tmp_path / "t"
+    tree.mkdir()
+    (tree / "f").write_bytes(os.urandom(size))
+    out = small_fs / "x.catar"
+    if source == "dir":
+        p = pycatar("make", out, tree)
+    else:
+        subprocess.run(["tar", "-C", tree, "-cf", tmp_path / "t.tar", "."], check=True)
+        p = pycatar("make", "--input-format=tar", out, tmp_path / "t.tar")
+    one_line_error(p, f"Failed to write {out}: No space left on device")
+    assert os.listdir(small_fs) == []
