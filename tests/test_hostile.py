@@ -563,3 +563,23 @@ def test_disk_full_names_the_output(size, source, small_fs, tmp_path):
         p = pycatar("make", "--input-format=tar", out, tmp_path / "t.tar")
     one_line_error(p, f"Failed to write {out}: No space left on device")
     assert os.listdir(small_fs) == []
+
+
+def test_seed_cache_file_that_is_a_fifo_does_not_hang(tmp_path, run_casync):
+    """A FIFO in place of a cached seed chunk table (--cache) is ignored, not opened blocking."""
+    data = _blob(tmp_path, run_casync)
+    (tmp_path / "S").write_bytes(data)
+    for chunk in _chunk_files(tmp_path / "s"):  # every chunk must come from the seed
+        os.unlink(chunk)
+    args = ["extract", "--store", tmp_path / "s", f"--seed={tmp_path / 'S'}", f"--cache={tmp_path / 'c'}",
+            tmp_path / "b.caibx"]
+    p = pycatar(*args, tmp_path / "out1", timeout=60)
+    assert p.returncode == 0, p.stderr
+    tables = [n for n in os.listdir(tmp_path / "c") if n.endswith(".pcseed")]
+    assert tables
+    for n in tables:
+        os.unlink(tmp_path / "c" / n)
+        os.mkfifo(tmp_path / "c" / n)
+    p = pycatar(*args, tmp_path / "out2", timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "out2").read_bytes() == data
