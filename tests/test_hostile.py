@@ -583,3 +583,26 @@ def test_seed_cache_file_that_is_a_fifo_does_not_hang(tmp_path, run_casync):
     p = pycatar(*args, tmp_path / "out2", timeout=60)
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "out2").read_bytes() == data
+
+
+@pytest.mark.parametrize("depth", [63, 64])
+@pytest.mark.parametrize("leaf", ["dir", "file"])
+def test_depth_limit_like_casync(depth, leaf, tmp_path, run_casync):
+    """CATAR-37/60: entries nest at most 63 levels; casync refuses to make a deeper archive and so
+    does pycatar (before, it wrote one its own reader rejects)."""
+    tree = tmp_path / "t"
+    deepest = tree.joinpath(*(["d"] * (depth if leaf == "dir" else depth - 1)))
+    deepest.mkdir(parents=True)
+    if leaf == "file":
+        (deepest / "f").write_text("x")
+    ref = run_casync("make", tmp_path / "ref.catar", tree, check=False)
+    p = pycatar("make", tmp_path / "ours.catar", tree)
+    if depth == 63:
+        assert ref.returncode == 0 and p.returncode == 0, p.stderr
+        assert (tmp_path / "ours.catar").read_bytes() == (tmp_path / "ref.catar").read_bytes()
+        assert pycatar("list", tmp_path / "ours.catar").returncode == 0
+    else:
+        assert ref.returncode != 0
+        one_line_error(p, "nests deeper than 63")
+        assert _outputs(tmp_path, "ours") == []
+        assert pycatar("mtree", tree).returncode != 0

@@ -35,7 +35,7 @@ __all__ = ["CatarReader", "name_hash", "bst_layout", "MAX_DEPTH", "PAYLOAD_PIECE
 #: Pieces :meth:`CatarReader.read_payload` yields are at most this large.
 PAYLOAD_PIECE = 1 << 20
 #: casync keeps 64 decoder nodes (the root plus 63 levels below it); deeper archives are rejected.
-MAX_DEPTH = 63
+MAX_DEPTH = _validate.MAX_DEPTH
 
 _SEQ_READAHEAD = 1 << 20  # sequential iteration: large reads
 _RANDOM_READAHEAD = 4096  # lookups: read little beyond what is needed

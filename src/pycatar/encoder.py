@@ -867,6 +867,8 @@ class _FastEncoder:
                                 continue
                             sub = ()
                         path = prefix + name
+                        if len(frames) > validate.MAX_DEPTH:  # the child's depth is len(frames)
+                            raise validate.refusal(path, validate.depth_problem(path))
                         start = out.base + out.pos
                         rec = hdr_pack(17 + len(bname), _T_FILENAME) + bname + b"\0"
                         entry_offset = start + len(rec)

@@ -35,6 +35,18 @@ XATTR_BYTES_MAX = 16 << 20
 ACL_NAMED_MAX = (65536 - 4) // 8 - 4
 
 
+#: casync keeps 64 decoder nodes (the root plus 63 levels below it): entries nest at most this deep
+#: (CATAR-37); casync's encoder refuses deeper trees too
+MAX_DEPTH = 63
+
+
+def depth_problem(path: str) -> str | None:
+    """What a reader rejects about the depth of the entry at ``path`` ("" for the root), or None."""
+    if path and path.count("/") >= MAX_DEPTH:
+        return f"it nests deeper than {MAX_DEPTH} directories (CATAR-37)"
+    return None
+
+
 # --------------------------------------------------------------------------- mtime representation
 
 def stored_mtime(ns: int) -> int:
@@ -156,7 +168,7 @@ def mtime_problem(t: int, feature_flags: int) -> str | None:
 def entry_problem(entry: Entry) -> str | None:
     """The first rule of CATAR-18..CATAR-29 the entry breaks (what a reader would reject), or None."""
     af = entry.feature_flags
-    problem = owner_problem(entry.uid, entry.gid, entry.user, entry.group, af)
+    problem = depth_problem(entry.path) or owner_problem(entry.uid, entry.gid, entry.user, entry.group, af)
     if problem:
         return problem
     problem = mtime_problem(entry.mtime, af)
