@@ -146,3 +146,78 @@ def test_the_fuzz_inputs_reach_the_decoder():
         with IndexReader(io.BytesIO(data), name="seed") as r:
             r.validate()
     assert all(len(compression.decompress(c)) > 0 for c in CHUNKS)
+
+
+# --------------------------------------------------------------------------- encoder and decoder agree
+
+_FLAG_SETS = [
+    ["best"], ["acl", "xattrs", "16bit-uids", "user-names", "sec-time", "permissions"],
+    ["acl", "xattrs", "32bit-uids", "usec-time", "permissions", "selinux"], ["2sec-time"], [],
+]
+
+
+@st.composite
+def root_entries(draw):
+    """A root directory entry with values anywhere near the rules' edges, holding only records its
+    feature flags allow (as the encoder's feature handling ensures)."""
+    from pycatar import flags
+    from pycatar.entry import ACLDefault, ACLEntry, Entry
+
+    B = flags.B
+    ff = flags.normalize(flags.from_options(draw(st.sampled_from(_FLAG_SETS)), []))
+    with_ids = bool(ff & (B.WITH_16BIT_UIDS | B.WITH_32BIT_UIDS))
+    # valid values most of the time, so that an entry often breaks exactly one rule
+    ids = st.one_of(st.just(0), st.just(1000), st.sampled_from([1, 0xFFFE, 0xFFFF, 0x10000, 0xFFFFFFFE,
+                                                                  0xFFFFFFFF, 1 << 40])) if with_ids else st.just(0)
+    names = st.one_of(st.none(), st.just("alice"), st.sampled_from(["_x-1", "9lives", "root", "0", "a.b", "é",
+                                                                     "x" * 256])) \
+        if ff & B.WITH_USER_NAMES else st.none()
+    mtimes = st.one_of(st.just(0), st.just(2 * 10**9), st.sampled_from(
+        [1, 999, 1000, 10**6, 10**9, 1 << 63, (1 << 64) - 2 * 10**9, (1 << 64) - 1]))
+    acl = st.lists(st.builds(ACLEntry, ids, st.integers(0, 7), names), max_size=3)
+    mode = 0o40755 if ff & (B.WITH_PERMISSIONS | B.WITH_ACL) else 0o40777
+    e = Entry(path="", mode=mode, feature_flags=ff, uid=draw(ids), gid=draw(ids), mtime=draw(mtimes),
+              user=draw(names), group=draw(names))
+    if ff & B.WITH_XATTRS:
+        e.xattrs = sorted(dict(draw(st.lists(st.tuples(
+            st.sampled_from([b"user.a", b"trusted.b", b"user.", b".a", b"x" * 254 + b".y"]),
+            st.binary(max_size=8)), max_size=3))).items())
+    if ff & B.WITH_ACL:
+        e.acl_user, e.acl_group, e.acl_default_user = draw(acl), draw(acl), draw(acl)
+        e.acl_group_obj = draw(st.one_of(st.none(), st.integers(0, 7)))
+        if draw(st.booleans()):
+            e.acl_default = ACLDefault(7, 5, 5, draw(st.sampled_from([5, 0xFFFFFFFFFFFFFFFF])))
+        for lst in (e.acl_user, e.acl_group, e.acl_default_user):  # unique and sorted, as the encoder writes
+            unique = {(a.id, a.name is not None, os.fsencode(a.name or ""), a.permissions): a.name for a in lst}
+            lst[:] = [ACLEntry(k[0], k[3], unique[k]) for k in sorted(unique)]
+    if ff & B.WITH_SELINUX:
+        e.selinux = draw(st.sampled_from([None, "system_u:object_r:etc_t:s0", "l" * 4096, ""]))
+    return e
+
+
+@settings(FUZZ, max_examples=max(EXAMPLES, 500))  # cheap inputs: more of them, each rule is met
+@given(entry=root_entries())
+def test_encoder_refuses_exactly_what_the_decoder_rejects(entry):
+    """CATAR-60: validate.entry_problem (the encoder's check) finds a problem in an entry iff the
+    decoder rejects an archive holding it (one validation, used on both sides)."""
+    import struct
+
+    from pycatar import validate
+    from pycatar.encoder import entry_records
+    from pycatar.errors import FormatError
+
+    problem = validate.entry_problem(entry)
+    try:
+        records = entry_records(entry)
+    except (struct.error, ValueError):  # not even representable (an id of 2^64 or more)
+        assert problem is not None
+        return
+    marker = 0x57446FA533702943
+    archive = records + struct.pack("<QQQQQ", 40, 0xDFD35C5E8327C403, len(records), 40, marker)
+    try:
+        for _ in CatarReader(io.BytesIO(archive)):
+            pass
+        error = None
+    except FormatError as e:
+        error = str(e)
+    assert (problem is None) == (error is None), (problem, error)

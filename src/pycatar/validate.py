@@ -190,6 +190,11 @@ def entry_problem(entry: Entry) -> str | None:
         if names > XATTR_NAMES_MAX or total > XATTR_BYTES_MAX:
             return (f"its xattrs ({len(entry.xattrs)}, {names} bytes of names, {total} bytes in all) exceed "
                     f"the limits of {XATTR_NAMES_MAX} and {XATTR_BYTES_MAX} bytes (CATAR-31)")
+    if (entry.acl_user or entry.acl_group) and entry.acl_group_obj is None:
+        return "its ACL has named entries but no mask (CATAR-13)"
+    if (entry.acl_default_user or entry.acl_default_group) and (
+            entry.acl_default is None or entry.acl_default.mask == fmt.ACL_PERMISSION_UNSET):
+        return "its default ACL has named entries but no mask (CATAR-13)"
     for what, n in (("ACL", len(entry.acl_user) + len(entry.acl_group)),
                     ("default ACL", len(entry.acl_default_user) + len(entry.acl_default_group))):
         if n > ACL_NAMED_MAX:
