@@ -138,6 +138,53 @@ def test_fuzz_chunk_decompression(data, size):
     assert 1 <= len(out) <= (size or compression.DECOMPRESSED_LIMIT)
 
 
+def _tar_seeds() -> list[bytes]:
+    import tarfile
+
+    out = []
+    for fmt in (tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
+            for name, kind, extra in (("d", tarfile.DIRTYPE, {}), ("d/f", tarfile.REGTYPE, {}),
+                                      ("d/l", tarfile.SYMTYPE, {"linkname": "f"}),
+                                      ("h", tarfile.LNKTYPE, {"linkname": "d/f"}),
+                                      ("c", tarfile.CHRTYPE, {"devmajor": 1, "devminor": 3}),
+                                      ("p", tarfile.FIFOTYPE, {}), ("n" * 120, tarfile.REGTYPE, {})):
+                if len(name) > 100 and fmt == tarfile.USTAR_FORMAT:
+                    continue
+                ti = tarfile.TarInfo(name)
+                ti.type, ti.mtime, ti.uid, ti.gid, ti.uname = kind, 1_600_000_000, 1000, 100, "alice"
+                for k, v in extra.items():
+                    setattr(ti, k, v)
+                if fmt == tarfile.PAX_FORMAT and kind == tarfile.REGTYPE:
+                    ti.pax_headers = {"SCHILY.xattr.user.k": "v", "mtime": "-1.5"}
+                data = b"payload\n" * 3 if kind == tarfile.REGTYPE else None
+                ti.size = len(data) if data else 0
+                tf.addfile(ti, io.BytesIO(data) if data else None)
+        out.append(buf.getvalue())
+    return out
+
+
+TARS = _tar_seeds()
+
+
+@FUZZ
+@given(data=mutated(TARS))
+def test_fuzz_tar_input(data, tmp_path_factory):
+    """A mutated tar through `make --input-format=tar`'s converter: a catar stream or a PycatarError."""
+    from pycatar import flags
+    from pycatar.tarconv import TarEncoder
+
+    path = tmp_path_factory.mktemp("tar") / "in.tar"
+    path.write_bytes(data)
+    try:
+        with TarEncoder(str(path), flags.DEFAULT, spool_dir=str(path.parent)) as enc:
+            for _ in enc:
+                pass
+    except PycatarError:
+        pass
+
+
 def test_the_fuzz_inputs_reach_the_decoder():
     """The harness is not vacuous: the unmutated seeds decode without error."""
     for data in CATARS:
@@ -146,6 +193,18 @@ def test_the_fuzz_inputs_reach_the_decoder():
         with IndexReader(io.BytesIO(data), name="seed") as r:
             r.validate()
     assert all(len(compression.decompress(c)) > 0 for c in CHUNKS)
+    from pycatar import flags
+    from pycatar.tarconv import TarEncoder
+
+    for i, data in enumerate(TARS):
+        path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f".pycatar-fuzz-{os.getpid()}-{i}.tar")
+        with open(path, "wb") as f:
+            f.write(data)
+        try:
+            with TarEncoder(path, flags.DEFAULT) as enc:
+                assert sum(len(p) for p in enc) > 1000
+        finally:
+            os.unlink(path)
 
 
 # --------------------------------------------------------------------------- encoder and decoder agree
