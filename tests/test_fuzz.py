@@ -11,7 +11,6 @@ import glob
 import io
 import os
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -1,4 +1,5 @@
-"""What the records of a catar entry may hold (spec/catar.md CATAR-18..CATAR-29), stated once.
+"""What the records of a catar entry may hold (spec/catar.md CATAR-13, CATAR-18..CATAR-31, CATAR-37),
+stated once.
 
 The decoder rejects an archive that breaks one of these rules; the encoder (a tree on disk, a tar)
 calls :func:`check_entry` before it writes an entry, so it never writes what the decoder rejects
@@ -15,13 +16,11 @@ from .errors import UnsupportedError
 from .flags import B as _I
 
 U64_MAX = 0xFFFFFFFFFFFFFFFF
-U64_MASK = U64_MAX
 _NS = 1_000_000_000
 
 _NAME_FIRST = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
 _NAME_REST = _NAME_FIRST | frozenset(b"0123456789-")
 _DIGITS = frozenset(b"0123456789")
-_WITH_UIDS = int(_I.WITH_16BIT_UIDS | _I.WITH_32BIT_UIDS)
 
 
 # --------------------------------------------------------------------------- per-entry limits (CATAR-31)
@@ -49,12 +48,6 @@ def depth_problem(path: str) -> str | None:
 
 # --------------------------------------------------------------------------- mtime representation
 
-def stored_mtime(ns: int) -> int:
-    """The ENTRY mtime for a time of ``ns`` nanoseconds since the epoch (negative before 1970): its
-    64-bit two's complement, as casync writes ``(uint64_t) tv_sec * 10⁹ + tv_nsec`` (CATAR-19)."""
-    return ns & U64_MASK
-
-
 def mtime_ns(stored: int) -> int:
     """The time in nanoseconds since the epoch an ENTRY mtime stands for: the u64 read as signed, so
     values of 2⁶³ and above are times before 1970 (CATAR-19)."""
@@ -62,11 +55,13 @@ def mtime_ns(stored: int) -> int:
 
 
 def round_mtime(ns: int, granularity: int | None) -> int:
-    """The stored mtime of a file time ``ns`` under a time granularity (None: no times stored).
-    casync rounds the u64 down, which for a time before 1970 is not the signed floor; so do we."""
+    """The stored mtime of a file time ``ns`` (nanoseconds since the epoch, negative before 1970) under
+    a time granularity (None: no times stored): its 64-bit two's complement, as casync writes
+    ``(uint64_t) tv_sec * 10⁹ + tv_nsec``, rounded down as a u64 -- which for a time before 1970 is not
+    the signed floor; casync does so, and so do we (CATAR-19)."""
     if granularity is None:
         return 0
-    u = ns & U64_MASK
+    u = ns & U64_MAX
     return u - u % granularity
 
 
