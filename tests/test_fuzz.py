@@ -23,6 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 VECTORS = os.path.join(HERE, "..", "vectors")
 EXAMPLES = int(os.environ.get("PYCATAR_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize="PYCATAR_FUZZ_EXAMPLES" not in os.environ,
+                database=None,  # no .hypothesis directory in the work tree
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
