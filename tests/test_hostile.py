@@ -606,3 +606,37 @@ def test_depth_limit_like_casync(depth, leaf, tmp_path, run_casync):
         one_line_error(p, "nests deeper than 63")
         assert _outputs(tmp_path, "ours") == []
         assert pycatar("mtree", tree).returncode != 0
+
+
+_DOTTED = r"""
+import os, pwd, sys
+from pycatar import archive, flags
+real = pwd.getpwuid
+class P:
+    pw_name = "john.doe"
+pwd.getpwuid = lambda uid: P if uid == 4242 else real(uid)
+root, out, spec = sys.argv[1:4]
+archive.make_archive(out, root, feature_flags=flags.from_options(spec.split(","), []))
+"""
+
+
+@needs_root
+@pytest.mark.parametrize("spec", ["32bit-uids,user-names,nsec-time,permissions", "user-names,permissions"])
+def test_user_name_readers_reject_is_left_out_or_refused(spec, tmp_path):
+    """CATAR-20/21: a user database name with a dot (readers reject it, casync included) is left out
+    when uids are stored; with names only the entry is refused, naming the file."""
+    root = tmp_path / "t"
+    root.mkdir()
+    (root / "f").write_text("x")
+    os.chown(root / "f", 4242, 0)
+    p = subprocess.run([sys.executable, "-c", _DOTTED, root, tmp_path / "o.catar", spec], capture_output=True,
+                       timeout=60)
+    if spec.startswith("32bit"):
+        assert p.returncode == 0, p.stderr
+        out = pycatar("mtree", tmp_path / "o.catar")
+        assert out.returncode == 0, out.stderr
+        line = out.stdout.decode().splitlines()[1]
+        assert line.startswith("f ") and " uid=4242 " in line and "uname" not in line
+    else:
+        assert p.returncode != 0 and b"'f': user name 'john.doe' cannot be stored" in p.stderr
+        assert not (tmp_path / "o.catar").exists()

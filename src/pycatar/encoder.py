@@ -107,12 +107,19 @@ class EntryPolicy:
             uid %= self.uid_range
         return uid
 
+    def _stored_name(self, name: str) -> str | None:
+        # a name readers reject (CATAR-21, e.g. "john.doe") is left out when ids are stored (the id
+        # says who it is); without ids it stays, and check_entry refuses the entry (CATAR-20, CATAR-60)
+        if self.flags & WITH_UIDS and not validate.user_name_ok(os.fsencode(name) + b"\0"):
+            return None
+        return name
+
     def _name_for(self, ident: int, lookup) -> str | None:
         if ident == 0:
             return None
         name = lookup(ident)
         if name is not None:
-            return name
+            return self._stored_name(name)
         if self.flags & WITH_UIDS:
             return None
         return str(self._shift(ident))
@@ -123,7 +130,7 @@ class EntryPolicy:
             return None
         name = lookup(ident)
         if name is not None:
-            return name
+            return self._stored_name(name)
         return None if self.flags & WITH_UIDS else str(ident)
 
     def base_entry(self, path: str, mode: int, uid: int, gid: int, mtime_ns: int,
