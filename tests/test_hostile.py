@@ -640,3 +640,18 @@ def test_user_name_readers_reject_is_left_out_or_refused(spec, tmp_path):
     else:
         assert p.returncode != 0 and b"'f': user name 'john.doe' cannot be stored" in p.stderr
         assert not (tmp_path / "o.catar").exists()
+
+
+def test_catar_stored_as_a_blob_reads_through_its_caibx(tmp_path, run_casync):
+    """INDEX-10 concerns a .caidx only: a .caibx's header (no `with` bits) says nothing about a catar
+    stored in it as a blob."""
+    from pycatar.decoder import CatarReader
+    from pycatar.index import IndexReader
+
+    tree = tmp_path / "t"
+    tree.mkdir()
+    (tree / "f").write_text("blob\n")
+    run_casync("make", tmp_path / "a.catar", tree)
+    run_casync("make", "--store", tmp_path / "s", tmp_path / "a.caibx", tmp_path / "a.catar")
+    with IndexReader(str(tmp_path / "a.caibx")) as index, index.open_stream([str(tmp_path / "s")]) as stream:
+        assert [e.path for e in CatarReader(stream)] == ["", "f"]

@@ -73,6 +73,7 @@ _ACL_FIXED = fmt.ACL_ENTRY_FIXED_SIZE
 _ITEMS = fmt.GOODBYE_ITEM  # struct of one GOODBYE item
 
 _WITH_UIDS = int(_I.WITH_16BIT_UIDS | _I.WITH_32BIT_UIDS)
+_WITH_ANY = int(_flags.WITH_MASK)
 _WITH_TIMES = int(_I.WITH_NSEC_TIME | _I.WITH_USEC_TIME | _I.WITH_SEC_TIME | _I.WITH_2SEC_TIME)
 _ENTRY_FLAG_BITS = int(_flags.WITH_FAT_ATTRS | _flags.WITH_CHATTR | _I.WITH_SUBVOLUME | _I.WITH_SUBVOLUME_RO)
 
@@ -248,7 +249,8 @@ def _declared_feature_flags(f) -> int | None:
     (index.md INDEX-10)."""
     header = getattr(getattr(f, "reader", None), "header", None)
     ff = getattr(header, "feature_flags", None)
-    return ff if isinstance(ff, int) and ff else None
+    # a .caibx (a blob index: no WITH_* bits, INDEX-4) declares nothing about a catar stored as a blob
+    return ff if isinstance(ff, int) and ff & _WITH_ANY else None
 
 
 def _seekable(f) -> bool:
