@@ -655,3 +655,19 @@ def test_catar_stored_as_a_blob_reads_through_its_caibx(tmp_path, run_casync):
     run_casync("make", "--store", tmp_path / "s", tmp_path / "a.caibx", tmp_path / "a.catar")
     with IndexReader(str(tmp_path / "a.caibx")) as index, index.open_stream([str(tmp_path / "s")]) as stream:
         assert [e.path for e in CatarReader(stream)] == ["", "f"]
+
+
+def test_tar_implied_directories_before_1970(tmp_path):
+    """TAR-6: implied directories take the newest member mtime, also when every member is older than
+    1970 (before: 0)."""
+    from pycatar import archive
+    from pycatar.validate import mtime_ns
+
+    ti, data = _member("a/f", data=b"x")
+    ti.pax_headers = {"mtime": "-86400.25"}
+    (tmp_path / "in.tar").write_bytes(_tar([(ti, data)]))
+    p = pycatar("make", "--input-format=tar", tmp_path / "out.catar", tmp_path / "in.tar")
+    assert p.returncode == 0, p.stderr
+    with archive.open(str(tmp_path / "out.catar")) as ar:
+        times = {e.path: mtime_ns(e.mtime) for e in ar}
+    assert times == {"": -86_400_250_000_000, "a": -86_400_250_000_000, "a/f": -86_400_250_000_000}

@@ -338,7 +338,7 @@ class TarTree:
     def __init__(self, tar_input: _TarInput, spool_dir: str | None = None):
         self.input = tar_input
         self.root = _Member(st.S_IFDIR)  # implied unless the tar has a "." member
-        self.newest = 0
+        self.newest: int | None = None  # the newest member mtime (ns; negative before 1970)
         self.warnings: list[str] = []
         self._hardlinks: list[str] = []
         self._dropped: dict[str, list[str]] = {}
@@ -403,7 +403,7 @@ class TarTree:
         else:
             raise TarError(f"tar member {ti.name!r}: unsupported member type {ti.type!r}")
         m = _Member(ftype, ti.mode & 0o7777, ti.uid, ti.gid, _pax_mtime(ti))
-        self.newest = max(self.newest, m.mtime)
+        self.newest = m.mtime if self.newest is None else max(self.newest, m.mtime)
         m.uname, m.gname = _valid_name(ti.uname), _valid_name(ti.gname)
         if ftype == st.S_IFLNK:
             target = os.fsencode(ti.linkname)
@@ -575,7 +575,8 @@ class TarEncoder(CatarSerializer):
         p = self.policy
         flags = p.flags
         if m.mtime is None:  # an implied directory (TAR-6)
-            e = p.base_entry(path, st.S_IFDIR | 0o755, p.uid_shift, p.uid_shift, self.tree.newest,
+            newest = self.tree.newest
+            e = p.base_entry(path, st.S_IFDIR | 0o755, p.uid_shift, p.uid_shift, 0 if newest is None else newest,
                              lambda _i: None, lambda _i: None)
             return e
         uname, gname = m.uname, m.gname
