@@ -5,7 +5,8 @@
  *
  * read_file(path, limit) reads a whole file (not following a final symlink) in one call: the bytes,
  * None if it does not exist (ENOENT, ENOTDIR, or ELOOP: a symlink), or (step, errno) on failure --
- * step 0 open, 1 read, 2 the file holds more than ``limit`` bytes (errno 0).
+ * step 0 open, 1 read (EISDIR/EINVAL: a directory or another file that is not a regular file; it is
+ * opened with O_NONBLOCK, so a FIFO never blocks), 2 the file holds more than ``limit`` bytes (errno 0).
  *
  * install_file(tmp, final, data, mode) writes a new file once and for all (the chunk store): creates
  * ``tmp`` exclusively with ``mode``, writes ``data``, closes it, hard-links it to ``final`` (which is
@@ -23,8 +24,8 @@
  * A job is the tuple
  *   (dir_fd, tmp_name: bytes, name: bytes, pieces: sequence of buffers, size, open_mode,
  *    uid, gid, mode, mtime_ns, granularity_ns, sparse)
- * where uid/gid -1 means "leave the owner", mode -1 "leave the mode" and mtime_ns -1 "leave the
- * mtime".  The batch stops at the first failure; the failed job's temporary file is removed.
+ * where uid/gid -1 means "leave the owner", mode -1 "leave the mode" and granularity_ns 0 "leave the
+ * mtime" (mtime_ns is signed: negative before 1970).  The batch stops at the first failure; the failed job's temporary file is removed.
  *
  * Returns (jobs_done, hole_bytes, failed_index, step, errno); failed_index is -1 on success.
  * Steps: 0 create, 1 write, 2 inspect, 3 set owner, 4 set mode, 5 set mtime, 6 verify mtime
@@ -186,12 +187,13 @@ static int do_job(const Job *j, long long *holes, int *step) {
                 goto fail;
         }
     }
-    if (j->mtime_ns >= 0) {
+    if (j->granularity_ns > 0) {
         struct timespec ts[2];
         ts[0].tv_sec = 0;
         ts[0].tv_nsec = UTIME_OMIT;
-        ts[1].tv_sec = (time_t)(j->mtime_ns / 1000000000LL);
-        ts[1].tv_nsec = (long)(j->mtime_ns % 1000000000LL);
+        long long ns = j->mtime_ns % 1000000000LL;  /* floor division: times before 1970 are negative */
+        ts[1].tv_sec = (time_t)(j->mtime_ns / 1000000000LL - (ns < 0));
+        ts[1].tv_nsec = (long)(ns < 0 ? ns + 1000000000LL : ns);
         *step = STEP_MTIME;
         if (futimens(fd, ts) < 0)
             goto fail;
@@ -199,7 +201,7 @@ static int do_job(const Job *j, long long *holes, int *step) {
     *step = STEP_RENAME;
     if (renameat(j->dir_fd, j->tmp, j->dir_fd, j->name) < 0)
         goto fail;
-    if (j->mtime_ns >= 0 && j->granularity_ns > 0) {
+    if (j->granularity_ns > 0) {
         *step = STEP_VERIFY;
         if (fstat(fd, &st) < 0) {
             int e = errno;
@@ -353,7 +355,7 @@ static PyObject *read_file(PyObject *self, PyObject *args) {
     size_t cap = 0, len = 0;
     Py_BEGIN_ALLOW_THREADS
     do
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK); /* a FIFO never blocks */
     while (fd < 0 && errno == EINTR);
     if (fd < 0) {
         err = errno;
@@ -362,6 +364,8 @@ static PyObject *read_file(PyObject *self, PyObject *args) {
         step = 1;
         if (fstat(fd, &st) < 0) {
             err = errno;
+        } else if (!S_ISREG(st.st_mode)) {
+            err = S_ISDIR(st.st_mode) ? EISDIR : EINVAL; /* a FIFO, device or socket: not a file to read */
         } else if (st.st_size > limit) {
             step = 2;
         } else {

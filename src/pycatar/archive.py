@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from . import digest as _digest
 from .encoder import CatarEncoder
+from .errors import PycatarError
 from .fileio import AtomicFile
 from .flags import DEFAULT, digest_name
 
@@ -47,11 +48,15 @@ def write_archive(output, encoder, *, mode: int = 0o644, on_bytes=None) -> MakeR
     h = _digest.new(digest_name(encoder.feature_flags))
     if output is None or hasattr(output, "write"):
         out = output if output is not None else sys.stdout.buffer
-        _pump(encoder, h, out, on_bytes)
-        out.flush()
+        name = getattr(out, "name", None) if output is not None else "standard output"
+        _pump(encoder, h, out, name if isinstance(name, str) else "the output", on_bytes)
+        try:
+            out.flush()
+        except OSError as e:
+            raise PycatarError(f"Failed to write {name}: {e.strerror or e}") from None
     else:
         with AtomicFile(output, mode) as out:
-            _pump(encoder, h, out, on_bytes)
+            _pump(encoder, h, out, os.fsdecode(output), on_bytes)
     return MakeResult(h.hexdigest(), encoder.offset, encoder.feature_flags, encoder.covering_flags)
 
 
@@ -59,8 +64,12 @@ def write_archive(output, encoder, *, mode: int = 0o644, on_bytes=None) -> MakeR
 _PUMP_DEPTH = 3
 
 
-def _pump(encoder, h, out=None, on_bytes=None) -> None:
-    """Hash (and write to ``out``, if given) the stream of ``encoder``.  A
+def _write_error(name: str, e: OSError) -> PycatarError:
+    return PycatarError(f"Failed to write {name}: {e.strerror or e}")  # e.g. a full disk, named
+
+
+def _pump(encoder, h, out=None, name: str = "the output", on_bytes=None) -> None:
+    """Hash (and write to ``out``, named ``name`` in errors, if given) the stream of ``encoder``.  A
     :class:`~pycatar.encoder.CatarEncoder` fills large buffers that helper threads hash and write
     (both release the GIL) while the walk goes on; the buffers are recycled.  Other serialisers'
     pieces are handled inline."""
@@ -68,7 +77,10 @@ def _pump(encoder, h, out=None, on_bytes=None) -> None:
         for piece in encoder:
             h.update(piece)
             if out is not None:
-                out.write(piece)
+                try:
+                    out.write(piece)
+                except OSError as e:
+                    raise _write_error(name, e) from None
             if on_bytes is not None:
                 on_bytes(len(piece))
         return
@@ -85,6 +97,9 @@ def _pump(encoder, h, out=None, on_bytes=None) -> None:
             return
         try:
             out.write(mv)
+        except OSError as e:
+            failed.append(e)
+            raise _write_error(name, e) from None
         except BaseException as e:
             failed.append(e)
             raise

@@ -24,6 +24,7 @@ from typing import Iterator
 
 from . import flags as _flags
 from . import format as fmt
+from . import validate as _validate
 from .entry import ACLDefault, ACLEntry, Entry
 from .errors import FormatError, UnsupportedError
 from .flags import Flag as F
@@ -34,7 +35,7 @@ __all__ = ["CatarReader", "name_hash", "bst_layout", "MAX_DEPTH", "PAYLOAD_PIECE
 #: Pieces :meth:`CatarReader.read_payload` yields are at most this large.
 PAYLOAD_PIECE = 1 << 20
 #: casync keeps 64 decoder nodes (the root plus 63 levels below it); deeper archives are rejected.
-MAX_DEPTH = 63
+MAX_DEPTH = _validate.MAX_DEPTH
 
 _SEQ_READAHEAD = 1 << 20  # sequential iteration: large reads
 _RANDOM_READAHEAD = 4096  # lookups: read little beyond what is needed
@@ -69,39 +70,17 @@ _HDR = fmt.HEADER_SIZE
 _ITEM = fmt.GOODBYE_ITEM_SIZE
 _GOODBYE_MIN = _HDR + _ITEM  # header plus tail, no items
 _ACL_FIXED = fmt.ACL_ENTRY_FIXED_SIZE
+_ITEMS = fmt.GOODBYE_ITEM  # struct of one GOODBYE item
 
 _WITH_UIDS = int(_I.WITH_16BIT_UIDS | _I.WITH_32BIT_UIDS)
+_WITH_ANY = int(_flags.WITH_MASK)
 _WITH_TIMES = int(_I.WITH_NSEC_TIME | _I.WITH_USEC_TIME | _I.WITH_SEC_TIME | _I.WITH_2SEC_TIME)
 _ENTRY_FLAG_BITS = int(_flags.WITH_FAT_ATTRS | _flags.WITH_CHATTR | _I.WITH_SUBVOLUME | _I.WITH_SUBVOLUME_RO)
 
 
-def _cstr_ok(body: bytes, maximum: int) -> bool:
-    # a NUL-terminated string of at least one character, no NUL inside, at most `maximum` bytes with NUL
-    n = len(body)
-    return 2 <= n <= maximum and body[-1] == 0 and body.find(b"\0", 0, n - 1) < 0
-
-
-_NAME_FIRST = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
-_NAME_REST = _NAME_FIRST | frozenset(b"0123456789-")
-_DIGITS = frozenset(b"0123456789")
-
-
-def _user_name_ok(body: bytes, strict_casync: bool) -> bool:
-    # casync's validate_user_group_name(); see CATAR-21.
-    n = len(body)
-    if n < 2 or n > 256 or body[-1] != 0:
-        return False
-    first = body[0]
-    if first not in _NAME_FIRST and (strict_casync or first not in _DIGITS):
-        return False
-    if not all(c in _NAME_REST for c in body[1:-1]):
-        return False
-    return body not in (b"root\0", b"0\0")
-
-
-def _xattr_name_ok(name: bytes) -> bool:
-    dot = name.find(b".")
-    return 0 < dot < len(name) - 1 and len(name) <= 255
+_cstr_ok = _validate.cstr_ok
+_user_name_ok = _validate.user_name_ok
+_xattr_name_ok = _validate.xattr_name_ok
 
 
 class _Source:
@@ -264,6 +243,16 @@ class _Frame:
         self.depth = depth
 
 
+def _declared_feature_flags(f) -> int | None:
+    """The feature flags a container declares for the stream ``f``: a .caidx header (the stream of an
+    index, blob.IndexStream, carries its IndexReader as ``reader``) -- the archive's MUST equal them
+    (index.md INDEX-10)."""
+    header = getattr(getattr(f, "reader", None), "header", None)
+    ff = getattr(header, "feature_flags", None)
+    # a .caibx (a blob index: no WITH_* bits, INDEX-4) declares nothing about a catar stored as a blob
+    return ff if isinstance(ff, int) and ff & _WITH_ANY else None
+
+
 def _seekable(f) -> bool:
     try:
         if not f.seekable():
@@ -296,10 +285,13 @@ class CatarReader:
         self._src = _Source(fileobj, self._seekable, 0)
         self._mask = _U64_MAX if feature_mask is None else _flags.normalize_mask(feature_mask)
         self._strict = strict_casync
+        self._declared = _declared_feature_flags(fileobj)
         self.feature_flags: int | None = None
         self._checked: set = set()  # ENTRY (mode, flags) pairs and ids found valid (feature flags are fixed)
         self.replay_flags: int | None = None
         self._root: Entry | None = None
+        self._root_children = 0  # offset of the root's first FILENAME (or GOODBYE) record
+        self._tiled: set[int] = set()  # directories whose GOODBYE items were found to tile them (CATAR-61)
         # the regular file just yielded: its cursor and how much payload is left unread
         self._payload_src: _Source | None = None
         self._payload_left = 0
@@ -361,6 +353,13 @@ class CatarReader:
             return None
         dir_start = directory.offset
         goodbye_start, n_items = self._locate_goodbye(src, dir_start, end)
+        if dir_start not in self._tiled:  # CATAR-61: an item found must be a child, not a grandchild
+            self._check_tiling(src, dir_start, self._root_children if dir_start == 0 else None, goodbye_start,
+                               n_items)
+            self._tiled.add(dir_start)
+        depth = directory.path.count("/") + 2 if directory.path else 1
+        if depth > MAX_DEPTH:
+            raise FormatError(f"archive nests deeper than {MAX_DEPTH} directories below offset {dir_start}")
         for offset, item_size in self._search(src, goodbye_start, n_items, name_hash(name)):
             start, item_end = self._item_extent(dir_start, goodbye_start, offset, item_size)
             src.seek(start)
@@ -580,6 +579,24 @@ class CatarReader:
         return goodbye_start, n
 
     @staticmethod
+    def _check_tiling(src: _Source, dir_start: int, children: int | None, goodbye_start: int, n: int) -> None:
+        """CATAR-61: the extents of a directory's GOODBYE items, in offset order, follow each other
+        without gap or overlap from its first FILENAME record to its GOODBYE record; so an item found
+        by a lookup is a child of this directory, not an entry further down (a phantom sub-path)."""
+        src.seek(goodbye_start + _HDR)
+        table = src.read(n * _ITEM, "GOODBYE items")
+        extents = sorted((goodbye_start - offset, size) for offset, size, _ in _ITEMS.iter_unpack(table))
+        pos = children if children is not None else (extents[0][0] if extents else goodbye_start)
+        for start, size in extents:
+            if start != pos or size == 0:
+                raise FormatError(f"GOODBYE items of the directory at offset {dir_start} do not tile its "
+                                  f"children (an item at offset {start}, expected {pos})")
+            pos = start + size
+        if pos != goodbye_start:
+            raise FormatError(f"GOODBYE items of the directory at offset {dir_start} do not tile its "
+                              f"children (they end at offset {pos}, its GOODBYE record is at {goodbye_start})")
+
+    @staticmethod
     def _search(src: _Source, goodbye_start: int, n: int, h: int) -> Iterator[tuple[int, int]]:
         """Every (offset, size) with hash h, in the order a search of the BST array meets them (the
         left subtree before the right one when a node's hash equals h).  Reads only the items visited."""
@@ -612,6 +629,7 @@ class CatarReader:
             if src.at_eof():
                 raise FormatError("archive is empty")
             root = self._parse_entry(src, "", at_root=True)
+            self._root_children = src.pos
             self._check_root_end(src, root)
             self._root = root
         return self._root
@@ -686,6 +704,7 @@ class CatarReader:
         have_payload = have_symlink = have_device = have_dir_end = False
         last_xattr: bytes | None = None
         last_acl: dict[int, tuple] = {}
+        xattr_names = xattr_bytes = acl_access = acl_default = 0  # CATAR-31 limits
 
         while True:
             at = src.pos
@@ -766,6 +785,11 @@ class CatarReader:
                 if last_xattr is not None and xname <= last_xattr:
                     raise fail("XATTR records are not strictly ordered by name", at)
                 last_xattr = xname
+                xattr_names += nul + 1
+                xattr_bytes += size - _HDR
+                if xattr_names > _validate.XATTR_NAMES_MAX or xattr_bytes > _validate.XATTR_BYTES_MAX:
+                    raise fail(f"the entry's xattrs exceed the limits of {_validate.XATTR_NAMES_MAX} bytes of "
+                               f"names and {_validate.XATTR_BYTES_MAX} bytes in all (CATAR-31)", at)
                 e.xattrs.append((xname, body[nul + 1:]))
             elif rtype in _ACL_LISTS:
                 if not af & _I.WITH_ACL:
@@ -782,6 +806,12 @@ class CatarReader:
                 self._check_id(ident, af, "ACL id", at)
                 if perms & ~7:
                     raise fail(f"{self._type_name(rtype)} record has invalid permissions 0x{perms:x}", at)
+                if rtype == _ACL_USER or rtype == _ACL_GROUP:
+                    acl_access += 1
+                else:
+                    acl_default += 1
+                if acl_access > _validate.ACL_NAMED_MAX or acl_default > _validate.ACL_NAMED_MAX:
+                    raise fail(f"the entry's ACL has more than {_validate.ACL_NAMED_MAX} named entries (CATAR-31)", at)
                 key = (ident, aname is not None, aname or b"", perms)
                 prev = last_acl.get(rtype)
                 if prev is not None and key <= prev:
@@ -836,7 +866,7 @@ class CatarReader:
                 if not af & _I.WITH_DEVICE_NODES:
                     raise fail("DEVICE record without the device-nodes feature", at)
                 _, _, major, minor = fmt.DEVICE.unpack(data)
-                if major >= 1 << 12 or minor >= 1 << 20:
+                if not _validate.device_ok(major, minor):
                     raise fail(f"DEVICE record has invalid numbers {major}:{minor}", at)
                 e.rdev_major, e.rdev_minor = major, minor
                 have_device = True
@@ -891,6 +921,9 @@ class CatarReader:
             raise FormatError(f"feature flags 0x{ff:x} select two digests (ENTRY at offset {off})")
         if not _flags.is_normalized(ff):
             raise FormatError(f"feature flags 0x{ff:x} of the ENTRY at offset {off} are not normalized")
+        if self._declared is not None and ff != self._declared:
+            raise FormatError(f"ENTRY at offset {off} has feature flags 0x{ff:x}, the index header declares "
+                              f"0x{self._declared:x}")
         self.feature_flags = ff
         replay = _flags.normalize_mask(ff) & self._mask
         self.replay_flags = _flags.normalize(replay & int(_flags.FLAGS_MAX))
@@ -926,27 +959,11 @@ class CatarReader:
 
     @staticmethod
     def _check_id(v: int, af: int, what: str, off: int) -> None:
-        if af & _I.WITH_16BIT_UIDS:
-            ok = v < 0xFFFF
-        elif af & _I.WITH_32BIT_UIDS:
-            ok = v < 0xFFFFFFFF and v != 0xFFFF
-        else:
-            ok = v == 0
-        if not ok:
+        if not _validate.id_ok(v, af):
             raise FormatError(f"record at offset {off} has invalid {what} {v}")
 
     def _check_mtime(self, t: int, af: int, off: int) -> None:
-        if af & _I.WITH_NSEC_TIME:
-            ok = t != _U64_MAX
-        elif af & _I.WITH_USEC_TIME:
-            ok = t != _U64_MAX and t % (1_000_000 if self._strict else 1000) == 0
-        elif af & _I.WITH_SEC_TIME:
-            ok = t % 1_000_000_000 == 0
-        elif af & _I.WITH_2SEC_TIME:
-            ok = t % 2_000_000_000 == 0
-        else:
-            ok = t == 0
-        if not ok:
+        if not _validate.mtime_ok(t, af, self._strict):
             raise FormatError(f"ENTRY at offset {off} has an mtime ({t}) finer than the feature flags allow")
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
-from . import exclude, format as fmt, fsmeta
+from . import exclude, format as fmt, fsmeta, validate
 from siphash24 import siphash24
 
 from .goodbye import goodbye_record, name_hash
@@ -107,12 +107,19 @@ class EntryPolicy:
             uid %= self.uid_range
         return uid
 
+    def _stored_name(self, name: str) -> str | None:
+        # a name readers reject (CATAR-21, e.g. "john.doe") is left out when ids are stored (the id
+        # says who it is); without ids it stays, and check_entry refuses the entry (CATAR-20, CATAR-60)
+        if self.flags & WITH_UIDS and not validate.user_name_ok(os.fsencode(name) + b"\0"):
+            return None
+        return name
+
     def _name_for(self, ident: int, lookup) -> str | None:
         if ident == 0:
             return None
         name = lookup(ident)
         if name is not None:
-            return name
+            return self._stored_name(name)
         if self.flags & WITH_UIDS:
             return None
         return str(self._shift(ident))
@@ -123,7 +130,7 @@ class EntryPolicy:
             return None
         name = lookup(ident)
         if name is not None:
-            return name
+            return self._stored_name(name)
         return None if self.flags & WITH_UIDS else str(ident)
 
     def base_entry(self, path: str, mode: int, uid: int, gid: int, mtime_ns: int,
@@ -144,14 +151,12 @@ class EntryPolicy:
 
         if self.clamp is not None and mtime_ns > self.clamp:
             mtime_ns = self.clamp
-        mtime = 0 if self.granularity is None else (mtime_ns // self.granularity) * self.granularity
+        mtime = validate.file_mtime(path, mtime_ns, self.granularity)
 
         owner, group = self.owner, self.group
         if flags & WITH_UIDS:
             suid = self._shift(uid) if owner is None else owner
             sgid = self._shift(gid) if group is None else group
-            if flags & F.WITH_16BIT_UIDS and (suid > 0xFFFF or sgid > 0xFFFF):
-                raise UnsupportedError(f"{path or '.'}: UID/GID does not fit in 16 bits")
         else:
             suid = sgid = 0
 
@@ -224,8 +229,6 @@ class TreeWalker(EntryPolicy):
                 mask = perm
             elif tag in (ACL_USER, ACL_GROUP):
                 shifted = self._shift(ident)
-                if self.flags & F.WITH_16BIT_UIDS and shifted > 0xFFFF:
-                    raise UnsupportedError(f"ACL id {ident} does not fit in 16 bits")
                 lookup = fsmeta.user_name if tag == ACL_USER else fsmeta.group_name
                 name = self._name_for(ident, lookup) if with_names else None
                 (users if tag == ACL_USER else groups).append(
@@ -245,7 +248,7 @@ class TreeWalker(EntryPolicy):
         xattrs = []
         for name in names:
             bname = os.fsencode(name)
-            store = (bname.startswith((b"user.", b"trusted.")) and _valid_xattr_name(bname))
+            store = (bname.startswith((b"user.", b"trusted.")) and validate.xattr_name_ok(bname))
             fcaps = is_reg and name == "security.capability"
             if not (store or fcaps):
                 continue
@@ -399,7 +402,8 @@ class TreeWalker(EntryPolicy):
             t = st.S_IFMT(s.st_mode)
             fd = None
             if t in _FD_NODES:
-                oflags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NOFOLLOW
+                # O_NONBLOCK: replaced by a FIFO since the stat, the open must not block (_O_FILE)
+                oflags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NOFOLLOW | os.O_NONBLOCK
                 if t == st.S_IFDIR:
                     oflags |= os.O_DIRECTORY
                 try:
@@ -407,8 +411,22 @@ class TreeWalker(EntryPolicy):
                 except FileNotFoundError:
                     continue
                 except OSError as e:
-                    raise PycatarError(f"Failed to open {prefix}{name}: {e.strerror}") from None
-                s = os.fstat(fd)
+                    if e.errno not in (errno.ELOOP, errno.ENOTDIR):  # replaced by a symlink or file
+                        raise PycatarError(f"Failed to open {prefix}{name}: {e.strerror}") from None
+                    fd = None
+                if fd is not None:
+                    s = os.fstat(fd)
+                if fd is None or st.S_IFMT(s.st_mode) != t:  # replaced meanwhile: archive what is there now
+                    if fd is not None:
+                        os.close(fd)
+                        fd = None
+                    try:
+                        s = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    t = st.S_IFMT(s.st_mode)
+                    if t in _FD_NODES:
+                        raise PycatarError(f"{prefix}{name}: replaced while it was being archived")
             try:
                 chattr = fsmeta.read_chattr(fd) if fd is not None and self.flags & _CHATTR_OR_NODUMP else None
                 keep, sub = self._shall_store(node, name, bname, s, fd, chattr)
@@ -432,16 +450,13 @@ class TreeWalker(EntryPolicy):
         yield 1, node.entry, node
 
 
-def _valid_xattr_name(name: bytes) -> bool:
-    dot = name.find(b".")
-    return 0 < dot < len(name) - 1 and len(name) <= 255
-
-
 def iter_entries(root, feature_flags: int, **options) -> Iterator[Entry]:
-    """The entries of the tree at ``root``, in archive order, as an archive with these flags holds them."""
+    """The entries of the tree at ``root``, in archive order, as an archive with these flags holds them;
+    an entry no archive can hold is refused as the encoder refuses it (CATAR-60)."""
     walker = TreeWalker(root, EncoderOptions(feature_flags, **options))
     for event, entry, _node in walker.walk():
         if event == 0:
+            validate.check_entry(entry)
             yield entry
 
 
@@ -500,6 +515,13 @@ def entry_records(entry: Entry) -> bytes:
     return b"".join(parts)
 
 
+def checked_records(entry: Entry) -> bytes:
+    """:func:`entry_records`, after :func:`validate.check_entry`: what every encoder writes, so that
+    it never writes an entry a reader rejects (CATAR-60)."""
+    validate.check_entry(entry)
+    return entry_records(entry)
+
+
 class CatarSerializer:
     """The catar stream of any source of entries in archive order: ENTRY records, FILENAME records
     before every child, payloads, and the GOODBYE table closing each directory (spec/catar.md).
@@ -529,7 +551,7 @@ class CatarSerializer:
                 stack[-1][1].append([name_hash(bname), self.offset, None])
                 self.offset += len(rec)
                 yield rec
-            data = entry_records(entry)
+            data = checked_records(entry)
             entry.offset = self.offset
             self.offset += len(data)
             yield data
@@ -613,7 +635,9 @@ _T_GROUP = int(fmt.RecordType.GROUP)
 _T_PAYLOAD = int(fmt.RecordType.PAYLOAD)
 _T_FILENAME = int(fmt.RecordType.FILENAME)
 _S_IFMT, _S_IFREG, _S_IFDIR = 0o170000, st.S_IFREG, st.S_IFDIR
-_O_FILE = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NOFOLLOW
+#: O_NONBLOCK: a file replaced by a FIFO after the listing must not block the open (its type is
+#: checked after opening); reads of regular files and directories ignore the flag
+_O_FILE = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NOFOLLOW | os.O_NONBLOCK
 _O_DIR = _O_FILE | os.O_DIRECTORY
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 #: file systems whose listxattr() names every xattr getxattr() can read (POSIX ACLs included; the
@@ -710,6 +734,9 @@ class _FastEncoder:
     def _head(self, path: str, mode: int, uid: int, gid: int) -> tuple[int, int, int, bytes]:
         """(stored mode, uid, gid, USER and GROUP records) as base_entry makes them."""
         e = self.w.base_entry(path, mode, uid, gid, 0)
+        problem = validate.owner_problem(e.uid, e.gid, e.user, e.group, e.feature_flags)
+        if problem:
+            raise validate.refusal(path, problem)
         ug = b""
         if e.user is not None:
             ug += _string_record(_T_USER, e.user)
@@ -781,7 +808,7 @@ class _FastEncoder:
         root = None
         try:
             root = w._root_node(root_fd)
-            out.put(entry_records(root.entry))
+            out.put(checked_records(root.entry))
             frames.append([root, self._children(root), [], 0, ""])
             while frames:
                 frame = frames[-1]
@@ -827,6 +854,8 @@ class _FastEncoder:
                                     raise PycatarError(f"Failed to open {prefix}{name}: {e.strerror}") from None
                                 s = os_fstat(fd)
                                 t = s.st_mode & _S_IFMT
+                                if t != _S_IFREG and t != _S_IFDIR:  # replaced again
+                                    raise PycatarError(f"{prefix}{name}: replaced while it was being archived")
                         chattr = None
                         if fd is not None and want_chattr:  # fsmeta.read_chattr, with a reused buffer
                             try:
@@ -845,12 +874,14 @@ class _FastEncoder:
                                 continue
                             sub = ()
                         path = prefix + name
+                        if len(frames) > validate.MAX_DEPTH:  # the child's depth is len(frames)
+                            raise validate.refusal(path, validate.depth_problem(path))
                         start = out.base + out.pos
                         rec = hdr_pack(17 + len(bname), _T_FILENAME) + bname + b"\0"
                         entry_offset = start + len(rec)
                         if fd is None:
                             target = os.readlink(name, dir_fd=dfd) if t == st.S_IFLNK else None
-                            out.put(rec + entry_records(w.make_entry(path, s, None, dfd, name, pmagic, target, chattr)))
+                            out.put(rec + checked_records(w.make_entry(path, s, None, dfd, name, pmagic, target, chattr)))
                             items.append([siphash(bname, key=hash_key).intdigest() & _U64_MASK, start,
                                           out.base + out.pos])
                             continue
@@ -896,7 +927,7 @@ class _FastEncoder:
                         if slow:
                             entry = w.make_entry(path, s, fd, dfd, name, magic, None, chattr)
                             size = entry.size
-                            rec += entry_records(entry)
+                            rec += checked_records(entry)
                         else:
                             mode = s.st_mode
                             head = heads.get((mode, s.st_uid, s.st_gid))
@@ -907,6 +938,8 @@ class _FastEncoder:
                                 mtime = clamp
                             if gran is None:
                                 mtime = 0
+                            elif mtime < 0 or mtime >> 63:  # before 1970 or after 2262
+                                mtime = validate.file_mtime(path, mtime, gran)
                             elif gran != 1:
                                 mtime -= mtime % gran
                             eflags = 0

@@ -36,6 +36,7 @@ from ._fileio import write_files
 from .entry import Entry, select_subtree
 from .errors import FormatError, PycatarError, UnsupportedError
 from .flags import B as F
+from .validate import mtime_ns
 from .flags import (
     BTRFS_SUPER_MAGIC,
     FLAGS_MAX,
@@ -661,7 +662,7 @@ class _Extractor:
         granularity = self._granularity
         batcher = self.batcher
         job = (dir_fd, batcher.temp_name(raw), raw, pieces, size, 0o600 | (mode & 0o7777), uid, gid,
-               mode & 0o7777 if self._modes else -1, entry.mtime if granularity is not None else -1,
+               mode & 0o7777 if self._modes else -1, mtime_ns(entry.mtime) if granularity is not None else -1,
                granularity or 0, self.punch_holes)
         self.stats.files += 1
         self.stats.payload_bytes += size
@@ -846,7 +847,7 @@ class _Extractor:
         granularity = time_granularity_ns(replay)
         if granularity is not None:
             self.what = "set the modification time of"
-            _set_mtime(fd, node.dir_fd, node.current, entry.mtime)
+            _set_mtime(fd, node.dir_fd, node.current, mtime_ns(entry.mtime))
 
         if node.tmp is not None:
             self.what = "move into place"
@@ -872,7 +873,7 @@ class _Extractor:
         if granularity is not None:
             self.what = "verify the modification time of"
             st = self._stat(node)
-            if st.st_mtime_ns // granularity != entry.mtime // granularity:
+            if st.st_mtime_ns // granularity != mtime_ns(entry.mtime) // granularity:
                 raise _mtime_precision_error(node.shown)
 
         if fd >= 0 and node.dir_fd >= 0:  # not the destination directory, which the caller closes

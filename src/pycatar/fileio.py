@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import secrets
 
+from .errors import PycatarError
+
 
 class AtomicFile:
     """A binary file written under a temporary name in the target's directory, fsync'ed and renamed
@@ -27,13 +29,18 @@ class AtomicFile:
 
     def __exit__(self, exc_type, exc, tb):
         try:
-            if exc_type is None:
-                self.file.flush()
-                if self.fsync:
-                    os.fsync(self.file.fileno())
-            self.file.close()
-            if exc_type is None:
-                os.rename(self.tmp, self.path)
+            try:
+                if exc_type is None:
+                    self.file.flush()
+                    if self.fsync:
+                        os.fsync(self.file.fileno())
+                self.file.close()
+                if exc_type is None:
+                    os.rename(self.tmp, self.path)
+            except OSError as e:
+                if exc_type is not None:
+                    return False  # the block's own error is the one to report
+                raise PycatarError(f"Failed to write {self.path}: {e.strerror or e}") from None  # e.g. disk full
         finally:
             if os.path.lexists(self.tmp):
                 os.unlink(self.tmp)

@@ -267,21 +267,28 @@ class IndexReader:
         else:
             self.name = name or getattr(source, "name", "<index>")
             f = source
-            seekable = False
+        seekable = False
+        try:
+            seekable = f.seekable()
+        except (AttributeError, OSError, ValueError):
+            pass
+        if not seekable:  # a pipe, also one given by name (<(cat x.caibx)): read it once, in order (INDEX-9)
+            spool = tempfile.SpooledTemporaryFile(max_size=16 << 20)
             try:
-                seekable = f.seekable()
-            except (AttributeError, OSError, ValueError):
-                pass
-            if not seekable:
-                spool = tempfile.SpooledTemporaryFile(max_size=16 << 20)
                 while True:
                     b = f.read(1 << 20)
                     if not b:
                         break
                     spool.write(b)
-                spool.seek(0)
-                f = spool
-                self._own = True
+            except OSError as e:
+                spool.close()
+                raise PycatarError(f"cannot read index {self.name}: {e.strerror or e}") from None
+            finally:
+                if self._own:
+                    f.close()
+            spool.seek(0)
+            f = spool
+            self._own = True
         self._f = f
         self._fd = None
         if not isinstance(f, tempfile.SpooledTemporaryFile):

@@ -516,7 +516,10 @@ def list_directory(root, entries: Iterable[Entry], feature_flags: int, verb: str
 
 def _file_digest(path: str, size: int, algo: str) -> bytes:
     h = _digest.new(algo)
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY)
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+    if not _stat.S_ISREG(os.fstat(fd).st_mode):  # replaced (by a FIFO: the open did not block)
+        os.close(fd)
+        raise PycatarError(f"{path}: replaced while it was being read")
     try:
         left = size
         while left > 0:

@@ -39,12 +39,15 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from . import digest as _digest
+from ._fileio import read_file
 from .chunker import Chunker
 from .errors import PycatarError
 
 INDEX_SUFFIXES = (".caibx", ".caidx")
 _ID = 32
-_O_READ = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY
+#: a cached chunk table larger than this is not read (a 4 GiB seed in 16 KiB chunks needs ~10 MiB)
+_CACHE_FILE_MAX = 1 << 30
+_O_READ = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK  # a FIFO never blocks an open (SEED-3)
 
 
 class SeedError(PycatarError):
@@ -162,10 +165,9 @@ class SeedCache:
         return os.path.join(self.path, f"{key}.pcseed")
 
     def load(self, key: str, fingerprint: bytes) -> ChunkTable | None:
-        try:
-            with open(self._file(key), "rb") as f:
-                blob = f.read()
-        except OSError:
+        # one C call: not following a symlink, never blocking on a FIFO, regular files only
+        blob = read_file(self._file(key), _CACHE_FILE_MAX)
+        if not isinstance(blob, bytes):
             return None
         return ChunkTable.load(blob, fingerprint)
 

@@ -19,8 +19,9 @@ import tempfile
 from decimal import Decimal, InvalidOperation, ROUND_FLOOR
 
 from . import flags as _flags
-from .decoder import MAX_DEPTH, _user_name_ok
-from .encoder import PAYLOAD_BLOCK, CatarSerializer, EncoderOptions, EntryPolicy, _valid_xattr_name, type_stored
+from .decoder import MAX_DEPTH
+from .validate import mtime_ns, user_name_ok, xattr_name_ok
+from .encoder import PAYLOAD_BLOCK, CatarSerializer, EncoderOptions, EntryPolicy, type_stored
 from .entry import Entry
 from .errors import FormatError, PycatarError, UnsupportedError, UsageError
 from .flags import B
@@ -28,7 +29,7 @@ from .flags import B
 _ENCODING = sys.getfilesystemencoding()
 _ERRORS = "surrogateescape"
 _NS = 1_000_000_000
-_U64 = (1 << 64) - 1
+_I64 = 1 << 63
 
 #: the exclude bits never apply to tar input (TAR-3)
 _EXCLUDE_BITS = B.EXCLUDE_FILE | B.EXCLUDE_NODUMP | B.EXCLUDE_SUBMOUNTS
@@ -309,21 +310,25 @@ def _pax_mtime(ti: tarfile.TarInfo) -> int:
     text = ti.pax_headers.get("mtime")
     if text is not None:
         try:
-            ns = int((Decimal(text) * _NS).to_integral_value(rounding=ROUND_FLOOR))
+            d = Decimal(text) * _NS
+            if not d.is_finite() or not -_I64 <= d < _I64:
+                raise TarError(f"tar member {ti.name!r}: mtime {text} is beyond what catar can store "
+                               "(1677 to 2262)")
+            ns = int(d.to_integral_value(rounding=ROUND_FLOOR))
         except (InvalidOperation, ValueError):
             raise TarError(f"tar member {ti.name!r}: malformed pax mtime {text!r}") from None
     else:
         ns = int(ti.mtime) * _NS
-    if ns > _U64:
-        raise TarError(f"tar member {ti.name!r}: mtime beyond what catar can store")
-    return max(ns, 0)  # before 1970: stored as 0 (TAR-5)
+    if not -_I64 <= ns < _I64:
+        raise TarError(f"tar member {ti.name!r}: mtime beyond what catar can store (1677 to 2262)")
+    return ns  # before 1970: negative, stored as casync stores it (TAR-5, catar.md CATAR-19)
 
 
 def _valid_name(name: str) -> str | None:
     if not name:
         return None
     b = os.fsencode(name)
-    return name if _user_name_ok(b + b"\0", False) else None
+    return name if user_name_ok(b + b"\0") else None
 
 
 class TarTree:
@@ -333,7 +338,7 @@ class TarTree:
     def __init__(self, tar_input: _TarInput, spool_dir: str | None = None):
         self.input = tar_input
         self.root = _Member(st.S_IFDIR)  # implied unless the tar has a "." member
-        self.newest = 0
+        self.newest: int | None = None  # the newest member mtime (ns; negative before 1970)
         self.warnings: list[str] = []
         self._hardlinks: list[str] = []
         self._dropped: dict[str, list[str]] = {}
@@ -398,7 +403,7 @@ class TarTree:
         else:
             raise TarError(f"tar member {ti.name!r}: unsupported member type {ti.type!r}")
         m = _Member(ftype, ti.mode & 0o7777, ti.uid, ti.gid, _pax_mtime(ti))
-        self.newest = max(self.newest, m.mtime)
+        self.newest = m.mtime if self.newest is None else max(self.newest, m.mtime)
         m.uname, m.gname = _valid_name(ti.uname), _valid_name(ti.gname)
         if ftype == st.S_IFLNK:
             target = os.fsencode(ti.linkname)
@@ -423,7 +428,9 @@ class TarTree:
                         m.fcaps = data
                 elif name == b"security.selinux":
                     m.selinux = data
-                elif name.startswith((b"user.", b"trusted.")) and _valid_xattr_name(name) and len(data) <= 65536:
+                elif m.type == st.S_IFLNK:  # catar holds no xattrs of symlinks (catar.md CATAR-13)
+                    self._drop("xattrs of symlinks", path)
+                elif name.startswith((b"user.", b"trusted.")) and xattr_name_ok(name) and len(data) <= 65536:
                     m.xattrs[name] = data
                 else:
                     self._drop(f"xattr {os.fsdecode(name)}", path)
@@ -568,7 +575,8 @@ class TarEncoder(CatarSerializer):
         p = self.policy
         flags = p.flags
         if m.mtime is None:  # an implied directory (TAR-6)
-            e = p.base_entry(path, st.S_IFDIR | 0o755, p.uid_shift, p.uid_shift, self.tree.newest,
+            newest = self.tree.newest
+            e = p.base_entry(path, st.S_IFDIR | 0o755, p.uid_shift, p.uid_shift, 0 if newest is None else newest,
                              lambda _i: None, lambda _i: None)
             return e
         uname, gname = m.uname, m.gname
@@ -686,8 +694,8 @@ class TarStats:
 
 
 def _mtime_text(ns: int) -> str:
-    sec, frac = divmod(ns, _NS)
-    return f"{sec}.{frac:09d}".rstrip("0")
+    sec, frac = divmod(abs(ns), _NS)
+    return ("-" if ns < 0 else "") + f"{sec}.{frac:09d}".rstrip("0").rstrip(".")
 
 
 def _tar_names(root_path: str, whole: bool):
@@ -726,9 +734,10 @@ def tar_member(entry: Entry, name: str, replay: int, stats: TarStats) -> tarfile
     if replay & B.WITH_USER_NAMES:
         ti.uname, ti.gname = entry.user or "", entry.group or ""
     if replay & (B.WITH_SEC_TIME | B.WITH_USEC_TIME | B.WITH_NSEC_TIME | B.WITH_2SEC_TIME):
-        ti.mtime = entry.mtime // _NS
-        if entry.mtime % _NS:
-            pax["mtime"] = _mtime_text(entry.mtime)
+        ns = mtime_ns(entry.mtime)  # before 1970: negative (catar.md CATAR-19)
+        ti.mtime = ns // _NS
+        if ns % _NS or ns < 0:
+            pax["mtime"] = _mtime_text(ns)
     if replay & B.WITH_XATTRS:
         for xname, value in entry.xattrs:
             pax[_XATTR_PREFIX + xname.decode("utf-8", _ERRORS)] = value.decode("utf-8", _ERRORS)
