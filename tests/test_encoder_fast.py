@@ -138,11 +138,11 @@ def test_errors_propagate_and_close_fds(tmp_path):
     (root / "d" / "f").write_bytes(b"x" * 10)
     before = set(os.listdir("/proc/self/fd"))
     os.chown(root / "d" / "f", 70000, 0)
-    with pytest.raises(PycatarError, match="d/f: UID/GID does not fit"):
+    with pytest.raises(PycatarError, match="'d/f'.*70000"):
         # 16-bit uids cannot store this owner: the walk fails half-way, every fd is closed
         list(CatarEncoder(str(root), int(F.WITH_16BIT_UIDS)))
     assert set(os.listdir("/proc/self/fd")) == before
-    with pytest.raises(PycatarError, match="d/f: UID/GID does not fit"):
+    with pytest.raises(PycatarError, match="'d/f'.*70000"):
         list(archive._in_thread(CatarEncoder(str(root), int(F.WITH_16BIT_UIDS))))
     it = archive._in_thread(CatarEncoder(str(root), int(flags.DEFAULT)))
     next(it)
