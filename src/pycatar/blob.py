@@ -35,6 +35,7 @@ from . import digest as _digest
 from . import flags as _flags
 from .chunker import DEFAULT_CHUNK_SIZES, Chunker
 from .errors import PycatarError
+from .fileio import SparseWriter
 from .index import DIGEST_FLAGS, ChunkRef, IndexReader, IndexWriter, blob_index_flags
 from .store import ChunkStore, LocalStore, StoreSet, as_store_set
 
@@ -362,16 +363,15 @@ def fetch_chunks(
 # --------------------------------------------------------------------------- output files
 
 
-class _Output:
+class _Output(SparseWriter):
     """Where extracted bytes go: a temporary file renamed into place, a device written in place,
-    or a caller's file object.  ``sparse`` turns all-zero chunks into holes (regular files)."""
+    or a caller's file object.  ``sparse`` turns all-zero blocks into holes (regular files)."""
 
     def __init__(self, target, *, sparse: bool = False, mode: int = 0o666):
+        super().__init__(False)
         self.path = None
         self.tmp = None
         self._own = False
-        self.sparse = False
-        self.size = 0
         if isinstance(target, (str, bytes, os.PathLike)):
             self.path = os.fsdecode(target)
             st = None
@@ -399,68 +399,21 @@ class _Output:
                 self.sparse = sparse and target.seekable() and stat.S_ISREG(os.fstat(target.fileno()).st_mode)
             except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
                 self.sparse = False
-        self._hole = 0
-        self._carry = b""  # sparse: the start of a block, until the block is complete
-        self.holes = 0  #: bytes left as holes
         self._no_clone = False
 
-    def write(self, data) -> None:
-        """Append ``data``; when sparse, every all-zero block of :data:`HOLE_BLOCK` bytes (aligned to
-        the start of the file) becomes part of a hole instead (casync punches the same holes)."""
-        n = len(data)
-        self.size += n
-        if not self.sparse:
-            self._put(data)
-            return
-        if self._carry:
-            data = self._carry + bytes(data)
-            self._carry = b""
-        elif not isinstance(data, bytes):
-            data = bytes(data)
-        whole = len(data) - len(data) % HOLE_BLOCK
-        mv = memoryview(data)
-        if whole and data.find(_ZERO_BLOCK, 0, whole) >= 0:  # a zero block is possible: look at each
-            start = 0  # the start of the run of data blocks not yet written
-            for b in range(0, whole, HOLE_BLOCK):
-                if mv[b:b + HOLE_BLOCK] == _ZERO_BLOCK:
-                    if b > start:
-                        self._put(mv[start:b])
-                    self._hole += HOLE_BLOCK
-                    self.holes += HOLE_BLOCK
-                    start = b + HOLE_BLOCK
-            if whole > start:
-                self._put(mv[start:whole])
-        elif whole:
-            self._put(mv[:whole])
-        self._carry = bytes(mv[whole:])
-
-    def _put(self, data) -> None:
-        """Write ``data`` at the file position, after the pending hole."""
-        if self._hole:
-            self.f.seek(self._hole, os.SEEK_CUR)
-            self._hole = 0
-        mv = memoryview(data)
+    def _write(self, view) -> None:
+        mv = memoryview(view)
         while mv:
             w = self.f.write(mv)
             if w is None:
                 raise PycatarError("output would block")
             mv = mv[w:]
 
-    def settle(self) -> None:
-        """Put everything appended so far into the file (the kept-back partial block written, a
-        pending hole made by extending the file), so that it can be read back."""
-        self._flush_carry()
-        if self._hole:
-            self.f.seek(self._hole, os.SEEK_CUR)
-            self.f.truncate()
-            self._hole = 0
+    def _forward(self, n: int) -> None:
+        self.f.seek(n, os.SEEK_CUR)
 
-    def _flush_carry(self) -> None:
-        """Write the partial block kept back for hole detection (a hole if it is all zeros and the
-        file ends here)."""
-        carry, self._carry = self._carry, b""
-        if carry:
-            self._put(carry)
+    def _truncate(self) -> None:
+        self.f.truncate()
 
     def readback_fd(self) -> int | None:
         """A new read-only descriptor on the file being written (own temporary files only; the
@@ -505,17 +458,7 @@ class _Output:
         return mid
 
     def finish(self) -> None:
-        if self._carry:
-            if self._carry.count(0) == len(self._carry):
-                self._hole += len(self._carry)
-                self.holes += len(self._carry)
-                self._carry = b""
-            else:
-                self._flush_carry()
-        if self._hole:
-            self.f.seek(self._hole, os.SEEK_CUR)
-            self.f.truncate()
-            self._hole = 0
+        super().finish()
         self.f.flush()
         if self._own:
             self.f.close()
@@ -712,9 +655,6 @@ class _NullSink(io.RawIOBase):
 
 
 _ZEROS = bytes(1 << 20)
-#: the granularity of holes in sparse output (a file system block)
-HOLE_BLOCK = 4096
-_ZERO_BLOCK = bytes(HOLE_BLOCK)
 
 
 def is_zero(data) -> bool:

@@ -35,6 +35,7 @@ from . import fsmeta
 from ._fileio import write_files
 from .entry import Entry, select_subtree
 from .errors import FormatError, PycatarError, UnsupportedError
+from .fileio import SparseWriter
 from .flags import B as F
 from .validate import mtime_ns
 from .flags import (
@@ -66,8 +67,6 @@ __all__ = ["ExtractStats", "extract", "extract_archive", "replay_flags", "normal
 #: after creation, the others after the payload and the rename.
 EARLY_CHATTR = FS_NOATIME_FL | FS_COMPR_FL | FS_NOCOW_FL | FS_NOCOMP_FL | FS_PROJINHERIT_FL
 
-HOLE_BLOCK = 4096
-_ZERO_BLOCK = bytes(HOLE_BLOCK)
 
 _UID_INVALID = 0xFFFFFFFF
 _UNSUPPORTED = frozenset({errno.ENOTTY, errno.ENOSYS, errno.EBADF, errno.EOPNOTSUPP, errno.EINVAL})
@@ -228,64 +227,24 @@ def _write_all(fd: int, data) -> None:
         view = view[n:]
 
 
-class _PayloadWriter:
-    """Writes a regular file's payload; with ``sparse``, every all-zero 4 KiB block (aligned to the
-    file's start) is skipped over instead of written, leaving a hole, as casync's hole punching does
-    for runs of at least 4 KiB of zeros.  The file is new and empty, so seeking past the end suffices."""
+class _PayloadWriter(SparseWriter):
+    """Writes a regular file's payload to a new, empty file (so moving past the end makes a hole)."""
 
     def __init__(self, fd: int, sparse: bool):
+        super().__init__(sparse)
         self.fd = fd
-        self.sparse = sparse
-        self.size = 0  # bytes accounted for (written or skipped)
-        self.holes = 0
-        self._pending_hole = 0
-        self._carry = b""
 
-    def _data(self, data) -> None:
-        if self._pending_hole:
-            os.lseek(self.fd, self._pending_hole, os.SEEK_CUR)
-            self._pending_hole = 0
-        _write_all(self.fd, data)
+    def _write(self, view) -> None:
+        _write_all(self.fd, view)
 
-    def write(self, piece) -> None:
-        if not piece:
-            return
-        self.size += len(piece)
-        if not self.sparse:
-            _write_all(self.fd, piece)
-            return
-        buf = self._carry + bytes(piece) if self._carry else bytes(piece)
-        full = len(buf) - len(buf) % HOLE_BLOCK
-        self._carry = buf[full:]
-        if full == 0:
-            return
-        if buf.find(_ZERO_BLOCK, 0, full) < 0:  # no zero block can be in there: one write
-            self._data(memoryview(buf)[:full])
-            return
-        view = memoryview(buf)
-        start = 0  # start of the current run of data blocks
-        for off in range(0, full, HOLE_BLOCK):
-            if buf.startswith(_ZERO_BLOCK, off):
-                if off > start:
-                    self._data(view[start:off])
-                self._pending_hole += HOLE_BLOCK
-                self.holes += HOLE_BLOCK
-                start = off + HOLE_BLOCK
-        if full > start:
-            self._data(view[start:full])
+    def _forward(self, n: int) -> None:
+        os.lseek(self.fd, n, os.SEEK_CUR)
+
+    def _truncate(self) -> None:
+        os.ftruncate(self.fd, os.lseek(self.fd, 0, os.SEEK_CUR))
 
     def close(self) -> None:
-        tail = self._carry
-        self._carry = b""
-        if tail:
-            if self.sparse and self._pending_hole and tail.count(0) == len(tail):
-                self._pending_hole += len(tail)
-                self.holes += len(tail)
-            else:
-                self._data(tail)
-        if self._pending_hole:
-            os.ftruncate(self.fd, self.size)
-            self._pending_hole = 0
+        self.finish()
 
 
 
