@@ -44,6 +44,8 @@ MISSING_STATUSES = frozenset((404, 410))
 MAX_REDIRECTS = 3
 MAX_RETRY_AFTER = 10.0
 _BUFFER = 1 << 19
+#: the longest a new transfer waits while others run and none of them is ready (seconds)
+_POLL = 0.001
 
 class RemoteError(ChunkError):
     """A request that failed (after its retries) for another reason than "not found"."""
@@ -196,13 +198,12 @@ class _Loop:
                     break
             if self.incoming or (self.waiting and self.free):
                 continue
-            if not self.active:
-                select.select([self.wake_r], [], [])
-            else:
-                r, w, x = multi.fdset()
-                t = multi.timeout()
-                timeout = 0.05 if t < 0 else min(t / 1000, 0.05)
-                select.select(r + [self.wake_r], w, x, timeout)
+            if self.active:
+                # wait for the sockets in libcurl (C, GIL released); a new transfer waits at most
+                # this long when none of the running ones has anything to say
+                multi.select(_POLL)
+                continue
+            select.select([self.wake_r], [], [])  # idle: sleep until a transfer is handed in
             try:
                 while os.read(self.wake_r, 4096):
                     pass
