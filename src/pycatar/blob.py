@@ -45,6 +45,10 @@ READ_SIZE = 4 << 20
 MAX_PENDING_BYTES = 24 << 20
 #: ... and at most this many jobs (chunks to fetch or store), however small the chunks
 MAX_PENDING_JOBS = 1024
+#: chunks cut from one read buffer at most (the read shrinks for tiny average sizes), and chunks
+#: waiting for their ids at most, whatever their size
+MAX_BATCH_CHUNKS = 16384
+MAX_PENDING_CHUNKS = 65536
 #: how many recently seen chunk ids are remembered to skip in-stream duplicates
 SEEN_CAPACITY = 1 << 16
 #: ioctl sharing a range of one file's blocks with another (linux/fs.h)
@@ -153,15 +157,19 @@ def chunk_stream(
     hash_jobs: deque[Future] = deque()
     pending: deque[tuple[Future, list]] = deque()
     pending_bytes = 0
+    pending_chunks = 0
+    # tiny chunks: smaller reads, so that one buffer's batch stays a bounded number of chunks
+    read_size = min(read_size, max(1 << 16, chunker.sizes[1] * MAX_BATCH_CHUNKS))
     carry: list = []
     offset = 0
     chunker.reset()
 
     def flush(limit: int):
-        nonlocal pending_bytes
-        while pending and pending_bytes > limit:
+        nonlocal pending_bytes, pending_chunks
+        while pending and (pending_bytes > limit or pending_chunks > MAX_PENDING_CHUNKS):
             fut, batch = pending.popleft()
             ids = fut.result()
+            pending_chunks -= len(batch)
             for (end, data), cid in zip(batch, ids):
                 pending_bytes -= len(data)
                 yield end, cid, data
@@ -193,6 +201,7 @@ def chunk_stream(
             if batch:
                 pending.append((ex.submit(_hash_batch, digest, [d for _, d in batch]), batch))
                 pending_bytes += sum(len(d) for _, d in batch)
+                pending_chunks += len(batch)
                 yield from flush(max_pending)
         if carry:
             data = carry[0] if len(carry) == 1 else b"".join(carry)
