@@ -150,6 +150,16 @@ class StaticServer:
             return [p for m, p in self.log if m == "GET" and p.endswith(suffix)]
 
 
+def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL if the process has not ended after ``timeout`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def nginx_binary() -> str:
     path = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
     if path is None and os.geteuid() == 0 and shutil.which("apt-get"):
@@ -209,12 +219,7 @@ http {{
         return self
 
     def __exit__(self, *exc):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
 
     def access_log(self) -> list[str]:
         with open(os.path.join(self.dir, "access.log")) as f:

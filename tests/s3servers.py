@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 
-from httpservers import free_port, wait_port
+from httpservers import free_port, stop_process, wait_port
 
 ACCESS_KEY = "pycatar-test-key"
 SECRET_KEY = "pycatar-test-secret-do-not-print"
@@ -53,12 +53,7 @@ class MotoServer:
                             config=Config(s3={"addressing_style": "path"}))
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
         self.log.close()
 
 

@@ -4,7 +4,6 @@ that contradict the archive, FIFOs where files are expected, indexes given as pi
 
 from __future__ import annotations
 
-import io
 import os
 import struct
 import subprocess
@@ -14,6 +13,7 @@ import tarfile
 import pytest
 
 from pycatar import fsmeta
+from tarhelpers import tar_bytes as _tar, tar_member as _member
 
 IS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="chown/mknod need root")
@@ -107,24 +107,6 @@ def test_16bit_uids_refuse_what_does_not_fit(tmp_path, run_casync):
     assert run_casync("make", "--with=16bit-uids", tmp_path / "ref.catar", tree, check=False).returncode != 0
     one_line_error(pycatar("make", "--with=16bit-uids", tmp_path / "ours.catar", tree), "'f'")
     assert _outputs(tmp_path, "ours") == []
-
-
-def _tar(members):
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for ti, data in members:
-            tf.addfile(ti, io.BytesIO(data) if data is not None else None)
-    return buf.getvalue()
-
-
-def _member(name, type=tarfile.REGTYPE, data=b"", **kw):
-    ti = tarfile.TarInfo(name)
-    ti.type = type
-    ti.size = len(data) if type == tarfile.REGTYPE else 0
-    ti.mtime = kw.pop("mtime", 1_600_000_000)
-    for k, v in kw.items():
-        setattr(ti, k, v)
-    return ti, (data if type == tarfile.REGTYPE else None)
 
 
 @pytest.mark.parametrize("member, needle", [

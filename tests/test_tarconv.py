@@ -18,6 +18,7 @@ import pytest
 from pycatar import archive, tarconv
 from pycatar.errors import PycatarError
 
+from tarhelpers import tar_bytes as _tar_bytes, tar_member as _ti
 from trees import make_full_tree, remove_tree
 
 GNU_TAR = "/usr/bin/tar"
@@ -176,23 +177,7 @@ def test_tar_to_caidx_is_deterministic(pax_tar, tmp_path):
         sorted(p.name for p in (tmp_path / "s2").rglob("*.cacnk"))
 
 
-def _tar_bytes(members):
-    """A tar built with tarfile from (TarInfo, data or None)."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for ti, data in members:
-            tf.addfile(ti, io.BytesIO(data) if data is not None else None)
-    return buf.getvalue()
 
-
-def _ti(name, type=tarfile.REGTYPE, data=b"", **kw):
-    ti = tarfile.TarInfo(name)
-    ti.type = type
-    ti.size = len(data) if type == tarfile.REGTYPE else 0
-    ti.mtime = kw.pop("mtime", 1_600_000_000)
-    for k, v in kw.items():
-        setattr(ti, k, v)
-    return ti, (data if type == tarfile.REGTYPE else None)
 
 
 def _entries(path):
