@@ -701,7 +701,9 @@ def test_unsorted_or_duplicate_names(names):
 
 def test_sorted_names_are_byte_order():
     """Byte order, not locale order: 'B' < 'a' < '\\xc3'."""
-    read_all(build([(n, ("file", b"")) for n in (b"B", b"a", b"\xc3\xa9")], sort=False))
+    got = read_all(build([(n, ("file", b"")) for n in (b"B", b"a", b"\xc3\xa9")], sort=False))
+    assert [e.path for e, _ in got] == ["", "B", "a", "\u00e9"]
+    assert [e.isreg() for e, _ in got] == [False, True, True, True]
 
 
 def _mangle(fn):
@@ -809,7 +811,8 @@ def test_invalid_modes(mode, ff, why):
 
 def test_read_only_modes_accepted():
     ff = F0 | int(F.WITH_READ_ONLY)
-    read_all(build([(b"n", ("raw", entry_rec(0o100444, ff) + rec(T.PAYLOAD, b"")))], ff=ff))
+    (root, _), (n, digest) = read_all(build([(b"n", ("raw", entry_rec(0o100444, ff) + rec(T.PAYLOAD, b"")))], ff=ff))
+    assert n.path == "n" and n.mode == 0o100444 and digest == hashlib.sha256(b"").hexdigest()
 
 
 def test_entry_fields_checked():

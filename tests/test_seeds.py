@@ -440,3 +440,58 @@ def test_block_device_output_is_its_own_seed(image_update, tmp_path):
         check_accounting(summary, t["base"] / "img2.caibx")
     finally:
         subprocess.run(["losetup", "-d", dev], capture_output=True)
+
+
+class _ScribbledOutput:
+    """An output whose bytes change after they are written: every write lands in ``path``, but the
+    read-back descriptor sees a file of the same length full of other bytes."""
+
+    sparse = False
+    holes = 0
+
+    def __init__(self, path, size):
+        self.f = open(path, "wb")
+        self.other = path.with_suffix(".other")
+        self.other.write_bytes(os.urandom(size))
+
+    def readback_fd(self):
+        return os.open(self.other, os.O_RDONLY)
+
+    def write(self, data):
+        self.f.write(data)
+
+    def settle(self):
+        self.f.flush()
+
+
+def test_self_seed_read_back_is_verified(casync, tmp_path):
+    # SEED-7 SEED-6: what is read back from the output is checked before it is used
+    """A chunk repeated in the target is read back from the output at its first occurrence; when the
+    output no longer holds it there (changed under us), the bytes are refused and the chunk comes from
+    the store, so the result is still the source."""
+    block = os.urandom(600_000)
+    data = block + block + block
+    (tmp_path / "src").write_bytes(data)
+    store = tmp_path / "S"
+    subprocess.run([casync, "make", f"--store={store}", str(tmp_path / "x.caibx"), str(tmp_path / "src")],
+                   check=True, capture_output=True)
+    with IndexReader(str(tmp_path / "x.caibx")) as reader:
+        refs = list(reader.chunks())
+        repeats = len(refs) - len({r.id for r in refs})
+        assert repeats >= 4
+        asm = assembly.Assembler.open(reader, [str(store)])
+        out = _ScribbledOutput(tmp_path / "out", len(data))
+        asm.bind_output(out)
+        try:
+            for ref in refs:
+                piece = asm.fetch(ref)
+                assert bytes(piece) == data[ref.start:ref.start + ref.size], f"chunk {ref.index} wrong"
+                asm.write(out, ref, piece)
+        finally:
+            asm.release_output()
+            asm.close()
+            out.f.close()
+    assert (tmp_path / "out").read_bytes() == data
+    sources = asm.summary.as_dict()["sources"]
+    assert sources.get("self", {"chunks": 0})["chunks"] == 0
+    assert sources["store"]["chunks"] == len(refs)
