@@ -1,8 +1,8 @@
 """The test vectors (issue #5): pycatar and casync pass them, they are tamper-evident, the generator
 is deterministic, the spec defines every type constant, and every MUST of spec/ is traceable.
 
-The vectors and their runner: vectors/README.md, src/pycatar/vectors.py; the generator:
-src/pycatar/vectors_gen.py; the requirement ids: spec/README.md ("Traceability")."""
+The vectors and their runner: vectors/README.md, src/pycatar/vectors/harness.py; the generator:
+src/pycatar/vectors/generate.py; the requirement ids: spec/README.md ("Traceability")."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from pycatar import cli
-
 from pycatar import flags as _flags
-from pycatar import vectors as V
+from pycatar.vectors import harness as V
+from pycatar.vectors.generate import generate
 from pycatar.format import RecordType
 
 REPO = Path(__file__).resolve().parents[1]
@@ -337,8 +337,6 @@ def test_altering_any_byte_anywhere_fails(copy):
 def test_generator_is_deterministic(tmp_path):
     """Regenerating gives the committed vectors byte for byte."""
     out = tmp_path / "gen"
-    from pycatar.vectors_gen import generate
-
     generate(out, cli.main, tmpdir=str(tmp_path))
     mine = {p.relative_to(out).as_posix(): p for p in out.rglob("*") if p.is_file()}
     committed = {p.relative_to(VECTORS).as_posix(): p for p in VECTORS.rglob("*") if p.is_file()

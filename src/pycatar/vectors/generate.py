@@ -1,5 +1,4 @@
-"""The generator of vectors/ (``python -m pycatar.vectors_gen --out vectors`` or
-``pycatar vectors generate --out vectors``; needs root).
+"""The generator of vectors/ (``pycatar vectors generate --out vectors``; needs root).
 
 Every vector is defined here; its expected outputs are what pycatar produces (through the same
 adapter the runner uses), and the test suite checks that casync produces them too.  Running the
@@ -13,18 +12,20 @@ indexes and chunk stores) are built by the small writer below from record-level 
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import struct
-import sys
 import tempfile
 import zlib
 from pathlib import Path
 
-from . import format as fmt
-from . import vectors as V
-from .entry import ACLDefault, ACLEntry, Entry
-from .flags import DEFAULT, F, from_options, normalize
-from .goodbye import goodbye_record, name_hash
+from .. import format as fmt
+from ..encoder import entry_records
+from ..entry import ACLDefault, ACLEntry, Entry
+from ..flags import DEFAULT, F, from_options, normalize
+from ..goodbye import goodbye_record, name_hash
+from . import harness as V
 
 T = fmt.RecordType
 MT = 1_600_000_000_123_456_789  # ns; every tree gets distinct, fixed times from here
@@ -260,9 +261,6 @@ EXTRACT_COVERS = {
 
 def _environment(tree: dict, options: list[str]) -> dict:
     """The user/group names make's output depends on (only with user-names)."""
-    import grp
-    import pwd
-
     w = [o.split("=", 1)[1] for o in options if o.startswith("--with=")]
     wo = [o.split("=", 1)[1] for o in options if o.startswith("--without=")]
     if not from_options(w, wo) & F.WITH_USER_NAMES:
@@ -311,8 +309,6 @@ def _cstr(rtype: int, text: bytes) -> bytes:
 
 
 def node(entry: Entry, payload: bytes = b"", children: list | None = None) -> Node:
-    from .encoder import entry_records
-
     if entry.isreg():
         entry.size = len(payload)
     data = entry_records(entry)
@@ -1382,23 +1378,3 @@ def generate(out: str | os.PathLike, entry, *, tmpdir: str | None = None) -> int
         V.remove_tree(tmp)
     w.manifest()
     return w.count
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m pycatar.vectors_gen", description="Regenerate vectors/.")
-    p.add_argument("--out", required=True)
-    p.add_argument("--tmpdir")
-    ns = p.parse_args(argv)
-    try:
-        n = generate(ns.out, tmpdir=ns.tmpdir)
-    except V.PycatarError as e:
-        sys.stderr.write(f"{e}\n")
-        return 1
-    print(f"{n} vectors written to {ns.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

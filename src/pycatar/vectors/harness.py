@@ -13,16 +13,18 @@ for another one) and ``cmd:CONFIG.json`` (any implementation, described by comma
 vectors/README.md).  A vector needing something an adapter lacks (a feature such as ``blake3``, an
 operation its configuration has no command for) is skipped and counted, never passed.
 
-The vector format is described in vectors/README.md; the generator is :mod:`pycatar.vectors_gen`.
+The vector format is described in vectors/README.md; the generator is :mod:`pycatar.vectors.generate`.
 """
 
 from __future__ import annotations
 
 import fcntl
+import grp
 import hashlib
 import io
 import json
 import os
+import pwd
 import shutil
 import stat as st
 import struct
@@ -32,7 +34,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import PycatarError, UsageError
+import blake3
+
+from .. import fsmeta
+from ..compression import decompress
+from ..errors import PycatarError, UsageError
 
 # --------------------------------------------------------------------------- constants
 
@@ -162,8 +168,6 @@ def _check_path(path: str) -> list[str]:
 
 def acl_xattr(entries) -> bytes:
     """The kernel's ``system.posix_acl_*`` value of ``[[tag, id or null, permissions]...]``."""
-    from . import fsmeta
-
     return fsmeta.build_acl_xattr([(ACL_TAGS[tag], perm, 0 if ident is None else ident)
                                    for tag, ident, perm in entries])
 
@@ -224,9 +228,6 @@ def remove_tree(path: str) -> None:
 
 def check_environment(env: dict) -> None:
     """The user and group names a vector's expected output depends on must be this machine's."""
-    import grp
-    import pwd
-
     for table, lookup in (("users", lambda i: pwd.getpwuid(i).pw_name),
                           ("groups", lambda i: grp.getgrgid(i).gr_name)):
         for ident, want in sorted(env.get(table, {}).items()):
@@ -351,8 +352,6 @@ COMPRESSION_MAGIC = {"zstd": b"\x28\xb5\x2f\xfd", "xz": b"\xfd7zXZ\x00", "gzip":
 
 def chunk_digest(name: str, data: bytes) -> bytes:
     if name == "blake3":
-        import blake3
-
         return blake3.blake3(data).digest()
     return hashlib.new("sha512_256" if name == "sha512-256" else "sha256", data).digest()
 
@@ -360,8 +359,6 @@ def chunk_digest(name: str, data: bytes) -> bytes:
 def check_store(store: str, stream: bytes, chunks: list[tuple[int, str]], digest: str, compression: str) -> None:
     """STORE-2/3/6/8: every chunk of the index is in the store, compressed as asked, and decompresses
     to the stream's bytes, whose digest is its id."""
-    from .compression import decompress
-
     start = 0
     for end, cid in chunks:
         path = os.path.join(store, cid[:4], cid + ".cacnk")
@@ -1077,7 +1074,7 @@ def verify(root: str | os.PathLike, adapter: Adapter, *, only: list[str] | None 
 
 
 def default_vectors_dir() -> str:
-    here = Path(__file__).resolve().parents[2] / "vectors"
+    here = Path(__file__).resolve().parents[3] / "vectors"  # the source tree's
     for cand in (here, Path.cwd() / "vectors"):
         if (cand / MANIFEST).is_file():
             return str(cand)
