@@ -18,6 +18,7 @@ The vector format is described in vectors/README.md; the generator is :mod:`pyca
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import grp
 import hashlib
@@ -25,6 +26,7 @@ import io
 import json
 import os
 import pwd
+import re
 import shutil
 import stat as st
 import struct
@@ -47,6 +49,8 @@ VECTOR_FILE = "vector.json"
 #: entries of a vectors directory that are not generated (and not in the manifest)
 UNMANAGED = ("README.md", "adapters")
 KINDS = ("tree", "extract", "caidx", "chunk", "decode", "store", "reject")
+#: what :attr:`Adapter.reason` may be
+REASONS = ("message", "errno", None)
 #: features every adapter is assumed to have unless its configuration says otherwise
 BASE_FEATURES = frozenset({"sha512-256", "sha256", "zstd", "xz", "gzip"})
 #: what vectors may require (besides operations); see vectors/README.md
@@ -69,7 +73,12 @@ DEFAULT_TIMEOUT = 120
 
 
 class Skip(Exception):
-    """The vector does not apply (to this adapter or this machine); counted as skipped."""
+    """The vector does not apply (to this adapter or this machine); counted as skipped.  ``lacks``:
+    the features of the vector's ``requires`` the adapter does not have, if that is why."""
+
+    def __init__(self, message: str, lacks: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.lacks = tuple(lacks)
 
 
 class Failure(Exception):
@@ -415,6 +424,10 @@ class Adapter:
     #: whether rejections must also be one line of error and write nothing outside the target
     #: (a traceback fails a run with any adapter)
     strict: bool = False
+    #: how the implementation says why it refuses a malformed input (REJECT vectors check it): "message"
+    #: (a line matching the vector's ``expect.error``), "errno" (the text of the vector's
+    #: ``expect.errno``, as casync prints it), or None (not checked: only the failure is)
+    reason: str | None = None
 
     def make_catar(self, tree: str, out: str, options: list[str]) -> Run:
         raise Skip(f"{self.name} cannot make archives")
@@ -500,6 +513,7 @@ class CasyncAdapter(CasyncLike):
     """casync 2 (the ``casync`` binary on $PATH, or ``casync:PATH``)."""
 
     name = "casync"
+    reason = "errno"
     # casync 2+20201210 lacks these (spec/catar.md says where it deviates)
     features = frozenset(KNOWN_FEATURES - {
         "blake3", "reads-casync-quirks", "rejects-unsorted-names", "rejects-trailing-data",
@@ -521,6 +535,7 @@ class PycatarCLIAdapter(CasyncLike):
 
     name = "pycatar-cli"
     strict = True
+    reason = "message"
 
     def __init__(self, timeout: int = DEFAULT_TIMEOUT):
         self.timeout = timeout
@@ -536,6 +551,7 @@ class PycatarAdapter(CasyncLike):
 
     name = "pycatar"
     strict = True
+    reason = "message"
 
     def __init__(self, entry):
         super().__init__()
@@ -604,6 +620,9 @@ class CommandAdapter(Adapter):
         self.features = frozenset(feats)
         self.timeout = int(conf.get("timeout", DEFAULT_TIMEOUT))
         self.strict = bool(conf.get("strict", False))
+        self.reason = conf.get("reason")
+        if self.reason not in REASONS:
+            raise UsageError(f"{path}: \"reason\" must be \"message\", \"errno\" or null, not {self.reason!r}")
 
     def _argv(self, key: str, values: dict, options=(), subpath=None) -> list[str]:
         if key not in self.commands:
@@ -818,7 +837,7 @@ class Context:
     def require(self, v: Vector) -> None:
         missing = [f for f in v.data.get("requires", []) if f not in self.adapter.features]
         if missing:
-            raise Skip(f"{self.adapter.name} lacks {', '.join(missing)}")
+            raise Skip(f"{self.adapter.name} lacks {', '.join(missing)}", lacks=tuple(missing))
         if v.data.get("options") and "casync-options" not in self.adapter.features:
             raise Skip(f"{self.adapter.name} takes no casync options")
 
@@ -1020,6 +1039,26 @@ def run_reject(ctx: Context, v: Vector) -> None:
             raise Failure(f"{verb} accepted the malformed input (it must fail)")
         if ctx.adapter.strict and len(r.stderr.decode("utf-8", "replace").strip().splitlines()) > 1:
             raise Failure(f"{verb} reported more than one line of error")
+        _check_reason(ctx.adapter, verb, v.data["expect"], r)
+
+
+def _check_reason(adapter: Adapter, verb: str, expect: dict, r: Run) -> None:
+    """CATAR-53: the input was refused for the vector's reason, not for another (a usage error, a
+    missing file), as far as the adapter says why (:attr:`Adapter.reason`)."""
+    said = r.stderr.decode("utf-8", "replace")
+    if adapter.reason == "message":
+        pattern = expect.get("error")
+        if pattern is None:
+            raise Failure("the vector gives no expect.error to check the rejection against")
+        if not re.search(pattern, said, re.IGNORECASE):
+            raise Failure(f"{verb} refused the input for another reason: {r.why()!r} (expected /{pattern}/)")
+    elif adapter.reason == "errno" and expect.get("errno"):
+        name = expect["errno"]
+        text = os.strerror(getattr(errno, name)) if hasattr(errno, name) else None
+        if text is None:
+            raise Failure(f"unknown errno {name!r} in expect.errno")
+        if text not in said:
+            raise Failure(f"{verb} refused the input for another reason: {r.why()!r} (expected {name}: {text})")
 
 
 RUNNERS = {"tree": run_tree, "extract": run_extract, "caidx": run_caidx, "chunk": run_chunk, "decode": run_decode,
@@ -1034,6 +1073,7 @@ class Outcome:
     vector: str
     status: str  # "pass", "fail", "skip"
     message: str = ""
+    lacks: tuple[str, ...] = ()  #: a skip for want of these features (see Skip)
 
 
 def verify(root: str | os.PathLike, adapter: Adapter, *, only: list[str] | None = None,
@@ -1057,7 +1097,7 @@ def verify(root: str | os.PathLike, adapter: Adapter, *, only: list[str] | None 
                 RUNNERS[v.kind](Context(adapter, work), v)
                 o = Outcome(v.id, "pass")
             except Skip as e:
-                o = Outcome(v.id, "skip", str(e))
+                o = Outcome(v.id, "skip", str(e), e.lacks)
             except Failure as e:
                 o = Outcome(v.id, "fail", str(e))
             except (OSError, ValueError, KeyError, TypeError) as e:
