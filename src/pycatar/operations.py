@@ -21,12 +21,13 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 from . import archive, assembly, flags, listing
 from . import digest as _digest
 from . import reproducible as _reproducible
 from .archive import MakeResult
-from .blob import make_blob_index, stream_digest
+from .blob import IndexStream, make_blob_index, stream_digest
 from .encoder import CatarEncoder
 from .errors import UsageError
 from .extract import extract_archive
@@ -116,7 +117,9 @@ def make(output, source, *, kind: str = "archive", source_format: str = "directo
                                                      tree=source_format == "directory"))
     with contextlib.ExitStack() as stack:
         if source_format == "tar":
-            spool_dir = os.path.dirname(os.path.abspath(output)) if isinstance(output, (str, os.PathLike)) else None
+            spool_dir = None  # where a tar member's payload may be spooled: next to the output
+            if isinstance(output, (str, os.PathLike)):
+                spool_dir = os.path.dirname(os.path.abspath(output))
             encoder = stack.enter_context(TarEncoder(source, feature_flags, spool_dir=spool_dir, **options))
             for message in encoder.warnings:
                 if warn is not None:
@@ -236,3 +239,28 @@ def digest(source: str | None, *, kind: str, subpath: str | None = None, stores=
             if not data:
                 return h.hexdigest()
             h.update(data)
+
+
+def cat(source: str | None, out, offset: int = 0, length: int | None = None, *, stores,
+        remote: Remote | None = None, keys=None, on_verified: Callable[[str], None] | None = None) -> int:
+    """Write ``length`` bytes (None: up to the end) from ``offset`` of the stream the index ``source``
+    describes (opened as :func:`pycatar.sources.open_index` opens it) to the binary file ``out``,
+    fetching only the chunks that hold them, in parallel ahead of the writes.  Returns the number of
+    bytes written; an ``offset`` beyond the end is refused."""
+    with open_index(source, remote=remote, keys=keys, on_verified=on_verified) as f, IndexReader(f) as index:
+        if offset > index.blob_size:
+            raise UsageError(f"OFFSET {offset} lies beyond the end of the stream ({index.blob_size} bytes)")
+        end = index.blob_size if length is None else min(index.blob_size, offset + length)
+        threads = max(stores.concurrency, 2)
+        with ThreadPoolExecutor(threads, thread_name_prefix="pycatar") as executor, \
+                IndexStream(index, stores, executor=executor, readahead=2 * threads, cache_size=4) as stream:
+            stream.seek(offset)
+            done = 0
+            while done < end - offset:
+                data = stream.read(min(end - offset - done, 1 << 20))
+                if not data:
+                    break
+                out.write(data)
+                done += len(data)
+    out.flush()
+    return done

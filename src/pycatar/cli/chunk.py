@@ -14,7 +14,6 @@ from .options import Options
 def run(opts: Options, args: list[str]) -> int:
     """``chunk FILE``: where the chunker cuts FILE and the chunk ids, one ``START SIZE ID`` line each
     (tab-separated, as desync prints them); nothing is stored."""
-
     if len(args) != 1:
         raise UsageError("Usage: pycatar chunk [--chunk-size=…] [--digest=…] FILE|-")
     sizes = chunker.chunk_size_from_args(opts.chunk_size) if opts.chunk_size else chunker.DEFAULT_CHUNK_SIZES

@@ -111,9 +111,9 @@ def open_index(opts: Options, source: str | None):
 
 def open_catar(opts: Options, kind: str, source: str | None):
     """The entries of the archive or archive index ``source`` (see :func:`pycatar.sources.open_catar`)."""
-    return sources.open_catar(source, kind=kind, stores=chunk_stores(opts, source) if kind == "archive-index" else None,
-                              remote=remote(opts), keys=signature_keys(opts), feature_mask=opts.feature_mask(),
-                              on_verified=lambda line: log(opts, line))
+    stores = chunk_stores(opts, source) if kind == "archive-index" else None
+    return sources.open_catar(source, kind=kind, stores=stores, remote=remote(opts), keys=signature_keys(opts),
+                              feature_mask=opts.feature_mask(), on_verified=lambda line: log(opts, line))
 
 
 def no_signature_for_directory(opts: Options, kind: str | None) -> None:
@@ -127,8 +127,8 @@ def index_argument(opts, args: list[str], verb: str, usage: str):
         raise UsageError(f"Usage: pycatar {verb} {usage}")
     source = strip_file_url(args[0])
     kind = kind_of(opts, source, ("archive-index", "blob-index"),
-                    f'"{verb}" operation may only be combined with --what=archive-index or --what=blob-index.',
-                    "Index file does not have valid suffix, refusing. (May be one of: .caidx, .caibx)")
+                   f'"{verb}" operation may only be combined with --what=archive-index or --what=blob-index.',
+                   "Index file does not have valid suffix, refusing. (May be one of: .caidx, .caibx)")
     return (None if source == "-" else source), kind or "blob-index"
 
 

@@ -50,10 +50,11 @@ def run(opts: Options, args: list[str]) -> int:
         raise UsageError("Subtree path only supported when calculating message digest of archive or archive index.")
 
     no_signature_for_directory(opts, kind)
-    print(operations.digest(source, kind=kind, subpath=subpath,
-                            stores=chunk_stores(opts, source) if kind in ("archive-index", "blob-index") else None,
-                            remote=remote(opts), keys=signature_keys(opts), on_verified=lambda line: log(opts, line),
-                            feature_flags=opts.feature_flags() if kind == "directory" else int(DEFAULT),
+    stores = chunk_stores(opts, source) if kind in ("archive-index", "blob-index") else None
+    tree = kind == "directory"
+    print(operations.digest(source, kind=kind, subpath=subpath, stores=stores, remote=remote(opts),
+                            keys=signature_keys(opts), on_verified=lambda line: log(opts, line),
+                            feature_flags=opts.feature_flags() if tree else int(DEFAULT),
                             feature_mask=opts.feature_mask(), digest_name=opts.digest,
-                            **(opts.uid_options() if kind == "directory" else {})))
+                            **(opts.uid_options() if tree else {})))
     return 0

@@ -25,10 +25,10 @@ def run(opts: Options, args: list[str]) -> int:
     output = strip_file_url(args[1]) if len(args) > 1 else None
     subpath = args[2] if len(args) > 2 else None
     kind = kind_of(opts, source, ("archive", "archive-index", "blob-index"),
-                    '"extract" operation may only be combined with --what=archive, '
-                    "--what=archive-index, --what=blob-index.",
-                    "File to read from does not have valid suffix, refusing. "
-                    "(May be one of: .catar, .caidx, .caibx)")
+                   '"extract" operation may only be combined with --what=archive, '
+                   "--what=archive-index, --what=blob-index.",
+                   "File to read from does not have valid suffix, refusing. "
+                   "(May be one of: .catar, .caidx, .caibx)")
     if source == "-":
         source = None
     if output is None and kind in ("archive", "archive-index"):
@@ -64,7 +64,8 @@ def run(opts: Options, args: list[str]) -> int:
 
     summary = operations.extract(source, output, kind=kind, subpath=subpath,
                                  stores=None if kind == "archive" else chunk_stores(opts, source),
-                                 progress=lambda total: progress_bar(opts, "extract", total), **_options(opts))
+                                 progress=lambda total: progress_bar(opts, "extract", total),
+                                 **_options(opts))
     if summary is not None:
         _report_extract(opts, summary)
     return 0
@@ -99,8 +100,8 @@ def extract_tar(opts: Options, args: list[str]) -> int:
     stats = operations.extract(source, None if output == "-" else output, kind=kind, subpath=subpath,
                                output_format="tar",
                                stores=chunk_stores(opts, source) if kind == "archive-index" else None,
-                               remote=remote(opts), keys=signature_keys(opts), feature_mask=opts.feature_mask(),
-                               on_verified=lambda line: log(opts, line))
+                               remote=remote(opts), keys=signature_keys(opts),
+                               feature_mask=opts.feature_mask(), on_verified=lambda line: log(opts, line))
     for message in stats.warnings():
         warn(message)
     return 0

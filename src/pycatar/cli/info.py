@@ -14,7 +14,6 @@ from .options import Options
 
 def run(opts: Options, args: list[str]) -> int:
     """``info INDEX``: statistics; with --seed/--store/--chunk-cache where extraction would find each chunk."""
-
     if len(args) != 1:
         raise UsageError("Usage: pycatar info [--seed=…] [--store=…] [--chunk-cache=…] [--json] INDEX")
     source, kind = index_argument(opts, args, "info", "INDEX")

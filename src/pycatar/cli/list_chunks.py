@@ -12,7 +12,6 @@ from .options import Options
 
 def run(opts: Options, args: list[str]) -> int:
     """``list-chunks INDEX``: the chunk ids of an index in order (``--json``: with offsets and sizes)."""
-
     if len(args) != 1:
         raise UsageError("Usage: pycatar list-chunks [--json] INDEX")
     source, _kind = index_argument(opts, args, "list-chunks", "INDEX")

@@ -20,9 +20,9 @@ def run(opts: Options, args: list[str]) -> int:
     source, mountpoint = strip_file_url(args[0]), args[1]
     subpath = args[2] if len(args) > 2 else None
     kind = kind_of(opts, source, ("archive", "archive-index", "blob-index"),
-                    '"mount" operation may only be combined with --what=archive, --what=archive-index '
-                    "or --what=blob-index.",
-                    "File to mount does not have valid suffix, refusing. (May be one of: .catar, .caidx, .caibx)")
+                   '"mount" operation may only be combined with --what=archive, --what=archive-index '
+                   "or --what=blob-index.",
+                   "File to mount does not have valid suffix, refusing. (May be one of: .catar, .caidx, .caibx)")
     if kind == "blob-index" and subpath:
         raise UsageError("Subtree path only supported when mounting an archive or archive index.")
     if not is_url(source) and not os.path.isfile(source):

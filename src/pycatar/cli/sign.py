@@ -10,7 +10,6 @@ from .options import Options
 
 def run(opts: Options, args: list[str]) -> int:
     """``sign --key=KEY FILE``: write FILE.sig (SIG-1), what ``ssh-keygen -Y sign -n pycatar`` writes."""
-
     if len(args) != 1:
         raise UsageError("Usage: pycatar sign --key=KEY INDEX|ARCHIVE")
     if not opts.sign_key:

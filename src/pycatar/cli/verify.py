@@ -16,7 +16,6 @@ from .options import Options
 
 def run(opts: Options, args: list[str]) -> int:
     """``verify [--repair] STORE`` or ``verify INDEX`` (its chunks in --store/--extra-store)."""
-
     if len(args) != 1:
         raise UsageError("Usage: pycatar verify [--repair] STORE | pycatar verify INDEX")
     target = strip_file_url(args[0])
