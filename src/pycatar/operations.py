@@ -23,14 +23,13 @@ import tempfile
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
-from . import archive, assembly, flags, listing
+from . import archive, flags, listing
 from . import digest as _digest
 from . import reproducible as _reproducible
 from .archive import MakeResult
 from .blob import IndexStream, make_blob_index, stream_digest
 from .encoder import CatarEncoder
 from .errors import UsageError
-from .extract import extract_archive
 from .fileio import AtomicFile
 from .httpclient import is_url as _is_http_url
 from .index import IndexReader
@@ -38,7 +37,10 @@ from .location import Remote, open_store, open_stores, upload
 from .s3store import is_s3_url
 from .sources import open_catar, open_index
 from .store import default_store_for
-from .tarconv import TarEncoder, TarStats, write_tar
+
+# Imports marked "start-up" are made where they are needed: the tar converter (tarfile), the extractor
+# and the seeding (assembly) cost 60-90 ms of start-up each (python3 -X importtime, minimum of 5 runs on
+# the 2-core machine, 2026-12-02) that make and digest, the verbs that load this module most, do not need.
 
 #: what :func:`make` makes and :func:`extract` extracts
 KINDS = ("archive", "archive-index", "blob-index")
@@ -117,6 +119,8 @@ def make(output, source, *, kind: str = "archive", source_format: str = "directo
                                                      tree=source_format == "directory"))
     with contextlib.ExitStack() as stack:
         if source_format == "tar":
+            from .tarconv import TarEncoder  # start-up: see the top
+
             spool_dir = None  # where a tar member's payload may be spooled: next to the output
             if isinstance(output, (str, os.PathLike)):
                 spool_dir = os.path.dirname(os.path.abspath(output))
@@ -186,14 +190,19 @@ def extract(source: str | None, output, *, kind: str, subpath: str | None = None
         return None if bar is None else (lambda summary: setattr(bar, "details", summary.short))
 
     if output_format == "tar":
+        from .tarconv import write_tar  # start-up: see the top
+
         with open_catar(source, kind=kind, stores=stores, remote=remote, keys=keys, feature_mask=feature_mask,
                         on_verified=on_verified) as reader:
             if isinstance(output, (str, os.PathLike)):
                 with AtomicFile(output, 0o666) as f:
                     return write_tar(reader, f, subpath)
-            stats: TarStats = write_tar(reader, sys.stdout.buffer if output is None else output, subpath)
+            stats = write_tar(reader, sys.stdout.buffer if output is None else output, subpath)
             (sys.stdout.buffer if output is None else output).flush()
             return stats
+
+    from . import assembly  # start-up: see the top
+    from .extract import extract_archive  # start-up: see the top
 
     with open_index(source, remote=remote, keys=keys, on_verified=on_verified) as src:
         if kind == "archive":
