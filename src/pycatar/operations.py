@@ -19,7 +19,9 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import shutil
 import tempfile
+import urllib.parse
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -39,7 +41,7 @@ from .sources import open_catar, open_index
 from .store import default_store_for
 
 # Imports marked "start-up" are made where they are needed: the tar converter (tarfile), the extractor
-# and the seeding (assembly) cost 60-90 ms of start-up each (python3 -X importtime, minimum of 5 runs on
+# and the seeding (assembly) cost 60-90 ms of start-up each, the FUSE file system about 200 ms (python3 -X importtime, minimum of 5 runs on
 # the 2-core machine, 2026-12-02) that make and digest, the verbs that load this module most, do not need.
 
 #: what :func:`make` makes and :func:`extract` extracts
@@ -273,3 +275,26 @@ def cat(source: str | None, out, offset: int = 0, length: int | None = None, *, 
                 done += len(data)
     out.flush()
     return done
+
+
+def mount(source: str, mountpoint: str, *, kind: str, stores=None, remote: Remote | None = None, keys=None,
+          on_verified: Callable[[str], None] | None = None, **mount_options) -> None:
+    """Mount the archive or index ``source`` (a path or URL, its signature checked against ``keys``
+    when given) read-only on ``mountpoint``; ``mount_options`` are those of :func:`pycatar.mount.mount`
+    (``subpath``, ``foreground``, ``seeds``...).  A URL is fetched whole into a temporary file named
+    like its last part, removed once the mount has opened it (in the foreground: once it ends)."""
+    from . import mount as fuse_mount  # start-up: see the top
+
+    _check("kind", kind, KINDS)
+    if not is_remote(source):
+        if keys is not None:
+            with open_index(source, remote=remote, keys=keys, on_verified=on_verified):
+                pass  # SIG-4: checked as the file is opened
+        fuse_mount.mount(source, kind, mountpoint, stores, **mount_options)
+        return
+    name = os.path.basename(urllib.parse.urlsplit(source).path) or "index"
+    with tempfile.TemporaryDirectory(prefix="pycatar-mount-") as tmp:
+        local = os.path.join(tmp, name)
+        with open_index(source, remote=remote, keys=keys, on_verified=on_verified) as f, open(local, "wb") as out:
+            shutil.copyfileobj(f, out)
+        fuse_mount.mount(local, kind, mountpoint, stores, **mount_options)

@@ -4,13 +4,10 @@ FUSE view of an archive or index (:mod:`pycatar.mount`)."""
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-import urllib.parse
 
-from .. import mount
+from .. import operations
 from ..errors import PycatarError, UsageError
-from .common import is_url, kind_of, open_index, chunk_stores, strip_file_url
+from .common import chunk_stores, is_url, kind_of, log, remote, signature_keys, strip_file_url
 from .options import Options
 
 
@@ -32,21 +29,9 @@ def run(opts: Options, args: list[str]) -> int:
     if not os.path.isdir(mountpoint):
         raise PycatarError(f"Mount point {mountpoint} is not a directory.")
 
-    if not is_url(source) and (opts.verify_key or opts.allowed_signers):
-        with open_index(opts, source):  # SIG-4: the signature is checked as the file is opened
-            pass
     stores = None if kind == "archive" else chunk_stores(opts, source)
-    options = dict(subpath=subpath, feature_mask=opts.feature_mask(), seeds=opts.seeds, seed_cache=opts.cache,
-                   foreground=opts.foreground, **opts.uid_options())
-    if not is_url(source):
-        mount.mount(source, kind, mountpoint, stores, **options)
-        return 0
-    # an archive or index by URL: fetched whole into a file the mount reads (removed once the
-    # mount has opened it, or in the foreground once it ends); its name is the URL's last part
-    name = os.path.basename(urllib.parse.urlsplit(source).path) or "index"
-    with tempfile.TemporaryDirectory(prefix="pycatar-mount-") as tmp:
-        local = os.path.join(tmp, name)
-        with open_index(opts, source) as f, open(local, "wb") as out:
-            shutil.copyfileobj(f, out)
-        mount.mount(local, kind, mountpoint, stores, **options)
+    operations.mount(source, mountpoint, kind=kind, stores=stores, remote=remote(opts), keys=signature_keys(opts),
+                     on_verified=lambda line: log(opts, line),
+                     subpath=subpath, feature_mask=opts.feature_mask(), seeds=opts.seeds, seed_cache=opts.cache,
+                     foreground=opts.foreground, **opts.uid_options())
     return 0
