@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .. import blob, chunker
 from ..errors import UsageError
-from .common import open_index, strip_file_url
+from .common import chunk_sizes, open_index, strip_file_url
 from .options import Options
 
 
@@ -16,7 +16,7 @@ def run(opts: Options, args: list[str]) -> int:
     (tab-separated, as desync prints them); nothing is stored."""
     if len(args) != 1:
         raise UsageError("Usage: pycatar chunk [--chunk-size=…] [--digest=…] FILE|-")
-    sizes = chunker.chunk_size_from_args(opts.chunk_size) if opts.chunk_size else chunker.DEFAULT_CHUNK_SIZES
+    sizes = chunk_sizes(opts) or chunker.DEFAULT_CHUNK_SIZES
     path = strip_file_url(args[0])
     src = sys.stdin.buffer if path == "-" else open_index(opts, path)
     write = sys.stdout.write

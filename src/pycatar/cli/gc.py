@@ -10,7 +10,7 @@ from ..errors import UsageError
 from ..location import local_path, open_store
 from ..s3store import is_s3_url
 from ..store import DEFAULT_GRACE, default_store_for, gc
-from .common import progress_bar, emit_json, open_index, remote, strip_file_url
+from .common import emit_json, open_index, progress_bar, remote, strip_file_url
 from .options import Options
 
 

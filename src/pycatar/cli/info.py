@@ -8,7 +8,7 @@ import sys
 from .. import info as _info
 from ..errors import UsageError
 from ..index import IndexReader
-from .common import emit_json, index_argument, open_index, chunk_stores
+from .common import chunk_stores, emit_json, index_argument, open_index
 from .options import Options
 
 

@@ -9,7 +9,7 @@ from ..errors import PycatarError, UsageError
 from ..index import IndexReader
 from ..location import local_path, open_store
 from ..s3store import is_s3_url
-from .common import (progress_bar, emit_json, index_argument, log, open_index, remote, chunk_stores,
+from .common import (chunk_stores, emit_json, index_argument, log, open_index, progress_bar, remote,
                      strip_file_url, suffix_kind)
 from .options import Options
 
