@@ -5,7 +5,7 @@ diff -r, cmp and the kernel's view of the source tree (xattrs, ACLs, capabilitie
 Every mount is unmounted in a finally; every wait has a timeout.  In CI (CI=true) missing FUSE fails.
 
 Not here yet: mounting through an HTTP store (``pycatar serve``); the stores reach the mount through
-verbs._stores unchanged, so it needs only a test once the HTTP client has landed."""
+pycatar.cli.common.chunk_stores unchanged, so it needs only a test once the HTTP client has landed."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Reproducible archives (spec/reproducible.md): a fixed feature set that does not depend on the
 machine or file system the tree is read from, owners normalised, mtimes clamped to
-``SOURCE_DATE_EPOCH``.
+``SOURCE_DATE_EPOCH``.  :func:`pycatar.operations.make` with ``reproducible=True`` applies all of it;
+the pieces, for an encoder of one's own:
 
 >>> from pycatar import archive, reproducible
 >>> flags = reproducible.feature_flags()
@@ -74,6 +75,3 @@ def encoder_options(flags: int, *, owner: int | None = None, group: int | None =
     if group is not None:
         opts["group"] = group
     return opts
-
-
-# --------------------------------------------------------------------------- the command

@@ -1,5 +1,4 @@
-"""The generator of vectors/ (``python -m pycatar.vectors_gen --out vectors`` or
-``pycatar vectors generate --out vectors``; needs root).
+"""The generator of vectors/ (``pycatar vectors generate --out vectors``; needs root).
 
 Every vector is defined here; its expected outputs are what pycatar produces (through the same
 adapter the runner uses), and the test suite checks that casync produces them too.  Running the
@@ -13,18 +12,20 @@ indexes and chunk stores) are built by the small writer below from record-level 
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import struct
-import sys
 import tempfile
 import zlib
 from pathlib import Path
 
-from . import format as fmt
-from . import vectors as V
-from .entry import ACLDefault, ACLEntry, Entry
-from .flags import DEFAULT, F, from_options, normalize
-from .goodbye import goodbye_record, name_hash
+from .. import format as fmt
+from ..encoder import entry_records
+from ..entry import ACLDefault, ACLEntry, Entry
+from ..flags import DEFAULT, F, from_options, normalize
+from ..goodbye import goodbye_record, name_hash
+from . import harness as V
 
 T = fmt.RecordType
 MT = 1_600_000_000_123_456_789  # ns; every tree gets distinct, fixed times from here
@@ -260,9 +261,6 @@ EXTRACT_COVERS = {
 
 def _environment(tree: dict, options: list[str]) -> dict:
     """The user/group names make's output depends on (only with user-names)."""
-    import grp
-    import pwd
-
     w = [o.split("=", 1)[1] for o in options if o.startswith("--with=")]
     wo = [o.split("=", 1)[1] for o in options if o.startswith("--without=")]
     if not from_options(w, wo) & F.WITH_USER_NAMES:
@@ -311,8 +309,6 @@ def _cstr(rtype: int, text: bytes) -> bytes:
 
 
 def node(entry: Entry, payload: bytes = b"", children: list | None = None) -> Node:
-    from .encoder import entry_records
-
     if entry.isreg():
         entry.size = len(payload)
     data = entry_records(entry)
@@ -1082,7 +1078,7 @@ class _Writer:
             if p.is_file() and rel != V.MANIFEST and rel.split("/")[0] not in V.UNMANAGED:
                 files[rel] = V._sha256_file(p)
         (self.out / V.MANIFEST).write_bytes(V.canonical_json({
-            "files": files, "format": 1, "generator": "python -m pycatar.vectors_gen --out DIR"}))
+            "files": files, "format": 1, "generator": "pycatar vectors generate --out DIR"}))
 
 
 def _req_key(r: str):
@@ -1237,6 +1233,152 @@ def gen_chunks(w: _Writer, ad: V.Adapter, tmp: str) -> None:
             V.remove_tree(work)
 
 
+#: CATAR-53: why each malformed input must be refused, so that a rejection for another reason (a usage
+#: error, a missing file) does not pass: (the errno casync 2 reports, None where casync lacks the check;
+#: a regular expression, matched case-insensitively, that the one-line error of an implementation
+#: describing its errors (pycatar) must match).  The expressions name the rule the vector breaks.
+REJECT_REASONS = {
+    "acl-bad-permission": ("EBADMSG", r"ACL_USER .*permission"),
+    "acl-default-on-file": ("EBADMSG", r"default ACL on a file that is not a directory"),
+    "acl-default-user-unset-mask": ("EBADMSG", r"named default ACL entries without a default ACL mask"),
+    "acl-default-user-without-default": ("EBADMSG", r"named default ACL entries without a default ACL"),
+    "acl-group-obj-size": ("EBADMSG", r"ACL_GROUP_OBJ record has size 32"),
+    "acl-unsorted": ("EBADMSG", r"ACL_USER records are not strictly ordered"),
+    "acl-user-without-group-obj": ("EBADMSG", r"named ACL entries without ACL_GROUP_OBJ"),
+    "acl-without-flag": ("EBADMSG", r"permission bits not representable with the feature flags"),
+    "caidx-bad-stream": ("EBADMSG", r"GOODBYE .*tail marker"),
+    "chunk-bad-magic": ("EBADMSG", r"chunk [0-9a-f]{64} .*(bad magic|unknown compression)"),
+    "chunk-missing": ("ENOENT", r"chunk [0-9a-f]{64} .*not found"),
+    "chunk-too-long": ("EBADMSG", r"chunk [0-9a-f]{64} .*corrupt"),
+    "chunk-trailing-data": ("EBADMSG", r"chunk [0-9a-f]{64} .*trailing data"),
+    "chunk-truncated": ("EPIPE", r"chunk [0-9a-f]{64} .*truncated"),
+    "chunk-wrong-content": ("EBADMSG", r"chunk [0-9a-f]{64} .*does not match its id"),
+    "depth-65": ("EFBIG", r"nests deeper than 63 directories"),
+    "device-major-4096": ("EBADMSG", r"DEVICE record has invalid numbers 4096:0"),
+    "device-minor-2-20": ("EBADMSG", r"DEVICE record has invalid numbers 0:1048576"),
+    "device-record-for-fifo": ("EBADMSG", r"DEVICE record for a file of another type"),
+    "device-size-40": ("EBADMSG", r"DEVICE record has size 40"),
+    "device-without-device": ("EBADMSG", r"device node without DEVICE record"),
+    "device-without-flag": ("EBADMSG", r"file type not enabled by the feature flags"),
+    "empty-stream": (None, r"archive is empty"),
+    "entry-flag-not-in-archive": ("EBADMSG", r"ENTRY flags 0x400000 are not covered by the feature flags"),
+    "entry-flags-on-symlink": ("EBADMSG", r"ENTRY flags set for a file that is neither regular file nor directory"),
+    "entry-size-72": ("EBADMSG", r"ENTRY record has size 72"),
+    "fcaps-on-directory": ("EBADMSG", r"FCAPS record for a file that is not a regular file"),
+    "fcaps-without-flag": (None, r"FCAPS record without the fcaps feature"),
+    "fifo-without-flag": ("EBADMSG", r"file type not enabled by the feature flags"),
+    "file-without-payload": ("EBADMSG", r"expected ENTRY record, found PAYLOAD"),
+    "filename-dot": ("EBADMSG", r"FILENAME .*not a single path component: '\.'"),
+    "filename-dotdot": ("EBADMSG", r"FILENAME .*not a single path component: '\.\.'"),
+    "filename-empty": ("EBADMSG", r"FILENAME record .*invalid size 17"),
+    "filename-inner-nul": ("EBADMSG", r"FILENAME .*not a single path component"),
+    "filename-slash": ("EBADMSG", r"FILENAME .*not a single path component: 'a/b'"),
+    "filename-too-long": (None, r"FILENAME record .*invalid size 273"),
+    "filename-without-nul": ("EBADMSG", r"FILENAME .*not NUL-terminated"),
+    "flags-all-ones": ("EBADMSG", r"unsupported feature flags 0xffffffffffffffff"),
+    "flags-blake3-and-sha512": ("EPROTONOSUPPORT", r"feature flags .* select two digests"),
+    "flags-differ": ("EBADMSG", r"ENTRY .*has feature flags 0x[0-9a-f]+, the archive's are"),
+    "flags-not-normalised": ("EBADMSG", r"feature flags .* are not normalized"),
+    "flags-two-times": ("EBADMSG", r"feature flags .* are not normalized"),
+    "flags-unknown-bit": ("EPROTONOSUPPORT", r"unsupported feature flags"),
+    "goodbye-extra-item": (None, r"GOODBYE record .*has size 160, expected 136"),
+    "goodbye-missing": (None, r"archive truncated"),
+    "goodbye-not-a-tree": (None, r"GOODBYE table .*does not match"),
+    "goodbye-subdir-tail": ("EBADMSG", r"GOODBYE record .*lacks the tail marker"),
+    "goodbye-tail-entry-offset": ("EBADMSG", r"GOODBYE tail .*points to offset"),
+    "goodbye-tail-marker": ("EBADMSG", r"GOODBYE record .*lacks the tail marker"),
+    "goodbye-tail-size": ("EBADMSG", r"GOODBYE tail .*repeats size"),
+    "goodbye-wrong-hash": (None, r"GOODBYE table .*does not match"),
+    "goodbye-wrong-offset": (None, r"GOODBYE table .*does not match"),
+    "goodbye-wrong-size": (None, r"GOODBYE table .*does not match"),
+    "group-before-user": ("EBADMSG", r"USER record out of order or repeated"),
+    "group-obj-twice": ("EBADMSG", r"ACL_GROUP_OBJ record out of order or repeated"),
+    "header-size-below-16": ("EBADMSG", r"record header has invalid size 8\b"),
+    "header-size-max": ("EBADMSG", r"record header has invalid size 18446744073709551615"),
+    "index-chunk-over-max": ("EBADMSG", r"chunk of 4000 bytes exceeds chunk_size_max"),
+    "index-first-offset-zero": ("EBADMSG", r"end offset 0 not greater"),
+    "index-flags-not-normalised": ("EINVAL", r"index feature flags .* not normalized"),
+    "index-max-too-big": ("EBADMSG", r"index chunk size 134217729 out of range"),
+    "index-min-zero": ("EBADMSG", r"index chunk size 0 out of range"),
+    "index-offsets-decrease": ("EBADMSG", r"end offset 7000 not greater than the previous 8000"),
+    "index-offsets-equal": ("EBADMSG", r"end offset 3000 not greater than the previous 3000"),
+    "index-record-size": ("EBADMSG", r"bad INDEX header size 56"),
+    "index-sizes-unordered": ("EBADMSG", r"chunk sizes .* not ordered"),
+    "index-table-size": ("EBADMSG", r"bad TABLE header size"),
+    "index-table-type": ("EBADMSG", r"bad TABLE type"),
+    "index-tail-marker": ("EBADMSG", r"bad table tail marker"),
+    "index-tail-nonzero": ("EBADMSG", r"bad table tail: non-zero"),
+    "index-tail-offset": ("EBADMSG", r"bad table tail: index offset"),
+    "index-tail-size": ("EBADMSG", r"bad table tail: table size"),
+    "index-too-short": ("EPIPE", r"index truncated"),
+    "index-trailing-byte": ("EBADMSG", r"index truncated or has trailing garbage"),
+    "index-truncated-item": ("EPIPE", r"index truncated"),
+    "index-two-digests": ("ENOTSUP", r"select both SHA512-256 and BLAKE3"),
+    "index-type-in-archive": ("EBADMSG", r"unknown record type 0x96824d9c7b129ff9"),
+    "index-unknown-flag": ("ENOTSUP", r"unknown feature flags"),
+    "index-wrong-type": ("EBADMSG", r"not an index file"),
+    "mode-extra-bits": ("EBADMSG", r"invalid mode .*unknown bits"),
+    "mode-unknown-type": ("EBADMSG", r"invalid mode .*unknown file type"),
+    "mode-without-permissions": ("EBADMSG", r"permission bits not representable"),
+    "mtime-all-ones": ("EBADMSG", r"mtime \(18446744073709551615\) finer than the feature flags allow"),
+    "mtime-sec-granularity": ("EBADMSG", r"mtime .*finer than the feature flags allow"),
+    "mtime-without-flag": ("EBADMSG", r"mtime .*finer than the feature flags allow"),
+    "names-duplicate": (None, r"is duplicate in its directory"),
+    "names-unsorted": (None, r"is out of order in its directory"),
+    "payload-for-directory": ("EBADMSG", r"PAYLOAD record for a file that is not a regular file"),
+    "payload-for-fifo": ("EBADMSG", r"PAYLOAD record for a file that is not a regular file"),
+    "payload-for-symlink": ("EBADMSG", r"unexpected PAYLOAD record"),
+    "payload-where-filename": ("EBADMSG", r"unexpected PAYLOAD record .*expected FILENAME or GOODBYE"),
+    "projid-on-symlink": ("EBADMSG", r"QUOTA_PROJID record for a file that is neither"),
+    "projid-without-flag": (None, r"QUOTA_PROJID record without the quota-projid feature"),
+    "projid-zero": ("EBADMSG", r"invalid project id 0"),
+    "record-beyond-end": (None, r"archive truncated"),
+    "root-not-directory": ("EBADMSG", r"top-level entry is not a directory"),
+    "second-entry": ("EBADMSG", r"second ENTRY record"),
+    "selinux-empty": ("EBADMSG", r"SELINUX label is empty"),
+    "selinux-without-flag": ("EBADMSG", r"SELINUX record without the selinux feature"),
+    "subvolume-on-file": ("EBADMSG", r"subvolume flag on a non-directory"),
+    "symlink-empty": ("EBADMSG", r"SYMLINK target is empty"),
+    "symlink-inner-nul": ("EBADMSG", r"SYMLINK target is empty or not a NUL-terminated string"),
+    "symlink-mode-not-777": ("EBADMSG", r"symlinks have mode 0777"),
+    "symlink-record-for-file": ("EBADMSG", r"SYMLINK record for a file of another type"),
+    "symlink-too-long": ("EBADMSG", r"SYMLINK record of size 4113 exceeds the limit"),
+    "symlink-without-flag": ("EBADMSG", r"file type not enabled by the feature flags"),
+    "symlink-without-target": ("EBADMSG", r"found SYMLINK"),
+    "table-type-in-archive": ("EBADMSG", r"unknown record type 0xe75b9e112f17417d"),
+    "trailing-archive": (None, r"trailing data after the end of the archive"),
+    "trailing-garbage": (None, r"trailing data after the end of the archive"),
+    "truncated-in-goodbye": (None, r"archive truncated"),
+    "truncated-in-header": (None, r"archive truncated"),
+    "truncated-in-payload": (None, r"archive truncated"),
+    "uid-16bit-ffff": ("EBADMSG", r"invalid uid 65535"),
+    "uid-16bit-too-big": ("EBADMSG", r"invalid uid 65536"),
+    "uid-32bit-max": ("EBADMSG", r"invalid uid 4294967295"),
+    "uid-without-flag": ("EBADMSG", r"invalid uid 5"),
+    "unknown-type": ("EBADMSG", r"unknown record type 0x1234567890abcdef"),
+    "user-name-empty": ("EBADMSG", r"USER record holds an invalid name"),
+    "user-name-root": ("EBADMSG", r"USER record holds an invalid name"),
+    "user-name-space": ("EBADMSG", r"USER record holds an invalid name"),
+    "user-name-too-long": ("EBADMSG", r"USER record of size 273 exceeds the limit"),
+    "user-twice": ("EBADMSG", r"USER record out of order or repeated"),
+    "user-without-flag": ("EBADMSG", r"USER record without the user-names feature"),
+    "xattr-after-acl": ("EBADMSG", r"XATTR record out of order"),
+    "xattr-duplicate": ("EBADMSG", r"XATTR records are not strictly ordered"),
+    "xattr-name-ends-with-dot": ("EBADMSG", r"XATTR name 'user\.' is invalid"),
+    "xattr-name-without-dot": ("EBADMSG", r"XATTR name 'user' is invalid"),
+    "xattr-on-symlink": ("EBADMSG", r"xattrs or ACLs on a symlink"),
+    "xattr-unsorted": ("EBADMSG", r"XATTR records are not strictly ordered"),
+    "xattr-without-flag": ("EBADMSG", r"XATTR record without the xattrs feature"),
+    "xattr-without-nul": ("EBADMSG", r"XATTR name is not NUL-terminated"),
+}
+
+
+def _reject_expect(name: str, verbs: list[str]) -> dict:
+    """The ``expect`` of reject/NAME: the verbs that must fail, and why (REJECT_REASONS)."""
+    errno_name, pattern = REJECT_REASONS[name]
+    return {"reject": verbs, "error": pattern, **({"errno": errno_name} if errno_name else {})}
+
+
 def _check_rejected(ad: V.Adapter, vid: str, data: dict, files: dict, tmp: str, want_ok: bool = False) -> None:
     """Generator self-check: pycatar rejects a malformed input (or accepts its valid base)."""
     work = tempfile.mkdtemp(dir=tmp)
@@ -1273,7 +1415,8 @@ def gen_rejects(w: _Writer, ad: V.Adapter, tmp: str) -> None:
     _check_rejected(ad, "reject/base", base, {"input.catar": build(base_archive())}, tmp, want_ok=True)
     for name, covers, what, make, needs in BAD_ARCHIVES:
         data = {"description": f"an archive with {what}", "covers": _covers(covers) + ["CATAR-53", "EXTRACT-20"],
-                "requires": _needs(needs), "input": "input.catar", "expect": {"reject": ["list", "extract"]}}
+                "requires": _needs(needs), "input": "input.catar",
+                "expect": _reject_expect(name, ["list", "extract"])}
         files = {"input.catar": make()}
         _check_rejected(ad, f"reject/{name}", data, files, tmp)
         w.vector("reject", name, data, files)
@@ -1285,13 +1428,13 @@ def gen_rejects(w: _Writer, ad: V.Adapter, tmp: str) -> None:
     _check_rejected(ad, "reject/index-base", base, {"input.caibx": good, **sfiles}, tmp, want_ok=True)
     for name, covers, edit, needs in BAD_INDEXES:
         data = {"description": f"a blob index: {name.replace('-', ' ')}", "covers": _covers(covers),
-                "requires": _needs(needs), "input": "input.caibx", "expect": {"reject": ["extract"]}}
+                "requires": _needs(needs), "input": "input.caibx", "expect": _reject_expect(name, ["extract"])}
         files = {"input.caibx": edit(BLOB_FLAGS, STORE_SIZES, items), **sfiles}
         _check_rejected(ad, f"reject/{name}", data, files, tmp)
         w.vector("reject", name, data, files)
     for name, covers, edit, needs in BAD_STORES:
         data = {"description": f"a chunk store: {name.replace('-', ' ')}", "covers": _covers(covers),
-                "requires": _needs(needs), "input": "input.caibx", "expect": {"reject": ["extract"]}}
+                "requires": _needs(needs), "input": "input.caibx", "expect": _reject_expect(name, ["extract"])}
         files = {"input.caibx": good, **edit(chunks)}
         _check_rejected(ad, f"reject/{name}", data, files, tmp)
         w.vector("reject", name, data, files)
@@ -1299,7 +1442,8 @@ def gen_rejects(w: _Writer, ad: V.Adapter, tmp: str) -> None:
     bad = build(base_archive())[:-10] + b"\0" * 10
     cid = V.chunk_digest("sha512-256", bad)
     data = {"description": "an archive index whose stream has a broken goodbye tail", "covers": ["CATAR-43",
-            "CATAR-53"], "requires": [], "input": "input.caidx", "expect": {"reject": ["list", "extract"]}}
+            "CATAR-53"], "requires": [], "input": "input.caidx",
+            "expect": _reject_expect("caidx-bad-stream", ["list", "extract"])}
     files = {"input.caidx": index_bytes(DEF, (64, 1024, 4096), [(len(bad), cid)]),
              **_store_files([(cid, bad)], ("zstd",))}
     _check_rejected(ad, "reject/caidx-bad-stream", data, files, tmp)
@@ -1382,23 +1526,3 @@ def generate(out: str | os.PathLike, entry, *, tmpdir: str | None = None) -> int
         V.remove_tree(tmp)
     w.manifest()
     return w.count
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m pycatar.vectors_gen", description="Regenerate vectors/.")
-    p.add_argument("--out", required=True)
-    p.add_argument("--tmpdir")
-    ns = p.parse_args(argv)
-    try:
-        n = generate(ns.out, tmpdir=ns.tmpdir)
-    except V.PycatarError as e:
-        sys.stderr.write(f"{e}\n")
-        return 1
-    print(f"{n} vectors written to {ns.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,5 +1,5 @@
 """``pycatar vectors verify|generate|list``: the command of the test-vector harness
-(:mod:`pycatar.vectors`) and generator (:mod:`pycatar.vectors_gen`)."""
+(:mod:`pycatar.vectors.harness`) and generator (:mod:`pycatar.vectors.generate`)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import UsageError
-from .vectors import MANIFEST, Outcome, default_vectors_dir, load_vectors, make_adapter, verify
+from ..errors import UsageError
+from ..vectors.generate import generate
+from ..vectors.harness import MANIFEST, Outcome, default_vectors_dir, load_vectors, make_adapter, verify
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,8 +42,6 @@ def main(args: list[str], entry=None) -> int:
     """``pycatar vectors ...``; ``entry``: the command's entry point, for ``--impl pycatar``."""
     ns = _parser().parse_args(args)
     if ns.action == "generate":
-        from .vectors_gen import generate
-
         n = generate(ns.out, entry, tmpdir=ns.tmpdir)
         print(f"{n} vectors written to {ns.out}")
         return 0

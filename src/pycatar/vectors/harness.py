@@ -13,16 +13,20 @@ for another one) and ``cmd:CONFIG.json`` (any implementation, described by comma
 vectors/README.md).  A vector needing something an adapter lacks (a feature such as ``blake3``, an
 operation its configuration has no command for) is skipped and counted, never passed.
 
-The vector format is described in vectors/README.md; the generator is :mod:`pycatar.vectors_gen`.
+The vector format is described in vectors/README.md; the generator is :mod:`pycatar.vectors.generate`.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import grp
 import hashlib
 import io
 import json
 import os
+import pwd
+import re
 import shutil
 import stat as st
 import struct
@@ -32,7 +36,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import PycatarError, UsageError
+import blake3
+
+from .. import fsmeta
+from ..compression import decompress
+from ..errors import PycatarError, UsageError
 
 # --------------------------------------------------------------------------- constants
 
@@ -41,6 +49,8 @@ VECTOR_FILE = "vector.json"
 #: entries of a vectors directory that are not generated (and not in the manifest)
 UNMANAGED = ("README.md", "adapters")
 KINDS = ("tree", "extract", "caidx", "chunk", "decode", "store", "reject")
+#: what :attr:`Adapter.reason` may be
+REASONS = ("message", "errno", None)
 #: features every adapter is assumed to have unless its configuration says otherwise
 BASE_FEATURES = frozenset({"sha512-256", "sha256", "zstd", "xz", "gzip"})
 #: what vectors may require (besides operations); see vectors/README.md
@@ -63,7 +73,12 @@ DEFAULT_TIMEOUT = 120
 
 
 class Skip(Exception):
-    """The vector does not apply (to this adapter or this machine); counted as skipped."""
+    """The vector does not apply (to this adapter or this machine); counted as skipped.  ``lacks``:
+    the features of the vector's ``requires`` the adapter does not have, if that is why."""
+
+    def __init__(self, message: str, lacks: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.lacks = tuple(lacks)
 
 
 class Failure(Exception):
@@ -162,8 +177,6 @@ def _check_path(path: str) -> list[str]:
 
 def acl_xattr(entries) -> bytes:
     """The kernel's ``system.posix_acl_*`` value of ``[[tag, id or null, permissions]...]``."""
-    from . import fsmeta
-
     return fsmeta.build_acl_xattr([(ACL_TAGS[tag], perm, 0 if ident is None else ident)
                                    for tag, ident, perm in entries])
 
@@ -224,9 +237,6 @@ def remove_tree(path: str) -> None:
 
 def check_environment(env: dict) -> None:
     """The user and group names a vector's expected output depends on must be this machine's."""
-    import grp
-    import pwd
-
     for table, lookup in (("users", lambda i: pwd.getpwuid(i).pw_name),
                           ("groups", lambda i: grp.getgrgid(i).gr_name)):
         for ident, want in sorted(env.get(table, {}).items()):
@@ -351,8 +361,6 @@ COMPRESSION_MAGIC = {"zstd": b"\x28\xb5\x2f\xfd", "xz": b"\xfd7zXZ\x00", "gzip":
 
 def chunk_digest(name: str, data: bytes) -> bytes:
     if name == "blake3":
-        import blake3
-
         return blake3.blake3(data).digest()
     return hashlib.new("sha512_256" if name == "sha512-256" else "sha256", data).digest()
 
@@ -360,8 +368,6 @@ def chunk_digest(name: str, data: bytes) -> bytes:
 def check_store(store: str, stream: bytes, chunks: list[tuple[int, str]], digest: str, compression: str) -> None:
     """STORE-2/3/6/8: every chunk of the index is in the store, compressed as asked, and decompresses
     to the stream's bytes, whose digest is its id."""
-    from .compression import decompress
-
     start = 0
     for end, cid in chunks:
         path = os.path.join(store, cid[:4], cid + ".cacnk")
@@ -418,6 +424,10 @@ class Adapter:
     #: whether rejections must also be one line of error and write nothing outside the target
     #: (a traceback fails a run with any adapter)
     strict: bool = False
+    #: how the implementation says why it refuses a malformed input (REJECT vectors check it): "message"
+    #: (a line matching the vector's ``expect.error``), "errno" (the text of the vector's
+    #: ``expect.errno``, as casync prints it), or None (not checked: only the failure is)
+    reason: str | None = None
 
     def make_catar(self, tree: str, out: str, options: list[str]) -> Run:
         raise Skip(f"{self.name} cannot make archives")
@@ -503,6 +513,7 @@ class CasyncAdapter(CasyncLike):
     """casync 2 (the ``casync`` binary on $PATH, or ``casync:PATH``)."""
 
     name = "casync"
+    reason = "errno"
     # casync 2+20201210 lacks these (spec/catar.md says where it deviates)
     features = frozenset(KNOWN_FEATURES - {
         "blake3", "reads-casync-quirks", "rejects-unsorted-names", "rejects-trailing-data",
@@ -524,6 +535,7 @@ class PycatarCLIAdapter(CasyncLike):
 
     name = "pycatar-cli"
     strict = True
+    reason = "message"
 
     def __init__(self, timeout: int = DEFAULT_TIMEOUT):
         self.timeout = timeout
@@ -539,6 +551,7 @@ class PycatarAdapter(CasyncLike):
 
     name = "pycatar"
     strict = True
+    reason = "message"
 
     def __init__(self, entry):
         super().__init__()
@@ -607,6 +620,9 @@ class CommandAdapter(Adapter):
         self.features = frozenset(feats)
         self.timeout = int(conf.get("timeout", DEFAULT_TIMEOUT))
         self.strict = bool(conf.get("strict", False))
+        self.reason = conf.get("reason")
+        if self.reason not in REASONS:
+            raise UsageError(f"{path}: \"reason\" must be \"message\", \"errno\" or null, not {self.reason!r}")
 
     def _argv(self, key: str, values: dict, options=(), subpath=None) -> list[str]:
         if key not in self.commands:
@@ -821,7 +837,7 @@ class Context:
     def require(self, v: Vector) -> None:
         missing = [f for f in v.data.get("requires", []) if f not in self.adapter.features]
         if missing:
-            raise Skip(f"{self.adapter.name} lacks {', '.join(missing)}")
+            raise Skip(f"{self.adapter.name} lacks {', '.join(missing)}", lacks=tuple(missing))
         if v.data.get("options") and "casync-options" not in self.adapter.features:
             raise Skip(f"{self.adapter.name} takes no casync options")
 
@@ -1023,6 +1039,26 @@ def run_reject(ctx: Context, v: Vector) -> None:
             raise Failure(f"{verb} accepted the malformed input (it must fail)")
         if ctx.adapter.strict and len(r.stderr.decode("utf-8", "replace").strip().splitlines()) > 1:
             raise Failure(f"{verb} reported more than one line of error")
+        _check_reason(ctx.adapter, verb, v.data["expect"], r)
+
+
+def _check_reason(adapter: Adapter, verb: str, expect: dict, r: Run) -> None:
+    """CATAR-53: the input was refused for the vector's reason, not for another (a usage error, a
+    missing file), as far as the adapter says why (:attr:`Adapter.reason`)."""
+    said = r.stderr.decode("utf-8", "replace")
+    if adapter.reason == "message":
+        pattern = expect.get("error")
+        if pattern is None:
+            raise Failure("the vector gives no expect.error to check the rejection against")
+        if not re.search(pattern, said, re.IGNORECASE):
+            raise Failure(f"{verb} refused the input for another reason: {r.why()!r} (expected /{pattern}/)")
+    elif adapter.reason == "errno" and expect.get("errno"):
+        name = expect["errno"]
+        text = os.strerror(getattr(errno, name)) if hasattr(errno, name) else None
+        if text is None:
+            raise Failure(f"unknown errno {name!r} in expect.errno")
+        if text not in said:
+            raise Failure(f"{verb} refused the input for another reason: {r.why()!r} (expected {name}: {text})")
 
 
 RUNNERS = {"tree": run_tree, "extract": run_extract, "caidx": run_caidx, "chunk": run_chunk, "decode": run_decode,
@@ -1037,6 +1073,7 @@ class Outcome:
     vector: str
     status: str  # "pass", "fail", "skip"
     message: str = ""
+    lacks: tuple[str, ...] = ()  #: a skip for want of these features (see Skip)
 
 
 def verify(root: str | os.PathLike, adapter: Adapter, *, only: list[str] | None = None,
@@ -1060,7 +1097,7 @@ def verify(root: str | os.PathLike, adapter: Adapter, *, only: list[str] | None 
                 RUNNERS[v.kind](Context(adapter, work), v)
                 o = Outcome(v.id, "pass")
             except Skip as e:
-                o = Outcome(v.id, "skip", str(e))
+                o = Outcome(v.id, "skip", str(e), e.lacks)
             except Failure as e:
                 o = Outcome(v.id, "fail", str(e))
             except (OSError, ValueError, KeyError, TypeError) as e:
@@ -1077,7 +1114,7 @@ def verify(root: str | os.PathLike, adapter: Adapter, *, only: list[str] | None 
 
 
 def default_vectors_dir() -> str:
-    here = Path(__file__).resolve().parents[2] / "vectors"
+    here = Path(__file__).resolve().parents[3] / "vectors"  # the source tree's
     for cand in (here, Path.cwd() / "vectors"):
         if (cand / MANIFEST).is_file():
             return str(cand)

@@ -1,113 +1,57 @@
 """The ``pycatar`` command: casync's verbs and options, accepted before or after the verb.
 
-This is a thin layer: it parses the command line like casync, decides what kind of input and output
-each verb deals with, and calls the library (:mod:`pycatar.archive` and friends).
-Every error ends as one line on stderr and a non-zero exit status.
+The command parses the options shared by every verb into :class:`~.options.Options`, then hands the
+verb's arguments to the verb's module (:data:`VERBS`), which calls the library.  Every error ends as
+one line on stderr and a non-zero exit status.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
-from dataclasses import dataclass, field
 
 import click
+from click.shell_completion import CompletionItem
 
-from .errors import PycatarError, UsageError
+from .. import __version__
+from ..digest import DIGEST_NAMES
+from ..errors import PycatarError, UsageError
+from ..flags import WITH_MASK, format_with_flags, parse_with_name
+from .options import (WHATS, Options, apply_format_options, apply_network_options, apply_objstore_options,
+                      parse_boolean)
 
-WHATS = ("archive", "archive-index", "blob", "blob-index", "directory")
-TRUE_WORDS = ("1", "yes", "y", "true", "t", "on")
-FALSE_WORDS = ("0", "no", "n", "false", "f", "off")
+#: verb -> (module of :mod:`pycatar.cli`, its function taking (Options, arguments)).  The command imports
+#: only the module of the verb it runs: importing all of them (and so the whole library: the HTTP client,
+#: the server, FUSE...) costs about 0.5 s of start-up (python3 -X importtime, measured 2026-12-02) that
+#: ``pycatar list`` or ``pycatar --help`` should not pay.
+VERBS = {
+    "make": ("make", "run"),
+    "extract": ("extract", "run"),
+    "gc": ("gc", "run"),
+    "list": ("list", "run_list"),
+    "mtree": ("list", "run_mtree"),
+    "stat": ("list", "run_stat"),
+    "digest": ("digest", "run"),
+    "verify": ("verify", "run"),
+    "info": ("info", "run"),
+    "cat": ("cat", "run"),
+    "chunk": ("chunk", "run"),
+    "list-chunks": ("list_chunks", "run"),
+    "serve": ("serve", "run"),
+    "mount": ("mount", "run"),
+    "sign": ("sign", "run"),
+}
 
 
-def parse_boolean(value: str, option: str) -> bool:
-    v = value.lower()
-    if v in TRUE_WORDS:
-        return True
-    if v in FALSE_WORDS:
-        return False
-    raise UsageError(f"Failed to parse {option}= parameter: {value}")
+def _verb_module(name: str):
+    return importlib.import_module(f"{__package__}.{name}")  # only the verb's module: see VERBS
 
 
-@dataclass
-class Options:
-    """What the command line asked for, with casync's defaults."""
-
-    verbose: bool = False
-    dry_run: bool = False
-    store: str | None = None
-    extra_stores: list[str] = field(default_factory=list)
-    chunk_size: str | None = None
-    seeds: list[str] = field(default_factory=list)
-    cache: str | None = None
-    with_: list[str] = field(default_factory=list)
-    without: list[str] = field(default_factory=list)
-    what: str | None = None
-    exclude_nodump: bool = True
-    exclude_submounts: bool = False
-    exclude_file: bool = True
-    undo_immutable: bool = False
-    delete: bool = True
-    punch_holes: bool = True
-    reflink: bool = True
-    hardlink: bool = False
-    seed_output: bool = True
-    recursive: bool = True
-    uid_shift: int | None = None
-    uid_range: int | None = None
-    # pycatar's own (spec/reproducible.md, spec/tar.md)
-    reproducible: bool = False
-    owner: int | None = None
-    group: int | None = None
-    input_format: str | None = None
-    output_format: str | None = None
-    digest: str = "sha512-256"
-    compression: str = "zstd"
-    json: bool = False
-    # network (pycatar's own: spec/store.md)
-    chunk_cache: str | None = None
-    http: dict = field(default_factory=dict)  #: HTTPOptions fields the command line set
-    remote: object = None                     #: the command's HTTP client, made on first use
-    repair: bool = False                      #: verify: remove bad chunk files
-    progress: bool = True                     #: progress bars on a terminal (--no-progress: none)
-    # serve (spec/store.md, SERVE-1..3)
-    index_dir: str | None = None
-    listen: str | None = None
-    writable: bool = False
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    # object stores and signatures (spec/store.md STORE-18.., SIG-1..)
-    grace: float | None = None                #: gc: seconds a chunk is safe from removal (None: default)
-    sign_key: str | None = None               #: sign: the private key
-    verify_key: str | None = None             #: the public key an index's signature must verify with
-    allowed_signers: str | None = None        #: or a file of such keys (ssh-keygen's allowed signers)
-
-    def feature_flags(self, default_with: int | None = None, normalized: bool = True) -> int:
-        """The feature flags the options select (for an encoder), or un-normalised, the mask a
-        decoder applies when reading (casync passes the same value to both)."""
-        from . import flags
-
-        if self.reproducible and normalized and default_with is None:
-            from .reproducible import feature_flags
-
-            return feature_flags(self.with_, self.without, digest=self.digest,
-                                 exclude_nodump=self.exclude_nodump, exclude_submounts=self.exclude_submounts,
-                                 exclude_file=self.exclude_file)
-        kw = {} if default_with is None else {"default_with": default_with}
-        return flags.from_options(
-            self.with_, self.without, digest=self.digest, exclude_nodump=self.exclude_nodump,
-            exclude_submounts=self.exclude_submounts, exclude_file=self.exclude_file,
-            normalized=normalized, **kw)
-
-    def feature_mask(self) -> int:
-        return self.feature_flags(normalized=False)
-
-    def uid_options(self) -> dict:
-        if self.uid_shift is None and self.uid_range is None:
-            return {}
-        rng = 0x10000 if self.uid_range is None else self.uid_range
-        return {"uid_shift": self.uid_shift or 0, "uid_range": 0 if rng == 0x100000000 else rng}
-
+def verb_handler(verb: str):
+    """The function that runs ``verb`` (None for a verb pycatar does not have)."""
+    where = VERBS.get(verb)
+    return None if where is None else getattr(_verb_module(where[0]), where[1])
 
 def _bool_option(name: str, help_text: str):
     return click.option(f"--{name}", metavar="BOOL", default=None, help=help_text)
@@ -115,110 +59,13 @@ def _bool_option(name: str, help_text: str):
 
 def _meta_option(*decls, **kw):
     """An option kept in the click context (``pycatar.NAME``) instead of a parameter of ``command``;
-    :func:`_apply_format_options` moves it into :class:`Options`."""
+    the ``apply_*`` functions of :mod:`.options` move it into :class:`Options`."""
 
     def store(ctx, param, value):
         ctx.meta[f"pycatar.{param.name}"] = value
         return value
 
     return click.option(*decls, expose_value=False, callback=store, **kw)
-
-
-_MAKE_ONLY = (("reproducible", "--reproducible"), ("owner", "--owner="), ("group", "--group="),
-              ("input_format", "--input-format="))
-_SERVE_ONLY = (("index_dir", "--index-dir="), ("listen", "--listen="), ("writable", "--writable"),
-               ("tls_cert", "--tls-cert="), ("tls_key", "--tls-key="))
-
-
-def _apply_format_options(opts: Options, verb: str, exclude_nodump, exclude_file) -> None:
-    """--reproducible, --owner=, --group=, --input-format=, --output-format= (pycatar's own)."""
-    meta = click.get_current_context().meta
-    opts.reproducible = bool(meta.get("pycatar.reproducible"))
-    for name in ("owner", "group"):
-        value = meta.get(f"pycatar.{name}")
-        if value is not None:
-            if not value.isdigit() or int(value) > 0xFFFFFFFF:
-                raise UsageError(f"Failed to parse --{name}= parameter: {value} (a numeric id is expected)")
-            setattr(opts, name, int(value))
-    for name in ("input_format", "output_format"):
-        value = meta.get(f"pycatar.{name}")
-        if value is not None and value != "tar":
-            raise UsageError(f"Failed to parse --{name.replace('_', '-')}= parameter: {value} (supported: tar)")
-        setattr(opts, name, value)
-    for name, option in _MAKE_ONLY:
-        if getattr(opts, name) not in (None, False) and verb != "make":
-            raise UsageError(f'{option} applies to the "make" verb only.')
-    for name, option in _SERVE_ONLY:
-        value = meta.get(f"pycatar.{name}")
-        if value not in (None, False) and verb != "serve":
-            raise UsageError(f'{option} applies to the "serve" verb only.')
-        setattr(opts, name, bool(value) if name == "writable" else value)
-    if opts.output_format is not None and verb != "extract":
-        raise UsageError('--output-format= applies to the "extract" verb only.')
-    if opts.reproducible or opts.input_format:
-        # a reproducible archive holds the whole tree (REPRO-6); a tar has nothing to exclude (TAR-3)
-        if exclude_nodump is None:
-            opts.exclude_nodump = False
-        if exclude_file is None:
-            opts.exclude_file = False
-    if opts.input_format and (opts.exclude_nodump or opts.exclude_file or opts.exclude_submounts):
-        raise UsageError("--exclude-nodump=, --exclude-file= and --exclude-submounts= apply to directories, "
-                         "not to tar input.")
-
-
-def _apply_network_options(opts: Options) -> None:
-    """--chunk-cache=, --concurrency=, --http-timeout=, --http-retries=, --http-auth=, --ca-cert=,
-    --client-cert=, --client-key= (pycatar's own)."""
-    meta = click.get_current_context().meta
-    opts.chunk_cache = meta.get("pycatar.chunk_cache")
-    opts.repair = bool(meta.get("pycatar.repair"))
-    opts.progress = not meta.get("pycatar.no_progress")
-    for name, key, low in (("concurrency", "concurrency", 1), ("http_retries", "retries", 0)):
-        value = meta.get(f"pycatar.{name}")
-        if value is not None:
-            if not value.isdigit() or not low <= int(value) <= 1024:
-                raise UsageError(f"Failed to parse --{name.replace('_', '-')}= parameter: {value}")
-            opts.http[key] = int(value)
-    value = meta.get("pycatar.http_timeout")
-    if value is not None:
-        try:
-            t = float(value)
-        except ValueError:
-            t = -1
-        if not 0 < t <= 3600:
-            raise UsageError(f"Failed to parse --http-timeout= parameter: {value}")
-        opts.http["timeout"] = opts.http["connect_timeout"] = t
-    for name, key in (("http_auth", "auth"), ("ca_cert", "ca_file"), ("client_cert", "client_cert"),
-                      ("client_key", "client_key")):
-        value = meta.get(f"pycatar.{name}")
-        if value is not None:
-            opts.http[key] = value
-
-
-def _apply_objstore_options(opts: Options) -> None:
-    """--grace=, --key=, --verify-key=, --allowed-signers= (pycatar's own)."""
-    meta = click.get_current_context().meta
-    value = meta.get("pycatar.grace")
-    if value is not None:
-        opts.grace = parse_duration(value, "--grace")
-    opts.sign_key = meta.get("pycatar.key")
-    opts.verify_key = meta.get("pycatar.verify_key")
-    opts.allowed_signers = meta.get("pycatar.allowed_signers")
-    if opts.verify_key and opts.allowed_signers:
-        raise UsageError("--verify-key= and --allowed-signers= cannot be combined; give one.")
-
-
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str, option: str) -> float:
-    """``90``, ``30s``, ``15m``, ``2h``, ``1d``, ``1w`` (a number and a unit) in seconds."""
-    import re
-
-    m = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([smhdw]?)", text.strip())
-    if m is None:
-        raise UsageError(f"Failed to parse {option}= parameter: {text}")
-    return float(m.group(1)) * _UNITS[m.group(2)]
 
 
 COMMAND_HELP = """Content-addressable archives, casync-compatible.
@@ -328,13 +175,9 @@ def command(version, log_level, verbose, dry_run, store, extra_store, chunk_size
             reflink, hardlink, punch_holes, delete, undo_immutable, seed_output, recursive, mkdir,
             uid_shift, uid_range, with_, without, what, json_, args):
     if version:
-        from . import __version__
-
         click.echo(f"pycatar {__version__}")
         return 0
     if "help" in with_ or "help" in without:
-        from .flags import WITH_MASK, format_with_flags
-
         click.echo("Supported --with= and --without= flags:")
         for bit in range(64):
             if (1 << bit) & int(WITH_MASK):
@@ -351,8 +194,6 @@ def command(version, log_level, verbose, dry_run, store, extra_store, chunk_size
     opts.json = json_
     opts.with_ = list(with_)
     opts.without = list(without)
-    from .flags import parse_with_name
-
     for name in opts.with_:
         parse_with_name(name, "--with=")
     for name in opts.without:
@@ -362,8 +203,6 @@ def command(version, log_level, verbose, dry_run, store, extra_store, chunk_size
             raise UsageError(f"Failed to parse --what= selector: {what}")
         opts.what = what
     if digest is not None:
-        from .digest import DIGEST_NAMES
-
         if digest not in DIGEST_NAMES:
             raise UsageError(f"Failed to parse --digest= parameter: {digest}")
         opts.digest = digest
@@ -395,12 +234,11 @@ def command(version, log_level, verbose, dry_run, store, extra_store, chunk_size
     if not args:
         raise UsageError("No verb specified (see --help).")
     verb, rest = args[0], list(args[1:])
-    _apply_format_options(opts, verb, exclude_nodump, exclude_file)
-    _apply_network_options(opts)
-    _apply_objstore_options(opts)
-    from . import verbs
-
-    handler = verbs.VERBS.get(verb)
+    meta = click.get_current_context().meta
+    apply_format_options(opts, meta, verb, exclude_nodump, exclude_file)
+    apply_network_options(opts, meta)
+    apply_objstore_options(opts, meta)
+    handler = verb_handler(verb)
     if handler is None:
         if verb in ("mkdev", "udev", "push", "pull"):
             raise UsageError(f'The "{verb}" verb is not supported by pycatar.')
@@ -417,8 +255,6 @@ class _ReaderGone(Exception):
 
 def _complete(ctx, incomplete: str):
     """Shell completion of the positional arguments: a verb first, then file names."""
-    from click.shell_completion import CompletionItem
-
     if not ctx.params.get("args"):
         return [CompletionItem(v) for v in ALL_VERBS if v.startswith(incomplete)]
     return [CompletionItem(incomplete, type="file")]
@@ -532,9 +368,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.stdout.write(verb_help(verb))
             rc = 0
         elif verb == "vectors":  # its own options (--impl, --vectors...): not casync's
-            from .vectors_cli import main as vectors_main
-
-            rc = vectors_main(args[args.index("vectors") + 1:], entry=main)
+            rc = _verb_module("vectors").main(args[args.index("vectors") + 1:], entry=main)
         else:
             rc = command.main(args=argv, prog_name="pycatar", standalone_mode=False)
     except click.exceptions.NoSuchOption as e:

@@ -1,0 +1,196 @@
+"""What the command line asked for (:class:`Options`, with casync's defaults) and the parsing of
+option values the verbs share."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .. import flags, reproducible
+from ..errors import UsageError
+
+WHATS = ("archive", "archive-index", "blob", "blob-index", "directory")
+TRUE_WORDS = ("1", "yes", "y", "true", "t", "on")
+FALSE_WORDS = ("0", "no", "n", "false", "f", "off")
+
+
+def parse_boolean(value: str, option: str) -> bool:
+    v = value.lower()
+    if v in TRUE_WORDS:
+        return True
+    if v in FALSE_WORDS:
+        return False
+    raise UsageError(f"Failed to parse {option}= parameter: {value}")
+
+
+@dataclass
+class Options:
+    """What the command line asked for, with casync's defaults."""
+
+    verbose: bool = False
+    dry_run: bool = False
+    store: str | None = None
+    extra_stores: list[str] = field(default_factory=list)
+    chunk_size: str | None = None
+    seeds: list[str] = field(default_factory=list)
+    cache: str | None = None
+    with_: list[str] = field(default_factory=list)
+    without: list[str] = field(default_factory=list)
+    what: str | None = None
+    exclude_nodump: bool = True
+    exclude_submounts: bool = False
+    exclude_file: bool = True
+    undo_immutable: bool = False
+    delete: bool = True
+    punch_holes: bool = True
+    reflink: bool = True
+    hardlink: bool = False
+    seed_output: bool = True
+    recursive: bool = True
+    uid_shift: int | None = None
+    uid_range: int | None = None
+    # pycatar's own (spec/reproducible.md, spec/tar.md)
+    reproducible: bool = False
+    owner: int | None = None
+    group: int | None = None
+    input_format: str | None = None
+    output_format: str | None = None
+    digest: str = "sha512-256"
+    compression: str = "zstd"
+    json: bool = False
+    mkdir: bool = True                        #: mount: create the mount point if missing
+    foreground: bool = False                  #: mount: serve in the foreground
+    # network (pycatar's own: spec/store.md)
+    chunk_cache: str | None = None
+    http: dict = field(default_factory=dict)  #: HTTPOptions fields the command line set
+    remote: object = None                     #: the command's HTTP client, made on first use
+    repair: bool = False                      #: verify: remove bad chunk files
+    progress: bool = True                     #: progress bars on a terminal (--no-progress: none)
+    # serve (spec/store.md, SERVE-1..3)
+    index_dir: str | None = None
+    listen: str | None = None
+    writable: bool = False
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    # object stores and signatures (spec/store.md STORE-18.., SIG-1..)
+    grace: float | None = None                #: gc: seconds a chunk is safe from removal (None: default)
+    sign_key: str | None = None               #: sign: the private key
+    verify_key: str | None = None             #: the public key an index's signature must verify with
+    allowed_signers: str | None = None        #: or a file of such keys (ssh-keygen's allowed signers)
+
+    def feature_flags(self, default_with: int | None = None, normalized: bool = True) -> int:
+        """The feature flags the options select (for an encoder), or un-normalised, the mask a
+        decoder applies when reading (casync passes the same value to both)."""
+        if self.reproducible and normalized and default_with is None:
+            return reproducible.feature_flags(self.with_, self.without, digest=self.digest,
+                                              exclude_nodump=self.exclude_nodump,
+                                              exclude_submounts=self.exclude_submounts,
+                                              exclude_file=self.exclude_file)
+        kw = {} if default_with is None else {"default_with": default_with}
+        return flags.from_options(
+            self.with_, self.without, digest=self.digest, exclude_nodump=self.exclude_nodump,
+            exclude_submounts=self.exclude_submounts, exclude_file=self.exclude_file,
+            normalized=normalized, **kw)
+
+    def feature_mask(self) -> int:
+        return self.feature_flags(normalized=False)
+
+    def uid_options(self) -> dict:
+        if self.uid_shift is None and self.uid_range is None:
+            return {}
+        rng = 0x10000 if self.uid_range is None else self.uid_range
+        return {"uid_shift": self.uid_shift or 0, "uid_range": 0 if rng == 0x100000000 else rng}
+
+
+_MAKE_ONLY = (("reproducible", "--reproducible"), ("owner", "--owner="), ("group", "--group="),
+              ("input_format", "--input-format="))
+_SERVE_ONLY = (("index_dir", "--index-dir="), ("listen", "--listen="), ("writable", "--writable"),
+               ("tls_cert", "--tls-cert="), ("tls_key", "--tls-key="))
+
+
+def apply_format_options(opts: Options, meta: dict, verb: str, exclude_nodump, exclude_file) -> None:
+    """--reproducible, --owner=, --group=, --input-format=, --output-format= (pycatar's own), from
+    ``meta`` (where the command keeps them)."""
+    opts.reproducible = bool(meta.get("pycatar.reproducible"))
+    for name in ("owner", "group"):
+        value = meta.get(f"pycatar.{name}")
+        if value is not None:
+            if not value.isdigit() or int(value) > 0xFFFFFFFF:
+                raise UsageError(f"Failed to parse --{name}= parameter: {value} (a numeric id is expected)")
+            setattr(opts, name, int(value))
+    for name in ("input_format", "output_format"):
+        value = meta.get(f"pycatar.{name}")
+        if value is not None and value != "tar":
+            raise UsageError(f"Failed to parse --{name.replace('_', '-')}= parameter: {value} (supported: tar)")
+        setattr(opts, name, value)
+    for name, option in _MAKE_ONLY:
+        if getattr(opts, name) not in (None, False) and verb != "make":
+            raise UsageError(f'{option} applies to the "make" verb only.')
+    for name, option in _SERVE_ONLY:
+        value = meta.get(f"pycatar.{name}")
+        if value not in (None, False) and verb != "serve":
+            raise UsageError(f'{option} applies to the "serve" verb only.')
+        setattr(opts, name, bool(value) if name == "writable" else value)
+    if opts.output_format is not None and verb != "extract":
+        raise UsageError('--output-format= applies to the "extract" verb only.')
+    if opts.reproducible or opts.input_format:
+        # a reproducible archive holds the whole tree (REPRO-6); a tar has nothing to exclude (TAR-3)
+        if exclude_nodump is None:
+            opts.exclude_nodump = False
+        if exclude_file is None:
+            opts.exclude_file = False
+    if opts.input_format and (opts.exclude_nodump or opts.exclude_file or opts.exclude_submounts):
+        raise UsageError("--exclude-nodump=, --exclude-file= and --exclude-submounts= apply to directories, "
+                         "not to tar input.")
+
+
+def apply_network_options(opts: Options, meta: dict) -> None:
+    """--chunk-cache=, --concurrency=, --http-timeout=, --http-retries=, --http-auth=, --ca-cert=,
+    --client-cert=, --client-key= (pycatar's own)."""
+    opts.chunk_cache = meta.get("pycatar.chunk_cache")
+    opts.repair = bool(meta.get("pycatar.repair"))
+    opts.progress = not meta.get("pycatar.no_progress")
+    opts.foreground = bool(meta.get("pycatar.foreground"))
+    for name, key, low in (("concurrency", "concurrency", 1), ("http_retries", "retries", 0)):
+        value = meta.get(f"pycatar.{name}")
+        if value is not None:
+            if not value.isdigit() or not low <= int(value) <= 1024:
+                raise UsageError(f"Failed to parse --{name.replace('_', '-')}= parameter: {value}")
+            opts.http[key] = int(value)
+    value = meta.get("pycatar.http_timeout")
+    if value is not None:
+        try:
+            t = float(value)
+        except ValueError:
+            t = -1
+        if not 0 < t <= 3600:
+            raise UsageError(f"Failed to parse --http-timeout= parameter: {value}")
+        opts.http["timeout"] = opts.http["connect_timeout"] = t
+    for name, key in (("http_auth", "auth"), ("ca_cert", "ca_file"), ("client_cert", "client_cert"),
+                      ("client_key", "client_key")):
+        value = meta.get(f"pycatar.{name}")
+        if value is not None:
+            opts.http[key] = value
+
+
+def apply_objstore_options(opts: Options, meta: dict) -> None:
+    """--grace=, --key=, --verify-key=, --allowed-signers= (pycatar's own)."""
+    value = meta.get("pycatar.grace")
+    if value is not None:
+        opts.grace = parse_duration(value, "--grace")
+    opts.sign_key = meta.get("pycatar.key")
+    opts.verify_key = meta.get("pycatar.verify_key")
+    opts.allowed_signers = meta.get("pycatar.allowed_signers")
+    if opts.verify_key and opts.allowed_signers:
+        raise UsageError("--verify-key= and --allowed-signers= cannot be combined; give one.")
+
+
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str, option: str) -> float:
+    """``90``, ``30s``, ``15m``, ``2h``, ``1d``, ``1w`` (a number and a unit) in seconds."""
+    m = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([smhdw]?)", text.strip())
+    if m is None:
+        raise UsageError(f"Failed to parse {option}= parameter: {text}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
