@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import random
 import stat
 import subprocess
 import sys
@@ -19,6 +20,8 @@ import pytest
 import pycatar
 from pycatar import flags
 from pycatar.errors import PycatarError, UnsupportedError, UsageError
+
+from httpservers import StaticServer
 
 IS_ROOT = os.geteuid() == 0
 BIG = 300 << 20  # the streaming test's member
@@ -263,6 +266,27 @@ def test_open_caidx_with_store(src, tmp_path, run_casync):
     assert _tree(tmp_path / "out") == _tree(src)
     with pytest.raises(PycatarError):  # no store there
         pycatar.open(tmp_path / "t.caidx", store=str(tmp_path / "nowhere")).getmembers()
+
+
+def test_caidx_and_store_by_url_fetch_only_what_a_read_needs(tmp_path, run_casync):
+    web = tmp_path / "web"
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    web.mkdir()
+    rnd = random.Random(13)
+    for i in range(40):
+        (tree / f"f{i:02}.bin").write_bytes(rnd.randbytes(200_000))
+    run_casync("make", web / "t.caidx", tree, "--store", web / "store")
+    total = sum(1 for _ in (web / "store").rglob("*.cacnk"))
+    with StaticServer(web) as srv:
+        with pycatar.open(f"{srv.url}t.caidx", store=f"{srv.url}store") as ar:
+            f = ar.extractfile("f17.bin")
+            f.seek(150_000)
+            assert f.read(1000) == (tree / "f17.bin").read_bytes()[150_000:151_000]
+            assert ar.getmember("f33.bin").size == 200_000
+        fetched = srv.gets()
+    assert total > 100 and 0 < len(fetched) < 12, (len(fetched), total)
+    print("fetched", len(fetched), "of", total)
 
 
 def test_open_file_objects_and_refusals(catar, tmp_path):

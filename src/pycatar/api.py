@@ -43,7 +43,7 @@ from .extract import ExtractStats, extract as _extract
 from .format import HEADER, RecordType
 from .fsmeta import fs_type
 from .index import IndexReader
-from .location import Remote, open_input, open_store, open_stores
+from .location import Remote, local_path, open_input, open_store, open_stores, shown, upload
 from .store import default_store_for
 
 __all__ = ["CatarFile", "CatarInfo", "open", "is_catar", "FilterLike"]
@@ -118,12 +118,13 @@ class _PositionalReader:
             except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
                 pass
 
-    def read_at(self, pos: int, n: int) -> bytes:
+    def read_at(self, pos: int, n: int, until: int | None = None) -> bytes:
+        """Up to ``n`` bytes at ``pos``; an index stream fetches the chunks ahead up to ``until``."""
         if self._fd is not None:
             return os.pread(self._fd, n, pos)
         f = self._f
         if hasattr(f, "read_at"):
-            return f.read_at(pos, n)
+            return f.read_at(pos, n, readahead=until is not None, ahead_until=until)
         with self._lock:
             f.seek(pos)
             return f.read(n)
@@ -132,11 +133,53 @@ class _PositionalReader:
         """``size`` bytes from ``pos``, in pieces of at most 1 MiB; a short stream is a FormatError."""
         end = pos + size
         while pos < end:
-            data = self.read_at(pos, min(_READ_PIECE, end - pos))
+            data = self.read_at(pos, min(_READ_PIECE, end - pos), end)
             if not data:
                 raise FormatError(f"archive truncated: {what} ends early at offset {pos}")
             pos += len(data)
             yield data
+
+
+class _IndexFile(io.RawIOBase):
+    """What the decoder reads of an index stream: chunks are fetched ahead only while it reads on
+    from where it stopped (a walk), not for the scattered reads of a lookup."""
+
+    def __init__(self, stream: IndexStream):
+        super().__init__()
+        self._stream = stream
+        self.reader = stream.reader  # the index header: the archive's declared feature flags
+        self._pos = 0
+        self._last_end = -1
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._stream.size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def read_at(self, pos: int, size: int, **kw) -> bytes:
+        return self._stream.read_at(pos, size, **kw)
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = self._stream.size - self._pos
+        data = self._stream.read_at(self._pos, size, readahead=self._pos == self._last_end)
+        self._pos += len(data)
+        self._last_end = self._pos
+        return data
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        memoryview(b).cast("B")[:len(data)] = data
+        return len(data)
 
 
 class _MemberReader(io.RawIOBase):
@@ -179,7 +222,7 @@ class _MemberReader(io.RawIOBase):
         n = min(len(b), self._size - self._pos)
         if n <= 0:
             return 0
-        data = self._source.read_at(self._start + self._pos, n)
+        data = self._source.read_at(self._start + self._pos, n, self._start + self._size)
         if not data:
             raise FormatError(f"archive truncated: the contents of {self.name!r} end early")
         k = len(data)
@@ -240,6 +283,11 @@ class CatarFile:
         if remote is None:
             self._close.append(self._remote)
         self._store = store
+        wrong = ({"chunk_size": chunk_size, "feature_flags": feature_flags, **encoder_options} if mode == "r"
+                 else {"chunk_cache": chunk_cache, "feature_mask": feature_mask})
+        wrong = sorted(k for k, v in wrong.items() if v is not None)
+        if wrong:
+            raise TypeError(f"open(mode={mode!r}) takes no {', '.join(wrong)}")
         try:
             if mode == "r":
                 self._open_read(fileobj, chunk_cache, feature_mask)
@@ -270,6 +318,7 @@ class CatarFile:
                 kw = dict(executor=ex, readahead=2 * stores.concurrency, cache_size=8)
             fileobj = IndexStream(index, stores, **kw)
             self._close.append(fileobj)
+            fileobj = _IndexFile(fileobj)
         self.fileobj = fileobj
         self.reader = CatarReader(fileobj, feature_mask=feature_mask)
         if not self.reader.seekable:
@@ -283,6 +332,10 @@ class CatarFile:
         if fileobj is None and self.name is None:
             raise ValueError("nowhere to write: give a name or a fileobj")
         self.fileobj = fileobj
+        self._path = None if self.name is None else local_path(self.name)
+        self._index = self._store is not None or bool(self.name and self.name.split("?", 1)[0].endswith(".caidx"))
+        if fileobj is None and self._path is None and not self._index:
+            raise UsageError(f"a .catar is written to a local file or a file object, not {shown(self.name)}")
         if feature_flags is None:
             ff = int(_flags.DEFAULT)
         elif isinstance(feature_flags, int):
@@ -290,7 +343,6 @@ class CatarFile:
         else:
             ff = int(_flags.from_options(list(feature_flags)))
         self._write_flags = _flags.normalize(ff)
-        self._index = self._store is not None or bool(self.name and self.name.endswith(".caidx"))
         self._chunk_size = chunk_size
         self._compression = compression
         self._encoder_options = encoder_options
@@ -528,7 +580,10 @@ class CatarFile:
 
     def _write(self) -> None:
         encoder = self._encoder()
-        output = self.fileobj if self.fileobj is not None else self.name
+        output = self.fileobj if self.fileobj is not None else self._path
+        upload_to = None
+        if output is None:  # an index for a URL: made here, then uploaded (an index is small)
+            output = upload_to = io.BytesIO()
         if self._index:
             where = self._store if self._store is not None else default_store_for(self.name)
             store = open_store(os.fsdecode(where), digest=_flags.digest_name(self.feature_flags),
@@ -538,6 +593,8 @@ class CatarFile:
                                               compression=self._compression)
         else:
             self.result = write_archive(output, encoder)
+        if upload_to is not None:
+            upload(self.name, upload_to.getvalue(), remote=self._remote)
 
     # ------------------------------------------------------------------ closing
 

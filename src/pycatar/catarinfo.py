@@ -212,18 +212,24 @@ class CatarInfo:
     def to_entry(self) -> Entry:
         """The entry with this member's (possibly changed) metadata, for extraction; a None attribute
         keeps the entry's value (the extraction decides what None means).  Names and types cannot
-        change."""
+        change.  The entry itself when nothing changed."""
         e = self.entry
         if archive_path(self.name) != e.path or self.type != _TYPE_OF_FMT.get(stat.S_IFMT(e.mode)):
             raise ValueError(f"member {e.path or ROOT_NAME!r}: a filter may change metadata, not the name or type")
         acl = self.acl or CatarACL()
-        return dataclasses.replace(
-            e, mode=stat.S_IFMT(e.mode) | (stat.S_IMODE(e.mode) if self.mode is None else self.mode & 0o7777),
-            uid=e.uid if self.uid is None else self.uid, gid=e.gid if self.gid is None else self.gid,
-            user=e.user if self.uname is None else (self.uname or None),
-            group=e.group if self.gname is None else (self.gname or None),
-            mtime=e.mtime if self.mtime_ns is None else self.mtime_ns & U64_MAX,
-            xattrs=sorted((os.fsencode(k), v) for k, v in self.xattrs.items()),
-            acl_user=acl.user, acl_group=acl.group, acl_group_obj=acl.group_obj, acl_default=acl.default,
-            acl_default_user=acl.default_user, acl_default_group=acl.default_group,
-            fcaps=self.fcaps, selinux=self.selinux, quota_projid=self.quota_projid, flags=self.flags)
+        xattrs = sorted((os.fsencode(k), v) for k, v in self.xattrs.items()) if self.xattrs else []
+        values = {
+            "mode": stat.S_IFMT(e.mode) | (stat.S_IMODE(e.mode) if self.mode is None else self.mode & 0o7777),
+            "uid": e.uid if self.uid is None else self.uid, "gid": e.gid if self.gid is None else self.gid,
+            "user": e.user if self.uname is None else (self.uname or None),
+            "group": e.group if self.gname is None else (self.gname or None),
+            "mtime": e.mtime if self.mtime_ns is None else self.mtime_ns & U64_MAX,
+            "xattrs": xattrs, "acl_user": acl.user, "acl_group": acl.group, "acl_group_obj": acl.group_obj,
+            "acl_default": acl.default, "acl_default_user": acl.default_user, "acl_default_group": acl.default_group,
+            "fcaps": self.fcaps, "selinux": self.selinux, "quota_projid": self.quota_projid, "flags": self.flags}
+        if all(getattr(e, k) == v for k, v in values.items()):
+            return e
+        new = copy.copy(e)
+        for k, v in values.items():
+            setattr(new, k, v)
+        return new
