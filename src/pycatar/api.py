@@ -33,7 +33,7 @@ from typing import BinaryIO, Literal, Union
 
 from . import flags as _flags
 from .archive import MakeResult, write_archive, write_archive_index
-from .blob import IndexStream
+from .blob import MAX_PENDING_BYTES, IndexStream, default_threads
 from .catarinfo import ROOT_NAME, CatarInfo, archive_path
 from .decoder import CatarReader
 from .encoder import CatarEncoder, CatarSerializer, EncoderOptions, EntryPolicy, TreeWalker
@@ -59,7 +59,6 @@ _NAMED_FILTERS = ("fully_trusted", "tar", "data")
 _DATA_DROPS = int(_flags.WITH_PRIVILEGED | _flags.WITH_CHATTR | _flags.WITH_FAT_ATTRS | _flags.F.WITH_XATTRS
                   | _flags.F.WITH_FIFOS | _flags.F.WITH_SOCKETS)
 _OWNERS = int(_flags.WITH_UIDS | _flags.F.WITH_USER_NAMES)
-_READ_PIECE = 1 << 20
 _MAX_SYMLINK_HOPS = 40
 
 
@@ -128,16 +127,6 @@ class _PositionalReader:
         with self._lock:
             f.seek(pos)
             return f.read(n)
-
-    def pieces(self, pos: int, size: int, what: str) -> Iterator[bytes]:
-        """``size`` bytes from ``pos``, in pieces of at most 1 MiB; a short stream is a FormatError."""
-        end = pos + size
-        while pos < end:
-            data = self.read_at(pos, min(_READ_PIECE, end - pos), end)
-            if not data:
-                raise FormatError(f"archive truncated: {what} ends early at offset {pos}")
-            pos += len(data)
-            yield data
 
 
 class _IndexFile(io.RawIOBase):
@@ -312,14 +301,18 @@ class CatarFile:
             locations = [where] if isinstance(where, (str, os.PathLike)) else list(where)
             stores = open_stores([os.fsdecode(s) for s in locations], cache=chunk_cache, remote=self._remote)
             kw = {}
-            if stores.concurrency:  # remote stores: fetch chunks ahead of the reader, in parallel
-                ex = ThreadPoolExecutor(stores.concurrency, thread_name_prefix="pycatar")
+            if stores.concurrency:  # remote stores: fetch chunks ahead of the reader, in parallel, as
+                # far ahead as the extraction of a .caidx does (assembly.extract_tree)
+                n = max(default_threads(), stores.concurrency)
+                ex = ThreadPoolExecutor(n, thread_name_prefix="pycatar")
                 self._close.append(_Shutdown(ex))
-                kw = dict(executor=ex, readahead=2 * stores.concurrency, cache_size=8)
+                readahead = max(2, n, min(64, MAX_PENDING_BYTES // max(1, index.chunk_sizes[1])))
+                kw = dict(executor=ex, readahead=readahead, cache_size=8)
             fileobj = IndexStream(index, stores, **kw)
             self._close.append(fileobj)
             fileobj = _IndexFile(fileobj)
         self.fileobj = fileobj
+        self._feature_mask = feature_mask
         self.reader = CatarReader(fileobj, feature_mask=feature_mask)
         if not self.reader.seekable:
             raise UnsupportedError("reading an archive needs a seekable file (a pipe cannot be read this way)")
@@ -515,15 +508,22 @@ class CatarFile:
         umask = os.umask(0)
         os.umask(umask)
         selected = None if wanted is None else {archive_path(m.name) for m in wanted}
-        run = _Run(self, dest, fn, selected, whole_dirs, mask, owners=root and bool(mask & _OWNERS), umask=umask)
+        # a reader of the extraction's own: the payload it reads is that of the entry its walk is at
+        # (read from the walk's buffer, fetched once)
+        reader = CatarReader(self.fileobj, feature_mask=self._feature_mask)
+        run = _Run(reader, dest, fn, selected, whole_dirs, mask, owners=root and bool(mask & _OWNERS), umask=umask)
         if wanted is not None and not whole_dirs:  # one member, found through the GOODBYE tables
-            chosen = run.decide(self.reader.lookup(archive_path(wanted[0].name)) or wanted[0].entry)
+            entry = reader.lookup(archive_path(wanted[0].name))
+            if entry is None:
+                raise KeyError(f"filename {wanted[0].name!r} not found")
+            it = _Peekable(reader.iter_subtree(entry))
+            chosen = run.decide(it.take())
             if chosen is not None:
-                run.one_run(chosen, _Peekable(iter(())))
+                run.one_run(chosen, it)
             if run.error is not None:
                 raise run.error
         else:
-            run.all(_Peekable(self._walk()))
+            run.all(_Peekable(reader.iter_subtree(reader.root()[0])))
         return run.stats
 
     # ------------------------------------------------------------------ writing
@@ -642,9 +642,9 @@ class _Run:
     runs -- a run is a selected entry and the selected entries below it whose directories are in the
     run; each run is extracted into its parent directory (created when missing)."""
 
-    def __init__(self, archive: CatarFile, dest: str, fn, selected: set[str] | None, whole_dirs: bool, mask: int,
+    def __init__(self, reader: CatarReader, dest: str, fn, selected: set[str] | None, whole_dirs: bool, mask: int,
                  *, owners: bool, umask: int):
-        self.archive = archive
+        self.reader = reader
         self.dest = dest
         self.fn = fn
         self.selected = selected
@@ -653,7 +653,6 @@ class _Run:
         self.owners = owners
         self.umask = umask
         self.stats = ExtractStats()
-        self.current: Entry | None = None
         #: a filter's refusal met inside a run: the run ends cleanly (what it made is complete), then
         #: it is raised, as tarfile raises it after the members before
         self.error: BaseException | None = None
@@ -708,16 +707,11 @@ class _Run:
             if self.error is not None:
                 raise self.error
 
-    def _payload(self) -> Iterator[bytes]:
-        e = self.current
-        return self.archive._positional.pieces(e.payload_offset, e.size, f"the contents of {e.path!r}")
-
     def one_run(self, first: Entry, it: _Peekable) -> None:
         parent = self.dest if not first.path else os.path.join(self.dest, os.path.dirname(first.path))
         os.makedirs(parent, exist_ok=True)
 
         def entries() -> Iterator[Entry]:
-            self.current = first
             yield first
             if not (first.isdir() and self.whole_dirs):
                 return
@@ -742,10 +736,9 @@ class _Run:
                     if e.isdir():
                         outside.append(e.path + "/")
                     continue
-                self.current = chosen
                 yield chosen
 
-        stats = _extract(entries(), self._payload, parent, feature_flags=self.archive.reader.feature_flags,
+        stats = _extract(entries(), self.reader.read_payload, parent, feature_flags=self.reader.feature_flags,
                          feature_mask=self.mask, delete=False)
         for f in dataclasses.fields(ExtractStats):
             if f.name in ("feature_flags", "replay_flags"):
