@@ -348,6 +348,40 @@ def test_fully_trusted_extraction_equals_casyncs(catar, tmp_path, run_casync):
     assert stats.files == 8 and stats.symlinks == 2 and stats.deleted == 0
 
 
+_UNPRIVILEGED_CHILD = r"""
+import ctypes.util, fcntl, os, sys  # imported as root: the interpreter's own files may be root's
+import pycatar
+ar = pycatar.open(sys.argv[1])  # opened as root: the archive lies in root's temporary directory
+os.setgroups([])
+os.setgid(65534)
+os.setuid(65534)
+ar.extractall(sys.argv[2], filter="fully_trusted")
+"""
+
+
+def test_fully_trusted_without_root_restores_all_but_privileged_metadata(src, catar, tmp_path):
+    """As tarfile, owners are restored only by root; the rest is, and nothing fails for want of it."""
+    import shutil
+    import tempfile
+
+    dest_dir = tempfile.mkdtemp(prefix="pycatar-api-")
+    try:
+        os.chmod(dest_dir, 0o777)
+        dest = os.path.join(dest_dir, "out")
+        if IS_ROOT:  # the same code path as any user's: a child that drops root
+            subprocess.run([sys.executable, "-c", _UNPRIVILEGED_CHILD, catar, dest], check=True)
+            me = (65534, 65534)
+        else:
+            with pycatar.open(catar) as ar:
+                ar.extractall(dest, filter="fully_trusted")
+            me = (os.getuid(), os.getgid())
+        got = _tree(dest)
+        want = {k: v[:4] + me for k, v in _tree(src).items()}
+        assert got == want
+    finally:
+        shutil.rmtree(dest_dir)
+
+
 @pytest.mark.parametrize("name", ["data", "tar", "fully_trusted"])
 def test_named_filters_give_what_tarfile_gives(src, catar, tmp_path, name):
     """tarfile's own filter, applied to a tar of the same tree, is the oracle for modes and kinds."""
