@@ -129,58 +129,23 @@ class _PositionalReader:
             return f.read(n)
 
 
-class _IndexFile(io.RawIOBase):
-    """What the decoder reads of an index stream: chunks are fetched ahead only while it reads on
-    from where it stopped (a walk), not for the scattered reads of a lookup."""
+class _Window(io.RawIOBase):
+    """A read-only, seekable file over ``size`` bytes of a stream from ``start`` on: a member's contents,
+    or the whole stream of an index for the decoder.  Chunks of an index are fetched ahead (up to the
+    window's end) only while reads go on from where the last one stopped, not for scattered reads
+    (lookups, seeks)."""
 
-    def __init__(self, stream: IndexStream):
-        super().__init__()
-        self._stream = stream
-        self.reader = stream.reader  # the index header: the archive's declared feature flags
-        self._pos = 0
-        self._last_end = -1
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._stream.size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def read_at(self, pos: int, size: int, **kw) -> bytes:
-        return self._stream.read_at(pos, size, **kw)
-
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            size = self._stream.size - self._pos
-        data = self._stream.read_at(self._pos, size, readahead=self._pos == self._last_end)
-        self._pos += len(data)
-        self._last_end = self._pos
-        return data
-
-    def readinto(self, b) -> int:
-        data = self.read(len(b))
-        memoryview(b).cast("B")[:len(data)] = data
-        return len(data)
-
-
-class _MemberReader(io.RawIOBase):
-    """The contents of one regular file of an archive, read on demand (seekable)."""
-
-    def __init__(self, source: _PositionalReader, info: CatarInfo, start: int):
+    def __init__(self, source: _PositionalReader, start: int, size: int, name: str | None = None, *,
+                 ahead_from_start: bool = True, reader: IndexReader | None = None):
         super().__init__()
         self._source = source
         self._start = start
-        self._size = info.size
+        self._size = size
         self._pos = 0
-        self.name = info.name
+        self._last_end = 0 if ahead_from_start else -1  # whether a first read from the start goes on
+        self.name = name
+        #: the index of the stream (the decoder checks the archive's feature flags against its header)
+        self.reader = reader
 
     def readable(self) -> bool:
         return True
@@ -192,14 +157,9 @@ class _MemberReader(io.RawIOBase):
         return self._pos
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            pos = offset
-        elif whence == io.SEEK_CUR:
-            pos = self._pos + offset
-        elif whence == io.SEEK_END:
-            pos = self._size + offset
-        else:
+        if whence not in (io.SEEK_SET, io.SEEK_CUR, io.SEEK_END):
             raise ValueError(f"invalid whence ({whence})")
+        pos = offset + {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
         if pos < 0:
             raise ValueError(f"negative seek position {pos}")
         self._pos = pos
@@ -211,12 +171,14 @@ class _MemberReader(io.RawIOBase):
         n = min(len(b), self._size - self._pos)
         if n <= 0:
             return 0
-        data = self._source.read_at(self._start + self._pos, n, self._start + self._size)
+        end = self._start + self._size
+        data = self._source.read_at(self._start + self._pos, n, end if self._pos == self._last_end else None)
         if not data:
-            raise FormatError(f"archive truncated: the contents of {self.name!r} end early")
+            raise FormatError(f"archive truncated: {self.name or 'the stream'} ends early")
         k = len(data)
         memoryview(b).cast("B")[:k] = data
         self._pos += k
+        self._last_end = self._pos
         return k
 
 
@@ -308,15 +270,16 @@ class CatarFile:
                 self._close.append(_Shutdown(ex))
                 readahead = max(2, n, min(64, MAX_PENDING_BYTES // max(1, index.chunk_sizes[1])))
                 kw = dict(executor=ex, readahead=readahead, cache_size=8)
-            fileobj = IndexStream(index, stores, **kw)
-            self._close.append(fileobj)
-            fileobj = _IndexFile(fileobj)
+            stream = IndexStream(index, stores, **kw)
+            self._close.append(stream)
+            fileobj = _Window(_PositionalReader(stream), 0, stream.size, self.name, ahead_from_start=False,
+                              reader=index)
         self.fileobj = fileobj
         self._feature_mask = feature_mask
         self.reader = CatarReader(fileobj, feature_mask=feature_mask)
         if not self.reader.seekable:
             raise UnsupportedError("reading an archive needs a seekable file (a pipe cannot be read this way)")
-        self._positional = _PositionalReader(fileobj)
+        self._positional = fileobj._source if isinstance(fileobj, _Window) else _PositionalReader(fileobj)
         self._root = self.reader.root()[0]
         self._cursor: Iterator[CatarInfo] | None = None
         self._members: list[CatarInfo] | None = None
@@ -434,7 +397,7 @@ class CatarFile:
         if not info.isfile():
             return None
         start = info.entry.payload_offset
-        return io.BufferedReader(_MemberReader(self._positional, info, start), buffer_size=64 << 10)
+        return io.BufferedReader(_Window(self._positional, start, info.size, info.name), buffer_size=64 << 10)
 
     # ------------------------------------------------------------------ reading: extraction
 
