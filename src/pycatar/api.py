@@ -44,11 +44,13 @@ from .format import HEADER, RecordType
 from .fsmeta import fs_type
 from .index import IndexReader
 from .location import Remote, local_path, open_input, open_store, open_stores, shown, upload
-from .store import default_store_for
+from .store import ChunkStore, StoreSet, default_store_for
 
 __all__ = ["CatarFile", "CatarInfo", "open", "is_catar", "FilterLike"]
 
 PathLike = Union[str, bytes, os.PathLike]
+#: a chunk store: a location (path or URL), several (tried in order), or a store object
+StoreLike = Union[str, os.PathLike, Iterable[str], ChunkStore, StoreSet, None]
 #: a named filter ("fully_trusted", "tar", "data") or a callable ``filter(member, dest_path)`` returning
 #: the member to extract (possibly changed, see :meth:`CatarInfo.replace`) or None to skip it
 FilterLike = Union[str, Callable[[CatarInfo, str], Union[CatarInfo, None]], None]
@@ -81,24 +83,25 @@ def is_catar(name: PathLike | BinaryIO) -> bool:
     """Whether ``name`` (a path or a seekable binary file object) holds a catar archive: its first
     record is a valid top-level ENTRY and it ends with the top directory's GOODBYE record.  An index
     (.caidx) is not an archive: False."""
-    own = not hasattr(name, "read")
+    if not isinstance(name, (str, bytes, os.PathLike)):
+        pos = name.tell()
+        try:
+            return _holds_catar(name)
+        finally:
+            name.seek(pos)
     try:
-        f = builtins.open(name, "rb") if own else name
+        with builtins.open(name, "rb") as f:
+            return _holds_catar(f)
     except OSError:
         return False
+
+
+def _holds_catar(f: BinaryIO) -> bool:
     try:
-        pos = f.tell() if not own else 0
-        try:
-            CatarReader(f).root()
-            return True
-        except (PycatarError, OSError, ValueError):
-            return False
-        finally:
-            if not own:
-                f.seek(pos)
-    finally:
-        if own:
-            f.close()
+        CatarReader(f).root()
+        return True
+    except (PycatarError, OSError, ValueError):
+        return False
 
 
 class _PositionalReader:
@@ -185,20 +188,20 @@ class _Window(io.RawIOBase):
 class _Peekable:
     """An iterator with one item of look-ahead."""
 
-    _END = object()
-
     def __init__(self, it: Iterator[Entry]):
         self._it = it
-        self._next = self._END
+        self._next: Entry | None = None
+        self._have = False
 
     def peek(self) -> Entry | None:
-        if self._next is self._END:
+        if not self._have:
             self._next = next(self._it, None)
+            self._have = True
         return self._next
 
     def take(self) -> Entry | None:
         item = self.peek()
-        self._next = self._END
+        self._have = False
         return item
 
 
@@ -217,8 +220,9 @@ class CatarFile:
     Use it as a context manager (or call :meth:`close`).  Reading needs a seekable archive: a file, a
     URL (fetched whole), or the stream a .caidx describes (its chunks fetched as reads need them)."""
 
-    def __init__(self, name: PathLike | None = None, mode: Literal["r", "w"] = "r", fileobj: BinaryIO | None = None,
-                 *, store: str | os.PathLike | Iterable[str] | None = None, chunk_cache: str | None = None,
+    def __init__(self, name: PathLike | BinaryIO | None = None, mode: Literal["r", "w"] = "r",
+                 fileobj: BinaryIO | None = None,
+                 *, store: StoreLike = None, chunk_cache: str | None = None,
                  feature_flags: int | Iterable[str] | None = None, feature_mask: int | None = None,
                  remote: Remote | None = None, chunk_size: tuple[int, int, int] | None = None,
                  compression: str = "zstd", **encoder_options):
@@ -234,9 +238,10 @@ class CatarFile:
         if remote is None:
             self._close.append(self._remote)
         self._store = store
-        wrong = ({"chunk_size": chunk_size, "feature_flags": feature_flags, **encoder_options} if mode == "r"
-                 else {"chunk_cache": chunk_cache, "feature_mask": feature_mask})
-        wrong = sorted(k for k, v in wrong.items() if v is not None)
+        other_mode: dict[str, object] = (
+            {"chunk_size": chunk_size, "feature_flags": feature_flags, **encoder_options} if mode == "r"
+            else {"chunk_cache": chunk_cache, "feature_mask": feature_mask})
+        wrong = sorted(k for k, v in other_mode.items() if v is not None)
         if wrong:
             raise TypeError(f"open(mode={mode!r}) takes no {', '.join(wrong)}")
         try:
@@ -260,17 +265,19 @@ class CatarFile:
             index = IndexReader(fileobj)
             self._close.append(index)
             where = self._store if self._store is not None else default_store_for(self.name)
-            locations = [where] if isinstance(where, (str, os.PathLike)) else list(where)
-            stores = open_stores([os.fsdecode(s) for s in locations], cache=chunk_cache, remote=self._remote)
-            kw = {}
+            if isinstance(where, (ChunkStore, StoreSet)):
+                stores = where if isinstance(where, StoreSet) else StoreSet([where])
+            else:
+                locations = [where] if isinstance(where, (str, bytes, os.PathLike)) else list(where)
+                stores = open_stores([os.fsdecode(s) for s in locations], cache=chunk_cache, remote=self._remote)
+            ex, readahead = None, 0
             if stores.concurrency:  # remote stores: fetch chunks ahead of the reader, in parallel, as
                 # far ahead as the extraction of a .caidx does (assembly.extract_tree)
                 n = max(default_threads(), stores.concurrency)
                 ex = ThreadPoolExecutor(n, thread_name_prefix="pycatar")
                 self._close.append(_Shutdown(ex))
                 readahead = max(2, n, min(64, MAX_PENDING_BYTES // max(1, index.chunk_sizes[1])))
-                kw = dict(executor=ex, readahead=readahead, cache_size=8)
-            stream = IndexStream(index, stores, **kw)
+            stream = IndexStream(index, stores, executor=ex, readahead=readahead, cache_size=8)
             self._close.append(stream)
             fileobj = _Window(_PositionalReader(stream), 0, stream.size, self.name, ahead_from_start=False,
                               reader=index)
@@ -291,7 +298,7 @@ class CatarFile:
         self._path = None if self.name is None else local_path(self.name)
         self._index = self._store is not None or bool(self.name and self.name.split("?", 1)[0].endswith(".caidx"))
         if fileobj is None and self._path is None and not self._index:
-            raise UsageError(f"a .catar is written to a local file or a file object, not {shown(self.name)}")
+            raise UsageError(f"a .catar is written to a local file or a file object, not {shown(self.name or '')}")
         if feature_flags is None:
             ff = int(_flags.DEFAULT)
         elif isinstance(feature_flags, int):
@@ -318,7 +325,11 @@ class CatarFile:
     @property
     def feature_flags(self) -> int:
         """The archive's feature flags (:mod:`pycatar.flags`): read from it, or those it is written with."""
-        return self.reader.feature_flags if self.mode == "r" else self._write_flags
+        if self.mode == "w":
+            return self._write_flags
+        flags = self.reader.feature_flags
+        assert flags is not None  # read with the top directory when opened
+        return flags
 
     def _walk(self) -> Iterator[Entry]:
         """Every entry, in archive order, through a cursor of its own."""
@@ -397,6 +408,7 @@ class CatarFile:
         if not info.isfile():
             return None
         start = info.entry.payload_offset
+        assert start is not None  # every regular file read has one
         return io.BufferedReader(_Window(self._positional, start, info.size, info.name), buffer_size=64 << 10)
 
     # ------------------------------------------------------------------ reading: extraction
@@ -480,7 +492,8 @@ class CatarFile:
             if entry is None:
                 raise KeyError(f"filename {wanted[0].name!r} not found")
             it = _Peekable(reader.iter_subtree(entry))
-            chosen = run.decide(it.take())
+            it.take()  # the walk stands at the member: read_payload gives its contents
+            chosen = run.decide(entry)
             if chosen is not None:
                 run.one_run(chosen, it)
             if run.error is not None:
@@ -556,7 +569,7 @@ class CatarFile:
                                               compression=self._compression)
         else:
             self.result = write_archive(output, encoder)
-        if upload_to is not None:
+        if upload_to is not None and self.name is not None:
             upload(self.name, upload_to.getvalue(), remote=self._remote)
 
     # ------------------------------------------------------------------ closing
@@ -795,7 +808,10 @@ class _TreeEncoder(CatarSerializer):
 
 
 def open(name: PathLike | BinaryIO | None = None, mode: Literal["r", "w"] = "r",  # noqa: A001 - as tarfile.open
-         fileobj: BinaryIO | None = None, **kwargs) -> CatarFile:
+         fileobj: BinaryIO | None = None, *, store: StoreLike = None, chunk_cache: str | None = None,
+         feature_flags: int | Iterable[str] | None = None, feature_mask: int | None = None,
+         remote: Remote | None = None, chunk_size: tuple[int, int, int] | None = None, compression: str = "zstd",
+         **encoder_options) -> CatarFile:
     """Open a catar archive, as :func:`tarfile.open` opens a tar.
 
     ``name``: a path or URL (``file://``, ``http(s)://``, ``s3+http(s)://``) or a binary file object;
@@ -806,4 +822,6 @@ def open(name: PathLike | BinaryIO | None = None, mode: Literal["r", "w"] = "r",
     as ``--with=`` takes them, e.g. ``["unix"]``; default casync's), ``feature_mask`` (reading: what
     to decode), ``chunk_size``/``compression`` (writing a .caidx) and the encoder's options
     (``uid_shift``, ``owner``, ``clamp_mtime_ns``...).  See :class:`CatarFile`."""
-    return CatarFile(name, mode, fileobj, **kwargs)
+    return CatarFile(name, mode, fileobj, store=store, chunk_cache=chunk_cache, feature_flags=feature_flags,
+                     feature_mask=feature_mask, remote=remote, chunk_size=chunk_size, compression=compression,
+                     **encoder_options)
