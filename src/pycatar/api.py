@@ -518,7 +518,7 @@ class CatarFile:
         The files are read when the archive is closed (catar orders a directory's entries by name),
         so they must still be there then."""
         self._check("w")
-        source = os.fsdecode(name)
+        source = os.path.normpath(os.fsdecode(name))
         if arcname is None:
             arcname = source.lstrip("/")
         parts = archive_path(arcname).split("/") if archive_path(arcname) else []
@@ -723,6 +723,13 @@ class _Run:
                 setattr(self.stats, f.name, getattr(self.stats, f.name) + getattr(stats, f.name))
 
 
+@dataclasses.dataclass
+class _OpenFile:
+    """A regular file added alone, open for its payload (what the encoder reads a payload from)."""
+
+    fd: int
+
+
 class _TreeEncoder(CatarSerializer):
     """The catar stream of a tree put together with :meth:`CatarFile.add`: made-up directories where
     nothing was added, the walker's entries for what was."""
@@ -752,33 +759,32 @@ class _TreeEncoder(CatarSerializer):
         elif node.recursive:
             walker = TreeWalker(node.source, self.options)
             try:
-                for event, entry, token in walker.walk():
-                    yield event, dataclasses.replace(entry, path=f"{path}/{entry.path}" if entry.path else path), token
+                for event, walked, node_token in walker.walk():
+                    placed = f"{path}/{walked.path}" if walked.path else path
+                    yield event, dataclasses.replace(walked, path=placed), node_token
             finally:
                 self.covering_flags |= walker.covering_flags
             return
         else:
             entry, token = self._single(node.source, path)
-            if token is not None:
-                try:
-                    yield 0, entry, token
-                finally:
-                    if token.fd is not None:
-                        os.close(token.fd)
-            else:
-                yield 0, entry, None
+            try:
+                yield 0, entry, token
+            finally:
+                if token is not None:
+                    os.close(token.fd)
             if not entry.isdir():
                 return
         for name in sorted(node.children, key=os.fsencode):
             yield from self._events(node.children[name], f"{path}/{name}" if path else name)
         yield 1, entry, None
 
-    def _single(self, source: str, path: str):
-        """The entry of one file or directory (not what is below it) and its open node."""
-        from .encoder import _Node  # the walker's description of an open file
-
+    def _single(self, source: str, path: str) -> tuple[Entry, _OpenFile | None]:
+        """The entry of one file or directory (not what is below it), and a regular file open."""
         walker = TreeWalker(os.path.dirname(source) or ".", self.options)
-        parent_fd = os.open(os.path.dirname(source) or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            parent_fd = os.open(os.path.dirname(source) or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            raise PycatarError(f"Failed to add {source}: {e.strerror}") from None
         try:
             base = os.path.basename(source)
             s = os.stat(base, dir_fd=parent_fd, follow_symlinks=False)
@@ -800,7 +806,7 @@ class _TreeEncoder(CatarSerializer):
             if stat.S_ISDIR(s.st_mode):
                 os.close(fd)
                 return entry, None
-            return entry, _Node(entry, fd, s, magic)
+            return entry, _OpenFile(fd)
         except OSError as e:
             raise PycatarError(f"Failed to add {source}: {e.strerror}") from None
         finally:
