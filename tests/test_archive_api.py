@@ -460,11 +460,14 @@ def test_extract_one_member(src, catar, tmp_path):
         ar.extract("d/f.txt", tmp_path / "x")
         ar.extract(ar.getmember("d/e"), tmp_path / "y")
         ar.extract("l", tmp_path / "z")
+        ar.extract("suid", tmp_path / "bare", set_attrs=False, filter="fully_trusted")
     assert (tmp_path / "x" / "d" / "f.txt").read_bytes() == (src / "d" / "f.txt").read_bytes()
     assert os.stat(tmp_path / "x" / "d" / "f.txt").st_mtime_ns == os.stat(src / "d" / "f.txt").st_mtime_ns // 10**9 * 10**9 \
         or os.stat(tmp_path / "x" / "d" / "f.txt").st_mtime_ns == os.stat(src / "d" / "f.txt").st_mtime_ns
     assert os.listdir(tmp_path / "y" / "d" / "e") == []  # a directory alone, as tarfile's extract
     assert os.readlink(tmp_path / "z" / "l") == "a"
+    bare = os.stat(tmp_path / "bare" / "suid")  # contents only: the time is the extraction's
+    assert (tmp_path / "bare" / "suid").read_bytes() == b"s" and bare.st_mtime_ns > os.stat(src / "suid").st_mtime_ns
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -475,6 +478,21 @@ def test_writing_a_tree_as_the_top_directory_gives_casyncs_bytes(src, catar, tmp
         ar.add(src, arcname=".")
     assert (tmp_path / "ours.catar").read_bytes() == catar.read_bytes()
     assert ar.result.size == catar.stat().st_size
+
+
+def test_writing_to_a_file_object_and_keywords_of_the_other_mode(src, catar, tmp_path):
+    buf = io.BytesIO()
+    with pycatar.open(fileobj=buf, mode="w") as ar:
+        ar.add(src, arcname=".")
+    assert buf.getvalue() == catar.read_bytes()
+    with pytest.raises(TypeError, match="feature_mask"):
+        pycatar.open(tmp_path / "x.catar", "w", feature_mask=0)
+    with pytest.raises(TypeError, match="feature_flags"):
+        pycatar.open(catar, feature_flags=0)
+    with pytest.raises(TypeError, match="owner"):
+        pycatar.open(catar, owner=0)
+    with pytest.raises(UsageError, match="local file"):
+        pycatar.open("http://127.0.0.1:9/x.catar", "w")
 
 
 def test_writing_a_caidx_casync_extracts(src, tmp_path, run_casync):
