@@ -20,6 +20,7 @@ archive's top directory gives the bytes ``casync make`` writes.
 from __future__ import annotations
 
 import builtins
+import copy
 import dataclasses
 import io
 import os
@@ -649,7 +650,9 @@ class _Run:
         if out is None:
             return None
         new = out.to_entry()
+        # what None means, "not restored": what is there stays (a new node gets the defaults)
         kind = stat.S_IFMT(new.mode)
+        keep: dict[str, object] = {}
         if out.mode is None or (out.uid is None or out.gid is None) and self.owners:
             try:
                 st = os.lstat(os.path.join(self.dest, entry.path)) if entry.path else os.stat(self.dest)
@@ -657,19 +660,23 @@ class _Run:
                 st = None
             if st is not None and stat.S_IFMT(st.st_mode) != kind:
                 st = None  # it will be replaced
-            if out.mode is None:  # keep what is there; a new node gets the default mode
-                mode = stat.S_IMODE(st.st_mode) if st is not None else (
-                    (0o777 if kind == stat.S_IFDIR else 0o666) & ~self.umask)
-                new.mode = kind | mode
-            if self.owners and (out.uid is None or out.gid is None):
-                new.uid = (st.st_uid if st is not None else os.geteuid()) if out.uid is None else new.uid
-                new.gid = (st.st_gid if st is not None else os.getegid()) if out.gid is None else new.gid
+            if out.mode is None:
+                keep["mode"] = kind | (stat.S_IMODE(st.st_mode) if st is not None else (
+                    (0o777 if kind == stat.S_IFDIR else 0o666) & ~self.umask))
+            if self.owners and out.uid is None:
+                keep["uid"] = st.st_uid if st is not None else os.geteuid()
+            if self.owners and out.gid is None:
+                keep["gid"] = st.st_gid if st is not None else os.getegid()
         if out.uname is None:
-            new.user = None
+            keep["user"] = None
         if out.gname is None:
-            new.group = None
+            keep["group"] = None
         if out.mtime_ns is None:
-            new.mtime = time.time_ns()
+            keep["mtime"] = time.time_ns()
+        if keep:
+            new = copy.copy(new) if new is entry else new
+            for k, v in keep.items():
+                setattr(new, k, v)
         return new
 
     def all(self, it: _Peekable) -> None:
