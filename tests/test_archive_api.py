@@ -21,7 +21,7 @@ import pycatar
 from pycatar import flags
 from pycatar.errors import PycatarError, UnsupportedError, UsageError
 
-from httpservers import StaticServer
+from httpservers import PycatarServe, StaticServer
 
 IS_ROOT = os.geteuid() == 0
 BIG = 300 << 20  # the streaming test's member
@@ -502,6 +502,20 @@ def test_writing_a_caidx_casync_extracts(src, tmp_path, run_casync):
     assert {k: v[:4] for k, v in _tree(tmp_path / "out").items()} == {k: v[:4] for k, v in _tree(src).items()}
     digest = run_casync("digest", tmp_path / "t.caidx", "--store", tmp_path / "s").stdout.decode().strip()
     assert digest == ar.result.digest_hex
+
+
+def test_writing_a_caidx_to_a_server(src, tmp_path, run_casync):
+    """The chunks go to the store by URL, the index is uploaded beside them; casync reads what landed."""
+    up = tmp_path / "up"
+    (up / "store").mkdir(parents=True)
+    (up / "idx").mkdir()
+    with PycatarServe(tmp_path / "rw.log", f"--store={up / 'store'}", f"--index-dir={up / 'idx'}", "--writable") as srv:
+        with pycatar.open(f"{srv.url}t.caidx", "w", store=srv.url) as ar:
+            ar.add(src, arcname=".")
+        with pycatar.open(f"{srv.url}t.caidx", store=srv.url) as ar:
+            assert ar.extractfile("d/f.txt").read() == (src / "d" / "f.txt").read_bytes()
+    run_casync("extract", up / "idx" / "t.caidx", tmp_path / "out", "--store", up / "store")
+    assert _tree(tmp_path / "out") == _tree(src)
 
 
 def test_several_adds_build_the_tree_under_the_top_directory(src, tmp_path, run_casync):
