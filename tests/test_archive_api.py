@@ -19,6 +19,7 @@ import pytest
 
 import pycatar
 from pycatar import flags
+from pycatar.api import InTheWayError
 from pycatar.errors import PycatarError, UnsupportedError, UsageError
 
 from httpservers import PycatarServe, StaticServer
@@ -338,6 +339,20 @@ def test_extractall_leaves_unrelated_files_alone(src, catar, tmp_path):
     want = _tree(src)
     # directories holding extra files keep the archive's times, except where the extras were added after
     assert _without_root_times(got) == _without_root_times(want)
+
+
+def test_a_directory_in_the_way_of_a_file_is_never_removed(src, catar, tmp_path):
+    out = tmp_path / "out"
+    (out / "a").mkdir(parents=True)  # the archive has a file "a"
+    (out / "a" / "mine").write_text("keep me")
+    (out / "l").mkdir()  # and a symlink "l"
+    with pycatar.open(catar) as ar, pytest.raises(InTheWayError, match="'a'"):
+        ar.extractall(out, filter="fully_trusted")
+    assert (out / "a" / "mine").read_text() == "keep me"
+    with pycatar.open(catar) as ar:
+        ar.extractall(out, members=[m for m in ar if m.name not in ("a", "l")])
+    assert (out / "a" / "mine").read_text() == "keep me"
+    assert (out / "d" / "f.txt").read_bytes() == (src / "d" / "f.txt").read_bytes()
 
 
 def test_fully_trusted_extraction_equals_casyncs(catar, tmp_path, run_casync):

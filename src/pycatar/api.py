@@ -47,7 +47,7 @@ from .index import IndexReader
 from .location import Remote, local_path, open_input, open_store, open_stores, shown, upload
 from .store import ChunkStore, StoreSet, default_store_for
 
-__all__ = ["CatarFile", "CatarInfo", "open", "is_catar", "FilterLike"]
+__all__ = ["CatarFile", "CatarInfo", "open", "is_catar", "FilterLike", "InTheWayError"]
 
 PathLike = Union[str, bytes, os.PathLike]
 #: a chunk store: a location (path or URL), several (tried in order), or a store object
@@ -614,6 +614,11 @@ class _Shutdown:
         self.executor.shutdown(wait=True, cancel_futures=True)
 
 
+class InTheWayError(PycatarError):
+    """Extraction met a directory where the archive has a file of another kind: it would have to
+    remove the directory and all it holds, which the library never does (the command does)."""
+
+
 class _Run:
     """One extraction: the archive's entries, filtered, handed to :func:`pycatar.extract.extract` in
     runs -- a run is a selected entry and the selected entries below it whose directories are in the
@@ -637,7 +642,7 @@ class _Run:
     def _decide(self, entry: Entry) -> Entry | None:
         try:
             return self.decide(entry)
-        except tarfile.FilterError as e:
+        except (tarfile.FilterError, InTheWayError) as e:
             self.error = e
             return None
 
@@ -650,16 +655,19 @@ class _Run:
         if out is None:
             return None
         new = out.to_entry()
-        # what None means, "not restored": what is there stays (a new node gets the defaults)
         kind = stat.S_IFMT(new.mode)
         keep: dict[str, object] = {}
-        if out.mode is None or (out.uid is None or out.gid is None) and self.owners:
+        if kind != stat.S_IFDIR or out.mode is None or (out.uid is None or out.gid is None) and self.owners:
             try:
                 st = os.lstat(os.path.join(self.dest, entry.path)) if entry.path else os.stat(self.dest)
             except OSError:
                 st = None
+            if st is not None and stat.S_ISDIR(st.st_mode) and kind != stat.S_IFDIR:
+                raise InTheWayError(f"{info.name!r}: a directory is in the way of the archive's "
+                                    f"{'file' if kind == stat.S_IFREG else 'node'} (extraction never removes a directory)")
             if st is not None and stat.S_IFMT(st.st_mode) != kind:
                 st = None  # it will be replaced
+            # what None means, "not restored": what is there stays (a new node gets the defaults)
             if out.mode is None:
                 keep["mode"] = kind | (stat.S_IMODE(st.st_mode) if st is not None else (
                     (0o777 if kind == stat.S_IFDIR else 0o666) & ~self.umask))
