@@ -429,7 +429,8 @@ class CatarFile:
                    numeric_owner: bool = False, filter: FilterLike = None,
                    feature_mask: int | None = None) -> ExtractStats:
         """Extract the archive (or the ``members`` given: CatarInfo objects or names) into ``path``.
-        Nothing already in ``path`` is deleted; a file of the archive replaces one of the same name.
+        Nothing already in ``path`` is deleted: a file of the archive replaces one of the same name,
+        but a directory where the archive has a file is left alone (:class:`InTheWayError`).
 
         ``filter``: tarfile's named filters, applied by tarfile's own functions to each member:
 
