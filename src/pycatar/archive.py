@@ -1,16 +1,13 @@
-"""The library API: make, read and extract catar archives (and, through :mod:`pycatar.blob`, their
-chunked form), shaped like :mod:`tarfile`.
+"""Making archives: the catar stream of an encoder (a tree, a tar...) written to a file, or chunked
+into a store with its .caidx index, and the digest casync prints for it.  The tarfile-like API
+(:func:`pycatar.open`) is in :mod:`pycatar.api` and writes through these functions.
 
 >>> import pycatar.archive as ca
->>> ca.make_archive("tree.catar", "tree")          # doctest: +SKIP
->>> with ca.open("tree.catar") as ar:               # doctest: +SKIP
-...     for entry in ar: print(entry.path)
-...     ar.extractall("out")
+>>> ca.make_archive("tree.catar", "tree").digest_hex     # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import builtins
 import os
 import sys
 from dataclasses import dataclass
@@ -219,92 +216,3 @@ def _in_thread(encoder, depth: int = 4):
             except queue.Empty:
                 pass
         t.join()
-
-
-class CatarFile:
-    """A catar archive opened for reading, in the manner of :class:`tarfile.TarFile`.
-
-    ``source``: a .catar path, a binary file object, or a .caidx path (then ``store`` names the
-    chunk store(s); only the chunks a read needs are fetched)."""
-
-    def __init__(self, source, *, store=None, feature_mask: int | None = None):
-        from .decoder import CatarReader
-
-        self._close = []
-        self.name = source if isinstance(source, (str, os.PathLike)) else getattr(source, "name", None)
-        f = source
-        if isinstance(source, (str, bytes, os.PathLike)):
-            path = os.fsdecode(source)
-            f = builtins.open(path, "rb")
-            self._close.append(f)
-            if path.endswith(".caidx"):
-                from .blob import IndexStream
-                from .index import IndexReader
-                from .store import default_store_for
-
-                index = IndexReader(f)
-                self._close.append(index)
-                stores = store if isinstance(store, (list, tuple)) else [store or default_store_for(path)]
-                f = IndexStream(index, stores)
-                self._close.append(f)
-        self._fileobj = f
-        self.reader = CatarReader(f, feature_mask=feature_mask)
-
-    @property
-    def feature_flags(self) -> int:
-        """The archive's feature flags (read from the root entry when not known yet)."""
-        if self.reader.feature_flags is None:
-            self.reader.lookup("")
-        return self.reader.feature_flags
-
-    def __iter__(self):
-        """Every entry, in archive order (the root first, with path "")."""
-        return iter(self.reader)
-
-    def getmembers(self) -> list:
-        return list(self.reader)
-
-    def getnames(self) -> list[str]:
-        return [e.path for e in self.reader]
-
-    def getmember(self, name: str):
-        """The entry at ``name``, found through the goodbye tables; KeyError when absent."""
-        entry = self.reader.lookup(name.strip("/"))
-        if entry is None:
-            raise KeyError(f"{name!r} not found in the archive")
-        return entry
-
-    def extractfile(self, member) -> bytes:
-        """The contents of a regular file (an Entry or a path)."""
-        entry = self.getmember(member) if isinstance(member, str) else member
-        if not entry.isreg():
-            raise ValueError(f"{entry.path!r} is not a regular file")
-        it = self.reader.iter_subtree(entry)
-        next(it)
-        return b"".join(self.reader.read_payload())
-
-    def extractall(self, path: str = ".", subpath: str | None = None, **options):
-        """Restore the archive (or ``subpath`` of it, created inside ``path``) like ``pycatar extract``,
-        except that nothing already in ``path`` is deleted unless ``delete=True`` is given (the
-        command's casync default, ``--delete=yes``, is not the library's)."""
-        from .extract import extract_archive
-
-        options.setdefault("delete", False)
-        return extract_archive(self._fileobj, path, subpath, **options)
-
-    def close(self) -> None:
-        for obj in reversed(self._close):
-            obj.close()
-        self._close = []
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
-
-def open(source, *, store=None, feature_mask: int | None = None) -> CatarFile:  # noqa: A001 - tarfile.open
-    """Open a .catar (or .caidx with ``store``) for reading; see :class:`CatarFile`."""
-    return CatarFile(source, store=store, feature_mask=feature_mask)

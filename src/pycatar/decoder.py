@@ -430,8 +430,9 @@ class CatarReader:
             yield from self._walk_inner(src, start, path, whole)
         finally:
             src.tap = None
-            self._payload_src = None
-            self._payload_left = 0
+            if self._payload_src is src:
+                self._payload_src = None
+                self._payload_left = 0
 
     def _walk_inner(self, src: _Source, start: int, path: str, whole: bool) -> Iterator[Entry]:
         src.seek(start)
@@ -446,12 +447,13 @@ class CatarReader:
                 self._payload_src = src
                 self._payload_left = entry.size
             yield entry
-            if self._payload_left:
-                left = self._payload_left
-                self._payload_left = 0
-                self._payload_src = None
-                src.skip(left)
-            self._payload_src = None
+            if entry.isreg():  # each iterator skips what is left of its own payload (its cursor: src)
+                if self._payload_src is src:
+                    self._payload_src = None
+                    self._payload_left = 0
+                left = entry.payload_offset + entry.size - src.pos
+                if left:
+                    src.skip(left)
             if entry.isdir():
                 stack.append(_Frame(cur_path, entry.offset, depth))
             elif stack:
