@@ -122,17 +122,21 @@ def pin(pid: int, cpus: set[int]) -> None:
 
 
 def measure_sides(name: str, sides: list[tuple[str, list[str], int | None]], repeat: int) -> list[dict]:
-    """Runs each side (label, argv with ``{run}``, server pid or None) in turn, the order reversed
-    every other round; per side the median wall time, its spread, and the median CPU time of the
-    client and of the server during the run."""
+    """Runs each side (label, argv with ``{run}`` ending with the output, server pid or None) in
+    turn, the order reversed every other round; per side the median wall time, its spread, and the
+    median CPU time of the client and of the server during the run.  Only the first run's outputs
+    are kept (``--dir /dev/shm`` then holds a few of them, not every run's)."""
     import statistics
 
     got = {label: [] for label, _, _ in sides}
     for run in range(repeat):
         for label, argv, pid in (sides if run % 2 == 0 else sides[::-1]):
+            argv = [x.replace("{run}", str(run)) for x in argv]
             before = cpu_seconds(pid)
-            wall, peak, cpu = run_measured([x.replace("{run}", str(run)) for x in argv])
+            wall, peak, cpu = run_measured(argv)
             got[label].append((wall, cpu, cpu_seconds(pid) - before, peak))
+            if run:  # one large file: removing it does not slow what follows (run 0's is checked)
+                os.unlink(argv[-1])
     rows = []
     for label, _, _ in sides:
         walls = [g[0] for g in got[label]]
