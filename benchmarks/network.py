@@ -229,23 +229,20 @@ def main(argv=None) -> int:
             print("nginx is not installed: its side is left out", file=sys.stderr)
         sides = []
         try:
+            def casync_vs_pycatar(name: str, url: str, index: str, tag: str) -> dict:
+                return measure(name, ("casync", ["casync", "extract", "--seed-output=no", f"--store={url}",
+                                                 url + index, out(f"c{tag}{{run}}.out")]),
+                               ("pycatar", py + ["extract", "--seed-output=no", conc, f"--store={url}",
+                                                 url + index, out(f"p{tag}{{run}}.out")]), args.repeat)
+
             if not args.sides_only:
                 n = chunk_count(os.path.join(web, "small.caibx"))
-                rows.append(measure(
+                rows.append(casync_vs_pycatar(
                     f"extract .caibx, {sizes[0]} MiB ({n} chunks), {args.delay * 1000:.0f} ms per request",
-                    ("casync", ["casync", "extract", "--seed-output=no", f"--store={delayed.url}",
-                                f"{delayed.url}small.caibx", out("cd{run}.out")]),
-                    ("pycatar", py + ["extract", "--seed-output=no", conc, f"--store={delayed.url}",
-                                      f"{delayed.url}small.caibx", out("pd{run}.out")]),
-                    args.repeat))
+                    delayed.url, "small.caibx", "d"))
                 rows[-1]["bound"] = n * args.delay / args.concurrency
-                rows.append(measure(
-                    f"extract .caibx, {sizes[1]} MiB, loopback",
-                    ("casync", ["casync", "extract", "--seed-output=no", f"--store={plain.url}",
-                                f"{plain.url}large.caibx", out("cl{run}.out")]),
-                    ("pycatar", py + ["extract", "--seed-output=no", conc, f"--store={plain.url}",
-                                      f"{plain.url}large.caibx", out("pl{run}.out")]),
-                    args.repeat))
+                rows.append(casync_vs_pycatar(f"extract .caibx, {sizes[1]} MiB, loopback", plain.url, "large.caibx",
+                                              "l"))
             rounds = [("", [], None)]
             if args.pinned and len(os.sched_getaffinity(0)) >= 2:
                 rounds.append((", client on CPU 0, server on CPU 1", ["taskset", "-c", "0"], {1}))
