@@ -210,7 +210,6 @@ def _whole_file(fd: int, info: os.stat_result) -> web.Response:
     return response
 
 
-
 async def _remote_chunk(request: web.Request, cfg: _Config, chunk_id: bytes) -> web.Response:
     """SERVE-4: a chunk of an object store, as stored (the client verifies it, as from any store)."""
     loop = asyncio.get_running_loop()
