@@ -1,11 +1,18 @@
 #!/usr/bin/env python3
 """Extraction over HTTP, side by side: pycatar and casync through the same ``pycatar serve`` on
-loopback, with and without an injected delay per request, and pycatar over HTTP against pycatar
-from the local store.
+loopback, with and without an injected delay per request; then pycatar from the local store,
+through ``pycatar serve`` and through nginx (if installed), with each side's CPU time.
 
     python3 benchmarks/network.py                    # 32 MiB with 20 ms per request, 192 MiB without
     python3 benchmarks/network.py --repeat 5 --out net.md
     python3 benchmarks/network.py --quick --repeat 1 # tiny data: checks the harness works
+    python3 benchmarks/network.py --sides-only --repeat 7 --pinned
+
+The second table gives, per side, the median wall time (and its spread), its ratio to the local
+extraction, the client's CPU time (user + system, from the kernel's rusage) and the server's (from
+/proc, over the same run): on a shared machine CPU time varies less than wall time.  With
+``--pinned`` the same three sides run again with the client on CPU 0 and the server on CPU 1
+(the local extraction on CPU 0 alone): the client's own cost, without the server's CPU on its cores.
 
 The delay is added by wrapping the server's application (``pycatar.server.make_app``) with a
 middleware that sleeps before answering, as a round trip to a distant server would: casync fetches
@@ -51,6 +58,7 @@ class Server:
     def __init__(self, store: str, index_dir: str, delay: float):
         self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", store, index_dir,
                                       str(delay)], stdout=subprocess.PIPE, text=True)
+        self.pid = self.proc.pid
         self.url = self.proc.stdout.readline().strip()
         if not self.url.startswith("http://"):
             self.proc.kill()
@@ -59,6 +67,88 @@ class Server:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(30)
+
+
+class Nginx:
+    """nginx (one process, no access log) serving ``root`` on a free loopback port."""
+
+    def __init__(self, binary: str, root: str, workdir: str):
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        os.makedirs(workdir, exist_ok=True)
+        conf = os.path.join(workdir, "nginx.conf")
+        temp = " ".join(f"{k}_temp_path {workdir}/{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        with open(conf, "w") as f:
+            f.write(f"daemon off; master_process off; worker_processes 1; pid {workdir}/nginx.pid;\n"
+                    f"error_log {workdir}/error.log; events {{ worker_connections 256; }}\n"
+                    f"http {{ access_log off; {temp} types {{ }} default_type application/octet-stream;\n"
+                    f"  server {{ listen 127.0.0.1:{port}; root {root}; }} }}\n")
+        self.proc = subprocess.Popen([binary, "-p", workdir, "-c", conf], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        self.pid = self.proc.pid
+        self.url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.proc.kill()
+                    raise SystemExit("nginx did not start")
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time used so far by every thread of process ``pid`` (0 for None)."""
+    if pid is None:
+        return 0.0
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of process ``pid`` onto ``cpus``."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(task), cpus)
+
+
+def measure_sides(name: str, sides: list[tuple[str, list[str], int | None]], repeat: int) -> list[dict]:
+    """Runs each side (label, argv with ``{run}`` ending with the output, server pid or None) in
+    turn, the order reversed every other round; per side the median wall time, its spread, and the
+    median CPU time of the client and of the server during the run.  Only the first run's outputs
+    are kept (``--dir /dev/shm`` then holds a few of them, not every run's)."""
+    import statistics
+
+    got = {label: [] for label, _, _ in sides}
+    for run in range(repeat):
+        for label, argv, pid in (sides if run % 2 == 0 else sides[::-1]):
+            argv = [x.replace("{run}", str(run)) for x in argv]
+            before = cpu_seconds(pid)
+            wall, peak, cpu = run_measured(argv)
+            got[label].append((wall, cpu, cpu_seconds(pid) - before, peak))
+            if run:  # one large file: removing it does not slow what follows (run 0's is checked)
+                os.unlink(argv[-1])
+    rows = []
+    for label, _, _ in sides:
+        walls = [g[0] for g in got[label]]
+        rows.append({"case": name, "side": label, "s": statistics.median(walls), "min": min(walls),
+                     "max": max(walls), "client_cpu": statistics.median(g[1] for g in got[label]),
+                     "server_cpu": statistics.median(g[2] for g in got[label]),
+                     "mib": max(g[3] for g in got[label])})
+    for r in rows:
+        r["ratio"] = r["s"] / rows[0]["s"]
+        print(f"{name}: {r['side']} {r['s']:.2f}s ({r['ratio']:.2f}x), CPU {r['client_cpu']:.2f}+{r['server_cpu']:.2f}",
+              file=sys.stderr)
+    return rows
 
 
 def measure(name: str, a: tuple[str, list[str]], b: tuple[str, list[str]], repeat: int) -> dict:
@@ -100,6 +190,9 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny data (smoke test)")
     ap.add_argument("--out", help="also write the Markdown table here")
     ap.add_argument("--dir", help="where data and outputs go (default: a new directory in $TMPDIR)")
+    ap.add_argument("--sides-only", action="store_true", help="only the local / pycatar serve / nginx table")
+    ap.add_argument("--pinned", action="store_true",
+                    help="also the three sides with the client on CPU 0 and the server on CPU 1")
     ap.add_argument("--serve", nargs=3, metavar=("STORE", "INDEX_DIR", "DELAY"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.serve:
@@ -127,44 +220,76 @@ def main(argv=None) -> int:
                                  out(f"{name}.bin")], check=True, capture_output=True)
         delayed = Server(out("store"), web, args.delay)
         plain = Server(out("store"), web, 0)
+        nginx_binary = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+        if nginx_binary:
+            os.symlink(out("store"), os.path.join(web, "store"))
+            nginx = Nginx(nginx_binary, web, out("nginx"))
+        else:
+            nginx = None
+            print("nginx is not installed: its side is left out", file=sys.stderr)
+        sides = []
         try:
-            n = chunk_count(os.path.join(web, "small.caibx"))
-            rows.append(measure(
-                f"extract .caibx, {sizes[0]} MiB ({n} chunks), {args.delay * 1000:.0f} ms per request",
-                ("casync", ["casync", "extract", "--seed-output=no", f"--store={delayed.url}",
-                            f"{delayed.url}small.caibx", out("cd{run}.out")]),
-                ("pycatar", py + ["extract", "--seed-output=no", conc, f"--store={delayed.url}",
-                                  f"{delayed.url}small.caibx", out("pd{run}.out")]),
-                args.repeat))
-            rows[-1]["bound"] = n * args.delay / args.concurrency
-            rows.append(measure(
-                f"extract .caibx, {sizes[1]} MiB, loopback",
-                ("casync", ["casync", "extract", "--seed-output=no", f"--store={plain.url}",
-                            f"{plain.url}large.caibx", out("cl{run}.out")]),
-                ("pycatar", py + ["extract", "--seed-output=no", conc, f"--store={plain.url}",
-                                  f"{plain.url}large.caibx", out("pl{run}.out")]),
-                args.repeat))
-            rows.append(measure(
-                f"extract .caibx, {sizes[1]} MiB: local store vs loopback HTTP",
-                ("pycatar local", py + ["extract", "--seed-output=no", f"--store={out('store')}",
-                                        os.path.join(web, "large.caibx"), out("ll{run}.out")]),
-                ("pycatar http", py + ["extract", "--seed-output=no", conc, f"--store={plain.url}",
-                                       f"{plain.url}large.caibx", out("lh{run}.out")]),
-                args.repeat))
+            def casync_vs_pycatar(name: str, url: str, index: str, tag: str) -> dict:
+                return measure(name, ("casync", ["casync", "extract", "--seed-output=no", f"--store={url}",
+                                                 url + index, out(f"c{tag}{{run}}.out")]),
+                               ("pycatar", py + ["extract", "--seed-output=no", conc, f"--store={url}",
+                                                 url + index, out(f"p{tag}{{run}}.out")]), args.repeat)
+
+            if not args.sides_only:
+                n = chunk_count(os.path.join(web, "small.caibx"))
+                rows.append(casync_vs_pycatar(
+                    f"extract .caibx, {sizes[0]} MiB ({n} chunks), {args.delay * 1000:.0f} ms per request",
+                    delayed.url, "small.caibx", "d"))
+                rows[-1]["bound"] = n * args.delay / args.concurrency
+                rows.append(casync_vs_pycatar(f"extract .caibx, {sizes[1]} MiB, loopback", plain.url, "large.caibx",
+                                              "l"))
+            rounds = [("", [], None)]
+            if args.pinned and len(os.sched_getaffinity(0)) >= 2:
+                rounds.append((", client on CPU 0, server on CPU 1", ["taskset", "-c", "0"], {1}))
+            for title, prefix, server_cpus in rounds:
+                tag = "p" if prefix else ""
+                http_sides = [("pycatar serve", plain, "")] + ([("nginx", nginx, "store/")] if nginx else [])
+                everyone = set(range(os.cpu_count() or 1))
+                for _, srv, _ in http_sides:
+                    pin(srv.pid, server_cpus or everyone)
+                extract = prefix + py + ["extract", "--seed-output=no"]
+                round_sides = [("local store", extract + [f"--store={out('store')}", os.path.join(web, "large.caibx"),
+                                                          out(tag + "ll{run}.out")], None)]
+                for label, srv, sub in http_sides:
+                    round_sides.append((label, extract + [conc, f"--store={srv.url}{sub}", f"{srv.url}large.caibx",
+                                                          out(tag + "l" + label[0] + "{run}.out")], srv.pid))
+                try:
+                    sides += measure_sides(f"extract .caibx, {sizes[1]} MiB{title}", round_sides, args.repeat)
+                finally:
+                    for _, srv, _ in http_sides:
+                        pin(srv.pid, everyone)
         finally:
             delayed.stop()
             plain.stop()
+            if nginx:
+                nginx.stop()
         want = open(out("large.bin"), "rb").read()
-        for f in ("pl0.out", "lh0.out", "cl0.out"):
+        checked = ["lp0.out"] + (["ln0.out"] if nginx else []) + ([] if args.sides_only else ["pl0.out", "cl0.out"])
+        for f in checked:
             if open(out(f), "rb").read() != want:
                 raise SystemExit(f"{f}: wrong bytes")
-    lines = ["| case | A | A s (min-max) | B | B s (min-max) | B/A | A MiB | B MiB | lower bound s |",
-             "|---|---|---:|---|---:|---:|---:|---:|---:|"]
+    lines = []
+    if rows:
+        lines += ["| case | A | A s (min-max) | B | B s (min-max) | B/A | A MiB | B MiB | lower bound s |",
+                  "|---|---|---:|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         bound = f"{r['bound']:.2f}" if "bound" in r else ""
         lines.append(f"| {r['case']} | {r['a']} | {r['a_s']:.2f} ({r['a_min']:.2f}-{r['a_max']:.2f}) | {r['b']} | "
                      f"{r['b_s']:.2f} ({r['b_min']:.2f}-{r['b_max']:.2f}) | {r['ratio']:.2f} | "
                      f"{r['a_mib']:.0f} | {r['b_mib']:.0f} | {bound} |")
+    if rows:
+        lines.append("")
+    lines += ["| case | side | s (min-max) | / local | client CPU s | server CPU s | CPU s in all | MiB |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in sides:
+        lines.append(f"| {r['case']} | {r['side']} | {r['s']:.2f} ({r['min']:.2f}-{r['max']:.2f}) | {r['ratio']:.2f} | "
+                     f"{r['client_cpu']:.2f} | {r['server_cpu']:.2f} | {r['client_cpu'] + r['server_cpu']:.2f} | "
+                     f"{r['mib']:.0f} |")
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -458,3 +458,38 @@ def test_lying_servers_are_bounded(published, tmp_path):
             p = pycatar("extract", f"--store={real.url}store", f"{srv.url}elsewhere.caibx", tmp_path / "d.img")
             assert p.returncode == 0, p.stderr
             assert (tmp_path / "d.img").read_bytes() == (published / "src" / "blob.img").read_bytes()
+
+
+def test_reused_transfer_handles_carry_mixed_requests(published):
+    """The client keeps its transfer handles between requests (a GET after a GET sets only the URL,
+    the body's destination and its limit): with a single handle, GETs after a HEAD, a missing file,
+    a refused oversized answer and a download to a file still bring the whole body, and a HEAD after
+    GETs still asks for no body."""
+    import io
+
+    from pycatar.httpclient import HTTPClient, HTTPOptions, RemoteError
+
+    names = sorted(chunk_names(published / "store"))[:2]
+    rel = [f"store/{n[:4]}/{n}" for n in names]
+    want = [(published / r).read_bytes() for r in rel]
+    missing = "store/0000/" + "0" * 64 + ".cacnk"
+    client = HTTPClient(HTTPOptions(concurrency=1, retries=0))
+    try:
+        with StaticServer(published) as srv:
+            assert client.exists(srv.url + rel[0])
+            assert client.get(srv.url + rel[0], 1 << 24) == want[0]
+            assert client.get(srv.url + missing, 1 << 24) is None
+            assert client.get(srv.url + rel[1], 1 << 24) == want[1]
+            with pytest.raises(RemoteError, match="limit"):
+                client.get(srv.url + rel[0], 100)
+            assert client.get(srv.url + rel[0], 1 << 24) == want[0]
+            sink = io.BytesIO()
+            assert client.download(srv.url + "blob.caibx", sink, 1 << 24)
+            assert sink.getvalue() == (published / "blob.caibx").read_bytes()
+            assert client.get(srv.url + rel[1], 1 << 24) == want[1]
+            assert not client.exists(srv.url + missing)
+            assert client.get(srv.url + rel[1], 1 << 24) == want[1]
+            assert [m for m, _ in srv.log] == ["HEAD", "GET", "GET", "GET", "GET", "GET", "GET", "GET",
+                                               "HEAD", "GET"]
+    finally:
+        client.close()

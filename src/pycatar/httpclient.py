@@ -20,6 +20,7 @@ them on to another host when redirected.
 
 from __future__ import annotations
 
+import _thread
 import os
 import random
 import select
@@ -101,7 +102,8 @@ def redact(url: str) -> str:
 
 
 class _Transfer:
-    """One attempt of a request, carried out by the transfer thread."""
+    """One attempt of a request, carried out by the transfer thread; ``done`` is a lock held until
+    the transfer has ended (a bare lock: cheaper to make, wait for and release than an Event)."""
 
     __slots__ = ("method", "url", "body", "content_type", "received", "limit", "done", "status", "error",
                  "os_errno", "retry_after")
@@ -109,7 +111,8 @@ class _Transfer:
     def __init__(self, method, url, body, content_type, received, limit):
         self.method, self.url, self.body, self.content_type = method, url, body, content_type
         self.received, self.limit = received, limit
-        self.done = threading.Event()
+        self.done = _thread.allocate_lock()
+        self.done.acquire()
         self.status = 0
         self.error: tuple[int, str] | None = None
         self.os_errno = 0
@@ -119,7 +122,11 @@ class _Transfer:
 class _Loop:
     """The transfer thread: libcurl's multi interface runs every transfer of the client, up to
     ``concurrency`` at once over kept-alive connections, in one thread that waits in ``select``
-    (GIL released); callers hand it :class:`_Transfer` objects and wait for them to be done."""
+    (GIL released); callers hand it :class:`_Transfer` objects and wait for them to be done.
+
+    A handle that ran a GET runs the next GET with only its URL, body callback and size limit set
+    anew (every other option stays); any other method, or a failed transfer, starts from a reset
+    handle.  The wake pipe is written only while the thread sleeps with nothing to do."""
 
     def __init__(self, client: "HTTPClient"):
         self.client = client
@@ -127,38 +134,49 @@ class _Loop:
         self.multi = pycurl.CurlMulti()
         self.free = [pycurl.Curl() for _ in range(client.options.concurrency)]
         self.handles = list(self.free)
+        self.ready = dict.fromkeys(self.handles, False)  #: handles set up for a GET (reset otherwise)
         self.waiting: deque[_Transfer] = deque()
         self.incoming: deque[_Transfer] = deque()
         self.active: dict[pycurl.Curl, _Transfer] = {}
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        self.sleeping = False
         self.closed = False
         self.thread = threading.Thread(target=self._run, name="pycatar-http", daemon=True)
         self.thread.start()
 
     def submit(self, t: _Transfer) -> None:
         self.incoming.append(t)  # deque appends are atomic
+        if self.sleeping:  # set before the thread looks at ``incoming`` a last time: no lost wake-up
+            self._wake()
+
+    def _wake(self) -> None:
         try:
             os.write(self.wake_w, b"x")
-        except BlockingIOError:
+        except (BlockingIOError, OSError):
             pass
 
     def close(self) -> None:
         self.closed = True
-        try:
-            os.write(self.wake_w, b"x")
-        except OSError:
-            pass
+        self._wake()
         self.thread.join(10)
 
     def _start(self, t: _Transfer) -> None:
         c = self.free.pop()
         try:
-            self.client._configure(c, t)
+            if t.method == "GET" and self.ready[c]:
+                c.setopt(pycurl.URL, t.url)
+                c.setopt(pycurl.WRITEFUNCTION, t.received.write)
+                c.setopt(pycurl.MAXFILESIZE_LARGE, t.limit)
+            else:  # a new or reset handle
+                self.ready[c] = False
+                self.client._configure(c, t)
+                self.ready[c] = t.method == "GET"
         except pycurl.error as e:
             self.free.append(c)
             t.error = (e.args[0], e.args[1] if len(e.args) > 1 else "")
-            t.done.set()
+            t.done.release()
             return
         self.active[c] = t
         self.multi.add_handle(c)
@@ -173,17 +191,20 @@ class _Loop:
         else:
             t.error = error
             t.os_errno = c.getinfo(pycurl.OS_ERRNO)
-        c.reset()  # drops the callbacks (and with them the bodies); keeps the connections
+        if error is not None or not self.ready[c]:
+            c.reset()  # drops the callbacks (and with them the bodies); keeps the connections
+            self.ready[c] = False
         self.free.append(c)
-        t.done.set()
+        t.done.release()
 
     def _run(self) -> None:
         multi = self.multi
+        incoming, waiting, free = self.incoming, self.waiting, self.free
         while not self.closed:
-            while self.incoming:
-                self.waiting.append(self.incoming.popleft())
-            while self.waiting and self.free:
-                self._start(self.waiting.popleft())
+            while incoming:
+                waiting.append(incoming.popleft())
+            while waiting and free:
+                self._start(waiting.popleft())
             while True:
                 ret, _running = multi.perform()
                 if ret != pycurl.E_CALL_MULTI_PERFORM:
@@ -196,14 +217,17 @@ class _Loop:
                     self._finish(c, (code, message))
                 if not queued:
                     break
-            if self.incoming or (self.waiting and self.free):
+            if incoming or (waiting and free):
                 continue
             if self.active:
                 # wait for the sockets in libcurl (C, GIL released); a new transfer waits at most
                 # this long when none of the running ones has anything to say
                 multi.select(_POLL)
                 continue
-            select.select([self.wake_r], [], [])  # idle: sleep until a transfer is handed in
+            self.sleeping = True
+            if not incoming and not self.closed:
+                select.select([self.wake_r], [], [])  # idle: sleep until a transfer is handed in
+            self.sleeping = False
             try:
                 while os.read(self.wake_r, 4096):
                     pass
@@ -298,7 +322,6 @@ class HTTPClient:
         a GET, None for other methods or when written to ``sink``; status 404/410 come back with
         no body.  Other failures raise :class:`RemoteUnavailable` or :class:`RemoteError`."""
         o = self.options
-        shown = redact(url)
         attempt = 0
         while True:
             with self._lock:
@@ -306,7 +329,7 @@ class HTTPClient:
             received = _Receiver(limit if method == "GET" else 1 << 16, sink if method == "GET" else None)
             t = _Transfer(method, url, body, content_type, received, limit)
             self._transfers().submit(t)
-            t.done.wait()
+            t.done.acquire()
             status = t.status
             if t.error is None:
                 if 200 <= status < 300:
@@ -317,20 +340,20 @@ class HTTPClient:
             else:
                 code, message = t.error
                 if received.too_large or code == pycurl.E_FILESIZE_EXCEEDED:
-                    raise RemoteError(f"{method} {shown}: answer exceeds the limit of {limit} bytes")
+                    raise RemoteError(f"{method} {redact(url)}: answer exceeds the limit of {limit} bytes")
                 status = 0
                 problem = _describe(code, message, t.os_errno)
                 if code in _FINAL_ERRORS:
-                    raise RemoteError(f"{method} {shown}: {problem}")
+                    raise RemoteError(f"{method} {redact(url)}: {problem}")
                 if sink is not None:
                     sink.seek(0)
                     sink.truncate()
             retryable = status == 0 or status in RETRY_STATUSES
             if not retryable:
-                raise RemoteError(f"{method} {shown}: {problem}")
+                raise RemoteError(f"{method} {redact(url)}: {problem}")
             if attempt >= o.retries:
                 tries = f" (after {attempt + 1} attempts)" if attempt else ""
-                raise RemoteUnavailable(f"{method} {shown}: {problem}{tries}")
+                raise RemoteUnavailable(f"{method} {redact(url)}: {problem}{tries}")
             delay = o.backoff * (2 ** attempt) * (0.5 + random.random())
             if t.retry_after:
                 delay = max(delay, min(float(t.retry_after), MAX_RETRY_AFTER))
@@ -385,9 +408,12 @@ class _Receiver:
         return None
 
     def value(self) -> bytes | None:
-        if self.sink is not None:
+        """The body received (None when written to a sink); the receiver lets go of it."""
+        parts, sink = self.parts, self.sink
+        self.parts, self.sink = [], None
+        if sink is not None:
             return None
-        return self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 _REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 405: "Method Not Allowed",

@@ -105,16 +105,23 @@ def _inside(real: str, top_real: str) -> bool:
     return real.startswith(top_real.rstrip("/") + "/")
 
 
-def _chunk_file(cfg: _Config, chunk_id: bytes) -> str | None:
-    """The path of the chunk's file if it is a regular file (not a symlink, STORE-7) in a
-    subdirectory of the store that is not a symlink either (so inside the store), else None."""
-    path = cfg.store.chunk_path(chunk_id)  # below the store's real path: two lstat calls suffice
+def _open_chunk(cfg: _Config, chunk_id: bytes) -> tuple[str, int, os.stat_result] | None:
+    """The path, an open descriptor and the status of the chunk's file if it is a regular file (not
+    a symlink, STORE-7) in a subdirectory of the store that is not a symlink either (so inside the
+    store), else None.  The caller closes the descriptor."""
+    path = cfg.store.chunk_path(chunk_id)  # below the store's real path: the last two components
     try:
-        if not st.S_ISREG(os.lstat(path).st_mode) or st.S_ISLNK(os.lstat(os.path.dirname(path)).st_mode):
-            return None
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
-    return path
+    try:
+        info = os.fstat(fd)
+        if st.S_ISREG(info.st_mode) and not st.S_ISLNK(os.lstat(os.path.dirname(path)).st_mode):
+            return path, fd, info
+    except OSError:
+        pass
+    os.close(fd)
+    return None
 
 
 def _regular_file(path: str, top_real: str) -> str | None:
@@ -158,58 +165,49 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     if chunk_id is not None and not isinstance(cfg.store, LocalStore):
         return await _remote_chunk(request, cfg, chunk_id)
     if chunk_id is not None:
-        real = _chunk_file(cfg, chunk_id)
-        headers = {"Cache-Control": "public, max-age=31536000, immutable"}
-        if real is not None and not _CONDITIONAL.intersection(request.headers):
-            response = _small_file(real, headers)
-            if response is not None:
-                return response
-    elif cfg.index_dir is not None:
-        real = _regular_file(os.path.join(cfg.index_dir, *parts), cfg.index_real)
-        headers = None
-    else:
-        real = None
+        opened = _open_chunk(cfg, chunk_id)
+        if opened is None:
+            return _error(404, "no such file")
+        real, fd, info = opened
+        try:
+            if info.st_size <= SMALL_FILE and not _CONDITIONAL.intersection(request.headers):
+                return _whole_file(fd, info)
+        except OSError as e:
+            return _error(500, f"cannot read the chunk file: {e.strerror}")
+        finally:
+            os.close(fd)
+        return web.FileResponse(real, headers=_IMMUTABLE)
+    if cfg.index_dir is None:
+        return _error(404, "no such file")
+    real = _regular_file(os.path.join(cfg.index_dir, *parts), cfg.index_real)
     if real is None:
         return _error(404, "no such file")
-    return web.FileResponse(real, headers=headers)
+    return web.FileResponse(real)
 
 
 #: request headers that need FileResponse's handling (ranges, conditional requests)
 _CONDITIONAL = frozenset(("Range", "If-Range", "If-None-Match", "If-Match", "If-Modified-Since",
                           "If-Unmodified-Since"))
+#: chunk files never change (their name is their content's digest)
+_IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
 #: chunk files up to this size are read and sent in the handler: no hand-off to a thread
 SMALL_FILE = 4 << 20
 
 
-def _small_file(path: str, headers: dict) -> web.Response | None:
-    """The whole file at ``path`` as a response (with FileResponse's ETag and Last-Modified), read
-    in the event loop: a chunk file is small and, when it is served often, in the page cache.  None
-    when it is larger than :data:`SMALL_FILE` (then FileResponse sends it from a thread)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        info = os.fstat(fd)
-        if not st.S_ISREG(info.st_mode) or info.st_size > SMALL_FILE:
-            return None
-        data = os.read(fd, info.st_size)
-        while len(data) < info.st_size:
-            more = os.read(fd, info.st_size - len(data))
-            if not more:
-                break
-            data += more
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    response = web.Response(body=data, headers=headers, content_type="application/octet-stream")
+def _whole_file(fd: int, info: os.stat_result) -> web.Response:
+    """The whole file open at ``fd`` (``info`` its status) as a response, with FileResponse's ETag
+    and Last-Modified, read in the event loop: a chunk file is small and, when it is served often,
+    in the page cache."""
+    data = os.read(fd, info.st_size)
+    while len(data) < info.st_size:
+        more = os.read(fd, info.st_size - len(data))
+        if not more:
+            break
+        data += more
+    response = web.Response(body=data, headers=_IMMUTABLE, content_type="application/octet-stream")
     response.etag = f"{info.st_mtime_ns:x}-{info.st_size:x}"
     response.last_modified = info.st_mtime
     return response
-
-
-_IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
 
 
 async def _remote_chunk(request: web.Request, cfg: _Config, chunk_id: bytes) -> web.Response:
