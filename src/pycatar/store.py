@@ -330,7 +330,10 @@ class LocalStore(ChunkStore):
 
     def put(self, chunk_id: bytes, data=None, *, compressed_data: bytes | None = None,
             compression: str | None = None) -> int:
-        if chunk_id.hex()[:4] not in self._fresh_dirs and self._present(chunk_id):
+        sub = chunk_id.hex()[:4]
+        if sub not in self._dirs_made:
+            self._ensure_dir(sub)  # one mkdir: a directory this object creates holds no chunk to look for
+        if sub not in self._fresh_dirs and self._present(chunk_id):
             with self._lock:
                 self.stats.existing += 1
             return 0
