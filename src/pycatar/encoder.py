@@ -746,6 +746,8 @@ class CatarSerializer:
         # one frame a directory: [ENTRY offset, goodbye items]; an item: [name hash, start, end]
         stack: list[list] = []
         item = None
+        put = out.put
+        check_entry = validate.check_entry  # never write an entry a reader rejects (CATAR-60)
         try:
             for event, entry, token in events:
                 if ready:
@@ -759,13 +761,18 @@ class CatarSerializer:
                     if stack:
                         stack[-1][1][-1][2] = out.tell()
                     continue
+                check_entry(entry)
+                start = out.base + out.pos + out.skipped
                 if stack:
                     bname = os.fsencode(entry.path.rpartition("/")[2])
-                    item = [name_hash(bname), out.tell(), None]
+                    item = [name_hash(bname), start, None]
                     stack[-1][1].append(item)
-                    out.put(filename_record(bname))
-                entry.offset = out.tell()
-                out.put(checked_records(entry))
+                    rec = filename_record(bname)
+                    entry.offset = start + len(rec)
+                    put(rec + entry_records(entry))
+                else:
+                    entry.offset = start
+                    put(entry_records(entry))
                 mode = entry.mode & _S_IFMT
                 if mode == _S_IFDIR:
                     stack.append([entry.offset, []])
