@@ -621,13 +621,6 @@ def _extra_records(entry: Entry) -> bytes:
     return b"".join(parts)
 
 
-def checked_records(entry: Entry) -> bytes:
-    """:func:`entry_records`, after :func:`validate.check_entry`: what the serialiser writes, so that
-    it never writes an entry a reader rejects (CATAR-60)."""
-    validate.check_entry(entry)
-    return entry_records(entry)
-
-
 def filename_record(bname: bytes) -> bytes:
     return _pack_header(_HEADER_SIZE + len(bname) + 1, _T_FILENAME) + bname + _NUL
 
