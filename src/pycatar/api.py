@@ -554,7 +554,7 @@ class CatarFile:
         tree = self._tree
         if tree.source is not None and tree.recursive:
             return CatarEncoder(tree.source, self.feature_flags, **self._encoder_options)
-        return _TreeEncoder(tree, self.feature_flags, self._opened_ns, self._encoder_options)
+        return CatarSerializer(_TreeSource(tree, self.feature_flags, self._opened_ns, self._encoder_options))
 
     def _write(self) -> None:
         encoder = self._encoder()
@@ -739,31 +739,24 @@ class _Run:
                 setattr(self.stats, f.name, getattr(self.stats, f.name) + getattr(stats, f.name))
 
 
-@dataclasses.dataclass
-class _OpenFile:
-    """A regular file added alone, open for its payload (what the encoder reads a payload from)."""
-
-    fd: int
-
-
-class _TreeEncoder(CatarSerializer):
-    """The catar stream of a tree put together with :meth:`CatarFile.add`: made-up directories where
-    nothing was added, the walker's entries for what was."""
+class _TreeSource:
+    """The entries of a tree put together with :meth:`CatarFile.add` (a source for
+    :class:`~pycatar.encoder.CatarSerializer`): made-up directories where nothing was added, the
+    walker's entries for what was."""
 
     def __init__(self, tree: _Add, feature_flags: int, opened_ns: int, options: dict):
         self.options = EncoderOptions(feature_flags, **options)
         self.policy = EntryPolicy(self.options)
         self.tree = tree
         self.opened_ns = opened_ns
-        self.offset = 0
         self.covering_flags = 0
 
     @property
     def feature_flags(self) -> int:
         return self.policy.flags
 
-    def __iter__(self) -> Iterator[bytes]:
-        return self.serialize(self._events(self.tree, ""), CatarEncoder._payload)
+    def events(self) -> Iterator[tuple]:
+        return self._events(self.tree, "")
 
     def _made_up(self, path: str) -> Entry:
         return self.policy.base_entry(path, stat.S_IFDIR | 0o755, os.geteuid(), os.getegid(), self.opened_ns)
@@ -775,26 +768,26 @@ class _TreeEncoder(CatarSerializer):
         elif node.recursive:
             walker = TreeWalker(node.source, self.options)
             try:
-                for event, walked, node_token in walker.walk():
+                for event, walked, node_token in walker.events():
                     placed = f"{path}/{walked.path}" if walked.path else path
                     yield event, dataclasses.replace(walked, path=placed), node_token
             finally:
                 self.covering_flags |= walker.covering_flags
             return
         else:
-            entry, token = self._single(node.source, path)
+            entry, fd = self._single(node.source, path)
             try:
-                yield 0, entry, token
+                yield 0, entry, fd
             finally:
-                if token is not None:
-                    os.close(token.fd)
+                if fd is not None:
+                    os.close(fd)
             if not entry.isdir():
                 return
         for name in sorted(node.children, key=os.fsencode):
             yield from self._events(node.children[name], f"{path}/{name}" if path else name)
         yield 1, entry, None
 
-    def _single(self, source: str, path: str) -> tuple[Entry, _OpenFile | None]:
+    def _single(self, source: str, path: str) -> tuple[Entry, int | None]:
         """The entry of one file or directory (not what is below it), and a regular file open."""
         walker = TreeWalker(os.path.dirname(source) or ".", self.options)
         try:
@@ -822,7 +815,7 @@ class _TreeEncoder(CatarSerializer):
             if stat.S_ISDIR(s.st_mode):
                 os.close(fd)
                 return entry, None
-            return entry, _OpenFile(fd)
+            return entry, fd
         except OSError as e:
             raise PycatarError(f"Failed to add {source}: {e.strerror}") from None
         finally:

@@ -230,15 +230,7 @@ class ChunkStats:
 
 
 def _store_batch(store: ChunkStore, items: list, compression: str | None) -> tuple[int, int, int]:
-    new = existing = nbytes = 0
-    for cid, data in items:
-        written = store.put(cid, data, compression=compression)  # checks the store before compressing
-        if written:
-            new += 1
-            nbytes += written
-        else:
-            existing += 1
-    return new, existing, nbytes
+    return store.put_many(items, compression=compression)  # checks the store before compressing
 
 
 def write_chunks_to_store(

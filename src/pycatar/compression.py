@@ -69,17 +69,31 @@ def _zstd_decompressor():
     return d
 
 
+def compressor(kind: str = DEFAULT_COMPRESSION):
+    """A function compressing one chunk with ``kind``, for the calling thread (it holds the thread's
+    zstd context: use it in the thread that asked for it).  Releases the GIL inside the codecs."""
+    if kind == "zstd":
+        zc = _zstd_compressor()
+
+        def zstd(data) -> bytes:
+            o = zc.compressobj()
+            return o.compress(data) + o.flush()
+
+        return zstd
+    if kind == "xz":
+        return lambda data: lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, preset=6)
+    if kind == "gzip":
+        def gzip(data) -> bytes:
+            o = zlib.compressobj(6, zlib.DEFLATED, 16 + 15, 8, zlib.Z_DEFAULT_STRATEGY)
+            return o.compress(data) + o.flush()
+
+        return gzip
+    raise UsageError(f"unknown compression: {kind}")
+
+
 def compress(data, kind: str = DEFAULT_COMPRESSION) -> bytes:
     """Compress one chunk.  Releases the GIL inside the codecs; safe to call from many threads."""
-    if kind == "zstd":
-        o = _zstd_compressor().compressobj()
-        return o.compress(data) + o.flush()
-    if kind == "xz":
-        return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, preset=6)
-    if kind == "gzip":
-        o = zlib.compressobj(6, zlib.DEFLATED, 16 + 15, 8, zlib.Z_DEFAULT_STRATEGY)
-        return o.compress(data) + o.flush()
-    raise UsageError(f"unknown compression: {kind}")
+    return compressor(kind)(data)
 
 
 def _zstd_frame_size(data: memoryview) -> int:

@@ -1,34 +1,44 @@
-"""Encoder: a directory tree on disk becomes a catar stream, byte for byte as casync writes it.
+"""Encoder: entries in archive order become a catar stream, byte for byte as casync writes it.
 
-:func:`iter_entries` walks the tree and yields :class:`~pycatar.entry.Entry` objects in archive
-order (what ``list``/``mtree``/``stat`` of a directory show); :func:`encode` serialises the same walk
-into the catar stream, as an iterator of ``bytes`` pieces in bounded memory.
+One walker, one serialiser:
+
+* a *source* yields the entries of a tree in archive order: :class:`TreeWalker` reads a directory
+  on disk (children in strcmp order, filtered by the feature flags, nodump and .caexclude), and
+  :class:`pycatar.tarconv.TarSource` reads a tar; both yield the same events (see
+  :meth:`TreeWalker.events`) of :class:`~pycatar.entry.Entry` objects;
+* :class:`CatarSerializer` writes any source's entries as records (:func:`entry_records`, the one
+  place records are laid out, from :mod:`pycatar.format`) into large output buffers, payloads
+  read straight into them, FILENAME records before every child and a GOODBYE table closing each
+  directory.
+
+:func:`iter_entries` is the walk alone (what ``list``/``mtree``/``stat`` of a directory show);
+:func:`encode` and :class:`CatarEncoder` are the walk serialised.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import stat as st
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
 from . import exclude, format as fmt, fsmeta, validate
-from siphash24 import siphash24
-
-from .goodbye import goodbye_record, name_hash
 from .entry import ACLDefault, ACLEntry, Entry
 from .errors import PycatarError, UnsupportedError
 from .flags import B as F
-from .flags import WITH_CHATTR, WITH_FAT_ATTRS, WITH_UIDS, from_chattr, from_fat_attrs, from_fs_magic
+from .flags import WITH_CHATTR, WITH_FAT_ATTRS, WITH_UIDS, format_with_flags, from_chattr, from_fat_attrs
+from .flags import from_fs_magic, normalize, time_granularity_ns
 from .flags import BTRFS_SUPER_MAGIC, EXT2_SUPER_MAGIC, FUSE_SUPER_MAGIC, MSDOS_SUPER_MAGIC, TMPFS_MAGIC, XFS_SUPER_MAGIC
-from .flags import normalize, time_granularity_ns
 from .fsmeta import ACL_GROUP, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER, ACL_USER, ACL_USER_OBJ
+from .goodbye import goodbye_record, name_hash
 
+#: largest piece a payload is read in by sources that yield pieces (the tar source)
 PAYLOAD_BLOCK = 1 << 20
+#: size of the serialiser's output buffers (blob.READ_SIZE: the chunk pipeline takes them without copying)
+OUT_BUFFER = 4 << 20
 
 # file systems whose contents casync never serialises (kernel API file systems)
 _VIRTUAL_FS = {
@@ -37,9 +47,20 @@ _VIRTUAL_FS = {
     0x43415D53, 0x62656572,
 }
 _EXT4_XFS_FUSE = (EXT2_SUPER_MAGIC, XFS_SUPER_MAGIC, FUSE_SUPER_MAGIC)
-_FD_NODES = (st.S_IFDIR, st.S_IFREG)
+#: file systems whose listxattr() names every xattr getxattr() can read (POSIX ACLs included; the
+#: SELinux label too while SELinux is off: with it on, an unlabeled inode's label is not listed)
+_LISTXATTR_COMPLETE = frozenset({EXT2_SUPER_MAGIC, XFS_SUPER_MAGIC, BTRFS_SUPER_MAGIC, TMPFS_MAGIC})
+_XATTR_STORED_PREFIXES = ("user.", "trusted.")
+_FCAPS_XATTR = "security.capability"
+_SELINUX_XATTR = "security.selinux"
 WITH_CHATTR, WITH_FAT_ATTRS, WITH_UIDS = int(WITH_CHATTR), int(WITH_FAT_ATTRS), int(WITH_UIDS)
 _CHATTR_OR_NODUMP = WITH_CHATTR | F.EXCLUDE_NODUMP
+_S_IFMT, _S_IFREG, _S_IFDIR, _S_IFLNK = 0o170000, st.S_IFREG, st.S_IFDIR, st.S_IFLNK
+#: O_NONBLOCK: a file replaced by a FIFO after the listing must not block the open (its type is
+#: checked after opening); reads of regular files and directories ignore the flag
+_O_FILE = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NOFOLLOW | os.O_NONBLOCK
+_O_DIR = _O_FILE | os.O_DIRECTORY
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 
 
 @dataclass(slots=True)
@@ -58,7 +79,7 @@ class EncoderOptions:
 
 
 class _Node:
-    """A node being walked: its Entry, open fd (dirs and regular files) and exclude rules."""
+    """A directory being walked: its Entry, open fd, stat, file system and exclude rules."""
 
     __slots__ = ("entry", "fd", "st", "magic", "rules", "mount_id")
 
@@ -84,10 +105,25 @@ def type_stored(flags: int, fmt_bits: int) -> bool:
     return True
 
 
+@lru_cache(maxsize=1)
+def _selinux_enabled() -> bool:
+    """Whether SELinux may be active (then getxattr makes up labels listxattr does not name)."""
+    if os.path.exists("/sys/fs/selinux"):
+        return True
+    for path in ("/proc/self/attr/selinux/current", "/proc/self/attr/current"):
+        try:
+            with open(path, "rb") as f:
+                if b":" in f.read():  # an SELinux context (user:role:type:level)
+                    return True
+        except OSError:
+            continue
+    return False
+
+
 class EntryPolicy:
     """How raw metadata (a stat result, a tar header...) becomes what an ENTRY stores under the
     feature flags and encoder options: the mode, owners and names, the rounded (and clamped) mtime.
-    Shared by the tree walker and the tar converter (tarconv)."""
+    Shared by the tree walker and the tar source (tarconv)."""
 
     def __init__(self, options: EncoderOptions):
         self.flags = normalize(options.feature_flags)
@@ -98,6 +134,8 @@ class EntryPolicy:
         self.group = options.group
         self.clamp = options.clamp_mtime_ns
         self.require = int(options.require_flags)
+        #: (raw mode, uid, gid) -> (stored mode, uid, gid, user, group), with the system's names
+        self._heads: dict[tuple[int, int, int], tuple] = {}
 
     def _shift(self, uid: int) -> int:
         if uid < self.uid_shift:
@@ -133,25 +171,20 @@ class EntryPolicy:
             return self._stored_name(name)
         return None if self.flags & WITH_UIDS else str(ident)
 
-    def base_entry(self, path: str, mode: int, uid: int, gid: int, mtime_ns: int,
-                   user_lookup=fsmeta.user_name, group_lookup=fsmeta.group_name) -> Entry:
-        """The Entry for these raw values: mode, owners, names and mtime as the flags store them."""
+    def _head(self, mode: int, uid: int, gid: int, user_lookup, group_lookup) -> tuple:
+        """(stored mode, uid, gid, user name, group name) for these raw values."""
         flags = self.flags
-        fmt_bits = st.S_IFMT(mode)
-        if fmt_bits == st.S_IFLNK:
-            mode = st.S_IFLNK | 0o777
+        fmt_bits = mode & _S_IFMT
+        if fmt_bits == _S_IFLNK:
+            mode = _S_IFLNK | 0o777
         elif flags & (F.WITH_PERMISSIONS | F.WITH_ACL):
             mode &= 0o177777
         elif flags & F.WITH_READ_ONLY:
-            is_dir = fmt_bits == st.S_IFDIR
+            is_dir = fmt_bits == _S_IFDIR
             writable = mode & 0o222
             mode = fmt_bits | ((0o777 if is_dir else 0o666) if writable else (0o555 if is_dir else 0o444))
         else:
-            mode = fmt_bits | (0o777 if fmt_bits == st.S_IFDIR else 0o666)
-
-        if self.clamp is not None and mtime_ns > self.clamp:
-            mtime_ns = self.clamp
-        mtime = validate.file_mtime(path, mtime_ns, self.granularity)
+            mode = fmt_bits | (0o777 if fmt_bits == _S_IFDIR else 0o666)
 
         owner, group = self.owner, self.group
         if flags & WITH_UIDS:
@@ -159,25 +192,47 @@ class EntryPolicy:
             sgid = self._shift(gid) if group is None else group
         else:
             suid = sgid = 0
-
-        entry = Entry(path=path, mode=mode, feature_flags=flags, uid=suid, gid=sgid, mtime=mtime)
-
+        user = gname = None
         if flags & F.WITH_USER_NAMES:
-            entry.user = (self._name_for(uid, user_lookup) if owner is None
-                          else self._override_name(owner, fsmeta.user_name))
-            entry.group = (self._name_for(gid, group_lookup) if group is None
-                           else self._override_name(group, fsmeta.group_name))
-        return entry
+            user = (self._name_for(uid, user_lookup) if owner is None
+                    else self._override_name(owner, fsmeta.user_name))
+            gname = (self._name_for(gid, group_lookup) if group is None
+                     else self._override_name(group, fsmeta.group_name))
+        return mode, suid, sgid, user, gname
+
+    def base_entry(self, path: str, mode: int, uid: int, gid: int, mtime_ns: int,
+                   user_lookup=fsmeta.user_name, group_lookup=fsmeta.group_name) -> Entry:
+        """The Entry for these raw values: mode, owners, names and mtime as the flags store them."""
+        if user_lookup is fsmeta.user_name and group_lookup is fsmeta.group_name:
+            key = (mode, uid, gid)
+            head = self._heads.get(key)
+            if head is None:
+                head = self._head(mode, uid, gid, user_lookup, group_lookup)
+                if len(self._heads) >= 4096:
+                    self._heads.clear()
+                self._heads[key] = head
+        else:
+            head = self._head(mode, uid, gid, user_lookup, group_lookup)
+        if self.clamp is not None and mtime_ns > self.clamp:
+            mtime_ns = self.clamp
+        mtime = validate.file_mtime(path, mtime_ns, self.granularity)
+        return Entry(path, head[0], self.flags, 0, head[1], head[2], mtime, head[3], head[4])
 
 
 class TreeWalker(EntryPolicy):
-    """Walks a tree like casync's encoder: children in strcmp order, filtered by feature flags,
-    nodump and .caexclude, and reads each node's metadata as the flags ask."""
+    """The directory source: walks a tree like casync's encoder, children in strcmp order, filtered
+    by the feature flags, nodump and .caexclude, and reads each node's metadata as the flags ask."""
 
     def __init__(self, root: str | os.PathLike, options: EncoderOptions):
         super().__init__(options)
         self.root = os.fspath(root)
         self.covering_flags = 0
+        self._chattr_flags: dict[int, int] = {}
+        self._selinux_listed = not _selinux_enabled()
+
+    @property
+    def feature_flags(self) -> int:
+        return self.flags
 
     def _cover(self, path: str, magic: int) -> None:
         """Note what the file system at ``path`` can store; enforce ``require_flags``."""
@@ -185,8 +240,6 @@ class TreeWalker(EntryPolicy):
         self.covering_flags |= fs_flags
         missing = self.require & ~fs_flags
         if missing:
-            from .flags import format_with_flags
-
             raise UnsupportedError(
                 f"{path or '.'}: its file system (type 0x{magic:x}) cannot store "
                 f"{format_with_flags(missing)}, which the feature set requires")
@@ -238,18 +291,11 @@ class TreeWalker(EntryPolicy):
         groups.sort(key=key)
         return users, groups, group_obj, mask
 
-    def _xattrs(self, fd: int, is_reg: bool, entry: Entry) -> None:
-        try:
-            names = os.listxattr(fd)
-        except OSError as e:
-            if e.errno in (95, 9):  # EOPNOTSUPP, EBADF
-                return
-            raise
+    def _xattrs(self, fd: int, names: list[str], is_reg: bool, entry: Entry) -> None:
         xattrs = []
         for name in names:
-            bname = os.fsencode(name)
-            store = (bname.startswith((b"user.", b"trusted.")) and validate.xattr_name_ok(bname))
-            fcaps = is_reg and name == "security.capability"
+            store = name.startswith(_XATTR_STORED_PREFIXES) and validate.xattr_name_ok(os.fsencode(name))
+            fcaps = is_reg and name == _FCAPS_XATTR
             if not (store or fcaps):
                 continue
             value = fsmeta.get_xattr(fd, name)
@@ -259,23 +305,23 @@ class TreeWalker(EntryPolicy):
                 if self.flags & F.WITH_FCAPS:
                     entry.fcaps = value
             elif self.flags & F.WITH_XATTRS:
-                xattrs.append((bname, value))
+                xattrs.append((os.fsencode(name), value))
         xattrs.sort()
         entry.xattrs = xattrs
 
     def _selinux(self, target, follow: bool) -> str | None:
-        value = fsmeta.get_xattr(target, "security.selinux", follow)
+        value = fsmeta.get_xattr(target, _SELINUX_XATTR, follow)
         if not value:
             return None
         return os.fsdecode(value.rstrip(b"\0"))
 
     def make_entry(self, path: str, s: os.stat_result, fd: int | None, parent_fd: int | None,
                    name: str | None, magic: int, target: str | None, chattr: int | None = None) -> Entry:
+        """The Entry of one node: ``fd`` is open for directories and regular files (None for the
+        other types, read through ``parent_fd`` and ``name``)."""
         flags = self.flags
-        fmt_bits = st.S_IFMT(s.st_mode)
-        is_dir, is_reg = fmt_bits == st.S_IFDIR, fmt_bits == st.S_IFREG
-        is_lnk = fmt_bits == st.S_IFLNK
-
+        fmt_bits = s.st_mode & _S_IFMT
+        is_dir, is_reg, is_lnk = fmt_bits == _S_IFDIR, fmt_bits == _S_IFREG, fmt_bits == _S_IFLNK
         if not type_stored(flags, fmt_bits):
             raise UnsupportedError(f"{path or '.'}: file type not permitted by the feature flags")
 
@@ -285,32 +331,43 @@ class TreeWalker(EntryPolicy):
             if flags & WITH_CHATTR:
                 if chattr is None:
                     chattr = fsmeta.read_chattr(fd)
-                entry.flags |= from_chattr(chattr) & flags
+                if chattr:
+                    bits = self._chattr_flags.get(chattr)
+                    if bits is None:
+                        bits = self._chattr_flags[chattr] = from_chattr(chattr) & flags
+                    entry.flags |= bits
             if flags & WITH_FAT_ATTRS and magic in (MSDOS_SUPER_MAGIC, FUSE_SUPER_MAGIC):
                 entry.flags |= from_fat_attrs(fsmeta.read_fat_attrs(fd)) & flags
             if is_dir and flags & F.WITH_SUBVOLUME and magic == BTRFS_SUPER_MAGIC and s.st_ino == 256:
-                entry.flags |= self._subvolume_flags(fd) & flags
-
-        proc_path = None
-        if fd is None and parent_fd is not None:
-            proc_path = f"/proc/self/fd/{parent_fd}/{name}"
-
-        if flags & F.WITH_SELINUX:
-            entry.selinux = self._selinux(fd if fd is not None else proc_path, fd is not None)
-
-        if flags & (F.WITH_XATTRS | F.WITH_FCAPS) and fd is not None:
-            self._xattrs(fd, is_reg, entry)
-
-        if flags & F.WITH_ACL and not is_lnk:
-            if fd is not None:
+                entry.flags |= (int(F.WITH_SUBVOLUME) | (int(F.WITH_SUBVOLUME_RO) if fsmeta.subvolume_read_only(fd) else 0)) & flags
+            # the xattr names, once: what is not listed is not read (where the list is complete)
+            names = listed = None
+            if flags & (F.WITH_XATTRS | F.WITH_FCAPS | F.WITH_SELINUX | F.WITH_ACL):
+                try:
+                    names = os.listxattr(fd)
+                except OSError as e:
+                    if e.errno not in (errno.EOPNOTSUPP, errno.EBADF):
+                        raise
+                else:
+                    if magic in _LISTXATTR_COMPLETE:
+                        listed = names
+            if names and flags & (F.WITH_XATTRS | F.WITH_FCAPS):
+                self._xattrs(fd, names, is_reg, entry)
+            if flags & F.WITH_SELINUX and (listed is None or not self._selinux_listed or _SELINUX_XATTR in listed):
+                entry.selinux = self._selinux(fd, True)
+            if flags & F.WITH_ACL and (listed is None or fsmeta.ACL_XATTR_ACCESS in listed
+                                       or (is_dir and fsmeta.ACL_XATTR_DEFAULT in listed)):
                 self._acl(fd, True, is_dir, entry)
-            elif proc_path is not None:
+            if flags & F.WITH_QUOTA_PROJID and magic in _EXT4_XFS_FUSE:
+                projid = fsmeta.read_quota_projid(fd)
+                if projid:
+                    entry.quota_projid = projid
+        elif parent_fd is not None:
+            proc_path = f"/proc/self/fd/{parent_fd}/{name}"
+            if flags & F.WITH_SELINUX:
+                entry.selinux = self._selinux(proc_path, False)
+            if flags & F.WITH_ACL and not is_lnk:
                 self._acl(proc_path, True, is_dir, entry)
-
-        if flags & F.WITH_QUOTA_PROJID and fd is not None and magic in _EXT4_XFS_FUSE:
-            projid = fsmeta.read_quota_projid(fd)
-            if projid:
-                entry.quota_projid = projid
 
         if is_reg:
             entry.size = s.st_size if magic not in _VIRTUAL_FS else 0
@@ -319,16 +376,6 @@ class TreeWalker(EntryPolicy):
         elif fmt_bits in (st.S_IFBLK, st.S_IFCHR):
             entry.rdev_major, entry.rdev_minor = os.major(s.st_rdev), os.minor(s.st_rdev)
         return entry
-
-    @staticmethod
-    def _subvolume_flags(fd: int) -> int:
-        import fcntl
-        import struct
-
-        buf = bytearray(8)
-        fcntl.ioctl(fd, 0x80089419, buf)  # BTRFS_IOC_SUBVOL_GETFLAGS
-        ro = struct.unpack("=Q", buf)[0] & 2  # BTRFS_SUBVOL_RDONLY
-        return int(F.WITH_SUBVOLUME) | (int(F.WITH_SUBVOLUME_RO) if ro else 0)
 
     # ----------------------------------------------------------------- walking
 
@@ -359,15 +406,6 @@ class TreeWalker(EntryPolicy):
             return True, sub
         return True, []
 
-    def walk(self) -> Iterator[tuple[int, Entry, _Node | None]]:
-        """Yields (event, entry, node): event 0 = an entry (node.fd readable for regular files),
-        1 = the end of a directory's children."""
-        root_fd = self._open_root()
-        try:
-            yield from self._walk_dir(self._root_node(root_fd))
-        finally:
-            os.close(root_fd)
-
     def _open_root(self) -> int:
         try:
             return os.open(self.root, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
@@ -383,92 +421,148 @@ class TreeWalker(EntryPolicy):
         self._cover("", magic)
         return _Node(self.make_entry("", s, root_fd, None, None, magic, None), root_fd, s, magic)
 
-    def _walk_dir(self, node: _Node) -> Iterator[tuple[int, Entry, _Node | None]]:
-        yield 0, node.entry, node
+    def _children(self, node: _Node) -> Iterator[tuple[bytes, str, int]]:
+        """(name as bytes, name, 1 regular file / 2 directory / 0 other or unknown), in strcmp order;
+        loads the directory's .caexclude first."""
         if node.magic in _VIRTUAL_FS:
-            yield 1, node.entry, node
-            return
-        dfd = node.fd
+            return iter(())
+        ents = []
+        append = ents.append
+        with os.scandir(node.fd) as it:
+            for de in it:
+                name = de.name
+                kind = 1 if de.is_file(follow_symlinks=False) else 2 if de.is_dir(follow_symlinks=False) else 0
+                append((name.encode(_FS_ENCODING, _FS_ERRORS), name, kind))
+        ents.sort()
         if self.flags & F.EXCLUDE_FILE:
-            node.rules.extend(exclude.load(dfd))
-        names = sorted(os.fsencode(n) for n in os.listdir(dfd))
-        prefix = node.entry.path + "/" if node.entry.path else ""
-        for bname in names:
-            name = os.fsdecode(bname)
+            for bname, _name, _kind in ents:
+                if bname == b".caexclude":
+                    node.rules.extend(exclude.load(node.fd))
+                    break
+        return iter(ents)
+
+    def _open_child(self, dfd: int, bname: bytes, kind: int, shown: str):
+        """(stat, fd) of a child: ``fd`` open for a directory or regular file, None for other types;
+        None when the child vanished meanwhile.  A child replaced by another type since the listing
+        is archived as what is there now."""
+        fd = None
+        if kind:
             try:
-                s = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                fd = os.open(bname, _O_FILE if kind == 1 else _O_DIR, dir_fd=dfd)
             except FileNotFoundError:
-                continue  # vanished meanwhile
-            t = st.S_IFMT(s.st_mode)
-            fd = None
-            if t in _FD_NODES:
-                # O_NONBLOCK: replaced by a FIFO since the stat, the open must not block (_O_FILE)
-                oflags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NOFOLLOW | os.O_NONBLOCK
-                if t == st.S_IFDIR:
-                    oflags |= os.O_DIRECTORY
-                try:
-                    fd = os.open(name, oflags, dir_fd=dfd)
-                except FileNotFoundError:
-                    continue
-                except OSError as e:
-                    if e.errno not in (errno.ELOOP, errno.ENOTDIR):  # replaced by a symlink or file
-                        raise PycatarError(f"Failed to open {prefix}{name}: {e.strerror}") from None
-                    fd = None
-                if fd is not None:
-                    s = os.fstat(fd)
-                if fd is None or st.S_IFMT(s.st_mode) != t:  # replaced meanwhile: archive what is there now
-                    if fd is not None:
-                        os.close(fd)
-                        fd = None
-                    try:
-                        s = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue
-                    t = st.S_IFMT(s.st_mode)
-                    if t in _FD_NODES:
-                        raise PycatarError(f"{prefix}{name}: replaced while it was being archived")
+                return None
+            except OSError as e:
+                if e.errno not in (errno.ELOOP, errno.ENOTDIR):  # replaced by a symlink or file
+                    raise PycatarError(f"Failed to open {shown}: {e.strerror}") from None
+            else:
+                s = os.fstat(fd)
+                t = s.st_mode & _S_IFMT
+                if t == _S_IFREG or t == _S_IFDIR:
+                    return s, fd
+                os.close(fd)  # replaced by a FIFO, device... meanwhile
+                fd = None
+        try:
+            s = os.stat(bname, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        t = s.st_mode & _S_IFMT
+        if t == _S_IFREG or t == _S_IFDIR:
             try:
-                chattr = fsmeta.read_chattr(fd) if fd is not None and self.flags & _CHATTR_OR_NODUMP else None
-                keep, sub = self._shall_store(node, name, bname, s, fd, chattr)
-                if not keep:
-                    continue
-                magic = node.magic
-                if fd is not None and s.st_dev != node.st.st_dev:
-                    magic = fsmeta.fs_type(fd)
-                target = os.readlink(name, dir_fd=dfd) if t == st.S_IFLNK else None
-                entry = self.make_entry(prefix + name, s, fd, dfd, name, magic, target, chattr)
-                child = _Node(entry, fd, s, magic, sub)
-                if magic != node.magic:  # the parent's file system is covered already
-                    self._cover(entry.path, magic)
-                if t == st.S_IFDIR:
-                    yield from self._walk_dir(child)
+                fd = os.open(bname, _O_DIR if t == _S_IFDIR else _O_FILE, dir_fd=dfd)
+            except FileNotFoundError:
+                return None
+            except OSError as e:
+                raise PycatarError(f"Failed to open {shown}: {e.strerror}") from None
+            s = os.fstat(fd)
+            t = s.st_mode & _S_IFMT
+            if t != _S_IFREG and t != _S_IFDIR:
+                os.close(fd)
+                raise PycatarError(f"{shown}: replaced while it was being archived")
+        return s, fd
+
+    def events(self) -> Iterator[tuple[int, Entry, int | None]]:
+        """The tree in archive order: ``(0, entry, fd)`` for each entry (depth first, a directory
+        before its children, siblings in strcmp order of their names; ``fd`` is an open, readable fd
+        of a regular file, valid until the next event is asked for, else None) and
+        ``(1, directory_entry, None)`` after a directory's last child."""
+        root_fd = self._open_root()
+        frames: list[tuple[_Node, Iterator, str]] = []
+        try:
+            root = self._root_node(root_fd)
+            yield 0, root.entry, None
+            frames.append((root, self._children(root), ""))
+            while frames:
+                node, children, prefix = frames[-1]
+                dfd, pmagic, pdev = node.fd, node.magic, node.st.st_dev
+                for bname, name, kind in children:
+                    opened = self._open_child(dfd, bname, kind, prefix + name)
+                    if opened is None:
+                        continue  # vanished meanwhile
+                    s, fd = opened
+                    try:
+                        chattr = None
+                        if fd is not None and self.flags & _CHATTR_OR_NODUMP:
+                            chattr = fsmeta.read_chattr(fd)
+                        keep, sub = self._shall_store(node, name, bname, s, fd, chattr)
+                        if not keep:
+                            continue
+                        path = prefix + name
+                        if len(frames) > validate.MAX_DEPTH:  # the child's depth is len(frames)
+                            raise validate.refusal(path, validate.depth_problem(path))
+                        t = s.st_mode & _S_IFMT
+                        magic = pmagic if fd is None or s.st_dev == pdev else fsmeta.fs_type(fd)
+                        target = os.readlink(bname, dir_fd=dfd) if t == _S_IFLNK else None
+                        entry = self.make_entry(path, s, fd, dfd, name, magic, os.fsdecode(target)
+                                                if target is not None else None, chattr)
+                        if magic != pmagic:  # the parent's file system is covered already
+                            self._cover(path, magic)
+                        if t == _S_IFDIR:
+                            child = _Node(entry, fd, s, magic, sub)
+                            frames.append((child, iter(()), path + "/"))
+                            fd = None  # the frame owns it now
+                            frames[-1] = (child, self._children(child), path + "/")
+                            yield 0, entry, None
+                            break
+                        yield 0, entry, fd if t == _S_IFREG else None
+                    finally:
+                        if fd is not None:
+                            os.close(fd)
                 else:
-                    yield 0, entry, child
-            finally:
-                if fd is not None:
-                    os.close(fd)
-        yield 1, node.entry, node
+                    frames.pop()
+                    if node is not root:
+                        os.close(dfd)
+                        node.fd = None
+                    yield 1, node.entry, None
+        finally:
+            for node, _, _ in frames:
+                if node.fd is not None and node.fd != root_fd:
+                    os.close(node.fd)
+            os.close(root_fd)
 
 
 def iter_entries(root, feature_flags: int, **options) -> Iterator[Entry]:
     """The entries of the tree at ``root``, in archive order, as an archive with these flags holds them;
     an entry no archive can hold is refused as the encoder refuses it (CATAR-60)."""
-    walker = TreeWalker(root, EncoderOptions(feature_flags, **options))
-    for event, entry, _node in walker.walk():
+    for event, entry, _fd in TreeWalker(root, EncoderOptions(feature_flags, **options)).events():
         if event == 0:
             validate.check_entry(entry)
             yield entry
 
 
-# --------------------------------------------------------------------------- serialisation
+# --------------------------------------------------------------------------- records
 
 _pack_header = fmt.HEADER.pack
 _NUL = b"\0"
+_T = fmt.RecordType
+_T_FILENAME = int(_T.FILENAME)
+_T_PAYLOAD = int(_T.PAYLOAD)
+_HEADER_SIZE = fmt.HEADER_SIZE
 
 
+@lru_cache(maxsize=1024)
 def _string_record(rtype: int, text: str) -> bytes:
     data = os.fsencode(text) + _NUL
-    return _pack_header(fmt.HEADER_SIZE + len(data), rtype) + data
+    return _pack_header(_HEADER_SIZE + len(data), rtype) + data
 
 
 def _acl_records(rtype: int, entries: list[ACLEntry]) -> list[bytes]:
@@ -480,171 +574,58 @@ def _acl_records(rtype: int, entries: list[ACLEntry]) -> list[bytes]:
 
 
 def entry_records(entry: Entry) -> bytes:
-    """ENTRY and its follow-up records up to (and including) the PAYLOAD header, SYMLINK or DEVICE."""
-    T = fmt.RecordType
-    parts = [fmt.ENTRY.pack(fmt.ENTRY_SIZE, T.ENTRY, entry.feature_flags, entry.mode, entry.flags,
-                            entry.uid, entry.gid, entry.mtime)]
+    """ENTRY and its follow-up records up to (and including) the PAYLOAD header, SYMLINK or DEVICE:
+    the one place an entry's records are laid out."""
+    head = fmt.ENTRY.pack(fmt.ENTRY_SIZE, _T.ENTRY, entry.feature_flags, entry.mode, entry.flags,
+                          entry.uid, entry.gid, entry.mtime)
     if entry.user is not None:
-        parts.append(_string_record(T.USER, entry.user))
+        head += _string_record(_T.USER, entry.user)
     if entry.group is not None:
-        parts.append(_string_record(T.GROUP, entry.group))
+        head += _string_record(_T.GROUP, entry.group)
+    if (entry.xattrs or entry.acl_user or entry.acl_group or entry.acl_group_obj is not None
+            or entry.acl_default is not None or entry.acl_default_user or entry.acl_default_group
+            or entry.selinux is not None or entry.fcaps is not None or entry.quota_projid):
+        head += _extra_records(entry)
+    mode = entry.mode & _S_IFMT
+    if mode == _S_IFREG:
+        return head + _pack_header(_HEADER_SIZE + entry.size, _T_PAYLOAD)
+    if mode == _S_IFLNK:
+        return head + _string_record(_T.SYMLINK, entry.target)
+    if mode == st.S_IFBLK or mode == st.S_IFCHR:
+        return head + fmt.DEVICE.pack(fmt.Device.sizeof(), _T.DEVICE, entry.rdev_major, entry.rdev_minor)
+    return head
+
+
+def _extra_records(entry: Entry) -> bytes:
+    """The records between USER/GROUP and the PAYLOAD/SYMLINK/DEVICE record: xattrs, ACLs, label,
+    capabilities, project id."""
+    parts = []
     for name, value in entry.xattrs:
-        parts.append(_pack_header(fmt.HEADER_SIZE + len(name) + 1 + len(value), T.XATTR) + name + _NUL + value)
-    parts += _acl_records(T.ACL_USER, entry.acl_user)
-    parts += _acl_records(T.ACL_GROUP, entry.acl_group)
+        parts.append(_pack_header(_HEADER_SIZE + len(name) + 1 + len(value), _T.XATTR) + name + _NUL + value)
+    parts += _acl_records(_T.ACL_USER, entry.acl_user)
+    parts += _acl_records(_T.ACL_GROUP, entry.acl_group)
     if entry.acl_group_obj is not None:
-        parts.append(fmt.ACL_GROUP_OBJ.pack(fmt.ACLGroupObj.sizeof(), T.ACL_GROUP_OBJ, entry.acl_group_obj))
+        parts.append(fmt.ACL_GROUP_OBJ.pack(fmt.ACLGroupObj.sizeof(), _T.ACL_GROUP_OBJ, entry.acl_group_obj))
     if entry.acl_default is not None:
         d = entry.acl_default
-        parts.append(fmt.ACL_DEFAULT.pack(fmt.ACLDefault.sizeof(), T.ACL_DEFAULT, d.user_obj, d.group_obj,
+        parts.append(fmt.ACL_DEFAULT.pack(fmt.ACLDefault.sizeof(), _T.ACL_DEFAULT, d.user_obj, d.group_obj,
                                           d.other, d.mask))
-    parts += _acl_records(T.ACL_DEFAULT_USER, entry.acl_default_user)
-    parts += _acl_records(T.ACL_DEFAULT_GROUP, entry.acl_default_group)
+    parts += _acl_records(_T.ACL_DEFAULT_USER, entry.acl_default_user)
+    parts += _acl_records(_T.ACL_DEFAULT_GROUP, entry.acl_default_group)
     if entry.selinux is not None:
-        parts.append(_string_record(T.SELINUX, entry.selinux))
+        parts.append(_string_record(_T.SELINUX, entry.selinux))
     if entry.fcaps is not None:
-        parts.append(_pack_header(fmt.HEADER_SIZE + len(entry.fcaps), T.FCAPS) + entry.fcaps)
+        parts.append(_pack_header(_HEADER_SIZE + len(entry.fcaps), _T.FCAPS) + entry.fcaps)
     if entry.quota_projid:
-        parts.append(fmt.QUOTA_PROJID.pack(fmt.QuotaProjID.sizeof(), T.QUOTA_PROJID, entry.quota_projid))
-    if entry.isreg():
-        parts.append(_pack_header(fmt.HEADER_SIZE + entry.size, T.PAYLOAD))
-    elif entry.islnk():
-        parts.append(_string_record(T.SYMLINK, entry.target))
-    elif entry.isdev():
-        parts.append(fmt.DEVICE.pack(fmt.Device.sizeof(), T.DEVICE, entry.rdev_major, entry.rdev_minor))
+        parts.append(fmt.QUOTA_PROJID.pack(fmt.QuotaProjID.sizeof(), _T.QUOTA_PROJID, entry.quota_projid))
     return b"".join(parts)
 
 
-def checked_records(entry: Entry) -> bytes:
-    """:func:`entry_records`, after :func:`validate.check_entry`: what every encoder writes, so that
-    it never writes an entry a reader rejects (CATAR-60)."""
-    validate.check_entry(entry)
-    return entry_records(entry)
+def filename_record(bname: bytes) -> bytes:
+    return _pack_header(_HEADER_SIZE + len(bname) + 1, _T_FILENAME) + bname + _NUL
 
 
-class CatarSerializer:
-    """The catar stream of any source of entries in archive order: ENTRY records, FILENAME records
-    before every child, payloads, and the GOODBYE table closing each directory (spec/catar.md).
-
-    A source is an iterable of events ``(0, entry, token)`` for each entry (depth first, a directory
-    before its children, siblings in strcmp order of their names) and ``(1, directory_entry, None)``
-    after a directory's last child; ``read_payload(entry, token)`` yields the ``entry.size`` bytes of
-    a regular file.  :attr:`offset` counts the bytes produced so far."""
-
-    offset = 0
-
-    def serialize(self, events, read_payload) -> Iterator[bytes]:
-        # one frame a directory: [entry_offset, goodbye items, index of the open item or -1]
-        stack: list[list] = []
-        for event, entry, token in events:
-            if event == 1:
-                frame = stack.pop()
-                data = goodbye_record(frame[1], self.offset, frame[0])
-                self.offset += len(data)
-                yield data
-                if stack:
-                    stack[-1][1][-1][2] = self.offset
-                continue
-            if stack:
-                bname = os.fsencode(entry.name)
-                rec = _pack_header(fmt.HEADER_SIZE + len(bname) + 1, fmt.RecordType.FILENAME) + bname + _NUL
-                stack[-1][1].append([name_hash(bname), self.offset, None])
-                self.offset += len(rec)
-                yield rec
-            data = checked_records(entry)
-            entry.offset = self.offset
-            self.offset += len(data)
-            yield data
-            if entry.isdir():
-                stack.append([entry.offset, [], None])
-                continue
-            if entry.isreg() and entry.size:
-                entry.payload_offset = self.offset
-                end = self.offset + entry.size
-                for piece in read_payload(entry, token):
-                    self.offset += len(piece)
-                    if self.offset > end:
-                        raise PycatarError(f"{entry.path}: more payload than the {entry.size} bytes announced")
-                    yield piece
-                if self.offset != end:
-                    raise PycatarError(f"{entry.path}: payload ended {end - self.offset} bytes short")
-            if stack:
-                stack[-1][1][-1][2] = self.offset
-
-
-class CatarEncoder(CatarSerializer):
-    """Serialises a tree into a catar stream.  Iterate over it for the stream's bytes."""
-
-    def __init__(self, root, feature_flags: int, **options):
-        self.walker = TreeWalker(root, EncoderOptions(feature_flags, **options))
-        self.offset = 0
-
-    @property
-    def feature_flags(self) -> int:
-        return self.walker.flags
-
-    @property
-    def covering_flags(self) -> int:
-        return self.walker.covering_flags
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self.buffers()
-
-    def buffers(self, alloc=None) -> Iterator[memoryview]:
-        """The catar stream as :data:`OUT_BUFFER`-sized memoryviews (the last one shorter).
-
-        ``alloc()`` returns a fresh ``bytearray(OUT_BUFFER)`` to fill (default: a new one each
-        time, so every buffer handed out stays valid); a caller may recycle the buffers it is
-        done with through it.  Same bytes as :meth:`serialize` over :meth:`TreeWalker.walk`."""
-        return _FastEncoder(self, alloc).run()
-
-    @staticmethod
-    def _payload(entry: Entry, node: _Node) -> Iterator[bytes]:
-        fd = node.fd
-        left = entry.size
-        pos = 0
-        while left:
-            data = os.pread(fd, min(PAYLOAD_BLOCK, left), pos)
-            if not data:
-                raise PycatarError(f"{entry.path}: file shrank while it was being archived")
-            pos += len(data)
-            left -= len(data)
-            yield data
-
-
-def encode(root, feature_flags: int, **options) -> Iterator[bytes]:
-    """The catar stream of the tree at ``root``."""
-    return iter(CatarEncoder(root, feature_flags, **options))
-
-
-# --------------------------------------------------------------------------- fast serialisation
-#
-# CatarEncoder's stream, made without an Entry per node: the walk of TreeWalker.walk and the
-# records of CatarSerializer, fused into one loop that writes straight into large output buffers
-# (payloads are read into them with preadv, no copies).  Nodes with anything beyond an ENTRY,
-# USER and GROUP record (xattrs, ACLs, SELinux labels, fcaps, project ids, FAT or subvolume flags,
-# virtual file systems) and nodes without an fd (symlinks, devices, fifos, sockets) take the
-# general path (make_entry + entry_records), so the bytes are the same by construction.
-
-#: size of the output buffers (blob.READ_SIZE: the chunk pipeline takes them without copying)
-OUT_BUFFER = 4 << 20
-
-_T_ENTRY = int(fmt.RecordType.ENTRY)
-_T_USER = int(fmt.RecordType.USER)
-_T_GROUP = int(fmt.RecordType.GROUP)
-_T_PAYLOAD = int(fmt.RecordType.PAYLOAD)
-_T_FILENAME = int(fmt.RecordType.FILENAME)
-_S_IFMT, _S_IFREG, _S_IFDIR = 0o170000, st.S_IFREG, st.S_IFDIR
-#: O_NONBLOCK: a file replaced by a FIFO after the listing must not block the open (its type is
-#: checked after opening); reads of regular files and directories ignore the flag
-_O_FILE = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NOFOLLOW | os.O_NONBLOCK
-_O_DIR = _O_FILE | os.O_DIRECTORY
-_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
-#: file systems whose listxattr() names every xattr getxattr() can read (POSIX ACLs included; the
-#: SELinux label too while SELinux is off: with it on, an unlabeled inode's label is not listed)
-_LISTXATTR_COMPLETE = frozenset({EXT2_SUPER_MAGIC, XFS_SUPER_MAGIC, BTRFS_SUPER_MAGIC, TMPFS_MAGIC})
-_XATTR_STORED_PREFIXES = ("user.", "trusted.")
-_U64_MASK = 0xFFFFFFFFFFFFFFFF
+# --------------------------------------------------------------------------- the serialiser
 
 
 def _new_buffer() -> bytearray:
@@ -652,54 +633,60 @@ def _new_buffer() -> bytearray:
 
 
 class _Out:
-    """The output: fixed-size buffers filled in order; full ones collect in ``ready``."""
+    """The output: fixed-size buffers filled in order; full ones collect in ``ready``.  ``base`` is
+    the stream offset of the current buffer; ``skipped`` counts payload bytes left out of the
+    output (their offsets still count)."""
 
-    __slots__ = ("alloc", "mv", "pos", "base", "ready")
+    __slots__ = ("alloc", "size", "mv", "pos", "base", "ready", "skipped")
 
     def __init__(self, alloc):
         self.alloc = alloc
+        self.size = OUT_BUFFER
         self.mv = memoryview(alloc())
         self.pos = 0
-        self.base = 0  # stream offset of the current buffer
+        self.base = 0
+        self.skipped = 0
         self.ready: list[memoryview] = []
+
+    def tell(self) -> int:
+        """The stream offset of the next byte."""
+        return self.base + self.pos + self.skipped
 
     def put(self, data) -> None:
         pos = self.pos
         end = pos + len(data)
-        if end <= OUT_BUFFER:
+        if end <= self.size:
             self.mv[pos:end] = data
             self.pos = end
         else:
-            self._spill(memoryview(data))
+            self._spill(memoryview(data).cast("B"))
 
     def _spill(self, data: memoryview) -> None:
         while data:
-            if self.pos == OUT_BUFFER:
+            if self.pos == self.size:
                 self._rotate()
-            n = min(len(data), OUT_BUFFER - self.pos)
+            n = min(len(data), self.size - self.pos)
             self.mv[self.pos:self.pos + n] = data[:n]
             self.pos += n
             data = data[n:]
 
     def _rotate(self) -> None:
         self.ready.append(self.mv)
-        self.base += OUT_BUFFER
+        self.base += self.size
         self.mv = memoryview(self.alloc())
         self.pos = 0
 
-    def payload(self, fd: int, size: int, path: str, off: int = 0) -> int:
+    def read_from(self, fd: int, size: int, off: int, path: str) -> int:
         """Read bytes ``off`` to ``size`` of ``fd`` into the output, up to the end of the current
         buffer (or of the next one, when the current one is full).  Returns the new offset."""
-        preadv = os.preadv
-        if self.pos == OUT_BUFFER:
+        if self.pos == self.size:
             self._rotate()
+        preadv = os.preadv
         while off < size:
             pos = self.pos
-            if pos == OUT_BUFFER:
+            if pos == self.size:
                 break
-            end = pos + size - off
-            if end > OUT_BUFFER:
-                end = OUT_BUFFER
+            end = min(self.size, pos + size - off)
             n = preadv(fd, [self.mv[pos:end]], off)
             if not n:
                 raise PycatarError(f"{path}: file shrank while it was being archived")
@@ -708,296 +695,131 @@ class _Out:
         return off
 
 
-@lru_cache(maxsize=1)
-def _selinux_enabled() -> bool:
-    """Whether SELinux may be active (then getxattr makes up labels listxattr does not name)."""
-    if os.path.exists("/sys/fs/selinux"):
-        return True
-    for path in ("/proc/self/attr/selinux/current", "/proc/self/attr/current"):
-        try:
-            with open(path, "rb") as f:
-                if b":" in f.read():  # an SELinux context (user:role:type:level)
-                    return True
-        except OSError:
-            continue
-    return False
+class CatarSerializer:
+    """The catar stream of a source of entries: ENTRY records and their follow-ups, a FILENAME
+    record before every child, payloads, and the GOODBYE table closing each directory
+    (spec/catar.md), written into :data:`OUT_BUFFER`-sized buffers.
 
+    ``source`` has ``feature_flags``, ``covering_flags`` and ``events()`` (see
+    :meth:`TreeWalker.events`); an event's token is an fd to read a regular file's payload from,
+    or anything else that ``source.read_payload(entry, token)`` turns into pieces of bytes.
+    ``on_payload(entry, token)`` is called before each non-empty payload (``entry.payload_offset``
+    is set then); with ``payloads=False`` payloads are left out of the output, their offsets still
+    counted (the layout of a tree without reading its files).  :attr:`offset` counts the stream's
+    bytes handed out so far; iterate for the stream."""
 
-class _FastEncoder:
-    def __init__(self, encoder: "CatarEncoder", alloc=None):
-        self.enc = encoder
-        self.w = encoder.walker
-        self.out = _Out(alloc or _new_buffer)
-        self.heads: dict[tuple[int, int, int], tuple[int, int, int, bytes]] = {}
-        self.chattr_flags: dict[int, int] = {}
+    def __init__(self, source, *, payloads: bool = True,
+                 on_payload: Callable[[Entry, object], None] | None = None):
+        self.source = source
+        self.payloads = payloads
+        self.on_payload = on_payload
+        self.offset = 0
 
-    def _head(self, path: str, mode: int, uid: int, gid: int) -> tuple[int, int, int, bytes]:
-        """(stored mode, uid, gid, USER and GROUP records) as base_entry makes them."""
-        e = self.w.base_entry(path, mode, uid, gid, 0)
-        problem = validate.owner_problem(e.uid, e.gid, e.user, e.group, e.feature_flags)
-        if problem:
-            raise validate.refusal(path, problem)
-        ug = b""
-        if e.user is not None:
-            ug += _string_record(_T_USER, e.user)
-        if e.group is not None:
-            ug += _string_record(_T_GROUP, e.group)
-        v = (e.mode, e.uid, e.gid, ug)
-        if len(self.heads) >= 4096:
-            self.heads.clear()
-        self.heads[(mode, uid, gid)] = v
-        return v
+    @property
+    def feature_flags(self) -> int:
+        return self.source.feature_flags
 
-    def _list(self, dfd: int) -> list[tuple[bytes, str, int]]:
-        """(name as bytes, name, 1 regular file / 2 directory / 0 other or unknown), in strcmp order."""
-        ents = []
-        append = ents.append
-        with os.scandir(dfd) as it:
-            for de in it:
-                name = de.name
-                kind = 1 if de.is_file(follow_symlinks=False) else 2 if de.is_dir(follow_symlinks=False) else 0
-                append((name.encode(_FS_ENCODING, _FS_ERRORS), name, kind))
-        ents.sort()
-        return ents
+    @property
+    def covering_flags(self) -> int:
+        return self.source.covering_flags
 
-    def _children(self, node: _Node) -> Iterator[tuple[bytes, str, int]]:
-        if node.magic in _VIRTUAL_FS:
-            return iter(())
-        ents = self._list(node.fd)
-        if self.w.flags & F.EXCLUDE_FILE:
-            for bname, _name, _kind in ents:
-                if bname == b".caexclude":
-                    node.rules.extend(exclude.load(node.fd))
-                    break
-        return iter(ents)
+    def __iter__(self) -> Iterator[memoryview]:
+        return self.buffers()
 
-    def run(self) -> Iterator[memoryview]:
-        w, out, enc = self.w, self.out, self.enc
-        flags = w.flags
-        heads = self.heads
-        chattr_flags = self.chattr_flags
-        gran, clamp = w.granularity, w.clamp
-        want_chattr = bool(flags & _CHATTR_OR_NODUMP)
-        with_chattr = bool(flags & WITH_CHATTR)
-        nodump = bool(flags & F.EXCLUDE_NODUMP)
-        submounts = bool(flags & F.EXCLUDE_SUBMOUNTS)
-        want_fat = bool(flags & WITH_FAT_ATTRS)
-        want_subvol = bool(flags & F.WITH_SUBVOLUME)
-        want_xattrs = bool(flags & (F.WITH_XATTRS | F.WITH_FCAPS))
-        want_selinux = bool(flags & F.WITH_SELINUX)
-        want_acl = bool(flags & F.WITH_ACL)
-        want_projid = bool(flags & F.WITH_QUOTA_PROJID)
-        selinux_listed = not _selinux_enabled()
-        entry_pack = fmt.ENTRY.pack
-        hdr_pack = _pack_header
-        get_xattr = fsmeta.get_xattr
-        os_open, os_close, os_fstat, listxattr = os.open, os.close, os.fstat, os.listxattr
-        ioctl = fcntl.ioctl
-        cbuf = bytearray(8)
-        pbuf = bytearray(fsmeta._FSXATTR.size)
-        u32_from = fsmeta._U32.unpack_from
-        fsxattr_from = fsmeta._FSXATTR.unpack_from
-        unsupported = fsmeta._UNSUPPORTED
-        siphash, hash_key = siphash24, fmt.GOODBYE_HASH_KEY
-        acl_access, acl_default = fsmeta.ACL_XATTR_ACCESS, fsmeta.ACL_XATTR_DEFAULT
+    def buffers(self, alloc=None) -> Iterator[memoryview]:
+        """The stream as :data:`OUT_BUFFER`-sized memoryviews (the last one shorter).
+
+        ``alloc()`` returns a fresh ``bytearray(OUT_BUFFER)`` to fill (default: a new one each
+        time, so every buffer handed out stays valid); a caller may recycle the buffers it is
+        done with through it."""
+        out = _Out(alloc or _new_buffer)
         ready = out.ready
-
-        root_fd = w._open_root()
-        # one frame a directory: [node, children iterator, goodbye items, ENTRY offset, path prefix]
-        frames: list[list] = []
-        root = None
+        source = self.source
+        events = source.events()
+        # one frame a directory: [ENTRY offset, goodbye items]; an item: [name hash, start, end]
+        stack: list[list] = []
+        item = None
+        put = out.put
+        check_entry = validate.check_entry  # never write an entry a reader rejects (CATAR-60)
         try:
-            root = w._root_node(root_fd)
-            out.put(checked_records(root.entry))
-            frames.append([root, self._children(root), [], 0, ""])
-            while frames:
-                frame = frames[-1]
-                node, children, items, _, prefix = frame
-                dfd = node.fd
-                pmagic = node.magic
-                pdev = node.st.st_dev
-                descended = False
-                for bname, name, kind in children:
-                    if ready:
-                        enc.offset = out.base
-                        yield from ready
-                        ready.clear()
-                    fd = None
-                    s = None
-                    try:
-                        if kind:
-                            try:
-                                fd = os_open(bname, _O_FILE if kind == 1 else _O_DIR, dir_fd=dfd)
-                            except FileNotFoundError:
-                                continue  # vanished meanwhile
-                            except OSError as e:
-                                if e.errno not in (errno.ELOOP, errno.ENOTDIR):
-                                    raise PycatarError(f"Failed to open {prefix}{name}: {e.strerror}") from None
-                            else:
-                                s = os_fstat(fd)
-                                t = s.st_mode & _S_IFMT
-                                if t != _S_IFREG and t != _S_IFDIR:  # replaced meanwhile
-                                    os_close(fd)
-                                    fd = s = None
-                        if s is None:
-                            try:
-                                s = os.stat(bname, dir_fd=dfd, follow_symlinks=False)
-                            except FileNotFoundError:
-                                continue
-                            t = s.st_mode & _S_IFMT
-                            if t == _S_IFREG or t == _S_IFDIR:
-                                try:
-                                    fd = os_open(bname, _O_DIR if t == _S_IFDIR else _O_FILE, dir_fd=dfd)
-                                except FileNotFoundError:
-                                    continue
-                                except OSError as e:
-                                    raise PycatarError(f"Failed to open {prefix}{name}: {e.strerror}") from None
-                                s = os_fstat(fd)
-                                t = s.st_mode & _S_IFMT
-                                if t != _S_IFREG and t != _S_IFDIR:  # replaced again
-                                    raise PycatarError(f"{prefix}{name}: replaced while it was being archived")
-                        chattr = None
-                        if fd is not None and want_chattr:  # fsmeta.read_chattr, with a reused buffer
-                            try:
-                                ioctl(fd, fsmeta.FS_IOC_GETFLAGS, cbuf)
-                                chattr = u32_from(cbuf)[0]
-                            except OSError as e:
-                                if e.errno not in unsupported:
-                                    raise
-                                chattr = 0
-                        if fd is None or submounts or node.rules:
-                            keep, sub = w._shall_store(node, name, bname, s, fd, chattr)
-                            if not keep:
-                                continue
-                        else:
-                            if nodump and chattr & 0x40:  # FS_NODUMP_FL
-                                continue
-                            sub = ()
-                        path = prefix + name
-                        if len(frames) > validate.MAX_DEPTH:  # the child's depth is len(frames)
-                            raise validate.refusal(path, validate.depth_problem(path))
-                        start = out.base + out.pos
-                        rec = hdr_pack(17 + len(bname), _T_FILENAME) + bname + b"\0"
-                        entry_offset = start + len(rec)
-                        if fd is None:
-                            target = os.readlink(name, dir_fd=dfd) if t == st.S_IFLNK else None
-                            out.put(rec + checked_records(w.make_entry(path, s, None, dfd, name, pmagic, target, chattr)))
-                            items.append([siphash(bname, key=hash_key).intdigest() & _U64_MASK, start,
-                                          out.base + out.pos])
-                            continue
-                        is_dir = t == _S_IFDIR
-                        magic = pmagic if s.st_dev == pdev else fsmeta.fs_type(fd)
-                        # does this node need more than ENTRY, USER, GROUP (and PAYLOAD)?
-                        slow = (magic in _VIRTUAL_FS
-                                or (want_fat and magic in (MSDOS_SUPER_MAGIC, FUSE_SUPER_MAGIC))
-                                or (is_dir and want_subvol and magic == BTRFS_SUPER_MAGIC and s.st_ino == 256))
-                        names = None
-                        if not slow and want_xattrs:
-                            try:
-                                names = listxattr(fd)
-                            except OSError as e:
-                                if e.errno not in (95, 9):  # EOPNOTSUPP, EBADF
-                                    raise
-                            else:
-                                for xname in names:
-                                    if xname.startswith(_XATTR_STORED_PREFIXES) or (
-                                            not is_dir and xname == "security.capability"):
-                                        slow = True
-                                        break
-                                if magic not in _LISTXATTR_COMPLETE:
-                                    names = None
-                        if not slow and want_selinux:
-                            if names is not None and selinux_listed:
-                                slow = "security.selinux" in names
-                            else:
-                                slow = bool(get_xattr(fd, "security.selinux"))
-                        if not slow and want_acl:
-                            if names is not None:
-                                slow = acl_access in names or (is_dir and acl_default in names)
-                            else:
-                                slow = get_xattr(fd, acl_access) is not None or (
-                                    is_dir and get_xattr(fd, acl_default) is not None)
-                        if not slow and want_projid and magic in _EXT4_XFS_FUSE:
-                            try:  # fsmeta.read_quota_projid, with a reused buffer
-                                ioctl(fd, fsmeta.FS_IOC_FSGETXATTR, pbuf)
-                                slow = fsxattr_from(pbuf)[3] != 0
-                            except OSError as e:
-                                if e.errno not in unsupported:
-                                    raise
-                        if slow:
-                            entry = w.make_entry(path, s, fd, dfd, name, magic, None, chattr)
-                            size = entry.size
-                            rec += checked_records(entry)
-                        else:
-                            mode = s.st_mode
-                            head = heads.get((mode, s.st_uid, s.st_gid))
-                            if head is None:
-                                head = self._head(path, mode, s.st_uid, s.st_gid)
-                            mtime = s.st_mtime_ns
-                            if clamp is not None and mtime > clamp:
-                                mtime = clamp
-                            if gran is None:
-                                mtime = 0
-                            elif mtime < 0 or mtime >> 63:  # before 1970 or after 2262
-                                mtime = validate.file_mtime(path, mtime, gran)
-                            elif gran != 1:
-                                mtime -= mtime % gran
-                            eflags = 0
-                            if with_chattr and chattr:
-                                eflags = chattr_flags.get(chattr)
-                                if eflags is None:
-                                    eflags = chattr_flags[chattr] = from_chattr(chattr) & flags
-                            rec += entry_pack(64, _T_ENTRY, flags, head[0], eflags, head[1], head[2], mtime) + head[3]
-                            if is_dir:
-                                size = 0
-                            else:
-                                size = s.st_size
-                                rec += hdr_pack(16 + size, _T_PAYLOAD)
-                        if magic != pmagic:  # the parent's file system is covered already
-                            w._cover(path, magic)
-                        out.put(rec)
-                        h = siphash(bname, key=hash_key).intdigest() & _U64_MASK  # goodbye.name_hash
-                        if is_dir:
-                            items.append([h, start, None])
-                            child = _Node(None, fd, s, magic, sub)
-                            new_frame = [child, None, [], entry_offset, path + "/"]
-                            frames.append(new_frame)
-                            fd = None  # the frame owns it now
-                            new_frame[1] = self._children(child)
-                            descended = True
-                            break
-                        if size:
-                            off = 0
-                            while True:
-                                off = out.payload(fd, size, path, off)
-                                if off == size:
-                                    break
-                                enc.offset = out.base
-                                yield from ready
-                                ready.clear()
-                        items.append([h, start, out.base + out.pos])
-                    finally:
-                        if fd is not None:
-                            os_close(fd)
-                if descended:
-                    continue
-                # the directory is complete: its GOODBYE record
-                frames.pop()
-                if node is not root:
-                    os_close(dfd)
-                off = out.base + out.pos
-                out.put(goodbye_record(items, off, frame[3]))
-                if frames:
-                    frames[-1][2][-1][2] = out.base + out.pos
+            for event, entry, token in events:
                 if ready:
-                    enc.offset = out.base
+                    self.offset = out.base
                     yield from ready
                     ready.clear()
-            enc.offset = out.base + out.pos
+                if event == 1:
+                    entry_offset, items = stack.pop()
+                    here = out.tell()
+                    out.put(goodbye_record(items, here, entry_offset))
+                    if stack:
+                        stack[-1][1][-1][2] = out.tell()
+                    continue
+                check_entry(entry)
+                start = out.base + out.pos + out.skipped
+                if stack:
+                    bname = os.fsencode(entry.path.rpartition("/")[2])
+                    item = [name_hash(bname), start, None]
+                    stack[-1][1].append(item)
+                    rec = filename_record(bname)
+                    entry.offset = start + len(rec)
+                    put(rec + entry_records(entry))
+                else:
+                    entry.offset = start
+                    put(entry_records(entry))
+                mode = entry.mode & _S_IFMT
+                if mode == _S_IFDIR:
+                    stack.append([entry.offset, []])
+                    continue
+                size = entry.size if mode == _S_IFREG else 0
+                if size:
+                    entry.payload_offset = out.tell()
+                    if self.on_payload is not None:
+                        self.on_payload(entry, token)
+                    if not self.payloads:
+                        out.skipped += size
+                    elif type(token) is int:
+                        off = 0
+                        while True:
+                            off = out.read_from(token, size, off, entry.path)
+                            if off == size:
+                                break
+                            self.offset = out.base
+                            yield from ready
+                            ready.clear()
+                    else:
+                        end = entry.payload_offset + size
+                        for piece in source.read_payload(entry, token):
+                            if out.tell() + len(piece) > end:
+                                raise PycatarError(f"{entry.path}: more payload than the {size} bytes announced")
+                            out.put(piece)
+                            if ready:
+                                self.offset = out.base
+                                yield from ready
+                                ready.clear()
+                        if out.tell() != end:
+                            raise PycatarError(f"{entry.path}: payload ended {end - out.tell()} bytes short")
+                if stack:
+                    item[2] = out.tell()
+            self.offset = out.tell()
+            yield from ready
+            ready.clear()
             if out.pos:
                 yield out.mv[:out.pos]
         finally:
-            for frame in frames:
-                if frame[0] is not root and frame[0].fd is not None:
-                    os.close(frame[0].fd)
-            os.close(root_fd)
+            events.close()
+
+
+class CatarEncoder(CatarSerializer):
+    """Serialises the tree at ``root`` into a catar stream.  Iterate over it for the stream's bytes."""
+
+    def __init__(self, root, feature_flags: int, **options):
+        super().__init__(TreeWalker(root, EncoderOptions(feature_flags, **options)))
+
+    @property
+    def walker(self) -> TreeWalker:
+        return self.source
+
+
+def encode(root, feature_flags: int, **options) -> Iterator[memoryview]:
+    """The catar stream of the tree at ``root``."""
+    return iter(CatarEncoder(root, feature_flags, **options))

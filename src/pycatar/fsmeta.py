@@ -21,6 +21,8 @@ FS_IOC_FSGETXATTR = 0x801C581F
 FS_IOC_FSSETXATTR = 0x401C5820
 FAT_IOCTL_GET_ATTRIBUTES = 0x80047210
 FAT_IOCTL_SET_ATTRIBUTES = 0x40047211
+BTRFS_IOC_SUBVOL_GETFLAGS = 0x80089419
+BTRFS_SUBVOL_RDONLY = 2
 
 _UNSUPPORTED = {errno.ENOTTY, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF}
 
@@ -57,6 +59,13 @@ def read_quota_projid(fd: int) -> int:
             return 0
         raise
     return _FSXATTR.unpack_from(buf)[3]
+
+
+def subvolume_read_only(fd: int) -> bool:
+    """Whether the btrfs subvolume whose top directory is ``fd`` is read-only."""
+    buf = bytearray(8)
+    fcntl.ioctl(fd, BTRFS_IOC_SUBVOL_GETFLAGS, buf)
+    return bool(struct.unpack("=Q", buf)[0] & BTRFS_SUBVOL_RDONLY)
 
 
 def write_chattr(fd: int, value: int) -> None:

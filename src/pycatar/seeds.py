@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from . import digest as _digest
 from ._fileio import read_file
 from .chunker import Chunker
+from .encoder import CatarSerializer, EncoderOptions, TreeWalker, entry_records
 from .errors import PycatarError
 
 INDEX_SUFFIXES = (".caibx", ".caidx")
@@ -303,28 +304,6 @@ def _placeholder(size: int):
         size -= n
 
 
-def _serialize(root: str, feature_flags: int, encoder_options: dict, on_payload):
-    """The catar stream of ``root`` as the encoder makes it, but with every payload replaced by
-    zeros (nothing is read); ``on_payload(entry, stat)`` is called before each payload.  Yields
-    ``(piece, is_payload)``."""
-    state = [False]
-
-    def payload(entry, fd):
-        on_payload(entry, os.fstat(fd))
-        state[0] = True
-        try:
-            yield from _placeholder(entry.size)
-        finally:
-            state[0] = False
-
-    from .encoder import CatarSerializer, EncoderOptions, TreeWalker  # only directory seeds need it
-
-    walker = TreeWalker(root, EncoderOptions(feature_flags, **encoder_options))
-    pieces = CatarSerializer().serialize(walker.walk(), lambda entry, node: payload(entry, node.fd))
-    for piece in pieces:
-        yield piece, state[0]
-
-
 class TreeLayout:
     """SEED-4: where each byte of a directory's catar stream comes from.
 
@@ -348,7 +327,7 @@ class TreeLayout:
         self.size = 0
         self.fingerprint = b""
         self._fp = hashlib.sha256()
-        self._meta_len = 0
+        self._pay_total = 0  # payload bytes recorded so far
         try:
             self.root_fd = os.open(root, _O_READ | os.O_DIRECTORY)
         except OSError as e:
@@ -368,31 +347,28 @@ class TreeLayout:
         while mv:
             n = os.write(fd, mv)
             mv = mv[n:]
-        self._meta_len += len(piece)
 
-    def _add_file(self, entry, s: os.stat_result, offset: int) -> None:
-        self.pay_start.append(offset)
+    def _add_file(self, entry, fd: int) -> None:
+        s = os.fstat(fd)
+        self.pay_start.append(entry.payload_offset)
         self.pay_size.append(entry.size)
-        self.pay_meta.append(self._meta_len)
+        self.pay_meta.append(entry.payload_offset - self._pay_total)
+        self._pay_total += entry.size
         self.paths.append(entry.path)
         self._fp.update(struct.pack("<QQQQQ", s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns))
         if self.hardlinks:
-            from .encoder import entry_records
-
             key = (hashlib.sha256(entry_records(entry)).digest(), entry.size)
             self.links.setdefault(key, []).append(len(self.paths) - 1)
             self.file_stats.append((s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns))
 
     def walk(self) -> None:
         """Record the layout: every metadata byte and where each payload lies (no payload is
-        read)."""
-        size = 0
-        for piece, is_payload in _serialize(self.root, self.feature_flags, self.encoder_options,
-                                            lambda entry, s: self._add_file(entry, s, size)):
-            if not is_payload:
-                self._meta(piece)
-            size += len(piece)
-        self.size = size
+        read): the encoder's serialisation of the tree with the payloads left out."""
+        serializer = CatarSerializer(TreeWalker(self.root, EncoderOptions(self.feature_flags, **self.encoder_options)),
+                                     payloads=False, on_payload=self._add_file)
+        for piece in serializer:
+            self._meta(piece)
+        self.size = serializer.offset
         self.fingerprint = self._fp.digest()
 
     def replay(self, read_size: int = 4 << 20):

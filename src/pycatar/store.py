@@ -214,6 +214,20 @@ class ChunkStore:
         got = self.fetch(chunk_id, size, digest=digest)
         return None if got is None else got[0]
 
+    def put_many(self, items: Iterable[tuple[bytes, object]], *, compression: str | None = None
+                 ) -> tuple[int, int, int]:
+        """:meth:`put` of each ``(chunk_id, data)``: (chunk files written, chunks there already,
+        bytes written)."""
+        new = existing = nbytes = 0
+        for chunk_id, data in items:
+            written = self.put(chunk_id, data, compression=compression)
+            if written:
+                new += 1
+                nbytes += written
+            else:
+                existing += 1
+        return new, existing, nbytes
+
     def _compressed(self, data, compressed_data, compression) -> bytes:
         if compressed_data is not None:
             return compressed_data
@@ -330,13 +344,45 @@ class LocalStore(ChunkStore):
 
     def put(self, chunk_id: bytes, data=None, *, compressed_data: bytes | None = None,
             compression: str | None = None) -> int:
-        if chunk_id.hex()[:4] not in self._fresh_dirs and self._present(chunk_id):
+        if not self._absent(chunk_id):
             with self._lock:
                 self.stats.existing += 1
             return 0
-        return self._install(chunk_id, self._compressed(data, compressed_data, compression))
+        written = self._install(chunk_id, self._compressed(data, compressed_data, compression))
+        self._count(1 if written else 0, 0 if written else 1, written)
+        return written
+
+    def put_many(self, items: Iterable[tuple[bytes, object]], *, compression: str | None = None
+                 ) -> tuple[int, int, int]:
+        compress = _compression.compressor(compression or self.compression)
+        absent, install = self._absent, self._install
+        new = existing = nbytes = 0
+        for chunk_id, data in items:
+            written = install(chunk_id, compress(data)) if absent(chunk_id) else 0
+            if written:
+                new += 1
+                nbytes += written
+            else:
+                existing += 1
+        self._count(new, existing, nbytes)
+        return new, existing, nbytes
+
+    def _absent(self, chunk_id: bytes) -> bool:
+        """Whether the chunk is to be written: not in the store (looked for only in directories
+        this object did not create itself: one mkdir, no lookups, for a chunk in a new directory)."""
+        sub = chunk_id.hex()[:4]
+        if sub not in self._dirs_made:
+            self._ensure_dir(sub)
+        return sub in self._fresh_dirs or not self._present(chunk_id)
+
+    def _count(self, new: int, existing: int, nbytes: int) -> None:
+        with self._lock:
+            self.stats.writes += new
+            self.stats.written_bytes += nbytes
+            self.stats.existing += existing
 
     def _install(self, chunk_id: bytes, payload) -> int:
+        """Write the chunk file unless it exists: its size, or 0 when another writer was first."""
         h = chunk_id.hex()
         sub = h[:4]
         d = self._ensure_dir(sub)
@@ -382,12 +428,6 @@ class LocalStore(ChunkStore):
                 except FileNotFoundError:
                     pass
             raise PycatarError(f"cannot write chunk {h} to {self.path}: {os.strerror(err)}")
-        with self._lock:
-            if written:
-                self.stats.writes += 1
-                self.stats.written_bytes += len(payload)
-            else:
-                self.stats.existing += 1
         return len(payload) if written else 0
 
     def remove(self, chunk_id: bytes) -> bool:

@@ -1,8 +1,9 @@
 """Conversion between tar and catar (spec/tar.md), with Python's :mod:`tarfile`.
 
-* :class:`TarEncoder`: a tar stream (ustar, GNU, pax; gzip, bzip2, xz or zstd compressed) becomes a
-  catar stream with the same entries and metadata, through the encoder's own serialisation
-  (:class:`~pycatar.encoder.CatarSerializer`) and metadata policy (:class:`~pycatar.encoder.EntryPolicy`).
+* :class:`TarSource`: a tar stream (ustar, GNU, pax; gzip, bzip2, xz or zstd compressed) as a source
+  of entries with the same metadata, under the encoder's metadata policy
+  (:class:`~pycatar.encoder.EntryPolicy`); :class:`TarEncoder` serialises it into a catar stream
+  with the encoder's one serialiser (:class:`~pycatar.encoder.CatarSerializer`).
   Members may come in any order: their metadata is kept in memory, their contents are read from the
   tar itself when it is an uncompressed regular file, else spooled into one unlinked temporary file.
 * :func:`write_tar`: the entries of a catar (or of a sub-tree) become a deterministic pax tar.
@@ -530,9 +531,10 @@ class TarTree:
         self.input.close()
 
 
-class TarEncoder(CatarSerializer):
-    """The catar stream of a tar (a path, or None for standard input).  Iterate for the bytes; use
-    as a context manager (or call :meth:`close`) to release the tar and the spool file.
+class TarSource:
+    """A tar (a path, or None for standard input) as a source of entries for
+    :class:`~pycatar.encoder.CatarSerializer`: the same events as the directory walker's
+    (:meth:`pycatar.encoder.TreeWalker.events`), each member's token for :meth:`read_payload`.
 
     ``feature_flags`` choose what is stored, as for a directory (the exclude bits are cleared, TAR-3);
     ``options`` are :class:`~pycatar.encoder.EncoderOptions` fields (``owner``, ``clamp_mtime_ns``...).
@@ -541,7 +543,6 @@ class TarEncoder(CatarSerializer):
     def __init__(self, source: str | None, feature_flags: int, *, spool_dir: str | None = None, **options):
         options.pop("require_flags", None)  # a property of trees on disk
         self.policy = EntryPolicy(EncoderOptions(int(feature_flags) & ~_EXCLUDE_BITS, **options))
-        self.offset = 0
         tar_input = _TarInput(source)
         try:
             self.tree = TarTree(tar_input, spool_dir)
@@ -561,10 +562,7 @@ class TarEncoder(CatarSerializer):
     def warnings(self) -> list[str]:
         return self.tree.warnings
 
-    def __iter__(self):
-        return self.serialize(self.events(), self._payload)
-
-    def _payload(self, entry: Entry, m: _Member):
+    def read_payload(self, entry: Entry, m: _Member):
         try:
             yield from self.tree.read_payload(m)
         except _read_errors() as e:
@@ -596,7 +594,7 @@ class TarEncoder(CatarSerializer):
         return e
 
     def events(self):
-        """The archive-order events of :meth:`CatarSerializer.serialize` for the tree."""
+        """The tree's entries in archive order (see :meth:`pycatar.encoder.TreeWalker.events`)."""
         flags = self.policy.flags
         root = self.entry(self.tree.root, "")
         yield 0, root, self.tree.root
@@ -618,6 +616,21 @@ class TarEncoder(CatarSerializer):
 
     def close(self) -> None:
         self.tree.close()
+
+
+class TarEncoder(CatarSerializer):
+    """The catar stream of a tar (:class:`TarSource`, same arguments).  Iterate for the bytes; use
+    as a context manager (or call :meth:`close`) to release the tar and the spool file."""
+
+    def __init__(self, source: str | None, feature_flags: int, *, spool_dir: str | None = None, **options):
+        super().__init__(TarSource(source, feature_flags, spool_dir=spool_dir, **options))
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.source.warnings
+
+    def close(self) -> None:
+        self.source.close()
 
     def __enter__(self):
         return self
