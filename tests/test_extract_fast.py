@@ -66,8 +66,8 @@ def test_fast_path_matches_slow_path(archive, tmp_path, monkeypatch):
     src, catar = archive
     fast = str(tmp_path / "fast")
     calls = []
-    real = extract_mod.write_files
-    monkeypatch.setattr(extract_mod, "write_files", lambda jobs: calls.append(len(jobs)) or real(jobs))
+    real = extract_mod._fileio.write_files
+    monkeypatch.setattr(extract_mod._fileio, "write_files", lambda jobs: calls.append(len(jobs)) or real(jobs))
     monkeypatch.setattr(extract_mod, "BATCH_JOBS", 7)  # many batches, directories deferred across them
     extract_archive(catar, fast)
     assert sum(calls) == 42  # 40 files + sparse + empty went through the batch writer
