@@ -27,7 +27,10 @@
  *   uid, gid, mode, mtime_ns, granularity_ns, sparse
  * where uid/gid -1 means "leave the owner", mode -1 "leave the mode" and granularity_ns 0 "leave the
  * mtime" (mtime_ns is signed: negative before 1970).  The batch stops at the first failure; the
- * failed job's temporary file is removed.
+ * failed job's temporary file is removed.  A job with an empty ``tmp`` finishes a node made
+ * already (a directory, once its children are in place): ``dir_fd`` is the node's own descriptor,
+ * which gets owner, mode and mtime, the check, and is closed (also on failure); nothing is created,
+ * written or renamed.
  *
  * Returns (jobs_done, hole_bytes, failed_index, step, errno); failed_index is -1 on success.  The
  * step is an index into STEPS, which says in words what failed ("create", "write", ...); at step
@@ -171,16 +174,21 @@ static int write_payload(int fd, const Job *j, long long *holes) {
 static int do_job(const Job *j, long long *holes, int *step) {
     struct stat st;
     int fd;
-    *step = STEP_CREATE;
-    do
-        fd = openat(j->dir_fd, j->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY,
-                    (mode_t)j->open_mode);
-    while (fd < 0 && errno == EINTR);
-    if (fd < 0)
-        return -1;
-    *step = STEP_WRITE;
-    if (write_payload(fd, j, holes) < 0)
-        goto fail;
+    int finish_only = j->tmp[0] == 0; /* a node created already: dir_fd is the node itself */
+    if (finish_only) {
+        fd = j->dir_fd;
+    } else {
+        *step = STEP_CREATE;
+        do
+            fd = openat(j->dir_fd, j->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY,
+                        (mode_t)j->open_mode);
+        while (fd < 0 && errno == EINTR);
+        if (fd < 0)
+            return -1;
+        *step = STEP_WRITE;
+        if (write_payload(fd, j, holes) < 0)
+            goto fail;
+    }
     if (j->uid >= 0 || j->mode >= 0) {
         *step = STEP_INSPECT;
         if (fstat(fd, &st) < 0)
@@ -211,7 +219,7 @@ static int do_job(const Job *j, long long *holes, int *step) {
             goto fail;
     }
     *step = STEP_RENAME;
-    if (renameat(j->dir_fd, j->tmp, j->dir_fd, j->name) < 0)
+    if (!finish_only && renameat(j->dir_fd, j->tmp, j->dir_fd, j->name) < 0)
         goto fail;
     if (j->granularity_ns > 0) {
         *step = STEP_VERIFY;
@@ -235,7 +243,8 @@ static int do_job(const Job *j, long long *holes, int *step) {
 fail: {
         int e = errno;
         close(fd);
-        unlinkat(j->dir_fd, j->tmp, 0);
+        if (!finish_only)
+            unlinkat(j->dir_fd, j->tmp, 0);
         errno = e;
         return -1;
     }

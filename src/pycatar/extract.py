@@ -37,7 +37,7 @@ from . import fsmeta
 from . import _fileio
 from .entry import Entry, select_subtree
 from .errors import FormatError, PycatarError, UnsupportedError
-from .fileio import SparseWriter
+from .fileio import SparseWriter, temp_name
 from .flags import B as F
 from .validate import mtime_ns
 from .flags import (
@@ -135,12 +135,6 @@ def normalize_subpath(subpath: str | None) -> str | None:
 
 def _valid_name(name: str) -> bool:
     return name not in ("", ".", "..") and "/" not in name and "\0" not in name
-
-
-def _temp_name(name: str) -> str:
-    """``.#<name><16 random hex digits>``, shortened so it stays a valid (<= 255 byte) file name."""
-    raw = os.fsencode(name)[: 255 - 18]
-    return os.fsdecode(b".#" + raw + secrets.token_hex(8).encode())
 
 
 def _uid_valid(uid: int) -> bool:
@@ -266,12 +260,13 @@ FileJob = collections.namedtuple("FileJob", _fileio.JOB_FIELDS)
 
 
 class _Batch:
-    __slots__ = ("jobs", "entries", "after", "size")
+    __slots__ = ("jobs", "entries", "after", "handed", "size")
 
     def __init__(self):
         self.jobs: list[FileJob] = []    # for _fileio.write_files
         self.entries: list[Entry] = []   # the entry of each job
         self.after: list[_Node] = []     # directories to finalise once this and every earlier batch is written
+        self.handed: list[tuple[int, _Node]] = []  # (job number, directory) whose fd a job finishes and closes
         self.size = 0
 
 
@@ -311,7 +306,8 @@ class _Batcher:
             self.submit()
 
     def temp_name(self, raw: bytes) -> bytes:
-        return b".#" + raw[: 255 - 18] + self.prefix + b"%08x" % (next(self.counter) & 0xFFFFFFFF)
+        """A temporary name for the file ``raw``: a random prefix per extraction and a counter."""
+        return temp_name(raw, self.prefix + b"%08x" % (next(self.counter) & 0xFFFFFFFF))
 
     def submit(self) -> None:
         """Hand the current batch to a writer; finish the batches already written, and wait while
@@ -332,8 +328,9 @@ class _Batcher:
             self._finish(b, fut.result() if fut is not None else None)
 
     def flush(self) -> None:
-        self.submit()
-        self._reap(0)
+        while self.busy():  # finishing a batch may hand directories to the next one
+            self.submit()
+            self._reap(0)
 
     def _finish(self, b: _Batch, result) -> None:
         ex = self.ex
@@ -341,10 +338,12 @@ class _Batcher:
         if result is not None:
             done, holes, failed, step, err = result
             ex.stats.hole_bytes += holes
+            _settle(b, failed)
             if failed >= 0:
                 entry = b.entries[failed]
                 if step == _fileio.STEP_CREATE and err == errno.EEXIST:  # temporary name taken: retry the rest here
-                    rest = [job._replace(tmp=self.temp_name(job.name)) for job in b.jobs[failed:]]
+                    rest = [job._replace(tmp=self.temp_name(job.name)) if job.tmp else job for job in b.jobs[failed:]]
+                    b.handed = [(i - failed, node) for i, node in b.handed if i >= failed]
                     b.jobs, b.entries = rest, b.entries[failed:]
                     self._finish(b, _fileio.write_files(rest))
                     return
@@ -352,7 +351,14 @@ class _Batcher:
                 if step == _fileio.STEP_VERIFY and err == 0:
                     raise _mtime_precision_error(entry.path or ".")
                 raise _FastFailure(entry, err)
+        nxt = self.current
         for node in b.after:  # a finalised directory's fd is closed (-1): abandon() skips it
+            job = ex._finish_job(node)
+            if job is not None:  # every child is written: a writer finishes the directory
+                nxt.handed.append((len(nxt.jobs), node))
+                nxt.jobs.append(job)
+                nxt.entries.append(node.entry)
+                continue
             ex.pending = node  # named in an error; abort() closes it
             ex._finalize(node)
             ex.pending = None
@@ -366,7 +372,7 @@ class _Batcher:
             b, fut = self.inflight.popleft()
             try:
                 if fut is not None:
-                    fut.result()
+                    _settle(b, fut.result()[2])
             except BaseException:
                 pass
             batches.append(b)
@@ -374,11 +380,22 @@ class _Batcher:
         for b in batches:
             for node in b.after if b is not None else ():
                 node.close()
+            for _, node in b.handed if b is not None else ():
+                node.close()
         self.current = _Batch()
         self.finishing = None
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
+
+
+def _settle(b: _Batch, failed: int) -> None:
+    """After ``b`` was written (``failed``: the job that failed, or -1): the directories whose jobs
+    ran had their fds closed by the writer; those after a failure are left to abandon()."""
+    ran = [item for item in b.handed if failed < 0 or item[0] <= failed]
+    for _, node in ran:
+        node.fd = -1
+    b.handed = [item for item in b.handed if failed >= 0 and item[0] > failed]
 
 
 def _mtime_precision_error(shown: str) -> UnsupportedError:
@@ -500,6 +517,23 @@ class _Extractor:
         if replay & F.WITH_QUOTA_PROJID and e.quota_projid is not None:
             return False
         return True
+
+    def _finish_job(self, node: "_Node") -> FileJob | None:
+        """The writer's job finishing a directory this extraction made in a clean one when only its
+        owner, mode and mtime are to be restored (what _finalize would do for it, then close it);
+        None when _finalize must do it.  (Its subvolume check holds by construction: mkdir never makes
+        a subvolume, and a plain entry is not one.)"""
+        entry = node.entry
+        if (not node.clean or node.dir_fd < 0 or node.fd < 0 or node.tmp is not None
+                or not self._plain(entry) or entry.acl_default is not None
+                or entry.acl_default_user or entry.acl_default_group):
+            return None
+        uid, gid = self._owner(entry) if self._owners else (-1, -1)
+        granularity = self._granularity
+        return FileJob(dir_fd=node.fd, tmp=b"", name=b"", pieces=(), size=0, open_mode=0, uid=uid, gid=gid,
+                       mode=entry.mode & 0o7777 if self._modes else -1,
+                       mtime_ns=mtime_ns(entry.mtime) if granularity is not None else -1,
+                       granularity_ns=granularity or 0, sparse=False)
 
     def _owner(self, entry: Entry) -> tuple[int, int]:
         key = (entry.uid, entry.gid, entry.user, entry.group)
@@ -650,7 +684,7 @@ class _Extractor:
     def _make_at(self, node: _Node, create: Callable[[str], int | None]) -> None:
         """Create a node under a fresh temporary name (retrying on the unlikely name clash)."""
         for _ in range(16):
-            tmp = _temp_name(node.name)
+            tmp = temp_name(node.name)
             try:
                 fd = create(tmp)
             except FileExistsError:
