@@ -52,7 +52,8 @@ class Case:
     a: tuple[str, list[str]]  # (label, argv); "{run}" in an argument is replaced by the round's number
     b: tuple[str, list[str]]
     goal: str = ""
-    prepare: list[list[str]] = field(default_factory=list)  # commands run once before timing
+    prepare: list[tuple[str, list[str]]] = field(default_factory=list)  # (output, command): run before timing
+    # if the output is missing (an extraction's index and store, left by the make case when it ran)
     keep: tuple = ()  # (path with "{run}", name): afterwards, name links to the last round's output
     bound: Callable[[], float] | None = None  # seconds of unavoidable work on one core (side B)
 
@@ -67,6 +68,8 @@ class Result:
     a_rss: float
     b_rss: float
     bound_s: float | None = None
+    base_s: list[float] = field(default_factory=list)  # --baseline: pycatar from another tree, same rounds
+    base_cpu: list[float] = field(default_factory=list)
 
     @property
     def ratio(self) -> float:
@@ -74,14 +77,16 @@ class Result:
         return statistics.median(self.b_s) / a if a else float("nan")
 
 
-def run_measured(argv: list[str]) -> tuple[float, float, float]:
-    """(wall seconds, peak RSS MiB, CPU seconds) of one child process."""
+def run_measured(argv: list[str], pythonpath: str | None = None) -> tuple[float, float, float]:
+    """(wall seconds, peak RSS MiB, CPU seconds) of one child process (``pythonpath``: its PYTHONPATH)."""
     t0 = time.perf_counter()
     pid = os.fork()
     if pid == 0:  # child: run the command quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)
         try:
+            if pythonpath is not None:
+                os.environ["PYTHONPATH"] = pythonpath
             os.execvp(argv[0], argv)
         finally:
             os._exit(127)
@@ -320,6 +325,11 @@ def cases(tmp: str, cache: str, quick: bool, floor: Floor) -> list[Case]:
         return chunk_work_extract(out(store), out(index)) + floor.create(
             os.path.dirname(src) if os.path.isfile(src) else src)
 
+    def made(c: str, p: str, src: str, kind: str) -> list[tuple[str, list[str]]]:
+        """Make each tool's index and store of ``src`` unless a make case left them."""
+        return [(out(f"{c}.{kind}"), ["casync", "make", f"--store={out(c + '.castr')}", out(f"{c}.{kind}"), src]),
+                (out(f"{p}.{kind}"), py + ["make", f"--store={out(p + '.castr')}", out(f"{p}.{kind}"), src])]
+
     tiny = (4096, 8192, 16384)
     return [
         Case("make-caibx", "make .caibx, 192 MiB (half random, half text)",
@@ -334,7 +344,8 @@ def cases(tmp: str, cache: str, quick: bool, floor: Floor) -> list[Case]:
                   out("c{run}.out")]),
              (P, py + ["extract", "--seed-output=no", f"--store={out('p.castr')}", out("p.caibx"),
                        out("p{run}.out")]),
-             goal="<= 0.70", bound=lambda: extract_bound(blob, "p.castr", "p.caibx")),
+             goal="<= 0.70", prepare=made("c", "p", blob, "caibx"),
+             bound=lambda: extract_bound(blob, "p.castr", "p.caibx")),
         Case("make-caidx", f"make .caidx, {tree}",
              (C, ["casync", "make", f"--store={out('ct{run}.castr')}", out("ct{run}.caidx"), tree]),
              (P, py + ["make", f"--store={out('pt{run}.castr')}", out("pt{run}.caidx"), tree]),
@@ -347,7 +358,8 @@ def cases(tmp: str, cache: str, quick: bool, floor: Floor) -> list[Case]:
                   out("ct{run}.tree")]),
              (P, py + ["extract", "--seed-output=no", f"--store={out('pt.castr')}", out("pt.caidx"),
                        out("pt{run}.tree")]),
-             goal="<= 0.70", bound=lambda: extract_bound(tree, "pt.castr", "pt.caidx")),
+             goal="<= 0.70", prepare=made("ct", "pt", tree, "caidx"),
+             bound=lambda: extract_bound(tree, "pt.castr", "pt.caidx")),
         Case("make-caidx-4k", "make .caidx --chunk-size=4K:8K:16K, same tree",
              (C, ["casync", "make", "--chunk-size=4K:8K:16K", f"--store={out('c4{run}.castr')}",
                   out("c4{run}.caidx"), tree]),
@@ -361,8 +373,7 @@ def cases(tmp: str, cache: str, quick: bool, floor: Floor) -> list[Case]:
              (P, py + ["extract", "--seed-output=no", f"--store={out('pi.castr')}", out("pi.caidx"),
                        out("pi{run}.tree")]),
              goal="<= 0.80",
-             prepare=[["casync", "make", f"--store={out('ci.castr')}", out("ci.caidx"), include],
-                      py + ["make", f"--store={out('pi.castr')}", out("pi.caidx"), include]],
+             prepare=made("ci", "pi", include, "caidx"),
              bound=lambda: extract_bound(include, "pi.castr", "pi.caidx")),
         Case("make-blake3", "make .caibx --digest=blake3 (pycatar) vs sha512-256 (casync)",
              (C, ["casync", "make", f"--store={out('c3{run}.castr')}", out("c3{run}.caibx"), blob]),
@@ -386,14 +397,19 @@ def cases(tmp: str, cache: str, quick: bool, floor: Floor) -> list[Case]:
     ]
 
 
-def bench(case: Case, repeat: int) -> Result:
-    for argv in case.prepare:
-        run_measured(argv)
-    times, cpu, rss = ([], []), ([], []), [0.0, 0.0]
+def bench(case: Case, repeat: int, baseline: str | None = None) -> Result:
+    """``baseline``: a PYTHONPATH whose pycatar runs as a third side, in the same rounds (before/after)."""
+    for output, argv in case.prepare:
+        if not os.path.lexists(output):
+            run_measured(argv)
+    sides = 3 if baseline is not None and case.a[0] == "casync" else 2
+    times, cpu, rss = ([], [], []), ([], [], []), [0.0, 0.0, 0.0]
     for run in range(repeat):
-        for side in ((0, 1) if run % 2 == 0 else (1, 0)):
-            argv = [a.replace("{run}", str(run)) for a in (case.a, case.b)[side][1]]
-            wall, peak, used = run_measured(argv)
+        order = list(range(sides))
+        for side in (order if run % 2 == 0 else order[::-1]):
+            tag = f"{run}base" if side == 2 else str(run)  # outputs of their own
+            argv = [a.replace("{run}", tag) for a in (case.a, case.b, case.b)[side][1]]
+            wall, peak, used = run_measured(argv, baseline if side == 2 else None)
             times[side].append(wall)
             cpu[side].append(used)
             rss[side] = max(rss[side], peak)
@@ -401,7 +417,7 @@ def bench(case: Case, repeat: int) -> Result:
         if os.path.lexists(name):
             os.unlink(name)
         os.symlink(pattern.replace("{run}", str(repeat - 1)), name)
-    return Result(case, times[0], times[1], cpu[0], cpu[1], rss[0], rss[1])
+    return Result(case, times[0], times[1], cpu[0], cpu[1], rss[0], rss[1], base_s=times[2], base_cpu=cpu[2])
 
 
 def _spread(xs: list[float]) -> str:
@@ -438,9 +454,25 @@ def add_bounds(results: list[Result]) -> str:
             f"machine (casync runs on one core); on a busy machine wall times stretch, CPU times much less.")
 
 
+def baseline_table(results: list[Result], baseline: str) -> str:
+    lines = [f"Baseline (pycatar from {baseline}) in the same rounds:", "",
+             "| case | casync s | baseline s (min-max) | B/A baseline | pycatar s (min-max) | B/A | "
+             "baseline CPU s | pycatar CPU s |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        if not r.base_s:
+            continue
+        a = statistics.median(r.a_s)
+        lines.append(f"| {r.case.name} | {a:.2f} | {_spread(r.base_s)} | {statistics.median(r.base_s) / a:.2f} | "
+                     f"{_spread(r.b_s)} | {r.ratio:.2f} | {statistics.median(r.base_cpu):.2f} | "
+                     f"{statistics.median(r.b_cpu):.2f} |")
+    return "\n".join(lines)
+
+
 def report(results: list[Result], args) -> None:
     note = add_bounds(results)
     text = table(results) + "\n\n" + note
+    if args.baseline:
+        text += "\n\n" + baseline_table(results, args.baseline)
     print(text, flush=True)
     if args.out:
         with open(args.out, "w") as f:
@@ -465,6 +497,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", action="append",
                     help="run only cases whose key or name contains this text (may be repeated)")
     ap.add_argument("--dir", help="where all outputs go (default: a new directory in $TMPDIR)")
+    ap.add_argument("--baseline", metavar="PYTHONPATH",
+                    help="also run pycatar from this source tree in the same rounds (before/after a change)")
     ap.add_argument("--cache", default=os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
                                                     "pycatar-bench"),
                     help="where generated inputs are kept between runs (default: %(default)s)")
@@ -488,7 +522,7 @@ def main(argv=None) -> int:
         for case in cases(tmp, args.cache, args.quick, floor):
             if args.only and not any(o in case.key or o in case.name for o in args.only):
                 continue
-            results.append(bench(case, args.repeat))
+            results.append(bench(case, args.repeat, args.baseline))
             r = results[-1]
             print(f"{case.key}: {case.a[0]} {_spread(r.a_s)} s, {case.b[0]} {_spread(r.b_s)} s, "
                   f"ratio {r.ratio:.2f}", file=sys.stderr, flush=True)

@@ -15,8 +15,11 @@ KEYS = ["make-caibx", "extract-caibx", "make-caidx", "extract-caidx", "make-caid
 
 def test_harness_runs_on_tiny_data(casync, tmp_path):
     """Every case of issue 18 runs on tiny data, and every case but the memory one gets a lower bound."""
+    import pycatar
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(pycatar.__file__)))  # as a baseline: itself
     p = subprocess.run([sys.executable, os.path.join(HERE, "benchmarks", "bench.py"), "--quick", "--repeat", "1",
-                        "--csv", str(tmp_path / "r.csv"), "--out", str(tmp_path / "r.md")],
+                        "--csv", str(tmp_path / "r.csv"), "--out", str(tmp_path / "r.md"), "--baseline", here],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     rows = [r.split(",") for r in (tmp_path / "r.csv").read_text().splitlines()]
@@ -32,7 +35,11 @@ def test_harness_runs_on_tiny_data(casync, tmp_path):
             assert r[1:3] == ["casync", "pycatar"] and float(r[-1]) > 0.0  # at least the start-up
     table = (tmp_path / "r.md").read_text()
     assert table.startswith("| case | A | A s (min-max) |") and "lower bound s" in table
-    assert len([line for line in table.splitlines() if line.startswith("| ")]) == 1 + len(KEYS)
+    main, _, base = table.partition("Baseline (pycatar from")
+    assert len([line for line in main.splitlines() if line.startswith("| ")]) == 1 + len(KEYS)
+    # the baseline ran in the same rounds for every case that compares with casync
+    rows = [line.split("|") for line in base.splitlines() if line.startswith("| ") and not line.startswith("| case")]
+    assert len(rows) == len(KEYS) - 1 and all(float(r[2]) > 0 and float(r[3].split()[0]) > 0 for r in rows)
 
 
 def test_network_harness_runs_on_tiny_data(casync, tmp_path):

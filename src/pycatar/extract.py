@@ -246,8 +246,10 @@ class _PayloadWriter(SparseWriter):
 
 # --------------------------------------------------------------------------- the batch writer
 
-#: regular files up to this size whose parent directory is clean go through the batch writer
-FAST_FILE_MAX = 8 << 20
+#: regular files up to this size whose parent directory is clean go through the batch writer (so at
+#: most about (WRITERS + 1) * (BATCH_BYTES + FAST_FILE_MAX) payload bytes wait for the writers);
+#: larger ones are written by the decoding thread as it reads them
+FAST_FILE_MAX = 32 << 20
 #: a batch is handed to a writer thread when it holds this many jobs (files and directories
 #: waiting for their children) or this many payload bytes
 BATCH_JOBS = 256
