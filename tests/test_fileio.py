@@ -11,7 +11,7 @@ from pycatar.errors import PycatarError
 from pycatar.fileio import AtomicFile, install, install_new, temp_name, write_atomic
 
 
-def test_temp_name_is_caysncs_form():
+def test_temp_name_is_casyncs_form():
     assert re.fullmatch(r"\.#abc[0-9a-f]{16}", temp_name("abc"))
     assert temp_name(b"abc", b"0123456789abcdef") == b".#abc0123456789abcdef"
     assert temp_name("abc", "0123456789abcdef") == ".#abc0123456789abcdef"
@@ -82,7 +82,8 @@ def test_install_new_never_replaces(tmp_path):
     # a taken temporary name: another one is tried
     taken = tmp_path / temp_name("other", "0000000000000000")
     taken.write_bytes(b"someone else's")
-    assert install_new(str(tmp_path / "other"), b"mine", tag="0000000000000000") is True
+    names = iter([str(taken), str(tmp_path / "next.tmp")])
+    assert install_new(str(tmp_path / "other"), b"mine", temp=lambda: next(names)) is True
     assert (tmp_path / "other").read_bytes() == b"mine" and taken.read_bytes() == b"someone else's"
     with pytest.raises(FileNotFoundError):
         install_new(str(tmp_path / "missing" / "x"), b"x")

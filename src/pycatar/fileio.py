@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+from typing import Callable
 
 from ._fileio import install_file
 from .errors import PycatarError
@@ -59,14 +60,16 @@ def install(tmp: str, path: str, *, dir_fd: int | None = None) -> None:
         raise
 
 
-def install_new(path: str, data, mode: int = 0o444, *, tag: str | None = None) -> bool:
-    """Write ``data`` to ``path`` once and for all: under a temporary name (``tag``: its hex digits,
-    default random), hard-linked to ``path`` so that a file already there is never replaced (where
-    the file system has no hard links: renamed, unless ``path`` exists).  True if ``path`` now holds
-    ``data``, False if it existed already.  Raises OSError (ENOENT: the directory is gone)."""
-    d, name = os.path.split(path)
-    for attempt in range(_NAME_TRIES):
-        tmp = os.path.join(d, temp_name(name, tag if attempt == 0 else None))
+def install_new(path: str, data, mode: int = 0o444, *, temp: Callable[[], str] | None = None) -> bool:
+    """Write ``data`` to ``path`` once and for all: under a temporary path (``temp()`` gives a fresh
+    one, in the same directory; default: :func:`temp_name`), hard-linked to ``path`` so that a file
+    already there is never replaced (where the file system has no hard links: renamed, unless
+    ``path`` exists).  True if ``path`` now holds ``data``, False if it existed already.  Raises
+    OSError (ENOENT: the directory is gone)."""
+    if temp is None:
+        temp = lambda: _temp_path(path)  # noqa: E731
+    for _ in range(_NAME_TRIES):
+        tmp = temp()
         r = install_file(tmp, path, data, mode)  # create, write, close, link, unlink: one C call, GIL released
         if not isinstance(r, tuple):
             return r == 1

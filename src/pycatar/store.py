@@ -342,10 +342,12 @@ class LocalStore(ChunkStore):
         sub = h[:4]
         d = self._ensure_dir(sub)
         final = os.path.join(d, h + CHUNK_SUFFIX)
+        def temp() -> str:  # casync's form (STORE-4): a random prefix per store object and a counter
+            return os.path.join(d, f"{h}.{self._tmp_prefix}{next(self._tmp_counter) & 0xFFFFFFFF:08x}.tmp")
+
         for attempt in range(16):
-            tag = f"{self._tmp_prefix}{next(self._tmp_counter) & 0xFFFFFFFF:08x}"
             try:
-                written = install_new(final, payload, 0o444, tag=tag)  # never replaces a chunk file
+                written = install_new(final, payload, 0o444, temp=temp)  # never replaces a chunk file
                 break
             except FileNotFoundError:
                 if attempt == 15:
