@@ -226,25 +226,39 @@ class SparseWriter:
         if not self.sparse:
             self._data(data)
             return
-        buf = self._carry + bytes(data) if self._carry else data if isinstance(data, bytes) else bytes(data)
-        full = n + len(self._carry) - (n + len(self._carry)) % HOLE_BLOCK
-        self._carry = buf[full:]
-        if not full:
-            return
+        if not isinstance(data, bytes):
+            data = bytes(data)
+        pos = 0
+        if self._carry:  # complete the block the previous pieces began (without copying the rest)
+            need = HOLE_BLOCK - len(self._carry)
+            if n < need:
+                self._carry += data
+                return
+            block, self._carry = self._carry + data[:need], b""
+            self._blocks(block, 0, HOLE_BLOCK)
+            pos = need
+        end = pos + (n - pos) // HOLE_BLOCK * HOLE_BLOCK
+        if end > pos:
+            self._blocks(data, pos, end)
+        if end < n:
+            self._carry = data[end:]
+
+    def _blocks(self, buf: bytes, start: int, end: int) -> None:
+        """Whole blocks ``buf[start:end]``: runs of data written, all-zero blocks skipped."""
         view = memoryview(buf)
-        if buf.find(_ZERO_BLOCK, 0, full) < 0:  # no zero block can be in there: one write
-            self._data(view[:full])
+        if buf.find(_ZERO_BLOCK, start, end) < 0:  # no zero block can be in there: one write
+            self._data(view[start:end])
             return
-        start = 0  # the start of the current run of data blocks
-        for off in range(0, full, HOLE_BLOCK):
+        run = start  # the start of the current run of data blocks
+        for off in range(start, end, HOLE_BLOCK):
             if buf.startswith(_ZERO_BLOCK, off):
-                if off > start:
-                    self._data(view[start:off])
+                if off > run:
+                    self._data(view[run:off])
                 self._pending += HOLE_BLOCK
                 self.holes += HOLE_BLOCK
-                start = off + HOLE_BLOCK
-        if full > start:
-            self._data(view[start:full])
+                run = off + HOLE_BLOCK
+        if end > run:
+            self._data(view[run:end])
 
     def settle(self) -> None:
         """Put everything appended so far into the file (the kept-back partial block written, a
