@@ -1,69 +1,92 @@
 #!/usr/bin/env python3
-"""Side-by-side speed of pycatar and casync: same data, same flags, alternating runs.
+"""Side-by-side speed of pycatar and casync on every case of issue 18, with a lower bound for each.
 
-    python3 benchmarks/bench.py                      # the standard cases (~200 MiB blob, stdlib tree)
-    python3 benchmarks/bench.py --quick              # tiny data, for a smoke test
+    python3 benchmarks/bench.py                         # every case, 3 rounds (~15 min on 2 cores)
     python3 benchmarks/bench.py --repeat 5 --out results.md --csv results.csv
+    python3 benchmarks/bench.py --only extract          # the cases whose key or name contains "extract"
+    python3 benchmarks/bench.py --quick --repeat 1      # tiny data, for a smoke test
 
-Each case runs casync and pycatar alternately ``--repeat`` times (casync first in odd rounds,
-pycatar first in even ones) and reports the median wall time and CPU time (user + system) of each,
-the ratio of wall times pycatar/casync (< 1: pycatar is faster) and the peak resident memory of each
-(from the kernel's rusage of the child).  Every run writes to outputs of its own (a new store, so
-each ``make`` writes all chunks; a new directory for each extraction); nothing is deleted until the
-end, because on ext4 without a journal, creating files right after deleting many makes the kernel's
-inode allocator skip every recently freed inode, which slows *both* tools by a factor that depends
-on the history of the file system.  After the table comes a lower bound for the blob cases: start-up plus the
-library work the case cannot avoid (measured on one core) spread over every core, over casync's
-time -- the best ratio any program on this interpreter could reach here.  ``--dir`` chooses where data and outputs go (default: a new
-directory in $TMPDIR); ``--dir /dev/shm`` measures the tools rather than the disk.
+Each case runs its two sides (casync and pycatar, or two sizes for the memory case) alternately
+``--repeat`` times (A first in odd rounds, B first in even ones) and reports for each side the median
+wall time with its spread (min-max), the median CPU time (user + system) and the peak resident memory
+(from the kernel's rusage of the child), and the ratio of the medians B/A (< 1: pycatar is faster).
+Every run writes outputs of its own (a new store, a new directory); nothing is deleted until the end,
+because on ext4 creating files right after deleting many makes the kernel's inode allocator skip
+every recently freed inode, which slows *both* tools by an amount that depends on the file system's
+history.  Generated inputs (the blobs, the 1 M-entry archive) are kept in ``--cache``.
+
+The lower bound of a case is the best wall time any program could reach here: the interpreter's
+start-up plus the work the case cannot avoid, measured on one core and spread perfectly over every
+core.  That work is the chunk work (cutting, hashing and compressing every chunk for a make;
+reading, decompressing and verifying every chunk for an extraction: the same C libraries both tools
+call, timed from Python on one thread) plus the file system work (benchmarks/floor.c, timed in C on
+one core: reading the tree and storing the chunk files for a make, creating the tree with a
+temporary name, payload, mode and mtime per file for an extraction).  ``--dir`` chooses where
+outputs go (default: a new directory in $TMPDIR, ext4 here).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import random
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MiB = 1 << 20
 
 
 @dataclass
 class Case:
+    key: str  # short name for --only
     name: str
-    casync: list[str]  # "{run}" in an argument is replaced by the run's number
-    pycatar: list[str]
-    keep: tuple = ()  # (path with "{run}", name): after the case, name links to the last run's output
+    a: tuple[str, list[str]]  # (label, argv); "{run}" in an argument is replaced by the round's number
+    b: tuple[str, list[str]]
+    goal: str = ""
+    prepare: list[tuple[str, list[str]]] = field(default_factory=list)  # (output, command): run before timing
+    # if the output is missing (an extraction's index and store, left by the make case when it ran)
+    keep: tuple = ()  # (path with "{run}", name): afterwards, name links to the last round's output
+    bound: Callable[[], float] | None = None  # seconds of unavoidable work on one core (side B)
 
 
 @dataclass
 class Result:
-    name: str
-    casync_s: float
-    pycatar_s: float
-    casync_rss_mib: float
-    pycatar_rss_mib: float
-    casync_cpu_s: float = 0.0
-    pycatar_cpu_s: float = 0.0
+    case: Case
+    a_s: list[float]
+    b_s: list[float]
+    a_cpu: list[float]
+    b_cpu: list[float]
+    a_rss: float
+    b_rss: float
+    bound_s: float | None = None
+    base_s: list[float] = field(default_factory=list)  # --baseline: pycatar from another tree, same rounds
+    base_cpu: list[float] = field(default_factory=list)
 
     @property
     def ratio(self) -> float:
-        return self.pycatar_s / self.casync_s if self.casync_s else float("nan")
+        a = statistics.median(self.a_s)
+        return statistics.median(self.b_s) / a if a else float("nan")
 
 
-def run_measured(argv: list[str]) -> tuple[float, float, float]:
-    """(wall seconds, peak RSS MiB, CPU seconds) of one child process."""
+def run_measured(argv: list[str], pythonpath: str | None = None) -> tuple[float, float, float]:
+    """(wall seconds, peak RSS MiB, CPU seconds) of one child process (``pythonpath``: its PYTHONPATH)."""
     t0 = time.perf_counter()
     pid = os.fork()
     if pid == 0:  # child: run the command quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)
         try:
+            if pythonpath is not None:
+                os.environ["PYTHONPATH"] = pythonpath
             os.execvp(argv[0], argv)
         finally:
             os._exit(127)
@@ -74,99 +97,62 @@ def run_measured(argv: list[str]) -> tuple[float, float, float]:
     return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
+# --------------------------------------------------------------------------- inputs
+
+
 def make_blob(path: str, size: int) -> None:
-    """Half random, half text (with repeats), deterministic."""
+    """Half random, half text (words with repeats), deterministic."""
     rnd = random.Random(42)
     words = [bytes(rnd.choice(b"abcdefghijklmnopqrstuvwxyz ") for _ in range(rnd.randint(2, 12)))
              for _ in range(5000)]
-    with open(path, "wb") as f:
+    words += [w + b"\n" for w in words[:400]]
+    tmp = path + ".part"
+    with open(tmp, "wb") as f:
         half = size // 2
         left = half
         while left > 0:
-            n = min(left, 1 << 20)
+            n = min(left, MiB)
             f.write(rnd.randbytes(n))
             left -= n
         left = size - half
         while left > 0:
-            line = b" ".join(rnd.choice(words) for _ in range(12)) + b"\n"
-            f.write(line[:left])
-            left -= len(line)
+            text = b" ".join(rnd.choices(words, k=100_000))[:left]
+            f.write(text)
+            left -= len(text)
+    os.rename(tmp, path)
 
 
-def tree_source(quick: bool, tmp: str) -> str:
-    if quick:
-        root = os.path.join(tmp, "tree")
-        os.makedirs(os.path.join(root, "sub"))
-        for i in range(50):
-            with open(os.path.join(root, "sub" if i % 2 else "", f"f{i}.txt"), "w") as f:
-                f.write(f"file {i}\n" * (i + 1))
-        return root
-    return sysconfig.get_paths()["stdlib"]  # many small files
+def make_tree(root: str, files: int, dirs: int, size: int) -> None:
+    rnd = random.Random(7)
+    for d in range(dirs):
+        os.makedirs(os.path.join(root, f"d{d:04}"), exist_ok=True)
+    for i in range(files):
+        with open(os.path.join(root, f"d{i % dirs:04}", f"f{i:07}.txt"), "wb") as f:
+            if size:
+                f.write(b"line %d\n" % i * rnd.randint(1, size // 8 + 1))
 
 
-def cases(tmp: str, quick: bool) -> list[Case]:
-    blob = os.path.join(tmp, "blob.bin")
-    make_blob(blob, (2 << 20) if quick else (200 << 20))
-    tree = tree_source(quick, tmp)
-    py = [sys.executable, "-m", "pycatar"]
-    out = lambda n: os.path.join(tmp, n)
-
-    res = [
-        Case("make .caibx (blob)",
-             ["casync", "make", f"--store={out('c{run}.castr')}", out("c{run}.caibx"), blob],
-             py + ["make", f"--store={out('p{run}.castr')}", out("p{run}.caibx"), blob],
-             keep=((out("c{run}.castr"), out("c.castr")), (out("c{run}.caibx"), out("c.caibx")),
-                   (out("p{run}.castr"), out("p.castr")), (out("p{run}.caibx"), out("p.caibx")))),
-        Case("extract .caibx (blob)",
-             ["casync", "extract", "--seed-output=no", f"--store={out('c.castr')}", out("c.caibx"),
-              out("c{run}.out")],
-             py + ["extract", "--seed-output=no", f"--store={out('p.castr')}", out("p.caibx"), out("p{run}.out")]),
-        Case("make .caidx (tree)",
-             ["casync", "make", f"--store={out('ct{run}.castr')}", out("c{run}.caidx"), tree],
-             py + ["make", f"--store={out('pt{run}.castr')}", out("p{run}.caidx"), tree],
-             keep=((out("ct{run}.castr"), out("ct.castr")), (out("c{run}.caidx"), out("c.caidx")),
-                   (out("pt{run}.castr"), out("pt.castr")), (out("p{run}.caidx"), out("p.caidx")))),
-        Case("extract .caidx (tree)",
-             ["casync", "extract", "--seed-output=no", f"--store={out('ct.castr')}", out("c.caidx"),
-              out("c{run}.tree")],
-             py + ["extract", "--seed-output=no", f"--store={out('pt.castr')}", out("p.caidx"), out("p{run}.tree")]),
-        Case("make .catar (tree)",
-             ["casync", "make", out("c{run}.catar"), tree],
-             py + ["make", out("p{run}.catar"), tree]),
-        Case("make .caibx --digest=blake3 (pycatar) vs sha512-256 (casync)",
-             ["casync", "make", f"--store={out('c3{run}.castr')}", out("c3{run}.caibx"), blob],
-             py + ["make", "--digest=blake3", f"--store={out('p3{run}.castr')}", out("p3{run}.caibx"), blob]),
-    ]
-    return res
+def cached(cache: str, name: str, build: Callable[[str], None]) -> str:
+    path = os.path.join(cache, name)
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        build(path)
+    return path
 
 
-def bench(case: Case, repeat: int) -> Result:
-    times = {"casync": [], "pycatar": []}
-    cpu = {"casync": [], "pycatar": []}
-    rss = {"casync": 0.0, "pycatar": 0.0}
-    for run in range(repeat):
-        for who in (("casync", "pycatar") if run % 2 == 0 else ("pycatar", "casync")):
-            argv = [a.replace("{run}", str(run)) for a in getattr(case, who)]
-            wall, peak, used = run_measured(argv)
-            times[who].append(wall)
-            cpu[who].append(used)
-            rss[who] = max(rss[who], peak)
-    for pattern, name in case.keep:
-        if os.path.lexists(name):
-            os.unlink(name)
-        os.symlink(pattern.replace("{run}", str(repeat - 1)), name)
-    return Result(case.name, statistics.median(times["casync"]), statistics.median(times["pycatar"]),
-                  rss["casync"], rss["pycatar"], statistics.median(cpu["casync"]), statistics.median(cpu["pycatar"]))
+def million_catar(path: str, entries: int) -> None:
+    """A .catar (made by casync) of a tree of ``entries`` empty files in directories of 1000."""
+    work = path + ".tree"
+    if os.path.exists(work):
+        subprocess.run(["rm", "-rf", work], check=True)
+    make_tree(work, entries, max(1, entries // 1000), 0)
+    part = path + ".part.catar"
+    subprocess.run(["casync", "make", part, work], check=True, stdout=subprocess.DEVNULL)
+    os.rename(part, path)
+    subprocess.run(["rm", "-rf", work], check=True)
 
 
-def table(results: list[Result]) -> str:
-    lines = ["| case | casync s | pycatar s | pycatar/casync | casync CPU s | pycatar CPU s | casync MiB | pycatar MiB |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in results:
-        lines.append(f"| {r.name} | {r.casync_s:.2f} | {r.pycatar_s:.2f} | {r.ratio:.2f} | "
-                     f"{r.casync_cpu_s:.2f} | {r.pycatar_cpu_s:.2f} | "
-                     f"{r.casync_rss_mib:.0f} | {r.pycatar_rss_mib:.0f} |")
-    return "\n".join(lines)
+# --------------------------------------------------------------------------- lower bounds
 
 
 def _thread_cpu(fn) -> float:
@@ -175,45 +161,103 @@ def _thread_cpu(fn) -> float:
     return time.thread_time() - t
 
 
-def _make_work(blob: str) -> float:
-    """CPU seconds, on one core, of the library work a .caibx make cannot avoid: cutting (the C
-    buzhash chunker), SHA-512/256 of every chunk and of the whole stream, zstd level 3 of every chunk."""
-    import hashlib
+def _best(fn, n: int = 3) -> float:
+    return min(fn() for _ in range(n))
 
+
+class Floor:
+    """benchmarks/floor.c, compiled once per run."""
+
+    def __init__(self, tmp: str):
+        self.tmp = tmp
+        self.exe = os.path.join(tmp, "floor")
+        subprocess.run(["cc", "-O2", "-o", self.exe, os.path.join(HERE, "floor.c")], check=True)
+        self.n = 0
+
+    def _run(self, *args: str) -> float:
+        p = subprocess.run([self.exe, *args], capture_output=True, text=True, check=True)
+        return float(p.stdout)
+
+    def _fresh(self) -> str:
+        self.n += 1
+        return os.path.join(self.tmp, f"floor{self.n}")
+
+    def read(self, tree: str) -> float:
+        return _best(lambda: self._run("read", tree))
+
+    def create(self, tree: str) -> float:
+        return _best(lambda: self._run("create", tree, self._fresh()))
+
+    def chunks(self, count: int, size: int) -> float:
+        return _best(lambda: self._run("chunks", self._fresh(), str(count), str(size)))
+
+
+def index_chunks(index: str) -> list[tuple[bytes, int]]:
+    """(id, uncompressed size) of each chunk of a .caibx/.caidx (read here, independently of pycatar)."""
+    with open(index, "rb") as f:
+        data = f.read()
+    items = data[64:-40]
+    out, prev = [], 0
+    for off in range(0, len(items), 40):
+        end, cid = struct.unpack_from("<Q32s", items, off)
+        out.append((cid, end - prev))
+        prev = end
+    return out
+
+
+def chunk_path(store: str, cid: bytes) -> str:
+    h = cid.hex()
+    return os.path.join(store, h[:4], h + ".cacnk")
+
+
+def store_shape(store: str, index: str) -> tuple[int, int]:
+    """(distinct chunks, their mean compressed size) of what a make stored."""
+    ids = {cid for cid, _ in index_chunks(index)}
+    sizes = [os.path.getsize(chunk_path(store, cid)) for cid in ids]
+    return len(sizes), (sum(sizes) // len(sizes) if sizes else 0)
+
+
+def chunk_work_make(stream: str, sizes: tuple[int, int, int] | None = None, digest: str = "sha512-256") -> float:
+    """CPU seconds on one core for cutting ``stream``, hashing every chunk and the whole stream and
+    compressing every chunk with zstd level 3 (the C chunker, hashlib/blake3, zstandard)."""
     import zstandard
 
     from pycatar.chunker import Chunker
 
-    with open(blob, "rb") as f:
+    def new():
+        if digest == "blake3":
+            import blake3
+
+            return blake3.blake3(max_threads=1)
+        return hashlib.new("sha512_256")
+
+    with open(stream, "rb") as f:
         data = memoryview(f.read())
     zc = zstandard.ZstdCompressor(level=3, write_content_size=False)
+    chunker = Chunker(*sizes) if sizes else Chunker()
 
     def work():
-        cuts = Chunker().feed(data)
-        hashlib.new("sha512_256", data).digest()
+        cuts = chunker.split(data)
+        h = new()
+        h.update(data)
         start = 0
-        for end in list(cuts) + ([len(data)] if not cuts or cuts[-1] != len(data) else []):
+        for end in cuts:
             piece = data[start:end]
-            hashlib.new("sha512_256", piece).digest()
+            h = new()
+            h.update(piece)
+            h.digest()
             zc.compress(piece)
             start = end
 
-    return _thread_cpu(work)
+    return _best(lambda: _thread_cpu(work))
 
 
-def _extract_work(store: str, index: str) -> float:
-    """CPU seconds, on one core, of what a verifying .caibx extract cannot avoid: reading every chunk
-    file of the index, zstd decompression (to the size the index gives) and SHA-512/256 of the
-    result (writing the output is left out)."""
-    import hashlib
-
+def chunk_work_extract(store: str, index: str) -> float:
+    """CPU seconds on one core for reading every chunk file an index names, decompressing it to the
+    size the index gives and verifying its SHA-512/256."""
     import zstandard
 
-    from pycatar.index import IndexReader
-    from pycatar.store import chunk_relpath
-
-    with IndexReader(index) as r:
-        refs = [(os.path.join(store, chunk_relpath(c.id)), c.size) for c in r.chunks()]
+    refs = [(chunk_path(store, cid), size) for cid, size in index_chunks(index)]
     zd = zstandard.ZstdDecompressor()
 
     def work():
@@ -221,51 +265,227 @@ def _extract_work(store: str, index: str) -> float:
             with open(p, "rb") as f:
                 hashlib.new("sha512_256", zd.decompress(f.read(), max_output_size=size)).digest()
 
-    return _thread_cpu(work)
+    return _best(lambda: _thread_cpu(work))
 
 
-def _startup() -> float:
-    """Median wall time of `python -m pycatar --version` (interpreter start and the CLI's imports)."""
-    return statistics.median(run_measured([sys.executable, "-m", "pycatar", "--version"])[0] for _ in range(5))
+def read_work(path: str, digest: bool) -> float:
+    def work():
+        with open(path, "rb") as f:
+            h = hashlib.new("sha512_256") if digest else None
+            while block := f.read(MiB):
+                if h is not None:
+                    h.update(block)
+
+    return _best(lambda: _thread_cpu(work))
 
 
-def floors(results: list[Result], tmp: str) -> str:
-    """The best ratio any implementation on this interpreter could reach on this machine: its start-up
-    plus the unavoidable library work spread perfectly over every core, over casync's median time.
-    Only the blob cases (their work is the same library calls in both tools)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    work = {"make .caibx (blob)": lambda: _make_work(os.path.join(tmp, "blob.bin")),
-            "extract .caibx (blob)": lambda: _extract_work(os.path.join(tmp, "p.castr"), os.path.join(tmp, "p.caibx"))}
-    rows = [r for r in results if r.name in work]
-    if not rows:
-        return ""
-    start = _startup()
-    lines = [f"Lower bound on {cores} cores: start-up {start:.2f} s + unavoidable work / {cores}",
-             "",
-             "| case | casync s | work on 1 core s | best possible s | best ratio | pycatar/casync |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        w = min(work[r.name]() for _ in range(3))
-        best = start + w / cores
-        lines.append(f"| {r.name} | {r.casync_s:.2f} | {w:.2f} | {best:.2f} | {best / r.casync_s:.2f} | {r.ratio:.2f} |")
+def startup() -> float:
+    """Median wall time of the bare interpreter's start-up (python -c pass)."""
+    return statistics.median(run_measured([sys.executable, "-c", "pass"])[0] for _ in range(5))
+
+
+# --------------------------------------------------------------------------- the cases
+
+
+def cases(tmp: str, cache: str, quick: bool, floor: Floor) -> list[Case]:
+    out = lambda n: os.path.join(tmp, n)
+    if quick:
+        cache = os.path.join(tmp, "cache")
+    blob = cached(cache, "blob192/blob.bin", lambda p: make_blob(p, (2 if quick else 192) * MiB))
+    big = cached(cache, "blob1536/blob.bin", lambda p: make_blob(p, (8 if quick else 1536) * MiB))
+    entries = 3000 if quick else 1_000_000
+    million = cached(cache, f"tree{entries}.catar", lambda p: million_catar(p, entries))
+    if quick:
+        tree = cached(cache, "tree", lambda p: make_tree(p, 60, 3, 3000))
+        include = cached(cache, "include", lambda p: make_tree(p, 200, 10, 800))
+    else:
+        tree, include = "/usr/lib/python3.11", "/usr/include"
+    small = cached(cache, "small.catar",
+                   lambda p: subprocess.run(["casync", "make", p, os.path.join(HERE)], check=True,
+                                            stdout=subprocess.DEVNULL))
+    py = [sys.executable, "-m", "pycatar"]
+    C, P = "casync", "pycatar"
+
+    def keep(*pairs):  # the last round's outputs under a fixed name, for the extraction cases
+        return tuple((out(p), out(n)) for p, n in pairs)
+
+    def catar_of(src: str) -> str:  # the stream a .caidx make chunks (made by casync, untimed)
+        path = out(f"bound-{abs(hash(src))}.catar")
+        if not os.path.exists(path):
+            subprocess.run(["casync", "make", path, src], check=True, stdout=subprocess.DEVNULL)
+        return path
+
+    def make_bound(src: str, store: str, index: str, sizes=None, digest="sha512-256") -> float:
+        stream = src if os.path.isfile(src) else catar_of(src)
+        n, avg = store_shape(out(store), out(index))
+        fs = floor.chunks(n, avg) + (floor.read(os.path.dirname(src)) if os.path.isfile(src) else floor.read(src))
+        return chunk_work_make(stream, sizes, digest) + fs
+
+    def extract_bound(src: str, store: str, index: str) -> float:
+        return chunk_work_extract(out(store), out(index)) + floor.create(
+            os.path.dirname(src) if os.path.isfile(src) else src)
+
+    def made(c: str, p: str, src: str, kind: str) -> list[tuple[str, list[str]]]:
+        """Make each tool's index and store of ``src`` unless a make case left them."""
+        return [(out(f"{c}.{kind}"), ["casync", "make", f"--store={out(c + '.castr')}", out(f"{c}.{kind}"), src]),
+                (out(f"{p}.{kind}"), py + ["make", f"--store={out(p + '.castr')}", out(f"{p}.{kind}"), src])]
+
+    tiny = (4096, 8192, 16384)
+    return [
+        Case("make-caibx", "make .caibx, 192 MiB (half random, half text)",
+             (C, ["casync", "make", f"--store={out('c{run}.castr')}", out("c{run}.caibx"), blob]),
+             (P, py + ["make", f"--store={out('p{run}.castr')}", out("p{run}.caibx"), blob]),
+             goal="<= 0.45",
+             keep=keep(("c{run}.castr", "c.castr"), ("c{run}.caibx", "c.caibx"),
+                       ("p{run}.castr", "p.castr"), ("p{run}.caibx", "p.caibx")),
+             bound=lambda: make_bound(blob, "c.castr", "c.caibx")),
+        Case("extract-caibx", "extract .caibx",
+             (C, ["casync", "extract", "--seed-output=no", f"--store={out('c.castr')}", out("c.caibx"),
+                  out("c{run}.out")]),
+             (P, py + ["extract", "--seed-output=no", f"--store={out('p.castr')}", out("p.caibx"),
+                       out("p{run}.out")]),
+             goal="<= 0.70", prepare=made("c", "p", blob, "caibx"),
+             bound=lambda: extract_bound(blob, "p.castr", "p.caibx")),
+        Case("make-caidx", f"make .caidx, {tree}",
+             (C, ["casync", "make", f"--store={out('ct{run}.castr')}", out("ct{run}.caidx"), tree]),
+             (P, py + ["make", f"--store={out('pt{run}.castr')}", out("pt{run}.caidx"), tree]),
+             goal="<= 0.50",
+             keep=keep(("ct{run}.castr", "ct.castr"), ("ct{run}.caidx", "ct.caidx"),
+                       ("pt{run}.castr", "pt.castr"), ("pt{run}.caidx", "pt.caidx")),
+             bound=lambda: make_bound(tree, "ct.castr", "ct.caidx")),
+        Case("extract-caidx", "extract .caidx, same tree",
+             (C, ["casync", "extract", "--seed-output=no", f"--store={out('ct.castr')}", out("ct.caidx"),
+                  out("ct{run}.tree")]),
+             (P, py + ["extract", "--seed-output=no", f"--store={out('pt.castr')}", out("pt.caidx"),
+                       out("pt{run}.tree")]),
+             goal="<= 0.70", prepare=made("ct", "pt", tree, "caidx"),
+             bound=lambda: extract_bound(tree, "pt.castr", "pt.caidx")),
+        Case("make-caidx-4k", "make .caidx --chunk-size=4K:8K:16K, same tree",
+             (C, ["casync", "make", "--chunk-size=4K:8K:16K", f"--store={out('c4{run}.castr')}",
+                  out("c4{run}.caidx"), tree]),
+             (P, py + ["make", "--chunk-size=4K:8K:16K", f"--store={out('p4{run}.castr')}",
+                       out("p4{run}.caidx"), tree]),
+             goal="<= 0.60", keep=keep(("c4{run}.castr", "c4.castr"), ("c4{run}.caidx", "c4.caidx")),
+             bound=lambda: make_bound(tree, "c4.castr", "c4.caidx", tiny)),
+        Case("extract-caidx-include", f"extract .caidx, {include}",
+             (C, ["casync", "extract", "--seed-output=no", f"--store={out('ci.castr')}", out("ci.caidx"),
+                  out("ci{run}.tree")]),
+             (P, py + ["extract", "--seed-output=no", f"--store={out('pi.castr')}", out("pi.caidx"),
+                       out("pi{run}.tree")]),
+             goal="<= 0.80",
+             prepare=made("ci", "pi", include, "caidx"),
+             bound=lambda: extract_bound(include, "pi.castr", "pi.caidx")),
+        Case("make-blake3", "make .caibx --digest=blake3 (pycatar) vs sha512-256 (casync)",
+             (C, ["casync", "make", f"--store={out('c3{run}.castr')}", out("c3{run}.caibx"), blob]),
+             (P, py + ["make", "--digest=blake3", f"--store={out('p3{run}.castr')}", out("p3{run}.caibx"), blob]),
+             goal="<= 0.35", keep=keep(("c3{run}.castr", "c3.castr"), ("c3{run}.caibx", "c3.caibx")),
+             bound=lambda: make_bound(blob, "c3.castr", "c3.caibx", digest="blake3")),
+        Case("list-million", f"list of a {entries}-entry .catar",
+             (C, ["casync", "list", million]), (P, py + ["list", million]),
+             goal="<= 1.0", bound=lambda: read_work(million, False)),
+        Case("digest-million", f"digest of a {entries}-entry .catar",
+             (C, ["casync", "digest", million]), (P, py + ["digest", million]),
+             goal="<= 1.0", bound=lambda: read_work(million, True)),
+        Case("rss", f"peak RSS: pycatar make of {os.path.getsize(blob) // MiB} MiB (A) vs "
+             f"{os.path.getsize(big) // MiB} MiB (B)",
+             ("pycatar small", py + ["make", f"--store={out('rs{run}.castr')}", out("rs{run}.caibx"), blob]),
+             ("pycatar large", py + ["make", f"--store={out('rl{run}.castr')}", out("rl{run}.caibx"), big]),
+             goal="B MiB <= 1.25 x A MiB, <= 400"),
+        Case("list-small", "list of a small .catar (start-up)",
+             (C, ["casync", "list", small]), (P, py + ["list", small]),
+             goal="<= 0.08 s", bound=lambda: 0.0),
+    ]
+
+
+def bench(case: Case, repeat: int, baseline: str | None = None) -> Result:
+    """``baseline``: a PYTHONPATH whose pycatar runs as a third side, in the same rounds (before/after)."""
+    for output, argv in case.prepare:
+        if not os.path.lexists(output):
+            run_measured(argv)
+    sides = 3 if baseline is not None and case.a[0] == "casync" else 2
+    times, cpu, rss = ([], [], []), ([], [], []), [0.0, 0.0, 0.0]
+    for run in range(repeat):
+        order = list(range(sides))
+        for side in (order if run % 2 == 0 else order[::-1]):
+            tag = f"{run}base" if side == 2 else str(run)  # outputs of their own
+            argv = [a.replace("{run}", tag) for a in (case.a, case.b, case.b)[side][1]]
+            wall, peak, used = run_measured(argv, baseline if side == 2 else None)
+            times[side].append(wall)
+            cpu[side].append(used)
+            rss[side] = max(rss[side], peak)
+    for pattern, name in case.keep:
+        if os.path.lexists(name):
+            os.unlink(name)
+        os.symlink(pattern.replace("{run}", str(repeat - 1)), name)
+    return Result(case, times[0], times[1], cpu[0], cpu[1], rss[0], rss[1], base_s=times[2], base_cpu=cpu[2])
+
+
+def _spread(xs: list[float]) -> str:
+    return f"{statistics.median(xs):.2f} ({min(xs):.2f}-{max(xs):.2f})"
+
+
+HEADER = ("| case | A | A s (min-max) | B | B s (min-max) | B/A | A CPU s | B CPU s | B/A CPU | A MiB | B MiB "
+          "| lower bound s | bound/A CPU | goal |")
+
+
+def table(results: list[Result]) -> str:
+    lines = [HEADER, "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in results:
+        a_cpu, b_cpu = statistics.median(r.a_cpu), statistics.median(r.b_cpu)
+        cpu_ratio = f"{b_cpu / a_cpu:.2f}" if a_cpu else "-"
+        bound = (f"{r.bound_s:.2f} | {r.bound_s / a_cpu:.2f}" if r.bound_s is not None and a_cpu
+                 else "- | -")
+        lines.append(f"| {r.case.name} | {r.case.a[0]} | {_spread(r.a_s)} | {r.case.b[0]} | {_spread(r.b_s)} | "
+                     f"{r.ratio:.2f} | {a_cpu:.2f} | {b_cpu:.2f} | {cpu_ratio} | "
+                     f"{r.a_rss:.0f} | {r.b_rss:.0f} | {bound} | {r.case.goal} |")
     return "\n".join(lines)
 
 
-def report(results: list[Result], args, tmp: str) -> None:
-    text = table(results)
-    floor = floors(results, tmp)
-    if floor:
-        text += "\n\n" + floor
+def add_bounds(results: list[Result]) -> str:
+    """Fill in each result's lower bound: start-up + work on one core / cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    start = startup()
+    for r in results:
+        if r.case.bound is not None:
+            r.bound_s = start + r.case.bound() / cores
+    return (f"Lower bound: interpreter start-up ({start:.3f} s, `python -c pass`) + (chunk work + file system "
+            f"work, each on one core) / {cores} cores.  A and B alternate; B/A is the ratio of the median wall "
+            f"times.  bound/A CPU compares the bound with casync's CPU time, which is its wall time on a quiet "
+            f"machine (casync runs on one core); on a busy machine wall times stretch, CPU times much less.")
+
+
+def baseline_table(results: list[Result], baseline: str) -> str:
+    lines = [f"Baseline (pycatar from {baseline}) in the same rounds:", "",
+             "| case | casync s | baseline s (min-max) | B/A baseline | pycatar s (min-max) | B/A | "
+             "baseline CPU s | pycatar CPU s |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        if not r.base_s:
+            continue
+        a = statistics.median(r.a_s)
+        lines.append(f"| {r.case.name} | {a:.2f} | {_spread(r.base_s)} | {statistics.median(r.base_s) / a:.2f} | "
+                     f"{_spread(r.b_s)} | {r.ratio:.2f} | {statistics.median(r.base_cpu):.2f} | "
+                     f"{statistics.median(r.b_cpu):.2f} |")
+    return "\n".join(lines)
+
+
+def report(results: list[Result], args) -> None:
+    note = add_bounds(results)
+    text = table(results) + "\n\n" + note
+    if args.baseline:
+        text += "\n\n" + baseline_table(results, args.baseline)
     print(text, flush=True)
     if args.out:
         with open(args.out, "w") as f:
             f.write(text + "\n")
     if args.csv:
         with open(args.csv, "w") as f:
-            f.write("case,casync_s,pycatar_s,ratio,casync_rss_mib,pycatar_rss_mib,casync_cpu_s,pycatar_cpu_s\n")
+            f.write("key,a,b,a_s,b_s,ratio,a_min,a_max,b_min,b_max,a_cpu_s,b_cpu_s,a_rss_mib,b_rss_mib,bound_s\n")
             for r in results:
-                f.write(f"{r.name},{r.casync_s:.4f},{r.pycatar_s:.4f},{r.ratio:.4f},"
-                        f"{r.casync_rss_mib:.1f},{r.pycatar_rss_mib:.1f},{r.casync_cpu_s:.4f},{r.pycatar_cpu_s:.4f}\n")
+                bound = f"{r.bound_s:.4f}" if r.bound_s is not None else ""
+                f.write(f"{r.case.key},{r.case.a[0]},{r.case.b[0]},{statistics.median(r.a_s):.4f},"
+                        f"{statistics.median(r.b_s):.4f},{r.ratio:.4f},{min(r.a_s):.4f},{max(r.a_s):.4f},"
+                        f"{min(r.b_s):.4f},{max(r.b_s):.4f},{statistics.median(r.a_cpu):.4f},"
+                        f"{statistics.median(r.b_cpu):.4f},{r.a_rss:.1f},{r.b_rss:.1f},{bound}\n")
 
 
 def main(argv=None) -> int:
@@ -274,8 +494,14 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny data (smoke test)")
     ap.add_argument("--out", help="also write the Markdown table here")
     ap.add_argument("--csv", help="also write the results as CSV here")
-    ap.add_argument("--only", help="run only cases whose name contains this text")
-    ap.add_argument("--dir", help="where the data and all outputs go (default: a new directory in $TMPDIR)")
+    ap.add_argument("--only", action="append",
+                    help="run only cases whose key or name contains this text (may be repeated)")
+    ap.add_argument("--dir", help="where all outputs go (default: a new directory in $TMPDIR)")
+    ap.add_argument("--baseline", metavar="PYTHONPATH",
+                    help="also run pycatar from this source tree in the same rounds (before/after a change)")
+    ap.add_argument("--cache", default=os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                                                    "pycatar-bench"),
+                    help="where generated inputs are kept between runs (default: %(default)s)")
     args = ap.parse_args(argv)
     if shutil.which("casync") is None:
         print("casync is not installed (apt-get install casync)", file=sys.stderr)
@@ -290,14 +516,20 @@ def main(argv=None) -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="pycatar-bench-", dir=args.dir) as tmp:
         where = subprocess.run(["stat", "-f", "-c", "%T", tmp], capture_output=True, text=True).stdout.strip()
-        print(f"outputs in {tmp} ({where or 'unknown'} file system), {os.cpu_count()} CPUs", file=sys.stderr)
-        for case in cases(tmp, args.quick):
-            if args.only and args.only not in case.name:
+        print(f"outputs in {tmp} ({where or 'unknown'} file system), {os.cpu_count()} CPUs, "
+              f"pycatar from {os.path.dirname(pycatar.__file__)}", file=sys.stderr)
+        floor = Floor(tmp)
+        for case in cases(tmp, args.cache, args.quick, floor):
+            if args.only and not any(o in case.key or o in case.name for o in args.only):
                 continue
-            results.append(bench(case, args.repeat))
-            print(f"{case.name}: casync {results[-1].casync_s:.2f}s, pycatar {results[-1].pycatar_s:.2f}s, "
-                  f"ratio {results[-1].ratio:.2f}", file=sys.stderr)
-        report(results, args, tmp)  # before the outputs are removed, which can take a while
+            results.append(bench(case, args.repeat, args.baseline))
+            r = results[-1]
+            print(f"{case.key}: {case.a[0]} {_spread(r.a_s)} s, {case.b[0]} {_spread(r.b_s)} s, "
+                  f"ratio {r.ratio:.2f}", file=sys.stderr, flush=True)
+        report(results, args)  # before the outputs are removed, which can take a while
+        print("removing the outputs", file=sys.stderr)
+        subprocess.run(["rm", "-rf", tmp])
+        os.makedirs(tmp)
     return 0
 
 

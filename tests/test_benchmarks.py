@@ -9,22 +9,37 @@ import sys
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+KEYS = ["make-caibx", "extract-caibx", "make-caidx", "extract-caidx", "make-caidx-4k", "extract-caidx-include",
+        "make-blake3", "list-million", "digest-million", "rss", "list-small"]
+
+
 def test_harness_runs_on_tiny_data(casync, tmp_path):
+    """Every case of issue 18 runs on tiny data, and every case but the memory one gets a lower bound."""
+    import pycatar
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(pycatar.__file__)))  # as a baseline: itself
     p = subprocess.run([sys.executable, os.path.join(HERE, "benchmarks", "bench.py"), "--quick", "--repeat", "1",
-                        "--csv", str(tmp_path / "r.csv"), "--only", "caibx (blob)"],
+                        "--csv", str(tmp_path / "r.csv"), "--out", str(tmp_path / "r.md"), "--baseline", here],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
-    rows = (tmp_path / "r.csv").read_text().splitlines()
-    assert rows[0].startswith("case,casync_s,pycatar_s,ratio")
-    assert [r.split(",")[0] for r in rows[1:]] == ["make .caibx (blob)", "extract .caibx (blob)"]
-    assert all(float(x) > 0 for r in rows[1:] for x in r.split(",")[1:])
-    assert "| make .caibx (blob) |" in p.stdout
-    bound = p.stdout.split("Lower bound on", 1)[1]  # the floor table follows the main one
-    rows = [line.split("|") for line in bound.splitlines() if line.startswith("| ") and "(blob)" in line]
-    assert [r[1].strip() for r in rows] == ["make .caibx (blob)", "extract .caibx (blob)"]
-    for r in rows:
-        casync_s, work, best, best_ratio = (float(x) for x in r[2:6])
-        assert casync_s > 0 and work >= 0 and best > 0 and best_ratio > 0  # best includes the start-up
+    rows = [r.split(",") for r in (tmp_path / "r.csv").read_text().splitlines()]
+    assert rows[0][:6] == ["key", "a", "b", "a_s", "b_s", "ratio"] and rows[0][-1] == "bound_s"
+    assert [r[0] for r in rows[1:]] == KEYS
+    for r in rows[1:]:
+        a_s, b_s, ratio = (float(x) for x in r[3:6])
+        assert a_s > 0 and b_s > 0 and abs(ratio - b_s / a_s) <= 0.01 * ratio
+        assert float(r[12]) > 0 and float(r[13]) > 0  # peak RSS of both sides
+        if r[0] == "rss":
+            assert r[1:3] == ["pycatar small", "pycatar large"] and r[-1] == ""
+        else:
+            assert r[1:3] == ["casync", "pycatar"] and float(r[-1]) > 0.0  # at least the start-up
+    table = (tmp_path / "r.md").read_text()
+    assert table.startswith("| case | A | A s (min-max) |") and "lower bound s" in table
+    main, _, base = table.partition("Baseline (pycatar from")
+    assert len([line for line in main.splitlines() if line.startswith("| ")]) == 1 + len(KEYS)
+    # the baseline ran in the same rounds for every case that compares with casync
+    rows = [line.split("|") for line in base.splitlines() if line.startswith("| ") and not line.startswith("| case")]
+    assert len(rows) == len(KEYS) - 1 and all(float(r[2]) > 0 and float(r[3].split()[0]) > 0 for r in rows)
 
 
 def test_network_harness_runs_on_tiny_data(casync, tmp_path):

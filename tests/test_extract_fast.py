@@ -66,11 +66,13 @@ def test_fast_path_matches_slow_path(archive, tmp_path, monkeypatch):
     src, catar = archive
     fast = str(tmp_path / "fast")
     calls = []
-    real = extract_mod.write_files
-    monkeypatch.setattr(extract_mod, "write_files", lambda jobs: calls.append(len(jobs)) or real(jobs))
+    real = extract_mod._fileio.write_files
+    monkeypatch.setattr(extract_mod._fileio, "write_files", lambda jobs: calls.extend(jobs) or real(jobs))
     monkeypatch.setattr(extract_mod, "BATCH_JOBS", 7)  # many batches, directories deferred across them
     extract_archive(catar, fast)
-    assert sum(calls) == 42  # 40 files + sparse + empty went through the batch writer
+    assert len([j for j in calls if j.tmp]) == 42  # 40 files + sparse + empty went through the batch writer
+    # and the two directories below the destination were finished by it once their children were written
+    assert sorted(j.mode for j in calls if not j.tmp) == [0o755, 0o755] and len(calls) == 44
     # the slow path: the destination is not empty, so nothing is batched
     slow = str(tmp_path / "slow")
     os.mkdir(slow)
@@ -124,6 +126,17 @@ def test_write_files_direct(tmp_path):
             write_files([(d, b".#t", b"c", [b"ab"], 3, 0o600, -1, -1, -1, -1, 0, False)])
         with pytest.raises(TypeError):
             write_files([(d, b".#t", b"c")])
+        # an empty temporary name finishes a node made already (a directory): owner, mode, mtime, close
+        os.mkdir(tmp_path / "sub", 0o700)
+        sub = os.open(str(tmp_path / "sub"), os.O_RDONLY | os.O_DIRECTORY)
+        done, holes, failed, _, _ = write_files([(sub, b"", b"", [], 0, 0, -1, -1, 0o751, 1_000_000_000_000_000_007,
+                                                  1, False)])
+        assert (done, holes, failed) == (1, 0, -1)
+        st = os.stat(tmp_path / "sub")
+        assert stat.S_IMODE(st.st_mode) == 0o751 and st.st_mtime_ns == 1_000_000_000_000_000_007
+        with pytest.raises(OSError):
+            os.fstat(sub)  # closed by the writer
+        assert sorted(os.listdir(tmp_path)) == [".#taken", "one", "sub"]
     finally:
         os.close(d)
 

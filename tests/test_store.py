@@ -292,14 +292,14 @@ def _umask() -> int:
 def test_no_hard_links_falls_back_to_rename(tmp_path, monkeypatch):
     """STORE-4 where link() is refused (EPERM, e.g. some FUSE or SMB mounts): the complete temporary
     file is renamed into place unless the chunk appeared meanwhile; no temporary file is left."""
-    import pycatar.store as store_mod
+    import pycatar.fileio as fileio_mod  # the one place chunk files are installed
 
     def no_links(tmp, final, data, mode):
         with open(tmp, "xb") as f:
             f.write(data)
         return (2, errno.EPERM)
 
-    monkeypatch.setattr(store_mod, "install_file", no_links)
+    monkeypatch.setattr(fileio_mod, "install_file", no_links)
     s = LocalStore(tmp_path / "S")
     cid, data = _chunk(6)
     assert s.put(cid, data) > 0

@@ -16,20 +16,25 @@
  *
  * write_files(jobs) creates a batch of regular files, each under its temporary name, writes its
  * payload (leaving all-zero 4 KiB blocks as holes when asked), sets owner, mode and mtime, checks
- * the mtime stuck, and renames it into place -- all with the GIL released, so a worker thread can
+ * the mtime stuck, and renames it into place -- all with the GIL released, so worker threads can
  * create files while the main thread decodes the archive.  The Python extractor decides which
  * files qualify (no xattrs, ACL entries, capabilities, labels or chattr flags to restore, a parent
  * directory it created itself) and what each job asks for; this module only performs the calls.
  *
- * A job is the tuple
- *   (dir_fd, tmp_name: bytes, name: bytes, pieces: sequence of buffers, size, open_mode,
- *    uid, gid, mode, mtime_ns, granularity_ns, sparse)
+ * A job is a 12-tuple whose fields the module lists, in order, as JOB_FIELDS (the one description:
+ * pycatar.extract builds its FileJob named tuple from it):
+ *   dir_fd, tmp (bytes), name (bytes), pieces (sequence of buffers), size, open_mode,
+ *   uid, gid, mode, mtime_ns, granularity_ns, sparse
  * where uid/gid -1 means "leave the owner", mode -1 "leave the mode" and granularity_ns 0 "leave the
- * mtime" (mtime_ns is signed: negative before 1970).  The batch stops at the first failure; the failed job's temporary file is removed.
+ * mtime" (mtime_ns is signed: negative before 1970).  The batch stops at the first failure; the
+ * failed job's temporary file is removed.  A job with an empty ``tmp`` finishes a node made
+ * already (a directory, once its children are in place): ``dir_fd`` is the node's own descriptor,
+ * which gets owner, mode and mtime, the check, and is closed (also on failure); nothing is created,
+ * written or renamed.
  *
- * Returns (jobs_done, hole_bytes, failed_index, step, errno); failed_index is -1 on success.
- * Steps: 0 create, 1 write, 2 inspect, 3 set owner, 4 set mode, 5 set mtime, 6 verify mtime
- * (errno 0: the file system rounded the mtime), 7 rename into place, 8 close.
+ * Returns (jobs_done, hole_bytes, failed_index, step, errno); failed_index is -1 on success.  The
+ * step is an index into STEPS, which says in words what failed ("create", "write", ...); at step
+ * STEP_VERIFY with errno 0 the file system rounded the mtime.
  */
 
 #define _GNU_SOURCE
@@ -48,7 +53,17 @@
 #define HOLE_BLOCK 4096
 
 enum { STEP_CREATE, STEP_WRITE, STEP_INSPECT, STEP_OWNER, STEP_MODE, STEP_MTIME, STEP_VERIFY,
-       STEP_RENAME, STEP_CLOSE };
+       STEP_RENAME, STEP_CLOSE, NSTEPS };
+
+/* what each step does, for error messages ("Failed to <step> 'path'"), in the enum's order */
+static const char *const step_names[NSTEPS] = {
+    "create", "write", "inspect", "set the owner of", "set the mode of", "set the modification time of",
+    "verify the modification time of", "move into place", "write"};
+
+static const char *const job_fields[] = {
+    "dir_fd", "tmp", "name", "pieces", "size", "open_mode", "uid", "gid", "mode", "mtime_ns",
+    "granularity_ns", "sparse"};
+#define NFIELDS ((Py_ssize_t)(sizeof job_fields / sizeof job_fields[0]))
 
 typedef struct {
     int dir_fd;
@@ -159,16 +174,21 @@ static int write_payload(int fd, const Job *j, long long *holes) {
 static int do_job(const Job *j, long long *holes, int *step) {
     struct stat st;
     int fd;
-    *step = STEP_CREATE;
-    do
-        fd = openat(j->dir_fd, j->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY,
-                    (mode_t)j->open_mode);
-    while (fd < 0 && errno == EINTR);
-    if (fd < 0)
-        return -1;
-    *step = STEP_WRITE;
-    if (write_payload(fd, j, holes) < 0)
-        goto fail;
+    int finish_only = j->tmp[0] == 0; /* a node created already: dir_fd is the node itself */
+    if (finish_only) {
+        fd = j->dir_fd;
+    } else {
+        *step = STEP_CREATE;
+        do
+            fd = openat(j->dir_fd, j->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY,
+                        (mode_t)j->open_mode);
+        while (fd < 0 && errno == EINTR);
+        if (fd < 0)
+            return -1;
+        *step = STEP_WRITE;
+        if (write_payload(fd, j, holes) < 0)
+            goto fail;
+    }
     if (j->uid >= 0 || j->mode >= 0) {
         *step = STEP_INSPECT;
         if (fstat(fd, &st) < 0)
@@ -199,7 +219,7 @@ static int do_job(const Job *j, long long *holes, int *step) {
             goto fail;
     }
     *step = STEP_RENAME;
-    if (renameat(j->dir_fd, j->tmp, j->dir_fd, j->name) < 0)
+    if (!finish_only && renameat(j->dir_fd, j->tmp, j->dir_fd, j->name) < 0)
         goto fail;
     if (j->granularity_ns > 0) {
         *step = STEP_VERIFY;
@@ -223,7 +243,8 @@ static int do_job(const Job *j, long long *holes, int *step) {
 fail: {
         int e = errno;
         close(fd);
-        unlinkat(j->dir_fd, j->tmp, 0);
+        if (!finish_only)
+            unlinkat(j->dir_fd, j->tmp, 0);
         errno = e;
         return -1;
     }
@@ -259,8 +280,8 @@ static PyObject *write_files(PyObject *self, PyObject *arg) {
     for (; ready < n; ready++) {
         PyObject *t = PySequence_Fast_GET_ITEM(seq, ready);
         Job *j = &jobs[ready];
-        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 12) {
-            PyErr_SetString(PyExc_TypeError, "a job is a tuple of 12 items");
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != NFIELDS) {
+            PyErr_SetString(PyExc_TypeError, "a job is a tuple of the JOB_FIELDS");
             goto error;
         }
         int bad = 0;
@@ -494,4 +515,37 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "pycatar._fileio",
                                     "File I/O in C with the GIL released: batch file creation, whole-file reads, chunk file installs.",
                                     -1, methods};
 
-PyMODINIT_FUNC PyInit__fileio(void) { return PyModule_Create(&module); }
+static PyObject *names_tuple(const char *const *names, Py_ssize_t n) {
+    PyObject *t = PyTuple_New(n);
+    for (Py_ssize_t i = 0; t && i < n; i++) {
+        PyObject *s = PyUnicode_FromString(names[i]);
+        if (!s) {
+            Py_CLEAR(t);
+            break;
+        }
+        PyTuple_SET_ITEM(t, i, s);
+    }
+    return t;
+}
+
+static int add_ref(PyObject *m, const char *name, PyObject *value) { /* steals value */
+    if (!value || PyModule_AddObject(m, name, value) < 0) {
+        Py_XDECREF(value);
+        return -1;
+    }
+    return 0;
+}
+
+PyMODINIT_FUNC PyInit__fileio(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (!m)
+        return NULL;
+    if (add_ref(m, "JOB_FIELDS", names_tuple(job_fields, NFIELDS)) < 0 ||
+        add_ref(m, "STEPS", names_tuple(step_names, NSTEPS)) < 0 ||
+        PyModule_AddIntConstant(m, "STEP_CREATE", STEP_CREATE) < 0 ||
+        PyModule_AddIntConstant(m, "STEP_VERIFY", STEP_VERIFY) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

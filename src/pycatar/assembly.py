@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 import stat as st
 import tempfile
 import threading
@@ -34,6 +33,7 @@ from typing import Callable, Iterable
 from . import digest as _digest
 from .blob import MAX_PENDING_BYTES, ChunkSource, IndexStream, default_threads, is_zero
 from .errors import ChunkError, PycatarError
+from .fileio import install, temp_name
 from .index import ChunkRef, IndexReader
 from .seeds import DirectorySeed, Seed, SeedCache, SeedError, Target, null_chunk_ids, open_seed
 from .store import StoreSet, as_store_set
@@ -549,13 +549,9 @@ class _Hardlinker:
                 return False
             if not self._same_bytes(layout.root_fd, src_rel, dfd, name):
                 return False
-            tmp = f".#{name}{secrets.token_hex(8)}"
+            tmp = temp_name(name)
             os.link(src_rel, tmp, src_dir_fd=layout.root_fd, dst_dir_fd=dfd, follow_symlinks=False)
-            try:
-                os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
-            except OSError:
-                os.unlink(tmp, dir_fd=dfd)
-                raise
+            install(tmp, name, dir_fd=dfd)
             return True
         finally:
             os.close(dfd)

@@ -20,8 +20,10 @@ Only Linux is supported.
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import errno
+import gc
 import itertools
 import os
 import secrets
@@ -32,10 +34,10 @@ from typing import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from . import fsmeta
-from ._fileio import write_files
+from . import _fileio
 from .entry import Entry, select_subtree
 from .errors import FormatError, PycatarError, UnsupportedError
-from .fileio import SparseWriter
+from .fileio import SparseWriter, temp_name
 from .flags import B as F
 from .validate import mtime_ns
 from .flags import (
@@ -133,12 +135,6 @@ def normalize_subpath(subpath: str | None) -> str | None:
 
 def _valid_name(name: str) -> bool:
     return name not in ("", ".", "..") and "/" not in name and "\0" not in name
-
-
-def _temp_name(name: str) -> str:
-    """``.#<name><16 random hex digits>``, shortened so it stays a valid (<= 255 byte) file name."""
-    raw = os.fsencode(name)[: 255 - 18]
-    return os.fsdecode(b".#" + raw + secrets.token_hex(8).encode())
 
 
 def _uid_valid(uid: int) -> bool:
@@ -248,52 +244,60 @@ class _PayloadWriter(SparseWriter):
 
 
 
-# --------------------------------------------------------------------------- the fast path
+# --------------------------------------------------------------------------- the batch writer
 
-#: regular files up to this size whose parent directory is clean go through the batch writer
-FAST_FILE_MAX = 1 << 20
-#: a batch is handed to the writer thread when it holds this many jobs (files and directories
+#: regular files up to this size whose parent directory is clean go through the batch writer (so at
+#: most about (WRITERS + 1) * (BATCH_BYTES + FAST_FILE_MAX) payload bytes wait for the writers);
+#: larger ones are written by the decoding thread as it reads them
+FAST_FILE_MAX = 32 << 20
+#: a batch is handed to a writer thread when it holds this many jobs (files and directories
 #: waiting for their children) or this many payload bytes
 BATCH_JOBS = 256
 BATCH_BYTES = 8 << 20
-_STEP_WHAT = ("create", "write", "inspect", "set the owner of", "set the mode of",
-              "set the modification time of", "verify the modification time of", "move into place", "write")
+#: writer threads: file creation runs on every core while the main thread decodes
+WRITERS = max(2, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2))
+
+#: one regular file for the C writer; the fields (and their order) are the C module's own list
+FileJob = collections.namedtuple("FileJob", _fileio.JOB_FIELDS)
 
 
 class _Batch:
-    __slots__ = ("jobs", "entries", "after", "size")
+    __slots__ = ("jobs", "entries", "after", "handed", "size")
 
     def __init__(self):
-        self.jobs: list[tuple] = []      # for _fileio.write_files
+        self.jobs: list[FileJob] = []    # for _fileio.write_files
         self.entries: list[Entry] = []   # the entry of each job
-        self.after: list[_Node] = []     # directories to finalise once the batch is written
+        self.after: list[_Node] = []     # directories to finalise once this and every earlier batch is written
+        self.handed: list[tuple[int, _Node]] = []  # (job number, directory) whose fd a job finishes and closes
         self.size = 0
 
 
 class _Batcher:
     """Plain regular files in clean directories are created in batches by the C writer
-    (pycatar._fileio) in a worker thread, with the GIL released, while the main thread goes on
-    decoding.  A directory is finalised (owner, mode, mtime, ...) only once every batch that may
-    hold one of its children is written; directories are finalised in the order they finish, so
-    children still come before their parents."""
+    (pycatar._fileio) in up to :data:`WRITERS` threads at once, with the GIL released, while the main
+    thread goes on decoding.  Batches finish in the order they were handed out: a directory is
+    finalised (owner, mode, mtime, ...) only once every batch that may hold one of its children is
+    written, and directories are finalised in the order they finish, so children still come before
+    their parents."""
 
-    def __init__(self, ex: "_Extractor"):
+    def __init__(self, ex: "_Extractor", writers: int | None = None):
         self.ex = ex
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="pycatar-write")
+        self.writers = writers = writers or WRITERS
+        self.pool = ThreadPoolExecutor(writers, thread_name_prefix="pycatar-write")
         self.current = _Batch()
-        self.inflight: tuple[_Batch, Future] | None = None
+        self.inflight: collections.deque[tuple[_Batch, Future | None]] = collections.deque()
         self.prefix = b"%08x" % secrets.randbits(32)
         self.counter = itertools.count()
         self.finishing: _Batch | None = None  # the batch whose directories are being finalised
 
     def busy(self) -> bool:
-        return bool(self.current.jobs or self.current.after) or self.inflight is not None
+        return bool(self.current.jobs or self.current.after or self.inflight)
 
-    def add(self, job_entry: Entry, job: tuple) -> None:
+    def add(self, job_entry: Entry, job: FileJob) -> None:
         b = self.current
         b.jobs.append(job)
         b.entries.append(job_entry)
-        b.size += job[4]
+        b.size += job.size
         if len(b.jobs) + len(b.after) >= BATCH_JOBS or b.size >= BATCH_BYTES:
             self.submit()
 
@@ -304,27 +308,31 @@ class _Batcher:
             self.submit()
 
     def temp_name(self, raw: bytes) -> bytes:
-        return b".#" + raw[: 255 - 18] + self.prefix + b"%08x" % (next(self.counter) & 0xFFFFFFFF)
+        """A temporary name for the file ``raw``: a random prefix per extraction and a counter."""
+        return temp_name(raw, self.prefix + b"%08x" % (next(self.counter) & 0xFFFFFFFF))
 
     def submit(self) -> None:
-        """Hand the current batch to the writer (after the previous one is done)."""
-        self.wait()
+        """Hand the current batch to a writer; finish the batches already written, and wait while
+        every writer is busy."""
         b = self.current
         self.current = _Batch()
-        if b.jobs:
-            self.inflight = (b, self.pool.submit(write_files, b.jobs))
-        else:
-            self._finish(b, None)
+        self.inflight.append((b, self.pool.submit(_fileio.write_files, b.jobs) if b.jobs else None))
+        self._reap(self.writers)
 
-    def wait(self) -> None:
-        if self.inflight is not None:
-            b, fut = self.inflight
-            self.inflight = None
-            self._finish(b, fut.result())
+    def _reap(self, limit: int) -> None:
+        """Finish written batches, oldest first; block until at most ``limit`` are in flight."""
+        inflight = self.inflight
+        while inflight:
+            b, fut = inflight[0]
+            if fut is not None and not fut.done() and len(inflight) <= limit:
+                return
+            inflight.popleft()
+            self._finish(b, fut.result() if fut is not None else None)
 
     def flush(self) -> None:
-        self.submit()
-        self.wait()
+        while self.busy():  # finishing a batch may hand directories to the next one
+            self.submit()
+            self._reap(0)
 
     def _finish(self, b: _Batch, result) -> None:
         ex = self.ex
@@ -332,18 +340,27 @@ class _Batcher:
         if result is not None:
             done, holes, failed, step, err = result
             ex.stats.hole_bytes += holes
+            _settle(b, failed)
             if failed >= 0:
                 entry = b.entries[failed]
-                if step == 0 and err == errno.EEXIST:  # temporary name taken: retry the rest here
-                    rest = [(j[0], self.temp_name(j[2])) + j[2:] for j in b.jobs[failed:]]
+                if step == _fileio.STEP_CREATE and err == errno.EEXIST:  # temporary name taken: retry the rest here
+                    rest = [job._replace(tmp=self.temp_name(job.name)) if job.tmp else job for job in b.jobs[failed:]]
+                    b.handed = [(i - failed, node) for i, node in b.handed if i >= failed]
                     b.jobs, b.entries = rest, b.entries[failed:]
-                    self._finish(b, write_files(rest))
+                    self._finish(b, _fileio.write_files(rest))
                     return
-                ex.what = _STEP_WHAT[step]
-                if step == 6 and err == 0:
+                ex.what = _fileio.STEPS[step]
+                if step == _fileio.STEP_VERIFY and err == 0:
                     raise _mtime_precision_error(entry.path or ".")
                 raise _FastFailure(entry, err)
+        nxt = self.current
         for node in b.after:  # a finalised directory's fd is closed (-1): abandon() skips it
+            job = ex._finish_job(node)
+            if job is not None:  # every child is written: a writer finishes the directory
+                nxt.handed.append((len(nxt.jobs), node))
+                nxt.jobs.append(job)
+                nxt.entries.append(node.entry)
+                continue
             ex.pending = node  # named in an error; abort() closes it
             ex._finalize(node)
             ex.pending = None
@@ -351,13 +368,13 @@ class _Batcher:
         self.finishing = None
 
     def abandon(self) -> None:
-        """After a failure: let the writer finish, then close every directory still waiting."""
+        """After a failure: let the writers finish, then close every directory still waiting."""
         batches = [self.finishing, self.current]
-        if self.inflight is not None:
-            b, fut = self.inflight
-            self.inflight = None
+        while self.inflight:
+            b, fut = self.inflight.popleft()
             try:
-                fut.result()
+                if fut is not None:
+                    _settle(b, fut.result()[2])
             except BaseException:
                 pass
             batches.append(b)
@@ -365,11 +382,22 @@ class _Batcher:
         for b in batches:
             for node in b.after if b is not None else ():
                 node.close()
+            for _, node in b.handed if b is not None else ():
+                node.close()
         self.current = _Batch()
         self.finishing = None
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
+
+
+def _settle(b: _Batch, failed: int) -> None:
+    """After ``b`` was written (``failed``: the job that failed, or -1): the directories whose jobs
+    ran had their fds closed by the writer; those after a failure are left to abandon()."""
+    ran = [item for item in b.handed if failed < 0 or item[0] <= failed]
+    for _, node in ran:
+        node.fd = -1
+    b.handed = [item for item in b.handed if failed >= 0 and item[0] > failed]
 
 
 def _mtime_precision_error(shown: str) -> UnsupportedError:
@@ -434,6 +462,7 @@ class _Extractor:
         self._magic_dev: int | None = None
         self._magic = 0
         self._uids: dict[str, int] = {}
+        self._owner_ids: dict[tuple, tuple[int, int]] = {}  # (uid, gid, user, group) -> ids on disk
         self._gids: dict[str, int] = {}
         self.batcher: _Batcher | None = None  # set by enable_fast_path()
         self.dest_clean = False
@@ -491,7 +520,31 @@ class _Extractor:
             return False
         return True
 
+    def _finish_job(self, node: "_Node") -> FileJob | None:
+        """The writer's job finishing a directory this extraction made in a clean one when only its
+        owner, mode and mtime are to be restored (what _finalize would do for it, then close it);
+        None when _finalize must do it.  (Its subvolume check holds by construction: mkdir never makes
+        a subvolume, and a plain entry is not one.)"""
+        entry = node.entry
+        if (not node.clean or node.dir_fd < 0 or node.fd < 0 or node.tmp is not None
+                or not self._plain(entry) or entry.acl_default is not None
+                or entry.acl_default_user or entry.acl_default_group):
+            return None
+        uid, gid = self._owner(entry) if self._owners else (-1, -1)
+        granularity = self._granularity
+        return FileJob(dir_fd=node.fd, tmp=b"", name=b"", pieces=(), size=0, open_mode=0, uid=uid, gid=gid,
+                       mode=entry.mode & 0o7777 if self._modes else -1,
+                       mtime_ns=mtime_ns(entry.mtime) if granularity is not None else -1,
+                       granularity_ns=granularity or 0, sparse=False)
+
     def _owner(self, entry: Entry) -> tuple[int, int]:
+        key = (entry.uid, entry.gid, entry.user, entry.group)
+        known = self._owner_ids.get(key)
+        if known is None:
+            known = self._owner_ids[key] = self._map_owner(entry)
+        return known
+
+    def _map_owner(self, entry: Entry) -> tuple[int, int]:
         replay = self.replay
         if replay & F.WITH_USER_NAMES and entry.user is not None:
             uid = self._name_to_id(entry.user, False)
@@ -516,21 +569,25 @@ class _Extractor:
             self.stats.entries += 1
             self.stats.directories += 1
         else:
-            self._add(first, base_fd, read_payload)
+            if not _valid_name(first.name):
+                raise FormatError(f"invalid file name in archive: {first.path!r}")
+            self._add(first, first.name, base_fd, read_payload)
         base = first.path
         prefix = base + "/" if base else ""
+        stack = self.stack
         for entry in entries:
-            if not entry.path.startswith(prefix) or entry.path == base:
-                raise FormatError(f"archive entry {entry.path!r} lies outside the extracted tree {base or '/'!r}")
-            parent_path, _, name = entry.path.rpartition("/")
+            path = entry.path
+            if not path.startswith(prefix) or path == base:
+                raise FormatError(f"archive entry {path!r} lies outside the extracted tree {base or '/'!r}")
+            parent_path, _, name = path.rpartition("/")
             if not _valid_name(name):
-                raise FormatError(f"invalid file name in archive: {entry.path!r}")
-            if not self.stack or self.stack[-1].entry.path != parent_path:
-                if not any(n.entry.path == parent_path for n in self.stack):
-                    raise FormatError(f"archive entry {entry.path!r} is out of order")
-                while self.stack[-1].entry.path != parent_path:
+                raise FormatError(f"invalid file name in archive: {path!r}")
+            if not stack or stack[-1].entry.path != parent_path:
+                if not any(n.entry.path == parent_path for n in stack):
+                    raise FormatError(f"archive entry {path!r} is out of order")
+                while stack[-1].entry.path != parent_path:
                     self._finish_dir()
-            self._add(entry, self.stack[-1].fd, read_payload)
+            self._add(entry, name, stack[-1].fd, read_payload)
         while self.stack:
             self._finish_dir()
         if self.batcher is not None:
@@ -545,10 +602,8 @@ class _Extractor:
         self._finalize(self.stack[-1])  # still on the stack if this fails, so abort() cleans it up
         self.stack.pop()
 
-    def _add(self, entry: Entry, dir_fd: int, read_payload) -> None:
-        name = entry.name
-        if not _valid_name(name):
-            raise FormatError(f"invalid file name in archive: {entry.path!r}")
+    def _add(self, entry: Entry, name: str, dir_fd: int, read_payload) -> None:
+        """Create ``entry`` (its ``name`` checked by the caller) in the directory ``dir_fd``."""
         parent = self.stack[-1] if self.stack else None
         self.stats.entries += 1
         mode = entry.mode
@@ -616,21 +671,22 @@ class _Extractor:
         self.pending = None
         self.what = "set the owner of"
         uid, gid = self._owner(entry) if self._owners else (-1, -1)
-        mode = entry.mode
+        mode = entry.mode & 0o7777
         raw = os.fsencode(name)
         granularity = self._granularity
         batcher = self.batcher
-        job = (dir_fd, batcher.temp_name(raw), raw, pieces, size, 0o600 | (mode & 0o7777), uid, gid,
-               mode & 0o7777 if self._modes else -1, mtime_ns(entry.mtime) if granularity is not None else -1,
-               granularity or 0, self.punch_holes)
-        self.stats.files += 1
-        self.stats.payload_bytes += size
-        batcher.add(entry, job)
+        stats = self.stats
+        stats.files += 1
+        stats.payload_bytes += size
+        batcher.add(entry, FileJob(dir_fd=dir_fd, tmp=batcher.temp_name(raw), name=raw, pieces=pieces, size=size,
+                                   open_mode=0o600 | mode, uid=uid, gid=gid, mode=mode if self._modes else -1,
+                                   mtime_ns=mtime_ns(entry.mtime) if granularity is not None else -1,
+                                   granularity_ns=granularity or 0, sparse=self.punch_holes))
 
     def _make_at(self, node: _Node, create: Callable[[str], int | None]) -> None:
         """Create a node under a fresh temporary name (retrying on the unlikely name clash)."""
         for _ in range(16):
-            tmp = _temp_name(node.name)
+            tmp = temp_name(node.name)
             try:
                 fd = create(tmp)
             except FileExistsError:
@@ -1185,6 +1241,10 @@ def extract(entries: Iterable[Entry], read_payload: Callable[[], Iterable[bytes]
     ex.stats.feature_flags = int(flags)
     ex.stats.replay_flags = replay
     base_fd = _open_dest(dest)
+    # Entries are short-lived and form no reference cycles: the cyclic collector would only walk
+    # the young objects again and again (about 4 % of an extraction's CPU time), so it pauses.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         ex.enable_fast_path(base_fd, _is_empty_dir(base_fd))
         ex.run(it, first, read_payload, base_fd)
@@ -1206,6 +1266,8 @@ def extract(entries: Iterable[Entry], read_payload: Callable[[], Iterable[bytes]
         raise
     finally:
         os.close(base_fd)
+        if collecting:
+            gc.enable()
     return ex.stats
 
 

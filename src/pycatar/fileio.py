@@ -1,51 +1,186 @@
 """Writing files: safely (a file appears under its final name only once it is complete) and sparsely
-(all-zero blocks become holes)."""
+(all-zero blocks become holes).
+
+Every new file pycatar installs -- archives, indexes, blobs, chunk files, cached seed tables,
+signatures, uploads, the files of an extracted tree -- is built under :func:`temp_name` in the
+directory of its final name and then renamed (or, for chunk files, hard-linked) into place:
+:class:`AtomicFile` for files written through a file object, :func:`write_atomic` for bytes at
+hand, :func:`install` for a temporary file made some other way, :func:`install_new` for a file
+written once and for all (never replacing what is there)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
+from typing import Callable
 
+from ._fileio import install_file
 from .errors import PycatarError
+
+#: tries at a fresh temporary name when the previous one exists already
+_NAME_TRIES = 16
+
+
+def temp_name(name: str | bytes, tag: str | bytes | None = None):
+    """The temporary name of ``name`` in the same directory: ``.#<name><tag>``, as casync names its
+    own; ``tag`` defaults to 16 random hex digits.  ``name`` is shortened so the result stays a
+    valid file name (255 bytes).  Returns the type given (str or bytes)."""
+    if isinstance(name, bytes):
+        if tag is None:
+            tag = secrets.token_hex(8).encode()
+        elif isinstance(tag, str):
+            tag = tag.encode()
+        return b".#" + name[: 253 - len(tag)] + tag
+    if tag is None:
+        tag = secrets.token_hex(8)
+    elif isinstance(tag, bytes):
+        tag = tag.decode()
+    raw = os.fsencode(name)
+    if len(raw) + len(tag) > 253:
+        name = os.fsdecode(raw[: 253 - len(tag)])
+    return ".#" + name + tag
+
+
+def _temp_path(path: str) -> str:
+    d, name = os.path.split(path)
+    return os.path.join(d, temp_name(name))
+
+
+def install(tmp: str, path: str, *, dir_fd: int | None = None) -> None:
+    """Rename the complete file ``tmp`` over ``path`` (both in the directory ``dir_fd`` if given);
+    if that fails, ``tmp`` is removed and the error raised."""
+    try:
+        os.replace(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except OSError:
+        try:
+            os.unlink(tmp, dir_fd=dir_fd)
+        except OSError:
+            pass
+        raise
+
+
+def install_new(path: str, data, mode: int = 0o444, *, temp: Callable[[], str] | None = None) -> bool:
+    """Write ``data`` to ``path`` once and for all: under a temporary path (``temp()`` gives a fresh
+    one, in the same directory; default: :func:`temp_name`), hard-linked to ``path`` so that a file
+    already there is never replaced (where the file system has no hard links: renamed, unless
+    ``path`` exists).  True if ``path`` now holds ``data``, False if it existed already.  Raises
+    OSError (ENOENT: the directory is gone)."""
+    if temp is None:
+        temp = lambda: _temp_path(path)  # noqa: E731
+    for _ in range(_NAME_TRIES):
+        tmp = temp()
+        r = install_file(tmp, path, data, mode)  # create, write, close, link, unlink: one C call, GIL released
+        if not isinstance(r, tuple):
+            return r == 1
+        step, err = r
+        if step == 0 and err == errno.EEXIST:
+            continue  # another writer's temporary name: take another
+        if step == 2 and err in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
+            try:  # no hard links here: the content is the same by construction, so a rename will do
+                if os.path.lexists(path):
+                    return False
+                os.rename(tmp, path)
+                return True
+            finally:
+                try:
+                    os.unlink(tmp)
+                except FileNotFoundError:
+                    pass
+        if step == 2:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+        raise OSError(err, os.strerror(err), path)
+    raise OSError(errno.EEXIST, "no free temporary name", path)
 
 
 class AtomicFile:
-    """A binary file written under a temporary name in the target's directory, fsync'ed and renamed
-    over ``path`` on successful close; removed if the block raises.
+    """A new binary file written under a temporary name in the target's directory (:func:`temp_name`)
+    and renamed over ``path`` on :meth:`commit` (after an fsync if ``fsync``); :meth:`discard` (or
+    an exception in a ``with`` block) removes it, leaving ``path`` untouched.
 
-    ``with AtomicFile(path) as f: f.write(...)``"""
+    ``with AtomicFile(path) as f: f.write(...)``, or ``a = AtomicFile(path); f = a.open(); ...;
+    a.commit()`` where the writing spans several calls.  :attr:`tmp` is the temporary path while
+    the file is being written (None afterwards)."""
 
-    def __init__(self, path: str | os.PathLike, mode: int = 0o666, *, fsync: bool = True):
+    def __init__(self, path: str | os.PathLike, mode: int = 0o666, *, fsync: bool = True,
+                 buffering: int = 1 << 20):
         self.path = os.fspath(path)
-        d, name = os.path.split(self.path)
-        self.tmp = os.path.join(d, f".#{name}.{secrets.token_hex(8)}.tmp")
         self.mode = mode
         self.fsync = fsync
+        self.buffering = buffering
+        self.tmp: str | None = None
         self.file = None
 
+    def open(self):
+        """Create the temporary file (exclusively; another name if one is taken) and return it open
+        for writing (``buffering`` as for :func:`open`; 0 gives a raw file)."""
+        for _ in range(_NAME_TRIES):
+            tmp = _temp_path(self.path)
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, self.mode)
+            except FileExistsError:
+                continue
+            self.tmp = tmp
+            self.file = os.fdopen(fd, "wb", buffering=self.buffering)
+            return self.file
+        raise FileExistsError(errno.EEXIST, "no free temporary name", self.path)
+
+    def commit(self) -> None:
+        """Flush, fsync (if asked), close and rename the file into place.  Raises OSError; the
+        temporary file is then removed."""
+        try:
+            self.file.flush()
+            if self.fsync:
+                os.fsync(self.file.fileno())
+            self.file.close()
+            install(self.tmp, self.path)
+            self.tmp = None
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        """Close and remove the temporary file, if it is still there."""
+        if self.file is not None:
+            try:
+                self.file.close()
+            except OSError:
+                pass
+        if self.tmp is not None:
+            try:
+                os.unlink(self.tmp)
+            except FileNotFoundError:
+                pass
+            self.tmp = None
+
     def __enter__(self):
-        fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, self.mode)
-        self.file = os.fdopen(fd, "wb", buffering=1 << 20)
-        return self.file
+        return self.open()
 
     def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.discard()  # the block's own error is the one to report
+            return False
         try:
-            try:
-                if exc_type is None:
-                    self.file.flush()
-                    if self.fsync:
-                        os.fsync(self.file.fileno())
-                self.file.close()
-                if exc_type is None:
-                    os.rename(self.tmp, self.path)
-            except OSError as e:
-                if exc_type is not None:
-                    return False  # the block's own error is the one to report
-                raise PycatarError(f"Failed to write {self.path}: {e.strerror or e}") from None  # e.g. disk full
-        finally:
-            if os.path.lexists(self.tmp):
-                os.unlink(self.tmp)
+            self.commit()
+        except OSError as e:
+            raise PycatarError(f"Failed to write {self.path}: {e.strerror or e}") from None  # e.g. disk full
         return False
+
+
+def write_atomic(path: str | os.PathLike, data, mode: int = 0o666, *, fsync: bool = False) -> None:
+    """Write ``data`` (bytes) to ``path`` whole or not at all.  Raises OSError."""
+    out = AtomicFile(path, mode, fsync=fsync, buffering=0)
+    f = out.open()
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[f.write(view):]
+    except BaseException:
+        out.discard()
+        raise
+    out.commit()
 
 
 #: the granularity of holes in sparse output (a file system block)
@@ -91,25 +226,39 @@ class SparseWriter:
         if not self.sparse:
             self._data(data)
             return
-        buf = self._carry + bytes(data) if self._carry else data if isinstance(data, bytes) else bytes(data)
-        full = n + len(self._carry) - (n + len(self._carry)) % HOLE_BLOCK
-        self._carry = buf[full:]
-        if not full:
-            return
+        if not isinstance(data, bytes):
+            data = bytes(data)
+        pos = 0
+        if self._carry:  # complete the block the previous pieces began (without copying the rest)
+            need = HOLE_BLOCK - len(self._carry)
+            if n < need:
+                self._carry += data
+                return
+            block, self._carry = self._carry + data[:need], b""
+            self._blocks(block, 0, HOLE_BLOCK)
+            pos = need
+        end = pos + (n - pos) // HOLE_BLOCK * HOLE_BLOCK
+        if end > pos:
+            self._blocks(data, pos, end)
+        if end < n:
+            self._carry = data[end:]
+
+    def _blocks(self, buf: bytes, start: int, end: int) -> None:
+        """Whole blocks ``buf[start:end]``: runs of data written, all-zero blocks skipped."""
         view = memoryview(buf)
-        if buf.find(_ZERO_BLOCK, 0, full) < 0:  # no zero block can be in there: one write
-            self._data(view[:full])
+        if buf.find(_ZERO_BLOCK, start, end) < 0:  # no zero block can be in there: one write
+            self._data(view[start:end])
             return
-        start = 0  # the start of the current run of data blocks
-        for off in range(0, full, HOLE_BLOCK):
+        run = start  # the start of the current run of data blocks
+        for off in range(start, end, HOLE_BLOCK):
             if buf.startswith(_ZERO_BLOCK, off):
-                if off > start:
-                    self._data(view[start:off])
+                if off > run:
+                    self._data(view[run:off])
                 self._pending += HOLE_BLOCK
                 self.holes += HOLE_BLOCK
-                start = off + HOLE_BLOCK
-        if full > start:
-            self._data(view[start:full])
+                run = off + HOLE_BLOCK
+        if end > run:
+            self._data(view[run:end])
 
     def settle(self) -> None:
         """Put everything appended so far into the file (the kept-back partial block written, a

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import io
 import os
-import secrets
 import tempfile
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
 from . import flags as _flags
 from .errors import FormatError, PycatarError, UsageError
+from .fileio import AtomicFile
 from .format import (
     CHUNK_ID_SIZE,
     HEADER,
@@ -142,18 +142,16 @@ class IndexWriter:
         self.offset = 0
         self.count = 0
         self._closed = False
-        self._tmp = None
+        self._out = None
         if fileobj is not None:
             self._f = fileobj
             self._own = False
         else:
-            d, base = os.path.split(self.path)
-            self._tmp = os.path.join(d, f".#{base}{secrets.token_hex(8)}")
+            self._out = AtomicFile(self.path, mode & 0o666, fsync=False, buffering=_WRITE_BUFFER)
             try:
-                fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode & 0o666)
+                self._f = self._out.open()
             except OSError as e:
                 raise PycatarError(f"cannot create index {self.path}: {e.strerror}") from None
-            self._f = io.open(fd, "wb", buffering=_WRITE_BUFFER)
             self._own = True
         self._f.write(self.header.pack())
 
@@ -184,9 +182,7 @@ class IndexWriter:
             ))
             self._f.flush()
             if self._own:
-                self._f.close()
-                os.replace(self._tmp, self.path)
-                self._tmp = None
+                self._out.commit()
             ok = True
         except OSError as e:
             raise PycatarError(f"cannot write index {self.path or '<stream>'}: {e.strerror}") from None
@@ -203,16 +199,7 @@ class IndexWriter:
 
     def _discard(self) -> None:
         if self._own:
-            try:
-                self._f.close()
-            except OSError:
-                pass
-            if self._tmp:
-                try:
-                    os.unlink(self._tmp)
-                except FileNotFoundError:
-                    pass
-                self._tmp = None
+            self._out.discard()
 
     def __enter__(self) -> "IndexWriter":
         return self

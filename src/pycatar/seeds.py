@@ -43,6 +43,7 @@ from ._fileio import read_file
 from .chunker import Chunker
 from .encoder import CatarSerializer, EncoderOptions, TreeWalker, entry_records
 from .errors import PycatarError
+from .fileio import write_atomic
 
 INDEX_SUFFIXES = (".caibx", ".caidx")
 _ID = 32
@@ -173,21 +174,10 @@ class SeedCache:
         return ChunkTable.load(blob, fingerprint)
 
     def save(self, key: str, fingerprint: bytes, table: ChunkTable) -> bool:
-        final = self._file(key)
         try:
-            fd, tmp = tempfile.mkstemp(prefix=".#", suffix=".tmp", dir=self.path)
-        except OSError:
-            return False
-        try:
-            with open(fd, "wb") as f:
-                f.write(table.dump(fingerprint))
-            os.replace(tmp, final)
+            write_atomic(self._file(key), table.dump(fingerprint), 0o600)
             return True
         except OSError:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
             return False
 
 

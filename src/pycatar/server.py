@@ -23,7 +23,6 @@ import asyncio
 import logging
 import os
 import re
-import secrets
 import signal
 import ssl
 import stat as st
@@ -38,6 +37,7 @@ from aiohttp.abc import AbstractAccessLogger
 from . import compression as _compression
 from . import digest as _digest
 from .errors import ChunkError, FormatError, PycatarError, StoreUnavailable, UsageError
+from .fileio import AtomicFile
 from .store import CHUNK_SUFFIX, ChunkStore, LocalStore, parse_chunk_id
 
 DEFAULT_HOST = "127.0.0.1"
@@ -311,35 +311,29 @@ async def _put_index(request: web.Request, cfg: _Config, parts: list[str]) -> we
     if os.path.isdir(final):
         return _error(409, "a directory has that name")
     # a hidden temporary name: never served, and renamed over the final name only when complete
-    tmp = os.path.join(parent_real, f".{parts[-1]}.{secrets.token_hex(8)}.tmp")
+    out = AtomicFile(final, fsync=False)
     loop = asyncio.get_running_loop()
     try:
-        f = open(tmp, "xb")
+        f = out.open()
     except OSError as e:
         return _error(500, f"cannot create a temporary file: {e.strerror}")
-    installed = False
     try:
-        with f:
-            async def sink(piece):
-                await loop.run_in_executor(None, f.write, piece)
+        async def sink(piece):
+            await loop.run_in_executor(None, f.write, piece)
 
-            refused = await _read_body(request, cfg.max_index_body, sink)
-            if refused is not None:
-                return refused
+        refused = await _read_body(request, cfg.max_index_body, sink)
+        if refused is not None:
+            return refused
+        f.flush()
         try:
-            await loop.run_in_executor(None, _check_index, tmp, "/".join(parts))
+            await loop.run_in_executor(None, _check_index, out.tmp, "/".join(parts))
         except FormatError as e:
             return _error(422, str(e))
-        os.rename(tmp, final)
-        installed = True
+        out.commit()
     except OSError as e:
         return _error(500, f"cannot write {'/'.join(parts)}: {e.strerror}")
     finally:
-        if not installed:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+        out.discard()  # nothing left to do after a commit
     return web.Response(status=201)
 
 

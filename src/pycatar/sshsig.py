@@ -19,12 +19,12 @@ from __future__ import annotations
 import base64
 import fnmatch
 import hashlib
-import os
 import struct
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from .errors import PycatarError, UsageError
+from .fileio import write_atomic
 
 NAMESPACE = "pycatar"
 MAGIC = b"SSHSIG"
@@ -446,14 +446,7 @@ def allowed_keys(verify_key: str | None, allowed_signers: str | None) -> list[Pu
 
 def write_signature(path: str, text: str) -> None:
     """Write ``text`` to ``path`` whole or not at all (a temporary name, then renamed)."""
-    tmp = f"{path}.{os.getpid()}.tmp"
     try:
-        with open(tmp, "w", encoding="ascii") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        write_atomic(path, text.encode("ascii"))
     except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         raise PycatarError(f"cannot write {path}: {e.strerror}") from None

@@ -26,8 +26,9 @@ from typing import Iterable, Iterator, Sequence, TextIO
 
 from . import compression as _compression
 from . import digest as _digest
-from ._fileio import install_file, read_file
+from ._fileio import read_file
 from .errors import ChunkError, ChunkMissing, PycatarError, StoreUnavailable, UsageError
+from .fileio import install_new
 
 CHUNK_SUFFIX = ".cacnk"
 DEFAULT_STORE_NAME = "default.castr"
@@ -387,47 +388,21 @@ class LocalStore(ChunkStore):
         sub = h[:4]
         d = self._ensure_dir(sub)
         final = os.path.join(d, h + CHUNK_SUFFIX)
+        def temp() -> str:  # casync's form (STORE-4): a random prefix per store object and a counter
+            return os.path.join(d, f"{h}.{self._tmp_prefix}{next(self._tmp_counter) & 0xFFFFFFFF:08x}.tmp")
+
         for attempt in range(16):
-            tmp = os.path.join(d, f"{h}.{self._tmp_prefix}{next(self._tmp_counter) & 0xFFFFFFFF:08x}.tmp")
-            r = install_file(tmp, final, payload, 0o444)  # create, write, close, link, unlink: one C call
-            if not isinstance(r, tuple):
-                written = r == 1
+            try:
+                written = install_new(final, payload, 0o444, temp=temp)  # never replaces a chunk file
                 break
-            step, err = r
-            if step == 0 and err == errno.EEXIST and attempt < 15:
-                continue  # another writer's temporary name: take the next one
-            if step == 0 and err == errno.ENOENT and attempt < 15:
+            except FileNotFoundError:
+                if attempt == 15:
+                    raise PycatarError(f"cannot create chunk file in {d}: {os.strerror(errno.ENOENT)}") from None
                 self._dirs_made.discard(sub)  # the directory was removed meanwhile (gc): make it again
                 self._fresh_dirs.discard(sub)
                 self._ensure_dir(sub)
-                continue
-            if step == 0:
-                raise PycatarError(f"cannot create chunk file in {d}: {os.strerror(err)}")
-            if step == 2 and err in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
-                # no hard links here: fall back to a rename; the content is the same by construction
-                try:
-                    if os.path.lexists(final):
-                        written = False
-                    else:
-                        os.rename(tmp, final)
-                        written = True
-                except OSError as e:
-                    err = e.errno
-                else:
-                    err = 0
-                finally:
-                    try:
-                        os.unlink(tmp)
-                    except FileNotFoundError:
-                        pass
-                if not err:
-                    break
-            elif step == 2:
-                try:
-                    os.unlink(tmp)
-                except FileNotFoundError:
-                    pass
-            raise PycatarError(f"cannot write chunk {h} to {self.path}: {os.strerror(err)}")
+            except OSError as e:
+                raise PycatarError(f"cannot write chunk {h} to {self.path}: {e.strerror}") from None
         return len(payload) if written else 0
 
     def remove(self, chunk_id: bytes) -> bool:
