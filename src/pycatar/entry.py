@@ -74,7 +74,7 @@ class Entry:
     def isreg(self) -> bool:
         return _stat.S_ISREG(self.mode)
 
-    def islnk(self) -> bool:
+    def issym(self) -> bool:
         return _stat.S_ISLNK(self.mode)
 
     def isdev(self) -> bool:

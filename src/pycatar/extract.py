@@ -81,12 +81,6 @@ _AT_SYMLINK_NOFOLLOW = 0x100
 _UTIME_OMIT = (1 << 30) - 2
 _RENAME_EXCHANGE = 2
 
-# btrfs subvolumes (struct btrfs_ioctl_vol_args is 4096 bytes: s64 fd + 4088 bytes of name)
-_BTRFS_IOC_SUBVOL_CREATE = 0x5000940E
-_BTRFS_IOC_SUBVOL_GETFLAGS = 0x80089419
-_BTRFS_IOC_SUBVOL_SETFLAGS = 0x4008941A
-_BTRFS_SUBVOL_RDONLY = 1 << 1
-_BTRFS_FIRST_FREE_OBJECTID = 256
 
 _SELINUX_XATTR = "security.selinux"
 _FCAPS_XATTR = "security.capability"
@@ -699,16 +693,9 @@ class _Extractor:
 
     def _mkdir(self, node: _Node, name: str) -> None:
         if self.replay & node.entry.flags & F.WITH_SUBVOLUME:
-            raw = os.fsencode(name)
-            if len(raw) > 4087:
-                raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
-            import fcntl
-
-            args = bytearray(4096)
-            args[8:8 + len(raw)] = raw
             saved = os.umask(0o077)
             try:
-                fcntl.ioctl(node.dir_fd, _BTRFS_IOC_SUBVOL_CREATE, args)
+                fsmeta.create_subvolume(node.dir_fd, name)
             finally:
                 os.umask(saved)
         else:
@@ -995,22 +982,11 @@ class _Extractor:
     def _check_subvolume(self, node: _Node, st: os.stat_result) -> None:
         entry = node.entry
         is_subvol = (stat.S_ISDIR(st.st_mode) and self._fs_magic(node, st) == BTRFS_SUPER_MAGIC
-                     and st.st_ino == _BTRFS_FIRST_FREE_OBJECTID)
+                     and st.st_ino == fsmeta.BTRFS_FIRST_FREE_OBJECTID)
         if bool(entry.flags & F.WITH_SUBVOLUME) != is_subvol:
             raise OSError(errno.EEXIST, "subvolume state differs from the archive's")
         if self.replay & F.WITH_SUBVOLUME_RO and is_subvol and node.fd >= 0:
-            import fcntl
-            import struct
-
-            buf = bytearray(8)
-            fcntl.ioctl(node.fd, _BTRFS_IOC_SUBVOL_GETFLAGS, buf)
-            old = struct.unpack("=Q", buf)[0]
-            if entry.flags & F.WITH_SUBVOLUME_RO:
-                new = old | _BTRFS_SUBVOL_RDONLY
-            else:
-                new = old & ~_BTRFS_SUBVOL_RDONLY
-            if new != old:
-                fcntl.ioctl(node.fd, _BTRFS_IOC_SUBVOL_SETFLAGS, bytearray(struct.pack("=Q", new)))
+            fsmeta.set_subvolume_read_only(node.fd, bool(entry.flags & F.WITH_SUBVOLUME_RO))
 
     # ------------------------------------------------------------------ replacing and removing
 

@@ -21,8 +21,12 @@ FS_IOC_FSGETXATTR = 0x801C581F
 FS_IOC_FSSETXATTR = 0x401C5820
 FAT_IOCTL_GET_ATTRIBUTES = 0x80047210
 FAT_IOCTL_SET_ATTRIBUTES = 0x40047211
+BTRFS_IOC_SUBVOL_CREATE = 0x5000940E  # struct btrfs_ioctl_vol_args: s64 fd + 4088 bytes of name
 BTRFS_IOC_SUBVOL_GETFLAGS = 0x80089419
+BTRFS_IOC_SUBVOL_SETFLAGS = 0x4008941A
 BTRFS_SUBVOL_RDONLY = 2
+BTRFS_FIRST_FREE_OBJECTID = 256  # the inode number of a subvolume's top directory
+FICLONERANGE = 0x4020940D  # share a range of one file's blocks with another (struct file_clone_range)
 
 _UNSUPPORTED = {errno.ENOTTY, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF}
 
@@ -61,11 +65,39 @@ def read_quota_projid(fd: int) -> int:
     return _FSXATTR.unpack_from(buf)[3]
 
 
-def subvolume_read_only(fd: int) -> bool:
-    """Whether the btrfs subvolume whose top directory is ``fd`` is read-only."""
+def _subvolume_flags(fd: int) -> int:
     buf = bytearray(8)
     fcntl.ioctl(fd, BTRFS_IOC_SUBVOL_GETFLAGS, buf)
-    return bool(struct.unpack("=Q", buf)[0] & BTRFS_SUBVOL_RDONLY)
+    return struct.unpack("=Q", buf)[0]
+
+
+def subvolume_read_only(fd: int) -> bool:
+    """Whether the btrfs subvolume whose top directory is ``fd`` is read-only."""
+    return bool(_subvolume_flags(fd) & BTRFS_SUBVOL_RDONLY)
+
+
+def set_subvolume_read_only(fd: int, read_only: bool) -> None:
+    """Make the btrfs subvolume whose top directory is ``fd`` read-only or writable."""
+    old = _subvolume_flags(fd)
+    new = old | BTRFS_SUBVOL_RDONLY if read_only else old & ~BTRFS_SUBVOL_RDONLY
+    if new != old:
+        fcntl.ioctl(fd, BTRFS_IOC_SUBVOL_SETFLAGS, bytearray(struct.pack("=Q", new)))
+
+
+def create_subvolume(dir_fd: int, name: str) -> None:
+    """A new btrfs subvolume ``name`` in the directory ``dir_fd`` (EINVAL for a name too long)."""
+    raw = os.fsencode(name)
+    if len(raw) > 4087:
+        raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+    args = bytearray(4096)
+    args[8:8 + len(raw)] = raw
+    fcntl.ioctl(dir_fd, BTRFS_IOC_SUBVOL_CREATE, args)
+
+
+def clone_range(dst_fd: int, dst_offset: int, src_fd: int, src_offset: int, length: int) -> None:
+    """Share ``length`` bytes of ``src_fd`` at ``src_offset`` into ``dst_fd`` at ``dst_offset``
+    (FICLONERANGE: block-aligned offsets and length; OSError where the file system cannot)."""
+    fcntl.ioctl(dst_fd, FICLONERANGE, struct.pack("=qQQQ", src_fd, src_offset, length, dst_offset))
 
 
 def write_chattr(fd: int, value: int) -> None:

@@ -217,7 +217,7 @@ class Image:
         out: dict[bytes, bytes] = {}
         if replay & _I.WITH_XATTRS:
             out.update(entry.xattrs)
-        if replay & _I.WITH_ACL and not entry.islnk():
+        if replay & _I.WITH_ACL and not entry.issym():
             have_access = entry.acl_group_obj is not None or entry.acl_user or entry.acl_group
             values = dict(fsmeta.acl_xattrs(entry, entry.isdir(), self._acl_id))
             if have_access:
@@ -320,7 +320,7 @@ def _fs_class(pyfuse3, trio):
                 a.st_uid, a.st_gid = img.owner(entry)
                 if entry.isreg():
                     a.st_size = entry.size
-                elif entry.islnk():
+                elif entry.issym():
                     a.st_size = len(os.fsencode(entry.target))
                 else:
                     a.st_size = 0
@@ -362,7 +362,7 @@ def _fs_class(pyfuse3, trio):
 
         async def readlink(self, inode, ctx):
             entry = self._entry(inode)
-            if entry is None or not entry.islnk():
+            if entry is None or not entry.issym():
                 raise FUSEError(errno.EINVAL)
             return os.fsencode(entry.target)
 

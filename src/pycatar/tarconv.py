@@ -730,7 +730,7 @@ def tar_member(entry: Entry, name: str, replay: int, stats: TarStats) -> tarfile
     elif entry.isreg():
         ti.type = tarfile.REGTYPE
         ti.size = entry.size
-    elif entry.islnk():
+    elif entry.issym():
         ti.type = tarfile.SYMTYPE
         ti.linkname = entry.target
     elif entry.isdev():

@@ -169,7 +169,7 @@ def entry_problem(entry: Entry) -> str | None:
     problem = mtime_problem(entry.mtime, af)
     if problem:
         return problem
-    if entry.islnk():
+    if entry.issym():
         if entry.xattrs or entry.acl_user or entry.acl_group or entry.acl_group_obj is not None:
             return "xattrs or ACLs on a symlink cannot be stored (CATAR-13)"
         if entry.target is None or not cstr_ok(os.fsencode(entry.target) + b"\0", fmt.SYMLINK_SIZE_MAX - 16):
