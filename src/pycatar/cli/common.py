@@ -10,10 +10,7 @@ import sys
 
 from .. import chunker, progress, sources, sshsig
 from ..errors import UsageError
-from ..httpclient import HTTPOptions
-from ..httpclient import is_url as is_http_url
-from ..location import Remote, local_path, open_store, open_stores
-from ..s3store import is_s3_url
+from ..location import Remote, is_remote, local_path, open_store, open_stores
 from ..store import default_store_for
 from .options import Options
 
@@ -52,13 +49,14 @@ def strip_file_url(path: str) -> str:
 
 def is_url(path: str | None) -> bool:
     """Whether ``path`` is a remote location: an http(s) or an object store's s3+http(s) URL."""
-    return bool(path) and (is_http_url(path) or is_s3_url(path))
+    return is_remote(path)
 
 
 def remote(opts: Options) -> Remote:
-    """The command's HTTP client (made on first use, shared by its stores and downloads)."""
+    """The command's HTTP client (made on first use, shared by its stores and downloads; its options
+    are checked then, so a local path loads no network module)."""
     if opts.remote is None:
-        opts.remote = Remote(HTTPOptions(**opts.http))
+        opts.remote = Remote(dict(opts.http))
     return opts.remote
 
 
