@@ -14,15 +14,16 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
 
 from . import sshsig
-from .blob import IndexStream
 from .decoder import CatarReader
 from .errors import PycatarError, UsageError
-from .index import IndexReader
 from .location import Remote, open_input, shown
+
+# An archive index's stream (blob.IndexStream, with the index reader, the chunk stores and
+# concurrent.futures: 10-15 ms of python3 -X importtime, benchmarks/startup.py) is imported where it is
+# opened ("start-up" below), so that reading a .catar does not load it.
 
 #: what ``kind`` an archive's bytes are: the catar stream itself, or an index of its chunks
 ARCHIVE_KINDS = ("archive", "archive-index")
@@ -85,6 +86,11 @@ def open_catar(location: str | None, *, kind: str = "archive", stores=None, remo
         if location is not None:
             stack.enter_context(src)
         if kind == "archive-index":
+            from concurrent.futures import ThreadPoolExecutor  # start-up: see the top
+
+            from .blob import IndexStream  # start-up: see the top
+            from .index import IndexReader  # start-up: see the top
+
             index = stack.enter_context(IndexReader(src))
             options = {}
             if stores.concurrency:
