@@ -4,15 +4,14 @@ failover group ``a|b`` — turned into the object that reads or writes it.  Any 
 refused, never taken for a local folder of that name.
 
 A local path loads no network module: the HTTP client (pycurl, ssl) and the object store client are
-imported when a location is a URL (``# start-up:`` below; they are most of the start-up time of
-``pycatar list x.catar`` otherwise — python3 -X importtime, benchmarks/startup.py).
+imported when a location is a URL (``# start-up:`` below; they were half the start-up time of
+``pycatar list x.catar``, 20-30 ms of python3 -X importtime, benchmarks/startup.py), and so is tempfile.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import tempfile
 from typing import TYPE_CHECKING, BinaryIO, Iterable
 
 from .errors import PycatarError, UsageError
@@ -170,6 +169,8 @@ def open_input(location: str, *, remote: Remote | HTTPClient | None = None, what
             return open(path, "rb")
         except OSError as e:
             raise PycatarError(f'Failed to open "{path}": {e.strerror}') from None
+    import tempfile  # start-up: 3-4 ms (shutil, random...), only a download needs it (see top)
+
     remote = _as_remote(remote)
     f = tempfile.TemporaryFile()
     try:
