@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .. import chunker, progress, sources, sshsig
+from .. import chunker, progress, sources
 from ..errors import UsageError
 from ..location import Remote, is_remote, local_path, open_store, open_stores
 from ..store import default_store_for
@@ -98,6 +98,10 @@ def chunk_stores(opts: Options, index_path: str | None):
 
 def signature_keys(opts: Options):
     """The keys ``--verify-key=``/``--allowed-signers=`` name (None: no signature check asked)."""
+    if not (opts.verify_key or opts.allowed_signers):
+        return None  # nothing to load: sshsig (2 ms of python3 -X importtime) is imported when asked
+    from .. import sshsig  # start-up: see above
+
     return sshsig.allowed_keys(opts.verify_key, opts.allowed_signers)
 
 
