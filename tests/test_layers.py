@@ -119,7 +119,7 @@ def test_the_command_line_and_operations_import_at_module_top():
     importlib, a measured start-up cost: see VERBS there), and an import inside a function says why
     (``# start-up:`` and the measurement)."""
     mods = _modules()
-    checked = [m for m in mods if _is_command(m)] + ["pycatar.operations", "pycatar.sources"]
+    checked = [m for m in mods if _is_command(m)] + ["pycatar.operations", "pycatar.sources", "pycatar.location"]
     inside = {m: _function_level_imports(mods[m]) for m in checked}
     assert {m: lines for m, lines in inside.items() if lines} == {}
 
