@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import os
+import subprocess
+import sys
 
 PKG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src", "pycatar")
 
@@ -117,6 +119,39 @@ def test_the_command_line_and_operations_import_at_module_top():
     importlib, a measured start-up cost: see VERBS there), and an import inside a function says why
     (``# start-up:`` and the measurement)."""
     mods = _modules()
-    checked = [m for m in mods if _is_command(m)] + ["pycatar.operations", "pycatar.sources"]
+    checked = [m for m in mods if _is_command(m)] + ["pycatar.operations", "pycatar.sources", "pycatar.location"]
     inside = {m: _function_level_imports(mods[m]) for m in checked}
     assert {m: lines for m, lines in inside.items() if lines} == {}
+
+
+#: what a small verb on a local file must not load: the network stack, the writer side, construct
+NOT_AT_START_UP = ("pycurl", "ssl", "aiohttp", "boto3", "botocore", "cryptography", "construct", "pycatar.httpclient",
+                   "pycatar.httpstore", "pycatar.s3store", "pycatar.encoder", "pycatar.archive", "pycatar.tarconv",
+                   "pycatar.extract", "pycatar.assembly", "pycatar.mount")
+
+
+def _imported(args: list[str], cwd) -> set[str]:
+    p = subprocess.run([sys.executable, "-X", "importtime", "-m", "pycatar", *args], cwd=cwd,
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+    return {line.rsplit("|", 1)[1].strip() for line in p.stderr.splitlines()
+            if line.startswith("import time:") and "imported package" not in line}
+
+
+def test_small_verbs_on_local_files_load_no_network_nor_writer_module(tmp_path):
+    """The start-up rule (``# start-up:`` imports in location, sources, operations, cli.list): list,
+    mtree, stat and digest of a local .catar or .caidx, --version and --help stay clear of
+    :data:`NOT_AT_START_UP` (see benchmarks/startup.py for what that saves)."""
+    (tmp_path / "tree" / "d").mkdir(parents=True)
+    (tmp_path / "tree" / "d" / "f").write_bytes(b"x" * 5000)
+    for name in ("t.catar", "t.caidx"):
+        p = subprocess.run([sys.executable, "-m", "pycatar", "make", name, "tree"], cwd=tmp_path,
+                           capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+    runs = [["--version"], ["--help"], ["list", "--help"]]
+    runs += [[verb, name] for verb in ("list", "mtree", "stat", "digest") for name in ("t.catar", "t.caidx")]
+    for args in runs:
+        loaded = _imported(args, tmp_path)
+        assert "pycatar.cli.main" in loaded  # the check sees the package's own imports
+        bad = sorted(m for m in loaded if m.split(".")[0] in NOT_AT_START_UP or m in NOT_AT_START_UP)
+        assert bad == [], (args, bad)

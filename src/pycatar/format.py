@@ -2,9 +2,16 @@
 
 Every record of a catar stream and of a caibx/caidx index starts with a 16-byte header
 (``size``, ``type``; little-endian 64-bit).  The fixed parts of each record are declared
-here with :mod:`construct`; the encoder, the decoder, the index code and spec/ all follow
+here in :mod:`construct`'s notation; the encoder, the decoder, the index code and spec/ all follow
 these declarations.  For the hot paths, :func:`packer` derives a precompiled
 :class:`struct.Struct` from the same declaration, so no layout is written twice.
+
+Importing construct costs about 20 ms (it loads pdb for its debugger: python3 -X importtime,
+benchmarks/startup.py), a quarter of the start-up budget of ``pycatar list``, while the code needs only
+sizes and packers.  So the names of the notation (:data:`Int64ul`, :class:`Bytes`, :class:`Const`,
+:class:`Struct`) are this module's: each records its part of a layout, and the construct object is
+made from the same declaration when first asked for — ``Entry.to_construct()``, or any construct
+attribute such as ``Entry.parse(data)`` (the ``# start-up:`` import in :meth:`_Layout.to_construct`).
 """
 
 from __future__ import annotations
@@ -12,7 +19,87 @@ from __future__ import annotations
 import enum
 import struct
 
-from construct import Bytes, Const, Int64ul, Struct
+# --------------------------------------------------------------------------- the notation
+
+
+class _Layout:
+    """A part of a record layout, in construct's notation; ``"name" / part`` names a field."""
+
+    code = ""  #: the :mod:`struct` format of the part
+
+    def sizeof(self) -> int:
+        return struct.calcsize("<" + self.code)
+
+    def __rtruediv__(self, name: str) -> _Field:
+        return _Field(name, self)
+
+    def _make(self, construct):
+        raise NotImplementedError
+
+    def to_construct(self):
+        """The :mod:`construct` object of this declaration (made once, on first use)."""
+        made = self.__dict__.get("_construct")
+        if made is None:
+            import construct  # start-up: 20 ms that only parse/build through construct need (see top)
+
+            made = self.__dict__["_construct"] = self._make(construct)
+        return made
+
+    def __getattr__(self, attr: str):  # parse, build, subcons...: construct's own
+        if attr.startswith("__") or attr == "_construct":
+            raise AttributeError(attr)
+        return getattr(self.to_construct(), attr)
+
+
+class _Field:
+    """``"name" / part``: a named field of a :class:`Struct`."""
+
+    def __init__(self, name: str, subcon: _Layout):
+        self.name, self.subcon = name, subcon
+
+
+class _Int64ul(_Layout):
+    code = "Q"
+
+    def _make(self, construct):
+        return construct.Int64ul
+
+
+#: an unsigned 64-bit little-endian integer
+Int64ul = _Int64ul()
+
+
+class Bytes(_Layout):
+    """``length`` bytes."""
+
+    def __init__(self, length: int):
+        self.length = length
+        self.code = f"{length}s"
+
+    def _make(self, construct):
+        return construct.Bytes(self.length)
+
+
+class Const(_Layout):
+    """A field that always holds ``value`` (an integer of ``subcon``)."""
+
+    def __init__(self, value: int, subcon: _Layout):
+        self.value, self.subcon = value, subcon
+        self.code = subcon.code
+
+    def _make(self, construct):
+        return construct.Const(self.value, self.subcon.to_construct())
+
+
+class Struct(_Layout):
+    """Named fields in order, without padding (a nested Struct's fields are flattened in its place)."""
+
+    def __init__(self, *fields: _Field):
+        self.fields = fields
+        self.code = "".join(f.subcon.code for f in fields)
+
+    def _make(self, construct):
+        return construct.Struct(*(f.name / f.subcon.to_construct() for f in self.fields))
 
 # --------------------------------------------------------------------------- type ids
 
@@ -163,35 +250,12 @@ TableTail = Struct(
 
 # --------------------------------------------------------------------------- fast packers
 
-_STRUCT_CODES = {"Int64ul": "Q"}
 
-
-def _field_codes(con) -> str:
-    codes = []
-    for sub in con.subcons:
-        inner = sub.subcon if hasattr(sub, "subcon") else sub
-        if hasattr(inner, "subcons") and type(inner).__name__ == "Struct":
-            codes.append(_field_codes(inner))
-        elif type(inner).__name__ == "Const":
-            codes.append("Q")
-        elif type(inner).__name__ == "Bytes":
-            codes.append(f"{inner.length}s")
-        else:
-            name = type(inner).__name__
-            if inner is Int64ul:
-                codes.append("Q")
-            else:
-                raise TypeError(f"no struct code for {name}")
-    return "".join(codes)
-
-
-def packer(con) -> struct.Struct:
-    """A :class:`struct.Struct` with the same layout as the construct declaration ``con``.
+def packer(con: _Layout) -> struct.Struct:
+    """A :class:`struct.Struct` with the same layout as the declaration ``con``.
 
     Fields are flattened in declaration order (a nested header becomes size, type)."""
-    s = struct.Struct("<" + _field_codes(con))
-    assert s.size == con.sizeof(), (s.size, con.sizeof())
-    return s
+    return struct.Struct("<" + con.code)
 
 
 HEADER = packer(Header)

@@ -2,19 +2,23 @@
 ``http(s)://`` URL, an object store's ``s3+http(s)://`` URL (:mod:`pycatar.s3store`), or for stores a
 failover group ``a|b`` — turned into the object that reads or writes it.  Any other ``scheme://`` is
 refused, never taken for a local folder of that name.
+
+A local path loads no network module: the HTTP client (pycurl, ssl) and the object store client are
+imported when a location is a URL (``# start-up:`` below; they were half the start-up time of
+``pycatar list x.catar``, 20-30 ms of python3 -X importtime, benchmarks/startup.py), and so is tempfile.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import tempfile
-from typing import BinaryIO, Iterable
+from typing import TYPE_CHECKING, BinaryIO, Iterable
 
 from .errors import PycatarError, UsageError
-from .httpclient import HTTPClient, HTTPOptions, is_url, redact
-from .s3store import is_s3_url
 from .store import ChunkStore, FailoverGroup, LocalStore, StoreSet
+
+if TYPE_CHECKING:
+    from .httpclient import HTTPClient, HTTPOptions
 
 #: the largest index or archive file fetched whole from a server (an index of 22 M chunks)
 DOWNLOAD_LIMIT = 1 << 30
@@ -23,27 +27,40 @@ SUPPORTED = "a local path, file://, http://, https://, s3+http:// or s3+https://
 
 
 class Remote:
-    """The HTTP client of one command, made on first use (nothing is set up for local work)."""
+    """The HTTP client of one command, made on first use (nothing is set up, nor imported, for local
+    work).  ``options`` are its :class:`~pycatar.httpclient.HTTPOptions`, or the fields to make them
+    from when first needed (a dict)."""
 
-    def __init__(self, options: HTTPOptions | None = None):
+    def __init__(self, options: HTTPOptions | dict | None = None):
         self.options = options
         self._client: HTTPClient | None = None
 
     @property
     def http_options(self) -> HTTPOptions:
-        if self.options is None:
-            self.options = self._client.options if self._client is not None else HTTPOptions()
+        if not _is_http_options(self.options):
+            from .httpclient import HTTPOptions  # start-up: the network stack, for URLs only (see top)
+
+            if self.options is None and self._client is not None:
+                self.options = self._client.options
+            else:
+                self.options = HTTPOptions(**(self.options or {}))
         return self.options
 
     @property
     def client(self) -> HTTPClient:
         if self._client is None:
-            self._client = HTTPClient(self.options)
+            from .httpclient import HTTPClient  # start-up: the network stack, for URLs only (see top)
+
+            self._client = HTTPClient(self.http_options)
         return self._client
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
+
+
+def _is_http_options(options) -> bool:
+    return options is not None and not isinstance(options, dict)
 
 
 def _as_remote(remote: Remote | HTTPClient | None) -> Remote:
@@ -55,12 +72,44 @@ def _as_remote(remote: Remote | HTTPClient | None) -> Remote:
     return r
 
 
+def is_url(location: str) -> bool:
+    """Whether ``location`` is an http(s) URL (:func:`pycatar.httpclient.is_url`)."""
+    if not _SCHEME.match(location):  # a path: no need to load the network stack to say so
+        return False
+    from .httpclient import is_url as is_http_url  # start-up: the network stack, for URLs only (see top)
+
+    return is_http_url(location)
+
+
+def is_s3_url(location: str) -> bool:
+    """Whether ``location`` is an object store's s3+http(s) URL (:func:`pycatar.s3store.is_s3_url`)."""
+    if not _SCHEME.match(location):
+        return False
+    from .s3store import is_s3_url as is_s3  # start-up: the network stack, for URLs only (see top)
+
+    return is_s3(location)
+
+
+def is_remote(location: str | None) -> bool:
+    """Whether ``location`` is a remote location: an http(s) or an object store's s3+http(s) URL."""
+    return bool(location) and (is_url(location) or is_s3_url(location))
+
+
+def redact(location: str) -> str:
+    """``location`` without the user name and password a URL may carry (:func:`pycatar.httpclient.redact`)."""
+    if not _SCHEME.match(location) and not location.startswith("//"):  # a path: nothing to remove
+        return location
+    from .httpclient import redact as redact_url  # start-up: the network stack, for URLs only (see top)
+
+    return redact_url(location)
+
+
 def local_path(location: str) -> str | None:
     """The local path ``location`` names (``file://`` stripped), or None for an http(s) or s3+http(s)
     URL.  Any other URL scheme is a :class:`UsageError`."""
     if location.startswith("file://"):
         return location[len("file://"):] or "/"
-    if is_url(location) or is_s3_url(location):
+    if is_remote(location):
         return None
     if _SCHEME.match(location):
         raise UsageError(f"unsupported location {redact(location)}: use {SUPPORTED}")
@@ -80,11 +129,11 @@ def open_store(location: str | os.PathLike, *, digest: str = "sha512-256", compr
         raise UsageError("empty store location")
     path = local_path(location)
     if is_s3_url(location):
-        from .s3store import S3Store
+        from .s3store import S3Store  # start-up: the network stack, for URLs only (see top)
 
         return S3Store(location, remote.http_options, digest=digest, compression=compression)
     if path is None:
-        from .httpstore import HTTPStore
+        from .httpstore import HTTPStore  # start-up: the network stack, for URLs only (see top)
 
         return HTTPStore(location, remote.client, digest=digest, compression=compression)
     return LocalStore(path, digest=digest, compression=compression)
@@ -120,11 +169,13 @@ def open_input(location: str, *, remote: Remote | HTTPClient | None = None, what
             return open(path, "rb")
         except OSError as e:
             raise PycatarError(f'Failed to open "{path}": {e.strerror}') from None
+    import tempfile  # start-up: 3-4 ms (shutil, random...), only a download needs it (see top)
+
     remote = _as_remote(remote)
     f = tempfile.TemporaryFile()
     try:
         if is_s3_url(location):
-            from . import s3store
+            from . import s3store  # start-up: the network stack, for URLs only (see top)
 
             if not s3store.download(location, f, limit, remote.http_options):
                 raise PycatarError(f"{what} {shown(location)} not found in the object store")
@@ -141,7 +192,7 @@ def upload(location: str, data: bytes, *, remote: Remote | HTTPClient | None = N
     """PUT ``data`` to the http(s) or s3+http(s) URL ``location``."""
     remote = _as_remote(remote)
     if is_s3_url(location):
-        from . import s3store
+        from . import s3store  # start-up: the network stack, for URLs only (see top)
 
         s3store.upload(location, data, remote.http_options)
     else:
@@ -151,7 +202,7 @@ def upload(location: str, data: bytes, *, remote: Remote | HTTPClient | None = N
 def shown(location: str) -> str:
     """``location`` as it may appear in a message: no credentials (nor an s3 URL's query)."""
     if is_s3_url(location):
-        from .s3store import shown as s3_shown
+        from .s3store import shown as s3_shown  # start-up: the network stack, for URLs only (see top)
 
         return s3_shown(location)
     return redact(location)

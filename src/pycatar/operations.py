@@ -23,26 +23,27 @@ import shutil
 import tempfile
 import urllib.parse
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
-from . import archive, flags, listing
+from . import flags, listing
 from . import digest as _digest
 from . import reproducible as _reproducible
-from .archive import MakeResult
-from .blob import IndexStream, make_blob_index, stream_digest
-from .encoder import CatarEncoder
 from .errors import UsageError
 from .fileio import AtomicFile
-from .httpclient import is_url as _is_http_url
-from .index import IndexReader
 from .location import Remote, open_store, open_stores, upload
-from .s3store import is_s3_url
+from .location import is_remote as _is_remote_location
 from .sources import open_catar, open_index
 from .store import default_store_for
+
+if TYPE_CHECKING:
+    from .archive import MakeResult
 
 # Imports marked "start-up" are made where they are needed: the tar converter (tarfile), the extractor
 # and the seeding (assembly) cost 60-90 ms of start-up each, the FUSE file system about 200 ms (python3 -X importtime, minimum of 5 runs on
 # the 2-core machine, 2026-12-02) that make and digest, the verbs that load this module most, do not need.
+# The encoder (and archive, which writes with it) is imported by make and by the digest of a directory, the
+# chunk stream (blob, index, concurrent.futures) where an index is read or written: the digest of a .catar,
+# a reading verb, loads neither (10-15 ms each of python3 -X importtime, benchmarks/startup.py).
 
 #: what :func:`make` makes and :func:`extract` extracts
 KINDS = ("archive", "archive-index", "blob-index")
@@ -56,7 +57,7 @@ OUTPUT_FORMATS = ("directory", "tar")
 
 def is_remote(location) -> bool:
     """Whether ``location`` is an http(s) or s3+http(s) URL (else a local path or a file object)."""
-    return isinstance(location, str) and (_is_http_url(location) or is_s3_url(location))
+    return isinstance(location, str) and _is_remote_location(location)
 
 
 def _check(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -105,6 +106,9 @@ def make(output, source, *, kind: str = "archive", source_format: str = "directo
     if kind == "blob-index":
         if feature_flags is None:
             feature_flags = flags.from_options((), (), digest=digest, default_with=0)
+        from .archive import MakeResult  # start-up: see the top
+        from .blob import make_blob_index  # start-up: see the top
+
         res = make_blob_index(sys.stdin.buffer if source is None else source,
                               sys.stdout.buffer if output is None else output, store, chunk_size=chunk_size,
                               digest=digest, compression=compression, feature_flags=feature_flags,
@@ -119,6 +123,9 @@ def make(output, source, *, kind: str = "archive", source_format: str = "directo
                                                      epoch=source_date_epoch if reproducible else None,
                                                      reproducible=reproducible,
                                                      tree=source_format == "directory"))
+    from . import archive  # start-up: see the top
+    from .encoder import CatarEncoder  # start-up: see the top
+
     with contextlib.ExitStack() as stack:
         if source_format == "tar":
             from .tarconv import TarEncoder  # start-up: see the top
@@ -205,6 +212,7 @@ def extract(source: str | None, output, *, kind: str, subpath: str | None = None
 
     from . import assembly  # start-up: see the top
     from .extract import extract_archive  # start-up: see the top
+    from .index import IndexReader  # start-up: see the top
 
     with open_index(source, remote=remote, keys=keys, on_verified=on_verified) as src:
         if kind == "archive":
@@ -236,6 +244,8 @@ def digest(source: str | None, *, kind: str, subpath: str | None = None, stores=
     ``subpath``).  Files are opened as :func:`pycatar.sources.open_index` opens them."""
     _check("kind", kind, DIGEST_KINDS)
     if kind == "directory":
+        from . import archive  # start-up: see the top
+
         return archive.catar_digest(source, feature_flags=feature_flags, **encoder_options)
     if kind in ("archive", "archive-index"):
         with open_catar(source, kind=kind, stores=stores, remote=remote, keys=keys, feature_mask=feature_mask,
@@ -243,6 +253,8 @@ def digest(source: str | None, *, kind: str, subpath: str | None = None, stores=
             return listing.archive_digest(reader, subpath)
     with open_index(source, remote=remote, keys=keys, on_verified=on_verified) as f:
         if kind == "blob-index":
+            from .blob import stream_digest  # start-up: see the top
+
             return stream_digest(f, stores, "sha512-256").hex()
         h = _digest.new(digest_name)
         while True:
@@ -258,6 +270,11 @@ def cat(source: str | None, out, offset: int = 0, length: int | None = None, *, 
     describes (opened as :func:`pycatar.sources.open_index` opens it) to the binary file ``out``,
     fetching only the chunks that hold them, in parallel ahead of the writes.  Returns the number of
     bytes written; an ``offset`` beyond the end is refused."""
+    from concurrent.futures import ThreadPoolExecutor  # start-up: see the top
+
+    from .blob import IndexStream  # start-up: see the top
+    from .index import IndexReader  # start-up: see the top
+
     with open_index(source, remote=remote, keys=keys, on_verified=on_verified) as f, IndexReader(f) as index:
         if offset > index.blob_size:
             raise UsageError(f"OFFSET {offset} lies beyond the end of the stream ({index.blob_size} bytes)")

@@ -14,15 +14,19 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from . import sshsig
-from .blob import IndexStream
 from .decoder import CatarReader
 from .errors import PycatarError, UsageError
-from .index import IndexReader
 from .location import Remote, open_input, shown
+
+if TYPE_CHECKING:
+    from . import sshsig
+
+# An archive index's stream (blob.IndexStream, with the index reader, the chunk stores and
+# concurrent.futures: 10-15 ms of python3 -X importtime, benchmarks/startup.py) is imported where it is
+# opened ("start-up" below), so that reading a .catar does not load it; the signature checker (sshsig,
+# 2 ms) where a signature is checked.
 
 #: what ``kind`` an archive's bytes are: the catar stream itself, or an index of its chunks
 ARCHIVE_KINDS = ("archive", "archive-index")
@@ -33,6 +37,8 @@ def check_signature(location: str, f: BinaryIO, keys: list[sshsig.PublicKey], *,
     """SIG-4: return the key of ``keys`` whose signature ``<location>.sig`` is of the file ``location``
     (open as ``f``, read from its start; left at its start); :class:`~pycatar.sshsig.SignatureError`
     when the signature is missing, malformed or by no key of ``keys``."""
+    from . import sshsig  # start-up: see the top
+
     where = sshsig.signature_location(location)
     try:
         with open_input(where, remote=remote, what="signature", limit=sshsig.MAX_SIG_FILE) as s:
@@ -85,6 +91,11 @@ def open_catar(location: str | None, *, kind: str = "archive", stores=None, remo
         if location is not None:
             stack.enter_context(src)
         if kind == "archive-index":
+            from concurrent.futures import ThreadPoolExecutor  # start-up: see the top
+
+            from .blob import IndexStream  # start-up: see the top
+            from .index import IndexReader  # start-up: see the top
+
             index = stack.enter_context(IndexReader(src))
             options = {}
             if stores.concurrency:

@@ -4,16 +4,12 @@ archives the command line names."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
-from .. import chunker, progress, sources, sshsig
+from .. import chunker, progress, sources
 from ..errors import UsageError
-from ..httpclient import HTTPOptions
-from ..httpclient import is_url as is_http_url
-from ..location import Remote, local_path, open_store, open_stores
-from ..s3store import is_s3_url
+from ..location import Remote, is_remote, local_path, open_store, open_stores
 from ..store import default_store_for
 from .options import Options
 
@@ -52,13 +48,14 @@ def strip_file_url(path: str) -> str:
 
 def is_url(path: str | None) -> bool:
     """Whether ``path`` is a remote location: an http(s) or an object store's s3+http(s) URL."""
-    return bool(path) and (is_http_url(path) or is_s3_url(path))
+    return is_remote(path)
 
 
 def remote(opts: Options) -> Remote:
-    """The command's HTTP client (made on first use, shared by its stores and downloads)."""
+    """The command's HTTP client (made on first use, shared by its stores and downloads; its options
+    are checked then, so a local path loads no network module)."""
     if opts.remote is None:
-        opts.remote = Remote(HTTPOptions(**opts.http))
+        opts.remote = Remote(dict(opts.http))
     return opts.remote
 
 
@@ -88,6 +85,8 @@ def warn(message: str) -> None:
 
 
 def emit_json(obj) -> None:
+    import json  # start-up: 1.5-2 ms (python3 -X importtime) that only --json needs
+
     print(json.dumps(obj, sort_keys=True))
 
 
@@ -99,6 +98,10 @@ def chunk_stores(opts: Options, index_path: str | None):
 
 def signature_keys(opts: Options):
     """The keys ``--verify-key=``/``--allowed-signers=`` name (None: no signature check asked)."""
+    if not (opts.verify_key or opts.allowed_signers):
+        return None  # nothing to load: sshsig (2 ms of python3 -X importtime) is imported when asked
+    from .. import sshsig  # start-up: see above
+
     return sshsig.allowed_keys(opts.verify_key, opts.allowed_signers)
 
 

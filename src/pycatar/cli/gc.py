@@ -7,8 +7,7 @@ import contextlib
 import sys
 
 from ..errors import UsageError
-from ..location import local_path, open_store
-from ..s3store import is_s3_url
+from ..location import is_s3_url, local_path, open_store
 from ..store import DEFAULT_GRACE, default_store_for, gc
 from .common import emit_json, open_index, progress_bar, remote, strip_file_url
 from .options import Options

@@ -8,7 +8,6 @@ import stat as st
 import sys
 
 from .. import listing
-from ..encoder import iter_entries
 from ..errors import PycatarError, UsageError
 from .common import classify_listing_input, is_url, no_signature_for_directory, open_catar
 from .options import Options
@@ -50,6 +49,9 @@ def run_list(opts: Options, args: list[str], verb: str = "list") -> int:
     out = sys.stdout
     try:
         if kind == "directory":
+            # start-up: the walker (encoder, fsmeta, exclude: 10-15 ms, benchmarks/startup.py) only for a tree
+            from ..encoder import iter_entries  # start-up: see above
+
             flags = opts.feature_flags()
             pieces = listing.list_directory(source, iter_entries(source, flags, **opts.uid_options()), flags,
                                             verb, recursive=opts.recursive, digest_name=opts.digest)

@@ -7,8 +7,7 @@ import os
 from .. import verify
 from ..errors import PycatarError, UsageError
 from ..index import IndexReader
-from ..location import local_path, open_store
-from ..s3store import is_s3_url
+from ..location import is_s3_url, local_path, open_store
 from .common import (chunk_stores, emit_json, index_argument, log, open_index, progress_bar, remote,
                      strip_file_url, suffix_kind)
 from .options import Options
