@@ -34,7 +34,8 @@
  *
  * Returns (jobs_done, hole_bytes, failed_index, step, errno); failed_index is -1 on success.  The
  * step is an index into STEPS, which says in words what failed ("create", "write", ...); at step
- * STEP_VERIFY with errno 0 the file system rounded the mtime. *
+ * STEP_VERIFY with errno 0 the file system rounded the mtime.
+ *
  * data_runs(buf, start, end) applies the hole rule (which blocks of zeros become holes; see
  * next_data_run) to bytes at hand, for pycatar.fileio.SparseWriter: the rule is written only here.
  */
