@@ -7,8 +7,9 @@ import re
 
 import pytest
 
+from pycatar._fileio import write_files
 from pycatar.errors import PycatarError
-from pycatar.fileio import AtomicFile, install, install_new, temp_name, write_atomic
+from pycatar.fileio import AtomicFile, SparseWriter, install, install_new, temp_name, write_atomic
 
 
 def test_temp_name_is_casyncs_form():
@@ -93,3 +94,86 @@ def _umask() -> int:
     old = os.umask(0)
     os.umask(old)
     return old
+
+
+# --------------------------------------------------------------------------- the hole rule
+
+def _rule_holes(data: bytes) -> int:
+    """The hole rule, stated here on its own: the file's 4096-byte blocks counted from its start (the
+    last one may be shorter) that hold only zeros become holes."""
+    return sum(len(b) for b in (data[i:i + 4096] for i in range(0, len(data), 4096)) if b.count(0) == len(b))
+
+
+_HOLE_CASES = {
+    "mixed": [b"x" * 5000, bytes(8192), b"y" * 3, bytes(4093), b"z" * 4096, bytes(12288)],
+    "zero tail after data": [b"a" * 4096, bytes(100)],
+    "data tail after hole": [bytes(4096), b"\0" * 99 + b"q"],
+    "only zeros, short": [bytes(100)],
+    "only zeros, split": [bytes(1000), bytes(7000), bytes(300)],
+    "one byte per block": [(bytes(4095) + b"\1") * 3],
+    "tiny pieces": [bytes(1)] * 5000 + [b"k"] + [bytes(1)] * 4000,
+}
+
+
+class _FdWriter(SparseWriter):
+    def __init__(self, fd):
+        super().__init__(True)
+        self.fd = fd
+
+    def _write(self, view):
+        while view:
+            view = view[os.write(self.fd, view):]
+
+    def _forward(self, n):
+        os.lseek(self.fd, n, os.SEEK_CUR)
+
+    def _truncate(self):
+        os.ftruncate(self.fd, os.lseek(self.fd, 0, os.SEEK_CUR))
+
+
+def _data_blocks_on_disk(path: str) -> int:
+    """4096-byte blocks of the file that are data, by the file system's own account (SEEK_DATA)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size, n, off = os.fstat(fd).st_size, 0, 0
+        while off < size:
+            try:
+                off = os.lseek(fd, off, os.SEEK_DATA)
+            except OSError:
+                break
+            end = min(os.lseek(fd, off, os.SEEK_HOLE), size)
+            n += -(-end // 4096) - off // 4096
+            off = end
+        return n
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("case", sorted(_HOLE_CASES))
+def test_hole_rule_same_in_python_and_batch_writer(tmp_path, case):
+    """SparseWriter (blobs, and files an extraction writes itself) and the C batch writer leave the
+    same holes: those of the rule above, counted and on disk, with the same bytes."""
+    pieces = _HOLE_CASES[case]
+    data = b"".join(pieces)
+    expect = _rule_holes(data)
+    data_blocks = sum(1 for i in range(0, len(data), 4096) if data[i:i + 4096].count(0) < len(data[i:i + 4096]))
+    py = str(tmp_path / "py")
+    fd = os.open(py, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        w = _FdWriter(fd)
+        for piece in pieces:
+            w.write(piece)
+        w.finish()
+    finally:
+        os.close(fd)
+    assert (w.size, w.holes) == (len(data), expect)
+    d = os.open(str(tmp_path), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        done, holes, failed, _, _ = write_files([(d, b".#c", b"c", pieces, len(data), 0o600, -1, -1, -1, -1, 0, True)])
+    finally:
+        os.close(d)
+    assert (done, failed, holes) == (1, -1, expect)
+    for path in (py, str(tmp_path / "c")):
+        with open(path, "rb") as f:
+            assert f.read() == data
+        assert _data_blocks_on_disk(path) == data_blocks

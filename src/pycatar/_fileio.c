@@ -35,6 +35,9 @@
  * Returns (jobs_done, hole_bytes, failed_index, step, errno); failed_index is -1 on success.  The
  * step is an index into STEPS, which says in words what failed ("create", "write", ...); at step
  * STEP_VERIFY with errno 0 the file system rounded the mtime.
+ *
+ * data_runs(buf, start, end) applies the hole rule (which blocks of zeros become holes; see
+ * next_data_run) to bytes at hand, for pycatar.fileio.SparseWriter: the rule is written only here.
  */
 
 #define _GNU_SOURCE
@@ -110,13 +113,52 @@ static int is_zero(const char *p, size_t n) {
     return n == 0 || memcmp(p, zeros, n) == 0;
 }
 
-/* Write one job's payload.  Holes: every all-zero block of 4 KiB (aligned to the start of the file)
- * is skipped; the file is new and empty, so skipping suffices, and a final ftruncate() sets the size
- * when the file ends in a hole. */
+/*
+ * The hole rule, written here once (pycatar.fileio.SparseWriter calls it through data_runs()):
+ * ``p[0:n]`` starts on a HOLE_BLOCK boundary of the file; every block of it (the last one may be
+ * shorter: the end of the file) that holds only zeros becomes a hole, the rest is data.
+ * next_data_run() finds the next run of data blocks at or after *pos: it returns 0 when there is
+ * none, else sets [*start, *end) and moves *pos to *end.
+ */
+static int next_data_run(const char *p, size_t n, size_t *pos, size_t *start, size_t *end) {
+    size_t b = *pos;
+    while (b < n) {
+        size_t len = n - b < HOLE_BLOCK ? n - b : HOLE_BLOCK;
+        if (!is_zero(p + b, len))
+            break;
+        b += len;
+    }
+    if (b >= n) {
+        *pos = n;
+        return 0;
+    }
+    *start = b;
+    while (b < n) {
+        size_t len = n - b < HOLE_BLOCK ? n - b : HOLE_BLOCK;
+        if (is_zero(p + b, len))
+            break;
+        b += len;
+    }
+    *end = *pos = b;
+    return 1;
+}
+
+/* Write ``p[0:n]`` at ``off`` (a block boundary) by the hole rule: data runs written, holes skipped. */
+static int write_sparse(int fd, const char *p, size_t n, off_t off, off_t *written_end, long long *holes) {
+    size_t pos = 0, start, end, data = 0;
+    while (next_data_run(p, n, &pos, &start, &end)) {
+        if (write_at(fd, p + start, end - start, off + (off_t)start, written_end) < 0)
+            return -1;
+        data += end - start;
+    }
+    *holes += (long long)(n - data);
+    return 0;
+}
+
+/* Write the job's payload pieces; with ``sparse``, by the hole rule over blocks spanning pieces. */
 static int write_payload(int fd, const Job *j, long long *holes) {
-    off_t off = 0;
-    off_t written_end = 0;
-    char carry[HOLE_BLOCK];
+    off_t off = 0, written_end = 0;
+    char carry[HOLE_BLOCK]; /* the start of a block that spans pieces */
     size_t ncarry = 0;
     for (Py_ssize_t i = 0; i < j->npieces; i++) {
         const char *p = j->pieces[i].buf;
@@ -135,33 +177,20 @@ static int write_payload(int fd, const Job *j, long long *holes) {
             n -= k;
             if (ncarry < HOLE_BLOCK)
                 continue;
-            if (is_zero(carry, HOLE_BLOCK))
-                *holes += HOLE_BLOCK;
-            else if (write_at(fd, carry, HOLE_BLOCK, off, &written_end) < 0)
+            if (write_sparse(fd, carry, HOLE_BLOCK, off, &written_end, holes) < 0)
                 return -1;
             off += HOLE_BLOCK;
             ncarry = 0;
         }
-        /* whole blocks: write runs of data blocks with one call each */
-        size_t whole = n - n % HOLE_BLOCK, run = 0, b;
-        for (b = 0; b < whole; b += HOLE_BLOCK) {
-            if (is_zero(p + b, HOLE_BLOCK)) {
-                if (b > run && write_at(fd, p + run, b - run, off + (off_t)run, &written_end) < 0)
-                    return -1;
-                *holes += HOLE_BLOCK;
-                run = b + HOLE_BLOCK;
-            }
-        }
-        if (whole > run && write_at(fd, p + run, whole - run, off + (off_t)run, &written_end) < 0)
+        size_t whole = n - n % HOLE_BLOCK;
+        if (write_sparse(fd, p, whole, off, &written_end, holes) < 0)
             return -1;
         off += (off_t)whole;
         memcpy(carry, p + whole, n - whole);
         ncarry = n - whole;
     }
-    if (ncarry) {
-        if (is_zero(carry, ncarry))
-            *holes += (long long)ncarry;
-        else if (write_at(fd, carry, ncarry, off, &written_end) < 0)
+    if (ncarry) { /* the end of the file */
+        if (write_sparse(fd, carry, ncarry, off, &written_end, holes) < 0)
             return -1;
         off += (off_t)ncarry;
     }
@@ -497,7 +526,34 @@ static PyObject *install_file(PyObject *self, PyObject *args) {
     return PyLong_FromLong(result);
 }
 
+static PyObject *data_runs(PyObject *self, PyObject *args) {
+    Py_buffer buf;
+    Py_ssize_t lo, hi;
+    if (!PyArg_ParseTuple(args, "y*nn", &buf, &lo, &hi))
+        return NULL;
+    if (lo < 0 || hi < lo || hi > buf.len) {
+        PyBuffer_Release(&buf);
+        PyErr_SetString(PyExc_ValueError, "data_runs(): start and end must lie within the buffer");
+        return NULL;
+    }
+    PyObject *out = PyList_New(0);
+    size_t pos = 0, start, end;
+    const char *p = (const char *)buf.buf + lo;
+    while (out && next_data_run(p, (size_t)(hi - lo), &pos, &start, &end)) {
+        PyObject *a = PyLong_FromSsize_t(lo + (Py_ssize_t)start), *b = PyLong_FromSsize_t(lo + (Py_ssize_t)end);
+        if (!a || !b || PyList_Append(out, a) < 0 || PyList_Append(out, b) < 0)
+            Py_CLEAR(out);
+        Py_XDECREF(a);
+        Py_XDECREF(b);
+    }
+    PyBuffer_Release(&buf);
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"data_runs", data_runs, METH_VARARGS,
+     "data_runs(buf, start, end) -> [start0, end0, start1, end1, ...]: the runs of data in buf[start:end] "
+     "(which starts on a block boundary of its file) by the hole rule; the rest becomes holes."},
     {"read_file", read_file, METH_VARARGS,
      "read_file(path, limit) -> bytes | None | (step, errno): a whole file, GIL released (see the "
      "module source)."},
@@ -543,6 +599,7 @@ PyMODINIT_FUNC PyInit__fileio(void) {
     if (add_ref(m, "JOB_FIELDS", names_tuple(job_fields, NFIELDS)) < 0 ||
         add_ref(m, "STEPS", names_tuple(step_names, NSTEPS)) < 0 ||
         PyModule_AddIntConstant(m, "STEP_CREATE", STEP_CREATE) < 0 ||
+        PyModule_AddIntConstant(m, "HOLE_BLOCK", HOLE_BLOCK) < 0 ||
         PyModule_AddIntConstant(m, "STEP_VERIFY", STEP_VERIFY) < 0) {
         Py_DECREF(m);
         return NULL;

@@ -15,7 +15,8 @@ import os
 import secrets
 from typing import Callable
 
-from ._fileio import install_file
+# HOLE_BLOCK: the granularity of holes in sparse output (a file system block); data_runs: the hole rule
+from ._fileio import HOLE_BLOCK, data_runs, install_file
 from .errors import PycatarError
 
 #: tries at a fresh temporary name when the previous one exists already
@@ -183,16 +184,13 @@ def write_atomic(path: str | os.PathLike, data, mode: int = 0o666, *, fsync: boo
     out.commit()
 
 
-#: the granularity of holes in sparse output (a file system block)
-HOLE_BLOCK = 4096
-_ZERO_BLOCK = bytes(HOLE_BLOCK)
-
-
 class SparseWriter:
     """Appends bytes to a new file; with ``sparse``, every all-zero block of :data:`HOLE_BLOCK` bytes
-    (aligned to the start of the file) is skipped over instead of written, so that it becomes a hole,
-    as casync's hole punching does for runs of zeros.  The one implementation for blobs and for the
-    files of a tree; a subclass says how to write, move forward and truncate."""
+    (aligned to the start of the file; the last one may be shorter) is skipped over instead of
+    written, so that it becomes a hole, as casync's hole punching does for runs of zeros.  Which
+    blocks become holes is the C module's rule (``_fileio.data_runs``), the one the batch writer of
+    an extraction follows too; this class keeps the blocks that span pieces together.  A subclass
+    says how to write, move forward and truncate."""
 
     def __init__(self, sparse: bool):
         self.sparse = sparse
@@ -244,21 +242,20 @@ class SparseWriter:
             self._carry = data[end:]
 
     def _blocks(self, buf: bytes, start: int, end: int) -> None:
-        """Whole blocks ``buf[start:end]``: runs of data written, all-zero blocks skipped."""
+        """``buf[start:end]``, starting on a block boundary: runs of data written, the rest holes."""
         view = memoryview(buf)
-        if buf.find(_ZERO_BLOCK, start, end) < 0:  # no zero block can be in there: one write
-            self._data(view[start:end])
-            return
-        run = start  # the start of the current run of data blocks
-        for off in range(start, end, HOLE_BLOCK):
-            if buf.startswith(_ZERO_BLOCK, off):
-                if off > run:
-                    self._data(view[run:off])
-                self._pending += HOLE_BLOCK
-                self.holes += HOLE_BLOCK
-                run = off + HOLE_BLOCK
-        if end > run:
-            self._data(view[run:end])
+        runs = data_runs(buf, start, end)
+        pos = start
+        for i in range(0, len(runs), 2):
+            run_start, run_end = runs[i], runs[i + 1]
+            if run_start > pos:
+                self._pending += run_start - pos
+                self.holes += run_start - pos
+            self._data(view[run_start:run_end])
+            pos = run_end
+        if end > pos:
+            self._pending += end - pos
+            self.holes += end - pos
 
     def settle(self) -> None:
         """Put everything appended so far into the file (the kept-back partial block written, a
@@ -272,15 +269,11 @@ class SparseWriter:
             self._truncate()
 
     def finish(self) -> None:
-        """The end of the file: a last partial block of zeros after a hole joins the hole, and the file
-        gets its whole size."""
+        """The end of the file: the last, partial block goes by the hole rule too, and the file gets
+        its whole size."""
         carry, self._carry = self._carry, b""
-        if carry:
-            if self._pending and carry.count(0) == len(carry):
-                self._pending += len(carry)
-                self.holes += len(carry)
-            else:
-                self._data(carry)
+        if carry:  # (only sparse writing keeps bytes back)
+            self._blocks(carry, 0, len(carry))
         if self._pending:
             self._forward(self._pending)
             self._pending = 0
