@@ -58,3 +58,18 @@ def test_network_harness_runs_on_tiny_data(casync, tmp_path):
     assert [r[2].strip() for r in rows] in (["local store", "pycatar serve", "nginx"], ["local store", "pycatar serve"])
     assert all(float(r[4]) > 0 and float(r[5]) > 0 for r in rows)  # ratio to local, client CPU
     assert float(rows[1][6]) >= 0  # the server's CPU (a tiny run may stay under one clock tick)
+
+
+def test_startup_harness_runs(casync, tmp_path):
+    """benchmarks/startup.py: every small verb is timed next to casync and the bare interpreter, and the
+    import breakdown names pycatar's own modules."""
+    p = subprocess.run([sys.executable, os.path.join(HERE, "benchmarks", "startup.py"), "--runs", "1"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    rows = {line[:28].strip(): line[28:].split() for line in p.stdout.splitlines()[1:]
+            if line.startswith(("python3", "casync", "pycatar"))}
+    expected = {"python3 -c pass", "casync list x.catar", "pycatar --version", "pycatar --help"} | {
+        f"pycatar {verb} {name}" for verb in ("list", "mtree", "stat", "digest") for name in ("x.catar", "x.caidx")}
+    assert set(rows) == expected
+    assert all(float(r[0]) > 0 for r in rows.values())
+    assert "-X importtime, list x.catar:" in p.stdout and "pycatar.cli" in p.stdout
