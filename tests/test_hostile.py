@@ -654,3 +654,75 @@ def test_tar_implied_directories_before_1970(tmp_path):
     with archive.open(str(tmp_path / "out.catar")) as ar:
         times = {e.path: mtime_ns(e.mtime) for e in ar}
     assert times == {"": -86_400_250_000_000, "a": -86_400_250_000_000, "a/f": -86_400_250_000_000}
+
+
+# --------------------------------------------------------------------------- item 9: counts, not bytes
+
+_MEASURE = ("import resource, subprocess, sys\n"
+            "rc = subprocess.call(sys.argv[2:])\n"
+            "with open(sys.argv[1], 'w') as f:\n"
+            "    f.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n"
+            "sys.exit(rc)\n")
+
+
+def _run_measured(tmp_path, *args):
+    """(returncode, stdout, stderr, peak RSS in KiB) of ``pycatar ARGS``.  A small fresh interpreter
+    starts it and reports its children's peak: a child spawned straight from pytest would inherit
+    pytest's own high-water mark through vfork and exec."""
+    peak = tmp_path / "peak"
+    p = subprocess.run([sys.executable, "-c", _MEASURE, peak, sys.executable, "-m", "pycatar", *map(str, args)],
+                       capture_output=True, timeout=300)
+    return p.returncode, p.stdout, p.stderr, int(peak.read_text())
+
+
+FILENAME_T, GOODBYE_T, TAIL_T = 0x6DBB6EBCB3161F0B, 0xDFD35C5E8327C403, 0x57446FA533702943
+
+
+def _wide_archive(tmp_path, run_casync, n):
+    """A catar of one directory of n empty files f0000000..., written from the records casync makes for
+    one such file (catar.md CATAR-40..43: items sorted by hash, as a complete binary search tree)."""
+    tree = tmp_path / "one"
+    tree.mkdir()
+    (tree / "f").write_bytes(b"")
+    run_casync("make", tmp_path / "one.catar", tree)
+    one = (tmp_path / "one.catar").read_bytes()
+    assert one[64:82] == struct.pack("<QQ", 18, FILENAME_T) + b"f\0"
+    root, file_records = one[:64], one[82:162]  # the root's ENTRY; the file's ENTRY and PAYLOAD header
+    parts, items, pos = [root], [], 64
+    for i in range(n):
+        name = b"f%07d" % i
+        fn = struct.pack("<QQ", 16 + len(name) + 1, FILENAME_T) + name + b"\0"
+        items.append((_goodbye_hash(name) & (2**64 - 1), pos))
+        parts += (fn, file_records)
+        pos += len(fn) + len(file_records)
+    items.sort()
+    slots = [None] * n
+    sorted_items = iter(items)
+
+    def place(i):  # in-order walk of the implicit tree (children of i: 2i+1, 2i+2)
+        if i < n:
+            place(2 * i + 1)
+            slots[i] = next(sorted_items)
+            place(2 * i + 2)
+
+    place(0)
+    size = 16 + 24 * (n + 1)
+    parts.append(struct.pack("<QQ", size, GOODBYE_T))
+    item_size = len(fn) + len(file_records)
+    parts += (struct.pack("<QQQ", pos - start, item_size, h) for h, start in slots)
+    parts.append(struct.pack("<QQQ", pos, size, TAIL_T))
+    (tmp_path / "wide.catar").write_bytes(b"".join(parts))
+    return tmp_path / "wide.catar"
+
+
+def test_wide_directory_is_listed_in_bounded_memory(tmp_path, run_casync):
+    """Issue 14 item 9: a directory of many entries is listed like casync lists it, in memory that
+    does not grow with objects per entry (the old reader kept ~500 bytes an entry: 1 M entries, 560 MB;
+    150 000 entries here took 100 MB, now under 50 MB)."""
+    n = 150_000
+    ar = _wide_archive(tmp_path, run_casync, n)
+    want = run_casync("list", ar).stdout
+    rc, out, err, peak = _run_measured(tmp_path, "list", ar)
+    assert rc == 0, err
+    assert out == want and out.count(b"\n") == n + 1
+    assert peak < 60 * 1024, peak  # KiB
