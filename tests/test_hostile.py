@@ -726,3 +726,33 @@ def test_wide_directory_is_listed_in_bounded_memory(tmp_path, run_casync):
     assert rc == 0, err
     assert out == want and out.count(b"\n") == n + 1
     assert peak < 60 * 1024, peak  # KiB
+
+
+def _index_of_random_ids(path, n, size=16):
+    """A .caibx of n distinct random chunk ids of ``size`` bytes each, written from the layout
+    (index.md INDEX-1..3: INDEX record, TABLE header, items of end offset and id, tail)."""
+    head = struct.pack("<QQQQQQ", 48, 0x96824D9C7B129FF9, 0xB000000000000000, size, size, size)
+    head += struct.pack("<QQ", 2**64 - 1, 0xE75B9E112F17417D)
+    with open(path, "wb") as f:
+        f.write(head)
+        step = 65536
+        for first in range(0, n, step):
+            k = min(step, n - first)
+            ids = os.urandom(32 * k)
+            f.write(b"".join(struct.pack("<Q", (first + i + 1) * size) + ids[32 * i:32 * i + 32]
+                             for i in range(k)))
+        f.write(struct.pack("<QQQQQ", 0, 0, 48, 16 + 40 * n + 40, 0x4B4F050E5549ECD1))
+    return path
+
+
+def test_many_missing_chunks_fail_in_bounded_memory(tmp_path):
+    """Issue 14 item 2: the chunks an extraction needs are kept in ~50 bytes an id (a dict of bytes
+    took ~110: 1 M distinct ids, 155 MB; 5 M, 590 MB); a store lacking them fails at once, naming one."""
+    idx = _index_of_random_ids(tmp_path / "i.caibx", 1_000_000)
+    (tmp_path / "s").mkdir()
+    rc, out, err, peak = _run_measured(tmp_path, "extract", f"--store={tmp_path / 's'}", idx, tmp_path / "o")
+    assert rc != 0
+    text = err.decode()
+    assert text.count("\n") == 1 and "not found in store" in text and "Traceback" not in text, text
+    assert not (tmp_path / "o").exists()
+    assert peak < 125 * 1024, peak  # KiB (now ~95 MB, before 155 MB)
