@@ -756,3 +756,22 @@ def test_many_missing_chunks_fail_in_bounded_memory(tmp_path):
     assert text.count("\n") == 1 and "not found in store" in text and "Traceback" not in text, text
     assert not (tmp_path / "o").exists()
     assert peak < 125 * 1024, peak  # KiB (now ~95 MB, before 155 MB)
+
+
+_MEASURE_CPU = _MEASURE.replace("ru_maxrss", "ru_utime + resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime")
+
+
+def test_tiny_chunks_extract_at_a_small_cost_each(tmp_path, run_casync):
+    """Issue 14 item 3: extracting one-byte chunks costs little per chunk (small chunks are fetched in
+    batches; a repeated chunk is no longer flushed and offered for cloning at every occurrence):
+    256 KiB in 262 144 one-byte chunks took 7-8 s of CPU, now about 2."""
+    data = os.urandom(1 << 18)
+    (tmp_path / "in").write_bytes(data)
+    run_casync("make", "--chunk-size=1:1:1", f"--store={tmp_path / 's'}", tmp_path / "i.caibx", tmp_path / "in")
+    cpu = tmp_path / "cpu"
+    p = subprocess.run([sys.executable, "-c", _MEASURE_CPU, cpu, sys.executable, "-m", "pycatar", "extract",
+                        f"--store={tmp_path / 's'}", tmp_path / "i.caibx", tmp_path / "out"],
+                       capture_output=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "out").read_bytes() == data
+    assert float(cpu.read_text()) < 4.0, cpu.read_text()  # seconds of CPU, the child's own

@@ -40,6 +40,8 @@ from .store import StoreSet, as_store_set
 
 #: where a chunk can come from, in the order of the summary
 SOURCES = ("null", "self", "file", "directory", "index", "store")
+#: chunks smaller than this (a file system block) are copied, never cloned from where they were found
+CLONE_MIN = 4096
 #: seed kinds casync calls "local seed" in its summary
 LOCAL_SEED_KINDS = ("file", "directory", "index")
 
@@ -487,7 +489,7 @@ class Assembler(ChunkSource):
             if len(data) == size and self._verified(cid, data):
                 seed.count(size)
                 self._count(seed.kind, size)
-                if self._out is not None and self.reflink:
+                if self._out is not None and self.reflink and size >= CLONE_MIN:
                     origin = seed.origin(loc[0])
                     if origin is not None:
                         with self._lock:
@@ -520,7 +522,7 @@ class Assembler(ChunkSource):
             data = _pread(fd, size, loc)
             if self._verified(cid, data):
                 self._count("self", size)
-                if self._readback is not None and self.reflink:
+                if self._readback is not None and self.reflink and size >= CLONE_MIN:
                     with self._lock:
                         self._origins[ref.index] = (fd, loc)
                 return data
@@ -563,13 +565,15 @@ class Assembler(ChunkSource):
         self._out = None
 
     def write(self, out, ref: ChunkRef, data) -> None:
-        with self._lock:
-            origin = self._origins.pop(ref.index, None)
+        origin = None
+        if self._origins:  # set, if at all, by the fetch that returned ``data``
+            with self._lock:
+                origin = self._origins.pop(ref.index, None)
         if origin is not None and self.reflink and not (out.sparse and is_zero(data)):
             self.summary.reflinked_bytes += out.clone_from(origin[0], origin[1], data)
         else:
             out.write(data)
-        if self._readback is not None and self._repeated(ref.id):
+        if self._readback is not None and ref.id not in self._self_loc and self._repeated(ref.id):
             out.settle()  # every byte of the chunk in the file, where a later occurrence reads it back
             with self._lock:
                 if ref.id not in self._self_loc:
