@@ -547,6 +547,24 @@ def test_disk_full_names_the_output(size, source, small_fs, tmp_path):
     assert os.listdir(small_fs) == []
 
 
+@pytest.mark.parametrize("size", [1 << 20, 140_000])  # fails in a write / in the final flush
+@pytest.mark.parametrize("holes", ["yes", "no"])
+def test_disk_full_in_blob_extraction_names_the_output(size, holes, small_fs, tmp_path, run_casync):
+    """A blob extracted onto a full file system: one line naming the output, no file left behind;
+    standard output on a full disk is named as such."""
+    (tmp_path / "b").write_bytes(os.urandom(size))
+    run_casync("make", f"--store={tmp_path / 's'}", tmp_path / "b.caibx", tmp_path / "b")
+    out = small_fs / "out.raw"
+    args = ["extract", f"--store={tmp_path / 's'}", f"--punch-holes={holes}", tmp_path / "b.caibx"]
+    p = pycatar(*args, out)
+    one_line_error(p, f"Failed to write {out}: No space left on device")
+    assert os.listdir(small_fs) == []
+    with open(small_fs / "piped", "wb") as f:
+        p = subprocess.run([sys.executable, "-m", "pycatar", *map(str, args), "-"], stdout=f,
+                           stderr=subprocess.PIPE, timeout=120)
+    one_line_error(p, "Failed to write standard output: No space left on device")
+
+
 def test_seed_cache_file_that_is_a_fifo_does_not_hang(tmp_path, run_casync):
     """A FIFO in place of a cached seed chunk table (--cache) is ignored, not opened blocking."""
     data = _blob(tmp_path, run_casync)

@@ -434,19 +434,43 @@ class _Output(SparseWriter):
         self._no_clone = False
         self._bs: int | None = None
 
+    @property
+    def name(self) -> str:
+        """The output as the user named it (for messages)."""
+        if self.path is not None:
+            return self.path
+        try:
+            if self.f.fileno() == 1:
+                return "standard output"
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            pass
+        return str(getattr(self.f, "name", "the output"))
+
+    def _failed(self, e: OSError) -> PycatarError:
+        return PycatarError(f"Failed to write {self.name}: {e.strerror or e}")  # e.g. a full disk, named
+
     def _write(self, view) -> None:
         mv = memoryview(view)
-        while mv:
-            w = self.f.write(mv)
-            if w is None:
-                raise PycatarError("output would block")
-            mv = mv[w:]
+        try:
+            while mv:
+                w = self.f.write(mv)
+                if w is None:
+                    raise PycatarError(f"Failed to write {self.name}: it would block")
+                mv = mv[w:]
+        except OSError as e:
+            raise self._failed(e) from None
 
     def _forward(self, n: int) -> None:
-        self.f.seek(n, os.SEEK_CUR)
+        try:
+            self.f.seek(n, os.SEEK_CUR)
+        except OSError as e:
+            raise self._failed(e) from None
 
     def _truncate(self) -> None:
-        self.f.truncate()
+        try:
+            self.f.truncate()
+        except OSError as e:
+            raise self._failed(e) from None
 
     def readback_fd(self) -> int | None:
         """A new read-only descriptor on the file being written (own temporary files only; the
@@ -500,12 +524,15 @@ class _Output(SparseWriter):
 
     def finish(self) -> None:
         super().finish()
-        self.f.flush()
-        if self._own:
-            self.f.close()
-            if self.tmp:
-                os.replace(self.tmp, self.path)
-                self.tmp = None
+        try:
+            self.f.flush()
+            if self._own:
+                self.f.close()
+                if self.tmp:
+                    os.replace(self.tmp, self.path)
+                    self.tmp = None
+        except OSError as e:
+            raise self._failed(e) from None
 
     def abort(self) -> None:
         if self._own:
