@@ -793,3 +793,30 @@ def test_tiny_chunks_extract_at_a_small_cost_each(tmp_path, run_casync):
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "out").read_bytes() == data
     assert float(cpu.read_text()) < 4.0, cpu.read_text()  # seconds of CPU, the child's own
+
+
+def test_needed_chunks_counts_repeats_like_a_counter(tmp_path):
+    """The assembler's bookkeeping (NeededChunks) against collections.Counter over the same index: a
+    few ids repeated many times (buckets merged while the index is read, duplicates folded), many
+    distinct ones; membership, repeats, length and iteration agree."""
+    import collections
+    import random
+
+    from pycatar.assembly import NeededChunks
+    from pycatar.index import IndexReader
+
+    rnd = random.Random(7)
+    distinct = [rnd.randbytes(32) for _ in range(30_000)]
+    ids = distinct + [distinct[0]] * 20_000 + rnd.sample(distinct, 5_000) + [distinct[1]] * 3
+    rnd.shuffle(ids)
+    head = struct.pack("<QQQQQQ", 48, 0x96824D9C7B129FF9, 0xB000000000000000, 1, 1, 1)
+    head += struct.pack("<QQ", 2**64 - 1, 0xE75B9E112F17417D)
+    items = b"".join(struct.pack("<Q", i + 1) + cid for i, cid in enumerate(ids))
+    tail = struct.pack("<QQQQQ", 0, 0, 48, 16 + 40 * len(ids) + 40, 0x4B4F050E5549ECD1)
+    (tmp_path / "i.caibx").write_bytes(head + items + tail)
+    counts = collections.Counter(ids)
+    with IndexReader(tmp_path / "i.caibx") as r:
+        needed = NeededChunks.of_index(r)
+    assert len(needed) == len(counts) and sorted(needed) == sorted(counts)
+    assert all(cid in needed and needed.repeated(cid) == (n > 1) for cid, n in counts.items())
+    assert rnd.randbytes(32) not in needed and not needed.repeated(rnd.randbytes(32))

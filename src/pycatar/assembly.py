@@ -156,7 +156,7 @@ class Summary:
 
 class NeededChunks:
     """The distinct chunk ids of an index and which of them occur more than once, in 33 bytes an id
-    (a dict of bytes took about 150): ids are spread over buckets by Python's randomised ``hash`` (an
+    (a dict of bytes and a counter took over 100): ids are spread over buckets by Python's randomised ``hash`` (an
     index cannot choose ids that pile up in one bucket) and kept sorted in each, a bucket's new ids
     sorted in and duplicates merged whenever they have doubled it.  ``in``, ``len`` and iteration
     work as on the dict of ids it replaces (seeds ask ``cid in needed``)."""
@@ -188,15 +188,8 @@ class NeededChunks:
         needed.seal()
         return needed
 
-    def add(self, cid: bytes) -> None:
-        b = hash(cid) & self._mask
-        new = self._new[b]
-        new += cid
-        if len(new) >= self._merge_at[b]:
-            self._merge(b)
-
     def seal(self) -> None:
-        """Sort in what was added last; call it before asking."""
+        """Sort in what was added last."""
         for b, new in enumerate(self._new):
             if new:
                 self._merge(b)
