@@ -17,10 +17,10 @@ exactly like casync's ``ca_decoder_current_*`` accessors).
 from __future__ import annotations
 
 import os
+import stat as _stat
 import sys
 from array import array
 from bisect import bisect_left
-import stat as _stat
 from typing import Iterator
 
 
