@@ -746,21 +746,21 @@ def test_wide_directory_is_listed_in_bounded_memory(tmp_path, run_casync):
     assert peak < 60 * 1024, peak  # KiB
 
 
-def _index_of_random_ids(path, n, size=16):
-    """A .caibx of n distinct random chunk ids of ``size`` bytes each, written from the layout
-    (index.md INDEX-1..3: INDEX record, TABLE header, items of end offset and id, tail)."""
+def _write_index(path, ids, n, size):
+    """A .caibx of the n chunk ids ``ids`` (an iterable), each ``size`` bytes long, written from the
+    layout (index.md INDEX-1..3: INDEX record, TABLE header, items of end offset and id, tail)."""
     head = struct.pack("<QQQQQQ", 48, 0x96824D9C7B129FF9, 0xB000000000000000, size, size, size)
     head += struct.pack("<QQ", 2**64 - 1, 0xE75B9E112F17417D)
     with open(path, "wb") as f:
         f.write(head)
-        step = 65536
-        for first in range(0, n, step):
-            k = min(step, n - first)
-            ids = os.urandom(32 * k)
-            f.write(b"".join(struct.pack("<Q", (first + i + 1) * size) + ids[32 * i:32 * i + 32]
-                             for i in range(k)))
+        f.writelines(struct.pack("<Q", (i + 1) * size) + cid for i, cid in enumerate(ids))
         f.write(struct.pack("<QQQQQ", 0, 0, 48, 16 + 40 * n + 40, 0x4B4F050E5549ECD1))
     return path
+
+
+def _index_of_random_ids(path, n, size=16):
+    """A .caibx of n distinct random chunk ids."""
+    return _write_index(path, (os.urandom(32) for _ in range(n)), n, size)
 
 
 def test_many_missing_chunks_fail_in_bounded_memory(tmp_path):
@@ -809,11 +809,7 @@ def test_needed_chunks_counts_repeats_like_a_counter(tmp_path):
     distinct = [rnd.randbytes(32) for _ in range(30_000)]
     ids = distinct + [distinct[0]] * 20_000 + rnd.sample(distinct, 5_000) + [distinct[1]] * 3
     rnd.shuffle(ids)
-    head = struct.pack("<QQQQQQ", 48, 0x96824D9C7B129FF9, 0xB000000000000000, 1, 1, 1)
-    head += struct.pack("<QQ", 2**64 - 1, 0xE75B9E112F17417D)
-    items = b"".join(struct.pack("<Q", i + 1) + cid for i, cid in enumerate(ids))
-    tail = struct.pack("<QQQQQ", 0, 0, 48, 16 + 40 * len(ids) + 40, 0x4B4F050E5549ECD1)
-    (tmp_path / "i.caibx").write_bytes(head + items + tail)
+    _write_index(tmp_path / "i.caibx", ids, len(ids), 1)
     counts = collections.Counter(ids)
     with IndexReader(tmp_path / "i.caibx") as r:
         needed = NeededChunks.of_index(r)
