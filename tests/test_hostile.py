@@ -547,6 +547,24 @@ def test_disk_full_names_the_output(size, source, small_fs, tmp_path):
     assert os.listdir(small_fs) == []
 
 
+@pytest.mark.parametrize("size", [1 << 20, 140_000])  # fails in a write / in the final flush
+@pytest.mark.parametrize("holes", ["yes", "no"])
+def test_disk_full_in_blob_extraction_names_the_output(size, holes, small_fs, tmp_path, run_casync):
+    """A blob extracted onto a full file system: one line naming the output, no file left behind;
+    standard output on a full disk is named as such."""
+    (tmp_path / "b").write_bytes(os.urandom(size))
+    run_casync("make", f"--store={tmp_path / 's'}", tmp_path / "b.caibx", tmp_path / "b")
+    out = small_fs / "out.raw"
+    args = ["extract", f"--store={tmp_path / 's'}", f"--punch-holes={holes}", tmp_path / "b.caibx"]
+    p = pycatar(*args, out)
+    one_line_error(p, f"Failed to write {out}: No space left on device")
+    assert os.listdir(small_fs) == []
+    with open(small_fs / "piped", "wb") as f:
+        p = subprocess.run([sys.executable, "-m", "pycatar", *map(str, args), "-"], stdout=f,
+                           stderr=subprocess.PIPE, timeout=120)
+    one_line_error(p, "Failed to write standard output: No space left on device")
+
+
 def test_seed_cache_file_that_is_a_fifo_does_not_hang(tmp_path, run_casync):
     """A FIFO in place of a cached seed chunk table (--cache) is ignored, not opened blocking."""
     data = _blob(tmp_path, run_casync)
@@ -654,3 +672,147 @@ def test_tar_implied_directories_before_1970(tmp_path):
     with open(tmp_path / "out.catar", "rb") as f:
         times = {e.path: mtime_ns(e.mtime) for e in CatarReader(f)}
     assert times == {"": -86_400_250_000_000, "a": -86_400_250_000_000, "a/f": -86_400_250_000_000}
+
+
+# --------------------------------------------------------------------------- item 9: counts, not bytes
+
+_MEASURE = ("import resource, subprocess, sys\n"
+            "rc = subprocess.call(sys.argv[2:])\n"
+            "with open(sys.argv[1], 'w') as f:\n"
+            "    f.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n"
+            "sys.exit(rc)\n")
+
+
+def _run_measured(tmp_path, *args):
+    """(returncode, stdout, stderr, peak RSS in KiB) of ``pycatar ARGS``.  A small fresh interpreter
+    starts it and reports its children's peak: a child spawned straight from pytest would inherit
+    pytest's own high-water mark through vfork and exec."""
+    peak = tmp_path / "peak"
+    p = subprocess.run([sys.executable, "-c", _MEASURE, peak, sys.executable, "-m", "pycatar", *map(str, args)],
+                       capture_output=True, timeout=300)
+    return p.returncode, p.stdout, p.stderr, int(peak.read_text())
+
+
+FILENAME_T, GOODBYE_T, TAIL_T = 0x6DBB6EBCB3161F0B, 0xDFD35C5E8327C403, 0x57446FA533702943
+
+
+def _wide_archive(tmp_path, run_casync, n):
+    """A catar of one directory of n empty files f0000000..., written from the records casync makes for
+    one such file (catar.md CATAR-40..43: items sorted by hash, as a complete binary search tree)."""
+    tree = tmp_path / "one"
+    tree.mkdir()
+    (tree / "f").write_bytes(b"")
+    run_casync("make", tmp_path / "one.catar", tree)
+    one = (tmp_path / "one.catar").read_bytes()
+    assert one[64:82] == struct.pack("<QQ", 18, FILENAME_T) + b"f\0"
+    root, file_records = one[:64], one[82:162]  # the root's ENTRY; the file's ENTRY and PAYLOAD header
+    parts, items, pos = [root], [], 64
+    for i in range(n):
+        name = b"f%07d" % i
+        fn = struct.pack("<QQ", 16 + len(name) + 1, FILENAME_T) + name + b"\0"
+        items.append((_goodbye_hash(name) & (2**64 - 1), pos))
+        parts += (fn, file_records)
+        pos += len(fn) + len(file_records)
+    items.sort()
+    slots = [None] * n
+    sorted_items = iter(items)
+
+    def place(i):  # in-order walk of the implicit tree (children of i: 2i+1, 2i+2)
+        if i < n:
+            place(2 * i + 1)
+            slots[i] = next(sorted_items)
+            place(2 * i + 2)
+
+    place(0)
+    size = 16 + 24 * (n + 1)
+    parts.append(struct.pack("<QQ", size, GOODBYE_T))
+    item_size = len(fn) + len(file_records)
+    parts += (struct.pack("<QQQ", pos - start, item_size, h) for h, start in slots)
+    parts.append(struct.pack("<QQQ", pos, size, TAIL_T))
+    (tmp_path / "wide.catar").write_bytes(b"".join(parts))
+    return tmp_path / "wide.catar"
+
+
+def test_wide_directory_is_listed_in_bounded_memory(tmp_path, run_casync):
+    """Issue 14 item 9: a directory of many entries is listed like casync lists it, in memory that
+    does not grow with objects per entry (the old reader kept ~500 bytes an entry: 1 M entries, 560 MB;
+    150 000 entries here took 100 MB, now under 50 MB)."""
+    n = 150_000
+    ar = _wide_archive(tmp_path, run_casync, n)
+    want = run_casync("list", ar).stdout
+    rc, out, err, peak = _run_measured(tmp_path, "list", ar)
+    assert rc == 0, err
+    assert out == want and out.count(b"\n") == n + 1
+    assert peak < 60 * 1024, peak  # KiB
+
+
+def _write_index(path, ids, n, size):
+    """A .caibx of the n chunk ids ``ids`` (an iterable), each ``size`` bytes long, written from the
+    layout (index.md INDEX-1..3: INDEX record, TABLE header, items of end offset and id, tail)."""
+    head = struct.pack("<QQQQQQ", 48, 0x96824D9C7B129FF9, 0xB000000000000000, size, size, size)
+    head += struct.pack("<QQ", 2**64 - 1, 0xE75B9E112F17417D)
+    with open(path, "wb") as f:
+        f.write(head)
+        f.writelines(struct.pack("<Q", (i + 1) * size) + cid for i, cid in enumerate(ids))
+        f.write(struct.pack("<QQQQQ", 0, 0, 48, 16 + 40 * n + 40, 0x4B4F050E5549ECD1))
+    return path
+
+
+def _index_of_random_ids(path, n, size=16):
+    """A .caibx of n distinct random chunk ids."""
+    return _write_index(path, (os.urandom(32) for _ in range(n)), n, size)
+
+
+def test_many_missing_chunks_fail_in_bounded_memory(tmp_path):
+    """Issue 14 item 2: the chunks an extraction needs are kept in ~50 bytes an id (a dict of bytes
+    took ~110: 1 M distinct ids, 155 MB; 5 M, 590 MB); a store lacking them fails at once, naming one."""
+    idx = _index_of_random_ids(tmp_path / "i.caibx", 1_000_000)
+    (tmp_path / "s").mkdir()
+    rc, out, err, peak = _run_measured(tmp_path, "extract", f"--store={tmp_path / 's'}", idx, tmp_path / "o")
+    assert rc != 0
+    text = err.decode()
+    assert text.count("\n") == 1 and "not found in store" in text and "Traceback" not in text, text
+    assert not (tmp_path / "o").exists()
+    assert peak < 125 * 1024, peak  # KiB (now ~95 MB, before 155 MB)
+
+
+_MEASURE_CPU = _MEASURE.replace("ru_maxrss", "ru_utime + resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime")
+
+
+def test_tiny_chunks_extract_at_a_small_cost_each(tmp_path, run_casync):
+    """Issue 14 item 3: extracting one-byte chunks costs little per chunk (small chunks are fetched in
+    batches; a repeated chunk is no longer flushed and offered for cloning at every occurrence):
+    256 KiB in 262 144 one-byte chunks took 7-8 s of CPU, now about 2."""
+    data = os.urandom(1 << 18)
+    (tmp_path / "in").write_bytes(data)
+    run_casync("make", "--chunk-size=1:1:1", f"--store={tmp_path / 's'}", tmp_path / "i.caibx", tmp_path / "in")
+    cpu = tmp_path / "cpu"
+    p = subprocess.run([sys.executable, "-c", _MEASURE_CPU, cpu, sys.executable, "-m", "pycatar", "extract",
+                        f"--store={tmp_path / 's'}", tmp_path / "i.caibx", tmp_path / "out"],
+                       capture_output=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "out").read_bytes() == data
+    assert float(cpu.read_text()) < 4.0, cpu.read_text()  # seconds of CPU, the child's own
+
+
+def test_needed_chunks_counts_repeats_like_a_counter(tmp_path):
+    """The assembler's bookkeeping (NeededChunks) against collections.Counter over the same index: a
+    few ids repeated many times (buckets merged while the index is read, duplicates folded), many
+    distinct ones; membership, repeats, length and iteration agree."""
+    import collections
+    import random
+
+    from pycatar.assembly import NeededChunks
+    from pycatar.index import IndexReader
+
+    rnd = random.Random(7)
+    distinct = [rnd.randbytes(32) for _ in range(30_000)]
+    ids = distinct + [distinct[0]] * 20_000 + rnd.sample(distinct, 5_000) + [distinct[1]] * 3
+    rnd.shuffle(ids)
+    _write_index(tmp_path / "i.caibx", ids, len(ids), 1)
+    counts = collections.Counter(ids)
+    with IndexReader(tmp_path / "i.caibx") as r:
+        needed = NeededChunks.of_index(r)
+    assert len(needed) == len(counts) and sorted(needed) == sorted(counts)
+    assert all(cid in needed and needed.repeated(cid) == (n > 1) for cid, n in counts.items())
+    assert rnd.randbytes(32) not in needed and not needed.repeated(rnd.randbytes(32))

@@ -40,6 +40,8 @@ from .store import StoreSet, as_store_set
 
 #: where a chunk can come from, in the order of the summary
 SOURCES = ("null", "self", "file", "directory", "index", "store")
+#: chunks smaller than this (a file system block) are copied, never cloned from where they were found
+CLONE_MIN = 4096
 #: seed kinds casync calls "local seed" in its summary
 LOCAL_SEED_KINDS = ("file", "directory", "index")
 
@@ -149,6 +151,105 @@ class Summary:
         return out
 
 
+# --------------------------------------------------------------------------- the chunks an index needs
+
+
+class NeededChunks:
+    """The distinct chunk ids of an index and which of them occur more than once, in 33 bytes an id
+    (a dict of bytes and a counter took over 100): ids are spread over buckets by Python's randomised ``hash`` (an
+    index cannot choose ids that pile up in one bucket) and kept sorted in each, a bucket's new ids
+    sorted in and duplicates merged whenever they have doubled it.  ``in``, ``len`` and iteration
+    work as on the dict of ids it replaces (seeds ask ``cid in needed``)."""
+
+    _ID = 32
+    _MERGE_AT = 4096 * 32  # bytes of new ids a bucket takes before they are sorted in
+
+    def __init__(self, expected: int = 0):
+        nb = 1
+        while nb < 65536 and nb * 128 < expected:  # about 128 ids a bucket
+            nb <<= 1
+        self._mask = nb - 1
+        self._ids = [bytearray() for _ in range(nb)]  # sorted, unique
+        self._multi = [bytearray() for _ in range(nb)]  # 1 where the id occurs more than once
+        self._new = [bytearray() for _ in range(nb)]  # ids not sorted in yet
+        self._merge_at = [self._MERGE_AT] * nb
+        self._len = 0
+
+    @classmethod
+    def of_index(cls, reader: IndexReader) -> "NeededChunks":
+        needed = cls(len(reader))
+        new, mask, merge_at = needed._new, needed._mask, needed._merge_at
+        for cid in reader.chunk_ids():
+            b = hash(cid) & mask
+            bucket = new[b]
+            bucket += cid
+            if len(bucket) >= merge_at[b]:
+                needed._merge(b)
+        needed.seal()
+        return needed
+
+    def seal(self) -> None:
+        """Sort in what was added last."""
+        for b, new in enumerate(self._new):
+            if new:
+                self._merge(b)
+
+    def _merge(self, b: int) -> None:
+        k = self._ID
+        ids, multi, new = self._ids[b], self._multi[b], self._new[b]
+        old, new = bytes(ids), bytes(new)
+        everything = [old[i:i + k] for i in range(0, len(old), k)]
+        everything += [new[i:i + k] for i in range(0, len(new), k)]
+        if 1 not in multi and len(set(everything)) == len(everything):  # nothing repeats (yet)
+            everything.sort()
+            out_ids, out_multi = bytearray().join(everything), bytearray(len(everything))
+        else:
+            recs = sorted(zip(everything, multi + bytes(len(new) // k)))
+            out_ids, out_multi = bytearray(), bytearray()
+            prev = None
+            for cid, m in recs:
+                if cid == prev:
+                    out_multi[-1] = 1
+                else:
+                    out_ids += cid
+                    out_multi.append(m)
+                    prev = cid
+        self._len += len(out_multi) - len(multi)
+        self._ids[b], self._multi[b], self._new[b] = out_ids, out_multi, bytearray()
+        self._merge_at[b] = max(self._MERGE_AT, 2 * len(out_ids))
+
+    def _find(self, cid: bytes) -> tuple[int, int]:
+        """(bucket, position) of ``cid``, position -1 when absent."""
+        b = hash(cid) & self._mask
+        ids = self._ids[b]
+        k = self._ID
+        lo, hi = 0, len(ids) // k
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if ids[mid * k:mid * k + k] < cid:
+                lo = mid + 1
+            else:
+                hi = mid
+        return b, (lo if ids[lo * k:lo * k + k] == cid else -1)
+
+    def __contains__(self, cid) -> bool:
+        return self._find(cid)[1] >= 0
+
+    def repeated(self, cid: bytes) -> bool:
+        """Whether ``cid`` occurs more than once in the index."""
+        b, i = self._find(cid)
+        return i >= 0 and self._multi[b][i] == 1
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self):
+        k = self._ID
+        for ids in self._ids:
+            for i in range(0, len(ids), k):
+                yield bytes(ids[i:i + k])
+
+
 # --------------------------------------------------------------------------- the self seed's spill
 
 
@@ -227,7 +328,7 @@ class Assembler(ChunkSource):
         self._null = null_chunk_ids(target.chunk_sizes, self.digest) if null_seed else {}
         self._zeros: dict[int, bytes] = {}
         #: the self seed's chunks: ids occurring more than once in the target (set by open())
-        self._repeats: set[bytes] = set()
+        self._repeats: NeededChunks | None = None
         self._self_loc: dict[bytes, int] = {}
         self._inflight: dict[bytes, Future] = {}
         self._spill = _Spill(spill_dir)
@@ -257,13 +358,7 @@ class Assembler(ChunkSource):
         t0 = time.monotonic()
         warn = warn or (lambda msg: None)
         progress = progress or (lambda msg: None)
-        needed: dict[bytes, int] = {}
-        counts: dict[bytes, int] = {}
-        for ref in reader.chunks():
-            if ref.id in needed:
-                counts[ref.id] = counts.get(ref.id, 1) + 1
-            else:
-                needed[ref.id] = ref.size
+        needed = NeededChunks.of_index(reader)
         target = Target(reader.feature_flags, reader.chunk_sizes, reader.digest, needed,
                         dict(encoder_options or {}), hardlinks)
         seed_cache = SeedCache(cache) if cache else None
@@ -289,7 +384,7 @@ class Assembler(ChunkSource):
         asm = cls(reader, stores, seeds, target, null_seed=null_seed, reflink=reflink,
                   spill_dir=spill_dir, cache=seed_cache, threads=threads, warn=warn)
         if self_seed:
-            asm._repeats = {cid for cid, n in counts.items() if n > 1 and cid not in asm._null}
+            asm._repeats = needed
         for s in seeds:
             s.select(needed)
         pending = [s for s in seeds if not s.ready]
@@ -305,7 +400,7 @@ class Assembler(ChunkSource):
         asm.summary.seeding_seconds = time.monotonic() - t0
         return asm
 
-    def _anything_missing(self, needed: dict[bytes, int]) -> bool:
+    def _anything_missing(self, needed: NeededChunks) -> bool:
         ready = [s for s in self.seeds if s.ready]
         for cid in needed:
             if cid in self._null or any(s.locate(cid) is not None for s in ready):
@@ -363,9 +458,13 @@ class Assembler(ChunkSource):
         if self._null.get(cid) == size:
             self._count("null", size)
             return self._zero(size)
-        if cid in self._repeats:
+        if self._repeated(cid):
             return self._fetch_repeated(ref)
         return self._obtain(ref)
+
+    def _repeated(self, cid: bytes) -> bool:
+        """SEED-7: the chunk occurs more than once in the target and is not a chunk of zeros."""
+        return self._repeats is not None and cid not in self._null and self._repeats.repeated(cid)
 
     def _verified(self, cid: bytes, data) -> bool:
         return _digest.digest(self.digest, data) == cid
@@ -383,7 +482,7 @@ class Assembler(ChunkSource):
             if len(data) == size and self._verified(cid, data):
                 seed.count(size)
                 self._count(seed.kind, size)
-                if self._out is not None and self.reflink:
+                if self._out is not None and self.reflink and size >= CLONE_MIN:
                     origin = seed.origin(loc[0])
                     if origin is not None:
                         with self._lock:
@@ -416,7 +515,7 @@ class Assembler(ChunkSource):
             data = _pread(fd, size, loc)
             if self._verified(cid, data):
                 self._count("self", size)
-                if self._readback is not None and self.reflink:
+                if self._readback is not None and self.reflink and size >= CLONE_MIN:
                     with self._lock:
                         self._origins[ref.index] = (fd, loc)
                 return data
@@ -459,13 +558,15 @@ class Assembler(ChunkSource):
         self._out = None
 
     def write(self, out, ref: ChunkRef, data) -> None:
-        with self._lock:
-            origin = self._origins.pop(ref.index, None)
+        origin = None
+        if self._origins:  # set, if at all, by the fetch that returned ``data``
+            with self._lock:
+                origin = self._origins.pop(ref.index, None)
         if origin is not None and self.reflink and not (out.sparse and is_zero(data)):
             self.summary.reflinked_bytes += out.clone_from(origin[0], origin[1], data)
         else:
             out.write(data)
-        if self._readback is not None and ref.id in self._repeats:
+        if self._readback is not None and ref.id not in self._self_loc and self._repeated(ref.id):
             out.settle()  # every byte of the chunk in the file, where a later occurrence reads it back
             with self._lock:
                 if ref.id not in self._self_loc:

@@ -45,6 +45,9 @@ READ_SIZE = 4 << 20
 MAX_PENDING_BYTES = 24 << 20
 #: ... and at most this many jobs (chunks to fetch or store), however small the chunks
 MAX_PENDING_JOBS = 1024
+#: fetch_chunks hands a local source's small chunks to the pool together, up to this many bytes / chunks
+FETCH_BATCH_BYTES = 64 << 10
+FETCH_BATCH_CHUNKS = 64
 #: chunks cut from one read buffer at most (the read shrinks for tiny average sizes), and chunks
 #: waiting for their ids at most, whatever their size
 MAX_BATCH_CHUNKS = 16384
@@ -344,21 +347,41 @@ def fetch_chunks(
     max_pending: int = MAX_PENDING_BYTES,
 ) -> Iterator[tuple[ChunkRef, bytes]]:
     """Fetch (read, decompress, verify) chunks in ``executor``; yields them in order.
-    ``stores`` is a :class:`StoreSet` (or what :func:`as_store_set` accepts) or a :class:`ChunkSource`."""
+    ``stores`` is a :class:`StoreSet` (or what :func:`as_store_set` accepts) or a :class:`ChunkSource`.
+
+    Small chunks of a local source go to the pool in batches (up to FETCH_BATCH_BYTES or
+    FETCH_BATCH_CHUNKS a job), so that a job's cost is not all overhead; a remote source's chunks go
+    one a job, their requests overlapping.  In flight: at most ``max_pending`` bytes and
+    MAX_PENDING_JOBS jobs."""
     ex = executor or _INLINE
-    fetch = as_chunk_source(stores).fetch
-    q: deque[tuple[ChunkRef, Future]] = deque()
+    source = as_chunk_source(stores)
+    fetch = source.fetch
+    most = FETCH_BATCH_CHUNKS if not source.concurrency else 1
+
+    def fetch_batch(batch: list[ChunkRef]) -> list:
+        return [fetch(r) for r in batch]
+
+    q: deque[tuple[list[ChunkRef], int, Future]] = deque()
     pending = 0
+    batch: list[ChunkRef] = []
+    acc = 0
     for ref in refs:
-        q.append((ref, ex.submit(fetch, ref)))
-        pending += ref.size
+        batch.append(ref)
+        acc += ref.size
+        if acc < FETCH_BATCH_BYTES and len(batch) < most:
+            continue
+        q.append((batch, acc, ex.submit(fetch_batch, batch)))
+        pending += acc
+        batch, acc = [], 0
         while q and (pending > max_pending or len(q) > MAX_PENDING_JOBS):
-            r, f = q.popleft()
-            pending -= r.size
-            yield r, f.result()
+            done, n, f = q.popleft()
+            pending -= n
+            yield from zip(done, f.result())
+    if batch:
+        q.append((batch, acc, ex.submit(fetch_batch, batch)))
     while q:
-        r, f = q.popleft()
-        yield r, f.result()
+        done, _, f = q.popleft()
+        yield from zip(done, f.result())
 
 
 # --------------------------------------------------------------------------- output files
@@ -401,20 +424,45 @@ class _Output(SparseWriter):
             except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
                 self.sparse = False
         self._no_clone = False
+        self._bs: int | None = None
+
+    @property
+    def name(self) -> str:
+        """The output as the user named it (for messages)."""
+        if self.path is not None:
+            return self.path
+        try:
+            if self.f.fileno() == 1:
+                return "standard output"
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            pass
+        return str(getattr(self.f, "name", "the output"))
+
+    def _failed(self, e: OSError) -> PycatarError:
+        return PycatarError(f"Failed to write {self.name}: {e.strerror or e}")  # e.g. a full disk, named
 
     def _write(self, view) -> None:
         mv = memoryview(view)
-        while mv:
-            w = self.f.write(mv)
-            if w is None:
-                raise PycatarError("output would block")
-            mv = mv[w:]
+        try:
+            while mv:
+                w = self.f.write(mv)
+                if w is None:
+                    raise PycatarError(f"Failed to write {self.name}: it would block")
+                mv = mv[w:]
+        except OSError as e:
+            raise self._failed(e) from None
 
     def _forward(self, n: int) -> None:
-        self.f.seek(n, os.SEEK_CUR)
+        try:
+            self.f.seek(n, os.SEEK_CUR)
+        except OSError as e:
+            raise self._failed(e) from None
 
     def _truncate(self) -> None:
-        self.f.truncate()
+        try:
+            self.f.truncate()
+        except OSError as e:
+            raise self._failed(e) from None
 
     def readback_fd(self) -> int | None:
         """A new read-only descriptor on the file being written (own temporary files only; the
@@ -434,10 +482,10 @@ class _Output(SparseWriter):
         if self.tmp is None or self._no_clone:
             self.write(data)
             return 0
-        try:
-            bs = os.fstat(self.f.fileno()).st_blksize or 4096
-        except OSError:
-            bs = 4096
+        bs = self._block_size()
+        if n < bs:  # no whole block to share
+            self.write(data)
+            return 0
         dst = self.size
         head = (-dst) % bs
         mid = (n - head) // bs * bs if n > head else 0
@@ -458,14 +506,25 @@ class _Output(SparseWriter):
         self.write(data[head + mid:])
         return mid
 
+    def _block_size(self) -> int:
+        if self._bs is None:
+            try:
+                self._bs = os.fstat(self.f.fileno()).st_blksize or 4096
+            except OSError:
+                self._bs = 4096
+        return self._bs
+
     def finish(self) -> None:
         super().finish()
-        self.f.flush()
-        if self._own:
-            self.f.close()
-            if self.tmp:
-                os.replace(self.tmp, self.path)
-                self.tmp = None
+        try:
+            self.f.flush()
+            if self._own:
+                self.f.close()
+                if self.tmp:
+                    os.replace(self.tmp, self.path)
+                    self.tmp = None
+        except OSError as e:
+            raise self._failed(e) from None
 
     def abort(self) -> None:
         if self._own:

@@ -16,9 +16,11 @@ exactly like casync's ``ca_decoder_current_*`` accessors).
 
 from __future__ import annotations
 
-import functools
 import os
 import stat as _stat
+import sys
+from array import array
+from bisect import bisect_left
 from typing import Iterator
 
 
@@ -27,8 +29,7 @@ from . import format as fmt
 from . import validate as _validate
 from .entry import ACLDefault, ACLEntry, Entry
 from .errors import FormatError, UnsupportedError
-from .flags import Flag as F
-from .goodbye import bst_layout, name_hash
+from .goodbye import bst_layout, inorder_slots, name_hash
 
 __all__ = ["CatarReader", "name_hash", "bst_layout", "MAX_DEPTH", "PAYLOAD_PIECE"]
 
@@ -71,6 +72,13 @@ _ITEM = fmt.GOODBYE_ITEM_SIZE
 _GOODBYE_MIN = _HDR + _ITEM  # header plus tail, no items
 _ACL_FIXED = fmt.ACL_ENTRY_FIXED_SIZE
 _ITEMS = fmt.GOODBYE_ITEM  # struct of one GOODBYE item
+_HEADER_AT = fmt.HEADER.unpack_from
+_ENTRY_UNPACK = fmt.ENTRY.unpack
+_ENTRY_SIZE = fmt.ENTRY_SIZE
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()  # os.fsdecode's
+_IFMT = 0o170000
+_IFREG, _IFDIR, _IFLNK = _stat.S_IFREG, _stat.S_IFDIR, _stat.S_IFLNK
+_WITH_NSEC = int(_I.WITH_NSEC_TIME)
 
 _WITH_UIDS = int(_I.WITH_16BIT_UIDS | _I.WITH_32BIT_UIDS)
 _WITH_ANY = int(_flags.WITH_MASK)
@@ -152,6 +160,15 @@ class _Source:
             b = self.bpos
         return self.buf[b:b + n]
 
+    def header(self) -> tuple[int, int] | None:
+        """The (size, type) of the record header at the cursor, not consumed; None at the end."""
+        b = self.bpos
+        if len(self.buf) - b < _HDR:
+            if self.fill(_HDR) < _HDR:
+                return None
+            b = self.bpos
+        return _HEADER_AT(self.buf, b)
+
     def read(self, n: int, what: str = "record") -> bytes:
         b = self.bpos
         if len(self.buf) - b < n:
@@ -231,14 +248,17 @@ class _Source:
 
 
 class _Frame:
-    """An open directory during iteration."""
+    """An open directory during iteration.  Its children tile it (each child's extent ends where the
+    next FILENAME record, or the GOODBYE record, starts), so their FILENAME offsets and name hashes
+    are all the GOODBYE check needs: two compact arrays, 16 bytes a child (CATAR-43)."""
 
-    __slots__ = ("path", "entry_offset", "children", "last_name", "depth")
+    __slots__ = ("path", "entry_offset", "starts", "hashes", "last_name", "depth")
 
     def __init__(self, path: str, entry_offset: int, depth: int):
         self.path = path
         self.entry_offset = entry_offset
-        self.children: list[list[int]] = []  # [hash, filename offset, end offset]
+        self.starts = array("Q")  # offsets of the children's FILENAME records, increasing
+        self.hashes = array("Q")  # their names' goodbye hashes
         self.last_name: bytes | None = None
         self.depth = depth
 
@@ -443,33 +463,33 @@ class CatarReader:
         cur_path = path
         while True:
             entry = self._parse_entry(src, cur_path, at_root=(whole and not stack))
-            if entry.isreg():
+            ftype = entry.mode & _IFMT
+            if ftype == _IFREG and entry.size:
                 self._payload_src = src
                 self._payload_left = entry.size
-            yield entry
-            if entry.isreg():  # each iterator skips what is left of its own payload (its cursor: src)
-                if self._payload_src is src:
+                yield entry
+                if self._payload_src is src:  # each iterator skips what is left of its own payload (its cursor: src)
                     self._payload_src = None
                     self._payload_left = 0
                 left = entry.payload_offset + entry.size - src.pos
                 if left:
                     src.skip(left)
-            if entry.isdir():
-                stack.append(_Frame(cur_path, entry.offset, depth))
-            elif stack:
-                stack[-1].children[-1][2] = src.pos
             else:
+                yield entry
+            if ftype == _IFDIR:
+                stack.append(_Frame(cur_path, entry.offset, depth))
+            elif not stack:
                 return  # a non-directory subtree is complete
             # Records at directory level: FILENAME (the next child) or GOODBYE (the directory ends).
             while True:
                 frame = stack[-1]
-                hdr = src.peek(_HDR)
-                if len(hdr) < _HDR:
+                hdr = src.header()
+                if hdr is None:
                     raise FormatError(
                         f"archive truncated at offset {src.pos}: directory at offset {frame.entry_offset} "
                         "has no GOODBYE record"
                     )
-                size, rtype = fmt.HEADER.unpack(hdr)
+                size, rtype = hdr
                 if rtype == _FILENAME:
                     name_off = src.pos
                     name = self._read_filename(src, None)
@@ -481,8 +501,9 @@ class CatarReader:
                     frame.last_name = name
                     if frame.depth + 1 > MAX_DEPTH:
                         raise FormatError(f"archive nests deeper than {MAX_DEPTH} directories at offset {name_off}")
-                    frame.children.append([name_hash(name), name_off, -1])
-                    comp = os.fsdecode(name)
+                    frame.starts.append(name_off)
+                    frame.hashes.append(name_hash(name))
+                    comp = name.decode(_FS_ENCODING, _FS_ERRORS)
                     cur_path = f"{frame.path}/{comp}" if frame.path else comp
                     depth = frame.depth + 1
                     break
@@ -490,7 +511,6 @@ class CatarReader:
                     self._read_goodbye(src, frame)
                     stack.pop()
                     if stack:
-                        stack[-1].children[-1][2] = src.pos
                         continue
                     if whole and not src.at_eof():
                         raise FormatError(f"trailing data after the end of the archive at offset {src.pos}")
@@ -511,29 +531,32 @@ class CatarReader:
 
     def _read_filename(self, src: _Source, end: int | None) -> bytes:
         off = src.pos
-        hdr = src.peek(_HDR)
-        if len(hdr) < _HDR:
+        hdr = src.header()
+        if hdr is None:
             raise FormatError(f"archive truncated at offset {off}: FILENAME header missing")
-        size, rtype = fmt.HEADER.unpack(hdr)
+        size, rtype = hdr
         if rtype != _FILENAME:
             raise FormatError(f"expected FILENAME record at offset {off}, found {self._type_name(rtype)}")
         if size < _HDR + 2 or size > fmt.FILENAME_SIZE_MAX:
             raise FormatError(f"FILENAME record at offset {off} has invalid size {size}")
         if end is not None and off + size > end:
             raise FormatError(f"FILENAME record at offset {off} overruns its GOODBYE item")
-        body = src.read(size, "FILENAME record")[_HDR:]
-        if body[-1] != 0:
+        record = src.read(size, "FILENAME record")
+        if record[-1] != 0:
             raise FormatError(f"FILENAME at offset {off} is not NUL-terminated")
-        name = body[:-1]
-        if b"\0" in name or b"/" in name or name in (b".", b".."):
+        name = record[_HDR:-1]
+        if b"\0" in name or b"/" in name or name == b"." or name == b"..":
             raise FormatError(f"FILENAME at offset {off} is not a single path component: {os.fsdecode(name)!r}")
         return name
 
     def _read_goodbye(self, src: _Source, frame: _Frame) -> None:
-        """Read a directory's GOODBYE record and check it against what iteration saw (CATAR-43)."""
+        """Read a directory's GOODBYE record and check it against what iteration saw (CATAR-43): one item
+        per child, each giving that child's extent and name hash, laid out as the search tree of the
+        items sorted by hash (goodbye.inorder_slots visits the slots in that order)."""
         start = src.pos
         size, _ = fmt.HEADER.unpack(src.peek(_HDR))
-        n = len(frame.children)
+        starts, hashes = frame.starts, frame.hashes
+        n = len(starts)
         expected = _HDR + _ITEM * (n + 1)
         if size != expected:
             raise FormatError(
@@ -550,12 +573,21 @@ class CatarReader:
                 f"GOODBYE tail at offset {start} points to offset {start - entry_offset}, "
                 f"the directory starts at {frame.entry_offset}"
             )
-        items = [fmt.GOODBYE_ITEM.unpack_from(data, _HDR + i * _ITEM) for i in range(n)]
-        want = bst_layout(sorted((h, s, e) for h, s, e in frame.children))
-        if [it[2] for it in items] != [w[0] for w in want] or sorted(items) != sorted(
-            (start - s, e - s, h) for h, s, e in want
-        ):
-            raise FormatError(f"GOODBYE table at offset {start} does not match the directory's entries")
+        if not n:
+            return
+        starts.append(start)  # the last child ends where the GOODBYE record starts
+        seen = bytearray(n)
+        unpack = _ITEMS.unpack_from
+        prev = 0
+        for slot in inorder_slots(n):
+            offset, item_size, h = unpack(data, _HDR + slot * _ITEM)
+            child = start - offset
+            j = bisect_left(starts, child, 0, n)
+            if (h < prev or j == n or starts[j] != child or seen[j] or hashes[j] != h
+                    or starts[j + 1] - child != item_size):
+                raise FormatError(f"GOODBYE table at offset {start} does not match the directory's entries")
+            seen[j] = 1
+            prev = h
 
     def _locate_goodbye(self, src: _Source, dir_start: int, dir_end: int) -> tuple[int, int]:
         """Find a directory's GOODBYE record from the end of the directory (its tail comes last);
@@ -587,9 +619,12 @@ class CatarReader:
         by a lookup is a child of this directory, not an entry further down (a phantom sub-path)."""
         src.seek(goodbye_start + _HDR)
         table = src.read(n * _ITEM, "GOODBYE items")
-        extents = sorted((goodbye_start - offset, size) for offset, size, _ in _ITEMS.iter_unpack(table))
-        pos = children if children is not None else (extents[0][0] if extents else goodbye_start)
-        for start, size in extents:
+        # one int an item (start << 64 | size; both < 2**64), sorted: a third of the memory of tuples
+        extents = sorted([(goodbye_start - offset) << 64 | size for offset, size, _ in _ITEMS.iter_unpack(table)])
+        del table
+        pos = children if children is not None else (extents[0] >> 64 if extents else goodbye_start)
+        for packed in extents:
+            start, size = packed >> 64, packed & _U64_MAX
             if start != pos or size == 0:
                 raise FormatError(f"GOODBYE items of the directory at offset {dir_start} do not tile its "
                                   f"children (an item at offset {start}, expected {pos})")
@@ -664,19 +699,18 @@ class CatarReader:
         PAYLOAD header, SYMLINK or DEVICE record, or before the FILENAME/GOODBYE record that follows."""
         off0 = src.pos
         raw: list[bytes] = []
-        fail = functools.partial(_fail, off0)
 
-        hdr = src.peek(_HDR)
-        if len(hdr) < _HDR:
+        hdr = src.header()
+        if hdr is None:
             raise FormatError(f"archive truncated at offset {off0}: ENTRY record missing")
-        size, rtype = fmt.HEADER.unpack(hdr)
+        size, rtype = hdr
         if rtype != _ENTRY:
-            raise fail(f"expected ENTRY record, found {self._type_name(rtype)}")
-        if size != fmt.ENTRY_SIZE:
-            raise fail(f"ENTRY record has size {size}, expected {fmt.ENTRY_SIZE}")
+            raise _fail(off0, f"expected ENTRY record, found {self._type_name(rtype)}")
+        if size != _ENTRY_SIZE:
+            raise _fail(off0, f"ENTRY record has size {size}, expected {_ENTRY_SIZE}")
         data = src.read(size, "ENTRY record")
         raw.append(data)
-        _, _, feature_flags, mode, eflags, uid, gid, mtime = fmt.ENTRY.unpack(data)
+        _, _, feature_flags, mode, eflags, uid, gid, mtime = _ENTRY_UNPACK(data)
         if feature_flags != self.feature_flags:
             self._check_feature_flags(feature_flags, off0)
         af = self.feature_flags
@@ -684,7 +718,7 @@ class CatarReader:
         if (mode, eflags) not in ok:
             self._check_mode(mode, eflags, af, off0)
             if eflags & ~(af & _ENTRY_FLAG_BITS):
-                raise fail(f"ENTRY flags 0x{eflags:x} are not covered by the feature flags")
+                raise _fail(off0, f"ENTRY flags 0x{eflags:x} are not covered by the feature flags")
             ok.add((mode, eflags))
         if uid not in ok:
             self._check_id(uid, af, "uid", off0)
@@ -692,15 +726,16 @@ class CatarReader:
         if gid not in ok:
             self._check_id(gid, af, "gid", off0)
             ok.add(gid)
-        if not af & _I.WITH_NSEC_TIME or mtime == _U64_MAX:
+        if not af & _WITH_NSEC or mtime == _U64_MAX:
             self._check_mtime(mtime, af, off0)
 
         e = Entry(path=path, mode=mode, feature_flags=feature_flags, flags=eflags, uid=uid, gid=gid,
                   mtime=mtime, offset=off0)
-        is_reg = _stat.S_ISREG(mode)
-        is_dir = _stat.S_ISDIR(mode)
-        is_lnk = _stat.S_ISLNK(mode)
-        is_dev = _stat.S_ISBLK(mode) or _stat.S_ISCHR(mode)
+        ftype = mode & _IFMT
+        is_reg = ftype == _IFREG
+        is_dir = ftype == _IFDIR
+        is_lnk = ftype == _IFLNK
+        is_dev = ftype == _stat.S_IFBLK or ftype == _stat.S_IFCHR
         last_rank = 0
         have_acl = False
         have_payload = have_symlink = have_device = have_dir_end = False
@@ -712,24 +747,24 @@ class CatarReader:
             at = src.pos
             if end is not None and at == end:
                 break  # the entry's extent (known from a GOODBYE item) is exhausted
-            hdr = src.peek(_HDR)
-            if len(hdr) < _HDR:
+            hdr = src.header()
+            if hdr is None:
                 raise FormatError(f"archive truncated at offset {at}: entry at offset {off0} is incomplete")
-            size, rtype = fmt.HEADER.unpack(hdr)
+            size, rtype = hdr
             if size < _HDR or size == _U64_MAX:
-                raise fail(f"record header has invalid size {size}", at)
+                raise _fail(off0, f"record header has invalid size {size}", at)
             if end is not None and rtype != _PAYLOAD and at + size > end:
-                raise fail("record overruns the extent given by its GOODBYE item", at)
+                raise _fail(off0, "record overruns the extent given by its GOODBYE item", at)
 
-            if rtype in (_FILENAME, _GOODBYE):
+            if rtype == _FILENAME or rtype == _GOODBYE:
                 have_dir_end = True
                 break
             if rtype == _ENTRY:
-                raise fail("second ENTRY record inside one entry", at)
+                raise _fail(off0, "second ENTRY record inside one entry", at)
 
             if rtype == _PAYLOAD:
                 if not is_reg:
-                    raise fail("PAYLOAD record for a file that is not a regular file", at)
+                    raise _fail(off0, "PAYLOAD record for a file that is not a regular file", at)
                 raw.append(src.read(_HDR, "PAYLOAD header"))
                 e.size = size - _HDR
                 e.payload_offset = src.pos
@@ -743,20 +778,20 @@ class CatarReader:
 
             limit, fixed = _LIMITS.get(rtype, (None, None))
             if limit is None:
-                raise fail(f"unknown record type 0x{rtype:016x}", at)
+                raise _fail(off0, f"unknown record type 0x{rtype:016x}", at)
             if fixed and size != limit:
-                raise fail(f"{self._type_name(rtype)} record has size {size}, expected {limit}", at)
+                raise _fail(off0, f"{self._type_name(rtype)} record has size {size}, expected {limit}", at)
             if size > limit:
-                raise fail(f"{self._type_name(rtype)} record of size {size} exceeds the limit {limit}", at)
+                raise _fail(off0, f"{self._type_name(rtype)} record of size {size} exceeds the limit {limit}", at)
 
             # order (CATAR-11): ranks must not decrease; only repeatable records may repeat
             if rtype == _SYMLINK or rtype == _DEVICE:
                 if not (is_lnk if rtype == _SYMLINK else is_dev):
-                    raise fail(f"{self._type_name(rtype)} record for a file of another type", at)
+                    raise _fail(off0, f"{self._type_name(rtype)} record for a file of another type", at)
             else:
                 rank = _RANK[rtype]
                 if rank < last_rank or (rank == last_rank and rtype not in _REPEATABLE):
-                    raise fail(f"{self._type_name(rtype)} record out of order or repeated", at)
+                    raise _fail(off0, f"{self._type_name(rtype)} record out of order or repeated", at)
                 last_rank = rank
 
             data = src.read(size, f"{self._type_name(rtype)} record")
@@ -765,9 +800,9 @@ class CatarReader:
 
             if rtype == _USER or rtype == _GROUP:
                 if not af & _I.WITH_USER_NAMES:
-                    raise fail(f"{self._type_name(rtype)} record without the user-names feature", at)
+                    raise _fail(off0, f"{self._type_name(rtype)} record without the user-names feature", at)
                 if not _user_name_ok(body, self._strict):
-                    raise fail(f"{self._type_name(rtype)} record holds an invalid name", at)
+                    raise _fail(off0, f"{self._type_name(rtype)} record holds an invalid name", at)
                 name = os.fsdecode(body[:-1])
                 if rtype == _USER:
                     e.user = name
@@ -775,49 +810,50 @@ class CatarReader:
                     e.group = name
             elif rtype == _XATTR:
                 if not af & _I.WITH_XATTRS:
-                    raise fail("XATTR record without the xattrs feature", at)
+                    raise _fail(off0, "XATTR record without the xattrs feature", at)
                 if size < _HDR + 4:
-                    raise fail(f"XATTR record has invalid size {size}", at)
+                    raise _fail(off0, f"XATTR record has invalid size {size}", at)
                 nul = body.find(b"\0", 0, min(256, len(body)))
                 if nul < 0:
-                    raise fail("XATTR name is not NUL-terminated within 256 bytes", at)
+                    raise _fail(off0, "XATTR name is not NUL-terminated within 256 bytes", at)
                 xname = body[:nul]
                 if not _xattr_name_ok(xname):
-                    raise fail(f"XATTR name {os.fsdecode(xname)!r} is invalid", at)
+                    raise _fail(off0, f"XATTR name {os.fsdecode(xname)!r} is invalid", at)
                 if last_xattr is not None and xname <= last_xattr:
-                    raise fail("XATTR records are not strictly ordered by name", at)
+                    raise _fail(off0, "XATTR records are not strictly ordered by name", at)
                 last_xattr = xname
                 xattr_names += nul + 1
                 xattr_bytes += size - _HDR
                 if xattr_names > _validate.XATTR_NAMES_MAX or xattr_bytes > _validate.XATTR_BYTES_MAX:
-                    raise fail(f"the entry's xattrs exceed the limits of {_validate.XATTR_NAMES_MAX} bytes of "
+                    raise _fail(off0, f"the entry's xattrs exceed the limits of {_validate.XATTR_NAMES_MAX} bytes of "
                                f"names and {_validate.XATTR_BYTES_MAX} bytes in all (CATAR-31)", at)
                 e.xattrs.append((xname, body[nul + 1:]))
             elif rtype in _ACL_LISTS:
                 if not af & _I.WITH_ACL:
-                    raise fail(f"{self._type_name(rtype)} record without the acl feature", at)
+                    raise _fail(off0, f"{self._type_name(rtype)} record without the acl feature", at)
                 if size < _ACL_FIXED:
-                    raise fail(f"{self._type_name(rtype)} record has invalid size {size}", at)
+                    raise _fail(off0, f"{self._type_name(rtype)} record has invalid size {size}", at)
                 _, _, ident, perms = fmt.ACL_USER.unpack_from(data)
                 aname = None
                 if size > _ACL_FIXED:
                     nbody = data[_ACL_FIXED:]
                     if not af & _I.WITH_USER_NAMES or not _user_name_ok(nbody, self._strict):
-                        raise fail(f"{self._type_name(rtype)} record holds an invalid name", at)
+                        raise _fail(off0, f"{self._type_name(rtype)} record holds an invalid name", at)
                     aname = nbody[:-1]
                 self._check_id(ident, af, "ACL id", at)
                 if perms & ~7:
-                    raise fail(f"{self._type_name(rtype)} record has invalid permissions 0x{perms:x}", at)
+                    raise _fail(off0, f"{self._type_name(rtype)} record has invalid permissions 0x{perms:x}", at)
                 if rtype == _ACL_USER or rtype == _ACL_GROUP:
                     acl_access += 1
                 else:
                     acl_default += 1
                 if acl_access > _validate.ACL_NAMED_MAX or acl_default > _validate.ACL_NAMED_MAX:
-                    raise fail(f"the entry's ACL has more than {_validate.ACL_NAMED_MAX} named entries (CATAR-31)", at)
+                    raise _fail(off0, f"the entry's ACL has more than {_validate.ACL_NAMED_MAX} named entries "
+                                      "(CATAR-31)", at)
                 key = (ident, aname is not None, aname or b"", perms)
                 prev = last_acl.get(rtype)
                 if prev is not None and key <= prev:
-                    raise fail(f"{self._type_name(rtype)} records are not strictly ordered", at)
+                    raise _fail(off0, f"{self._type_name(rtype)} records are not strictly ordered", at)
                 last_acl[rtype] = key
                 ace = ACLEntry(ident, perms, os.fsdecode(aname) if aname is not None else None)
                 {_ACL_USER: e.acl_user, _ACL_GROUP: e.acl_group, _ACL_DEFAULT_USER: e.acl_default_user,
@@ -825,51 +861,51 @@ class CatarReader:
                 have_acl = True
             elif rtype == _ACL_GROUP_OBJ:
                 if not af & _I.WITH_ACL:
-                    raise fail("ACL_GROUP_OBJ record without the acl feature", at)
+                    raise _fail(off0, "ACL_GROUP_OBJ record without the acl feature", at)
                 (_, _, perms) = fmt.ACL_GROUP_OBJ.unpack(data)
                 if perms & ~7:
-                    raise fail("ACL_GROUP_OBJ record has invalid permissions", at)
+                    raise _fail(off0, "ACL_GROUP_OBJ record has invalid permissions", at)
                 e.acl_group_obj = perms
                 have_acl = True
             elif rtype == _ACL_DEFAULT:
                 if not af & _I.WITH_ACL:
-                    raise fail("ACL_DEFAULT record without the acl feature", at)
+                    raise _fail(off0, "ACL_DEFAULT record without the acl feature", at)
                 _, _, u, g, o, m = fmt.ACL_DEFAULT.unpack(data)
                 if u & ~7 or g & ~7 or o & ~7 or (m != fmt.ACL_PERMISSION_UNSET and m & ~7):
-                    raise fail("ACL_DEFAULT record has invalid permissions", at)
+                    raise _fail(off0, "ACL_DEFAULT record has invalid permissions", at)
                 e.acl_default = ACLDefault(u, g, o, m)
                 have_acl = True
             elif rtype == _SELINUX:
                 if not af & _I.WITH_SELINUX:
-                    raise fail("SELINUX record without the selinux feature", at)
+                    raise _fail(off0, "SELINUX record without the selinux feature", at)
                 if not _cstr_ok(body, fmt.SELINUX_SIZE_MAX - _HDR):
-                    raise fail("SELINUX label is empty or not a NUL-terminated string", at)
+                    raise _fail(off0, "SELINUX label is empty or not a NUL-terminated string", at)
                 e.selinux = os.fsdecode(body[:-1])
             elif rtype == _FCAPS:
                 if not af & _I.WITH_FCAPS:
-                    raise fail("FCAPS record without the fcaps feature", at)
+                    raise _fail(off0, "FCAPS record without the fcaps feature", at)
                 e.fcaps = body
             elif rtype == _QUOTA_PROJID:
                 if not af & _I.WITH_QUOTA_PROJID:
-                    raise fail("QUOTA_PROJID record without the quota-projid feature", at)
+                    raise _fail(off0, "QUOTA_PROJID record without the quota-projid feature", at)
                 (_, _, projid) = fmt.QUOTA_PROJID.unpack(data)
                 if projid == 0 or projid > 0xFFFFFFFF:
-                    raise fail(f"QUOTA_PROJID record has invalid project id {projid}", at)
+                    raise _fail(off0, f"QUOTA_PROJID record has invalid project id {projid}", at)
                 e.quota_projid = projid
             elif rtype == _SYMLINK:
                 if not af & _I.WITH_SYMLINKS:
-                    raise fail("SYMLINK record without the symlinks feature", at)
+                    raise _fail(off0, "SYMLINK record without the symlinks feature", at)
                 if not _cstr_ok(body, fmt.SYMLINK_SIZE_MAX - _HDR):
-                    raise fail("SYMLINK target is empty or not a NUL-terminated string", at)
+                    raise _fail(off0, "SYMLINK target is empty or not a NUL-terminated string", at)
                 e.target = os.fsdecode(body[:-1])
                 have_symlink = True
                 break
             else:  # _DEVICE
                 if not af & _I.WITH_DEVICE_NODES:
-                    raise fail("DEVICE record without the device-nodes feature", at)
+                    raise _fail(off0, "DEVICE record without the device-nodes feature", at)
                 _, _, major, minor = fmt.DEVICE.unpack(data)
                 if not _validate.device_ok(major, minor):
-                    raise fail(f"DEVICE record has invalid numbers {major}:{minor}", at)
+                    raise _fail(off0, f"DEVICE record has invalid numbers {major}:{minor}", at)
                 e.rdev_major, e.rdev_minor = major, minor
                 have_device = True
                 break
@@ -877,36 +913,42 @@ class CatarReader:
         # completeness (CATAR-12, CATAR-13)
         if (af & _I.WITH_USER_NAMES and not af & _WITH_UIDS and (e.user is None or e.group is None)
                 and self._strict):
-            raise fail("entry lacks USER/GROUP records although names are the only owner information")
+            raise _fail(off0, "entry lacks USER/GROUP records although names are the only owner information")
         if is_reg and not have_payload:
-            raise fail("regular file without PAYLOAD record")
+            raise _fail(off0, "regular file without PAYLOAD record")
         if is_dir and not have_dir_end:
-            raise fail("directory without FILENAME or GOODBYE record")
+            raise _fail(off0, "directory without FILENAME or GOODBYE record")
         if is_lnk and not have_symlink:
-            raise fail("symlink without SYMLINK record")
+            raise _fail(off0, "symlink without SYMLINK record")
         if is_dev and not have_device:
-            raise fail("device node without DEVICE record")
-        if e.fcaps is not None and not is_reg:
-            raise fail("FCAPS record for a file that is not a regular file")
-        if e.quota_projid is not None and not (is_reg or is_dir):
-            raise fail("QUOTA_PROJID record for a file that is neither regular file nor directory")
+            raise _fail(off0, "device node without DEVICE record")
         if eflags and not (is_reg or is_dir):
-            raise fail("ENTRY flags set for a file that is neither regular file nor directory")
+            raise _fail(off0, "ENTRY flags set for a file that is neither regular file nor directory")
         if at_root and not is_dir:
-            raise fail("the top-level entry is not a directory")
-        if is_lnk and (e.xattrs or have_acl):
-            raise fail("xattrs or ACLs on a symlink")
-        if (e.acl_user or e.acl_group) and e.acl_group_obj is None:
-            raise fail("named ACL entries without ACL_GROUP_OBJ record")
-        if (e.acl_default_user or e.acl_default_group) and (
-            e.acl_default is None or e.acl_default.mask == fmt.ACL_PERMISSION_UNSET
-        ):
-            raise fail("named default ACL entries without a default ACL mask")
-        if (e.acl_default_user or e.acl_default_group or e.acl_default is not None) and not is_dir:
-            raise fail("default ACL on a file that is not a directory")
+            raise _fail(off0, "the top-level entry is not a directory")
+        if last_rank:  # metadata records were read
+            self._check_metadata(e, is_reg, is_dir, is_lnk, have_acl, off0)
 
         self.entry_bytes = b"".join(raw)
         return e
+
+    @staticmethod
+    def _check_metadata(e: Entry, is_reg: bool, is_dir: bool, is_lnk: bool, have_acl: bool, off0: int) -> None:
+        """CATAR-13: the metadata records of one entry fit its file type and each other."""
+        if e.fcaps is not None and not is_reg:
+            raise _fail(off0, "FCAPS record for a file that is not a regular file")
+        if e.quota_projid is not None and not (is_reg or is_dir):
+            raise _fail(off0, "QUOTA_PROJID record for a file that is neither regular file nor directory")
+        if is_lnk and (e.xattrs or have_acl):
+            raise _fail(off0, "xattrs or ACLs on a symlink")
+        if (e.acl_user or e.acl_group) and e.acl_group_obj is None:
+            raise _fail(off0, "named ACL entries without ACL_GROUP_OBJ record")
+        if (e.acl_default_user or e.acl_default_group) and (
+            e.acl_default is None or e.acl_default.mask == fmt.ACL_PERMISSION_UNSET
+        ):
+            raise _fail(off0, "named default ACL entries without a default ACL mask")
+        if (e.acl_default_user or e.acl_default_group or e.acl_default is not None) and not is_dir:
+            raise _fail(off0, "default ACL on a file that is not a directory")
 
     # ------------------------------------------------------------------ field checks
 

@@ -6,6 +6,8 @@ stored as an implicit binary search tree, followed by a tail (spec/catar.md)."""
 
 from __future__ import annotations
 
+from typing import Iterator
+
 from siphash24 import siphash24
 
 from . import format as fmt
@@ -39,6 +41,23 @@ def bst_layout(sorted_items: list) -> list:
     if n:
         _fill(sorted_items, 0, n, n.bit_length(), out, 0)
     return out
+
+
+def inorder_slots(n: int) -> Iterator[int]:
+    """The slots of an n-item table in the order of the sorted items they hold (an in-order walk of
+    the tree :func:`bst_layout` builds): ``bst_layout(s)[i]`` for i in ``inorder_slots(len(s))`` is
+    ``s`` again.  Lets a reader check a table's order in O(1) memory."""
+    stack = []
+    i = 0
+    while True:
+        while i < n:
+            stack.append(i)
+            i = 2 * i + 1
+        if not stack:
+            return
+        i = stack.pop()
+        yield i
+        i = 2 * i + 2
 
 
 _PERMUTATIONS: dict[int, tuple[int, ...]] = {}

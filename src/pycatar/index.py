@@ -9,8 +9,10 @@ readers check every field and raise a one-line :class:`FormatError` for anything
 
 from __future__ import annotations
 
+import functools
 import io
 import os
+import struct
 import tempfile
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
@@ -214,6 +216,12 @@ class IndexWriter:
 # --------------------------------------------------------------------------- reading
 
 
+@functools.lru_cache(maxsize=8)
+def _ends_struct(n: int) -> struct.Struct:
+    """Unpacks the end offsets of n table items (INDEX-3: each an end offset, then a 32-byte id)."""
+    return struct.Struct("<" + "Q32x" * n)
+
+
 @dataclass(frozen=True)
 class ChunkRef:
     """One chunk of an indexed stream: bytes [start, end) with id ``id``."""
@@ -364,16 +372,34 @@ class IndexReader:
                 f"item {i}: chunk of {end - prev_end} bytes exceeds chunk_size_max {self.header.chunk_size_max}"
             )
 
-    def chunks(self, first: int = 0, *, batch: int = 4096) -> Iterator[ChunkRef]:
-        """The chunks from number ``first`` on, checked as they are read (INDEX-8)."""
+    def batches(self, first: int = 0, *, batch: int = 4096) -> Iterator[tuple[int, int, tuple, list[bytes]]]:
+        """The items from number ``first`` on in checked batches (INDEX-8): (number of the batch's first
+        item, end offset before it, the end offsets, the ids)."""
         if first < 0 or first > self.count:
             raise IndexError(first)
         prev = 0 if first == 0 else self._raw_items(first - 1, 1)[0][0]
+        cmax = self.header.chunk_size_max
         i = first
         while i < self.count:
             n = min(batch, self.count - i)
-            for end, cid in self._raw_items(i, n):
-                self._check_item(i, prev, end)
+            data = self._pread(HEAD_SIZE + i * TABLE_ITEM_SIZE, n * TABLE_ITEM_SIZE)
+            if len(data) != n * TABLE_ITEM_SIZE:
+                raise self._err("index truncated while reading items")
+            ends = _ends_struct(n).unpack(data)
+            sizes = list(map(int.__sub__, ends, (prev, *ends[:-1])))
+            if min(sizes) <= 0 or max(sizes) > cmax:  # find the first bad item for the message
+                p = prev
+                for k, end in enumerate(ends):
+                    self._check_item(i + k, p, end)
+                    p = end
+            yield i, prev, ends, [data[k:k + 32] for k in range(8, len(data), TABLE_ITEM_SIZE)]
+            prev = ends[-1]
+            i += n
+
+    def chunks(self, first: int = 0, *, batch: int = 4096) -> Iterator[ChunkRef]:
+        """The chunks from number ``first`` on, checked as they are read (INDEX-8)."""
+        for i, prev, ends, ids in self.batches(first, batch=batch):
+            for end, cid in zip(ends, ids):
                 yield ChunkRef(i, prev, end, cid)
                 prev = end
                 i += 1
@@ -418,8 +444,8 @@ class IndexReader:
             pass
 
     def chunk_ids(self) -> Iterator[bytes]:
-        for c in self.chunks():
-            yield c.id
+        for _, _, _, ids in self.batches(batch=65536):
+            yield from ids
 
     def close(self) -> None:
         if self._own and self._f is not None:

@@ -21,7 +21,9 @@ message is casync's error message, everything printed before the failure has bee
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import stat as _stat
 import time
 from dataclasses import dataclass
@@ -31,7 +33,6 @@ from . import digest as _digest
 from . import flags as _flags
 from .entry import Entry, select_subtree
 from .errors import PycatarError
-from .flags import Flag as F
 
 __all__ = [
     "View", "ListingError", "archive_view", "directory_view", "mtree_escape", "ls_format_mode",
@@ -75,9 +76,14 @@ class ListingError(PycatarError):
 _ESCAPE = [f"\\{c:03o}" if (c <= 0x20 or c >= 0x7F or c in (0x5C, 0x23)) else chr(c) for c in range(256)]
 
 
+_PLAIN = re.compile(r"[!-\"$-\[\]-~]*")  # printable ASCII but for '#' and backslash: nothing to escape
+
+
 def mtree_escape(value: str | bytes) -> str:
     """casync's mtree escaping: bytes <= space, >= 127, backslash and '#' become ``\\ooo``."""
     if isinstance(value, str):
+        if _PLAIN.fullmatch(value):
+            return value
         value = os.fsencode(value)
     esc = _ESCAPE
     return "".join([esc[c] for c in value])
@@ -95,6 +101,7 @@ _TYPE_CHAR = {
 }
 
 
+@functools.lru_cache(maxsize=1024)
 def ls_format_mode(mode: int) -> str | None:
     """``drwxr-xr-x`` and friends, exactly as casync renders them (no sticky bit on non-directories)."""
     t = _TYPE_CHAR.get(_stat.S_IFMT(mode))
@@ -252,8 +259,8 @@ def directory_view(entry: Entry, feature_flags: int, *, raw_xattrs: list[tuple[b
 # --------------------------------------------------------------------------- one entry
 
 
-def list_line(view: View) -> str:
-    """One line of ``casync list``."""
+def list_line(view: View | Entry) -> str:
+    """One line of ``casync list``: the mode and the path, which an entry and its view show alike."""
     return f"{ls_format_mode(view.mode)} {_path_text(view.path)}\n"
 
 
@@ -403,6 +410,23 @@ def _select(entries: Iterator[Entry], path: str) -> Iterator[Entry]:
     return select_subtree(entries, path, lambda: ListingError("Seek path not available in archive."))
 
 
+def _batched(lines: Iterator[str], n: int = 512) -> Iterator[str]:
+    """The lines joined in groups of n; the lines read before a failure are yielded before it propagates."""
+    batch: list[str] = []
+    try:
+        for line in lines:
+            batch.append(line)
+            if len(batch) == n:
+                yield "".join(batch)
+                batch.clear()
+    except Exception:
+        if batch:
+            yield "".join(batch)
+        raise
+    if batch:
+        yield "".join(batch)
+
+
 def list_archive(reader, verb: str, *, path: str | None = None, recursive: bool = True,
                  digest_name: str = "sha512-256") -> Iterator[str]:
     """The standard output of ``casync VERB ARCHIVE [PATH]`` (``verb``: list, mtree or stat), in pieces.
@@ -428,8 +452,7 @@ def list_archive(reader, verb: str, *, path: str | None = None, recursive: bool 
     if verb == "list":  # --recursive= only matters to list
         if not recursive:
             entries = _children_only(entries)
-        for e in entries:
-            yield list_line(archive_view(e, reader.replay_flags))
+        yield from _batched(map(list_line, entries))
         return
     for e in entries:
         algo = _flags.digest_name(reader.feature_flags)

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import stat as st
 import sys
@@ -19,12 +18,11 @@ import tarfile
 import tempfile
 from decimal import Decimal, InvalidOperation, ROUND_FLOOR
 
-from . import flags as _flags
 from .decoder import MAX_DEPTH
 from .validate import mtime_ns, user_name_ok, xattr_name_ok
 from .encoder import PAYLOAD_BLOCK, CatarSerializer, EncoderOptions, EntryPolicy, type_stored
 from .entry import Entry
-from .errors import FormatError, PycatarError, UnsupportedError, UsageError
+from .errors import FormatError, PycatarError, UsageError
 from .flags import B
 
 _ENCODING = sys.getfilesystemencoding()
@@ -117,8 +115,6 @@ def _decompressor(comp: str, f):
         import lzma
 
         return lzma.LZMAFile(f, "rb")
-    import zstandard
-
     return _ZstdReader(f)
 
 
