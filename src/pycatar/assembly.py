@@ -33,7 +33,7 @@ from typing import Callable, Iterable
 from . import digest as _digest
 from .blob import MAX_PENDING_BYTES, ChunkSource, IndexStream, default_threads, is_zero
 from .errors import ChunkError, PycatarError
-from .fileio import install, temp_name
+from .fileio import install, pread_full, temp_name
 from .index import ChunkRef, IndexReader
 from .seeds import DirectorySeed, Seed, SeedCache, SeedError, Target, null_chunk_ids, open_seed
 from .store import StoreSet, as_store_set
@@ -289,14 +289,7 @@ class _Spill:
 
 
 def _pread(fd: int, size: int, offset: int) -> bytes:
-    parts, got = [], 0
-    while got < size:
-        b = os.pread(fd, size - got, offset + got)
-        if not b:
-            break
-        parts.append(b)
-        got += len(b)
-    data = b"".join(parts)
+    data = pread_full(fd, size, offset)
     return data + bytes(size - len(data)) if len(data) < size else data  # a hole not yet written
 
 

@@ -23,6 +23,19 @@ from .errors import PycatarError
 _NAME_TRIES = 16
 
 
+def pread_full(fd: int, size: int, offset: int) -> bytes:
+    """``size`` bytes of ``fd`` at ``offset``, fewer only where the file ends (pread may return less)."""
+    parts = []
+    got = 0
+    while got < size:
+        b = os.pread(fd, size - got, offset + got)
+        if not b:
+            break
+        parts.append(b)
+        got += len(b)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 def temp_name(name: str | bytes, tag: str | bytes | None = None):
     """The temporary name of ``name`` in the same directory: ``.#<name><tag>``, as casync names its
     own; ``tag`` defaults to 16 random hex digits.  ``name`` is shortened so the result stays a

@@ -43,7 +43,7 @@ from ._fileio import read_file
 from .chunker import Chunker
 from .encoder import CatarSerializer, EncoderOptions, TreeWalker, entry_records
 from .errors import PycatarError
-from .fileio import write_atomic
+from .fileio import pread_full, write_atomic
 
 INDEX_SUFFIXES = (".caibx", ".caidx")
 _ID = 32
@@ -184,17 +184,6 @@ class SeedCache:
 # --------------------------------------------------------------------------- readable data
 
 
-def _pread_full(fd: int, size: int, offset: int) -> bytes:
-    parts = []
-    got = 0
-    while got < size:
-        b = os.pread(fd, size - got, offset + got)
-        if not b:
-            break
-        parts.append(b)
-        got += len(b)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
-
 
 class FileData:
     """A regular file or block device, read with ``pread`` through one descriptor (which keeps
@@ -220,7 +209,7 @@ class FileData:
         self.identity = (os.path.realpath(path), s.st_dev, s.st_ino)
 
     def read(self, offset: int, size: int) -> bytes:
-        return _pread_full(self.fd, size, offset)
+        return pread_full(self.fd, size, offset)
 
     def origin(self, offset: int) -> tuple[int, int]:
         return self.fd, offset
@@ -380,7 +369,7 @@ class TreeLayout:
     @staticmethod
     def _spool_pieces(fd: int, offset: int, n: int, read_size: int):
         while n:
-            data = _pread_full(fd, min(n, read_size), offset)
+            data = pread_full(fd, min(n, read_size), offset)
             if not data:
                 raise SeedError("seed spool file truncated")
             offset += len(data)
@@ -421,7 +410,7 @@ class TreeLayout:
                 nxt = starts[i + 1] if i + 1 < len(starts) else self.size
                 n = min(size - done, nxt - pos)
                 before = (starts[i] - self.pay_meta[i] + sizes[i]) if i >= 0 else 0  # payload bytes before pos
-                data = _pread_full(self._spool.fileno(), n, pos - before)
+                data = pread_full(self._spool.fileno(), n, pos - before)
             out[done:done + len(data)] = data
             if len(data) < n:
                 break
@@ -435,7 +424,7 @@ class TreeLayout:
         except OSError:
             return b""
         try:
-            return _pread_full(fd, n, offset)
+            return pread_full(fd, n, offset)
         except OSError:
             return b""
         finally:
