@@ -36,6 +36,12 @@
  * step is an index into STEPS, which says in words what failed ("create", "write", ...); at step
  * STEP_VERIFY with errno 0 the file system rounded the mtime.
  *
+ * finish(fd, dir_fd, tmp, name, uid, gid, mode, mtime_ns, granularity_ns, first, last) runs the
+ * steps STEP_INSPECT..STEP_CLOSE of a job (owner, mode, mtime, rename, mtime check, close: the one
+ * description, finish_steps, which the batch's jobs run too) from ``first`` to ``last`` on any node:
+ * pycatar.extract finishes every other node with it, a range at a time, with the steps only it
+ * knows (ACLs, xattrs, capabilities, label, chattr) in between.  Returns None, or (step, errno).
+ *
  * data_runs(buf, start, end) applies the hole rule (which blocks of zeros become holes; see
  * next_data_run) to bytes at hand, for pycatar.fileio.SparseWriter: the rule is written only here.
  */
@@ -55,13 +61,14 @@
 
 #define HOLE_BLOCK 4096
 
-enum { STEP_CREATE, STEP_WRITE, STEP_INSPECT, STEP_OWNER, STEP_MODE, STEP_MTIME, STEP_VERIFY,
-       STEP_RENAME, STEP_CLOSE, NSTEPS };
+/* the steps of creating a file, in the order they run */
+enum { STEP_CREATE, STEP_WRITE, STEP_INSPECT, STEP_OWNER, STEP_MODE, STEP_MTIME, STEP_RENAME,
+       STEP_VERIFY, STEP_CLOSE, NSTEPS };
 
 /* what each step does, for error messages ("Failed to <step> 'path'"), in the enum's order */
 static const char *const step_names[NSTEPS] = {
     "create", "write", "inspect", "set the owner of", "set the mode of", "set the modification time of",
-    "verify the modification time of", "move into place", "write"};
+    "move into place", "verify the modification time of", "write"};
 
 static const char *const job_fields[] = {
     "dir_fd", "tmp", "name", "pieces", "size", "open_mode", "uid", "gid", "mode", "mtime_ns",
@@ -199,9 +206,92 @@ static int write_payload(int fd, const Job *j, long long *holes) {
     return 0;
 }
 
-/* One file; returns -1 (step in *step, errno set) on failure after removing the temporary file. */
-static int do_job(const Job *j, long long *holes, int *step) {
+/*
+ * What finishes a node once it exists (the one description of these steps, for the batch's jobs and
+ * for pycatar.extract's other nodes through finish()): ``fd`` is the node's descriptor, or -1 for a
+ * node reached as ``cur`` in ``dir_fd`` without following a final symlink (symlinks, devices,
+ * FIFOs, sockets); ``tmp`` NULL or "" means the node needs no rename.
+ */
+typedef struct {
+    int fd, dir_fd;
+    const char *tmp, *name;
+    long long uid, gid, mode, mtime_ns, granularity_ns;
+} Finish;
+
+static int node_stat(const Finish *f, const char *cur, struct stat *st) {
+    return f->fd >= 0 ? fstat(f->fd, st) : fstatat(f->dir_fd, cur, st, AT_SYMLINK_NOFOLLOW);
+}
+
+/*
+ * Run the finishing steps ``first``..``last`` (STEP_INSPECT..STEP_CLOSE) in their order: owner and
+ * mode (each only where it differs; uid -1 and mode -1 leave them), mtime (granularity_ns 0 leaves
+ * it), rename ``tmp`` to ``name``, check the mtime stuck at the granularity (errno 0 if rounded),
+ * close ``fd``.  Returns -1 with *step and errno set on failure; closes or removes nothing then.
+ * pycatar.extract runs them in pieces, with the ACL, xattr, capability and label steps between
+ * STEP_MODE and STEP_MTIME and the chattr/FAT steps between STEP_RENAME and STEP_VERIFY (casync's
+ * order); a batch job runs them all at once.
+ */
+static int finish_steps(const Finish *f, int first, int last, int *step) {
     struct stat st;
+    int rename = f->tmp != NULL && f->tmp[0] != 0;
+    const char *cur = rename ? f->tmp : f->name;
+    if (first <= STEP_MODE && last >= STEP_INSPECT && (f->uid >= 0 || f->mode >= 0)) {
+        *step = STEP_INSPECT;
+        if (node_stat(f, cur, &st) < 0)
+            return -1;
+        if (f->uid >= 0 && ((long long)st.st_uid != f->uid || (long long)st.st_gid != f->gid)) {
+            *step = STEP_OWNER;
+            if ((f->fd >= 0 ? fchown(f->fd, (uid_t)f->uid, (gid_t)f->gid)
+                            : fchownat(f->dir_fd, cur, (uid_t)f->uid, (gid_t)f->gid, AT_SYMLINK_NOFOLLOW)) < 0)
+                return -1;
+            *step = STEP_INSPECT;
+            if (node_stat(f, cur, &st) < 0) /* a chown may clear set-id bits */
+                return -1;
+        }
+        if (f->mode >= 0 && (long long)(st.st_mode & 07777) != f->mode) {
+            *step = STEP_MODE;
+            if ((f->fd >= 0 ? fchmod(f->fd, (mode_t)f->mode) : fchmodat(f->dir_fd, cur, (mode_t)f->mode, 0)) < 0)
+                return -1;
+        }
+    }
+    if (first <= STEP_MTIME && last >= STEP_MTIME && f->granularity_ns > 0) {
+        struct timespec ts[2];
+        ts[0].tv_sec = 0;
+        ts[0].tv_nsec = UTIME_OMIT;
+        long long ns = f->mtime_ns % 1000000000LL;  /* floor division: times before 1970 are negative */
+        ts[1].tv_sec = (time_t)(f->mtime_ns / 1000000000LL - (ns < 0));
+        ts[1].tv_nsec = (long)(ns < 0 ? ns + 1000000000LL : ns);
+        *step = STEP_MTIME;
+        if ((f->fd >= 0 ? futimens(f->fd, ts) : utimensat(f->dir_fd, cur, ts, AT_SYMLINK_NOFOLLOW)) < 0)
+            return -1;
+    }
+    if (first <= STEP_RENAME && last >= STEP_RENAME && rename) {
+        *step = STEP_RENAME;
+        if (renameat(f->dir_fd, f->tmp, f->dir_fd, f->name) < 0)
+            return -1;
+        cur = f->name;
+    }
+    if (first <= STEP_VERIFY && last >= STEP_VERIFY && f->granularity_ns > 0) {
+        *step = STEP_VERIFY;
+        if (node_stat(f, cur, &st) < 0)
+            return -1;
+        long long got = (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+        if (got / f->granularity_ns != f->mtime_ns / f->granularity_ns) {
+            errno = 0;
+            return -1;
+        }
+    }
+    if (last >= STEP_CLOSE && f->fd >= 0) {
+        *step = STEP_CLOSE;
+        if (close(f->fd) < 0 && errno != EINTR)
+            return -1;
+    }
+    return 0;
+}
+
+/* One batch job; returns -1 (step in *step, errno set) on failure, the file closed and, unless it
+ * was renamed already, its temporary name removed. */
+static int do_job(const Job *j, long long *holes, int *step) {
     int fd;
     int finish_only = j->tmp[0] == 0; /* a node created already: dir_fd is the node itself */
     if (finish_only) {
@@ -218,61 +308,18 @@ static int do_job(const Job *j, long long *holes, int *step) {
         if (write_payload(fd, j, holes) < 0)
             goto fail;
     }
-    if (j->uid >= 0 || j->mode >= 0) {
-        *step = STEP_INSPECT;
-        if (fstat(fd, &st) < 0)
-            goto fail;
-        if (j->uid >= 0 && ((long long)st.st_uid != j->uid || (long long)st.st_gid != j->gid)) {
-            *step = STEP_OWNER;
-            if (fchown(fd, (uid_t)j->uid, (gid_t)j->gid) < 0)
-                goto fail;
-            *step = STEP_INSPECT;
-            if (fstat(fd, &st) < 0) /* a chown may clear set-id bits */
-                goto fail;
-        }
-        if (j->mode >= 0 && (long long)(st.st_mode & 07777) != j->mode) {
-            *step = STEP_MODE;
-            if (fchmod(fd, (mode_t)j->mode) < 0)
-                goto fail;
-        }
-    }
-    if (j->granularity_ns > 0) {
-        struct timespec ts[2];
-        ts[0].tv_sec = 0;
-        ts[0].tv_nsec = UTIME_OMIT;
-        long long ns = j->mtime_ns % 1000000000LL;  /* floor division: times before 1970 are negative */
-        ts[1].tv_sec = (time_t)(j->mtime_ns / 1000000000LL - (ns < 0));
-        ts[1].tv_nsec = (long)(ns < 0 ? ns + 1000000000LL : ns);
-        *step = STEP_MTIME;
-        if (futimens(fd, ts) < 0)
-            goto fail;
-    }
-    *step = STEP_RENAME;
-    if (!finish_only && renameat(j->dir_fd, j->tmp, j->dir_fd, j->name) < 0)
+    Finish f = {fd, finish_only ? -1 : j->dir_fd, finish_only ? NULL : j->tmp, finish_only ? NULL : j->name,
+                j->uid, j->gid, j->mode, j->mtime_ns, j->granularity_ns};
+    if (finish_steps(&f, STEP_INSPECT, STEP_CLOSE, step) < 0) {
+        if (*step == STEP_CLOSE)
+            return -1;
         goto fail;
-    if (j->granularity_ns > 0) {
-        *step = STEP_VERIFY;
-        if (fstat(fd, &st) < 0) {
-            int e = errno;
-            close(fd);
-            errno = e;
-            return -1;
-        }
-        long long got = (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
-        if (got / j->granularity_ns != j->mtime_ns / j->granularity_ns) {
-            close(fd);
-            errno = 0;
-            return -1;
-        }
     }
-    *step = STEP_CLOSE;
-    if (close(fd) < 0 && errno != EINTR)
-        return -1;
     return 0;
 fail: {
         int e = errno;
         close(fd);
-        if (!finish_only)
+        if (!finish_only && *step <= STEP_RENAME)
             unlinkat(j->dir_fd, j->tmp, 0);
         errno = e;
         return -1;
@@ -386,6 +433,40 @@ error:
     release(jobs, ready);
     Py_DECREF(seq);
     return NULL;
+}
+
+/* finish(fd, dir_fd, tmp, name, uid, gid, mode, mtime_ns, granularity_ns, first, last): see finish_steps */
+static PyObject *finish(PyObject *self, PyObject *args) {
+    Finish f;
+    PyObject *tmp_obj, *name_obj, *tmp_b = NULL, *name_b = NULL, *result = NULL;
+    int first, last, step = STEP_INSPECT, r, err = 0;
+    if (!PyArg_ParseTuple(args, "iiOOLLLLLii", &f.fd, &f.dir_fd, &tmp_obj, &name_obj, &f.uid, &f.gid, &f.mode,
+                          &f.mtime_ns, &f.granularity_ns, &first, &last))
+        return NULL;
+    if ((tmp_obj != Py_None && !PyUnicode_FSConverter(tmp_obj, &tmp_b)) ||
+        (name_obj != Py_None && !PyUnicode_FSConverter(name_obj, &name_b)))
+        goto done;
+    f.tmp = tmp_b ? PyBytes_AS_STRING(tmp_b) : NULL;
+    f.name = name_b ? PyBytes_AS_STRING(name_b) : NULL;
+    if ((tmp_b && (size_t)PyBytes_GET_SIZE(tmp_b) != strlen(f.tmp)) ||
+        (name_b && (size_t)PyBytes_GET_SIZE(name_b) != strlen(f.name))) {
+        PyErr_SetString(PyExc_ValueError, "embedded NUL byte in a file name");
+        goto done;
+    }
+    if (f.name == NULL && (f.fd < 0 || (f.tmp && f.tmp[0]))) {
+        PyErr_SetString(PyExc_ValueError, "finish(): a node without a descriptor or with a rename needs its name");
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    r = finish_steps(&f, first, last, &step);
+    if (r < 0)
+        err = errno;
+    Py_END_ALLOW_THREADS
+    result = r < 0 ? Py_BuildValue("(ii)", step, err) : Py_NewRef(Py_None);
+done:
+    Py_XDECREF(tmp_b);
+    Py_XDECREF(name_b);
+    return result;
 }
 
 static PyObject *read_file(PyObject *self, PyObject *args) {
@@ -561,6 +642,10 @@ static PyMethodDef methods[] = {
      "install_file(tmp, final, data, mode) -> 1 | 0 | (step, errno): write a file under a temporary "
      "name and hard-link it into place without replacing anything, GIL released (see the module "
      "source)."},
+    {"finish", finish, METH_VARARGS,
+     "finish(fd, dir_fd, tmp, name, uid, gid, mode, mtime_ns, granularity_ns, first, last) -> None | "
+     "(step, errno): run the finishing steps first..last of a node (see finish_steps in the module "
+     "source), GIL released."},
     {"write_files", write_files, METH_O,
      "write_files(jobs) -> (done, hole_bytes, failed_index, step, errno): create regular files "
      "(see the module source for the job layout), GIL released."},
@@ -600,7 +685,12 @@ PyMODINIT_FUNC PyInit__fileio(void) {
         add_ref(m, "STEPS", names_tuple(step_names, NSTEPS)) < 0 ||
         PyModule_AddIntConstant(m, "STEP_CREATE", STEP_CREATE) < 0 ||
         PyModule_AddIntConstant(m, "HOLE_BLOCK", HOLE_BLOCK) < 0 ||
-        PyModule_AddIntConstant(m, "STEP_VERIFY", STEP_VERIFY) < 0) {
+        PyModule_AddIntConstant(m, "STEP_VERIFY", STEP_VERIFY) < 0 ||
+        PyModule_AddIntConstant(m, "STEP_INSPECT", STEP_INSPECT) < 0 ||
+        PyModule_AddIntConstant(m, "STEP_MODE", STEP_MODE) < 0 ||
+        PyModule_AddIntConstant(m, "STEP_MTIME", STEP_MTIME) < 0 ||
+        PyModule_AddIntConstant(m, "STEP_RENAME", STEP_RENAME) < 0 ||
+        PyModule_AddIntConstant(m, "STEP_CLOSE", STEP_CLOSE) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -77,8 +77,6 @@ _NO_XATTRS = frozenset({errno.EOPNOTSUPP, errno.EBADF})
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
 _O_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
 
-_AT_SYMLINK_NOFOLLOW = 0x100
-_UTIME_OMIT = (1 << 30) - 2
 _RENAME_EXCHANGE = 2
 
 
@@ -181,24 +179,6 @@ def _mask_fat_attrs(fd: int, value: int, mask: int) -> None:
     new = (old & ~mask) | (value & mask)
     if new != old:
         fsmeta.write_fat_attrs(fd, new)
-
-
-class _Timespec(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
-
-
-def _set_mtime(fd: int, dir_fd: int, name: str | None, mtime_ns: int) -> None:
-    """futimens()/utimensat(AT_SYMLINK_NOFOLLOW) with the access time left alone."""
-    sec, nsec = divmod(mtime_ns, 1_000_000_000)
-    times = (_Timespec * 2)(_Timespec(0, _UTIME_OMIT), _Timespec(sec, nsec))
-    libc = fsmeta._libc()
-    if fd >= 0:
-        r = libc.futimens(fd, times)
-    else:
-        r = libc.utimensat(dir_fd, os.fsencode(name), times, _AT_SYMLINK_NOFOLLOW)
-    if r != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
 
 
 def _rename_exchange(dir_fd: int, a: str, b: str) -> None:
@@ -805,18 +785,9 @@ class _Extractor:
             self.what = "remove stale entries in"
             self._delete_stale(node)
 
-        if replay & (WITH_UIDS | F.WITH_USER_NAMES):
-            self.what = "set the owner of"
-            uid, gid = self._owner(entry)
-            if st.st_uid != uid or st.st_gid != gid:
-                if fd >= 0:
-                    os.chown(fd, uid, gid)
-                else:
-                    os.chown(node.current, uid, gid, dir_fd=node.dir_fd, follow_symlinks=False)
-                st = self._stat(node)  # a chown may have cleared set-id bits
-
-        if not stat.S_ISLNK(mode):
-            self._apply_mode(node, st)
+        self._finish_steps(node, _fileio.STEP_INSPECT, _fileio.STEP_MODE, *(
+            self._owner(entry) if self._owners else (-1, -1)),
+            -1 if stat.S_ISLNK(mode) else self._wanted_mode(entry, st))
 
         # a directory this extraction made in a clean one, with nothing but owner, mode and time to
         # restore: no ACL, xattr, label or chattr/FAT flag to set, and none there to remove
@@ -846,15 +817,9 @@ class _Extractor:
             self.what = "set the SELinux label of"
             self._apply_selinux(node)
 
-        granularity = time_granularity_ns(replay)
-        if granularity is not None:
-            self.what = "set the modification time of"
-            _set_mtime(fd, node.dir_fd, node.current, mtime_ns(entry.mtime))
-
-        if node.tmp is not None:
-            self.what = "move into place"
-            self._install(node.dir_fd, node.tmp, node.name)
-            node.tmp = None
+        if not self._finish_steps(node, _fileio.STEP_MTIME, _fileio.STEP_RENAME):
+            self._install(node.dir_fd, node.tmp, node.name)  # something in the way: replace it
+        node.tmp = None
 
         if replay & WITH_CHATTR and fd >= 0 and not bare:
             self.what = "set the file attributes (chattr) of"
@@ -872,22 +837,40 @@ class _Extractor:
             self.what = "check the subvolume state of"
             self._check_subvolume(node, st)
 
-        if granularity is not None:
-            self.what = "verify the modification time of"
-            st = self._stat(node)
-            if st.st_mtime_ns // granularity != mtime_ns(entry.mtime) // granularity:
-                raise _mtime_precision_error(node.shown)
-
-        if fd >= 0 and node.dir_fd >= 0:  # not the destination directory, which the caller closes
-            os.close(fd)
-            node.fd = -1
+        # the destination directory's fd is the caller's: it stays open
+        self._finish_steps(node, _fileio.STEP_VERIFY,
+                           _fileio.STEP_CLOSE if fd >= 0 and node.dir_fd >= 0 else _fileio.STEP_VERIFY)
         if self.on_entry is not None:
             self.on_entry(entry)
 
-    def _apply_mode(self, node: _Node, st: os.stat_result) -> None:
+    def _finish_steps(self, node: _Node, first: int, last: int, uid: int = -1, gid: int = -1,
+                      mode: int = -1) -> bool:
+        """Run the finishing steps ``first``..``last`` of ``node`` (owner, mode, mtime, rename, mtime
+        check, close: :func:`pycatar._fileio.finish`, the batch jobs' own code).  False if the rename
+        failed (the caller's :meth:`_install` deals with what is in the way); raises on other failures."""
+        entry = node.entry
+        granularity = self._granularity
+        failed = _fileio.finish(node.fd, node.dir_fd, node.tmp, node.name, uid, gid, mode,
+                                mtime_ns(entry.mtime) if granularity is not None else 0, granularity or 0,
+                                first, last)
+        if failed is None or failed[0] == _fileio.STEP_CLOSE:
+            if last == _fileio.STEP_CLOSE:
+                node.fd = -1  # closed, also when close() reported an error
+        if failed is None:
+            return True
+        step, err = failed
+        self.what = _fileio.STEPS[step]
+        if step == _fileio.STEP_RENAME:
+            return False
+        if step == _fileio.STEP_VERIFY and err == 0:
+            raise _mtime_precision_error(node.shown)
+        raise OSError(err, os.strerror(err))
+
+    def _wanted_mode(self, entry: Entry, st: os.stat_result) -> int:
+        """The mode to give a node now at ``st`` (only its permission bits count, which a chown
+        leaves), or -1 to leave it."""
         replay = self.replay
-        entry_mode = node.entry.mode
-        new_mode = None
+        entry_mode = entry.mode
         if replay & F.WITH_READ_ONLY:
             cur = st.st_mode
             is_dir = stat.S_ISDIR(cur)
@@ -900,16 +883,11 @@ class _Extractor:
                     new_mode |= 0o200 | (0o020 if new_mode & 0o040 else 0) | (0o002 if new_mode & 0o004 else 0)
                 # else: no write bits.  (casync clears the *read* bits here instead, leaving read-only
                 # files at mode 0000 and read-only directories at 0100: a slip we do not reproduce.)
-        elif replay & (F.WITH_PERMISSIONS | F.WITH_ACL):
-            if stat.S_IMODE(st.st_mode) != entry_mode & 0o7777:
-                new_mode = entry_mode & 0o7777
-        if new_mode is None:
-            return
-        self.what = "set the mode of"
-        if node.fd >= 0:
-            os.chmod(node.fd, new_mode)
-        else:
-            os.chmod(node.current, new_mode, dir_fd=node.dir_fd)
+                return new_mode
+            return -1
+        if replay & (F.WITH_PERMISSIONS | F.WITH_ACL):
+            return entry_mode & 0o7777
+        return -1
 
     def _acl_id(self, item, group: bool) -> int:
         if item.name is not None:
