@@ -94,20 +94,24 @@ _xattr_name_ok = _validate.xattr_name_ok
 class _Source:
     """A cursor over the stream with its own read buffer.
 
-    Several cursors may share one seekable file object: each one seeks to its own position before
-    reading.  ``tap``, when set, receives every byte the cursor consumes, in stream order."""
+    The buffer is what one read of the file gave (or, for a record spanning reads, those joined): a
+    stream that offers ``readview(n)`` (blob.IndexStream: a view of a verified chunk) is read
+    without copying, and payloads are handed on as views of the buffer.  Several cursors may share
+    one seekable file object: each one seeks to its own position before reading.  ``tap``, when set,
+    receives every byte the cursor consumes, in stream order."""
 
-    __slots__ = ("f", "seekable", "buf", "bpos", "pos", "readahead", "tap", "_size")
+    __slots__ = ("f", "seekable", "buf", "bpos", "pos", "readahead", "tap", "_size", "_read")
 
     def __init__(self, f, seekable: bool, pos: int = 0, readahead: int = _SEQ_READAHEAD):
         self.f = f
         self.seekable = seekable
-        self.buf = b""
+        self.buf = b""  # bytes or a memoryview
         self.bpos = 0
         self.pos = pos  # stream offset of buf[bpos]
         self.readahead = readahead
         self.tap = None
         self._size: int | None = None
+        self._read = getattr(f, "readview", None) or f.read
 
     # -- low level
 
@@ -118,25 +122,11 @@ class _Source:
             self._size = self.f.seek(0, os.SEEK_END)
         return self._size
 
-    def _raw_read(self, n: int) -> bytes:
-        """Read up to n bytes at the end of the buffer (short only at EOF)."""
-        f = self.f
+    def _raw_read(self, n: int):
+        """Up to n bytes after the end of the buffer (maybe fewer; empty only at the end)."""
         if self.seekable:
-            f.seek(self.pos + len(self.buf) - self.bpos)
-        data = f.read(n)
-        if data is None:
-            data = b""
-        if len(data) < n and data:
-            parts = [data]
-            got = len(data)
-            while got < n:
-                more = f.read(n - got)
-                if not more:
-                    break
-                parts.append(more)
-                got += len(more)
-            data = b"".join(parts)
-        return bytes(data)
+            self.f.seek(self.pos + len(self.buf) - self.bpos)
+        return self._read(n) or b""
 
     def avail(self) -> int:
         return len(self.buf) - self.bpos
@@ -146,19 +136,28 @@ class _Source:
         have = len(self.buf) - self.bpos
         if have >= n:
             return have
-        want = max(n - have, self.readahead)
-        data = self._raw_read(want)
-        rest = self.buf[self.bpos:]
-        self.buf = rest + data if rest else data
-        self.bpos = 0
-        return len(self.buf)
+        if not have:
+            self.buf, self.bpos = self._raw_read(max(n, self.readahead)), 0
+            have = len(self.buf)
+            if have >= n or not have:
+                return have
+        # a record spanning reads: join what it needs (only that much is copied)
+        parts = [self.buf[self.bpos:]]
+        while have < n:
+            data = self._raw_read(n - have)
+            if not data:
+                break
+            parts.append(data)
+            have += len(data)
+        self.buf, self.bpos = b"".join(parts), 0
+        return have
 
     def peek(self, n: int) -> bytes:
         b = self.bpos
         if len(self.buf) - b < n:
             self.fill(n)
             b = self.bpos
-        return self.buf[b:b + n]
+        return bytes(self.buf[b:b + n])
 
     def header(self) -> tuple[int, int] | None:
         """The (size, type) of the record header at the cursor, not consumed; None at the end."""
@@ -178,6 +177,8 @@ class _Source:
                 )
             b = self.bpos
         data = self.buf[b:b + n]
+        if type(data) is not bytes:
+            data = data.tobytes()
         self.bpos = b + n
         self.pos += n
         if self.tap is not None:
@@ -202,25 +203,24 @@ class _Source:
         for piece in self.stream(n, what):
             pass
 
-    def stream(self, n: int, what: str = "payload") -> Iterator[bytes]:
-        """Consume n bytes, yielding them in pieces of at most PAYLOAD_PIECE."""
+    def stream(self, n: int, what: str = "payload") -> Iterator[memoryview]:
+        """Consume n bytes, yielding them as read-only views of the buffer, in pieces of at most
+        PAYLOAD_PIECE (no copy: a piece keeps its read, at most a chunk or ``readahead``, alive)."""
         start = self.pos
         while n > 0:
-            have = self.avail()
-            if have:
-                k = min(have, n, PAYLOAD_PIECE)
-                data = self.buf[self.bpos:self.bpos + k]
-                self.bpos += k
-                if self.bpos == len(self.buf):
-                    self.buf, self.bpos = b"", 0
-            else:
-                k = min(n, PAYLOAD_PIECE)
-                data = self._raw_read(k)
-                if len(data) < k:
+            have = len(self.buf) - self.bpos
+            if not have:
+                have = self.fill(1)
+                if not have:
                     raise FormatError(
-                        f"archive truncated: {what} starting at offset {start} ends early at offset "
-                        f"{self.pos + len(data)}"
+                        f"archive truncated: {what} starting at offset {start} ends early at offset {self.pos}"
                     )
+            k = min(have, n, PAYLOAD_PIECE)
+            buf, b = self.buf, self.bpos
+            data = (buf if type(buf) is memoryview else memoryview(buf))[b:b + k]
+            self.bpos = b + k
+            if b + k == len(buf):
+                self.buf, self.bpos = b"", 0  # the views keep it as long as they need it
             self.pos += k
             n -= k
             if self.tap is not None:
