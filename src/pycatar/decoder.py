@@ -124,8 +124,12 @@ class _Source:
 
     def _raw_read(self, n: int):
         """Up to n bytes after the end of the buffer (maybe fewer; empty only at the end)."""
+        return self._read_after(n, len(self.buf) - self.bpos)
+
+    def _read_after(self, n: int, skip: int):
+        """Up to n bytes from ``skip`` bytes after the cursor on (maybe fewer; empty only at the end)."""
         if self.seekable:
-            self.f.seek(self.pos + len(self.buf) - self.bpos)
+            self.f.seek(self.pos + skip)
         return self._read(n) or b""
 
     def avail(self) -> int:
@@ -142,9 +146,9 @@ class _Source:
             if have >= n or not have:
                 return have
         # a record spanning reads: join what it needs (only that much is copied)
-        parts = [self.buf[self.bpos:]]
+        parts = [memoryview(self.buf)[self.bpos:]]
         while have < n:
-            data = self._raw_read(n - have)
+            data = self._read_after(n - have, have)
             if not data:
                 break
             parts.append(data)
@@ -203,24 +207,32 @@ class _Source:
         for piece in self.stream(n, what):
             pass
 
-    def stream(self, n: int, what: str = "payload") -> Iterator[memoryview]:
-        """Consume n bytes, yielding them as read-only views of the buffer, in pieces of at most
-        PAYLOAD_PIECE (no copy: a piece keeps its read, at most a chunk or ``readahead``, alive)."""
+    def stream(self, n: int, what: str = "payload"):
+        """Consume n bytes, yielding them in pieces of at most PAYLOAD_PIECE: a piece the buffer holds
+        whole as a read-only view of it (no copy: it keeps that read, at most a chunk or
+        ``readahead``, alive), a piece spanning reads as bytes joined from them (one copy)."""
         start = self.pos
         while n > 0:
-            have = len(self.buf) - self.bpos
-            if not have:
-                have = self.fill(1)
-                if not have:
-                    raise FormatError(
-                        f"archive truncated: {what} starting at offset {start} ends early at offset {self.pos}"
-                    )
-            k = min(have, n, PAYLOAD_PIECE)
+            k = min(n, PAYLOAD_PIECE)
             buf, b = self.buf, self.bpos
-            data = (buf if type(buf) is memoryview else memoryview(buf))[b:b + k]
-            self.bpos = b + k
-            if b + k == len(buf):
-                self.buf, self.bpos = b"", 0  # the views keep it as long as they need it
+            have = len(buf) - b
+            if have >= k:
+                data = (buf if type(buf) is memoryview else memoryview(buf))[b:b + k]
+                if b + k == len(buf):
+                    self.buf, self.bpos = b"", 0  # the views keep it as long as they need it
+                else:
+                    self.bpos = b + k
+            else:
+                parts = [memoryview(buf)[b:]] if have else []
+                self.buf, self.bpos = b"", 0
+                while have < k:
+                    got = self._read_after(k - have, have)
+                    if not got:
+                        raise FormatError(f"archive truncated: {what} starting at offset {start} ends early "
+                                          f"at offset {self.pos + have}")
+                    parts.append(got)
+                    have += len(got)
+                data = b"".join(parts)
             self.pos += k
             n -= k
             if self.tap is not None:
