@@ -208,31 +208,43 @@ class _Source:
             pass
 
     def stream(self, n: int, what: str = "payload"):
-        """Consume n bytes, yielding them in pieces of at most PAYLOAD_PIECE: a piece the buffer holds
-        whole as a read-only view of it (no copy: it keeps that read, at most a chunk or
-        ``readahead``, alive), a piece spanning reads as bytes joined from them (one copy)."""
+        """Consume n bytes, yielding them in pieces of at most PAYLOAD_PIECE.  What the buffer holds is
+        handed on as read-only views of it (no copy: a view keeps its read, at most a chunk or
+        ``readahead``, alive); so is all of a payload of at most one piece, read by read.  A longer
+        payload comes in whole pieces, joined once where they span reads (so that writers get full,
+        aligned pieces)."""
         start = self.pos
+        views = n <= PAYLOAD_PIECE
         while n > 0:
             k = min(n, PAYLOAD_PIECE)
             buf, b = self.buf, self.bpos
             have = len(buf) - b
-            if have >= k:
+            if not have and views:
+                have = self.fill(1)
+                buf, b = self.buf, self.bpos
+            if have >= k or views and have:
+                k = min(k, have)
                 data = (buf if type(buf) is memoryview else memoryview(buf))[b:b + k]
                 if b + k == len(buf):
                     self.buf, self.bpos = b"", 0  # the views keep it as long as they need it
                 else:
                     self.bpos = b + k
-            else:
+            elif not views:
                 parts = [memoryview(buf)[b:]] if have else []
                 self.buf, self.bpos = b"", 0
                 while have < k:
                     got = self._read_after(k - have, have)
                     if not got:
-                        raise FormatError(f"archive truncated: {what} starting at offset {start} ends early "
-                                          f"at offset {self.pos + have}")
+                        break
                     parts.append(got)
                     have += len(got)
+                if have < k:
+                    raise FormatError(f"archive truncated: {what} starting at offset {start} ends early "
+                                      f"at offset {self.pos + have}")
                 data = b"".join(parts)
+            else:
+                raise FormatError(f"archive truncated: {what} starting at offset {start} ends early "
+                                  f"at offset {self.pos}")
             self.pos += k
             n -= k
             if self.tap is not None:
@@ -350,11 +362,9 @@ class CatarReader:
         src = self._payload_src
         if src is None or self._payload_left <= 0:
             return
-        while self._payload_left > 0:
-            k = min(self._payload_left, PAYLOAD_PIECE)
-            for piece in src.stream(k):
-                self._payload_left -= len(piece)
-                yield piece
+        for piece in src.stream(self._payload_left):
+            self._payload_left -= len(piece)
+            yield piece
 
     def lookup(self, path: str) -> Entry | None:
         """The entry at ``path`` (components separated by "/"), found through the GOODBYE tables, or
