@@ -209,8 +209,9 @@ class _Source:
 
     def stream(self, n: int, what: str = "payload"):
         """Consume n bytes, yielding them in pieces of at most PAYLOAD_PIECE.  What the buffer holds is
-        handed on as read-only views of it (no copy: a view keeps its read, at most a chunk or
-        ``readahead``, alive); so is all of a payload of at most one piece, read by read.  A longer
+        handed on as read-only views of it (no copy: a view keeps its read, a chunk or ``readahead``,
+        alive; so a piece under a quarter of its read is copied instead); so is all of a payload of at
+        most one piece, read by read.  A longer
         payload comes in whole pieces, joined once where they span reads (so that writers get full,
         aligned pieces)."""
         start = self.pos
@@ -225,6 +226,8 @@ class _Source:
             if have >= k or views and have:
                 k = min(k, have)
                 data = (buf if type(buf) is memoryview else memoryview(buf))[b:b + k]
+                if 4 * k < len(buf):  # a small part of a large read is copied: it does not keep the read
+                    data = data.tobytes()  # alive (held views cost at most 4 times their size)
                 if b + k == len(buf):
                     self.buf, self.bpos = b"", 0  # the views keep it as long as they need it
                 else:
