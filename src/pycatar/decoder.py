@@ -146,15 +146,21 @@ class _Source:
             if have >= n or not have:
                 return have
         # a record spanning reads: join what it needs (only that much is copied)
-        parts = [memoryview(self.buf)[self.bpos:]]
+        self.buf, self.bpos = self._joined(memoryview(self.buf)[self.bpos:], n), 0
+        return len(self.buf)
+
+    def _joined(self, head: memoryview, n: int) -> bytes:
+        """``head`` (the bytes at the cursor) and the reads after it, n bytes in all (fewer only at the
+        end), joined: their one copy."""
+        parts = [head]
+        have = len(head)
         while have < n:
             data = self._read_after(n - have, have)
             if not data:
                 break
             parts.append(data)
             have += len(data)
-        self.buf, self.bpos = b"".join(parts), 0
-        return have
+        return b"".join(parts)
 
     def peek(self, n: int) -> bytes:
         b = self.bpos
@@ -233,18 +239,11 @@ class _Source:
                 else:
                     self.bpos = b + k
             elif not views:
-                parts = [memoryview(buf)[b:]] if have else []
+                data = self._joined(memoryview(buf)[b:], k)
                 self.buf, self.bpos = b"", 0
-                while have < k:
-                    got = self._read_after(k - have, have)
-                    if not got:
-                        break
-                    parts.append(got)
-                    have += len(got)
-                if have < k:
+                if len(data) < k:
                     raise FormatError(f"archive truncated: {what} starting at offset {start} ends early "
-                                      f"at offset {self.pos + have}")
-                data = b"".join(parts)
+                                      f"at offset {self.pos + len(data)}")
             else:
                 raise FormatError(f"archive truncated: {what} starting at offset {start} ends early "
                                   f"at offset {self.pos}")
