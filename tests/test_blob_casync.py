@@ -287,6 +287,16 @@ def test_index_stream_reads_only_needed_chunks(tmp_path, blob):
             full = IndexStream(r, StoreSet([tmp_path / "S"]), readahead=4, executor=ex)
             assert full.read() == data
             assert full.chunks_fetched == n
+        # readview: views of one chunk each, never past its end, together the stream
+        s.seek(c.start + 10)
+        v = s.readview(1 << 20)
+        assert isinstance(v, memoryview) and v.readonly and bytes(v) == data[c.start + 10:c.end]
+        assert s.tell() == c.end and s.readview(7) == data[c.end:c.end + 7]
+        s.seek(0)
+        views = iter(lambda: s.readview(1 << 20), b"")
+        assert [len(v) for v in views] == [ref.size for ref in r.chunks()]
+        s.seek(0)
+        assert b"".join(iter(lambda: s.readview(1000), b"")) == data
 
 
 def test_caidx_stream_equals_catar(casync_bin, tmp_path):

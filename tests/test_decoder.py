@@ -79,6 +79,40 @@ class NonSeekable(io.RawIOBase):
         return out
 
 
+class Viewing(io.RawIOBase):
+    """A seekable stream offering ``readview`` as blob.IndexStream does, in tiny views of varying size
+    (1 to 4096 bytes), so that records and payloads span many of them; plain ``read`` is refused."""
+
+    def __init__(self, data: bytes, sizes=(1, 5, 13, 4096, 2, 700)):
+        self._data = memoryview(data).toreadonly()
+        self._pos = 0
+        self._sizes = sizes
+        self._i = 0
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def tell(self):
+        return self._pos
+
+    def seek(self, pos, whence=0):
+        self._pos = pos if whence == 0 else len(self._data) + pos if whence == 2 else self._pos + pos
+        return self._pos
+
+    def readview(self, n):
+        self._i += 1
+        k = min(n, self._sizes[self._i % len(self._sizes)])
+        out = self._data[self._pos:self._pos + k]
+        self._pos += len(out)
+        return out
+
+    def read(self, n=-1):
+        raise AssertionError("a stream with readview is read through it")
+
+
 class Counting:
     """A seekable file wrapper that records every byte range read."""
 
@@ -976,3 +1010,21 @@ def test_children_list_a_directory_from_its_goodbye_table(tmp_path, run_casync):
     assert "wrong hash" in broken(wrong_hash)
     assert "outside" in broken(outside)
     broken(overlap)
+
+
+def test_view_source_gives_same_entries_and_payloads(odd_archives, odd_tree):
+    """A stream read through ``readview`` in tiny views (records, GOODBYE tables and payloads spanning
+    many) decodes as the plain file does; the payloads are the tree's files (casync made the archives)."""
+    for name, path in odd_archives.items():
+        data = open(path, "rb").read()
+        want = [(e.path, e.mode, e.size, e.mtime, d) for e, d in read_all(data)]
+        assert [(e.path, e.mode, e.size, e.mtime, d) for e, d in read_all(Viewing(data))] == want, name
+        got = {e.path: d for e, d in read_all(Viewing(data)) if d is not None}
+        for rel in ("file.txt", "random.bin", "sparse"):
+            assert got[rel] == hashlib.sha256(open(os.path.join(odd_tree, rel), "rb").read()).hexdigest()
+        r = CatarReader(Viewing(data))
+        hit = r.lookup("deep/a/b/c/d/target.txt")
+        assert hit is not None and hit.size == 6
+    # cut short: a clear error, as for a plain file
+    with pytest.raises(FormatError, match="truncated"):
+        read_all(Viewing(data[:len(data) // 2]))

@@ -731,6 +731,17 @@ _REF_BLOCK_BITS = 10
 _REF_BLOCK = 1 << _REF_BLOCK_BITS
 
 
+def _joined(views: Iterable[memoryview]) -> bytes:
+    """The views' bytes as one bytes object, copied once (a view of a whole chunk costs no copy)."""
+    parts = list(views)
+    if len(parts) == 1:
+        obj = parts[0].obj
+        if type(obj) is bytes and len(obj) == parts[0].nbytes:
+            return obj
+        return parts[0].tobytes()
+    return b"".join(parts)
+
+
 class IndexStream(io.RawIOBase):
     """A read-only, seekable file over the stream an index describes, its chunks from ``stores``
     (or a :class:`ChunkSource`).
@@ -922,29 +933,33 @@ class IndexStream(io.RawIOBase):
                     pf.cancel()
                     break
 
+    def _piece(self, pos: int, end: int, ahead: bool, cur: ChunkRef | None, drop: bool = False,
+               until: int | None = None) -> tuple[memoryview, ChunkRef]:
+        """The bytes from ``pos`` (< ``end``) to ``end`` or the end of the chunk holding ``pos``, whichever
+        comes first: a view of the verified chunk (no copy), and that chunk."""
+        ref = self._locate(pos, cur)
+        data = self._get(ref, ahead, drop, until)
+        off = pos - ref.start
+        return memoryview(data)[off:off + min(end, ref.end) - pos], ref
+
     def _pieces(self, pos: int, size: int, ahead: bool, cur: ChunkRef | None = None,
-                drop: bool = False, until: int | None = None) -> Iterator[bytes]:
-        """Up to ``size`` bytes from ``pos`` on, as slices of the chunks (a whole chunk without
-        copying).  ``_cur`` is left at the last chunk read (a hint for the next read: checked before use)."""
+                drop: bool = False, until: int | None = None) -> Iterator[memoryview]:
+        """Up to ``size`` bytes from ``pos`` on, as views of the chunks.  ``_cur`` is left at the last
+        chunk read (a hint for the next read: checked before use)."""
         end = min(self.size, pos + size)
         while pos < end:
-            ref = self._locate(pos, cur)
-            data = self._get(ref, ahead, drop, until)
-            cur = ref
-            off = pos - ref.start
-            n = min(end, ref.end) - pos
-            pos += n
-            yield data if off == 0 and n == len(data) else data[off:off + n]
+            view, cur = self._piece(pos, end, ahead, cur, drop, until)
+            pos += len(view)
+            yield view
         self._cur = cur
 
     def read_at(self, pos: int, size: int, *, readahead: bool = True, ahead_until: int | None = None) -> bytes:
         """Up to ``size`` bytes at ``pos`` (short only at the end), without moving the file position;
         safe to call from several threads at once.  ``readahead``: prefetch the chunks that follow
         (for sequential reading), those starting before ``ahead_until`` if given."""
-        parts = list(self._pieces(pos, size, readahead, until=ahead_until))
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        return _joined(self._pieces(pos, size, readahead, until=ahead_until))
 
-    def _consume(self, size: int) -> Iterator[bytes]:
+    def _consume(self, size: int) -> Iterator[memoryview]:
         pos = self._pos
         on_bytes = self.on_bytes
         for piece in self._pieces(pos, size, True, self._cur, drop=True):
@@ -953,6 +968,20 @@ class IndexStream(io.RawIOBase):
             if on_bytes is not None:
                 on_bytes(len(piece))
             yield piece
+
+    def readview(self, size: int) -> memoryview:
+        """Up to ``size`` bytes from the file position on, but no further than the end of the chunk
+        holding it: a read-only view of the verified chunk, without copying (empty at the end).  The
+        view keeps that one chunk alive, not the cache."""
+        pos = self._pos
+        end = min(self.size, pos + size)
+        if pos >= end:
+            return memoryview(b"")
+        view, self._cur = self._piece(pos, end, True, self._cur, drop=True)
+        self._pos = pos + len(view)
+        if self.on_bytes is not None:
+            self.on_bytes(len(view))
+        return view
 
     def readinto(self, b) -> int:
         mv = memoryview(b).cast("B")
@@ -963,14 +992,13 @@ class IndexStream(io.RawIOBase):
         return done
 
     def read(self, size: int | None = -1) -> bytes:
-        """Up to ``size`` bytes (short only at the end), sliced from the chunks without a bounce buffer."""
+        """Up to ``size`` bytes (short only at the end), copied once from the chunks."""
         if size is None or size < 0:
             return self.readall()
-        parts = list(self._consume(size))
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        return _joined(self._consume(size))
 
     def readall(self) -> bytes:
-        return b"".join(self._consume(max(0, self.size - self._pos)))
+        return _joined(self._consume(max(0, self.size - self._pos)))
 
     def close(self) -> None:
         with self._lock:

@@ -94,20 +94,24 @@ _xattr_name_ok = _validate.xattr_name_ok
 class _Source:
     """A cursor over the stream with its own read buffer.
 
-    Several cursors may share one seekable file object: each one seeks to its own position before
-    reading.  ``tap``, when set, receives every byte the cursor consumes, in stream order."""
+    The buffer is what one read of the file gave (or, for a record spanning reads, those joined): a
+    stream that offers ``readview(n)`` (blob.IndexStream: a view of a verified chunk) is read
+    without copying, and payloads are handed on as views of the buffer.  Several cursors may share
+    one seekable file object: each one seeks to its own position before reading.  ``tap``, when set,
+    receives every byte the cursor consumes, in stream order."""
 
-    __slots__ = ("f", "seekable", "buf", "bpos", "pos", "readahead", "tap", "_size")
+    __slots__ = ("f", "seekable", "buf", "bpos", "pos", "readahead", "tap", "_size", "_read")
 
     def __init__(self, f, seekable: bool, pos: int = 0, readahead: int = _SEQ_READAHEAD):
         self.f = f
         self.seekable = seekable
-        self.buf = b""
+        self.buf = b""  # bytes or a memoryview
         self.bpos = 0
         self.pos = pos  # stream offset of buf[bpos]
         self.readahead = readahead
         self.tap = None
         self._size: int | None = None
+        self._read = getattr(f, "readview", None) or f.read
 
     # -- low level
 
@@ -118,25 +122,15 @@ class _Source:
             self._size = self.f.seek(0, os.SEEK_END)
         return self._size
 
-    def _raw_read(self, n: int) -> bytes:
-        """Read up to n bytes at the end of the buffer (short only at EOF)."""
-        f = self.f
+    def _raw_read(self, n: int):
+        """Up to n bytes after the end of the buffer (maybe fewer; empty only at the end)."""
+        return self._read_after(n, len(self.buf) - self.bpos)
+
+    def _read_after(self, n: int, skip: int):
+        """Up to n bytes from ``skip`` bytes after the cursor on (maybe fewer; empty only at the end)."""
         if self.seekable:
-            f.seek(self.pos + len(self.buf) - self.bpos)
-        data = f.read(n)
-        if data is None:
-            data = b""
-        if len(data) < n and data:
-            parts = [data]
-            got = len(data)
-            while got < n:
-                more = f.read(n - got)
-                if not more:
-                    break
-                parts.append(more)
-                got += len(more)
-            data = b"".join(parts)
-        return bytes(data)
+            self.f.seek(self.pos + skip)
+        return self._read(n) or b""
 
     def avail(self) -> int:
         return len(self.buf) - self.bpos
@@ -146,19 +140,34 @@ class _Source:
         have = len(self.buf) - self.bpos
         if have >= n:
             return have
-        want = max(n - have, self.readahead)
-        data = self._raw_read(want)
-        rest = self.buf[self.bpos:]
-        self.buf = rest + data if rest else data
-        self.bpos = 0
+        if not have:
+            self.buf, self.bpos = self._raw_read(max(n, self.readahead)), 0
+            have = len(self.buf)
+            if have >= n or not have:
+                return have
+        # a record spanning reads: join what it needs (only that much is copied)
+        self.buf, self.bpos = self._joined(memoryview(self.buf)[self.bpos:], n), 0
         return len(self.buf)
+
+    def _joined(self, head: memoryview, n: int) -> bytes:
+        """``head`` (the bytes at the cursor) and the reads after it, n bytes in all (fewer only at the
+        end), joined: their one copy."""
+        parts = [head]
+        have = len(head)
+        while have < n:
+            data = self._read_after(n - have, have)
+            if not data:
+                break
+            parts.append(data)
+            have += len(data)
+        return b"".join(parts)
 
     def peek(self, n: int) -> bytes:
         b = self.bpos
         if len(self.buf) - b < n:
             self.fill(n)
             b = self.bpos
-        return self.buf[b:b + n]
+        return bytes(self.buf[b:b + n])
 
     def header(self) -> tuple[int, int] | None:
         """The (size, type) of the record header at the cursor, not consumed; None at the end."""
@@ -178,6 +187,8 @@ class _Source:
                 )
             b = self.bpos
         data = self.buf[b:b + n]
+        if type(data) is not bytes:
+            data = data.tobytes()
         self.bpos = b + n
         self.pos += n
         if self.tap is not None:
@@ -202,25 +213,40 @@ class _Source:
         for piece in self.stream(n, what):
             pass
 
-    def stream(self, n: int, what: str = "payload") -> Iterator[bytes]:
-        """Consume n bytes, yielding them in pieces of at most PAYLOAD_PIECE."""
+    def stream(self, n: int, what: str = "payload"):
+        """Consume n bytes, yielding them in pieces of at most PAYLOAD_PIECE.  What the buffer holds is
+        handed on as read-only views of it (no copy: a view keeps its read, a chunk or ``readahead``,
+        alive; so a piece under a quarter of its read is copied instead); so is all of a payload of at
+        most one piece, read by read.  A longer
+        payload comes in whole pieces, joined once where they span reads (so that writers get full,
+        aligned pieces)."""
         start = self.pos
+        views = n <= PAYLOAD_PIECE
         while n > 0:
-            have = self.avail()
-            if have:
-                k = min(have, n, PAYLOAD_PIECE)
-                data = self.buf[self.bpos:self.bpos + k]
-                self.bpos += k
-                if self.bpos == len(self.buf):
-                    self.buf, self.bpos = b"", 0
-            else:
-                k = min(n, PAYLOAD_PIECE)
-                data = self._raw_read(k)
+            k = min(n, PAYLOAD_PIECE)
+            buf, b = self.buf, self.bpos
+            have = len(buf) - b
+            if not have and views:
+                have = self.fill(1)
+                buf, b = self.buf, self.bpos
+            if have >= k or views and have:
+                k = min(k, have)
+                data = (buf if type(buf) is memoryview else memoryview(buf))[b:b + k]
+                if 4 * k < len(buf):  # a small part of a large read is copied: it does not keep the read
+                    data = data.tobytes()  # alive (held views cost at most 4 times their size)
+                if b + k == len(buf):
+                    self.buf, self.bpos = b"", 0  # the views keep it as long as they need it
+                else:
+                    self.bpos = b + k
+            elif not views:
+                data = self._joined(memoryview(buf)[b:], k)
+                self.buf, self.bpos = b"", 0
                 if len(data) < k:
-                    raise FormatError(
-                        f"archive truncated: {what} starting at offset {start} ends early at offset "
-                        f"{self.pos + len(data)}"
-                    )
+                    raise FormatError(f"archive truncated: {what} starting at offset {start} ends early "
+                                      f"at offset {self.pos + len(data)}")
+            else:
+                raise FormatError(f"archive truncated: {what} starting at offset {start} ends early "
+                                  f"at offset {self.pos}")
             self.pos += k
             n -= k
             if self.tap is not None:
@@ -338,11 +364,9 @@ class CatarReader:
         src = self._payload_src
         if src is None or self._payload_left <= 0:
             return
-        while self._payload_left > 0:
-            k = min(self._payload_left, PAYLOAD_PIECE)
-            for piece in src.stream(k):
-                self._payload_left -= len(piece)
-                yield piece
+        for piece in src.stream(self._payload_left):
+            self._payload_left -= len(piece)
+            yield piece
 
     def lookup(self, path: str) -> Entry | None:
         """The entry at ``path`` (components separated by "/"), found through the GOODBYE tables, or
