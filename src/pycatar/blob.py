@@ -22,7 +22,6 @@ import fcntl
 import io
 import itertools
 import os
-import secrets
 import stat
 import struct
 import threading
@@ -35,7 +34,7 @@ from . import digest as _digest
 from . import flags as _flags
 from .chunker import DEFAULT_CHUNK_SIZES, Chunker
 from .errors import PycatarError
-from .fileio import SparseWriter
+from .fileio import SparseWriter, install, temp_name
 from .index import DIGEST_FLAGS, ChunkRef, IndexReader, IndexWriter, blob_index_flags
 from .store import ChunkStore, LocalStore, StoreSet, as_store_set
 
@@ -409,7 +408,7 @@ class _Output(SparseWriter):
                 self.f = open(self.path, "r+b" if stat.S_ISBLK(st.st_mode) else "wb")  # device: in place
             else:
                 d, base = os.path.split(self.path)
-                self.tmp = os.path.join(d, f".#{base}{secrets.token_hex(8)}")
+                self.tmp = os.path.join(d, temp_name(base))
                 try:
                     fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
                 except OSError as e:
@@ -521,7 +520,7 @@ class _Output(SparseWriter):
             if self._own:
                 self.f.close()
                 if self.tmp:
-                    os.replace(self.tmp, self.path)
+                    install(self.tmp, self.path)
                     self.tmp = None
         except OSError as e:
             raise self._failed(e) from None
