@@ -34,7 +34,7 @@ from typing import BinaryIO, Literal, Union
 
 from . import flags as _flags
 from .archive import MakeResult, write_archive, write_archive_index
-from .blob import MAX_PENDING_BYTES, IndexStream, default_threads
+from .blob import IndexStream, default_threads, readahead_chunks
 from .catarinfo import ROOT_NAME, CatarInfo, archive_path
 from .decoder import CatarReader
 from .encoder import CatarEncoder, CatarSerializer, EncoderOptions, EntryPolicy, TreeWalker
@@ -277,7 +277,7 @@ class CatarFile:
                 n = max(default_threads(), stores.concurrency)
                 ex = ThreadPoolExecutor(n, thread_name_prefix="pycatar")
                 self._close.append(_Shutdown(ex))
-                readahead = max(2, n, min(64, MAX_PENDING_BYTES // max(1, index.chunk_sizes[1])))
+                readahead = readahead_chunks(n, index.chunk_sizes[1])
             stream = IndexStream(index, stores, executor=ex, readahead=readahead, cache_size=8)
             self._close.append(stream)
             fileobj = _Window(_PositionalReader(stream), 0, stream.size, self.name, ahead_from_start=False,

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from . import digest as _digest
-from .blob import MAX_PENDING_BYTES, ChunkSource, IndexStream, default_threads, is_zero
+from .blob import ChunkSource, IndexStream, default_threads, is_zero, readahead_chunks
 from .errors import ChunkError, PycatarError
 from .fileio import install, pread_full, temp_name
 from .index import ChunkRef, IndexReader
@@ -748,8 +748,7 @@ def extract_tree(index, dest, stores, subpath: str | None = None, *, seeds: Iter
                 extract_options["on_entry"] = _Hardlinker(os.fsdecode(dest), prefix, link_seeds, asm.target,
                                                           asm.spill_dir, summary)
             n = threads or asm.pool_size()
-            avg = max(1, reader.chunk_sizes[1])
-            readahead = max(2, n, min(64, MAX_PENDING_BYTES // avg))  # bounded by bytes in flight
+            readahead = readahead_chunks(n, reader.chunk_sizes[1])
             with ThreadPoolExecutor(n, thread_name_prefix="pycatar") as ex:
                 stream = IndexStream(reader, asm, readahead=readahead, executor=ex, cache_size=8)
                 stream.on_bytes = on_bytes

@@ -57,6 +57,12 @@ SEEN_CAPACITY = 1 << 16
 _FICLONERANGE = 0x4020940D
 
 
+def readahead_chunks(threads: int, avg_chunk_size: int) -> int:
+    """How many chunks an index stream read by ``threads`` workers fetches ahead of its reader: enough
+    to keep them busy, bounded by the bytes in flight (:data:`MAX_PENDING_BYTES`)."""
+    return max(2, threads, min(64, MAX_PENDING_BYTES // max(1, avg_chunk_size)))
+
+
 def default_threads() -> int:
     try:
         n = len(os.sched_getaffinity(0))
