@@ -420,8 +420,13 @@ def bench(case: Case, repeat: int, baseline: str | None = None) -> Result:
     return Result(case, times[0], times[1], cpu[0], cpu[1], rss[0], rss[1], base_s=times[2], base_cpu=cpu[2])
 
 
+def _sec(x: float) -> str:
+    """Seconds with two decimals, three below 0.1 s (a tiny run of casync must not print as 0.00)."""
+    return f"{x:.3f}" if x < 0.1 else f"{x:.2f}"
+
+
 def _spread(xs: list[float]) -> str:
-    return f"{statistics.median(xs):.2f} ({min(xs):.2f}-{max(xs):.2f})"
+    return f"{_sec(statistics.median(xs))} ({_sec(min(xs))}-{_sec(max(xs))})"
 
 
 HEADER = ("| case | A | A s (min-max) | B | B s (min-max) | B/A | A CPU s | B CPU s | B/A CPU | A MiB | B MiB "
@@ -436,7 +441,7 @@ def table(results: list[Result]) -> str:
         bound = (f"{r.bound_s:.2f} | {r.bound_s / a_cpu:.2f}" if r.bound_s is not None and a_cpu
                  else "- | -")
         lines.append(f"| {r.case.name} | {r.case.a[0]} | {_spread(r.a_s)} | {r.case.b[0]} | {_spread(r.b_s)} | "
-                     f"{r.ratio:.2f} | {a_cpu:.2f} | {b_cpu:.2f} | {cpu_ratio} | "
+                     f"{r.ratio:.2f} | {_sec(a_cpu)} | {_sec(b_cpu)} | {cpu_ratio} | "
                      f"{r.a_rss:.0f} | {r.b_rss:.0f} | {bound} | {r.case.goal} |")
     return "\n".join(lines)
 
@@ -462,9 +467,9 @@ def baseline_table(results: list[Result], baseline: str) -> str:
         if not r.base_s:
             continue
         a = statistics.median(r.a_s)
-        lines.append(f"| {r.case.name} | {a:.2f} | {_spread(r.base_s)} | {statistics.median(r.base_s) / a:.2f} | "
-                     f"{_spread(r.b_s)} | {r.ratio:.2f} | {statistics.median(r.base_cpu):.2f} | "
-                     f"{statistics.median(r.b_cpu):.2f} |")
+        lines.append(f"| {r.case.name} | {_sec(a)} | {_spread(r.base_s)} | {statistics.median(r.base_s) / a:.2f} | "
+                     f"{_spread(r.b_s)} | {r.ratio:.2f} | {_sec(statistics.median(r.base_cpu))} | "
+                     f"{_sec(statistics.median(r.b_cpu))} |")
     return "\n".join(lines)
 
 
