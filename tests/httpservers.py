@@ -44,8 +44,10 @@ class StaticServer:
     length that goes on, up to 256 MiB), or "redirect" (302 to ``redirect_to``))."""
 
     def __init__(self, root, *, fault: str | None = None, fail=None, auth: str | None = None,
-                 limit: int | None = None, redirect_to: str | None = None):
+                 limit: int | None = None, redirect_to: str | None = None, delay: float = 0.0):
         self.root = os.fspath(root)
+        self.delay = delay  # seconds every answer waits (a distant server)
+        self.inflight = self.most_inflight = 0  # requests being answered now, and at most
         self.log: list[tuple[str, str]] = []
         self.fault = fault
         self.fail = fail or (lambda path, n: False)
@@ -69,6 +71,13 @@ class StaticServer:
                 with server.lock:
                     n = len(server.log)
                     server.log.append((self.command, self.path))
+                if server.delay:
+                    with server.lock:
+                        server.inflight += 1
+                        server.most_inflight = max(server.most_inflight, server.inflight)
+                    time.sleep(server.delay)
+                    with server.lock:
+                        server.inflight -= 1
                 if server.limit is not None and n >= server.limit:
                     self.close_connection = True
                     self.connection.close()

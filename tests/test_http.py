@@ -156,6 +156,38 @@ def test_rauc_style_update_fetches_only_what_the_seed_lacks(tmp_path, casync):
         assert sorted(fetched) == sorted(missing)
 
 
+@pytest.mark.parametrize("index", ["blob.caibx", "tree.caidx"])
+def test_requests_go_out_ahead_and_each_chunk_once(published, tmp_path, casync, index):
+    """STORE-14: chunks are requested ahead of the writing, up to --concurrency at once, although only
+    a thread per core decodes them; no chunk is asked for twice, and every one the index names is."""
+    only = tmp_path / "only"  # casync's store of this index alone: the chunks it names
+    src = published / "src" / ("blob.img" if index == "blob.caibx" else "tree")
+    subprocess.run([casync, "make", "--store", only, tmp_path / index, src], check=True, capture_output=True)
+    out = tmp_path / "out"
+    with StaticServer(published, delay=0.05) as srv:
+        p = subprocess.Popen([sys.executable, "-m", "pycatar", "extract", f"--store={srv.url}store",
+                              "--concurrency=12", published / index, out], stderr=subprocess.PIPE)
+        threads = 0
+        while p.poll() is None:
+            try:
+                threads = max(threads, len(os.listdir(f"/proc/{p.pid}/task")))
+            except FileNotFoundError:
+                break
+            time.sleep(0.01)
+        assert p.wait() == 0, p.stderr.read()
+        fetched = [g.rsplit("/", 1)[1] for g in srv.gets()]
+    assert sorted(fetched) == sorted(chunk_names(only))
+    assert 8 <= srv.most_inflight <= 12
+    # the main thread, the transfer thread, a decoding thread per core and, for a tree, the file
+    # writers (a thread per core): not a thread per request in flight
+    cores = len(os.sched_getaffinity(0))
+    assert 0 < threads <= 2 + cores * (1 if index == "blob.caibx" else 2), threads
+    if index == "blob.caibx":
+        assert out.read_bytes() == src.read_bytes()
+    else:
+        assert subprocess.run(["diff", "-r", out, src]).returncode == 0
+
+
 def test_chunk_cache_serves_a_second_extraction_without_the_server(published, tmp_path):
     """STORE-17: every fetched chunk lands in the cache; the second extraction needs no server."""
     cache = tmp_path / "cache"

@@ -308,6 +308,7 @@ class Assembler(ChunkSource):
         self.reader = reader
         self.stores: StoreSet = as_store_set(stores, digest=reader.digest)
         self.concurrency = self.stores.concurrency
+        self.fetches_ahead = self.stores.fetches_ahead
         self.seeds = seeds
         self.target = target
         self.digest = reader.digest
@@ -445,6 +446,18 @@ class Assembler(ChunkSource):
         if z is None:
             z = self._zeros.setdefault(size, bytes(size))
         return z
+
+    def ahead(self, ref: ChunkRef) -> None:
+        """The stores request ahead the chunks no seed has (a chunk occurring more than once is
+        left to its first :meth:`fetch`, which the other occurrences wait for)."""
+        cid, size = ref.id, ref.size
+        if self._null.get(cid) == size or self._repeated(cid):
+            return
+        for seed in self.seeds:
+            loc = seed.locate(cid)
+            if loc is not None and loc[1] == size:
+                return
+        self.stores.ahead(cid, size)
 
     def fetch(self, ref: ChunkRef) -> bytes:
         cid, size = ref.id, ref.size

@@ -47,6 +47,9 @@ MAX_PENDING_JOBS = 1024
 #: fetch_chunks hands a local source's small chunks to the pool together, up to this many bytes / chunks
 FETCH_BATCH_BYTES = 64 << 10
 FETCH_BATCH_CHUNKS = 64
+#: chunks requested ahead of the one being written, at most, from a source that sends requests
+#: ahead (their answers wait in memory: this bounds them by count, MAX_PENDING_BYTES by size)
+AHEAD_CHUNKS = 1024
 #: chunks cut from one read buffer at most (the read shrinks for tiny average sizes), and chunks
 #: waiting for their ids at most, whatever their size
 MAX_BATCH_CHUNKS = 16384
@@ -305,13 +308,20 @@ class ChunkSource:
     """Where the data of an index's chunks comes from (chunk stores, or seeds first: see
     :class:`pycatar.assembly.Assembler`).  ``fetch`` runs in worker threads and returns the
     verified bytes of a chunk; ``write`` puts a fetched chunk into an output, in stream order.
-    ``concurrency``: fetches worth running at once (0: one per core; remote stores want more)."""
+    ``concurrency``: fetches worth running at once (0: one per core; remote stores want more).
+    ``fetches_ahead``: :meth:`ahead` sends the requests of chunks that will be fetched, so that
+    the remote ones are under way without a thread waiting for each."""
 
     concurrency: int = 0
+    fetches_ahead: bool = False
 
     def pool_size(self) -> int:
-        """The size of the pool that fetches from this source."""
-        return max(default_threads(), self.concurrency)
+        """The size of the pool that fetches from this source: a thread per core for the chunk work,
+        and where requests are not sent ahead, one per request worth having in flight."""
+        return default_threads() if self.fetches_ahead else max(default_threads(), self.concurrency)
+
+    def ahead(self, ref: ChunkRef) -> None:
+        """A hint: ``ref`` will be fetched soon (called in stream order, ahead of :meth:`fetch`)."""
 
     def fetch(self, ref: ChunkRef) -> bytes:
         raise NotImplementedError
@@ -332,6 +342,10 @@ class StoreSource(ChunkSource):
     def __init__(self, stores: StoreSet):
         self.stores = stores
         self.concurrency = stores.concurrency
+        self.fetches_ahead = stores.fetches_ahead
+
+    def ahead(self, ref: ChunkRef) -> None:
+        self.stores.ahead(ref.id, ref.size)
 
     def fetch(self, ref: ChunkRef) -> bytes:
         return self.stores.get(ref.id, ref.size)
@@ -354,33 +368,40 @@ def fetch_chunks(
     """Fetch (read, decompress, verify) chunks in ``executor``; yields them in order.
     ``stores`` is a :class:`StoreSet` (or what :func:`as_store_set` accepts) or a :class:`ChunkSource`.
 
-    Small chunks of a local source go to the pool in batches (up to FETCH_BATCH_BYTES or
-    FETCH_BATCH_CHUNKS a job), so that a job's cost is not all overhead; a remote source's chunks go
-    one a job, their requests overlapping.  In flight: at most ``max_pending`` bytes and
-    MAX_PENDING_JOBS jobs."""
+    Small chunks go to the pool in batches (up to FETCH_BATCH_BYTES or FETCH_BATCH_CHUNKS a job), so
+    that a job's cost is not all overhead.  A source that sends requests ahead is told of each chunk
+    as it is queued (the requests run while the pool decodes the chunks before them); one that does
+    not gets a chunk a job, its requests overlapping in the pool's threads.  In flight: at most
+    ``max_pending`` bytes and MAX_PENDING_JOBS jobs."""
     ex = executor or _INLINE
     source = as_chunk_source(stores)
     fetch = source.fetch
-    most = FETCH_BATCH_CHUNKS if not source.concurrency else 1
+    ahead = source.ahead if source.fetches_ahead else None
+    most = FETCH_BATCH_CHUNKS if not source.concurrency or ahead else 1
 
     def fetch_batch(batch: list[ChunkRef]) -> list:
         return [fetch(r) for r in batch]
 
     q: deque[tuple[list[ChunkRef], int, Future]] = deque()
-    pending = 0
+    pending = queued = 0
+    max_queued = AHEAD_CHUNKS if ahead else MAX_PENDING_JOBS * most
     batch: list[ChunkRef] = []
     acc = 0
     for ref in refs:
+        if ahead is not None:
+            ahead(ref)
         batch.append(ref)
         acc += ref.size
         if acc < FETCH_BATCH_BYTES and len(batch) < most:
             continue
         q.append((batch, acc, ex.submit(fetch_batch, batch)))
         pending += acc
+        queued += len(batch)
         batch, acc = [], 0
-        while q and (pending > max_pending or len(q) > MAX_PENDING_JOBS):
+        while q and (pending > max_pending or len(q) > MAX_PENDING_JOBS or queued > max_queued):
             done, n, f = q.popleft()
             pending -= n
+            queued -= len(done)
             yield from zip(done, f.result())
     if batch:
         q.append((batch, acc, ex.submit(fetch_batch, batch)))
@@ -772,6 +793,7 @@ class IndexStream(io.RawIOBase):
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._cache_bytes = 0
         self._readahead = readahead if executor is not None else 0
+        self._send_ahead = self._readahead > 0 and self.source.fetches_ahead
         self._cache_size = max(1, cache_size)
         self._cache_limit = cache_bytes
         self._ex = executor
@@ -931,6 +953,8 @@ class IndexStream(io.RawIOBase):
                     self._ahead = i
                     break
                 pf = inflight[i] = Future()
+                if self._send_ahead:
+                    self.source.ahead(nref)
                 try:
                     jobs[i] = self._ex.submit(self._prefetch, nref, pf)
                 except RuntimeError:  # the pool is shutting down: no more prefetching

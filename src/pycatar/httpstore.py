@@ -8,6 +8,8 @@ download like those of every store (:meth:`pycatar.store.ChunkStore.fetch`).
 
 from __future__ import annotations
 
+import threading
+
 from .compression import DECOMPRESSED_LIMIT
 from .httpclient import HTTPClient, redact
 from .store import CHUNK_SUFFIX, ChunkStore, chunk_relpath
@@ -21,10 +23,16 @@ def compressed_limit(size: int | None) -> int:
     return size + size // 64 + 4096
 
 
+#: GETs sent ahead (:meth:`HTTPStore.ahead`) and not asked for yet, at most; beyond, the oldest is
+#: given up (its caller's window of chunks in flight is normally far smaller)
+AHEAD_MAX = 4096
+
+
 class HTTPStore(ChunkStore):
     """The chunks under ``url`` (a directory URL; a trailing slash is implied)."""
 
     remote = True
+    fetches_ahead = True
 
     def __init__(self, url: str, client: HTTPClient, *, digest: str = "sha512-256", compression: str = "zstd"):
         base = url if url.endswith("/") else url + "/"
@@ -32,6 +40,8 @@ class HTTPStore(ChunkStore):
         self.base = base
         self.client = client
         self.concurrency = client.options.concurrency
+        self._ahead: dict[bytes, object] = {}  # chunk id -> transfer sent by ahead(), oldest first
+        self._ahead_lock = threading.Lock()
 
     def chunk_url(self, chunk_id: bytes) -> str:
         return self.base + chunk_relpath(chunk_id, CHUNK_SUFFIX)
@@ -39,9 +49,25 @@ class HTTPStore(ChunkStore):
     def describe(self, chunk_id: bytes) -> str:
         return redact(self.chunk_url(chunk_id))
 
+    def ahead(self, chunk_id: bytes, size: int | None = None) -> None:
+        with self._ahead_lock:
+            if chunk_id in self._ahead:
+                return
+            if len(self._ahead) >= AHEAD_MAX:
+                self.client.cancel(self._ahead.pop(next(iter(self._ahead))))
+            self._ahead[chunk_id] = self.client.start(self.chunk_url(chunk_id), compressed_limit(size))
+
     def get_raw(self, chunk_id: bytes, size: int | None = None) -> tuple[bytes, bool] | None:
-        data = self.client.get(self.chunk_url(chunk_id), compressed_limit(size))
+        with self._ahead_lock:
+            started = self._ahead.pop(chunk_id, None)
+        data = self.client.get(self.chunk_url(chunk_id), compressed_limit(size), started=started)
         return None if data is None else (data, True)
+
+    def close(self) -> None:
+        with self._ahead_lock:
+            ahead, self._ahead = self._ahead, {}
+        for t in ahead.values():
+            self.client.cancel(t)
 
     def has(self, chunk_id: bytes) -> bool:
         return self.client.exists(self.chunk_url(chunk_id))

@@ -141,6 +141,8 @@ class ChunkStore:
     concurrency: int = 0
     #: True where ``has`` costs a round trip (a search should not probe chunk by chunk)
     remote: bool = False
+    #: True where :meth:`ahead` sends requests early (then a few threads can keep many in flight)
+    fetches_ahead: bool = False
 
     def __init__(self, location: str, *, digest: str = "sha512-256", compression: str = "zstd"):
         self.location = location
@@ -183,6 +185,10 @@ class ChunkStore:
         Give the uncompressed ``data`` (compressed here, only if the chunk is new) or
         ``compressed_data`` as it will be stored.  The caller vouches that the id matches."""
         raise NotImplementedError
+
+    def ahead(self, chunk_id: bytes, size: int | None = None) -> None:
+        """A hint: the chunk will be asked for soon (a remote store may request it now).  A store
+        that sends requests ahead also gives them up when closed."""
 
     def __iter__(self) -> Iterator[bytes]:
         raise UsageError(f"the chunks of {self.location} cannot be listed")
@@ -463,6 +469,7 @@ class FailoverGroup(ChunkStore):
         self.members = list(members)
         self.concurrency = max(m.concurrency for m in self.members)
         self.remote = any(m.remote for m in self.members)
+        self.fetches_ahead = all(m.fetches_ahead for m in self.members)
         self._active = 0
 
     def with_digest(self, digest: str) -> "FailoverGroup":
@@ -492,6 +499,9 @@ class FailoverGroup(ChunkStore):
 
     def get_raw(self, chunk_id: bytes, size: int | None = None):
         return self._call(lambda m: m.get_raw(chunk_id, size))
+
+    def ahead(self, chunk_id: bytes, size: int | None = None) -> None:
+        self.members[self._active].ahead(chunk_id, size)
 
     def fetch(self, chunk_id: bytes, size: int | None = None, *, digest: str | None = None):
         return self._call(lambda m: m.fetch(chunk_id, size, digest=digest or self.digest))
@@ -541,6 +551,10 @@ class StoreSet:
         self.concurrency = max(s.concurrency for s in out)
         #: whether asking ``has`` of every chunk is cheap (no remote store)
         self.remote = any(s.remote for s in out)
+        #: whether :meth:`ahead` sends the requests of the chunks no earlier store has: the remote
+        #: stores can, and the cache (if any) is quick to ask
+        self.fetches_ahead = (self.remote and all(s.fetches_ahead for s in out if s.remote)
+                              and (cache is None or not cache.remote))
         self._lock = threading.Lock()
         self.fetches = 0
         self.cache_hits = 0
@@ -557,6 +571,18 @@ class StoreSet:
         if self.cache is not None and self.cache.has(chunk_id):
             return True
         return any(s.has(chunk_id) for s in self.stores)
+
+    def ahead(self, chunk_id: bytes, size: int | None = None) -> None:
+        """The chunk will be asked for soon: the first remote store that :meth:`get` would ask (no
+        local store or cache before it has the chunk) requests it now."""
+        if not self.fetches_ahead or (self.cache is not None and self.cache.has(chunk_id)):
+            return
+        for s in self.stores:
+            if s.remote:
+                s.ahead(chunk_id, size)
+                return
+            if s.has(chunk_id):
+                return
 
     def get(self, chunk_id: bytes, size: int | None = None) -> bytes:
         """The verified data of a chunk from the cache or the first store with a good copy.
