@@ -399,10 +399,10 @@ class HTTPClient:
         """After an attempt of ``t`` (in the transfer thread): None if it is over (``t.failure`` set
         when it failed), else how long to wait before the next attempt."""
         status = t.status
+        if t.error is None and (200 <= status < 300 or status in MISSING_STATUSES):
+            return None
         what = f"{t.method} {redact(t.url)}"
         if t.error is None:
-            if 200 <= status < 300 or status in MISSING_STATUSES:
-                return None
             problem = f"{status} {_REASONS.get(status, '')}".strip()
         else:
             code, message = t.error

@@ -60,7 +60,8 @@ class HTTPStore(ChunkStore):
     def get_raw(self, chunk_id: bytes, size: int | None = None) -> tuple[bytes, bool] | None:
         with self._ahead_lock:
             started = self._ahead.pop(chunk_id, None)
-        data = self.client.get(self.chunk_url(chunk_id), compressed_limit(size), started=started)
+        url = started.url if started is not None else self.chunk_url(chunk_id)
+        data = self.client.get(url, compressed_limit(size), started=started)
         return None if data is None else (data, True)
 
     def close(self) -> None:
