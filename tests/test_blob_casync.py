@@ -281,10 +281,7 @@ def test_index_stream_reads_only_needed_chunks(tmp_path, blob):
         s.seek(0)
         assert s.read(10) == data[:10] and s.fetched[-1] == 0
         # sequential read-ahead through a pool gives the whole stream
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(2) as ex:
-            full = IndexStream(r, StoreSet([tmp_path / "S"]), readahead=4, executor=ex)
+        with IndexStream(r, StoreSet([tmp_path / "S"]), threads=2, readahead=4) as full:
             assert full.read() == data
             assert full.chunks_fetched == n
         # readview: views of one chunk each, never past its end, together the stream

@@ -353,15 +353,14 @@ def test_index_stream_fetches_a_chunk_once_for_many_threads(full):
     offsets = [i * 50_000 for i in range(40) for _ in range(4)]  # four readers want each range at once
     for cache_bytes in (256 << 20, 1 << 20):
         src = Slow()
-        with IndexReader(str(full["caidx"])) as r, ThreadPoolExecutor(4) as pool:
-            stream = IndexStream(r, src, readahead=8, executor=pool, cache_size=1 << 20, cache_bytes=cache_bytes)
+        with IndexReader(str(full["caidx"])) as r, \
+                IndexStream(r, src, threads=4, readahead=8, cache_size=1 << 20, cache_bytes=cache_bytes) as stream:
             with ThreadPoolExecutor(16) as readers:
                 got = list(readers.map(lambda o: stream.read_at(o, 70_000), offsets))
             assert got == [want[o:o + 70_000] for o in offsets]
             assert stream._cache_bytes <= cache_bytes + r.chunk_sizes[2]
             if cache_bytes > len(want):
                 assert max(src.calls.values()) == 1 and len(src.calls) == stream.chunks_fetched
-            stream.close()
 
 
 def test_background_mount_and_clean_unmount(fuse, full, tmp_path):

@@ -29,12 +29,11 @@ import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO, Literal, Union
 
 from . import flags as _flags
 from .archive import MakeResult, write_archive, write_archive_index
-from .blob import IndexStream, default_threads, readahead_chunks
+from .blob import IndexStream
 from .catarinfo import ROOT_NAME, CatarInfo, archive_path
 from .decoder import CatarReader
 from .encoder import CatarEncoder, CatarSerializer, EncoderOptions, EntryPolicy, TreeWalker
@@ -271,14 +270,9 @@ class CatarFile:
             else:
                 locations = [where] if isinstance(where, (str, bytes, os.PathLike)) else list(where)
                 stores = open_stores([os.fsdecode(s) for s in locations], cache=chunk_cache, remote=self._remote)
-            ex, readahead = None, 0
-            if stores.concurrency:  # remote stores: fetch chunks ahead of the reader, in parallel, as
-                # far ahead as the extraction of a .caidx does (assembly.extract_tree)
-                n = max(default_threads(), stores.concurrency)
-                ex = ThreadPoolExecutor(n, thread_name_prefix="pycatar")
-                self._close.append(_Shutdown(ex))
-                readahead = readahead_chunks(n, index.chunk_sizes[1])
-            stream = IndexStream(index, stores, executor=ex, readahead=readahead, cache_size=8)
+            # remote stores: chunks fetched ahead of the reader, in parallel, as the extraction of a
+            # .caidx does (assembly.extract_tree)
+            stream = IndexStream(index, stores, threads=None if stores.concurrency else 0, cache_size=8)
             self._close.append(stream)
             fileobj = _Window(_PositionalReader(stream), 0, stream.size, self.name, ahead_from_start=False,
                               reader=index)
@@ -605,14 +599,6 @@ class CatarFile:
 
     def __repr__(self) -> str:
         return f"<pycatar.CatarFile {self.name!r} mode={self.mode!r}{' closed' if self.closed else ''}>"
-
-
-class _Shutdown:
-    def __init__(self, executor: ThreadPoolExecutor):
-        self.executor = executor
-
-    def close(self) -> None:
-        self.executor.shutdown(wait=True, cancel_futures=True)
 
 
 class InTheWayError(PycatarError):

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from . import digest as _digest
-from .blob import ChunkSource, IndexStream, default_threads, is_zero, readahead_chunks
+from .blob import ChunkSource, IndexStream, default_threads, is_zero
 from .errors import ChunkError, PycatarError
 from .fileio import install, pread_full, temp_name
 from .index import ChunkRef, IndexReader
@@ -760,15 +760,9 @@ def extract_tree(index, dest, stores, subpath: str | None = None, *, seeds: Iter
                               if isinstance(s, DirectorySeed) and not s.output and s.how != "failed"]
                 extract_options["on_entry"] = _Hardlinker(os.fsdecode(dest), prefix, link_seeds, asm.target,
                                                           asm.spill_dir, summary)
-            n = threads or asm.pool_size()
-            readahead = readahead_chunks(n, reader.chunk_sizes[1])
-            with ThreadPoolExecutor(n, thread_name_prefix="pycatar") as ex:
-                stream = IndexStream(reader, asm, readahead=readahead, executor=ex, cache_size=8)
+            with IndexStream(reader, asm, threads=threads or None, cache_size=8) as stream:
                 stream.on_bytes = on_bytes
-                try:
-                    stats = extract_archive(stream, dest, subpath, **extract_options)
-                finally:
-                    stream.close()
+                stats = extract_archive(stream, dest, subpath, **extract_options)
         finally:
             asm.close()
     finally:

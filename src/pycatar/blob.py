@@ -774,29 +774,34 @@ class IndexStream(io.RawIOBase):
 
     Reads fetch only the chunks covering the requested range (counted in
     :attr:`chunks_fetched`, their numbers in :attr:`fetched`), keeping the last ``cache_size``
-    chunks (and, with ``cache_bytes``, at most that many bytes of them).  With ``readahead`` > 0 and
-    an ``executor``, sequential reading prefetches that many following chunks in the pool (they wait
-    outside the cache until read).
+    chunks (and, with ``cache_bytes``, at most that many bytes of them).  With ``threads`` (None: as
+    many as the source wants, :meth:`ChunkSource.pool_size`; 0, the default: none), a pool of the
+    stream's own fetches the chunks after the one being read, ``readahead`` of them (by default
+    :func:`readahead_chunks`); they wait outside the cache until read.  :meth:`close` stops the pool.
 
     :meth:`read_at` may be called from many threads at once (the file position of ``read``/``seek``
     belongs to one caller): a chunk wanted by several readers is fetched once, the others wait for it."""
 
-    def __init__(self, reader: IndexReader, stores, *, cache_size: int = 4, readahead: int = 0,
-                 executor: Executor | None = None, cache_bytes: int | None = None):
+    def __init__(self, reader: IndexReader, stores, *, cache_size: int = 4, threads: int | None = 0,
+                 readahead: int | None = None, cache_bytes: int | None = None):
         super().__init__()
         self.reader = reader
         self.source = as_chunk_source(stores, digest=reader.digest)
+        if threads is None:
+            threads = self.source.pool_size()
+        self._ex = ThreadPoolExecutor(threads, thread_name_prefix="pycatar") if threads else None
+        if readahead is None:
+            readahead = readahead_chunks(threads, reader.chunk_sizes[1]) if threads else 0
         self.stores = self.source.stores if isinstance(self.source, StoreSource) else self.source
         self.size = reader.blob_size
         self._pos = 0
         self._lock = threading.Lock()
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._cache_bytes = 0
-        self._readahead = readahead if executor is not None else 0
+        self._readahead = readahead if self._ex is not None else 0
         self._send_ahead = self._readahead > 0 and self.source.fetches_ahead
         self._cache_size = max(1, cache_size)
         self._cache_limit = cache_bytes
-        self._ex = executor
         self._inflight: dict[int, Future] = {}  # chunks being fetched: their results
         self._jobs: dict[int, Future] = {}  # prefetches submitted to the pool, not started yet
         self._ahead = 0  # the next chunk number to prefetch
@@ -1037,4 +1042,6 @@ class IndexStream(io.RawIOBase):
             self._jobs.clear()
             self._cache.clear()
             self._cache_bytes = 0
+        if self._ex is not None:
+            self._ex.shutdown(wait=True, cancel_futures=True)
         super().close()

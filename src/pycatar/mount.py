@@ -26,10 +26,9 @@ import os
 import stat as _stat
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from . import fsmeta
-from .blob import MAX_PENDING_BYTES, IndexStream, default_threads
+from .blob import IndexStream
 from .decoder import CatarReader
 from .entry import Entry
 from .extract import shift_id
@@ -95,7 +94,6 @@ class Image:
         self._uid_shift, self._uid_range = uid_shift, uid_range
         self._closers = []
         self._lock = threading.Lock()  # the decoder's state and its file position
-        self._ex = None
         self.stream: IndexStream | None = None
         self._fd = -1
         try:
@@ -107,17 +105,14 @@ class Image:
             else:
                 index = IndexReader(source)
                 self._closers.append(index)
-                avg = max(1, index.chunk_sizes[1])
-                self._ex = ThreadPoolExecutor(threads or default_threads(), thread_name_prefix="pycatar-mount")
-                readahead = max(2, min(64, MAX_PENDING_BYTES // 4 // avg))
                 if seeds:  # chunks a seed holds come from the seed, as for extract (spec/seeds.md)
                     from .assembly import Assembler
 
                     stores = Assembler.open(index, stores, seeds, cache=seed_cache, self_seed=False, reflink=False,
                                             warn=log.warning)
                     self._closers.append(stores)
-                self.stream = IndexStream(index, stores, readahead=readahead, executor=self._ex,
-                                          cache_size=1 << 20, cache_bytes=cache_bytes)
+                self.stream = IndexStream(index, stores, threads=threads or None, cache_size=1 << 20,
+                                          cache_bytes=cache_bytes)
                 decoder_input = _View(self.stream)
             st = os.stat(source)
             self.time_ns = st.st_mtime_ns
@@ -145,9 +140,6 @@ class Image:
             raise
 
     def close(self) -> None:
-        if self._ex is not None:
-            self._ex.shutdown(wait=True, cancel_futures=True)
-            self._ex = None
         if self.stream is not None:
             self.stream.close()
         for c in reversed(self._closers):

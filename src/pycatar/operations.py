@@ -270,8 +270,6 @@ def cat(source: str | None, out, offset: int = 0, length: int | None = None, *, 
     describes (opened as :func:`pycatar.sources.open_index` opens it) to the binary file ``out``,
     fetching only the chunks that hold them, in parallel ahead of the writes.  Returns the number of
     bytes written; an ``offset`` beyond the end is refused."""
-    from concurrent.futures import ThreadPoolExecutor  # start-up: see the top
-
     from .blob import IndexStream  # start-up: see the top
     from .index import IndexReader  # start-up: see the top
 
@@ -279,9 +277,7 @@ def cat(source: str | None, out, offset: int = 0, length: int | None = None, *, 
         if offset > index.blob_size:
             raise UsageError(f"OFFSET {offset} lies beyond the end of the stream ({index.blob_size} bytes)")
         end = index.blob_size if length is None else min(index.blob_size, offset + length)
-        threads = max(stores.concurrency, 2)
-        with ThreadPoolExecutor(threads, thread_name_prefix="pycatar") as executor, \
-                IndexStream(index, stores, executor=executor, readahead=2 * threads, cache_size=4) as stream:
+        with IndexStream(index, stores, threads=None, cache_size=4) as stream:
             stream.seek(offset)
             done = 0
             while done < end - offset:

@@ -91,16 +91,11 @@ def open_catar(location: str | None, *, kind: str = "archive", stores=None, remo
         if location is not None:
             stack.enter_context(src)
         if kind == "archive-index":
-            from concurrent.futures import ThreadPoolExecutor  # start-up: see the top
-
             from .blob import IndexStream  # start-up: see the top
             from .index import IndexReader  # start-up: see the top
 
             index = stack.enter_context(IndexReader(src))
-            options = {}
-            if stores.concurrency:
-                executor = ThreadPoolExecutor(stores.concurrency, thread_name_prefix="pycatar")
-                stack.callback(executor.shutdown, wait=True, cancel_futures=True)
-                options = dict(executor=executor, readahead=2 * stores.concurrency, cache_size=8)
-            src = stack.enter_context(IndexStream(index, stores, **options))
+            # remote stores: chunks fetched ahead of the decoder, in parallel
+            src = stack.enter_context(IndexStream(index, stores, threads=None if stores.concurrency else 0,
+                                                  cache_size=8))
         yield CatarReader(src, feature_mask=feature_mask)
