@@ -9,6 +9,7 @@ import shutil
 import pytest
 
 from conftest_chunk_helpers import casync_bin, chunk_files, make_blob, run  # noqa: F401 (fixture)
+from measured import run_measured
 from zstandard import ZSTD_VERSION
 
 from pycatar import compression
@@ -334,17 +335,11 @@ def test_blob_index_flags_options(casync_bin, tmp_path):
 def test_tiny_chunks_in_bounded_memory(casync_bin, tmp_path):
     """Issue 14 item 2: work in flight is bounded by count, not only by bytes: 1 MiB cut into one-byte
     chunks (a million chunks) makes the same index as casync's in far less memory than before (450 MB)."""
-    import subprocess
-    import sys
-
     (tmp_path / "in").write_bytes(os.urandom(1 << 20))
     run(casync_bin, "make", "--chunk-size=1:1:1", "--store", tmp_path / "c.castr", tmp_path / "c.caibx",
         tmp_path / "in")
-    proc = subprocess.Popen([sys.executable, "-m", "pycatar", "make", "--chunk-size=1:1:1", "--store",
-                             str(tmp_path / "p.castr"), str(tmp_path / "p.caibx"), str(tmp_path / "in")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak, not the largest child's so far
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    assert proc.returncode == 0
+    rc, _, err, peak = run_measured(tmp_path, "make", "--chunk-size=1:1:1", "--store", tmp_path / "p.castr",
+                                    tmp_path / "p.caibx", tmp_path / "in")
+    assert rc == 0, err
     assert (tmp_path / "p.caibx").read_bytes() == (tmp_path / "c.caibx").read_bytes()
-    assert usage.ru_maxrss < 200 * 1024, usage.ru_maxrss  # KiB
+    assert peak < 200 * 1024, peak  # KiB, the command's own peak
