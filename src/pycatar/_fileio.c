@@ -819,7 +819,7 @@ static PyTypeObject PayloadType = {
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "Payload(fd, sparse, offset=0): appends a file's bytes to the descriptor ``fd`` from "
               "``offset`` on with pwrite (its file position is left alone); with ``sparse`` every "
-              "all-zero block of HOLE_BLOCK bytes, counted from ``offset`` (the last may be shorter), "
+              "all-zero block of 4 KiB, counted from ``offset`` (the last may be shorter), "
               "becomes a hole.  The batch writer's jobs write their files with the same code.  Raises "
               "OSError.",
     .tp_new = payload_new,
@@ -881,7 +881,6 @@ PyMODINIT_FUNC PyInit__fileio(void) {
         add_ref(m, "JOB_FIELDS", names_tuple(job_fields, NFIELDS)) < 0 ||
         add_ref(m, "STEPS", names_tuple(step_names, NSTEPS)) < 0 ||
         PyModule_AddIntConstant(m, "STEP_CREATE", STEP_CREATE) < 0 ||
-        PyModule_AddIntConstant(m, "HOLE_BLOCK", HOLE_BLOCK) < 0 ||
         PyModule_AddIntConstant(m, "STEP_VERIFY", STEP_VERIFY) < 0 ||
         PyModule_AddIntConstant(m, "STEP_INSPECT", STEP_INSPECT) < 0 ||
         PyModule_AddIntConstant(m, "STEP_MODE", STEP_MODE) < 0 ||
