@@ -343,3 +343,29 @@ def test_tiny_chunks_in_bounded_memory(casync_bin, tmp_path):
     assert rc == 0, err
     assert (tmp_path / "p.caibx").read_bytes() == (tmp_path / "c.caibx").read_bytes()
     assert peak < 200 * 1024, peak  # KiB, the command's own peak
+
+
+@pytest.mark.parametrize("how", ["path", "new file", "after a header", "append mode"])
+def test_sparse_output_holds_the_stream(tmp_path, how):
+    """With holes punched, the output holds the stream's bytes whatever it is: our own file, or a
+    caller's file object -- written from its position on (after a header), or, in append mode (where
+    a write lands at the end whatever the offset), written whole with no holes."""
+    data = b"a" * 5000 + bytes(3 * 4096) + b"b" * 10 + bytes(1 << 20) + os.urandom(70_000) + bytes(5000)
+    (tmp_path / "src").write_bytes(data)
+    make_blob_index(tmp_path / "src", tmp_path / "x.caibx", tmp_path / "S")
+    out = tmp_path / "out"
+    header = b"header" if how in ("after a header", "append mode") else b""
+    out.write_bytes(header)
+    if how == "path":
+        ex = extract_blob(tmp_path / "x.caibx", out, [tmp_path / "S"], sparse=True)
+    else:
+        with open(out, "ab" if how == "append mode" else "r+b") as f:
+            f.seek(0, os.SEEK_END)
+            ex = extract_blob(tmp_path / "x.caibx", f, [tmp_path / "S"], sparse=True)
+            assert f.tell() == len(header) + len(data)
+            f.write(b"!")  # the caller's file object goes on from the end of the stream
+        data += b"!"
+    assert ex.size == len(data) - (how != "path")
+    assert out.read_bytes() == header + data
+    blocks = os.stat(out).st_blocks * 512
+    assert blocks < len(data) - (1 << 19) if how != "append mode" else blocks >= len(data)

@@ -9,7 +9,7 @@ import pytest
 
 from pycatar._fileio import write_files
 from pycatar.errors import PycatarError
-from pycatar.fileio import AtomicFile, SparseWriter, install, install_new, temp_name, write_atomic
+from pycatar.fileio import AtomicFile, Payload, create, install, install_new, temp_name, write_atomic
 
 
 def test_temp_name_is_casyncs_form():
@@ -115,22 +115,6 @@ _HOLE_CASES = {
 }
 
 
-class _FdWriter(SparseWriter):
-    def __init__(self, fd):
-        super().__init__(True)
-        self.fd = fd
-
-    def _write(self, view):
-        while view:
-            view = view[os.write(self.fd, view):]
-
-    def _forward(self, n):
-        os.lseek(self.fd, n, os.SEEK_CUR)
-
-    def _truncate(self):
-        os.ftruncate(self.fd, os.lseek(self.fd, 0, os.SEEK_CUR))
-
-
 def _data_blocks_on_disk(path: str) -> int:
     """4096-byte blocks of the file that are data, by the file system's own account (SEEK_DATA)."""
     fd = os.open(path, os.O_RDONLY)
@@ -150,9 +134,9 @@ def _data_blocks_on_disk(path: str) -> int:
 
 
 @pytest.mark.parametrize("case", sorted(_HOLE_CASES))
-def test_hole_rule_same_in_python_and_batch_writer(tmp_path, case):
-    """SparseWriter (blobs, and files an extraction writes itself) and the C batch writer leave the
-    same holes: those of the rule above, counted and on disk, with the same bytes."""
+def test_hole_rule_same_in_payload_and_batch_writer(tmp_path, case):
+    """Payload (blobs, and files an extraction writes itself), fed piece by piece, and the C batch
+    writer leave the same holes: those of the rule above, counted and on disk, with the same bytes."""
     pieces = _HOLE_CASES[case]
     data = b"".join(pieces)
     expect = _rule_holes(data)
@@ -160,9 +144,9 @@ def test_hole_rule_same_in_python_and_batch_writer(tmp_path, case):
     py = str(tmp_path / "py")
     fd = os.open(py, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        w = _FdWriter(fd)
+        w = Payload(fd, True)
         for piece in pieces:
-            w.write(piece)
+            w.write(memoryview(bytearray(piece)))  # any buffer, not only bytes
         w.finish()
     finally:
         os.close(fd)
@@ -177,3 +161,44 @@ def test_hole_rule_same_in_python_and_batch_writer(tmp_path, case):
         with open(path, "rb") as f:
             assert f.read() == data
         assert _data_blocks_on_disk(path) == data_blocks
+
+
+def test_payload_settle_skip_and_offset(tmp_path):
+    """Payload writes from its offset on with pwrite (the descriptor's position stays); settle() puts
+    every byte appended into the file, to be read back (the rest of a block it wrote part of is data);
+    skip() counts bytes put there some other way; holes stay on the file's blocks from the offset."""
+    path = str(tmp_path / "f")
+    fd = create(path, 0o600)
+    try:
+        with pytest.raises(FileExistsError):
+            create(path, 0o600)
+        os.write(fd, b"head")  # 4 bytes before the payload
+        w = Payload(fd, True, 4)
+        w.write(bytearray(b"x" * 100))
+        w.write(memoryview(bytes(50)))
+        assert os.fstat(fd).st_size == 4  # a partial block is kept back
+        w.settle()
+        with open(path, "rb") as f:
+            assert f.read() == b"head" + b"x" * 100 + bytes(50)
+        w.write(bytes(4096 - 150))  # the rest of the settled block: data, not a hole
+        w.write(bytes(8192))        # two whole blocks of zeros: holes
+        w.settle()
+        assert os.fstat(fd).st_size == 4 + 4096 + 8192 and w.holes == 8192
+        w.skip(4096)                # (as if cloned there)
+        w.write(b"y")
+        with pytest.raises(ValueError):
+            w.skip(1)  # not at the end of a block
+        w.finish()
+        assert (w.size, w.holes, w.offset) == (4096 * 4 + 1, 8192, 4 + 4096 * 4 + 1)
+        assert os.lseek(fd, 0, os.SEEK_CUR) == 4
+    finally:
+        os.close(fd)
+    with open(path, "rb") as f:
+        assert f.read() == b"head" + b"x" * 100 + bytes(4096 * 3 - 100) + bytes(4096) + b"y"
+    ro = os.open(path, os.O_RDONLY)
+    try:
+        w = Payload(ro, False)
+        with pytest.raises(OSError):
+            w.write(b"z")  # EBADF: raised, never ignored
+    finally:
+        os.close(ro)

@@ -803,3 +803,22 @@ def test_needed_chunks_counts_repeats_like_a_counter(tmp_path):
     assert len(needed) == len(counts) and sorted(needed) == sorted(counts)
     assert all(cid in needed and needed.repeated(cid) == (n > 1) for cid, n in counts.items())
     assert rnd.randbytes(32) not in needed and not needed.repeated(rnd.randbytes(32))
+
+
+@pytest.mark.parametrize("path", ["batch", "own"])  # a new, empty destination takes the batch writer
+def test_disk_full_in_tree_extraction_names_the_file(path, small_fs, tmp_path):
+    """A file of an archive extracted onto a full file system, by the batch writer or by the
+    extractor itself (the destination holds a file already): one line naming the file; no partial
+    file left, under its name or a temporary one."""
+    tree = tmp_path / "t"
+    tree.mkdir()
+    (tree / "f").write_bytes(os.urandom(1 << 20))
+    p = pycatar("make", tmp_path / "t.catar", tree)
+    assert p.returncode == 0, p.stderr
+    dest = small_fs / "out"
+    dest.mkdir()
+    if path == "own":
+        (dest / "keep").write_bytes(b"k")
+    p = pycatar("extract", tmp_path / "t.catar", dest)
+    one_line_error(p, "Failed to write 'f': No space left on device")
+    assert os.listdir(dest) == ([] if path == "batch" else ["keep"])

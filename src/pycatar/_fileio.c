@@ -42,8 +42,11 @@
  * pycatar.extract finishes every other node with it, a range at a time, with the steps only it
  * knows (ACLs, xattrs, capabilities, label, chattr) in between.  Returns None, or (step, errno).
  *
- * data_runs(buf, start, end) applies the hole rule (which blocks of zeros become holes; see
- * next_data_run) to bytes at hand, for pycatar.fileio.SparseWriter: the rule is written only here.
+ * A regular file is made the same way everywhere: create(name, mode, dir_fd) creates it under its
+ * temporary name (create_at: exclusively, never through a symlink), and the type Payload writes its
+ * bytes (the payload writer: pwrite at increasing offsets, all-zero blocks left as holes when
+ * asked, the hole rule of next_data_run) -- the very functions a batch job runs, for the files an
+ * extraction writes itself (large ones, or with xattrs, ACLs, ...) and for blob outputs.
  */
 
 #define _GNU_SOURCE
@@ -51,6 +54,7 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -121,7 +125,7 @@ static int is_zero(const char *p, size_t n) {
 }
 
 /*
- * The hole rule, written here once (pycatar.fileio.SparseWriter calls it through data_runs()):
+ * The hole rule, written here once (the payload writer below follows it):
  * ``p[0:n]`` starts on a HOLE_BLOCK boundary of the file; every block of it (the last one may be
  * shorter: the end of the file) that holds only zeros becomes a hole, the rest is data.
  * next_data_run() finds the next run of data blocks at or after *pos: it returns 0 when there is
@@ -162,48 +166,106 @@ static int write_sparse(int fd, const char *p, size_t n, off_t off, off_t *writt
     return 0;
 }
 
-/* Write the job's payload pieces; with ``sparse``, by the hole rule over blocks spanning pieces. */
-static int write_payload(int fd, const Job *j, long long *holes) {
-    off_t off = 0, written_end = 0;
-    char carry[HOLE_BLOCK]; /* the start of a block that spans pieces */
-    size_t ncarry = 0;
-    for (Py_ssize_t i = 0; i < j->npieces; i++) {
-        const char *p = j->pieces[i].buf;
-        size_t n = (size_t)j->pieces[i].len;
-        if (!j->sparse) {
-            if (write_at(fd, p, n, off, &written_end) < 0)
-                return -1;
-            off += (off_t)n;
-            continue;
-        }
-        if (ncarry) { /* complete the block started by the previous piece */
-            size_t k = HOLE_BLOCK - ncarry < n ? HOLE_BLOCK - ncarry : n;
-            memcpy(carry + ncarry, p, k);
-            ncarry += k;
-            p += k;
-            n -= k;
-            if (ncarry < HOLE_BLOCK)
-                continue;
-            if (write_sparse(fd, carry, HOLE_BLOCK, off, &written_end, holes) < 0)
-                return -1;
-            off += HOLE_BLOCK;
-            ncarry = 0;
-        }
-        size_t whole = n - n % HOLE_BLOCK;
-        if (write_sparse(fd, p, whole, off, &written_end, holes) < 0)
-            return -1;
-        off += (off_t)whole;
-        memcpy(carry, p + whole, n - whole);
-        ncarry = n - whole;
-    }
-    if (ncarry) { /* the end of the file */
-        if (write_sparse(fd, carry, ncarry, off, &written_end, holes) < 0)
-            return -1;
-        off += (off_t)ncarry;
-    }
-    if (off > written_end && ftruncate(fd, off) < 0)
+/*
+ * The payload writer (the one description of writing a file's bytes, for the batch's jobs and, as
+ * the type Payload, for pycatar's other writers: files an extraction writes itself, blob outputs):
+ * it appends bytes to ``fd`` at increasing offsets from ``base`` with pwrite, so the descriptor's
+ * own position never matters.  With ``sparse``, the bytes go by the hole rule over blocks counted
+ * from ``base``; a block spanning several appends is kept back in ``carry`` until it is complete
+ * (or the file ends).  payload_settle() puts everything appended into the file (the kept-back
+ * bytes written as they are, the file extended over a pending hole), so it can be read back; the
+ * rest of a block it wrote part of is then written as data too.  payload_finish() ends the file:
+ * the last, partial block by the rule, the file extended to its whole size.
+ */
+typedef struct {
+    int fd, sparse;
+    off_t pos;            /* the file offset of the first byte not yet written or skipped */
+    off_t written_end;    /* the end of the bytes written (or of the file, once extended) */
+    long long size;       /* bytes appended */
+    long long holes;      /* bytes left as holes */
+    size_t ncarry, nput;  /* bytes of the kept-back block, and how many of them settle() wrote */
+    char carry[HOLE_BLOCK];
+} Payload;
+
+static void payload_init(Payload *w, int fd, int sparse, off_t base) {
+    w->fd = fd;
+    w->sparse = sparse;
+    w->pos = w->written_end = base;
+    w->size = w->holes = 0;
+    w->ncarry = w->nput = 0;
+}
+
+/* The kept-back block, ``len`` bytes: by the rule, or as data where settle() wrote part of it. */
+static int payload_block(Payload *w, size_t len) {
+    int r = w->nput ? write_at(w->fd, w->carry + w->nput, len - w->nput, w->pos + (off_t)w->nput, &w->written_end)
+                    : write_sparse(w->fd, w->carry, len, w->pos, &w->written_end, &w->holes);
+    if (r < 0)
         return -1;
+    w->pos += (off_t)len;
+    w->ncarry = w->nput = 0;
     return 0;
+}
+
+static int payload_write(Payload *w, const char *p, size_t n) {
+    w->size += (long long)n;
+    if (!w->sparse) {
+        if (write_at(w->fd, p, n, w->pos, &w->written_end) < 0)
+            return -1;
+        w->pos += (off_t)n;
+        return 0;
+    }
+    if (w->ncarry) { /* complete the block started by earlier appends */
+        size_t k = HOLE_BLOCK - w->ncarry < n ? HOLE_BLOCK - w->ncarry : n;
+        memcpy(w->carry + w->ncarry, p, k);
+        w->ncarry += k;
+        p += k;
+        n -= k;
+        if (w->ncarry < HOLE_BLOCK)
+            return 0;
+        if (payload_block(w, HOLE_BLOCK) < 0)
+            return -1;
+    }
+    size_t whole = n - n % HOLE_BLOCK;
+    if (write_sparse(w->fd, p, whole, w->pos, &w->written_end, &w->holes) < 0)
+        return -1;
+    w->pos += (off_t)whole;
+    memcpy(w->carry, p + whole, n - whole);
+    w->ncarry = n - whole;
+    return 0;
+}
+
+/* Make the file reach ``end``, extending it over a hole there. */
+static int payload_extend(Payload *w, off_t end) {
+    if (end > w->written_end) {
+        if (ftruncate(w->fd, end) < 0)
+            return -1;
+        w->written_end = end;
+    }
+    return 0;
+}
+
+static int payload_settle(Payload *w) {
+    if (w->ncarry > w->nput) {
+        if (write_at(w->fd, w->carry + w->nput, w->ncarry - w->nput, w->pos + (off_t)w->nput, &w->written_end) < 0)
+            return -1;
+        w->nput = w->ncarry;
+    }
+    return payload_extend(w, w->pos + (off_t)w->ncarry);
+}
+
+static int payload_finish(Payload *w) {
+    if (w->ncarry && payload_block(w, w->ncarry) < 0)
+        return -1;
+    return payload_extend(w, w->pos);
+}
+
+/* Create ``name`` in ``dir_fd``: a new regular file (never an existing one, nor through a symlink). */
+static int create_at(int dir_fd, const char *name, int mode) {
+    int fd;
+    do
+        fd = openat(dir_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, (mode_t)mode);
+    while (fd < 0 && errno == EINTR);
+    return fd;
 }
 
 /*
@@ -298,15 +360,18 @@ static int do_job(const Job *j, long long *holes, int *step) {
         fd = j->dir_fd;
     } else {
         *step = STEP_CREATE;
-        do
-            fd = openat(j->dir_fd, j->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY,
-                        (mode_t)j->open_mode);
-        while (fd < 0 && errno == EINTR);
+        fd = create_at(j->dir_fd, j->tmp, j->open_mode);
         if (fd < 0)
             return -1;
         *step = STEP_WRITE;
-        if (write_payload(fd, j, holes) < 0)
+        Payload w;
+        payload_init(&w, fd, j->sparse, 0);
+        for (Py_ssize_t i = 0; i < j->npieces; i++)
+            if (payload_write(&w, j->pieces[i].buf, (size_t)j->pieces[i].len) < 0)
+                goto fail;
+        if (payload_finish(&w) < 0)
             goto fail;
+        *holes += w.holes;
     }
     Finish f = {fd, finish_only ? -1 : j->dir_fd, finish_only ? NULL : j->tmp, finish_only ? NULL : j->name,
                 j->uid, j->gid, j->mode, j->mtime_ns, j->granularity_ns};
@@ -562,9 +627,7 @@ static PyObject *install_file(PyObject *self, PyObject *args) {
     }
     int fd, err = 0, step = 0, result = 1;
     Py_BEGIN_ALLOW_THREADS
-    do
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, (mode_t)mode);
-    while (fd < 0 && errno == EINTR);
+    fd = create_at(AT_FDCWD, tmp, mode);
     if (fd < 0) {
         err = errno;
     } else {
@@ -607,34 +670,167 @@ static PyObject *install_file(PyObject *self, PyObject *args) {
     return PyLong_FromLong(result);
 }
 
-static PyObject *data_runs(PyObject *self, PyObject *args) {
-    Py_buffer buf;
-    Py_ssize_t lo, hi;
-    if (!PyArg_ParseTuple(args, "y*nn", &buf, &lo, &hi))
-        return NULL;
-    if (lo < 0 || hi < lo || hi > buf.len) {
-        PyBuffer_Release(&buf);
-        PyErr_SetString(PyExc_ValueError, "data_runs(): start and end must lie within the buffer");
+/* create(name, mode, dir_fd=None) -> fd: see create_at; raises OSError (FileExistsError: taken) */
+static PyObject *create(PyObject *self, PyObject *args) {
+    PyObject *name_arg, *name_obj, *dir_obj = Py_None;
+    int mode, dir_fd = AT_FDCWD, fd;
+    if (!PyArg_ParseTuple(args, "Oi|O", &name_arg, &mode, &dir_obj) || !PyUnicode_FSConverter(name_arg, &name_obj))
+        return NULL; /* (the converter refuses a NUL byte) */
+    const char *name = PyBytes_AS_STRING(name_obj);
+    if (dir_obj != Py_None) {
+        long v = PyLong_AsLong(dir_obj);
+        if (v < 0 || v > INT_MAX) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "create(): dir_fd must be a descriptor");
+            Py_DECREF(name_obj);
+            return NULL;
+        }
+        dir_fd = (int)v;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    fd = create_at(dir_fd, name, mode);
+    Py_END_ALLOW_THREADS
+    if (fd < 0) {
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, name_arg);
+        Py_DECREF(name_obj);
         return NULL;
     }
-    PyObject *out = PyList_New(0);
-    size_t pos = 0, start, end;
-    const char *p = (const char *)buf.buf + lo;
-    while (out && next_data_run(p, (size_t)(hi - lo), &pos, &start, &end)) {
-        PyObject *a = PyLong_FromSsize_t(lo + (Py_ssize_t)start), *b = PyLong_FromSsize_t(lo + (Py_ssize_t)end);
-        if (!a || !b || PyList_Append(out, a) < 0 || PyList_Append(out, b) < 0)
-            Py_CLEAR(out);
-        Py_XDECREF(a);
-        Py_XDECREF(b);
-    }
-    PyBuffer_Release(&buf);
-    return out;
+    Py_DECREF(name_obj);
+    return PyLong_FromLong(fd);
 }
 
+/* The type Payload: a payload writer (see payload_init) for Python callers, GIL released for I/O. */
+typedef struct {
+    PyObject_HEAD
+    Payload w;
+    int busy; /* a call is writing with the GIL released: another one must not touch ``w`` */
+} PayloadObject;
+
+static PyObject *payload_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"fd", "sparse", "offset", NULL};
+    int fd, sparse;
+    long long base = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "ip|L", kwlist, &fd, &sparse, &base))
+        return NULL;
+    if (fd < 0 || base < 0) {
+        PyErr_SetString(PyExc_ValueError, "Payload(): a descriptor and an offset >= 0");
+        return NULL;
+    }
+    PayloadObject *o = (PayloadObject *)type->tp_alloc(type, 0);
+    if (o)
+        payload_init(&o->w, fd, sparse, (off_t)base);
+    return (PyObject *)o;
+}
+
+/* Run one of the writer's steps on ``data`` (NULL for settle/finish) with the GIL released. */
+static PyObject *payload_call(PayloadObject *o, int (*step)(Payload *), Py_buffer *data) {
+    int r, err = 0;
+    if (o->busy) {
+        if (data)
+            PyBuffer_Release(data);
+        PyErr_SetString(PyExc_RuntimeError, "Payload: called from two threads at once");
+        return NULL;
+    }
+    Payload *w = &o->w;
+    if (data && w->sparse && w->ncarry + (size_t)data->len < HOLE_BLOCK) {
+        r = payload_write(w, data->buf, (size_t)data->len); /* kept back whole: no I/O */
+    } else {
+        o->busy = 1;
+        Py_BEGIN_ALLOW_THREADS
+        r = data ? payload_write(w, data->buf, (size_t)data->len) : step(w);
+        if (r < 0)
+            err = errno;
+        Py_END_ALLOW_THREADS
+        o->busy = 0;
+    }
+    if (data)
+        PyBuffer_Release(data);
+    if (r < 0) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *payload_write_m(PayloadObject *o, PyObject *arg) {
+    Py_buffer data;
+    if (PyObject_GetBuffer(arg, &data, PyBUF_C_CONTIGUOUS) < 0)
+        return NULL;
+    return payload_call(o, NULL, &data);
+}
+
+static PyObject *payload_settle_m(PayloadObject *o, PyObject *unused) { return payload_call(o, payload_settle, NULL); }
+
+static PyObject *payload_finish_m(PayloadObject *o, PyObject *unused) { return payload_call(o, payload_finish, NULL); }
+
+static PyObject *payload_skip_m(PayloadObject *o, PyObject *arg) {
+    long long n = PyLong_AsLongLong(arg);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    Payload *w = &o->w;
+    if (n < 0 || w->ncarry || o->busy) {
+        PyErr_SetString(PyExc_ValueError, "Payload.skip(): n >= 0, at the end of a block, nothing kept back");
+        return NULL;
+    }
+    w->pos += (off_t)n;
+    w->size += n;
+    if (w->pos > w->written_end)
+        w->written_end = w->pos;
+    Py_RETURN_NONE;
+}
+
+static PyObject *payload_get(PayloadObject *o, void *which) {
+    const Payload *w = &o->w;
+    switch ((int)(intptr_t)which) {
+    case 0: return PyLong_FromLongLong(w->size);
+    case 1: return PyLong_FromLongLong(w->holes);
+    case 2: return PyLong_FromLongLong((long long)w->pos + (long long)w->ncarry);
+    default: return PyBool_FromLong(w->sparse);
+    }
+}
+
+static PyMethodDef payload_methods[] = {
+    {"write", (PyCFunction)payload_write_m, METH_O,
+     "write(data): append the bytes of a buffer (not copied), by the hole rule if sparse."},
+    {"settle", (PyCFunction)payload_settle_m, METH_NOARGS,
+     "settle(): put every byte appended so far into the file (kept-back bytes written, a hole at the "
+     "end made by extending the file), so that it can be read back."},
+    {"finish", (PyCFunction)payload_finish_m, METH_NOARGS,
+     "finish(): the end of the file: the last, partial block by the hole rule, the file extended to "
+     "its whole size."},
+    {"skip", (PyCFunction)payload_skip_m, METH_O,
+     "skip(n): n bytes were put at the end of the file some other way (a clone): count them and move "
+     "past them.  Only at the end of a block (nothing kept back)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef payload_getset[] = {
+    {"size", (getter)payload_get, NULL, "bytes appended", (void *)0},
+    {"holes", (getter)payload_get, NULL, "bytes left as holes", (void *)1},
+    {"offset", (getter)payload_get, NULL, "the file offset of the next byte appended", (void *)2},
+    {"sparse", (getter)payload_get, NULL, "whether all-zero blocks become holes", (void *)3},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject PayloadType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pycatar._fileio.Payload",
+    .tp_basicsize = sizeof(PayloadObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Payload(fd, sparse, offset=0): appends a file's bytes to the descriptor ``fd`` from "
+              "``offset`` on with pwrite (its file position is left alone); with ``sparse`` every "
+              "all-zero block of 4 KiB, counted from ``offset`` (the last may be shorter), "
+              "becomes a hole.  The batch writer's jobs write their files with the same code.  Raises "
+              "OSError.",
+    .tp_new = payload_new,
+    .tp_methods = payload_methods,
+    .tp_getset = payload_getset,
+};
+
 static PyMethodDef methods[] = {
-    {"data_runs", data_runs, METH_VARARGS,
-     "data_runs(buf, start, end) -> [start0, end0, start1, end1, ...]: the runs of data in buf[start:end] "
-     "(which starts on a block boundary of its file) by the hole rule; the rest becomes holes."},
+    {"create", create, METH_VARARGS,
+     "create(name, mode, dir_fd=None) -> fd: create a new regular file exclusively, never through a "
+     "symlink, open for writing, GIL released; raises OSError (FileExistsError if the name is taken)."},
     {"read_file", read_file, METH_VARARGS,
      "read_file(path, limit) -> bytes | None | (step, errno): a whole file, GIL released (see the "
      "module source)."},
@@ -653,7 +849,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "pycatar._fileio",
-                                    "File I/O in C with the GIL released: batch file creation, whole-file reads, chunk file installs.",
+                                    "File I/O in C with the GIL released: file creation and payload writing (one file or a batch), whole-file reads, chunk file installs.",
                                     -1, methods};
 
 static PyObject *names_tuple(const char *const *names, Py_ssize_t n) {
@@ -681,10 +877,10 @@ PyMODINIT_FUNC PyInit__fileio(void) {
     PyObject *m = PyModule_Create(&module);
     if (!m)
         return NULL;
-    if (add_ref(m, "JOB_FIELDS", names_tuple(job_fields, NFIELDS)) < 0 ||
+    if (PyType_Ready(&PayloadType) < 0 || add_ref(m, "Payload", Py_NewRef((PyObject *)&PayloadType)) < 0 ||
+        add_ref(m, "JOB_FIELDS", names_tuple(job_fields, NFIELDS)) < 0 ||
         add_ref(m, "STEPS", names_tuple(step_names, NSTEPS)) < 0 ||
         PyModule_AddIntConstant(m, "STEP_CREATE", STEP_CREATE) < 0 ||
-        PyModule_AddIntConstant(m, "HOLE_BLOCK", HOLE_BLOCK) < 0 ||
         PyModule_AddIntConstant(m, "STEP_VERIFY", STEP_VERIFY) < 0 ||
         PyModule_AddIntConstant(m, "STEP_INSPECT", STEP_INSPECT) < 0 ||
         PyModule_AddIntConstant(m, "STEP_MODE", STEP_MODE) < 0 ||

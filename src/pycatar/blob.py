@@ -34,7 +34,7 @@ from . import digest as _digest
 from . import flags as _flags
 from .chunker import DEFAULT_CHUNK_SIZES, Chunker
 from .errors import PycatarError
-from .fileio import SparseWriter, install, temp_name
+from .fileio import AtomicFile, Payload
 from .index import DIGEST_FLAGS, ChunkRef, IndexReader, IndexWriter, blob_index_flags
 from .store import ChunkStore, LocalStore, StoreSet, as_store_set
 
@@ -413,15 +413,18 @@ def fetch_chunks(
 # --------------------------------------------------------------------------- output files
 
 
-class _Output(SparseWriter):
+class _Output:
     """Where extracted bytes go: a temporary file renamed into place, a device written in place,
-    or a caller's file object.  ``sparse`` turns all-zero blocks into holes (regular files)."""
+    or a caller's file object.  A regular file gets its bytes through the payload writer
+    (:class:`pycatar.fileio.Payload`, the one that writes an extracted tree's files), which with
+    ``sparse`` leaves all-zero blocks as holes; other outputs take them by their ``write()``."""
 
     def __init__(self, target, *, sparse: bool = False, mode: int = 0o666):
-        super().__init__(False)
         self.path = None
-        self.tmp = None
         self._own = False
+        self._atomic: AtomicFile | None = None  # our own file, under its temporary name until finish()
+        self._payload: Payload | None = None     # the writer of a regular file
+        self._written = 0                        # bytes written through write() (other outputs)
         if isinstance(target, (str, bytes, os.PathLike)):
             self.path = os.fsdecode(target)
             st = None
@@ -434,23 +437,37 @@ class _Output(SparseWriter):
                     raise PycatarError(f"{self.path}: is a directory")
                 self.f = open(self.path, "r+b" if stat.S_ISBLK(st.st_mode) else "wb")  # device: in place
             else:
-                d, base = os.path.split(self.path)
-                self.tmp = os.path.join(d, temp_name(base))
+                self._atomic = AtomicFile(self.path, mode, fsync=False, buffering=0)
                 try:
-                    fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+                    self.f = self._atomic.open()
                 except OSError as e:
                     raise PycatarError(f"cannot create {self.path}: {e.strerror}") from None
-                self.f = open(fd, "wb", buffering=0)
-                self.sparse = sparse
+                self._payload = Payload(self.f.fileno(), sparse)
             self._own = True
         else:
             self.f = target
-            try:
-                self.sparse = sparse and target.seekable() and stat.S_ISREG(os.fstat(target.fileno()).st_mode)
-            except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
-                self.sparse = False
+            if sparse and _appends_to_regular_file(target):  # holes: written from the position on
+                self._payload = Payload(target.fileno(), True, target.tell())
         self._no_clone = False
         self._bs: int | None = None
+
+    @property
+    def tmp(self) -> str | None:
+        """The temporary path of our own output file while it is written."""
+        return self._atomic.tmp if self._atomic is not None else None
+
+    @property
+    def sparse(self) -> bool:
+        return self._payload is not None and self._payload.sparse
+
+    @property
+    def size(self) -> int:
+        """Bytes written (or left as holes)."""
+        return self._payload.size if self._payload is not None else self._written
+
+    @property
+    def holes(self) -> int:
+        return self._payload.holes if self._payload is not None else 0
 
     @property
     def name(self) -> str:
@@ -467,9 +484,14 @@ class _Output(SparseWriter):
     def _failed(self, e: OSError) -> PycatarError:
         return PycatarError(f"Failed to write {self.name}: {e.strerror or e}")  # e.g. a full disk, named
 
-    def _write(self, view) -> None:
-        mv = memoryview(view)
+    def write(self, data) -> None:
+        """Append ``data`` (any buffer; not copied)."""
         try:
+            if self._payload is not None:
+                self._payload.write(data)
+                return
+            mv = memoryview(data)
+            self._written += mv.nbytes
             while mv:
                 w = self.f.write(mv)
                 if w is None:
@@ -478,17 +500,13 @@ class _Output(SparseWriter):
         except OSError as e:
             raise self._failed(e) from None
 
-    def _forward(self, n: int) -> None:
-        try:
-            self.f.seek(n, os.SEEK_CUR)
-        except OSError as e:
-            raise self._failed(e) from None
-
-    def _truncate(self) -> None:
-        try:
-            self.f.truncate()
-        except OSError as e:
-            raise self._failed(e) from None
+    def settle(self) -> None:
+        """Put everything written so far into the file, so that it can be read back."""
+        if self._payload is not None:
+            try:
+                self._payload.settle()
+            except OSError as e:
+                raise self._failed(e) from None
 
     def readback_fd(self) -> int | None:
         """A new read-only descriptor on the file being written (own temporary files only; the
@@ -522,13 +540,12 @@ class _Output(SparseWriter):
         self.settle()
         try:
             fcntl.ioctl(self.f.fileno(), _FICLONERANGE,
-                        struct.pack("=qQQQ", src_fd, src_offset + head, mid, self.size))
+                        struct.pack("=qQQQ", src_fd, src_offset + head, mid, self._payload.offset))
         except OSError:
             self._no_clone = True  # not here: copy from now on, silently
             self.write(data[head:])
             return 0
-        self.f.seek(mid, os.SEEK_CUR)
-        self.size += mid
+        self._payload.skip(mid)
         self.write(data[head + mid:])
         return mid
 
@@ -541,28 +558,43 @@ class _Output(SparseWriter):
         return self._bs
 
     def finish(self) -> None:
-        super().finish()
+        """The end of the output: its last bytes written, our own file renamed into place."""
         try:
+            if self._payload is not None:
+                self._payload.finish()
+                if not self._own:  # the caller's file object: its position after what was written
+                    self.f.seek(self._payload.offset)
+            if self._atomic is not None:
+                self._atomic.commit()
+                return
             self.f.flush()
             if self._own:
                 self.f.close()
-                if self.tmp:
-                    install(self.tmp, self.path)
-                    self.tmp = None
         except OSError as e:
             raise self._failed(e) from None
 
     def abort(self) -> None:
-        if self._own:
+        if self._atomic is not None:
+            self._atomic.discard()
+        elif self._own:
             try:
                 self.f.close()
             except OSError:
                 pass
-            if self.tmp:
-                try:
-                    os.unlink(self.tmp)
-                except FileNotFoundError:
-                    pass
+
+
+def _appends_to_regular_file(f) -> bool:
+    """Whether the file object ``f`` is a regular file positioned at its end, open for writing at
+    any offset (not in append mode): the payload writer then writes through its descriptor.  Flushes
+    ``f``."""
+    try:
+        f.flush()
+        fd = f.fileno()
+        st = os.fstat(fd)
+        return (stat.S_ISREG(st.st_mode) and f.seekable() and not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND
+                and f.tell() >= st.st_size)
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return False
 
 
 # --------------------------------------------------------------------------- blob index make/extract

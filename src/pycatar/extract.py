@@ -37,7 +37,7 @@ from . import fsmeta
 from . import _fileio
 from .entry import Entry, select_subtree
 from .errors import FormatError, PycatarError, UnsupportedError
-from .fileio import SparseWriter, temp_name
+from .fileio import Payload, create, temp_name
 from .flags import B as F
 from .validate import mtime_ns
 from .flags import (
@@ -75,7 +75,6 @@ _UNSUPPORTED = frozenset({errno.ENOTTY, errno.ENOSYS, errno.EBADF, errno.EOPNOTS
 _NO_XATTRS = frozenset({errno.EOPNOTSUPP, errno.EBADF})
 
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
-_O_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
 
 _RENAME_EXCHANGE = 2
 
@@ -181,6 +180,12 @@ def _mask_fat_attrs(fd: int, value: int, mask: int) -> None:
         fsmeta.write_fat_attrs(fd, new)
 
 
+def _create_mode(entry: Entry) -> int:
+    """The mode a regular file is created with (by the batch writer or the extractor itself): its
+    own permission bits, and read and write for us while its payload goes in."""
+    return 0o600 | (entry.mode & 0o7777)
+
+
 def _rename_exchange(dir_fd: int, a: str, b: str) -> None:
     fn = getattr(fsmeta._libc(), "renameat2", None)
     if fn is None:
@@ -188,34 +193,6 @@ def _rename_exchange(dir_fd: int, a: str, b: str) -> None:
     if fn(dir_fd, os.fsencode(a), dir_fd, os.fsencode(b), _RENAME_EXCHANGE) != 0:
         e = ctypes.get_errno()
         raise OSError(e, os.strerror(e))
-
-
-def _write_all(fd: int, data) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
-class _PayloadWriter(SparseWriter):
-    """Writes a regular file's payload to a new, empty file (so moving past the end makes a hole)."""
-
-    def __init__(self, fd: int, sparse: bool):
-        super().__init__(sparse)
-        self.fd = fd
-
-    def _write(self, view) -> None:
-        _write_all(self.fd, view)
-
-    def _forward(self, n: int) -> None:
-        os.lseek(self.fd, n, os.SEEK_CUR)
-
-    def _truncate(self) -> None:
-        os.ftruncate(self.fd, os.lseek(self.fd, 0, os.SEEK_CUR))
-
-    def close(self) -> None:
-        self.finish()
-
 
 
 # --------------------------------------------------------------------------- the batch writer
@@ -605,13 +582,13 @@ class _Extractor:
         self.pending = node
         self.what = "create"
         if kind == stat.S_IFREG:
-            self._make_at(node, lambda tmp: os.open(tmp, _O_FILE, 0o600 | (mode & 0o7777), dir_fd=dir_fd))
+            self._make_at(node, lambda tmp: create(tmp, _create_mode(entry), dir_fd))
             self._early_attrs(node)
             self.what = "write"
-            writer = _PayloadWriter(node.fd, self.punch_holes)
+            writer = Payload(node.fd, self.punch_holes)  # the batch jobs' own writer
             for piece in read_payload():
                 writer.write(piece)
-            writer.close()
+            writer.finish()
             if writer.size != entry.size:
                 raise FormatError(f"payload of {entry.path!r} has {writer.size} bytes, its entry says {entry.size}")
             self.stats.files += 1
@@ -653,7 +630,7 @@ class _Extractor:
         stats.files += 1
         stats.payload_bytes += size
         batcher.add(entry, FileJob(dir_fd=dir_fd, tmp=batcher.temp_name(raw), name=raw, pieces=pieces, size=size,
-                                   open_mode=0o600 | mode, uid=uid, gid=gid, mode=mode if self._modes else -1,
+                                   open_mode=_create_mode(entry), uid=uid, gid=gid, mode=mode if self._modes else -1,
                                    mtime_ns=mtime_ns(entry.mtime) if granularity is not None else -1,
                                    granularity_ns=granularity or 0, sparse=self.punch_holes))
 

@@ -6,7 +6,8 @@ signatures, uploads, the files of an extracted tree -- is built under :func:`tem
 directory of its final name and then renamed (or, for chunk files, hard-linked) into place:
 :class:`AtomicFile` for files written through a file object, :func:`write_atomic` for bytes at
 hand, :func:`install` for a temporary file made some other way, :func:`install_new` for a file
-written once and for all (never replacing what is there)."""
+written once and for all (never replacing what is there).  The bytes of an extracted file (of a
+tree or a blob) go through :class:`Payload`, which leaves all-zero blocks as holes when asked."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ import os
 import secrets
 from typing import Callable
 
-# HOLE_BLOCK: the granularity of holes in sparse output (a file system block); data_runs: the hole rule
-from ._fileio import HOLE_BLOCK, data_runs, install_file
+# create: a new regular file, exclusively; Payload: writes a file's bytes, all-zero blocks left as
+# holes when asked (the C module's payload writer, which the batch writer of an extraction runs
+# too: one way to write a file)
+from ._fileio import Payload, create, install_file
 from .errors import PycatarError
 
 #: tries at a fresh temporary name when the previous one exists already
@@ -134,7 +137,7 @@ class AtomicFile:
         for _ in range(_NAME_TRIES):
             tmp = _temp_path(self.path)
             try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, self.mode)
+                fd = create(tmp, self.mode)
             except FileExistsError:
                 continue
             self.tmp = tmp
@@ -195,99 +198,3 @@ def write_atomic(path: str | os.PathLike, data, mode: int = 0o666, *, fsync: boo
         out.discard()
         raise
     out.commit()
-
-
-class SparseWriter:
-    """Appends bytes to a new file; with ``sparse``, every all-zero block of :data:`HOLE_BLOCK` bytes
-    (aligned to the start of the file; the last one may be shorter) is skipped over instead of
-    written, so that it becomes a hole, as casync's hole punching does for runs of zeros.  Which
-    blocks become holes is the C module's rule (``_fileio.data_runs``), the one the batch writer of
-    an extraction follows too; this class keeps the blocks that span pieces together.  A subclass
-    says how to write, move forward and truncate."""
-
-    def __init__(self, sparse: bool):
-        self.sparse = sparse
-        self.size = 0      #: bytes appended (written, skipped or kept back)
-        self.holes = 0     #: bytes left as holes
-        self._pending = 0  # hole bytes not moved over yet
-        self._carry = b""  # the start of a block, until the block is complete
-
-    def _write(self, view) -> None:
-        raise NotImplementedError
-
-    def _forward(self, n: int) -> None:
-        """Move the file position ``n`` bytes forward (past the end: a hole)."""
-        raise NotImplementedError
-
-    def _truncate(self) -> None:
-        """Make the file end at the file position."""
-        raise NotImplementedError
-
-    def _data(self, view) -> None:
-        if self._pending:
-            self._forward(self._pending)
-            self._pending = 0
-        self._write(view)
-
-    def write(self, data) -> None:
-        n = len(data)
-        if not n:
-            return
-        self.size += n
-        if not self.sparse:
-            self._data(data)
-            return
-        if not isinstance(data, bytes):
-            data = bytes(data)
-        pos = 0
-        if self._carry:  # complete the block the previous pieces began (without copying the rest)
-            need = HOLE_BLOCK - len(self._carry)
-            if n < need:
-                self._carry += data
-                return
-            block, self._carry = self._carry + data[:need], b""
-            self._blocks(block, 0, HOLE_BLOCK)
-            pos = need
-        end = pos + (n - pos) // HOLE_BLOCK * HOLE_BLOCK
-        if end > pos:
-            self._blocks(data, pos, end)
-        if end < n:
-            self._carry = data[end:]
-
-    def _blocks(self, buf: bytes, start: int, end: int) -> None:
-        """``buf[start:end]``, starting on a block boundary: runs of data written, the rest holes."""
-        view = memoryview(buf)
-        runs = data_runs(buf, start, end)
-        pos = start
-        for i in range(0, len(runs), 2):
-            run_start, run_end = runs[i], runs[i + 1]
-            if run_start > pos:
-                self._pending += run_start - pos
-                self.holes += run_start - pos
-            self._data(view[run_start:run_end])
-            pos = run_end
-        if end > pos:
-            self._pending += end - pos
-            self.holes += end - pos
-
-    def settle(self) -> None:
-        """Put everything appended so far into the file (the kept-back partial block written, a
-        pending hole made by extending the file), so that it can be read back or appended to directly."""
-        carry, self._carry = self._carry, b""
-        if carry:
-            self._data(carry)
-        if self._pending:
-            self._forward(self._pending)
-            self._pending = 0
-            self._truncate()
-
-    def finish(self) -> None:
-        """The end of the file: the last, partial block goes by the hole rule too, and the file gets
-        its whole size."""
-        carry, self._carry = self._carry, b""
-        if carry:  # (only sparse writing keeps bytes back)
-            self._blocks(carry, 0, len(carry))
-        if self._pending:
-            self._forward(self._pending)
-            self._pending = 0
-            self._truncate()
