@@ -6,10 +6,12 @@ modules — never pycatar's own store or compression code."""
 from __future__ import annotations
 
 import concurrent.futures
+import email.utils
 import gzip
 import hashlib
 import http.client
 import lzma
+import math
 import os
 import random
 import re
@@ -136,7 +138,10 @@ def test_get_and_head_serve_the_files_as_stored(site, tmp_path):
             status, headers, body = request(srv.port, "GET", "/" + rel)
             assert status == 200 and body == want
             assert int(headers["Content-Length"]) == len(want)
-            assert headers["ETag"] and headers["Last-Modified"]
+            # the file's mtime (rounded up to the second) as an HTTP date, and the ETag FileResponse gives
+            st = os.stat(path)
+            assert headers["Last-Modified"] == email.utils.formatdate(math.ceil(st.st_mtime), usegmt=True)
+            assert headers["ETag"] == f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
             status, hh, body = request(srv.port, "HEAD", "/" + rel)
             assert status == 200 and body == b"" and int(hh["Content-Length"]) == len(want)
             assert hh["ETag"] == headers["ETag"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import re
 import signal
@@ -28,6 +29,7 @@ import ssl
 import stat as st
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -204,10 +206,26 @@ def _whole_file(fd: int, info: os.stat_result) -> web.Response:
         if not more:
             break
         data += more
-    response = web.Response(body=data, headers=_IMMUTABLE, content_type="application/octet-stream")
-    response.etag = f"{info.st_mtime_ns:x}-{info.st_size:x}"
-    response.last_modified = info.st_mtime
-    return response
+    # the headers FileResponse would send, given at once (its etag and last_modified setters
+    # validate and format anew for every response: a tenth of the server's time per chunk)
+    return web.Response(body=data, headers={
+        **_IMMUTABLE, "Content-Type": "application/octet-stream",
+        "ETag": f'"{info.st_mtime_ns:x}-{info.st_size:x}"', "Last-Modified": _http_date(info.st_mtime)})
+
+
+_HTTP_DATES: dict[int, str] = {}
+
+
+def _http_date(mtime: float) -> str:
+    """``mtime`` as an HTTP date, rounded up to the second as aiohttp's FileResponse does (the chunks
+    of one store were mostly written within a few seconds: their dates are formatted once)."""
+    second = math.ceil(mtime)
+    text = _HTTP_DATES.get(second)
+    if text is None:
+        if len(_HTTP_DATES) >= 4096:
+            _HTTP_DATES.clear()
+        text = _HTTP_DATES[second] = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(second))
+    return text
 
 
 async def _remote_chunk(request: web.Request, cfg: _Config, chunk_id: bytes) -> web.Response:
