@@ -53,7 +53,7 @@ def _bad_tree(root, case):
     f = os.path.join(root, "d", "f")
     with open(f, "w") as fh:
         fh.write("x\n")
-    if case == "uid":  # plain file: pycatar's fast path
+    if case == "uid":  # plain file: the batch writer
         os.chown(f, 65535, 0)
     elif case == "gid-xattr":  # a file with an xattr: the general path
         os.setxattr(f, "user.k", b"v")

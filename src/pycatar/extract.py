@@ -379,7 +379,7 @@ class _Node:
         self.shown = entry.path or "."
         #: directories: created by this extraction, empty, with no xattrs, no default ACL and no chattr
         #: flags (within the replay mask) for new children to inherit -- its plain regular files may
-        #: take the fast path (see _Batcher)
+        #: go to the batch writer (see _Batcher)
         self.clean = False
 
     def close(self) -> None:
@@ -415,16 +415,16 @@ class _Extractor:
         self._uids: dict[str, int] = {}
         self._owner_ids: dict[tuple, tuple[int, int]] = {}  # (uid, gid, user, group) -> ids on disk
         self._gids: dict[str, int] = {}
-        self.batcher: _Batcher | None = None  # set by enable_fast_path()
+        self.batcher: _Batcher | None = None  # set by enable_batching()
         self.dest_clean = False
         replay_ = replay
-        #: entry flags that make a regular file need the slow path (chattr/FAT bits to set, subvolume)
+        #: entry flags that keep a regular file out of the batch writer (chattr/FAT bits to set, subvolume)
         self._slow_flags = replay_ & (WITH_CHATTR | WITH_FAT_ATTRS | F.WITH_SUBVOLUME | F.WITH_SUBVOLUME_RO)
         self._owners = bool(replay_ & (WITH_UIDS | F.WITH_USER_NAMES))
         self._modes = bool(replay_ & (F.WITH_PERMISSIONS | F.WITH_ACL))
         self._granularity = time_granularity_ns(replay_)
 
-    def enable_fast_path(self, dest_fd: int, dest_empty: bool) -> None:
+    def enable_batching(self, dest_fd: int, dest_empty: bool) -> None:
         """Use the batch writer for plain regular files in directories this extraction creates, if the
         destination is empty and gives new nodes nothing to inherit (default ACL, xattrs such as
         security labels, chattr flags within the replay mask) and is not a FAT file system whose
@@ -562,7 +562,7 @@ class _Extractor:
         if parent is not None and parent.clean:
             if (kind == stat.S_IFREG and entry.size <= FAST_FILE_MAX and self.batcher is not None
                     and self._plain(entry)):
-                self._add_fast(entry, name, dir_fd, read_payload)
+                self._add_batched(entry, name, dir_fd, read_payload)
                 return
         elif parent is not None:
             parent.names.add(name)
@@ -614,7 +614,7 @@ class _Extractor:
         self._finalize(node)
         self.pending = None
 
-    def _add_fast(self, entry: Entry, name: str, dir_fd: int, read_payload) -> None:
+    def _add_batched(self, entry: Entry, name: str, dir_fd: int, read_payload) -> None:
         pieces = list(read_payload())
         size = sum(map(len, pieces))
         if size != entry.size:
@@ -1177,7 +1177,7 @@ def extract(entries: Iterable[Entry], read_payload: Callable[[], Iterable[bytes]
     collecting = gc.isenabled()
     gc.disable()
     try:
-        ex.enable_fast_path(base_fd, _is_empty_dir(base_fd))
+        ex.enable_batching(base_fd, _is_empty_dir(base_fd))
         ex.run(it, first, read_payload, base_fd)
     except OSError as e:
         node = ex.pending or (ex.stack[-1] if ex.stack else None)

@@ -1,7 +1,7 @@
-"""The extraction fast path: plain regular files in directories the extraction created are written in
-batches by the C writer (pycatar._fileio) in a worker thread.  These tests check that it gives
-exactly what the one-file-at-a-time path gives, that it keeps holes, and that a failure inside a
-batch still ends in a one-line error with no temporary or partial file left behind."""
+"""The batch writer: plain regular files in directories the extraction created are written in batches
+by the C writer (pycatar._fileio) in worker threads.  These tests check that it gives the source
+tree exactly, as files written one at a time by the extractor do, that it keeps holes, and that a
+failure inside a batch still ends in a one-line error with no temporary or partial file left behind."""
 from __future__ import annotations
 
 import os
@@ -63,7 +63,7 @@ def archive(tmp_path):
     return src, catar
 
 
-def test_fast_path_matches_slow_path(archive, tmp_path, monkeypatch):
+def test_batches_give_what_one_at_a_time_gives(archive, tmp_path, monkeypatch):
     src, catar = archive
     fast = str(tmp_path / "fast")
     calls = []
@@ -74,7 +74,7 @@ def test_fast_path_matches_slow_path(archive, tmp_path, monkeypatch):
     assert len([j for j in calls if j.tmp]) == 42  # 40 files + sparse + empty went through the batch writer
     # and the two directories below the destination were finished by it once their children were written
     assert sorted(j.mode for j in calls if not j.tmp) == [0o755, 0o755] and len(calls) == 44
-    # the slow path: the destination is not empty, so nothing is batched
+    # one at a time: the destination is not empty, so nothing is batched
     slow = str(tmp_path / "slow")
     os.mkdir(slow)
     open(os.path.join(slow, "stale"), "w").close()
@@ -130,7 +130,7 @@ def test_finish_steps_in_pieces(tmp_path):
         os.close(d)
 
 
-def test_fast_path_keeps_holes(archive, tmp_path):
+def test_batch_writer_keeps_holes(archive, tmp_path):
     src, catar = archive
     dest = str(tmp_path / "out")
     stats = extract_archive(catar, dest)
