@@ -4,6 +4,7 @@ counts requests and injects throttling and server errors."""
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import secrets
@@ -220,16 +221,23 @@ def test_gc_with_grace_spares_a_concurrent_writers_chunks(moto_server, bucket, t
     stray_keys = keys(client, bucket) - a_keys
     time.sleep(6.5)  # the store's times have a resolution of a second
     (tmp_path / "young").write_bytes(random_bytes(500_000, 12))
+    t_young = time.time()
     ok(pycatar("make", f"--store={url}/store", tmp_path / "young.caibx", tmp_path / "young"))
+
+    def grace(unit: str = "") -> str:
+        """A grace period just longer than the young chunks' age, however slow the machine: the stray
+        ones, 6.5 s older, are beyond it."""
+        return f"--grace={math.ceil(time.time() - t_young) + 2}{unit}"
+
     young_keys = keys(client, bucket) - a_keys - stray_keys
     assert stray_keys and young_keys
     with S3Proxy(moto_server.port) as proxy:
         purl = f"s3+{proxy.endpoint}/{bucket}"
-        p = ok(pycatar("gc", "--dry-run", "--grace=4s", f"--store={purl}/store", tmp_path / "a.caibx"))
+        p = ok(pycatar("gc", "--dry-run", grace("s"), f"--store={purl}/store", tmp_path / "a.caibx"))
         assert p.stdout.decode() == f"Would remove {len(stray_keys)} chunks, " \
                                     f"{len(a_keys) + len(young_keys)} chunks remaining.\n"
         assert keys(client, bucket) == a_keys | stray_keys | young_keys
-        p = ok(pycatar("-v", "gc", "--grace=4", f"--store={purl}/store", tmp_path / "a.caibx"))
+        p = ok(pycatar("-v", "gc", grace(), f"--store={purl}/store", tmp_path / "a.caibx"))
         deletes = proxy.count("POST", "delete")
     lines = p.stdout.decode().splitlines()
     assert sorted(lines[1:-1]) == sorted(f"Removing chunk {k.rsplit('/', 1)[1]}." for k in stray_keys)
