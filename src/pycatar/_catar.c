@@ -18,12 +18,19 @@
  *   records, up to and including the PAYLOAD header, SYMLINK or DEVICE record, or up to (not
  *   including) the FILENAME or GOODBYE record that follows (or ``end``, the entry's extent end, -1:
  *   none).  ``limit``: the stream size (-1: unknown), for the payload check.  ``af``: the archive's
- *   feature flags, None before the first ENTRY.  Returns an int (bytes needed), None (the ENTRY's
- *   feature flags differ from ``af``: the caller checks them and calls again with them), or
+ *   feature flags, None before the first ENTRY.  Returns an int (bytes needed), None (``af`` is None:
+ *   the caller checks the first ENTRY's feature flags and calls again with them), or
  *   (consumed, mode, flags, uid, gid, mtime, payload_size or None, symlink target or None, meta),
  *   meta None or (user, group, xattrs, acl_user, acl_group, acl_group_obj, acl_default,
  *   acl_default_user, acl_default_group, selinux, fcaps, quota_projid, rdev_major, rdev_minor).
  * parse_filename(buf, bpos, off, eof, end): a FILENAME record; the name (bytes) or an int.
+ * parse_child(buf, bpos, off, eof, last_name, depth, dir_offset, limit, af, strict, hasher): the next
+ *   record of a directory (at ``dir_offset``) during iteration: False for its GOODBYE record (not
+ *   consumed), an int, or (name, name hash, FILENAME record size, parse_entry's tuple) for the next
+ *   child, whose name must sort after ``last_name`` and whose ``depth`` must not exceed MAX_DEPTH.
+ *   ``hasher``: None for the goodbye hash, or a function of the name (tests provoke collisions).
+ * siphash24(data, key): SipHash-2-4 (pycatar.goodbye.name_hash: the goodbye hash; parse_child uses it
+ *   with the configured key).
  * check_goodbye(record, start, dir_offset, starts, hashes): a directory's GOODBYE record against its
  *   children (CATAR-43): ``starts`` (array 'Q') the children's FILENAME offsets followed by
  *   ``start``, ``hashes`` their name hashes.
@@ -64,7 +71,7 @@ static struct {
         t_payload, t_filename, t_goodbye, t_tail_marker;
     /* sizes and limits */
     uint64_t hdr, entry_size, acl_fixed, filename_max, selinux_max, symlink_max, item, u64max;
-    uint64_t xattr_names_max, xattr_bytes_max, acl_named_max, acl_unset, entry_flag_bits;
+    uint64_t max_depth, xattr_names_max, xattr_bytes_max, acl_named_max, acl_unset, entry_flag_bits;
     /* field offsets */
     Py_ssize_t o_size, o_type, o_ff, o_mode, o_flags, o_uid, o_gid, o_mtime, o_acl_id, o_acl_perms,
         o_gobj_perms, o_def_u, o_def_g, o_def_o, o_def_m, o_projid, o_major, o_minor, o_item_offset,
@@ -364,7 +371,8 @@ static PyObject *parse_entry_span(const unsigned char *p, Py_ssize_t avail, uint
     if (err)
         return NULL;
     if (ff != af)
-        Py_RETURN_NONE;
+        return fail("ENTRY at offset %llu has feature flags 0x%llx, the archive's are 0x%llx", (unsigned long long)off0,
+                    (unsigned long long)ff, (unsigned long long)af);
     if (!check_mode(mode, eflags, af, off0))
         return NULL;
     if (eflags & ~(af & C.entry_flag_bits))
@@ -816,8 +824,64 @@ static PyObject *py_parse_entry(PyObject *self, PyObject *const *args, Py_ssize_
 
 /* ------------------------------------------------------------------ FILENAME */
 
-static PyObject *py_parse_filename(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+/* A FILENAME record at p (stream offset off): 1 and the name (*name, *n; record size *size), 0 with
+ * *need set (the buffer is short), or -1 (error set). */
+static int filename_at(const unsigned char *p, Py_ssize_t avail, uint64_t off, int eof, uint64_t end,
+                       const unsigned char **name, Py_ssize_t *n, uint64_t *size_out, uint64_t *need) {
     char tn[64];
+    unsigned long long o = (unsigned long long)off;
+    if ((uint64_t)avail < C.hdr) {
+        if (!eof) {
+            *need = C.hdr;
+            return 0;
+        }
+        fail("archive truncated at offset %llu: FILENAME header missing", o);
+        return -1;
+    }
+    uint64_t size = rd64(p + C.o_size), rtype = rd64(p + C.o_type);
+    if (rtype != C.t_filename) {
+        fail("expected FILENAME record at offset %llu, found %s", o, TNAME(rtype));
+        return -1;
+    }
+    if (size < C.hdr + 2 || size > C.filename_max) {
+        fail("FILENAME record at offset %llu has invalid size %llu", o, (unsigned long long)size);
+        return -1;
+    }
+    if (end != UINT64_MAX && (off > end || size > end - off)) {
+        fail("FILENAME record at offset %llu overruns its GOODBYE item", o);
+        return -1;
+    }
+    if ((uint64_t)avail < size) {
+        if (!eof) {
+            *need = size;
+            return 0;
+        }
+        fail("archive truncated: FILENAME record at offset %llu needs %llu bytes, only %lld left", o,
+             (unsigned long long)size, (long long)avail);
+        return -1;
+    }
+    if (p[size - 1] != 0) {
+        fail("FILENAME at offset %llu is not NUL-terminated", o);
+        return -1;
+    }
+    const unsigned char *nm = p + C.hdr;
+    Py_ssize_t nl = (Py_ssize_t)(size - C.hdr - 1);
+    if (memchr(nm, 0, (size_t)nl) || memchr(nm, '/', (size_t)nl) || (nl == 1 && nm[0] == '.') ||
+        (nl == 2 && nm[0] == '.' && nm[1] == '.')) {
+        char *rep = fs_repr(nm, nl);
+        if (rep) {
+            fail("FILENAME at offset %llu is not a single path component: %s", o, rep);
+            free(rep);
+        }
+        return -1;
+    }
+    *name = nm;
+    *n = nl;
+    *size_out = size;
+    return 1;
+}
+
+static PyObject *py_parse_filename(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 5) {
         PyErr_SetString(PyExc_TypeError, "parse_filename() takes 5 arguments");
         return NULL;
@@ -833,50 +897,168 @@ static PyObject *py_parse_filename(PyObject *self, PyObject *const *args, Py_ssi
     span_t s;
     if (span_open(&s, args[0], bpos) < 0)
         return NULL;
+    const unsigned char *name;
+    Py_ssize_t n;
+    uint64_t size, need;
     PyObject *r = NULL;
-    const unsigned char *p = s.p;
+    int rc = filename_at(s.p, s.avail, off, eof, end, &name, &n, &size, &need);
+    if (rc > 0)
+        r = PyBytes_FromStringAndSize((const char *)name, n);
+    else if (rc == 0)
+        r = PyLong_FromUnsignedLongLong(need);
+    PyBuffer_Release(&s.view);
+    return r;
+}
+
+/* ------------------------------------------------------------------ SipHash-2-4 (the goodbye hash) */
+
+#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND                                                                                             \
+    do {                                                                                                     \
+        v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32);                                            \
+        v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;                                                               \
+        v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;                                                               \
+        v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);                                            \
+    } while (0)
+
+static uint64_t siphash24(const unsigned char *in, size_t n, const unsigned char key[16]) {
+    uint64_t k0 = rd64(key), k1 = rd64(key + 8);
+    uint64_t v0 = k0 ^ 0x736f6d6570736575ULL, v1 = k1 ^ 0x646f72616e646f6dULL, v2 = k0 ^ 0x6c7967656e657261ULL,
+             v3 = k1 ^ 0x7465646279746573ULL;
+    size_t full = n & ~(size_t)7;
+    for (size_t i = 0; i < full; i += 8) {
+        uint64_t m = rd64(in + i);
+        v3 ^= m;
+        SIPROUND;
+        SIPROUND;
+        v0 ^= m;
+    }
+    uint64_t b = (uint64_t)n << 56;
+    for (size_t i = 0; i < (n & 7); i++)
+        b |= (uint64_t)in[full + i] << (8 * i);
+    v3 ^= b;
+    SIPROUND;
+    SIPROUND;
+    v0 ^= b;
+    v2 ^= 0xff;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
+static unsigned char hash_key[16];
+
+static PyObject *py_siphash24(PyObject *self, PyObject *args) {
+    Py_buffer b, k;
+    if (!PyArg_ParseTuple(args, "y*y*", &b, &k))
+        return NULL;
+    PyObject *r = NULL;
+    if (k.len != 16)
+        PyErr_SetString(PyExc_ValueError, "siphash24(): the key must have 16 bytes");
+    else
+        r = PyLong_FromUnsignedLongLong(siphash24(b.buf, (size_t)b.len, k.buf));
+    PyBuffer_Release(&b);
+    PyBuffer_Release(&k);
+    return r;
+}
+
+/* ------------------------------------------------------------------ one child of a directory */
+
+static PyObject *py_parse_child(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    char tn[64];
+    if (nargs != 11) {
+        PyErr_SetString(PyExc_TypeError, "parse_child() takes 11 arguments");
+        return NULL;
+    }
+    Py_ssize_t bpos = PyLong_AsSsize_t(args[1]);
+    long long depth = PyLong_AsLongLong(args[5]);
+    if ((bpos == -1 || depth == -1) && PyErr_Occurred())
+        return NULL;
+    int err = 0;
+    uint64_t off = arg_u64(args[2], &err), dir_offset = arg_u64(args[6], &err), limit = arg_opt(args[7], &err);
+    int eof = PyObject_IsTrue(args[3]), strict = PyObject_IsTrue(args[9]);
+    PyObject *last = args[4], *af = args[8], *hasher = args[10];
+    if (err || eof < 0 || strict < 0)
+        return NULL;
+    if (last != Py_None && !PyBytes_Check(last)) {
+        PyErr_SetString(PyExc_TypeError, "parse_child(): the last name must be bytes or None");
+        return NULL;
+    }
+    span_t s;
+    if (span_open(&s, args[0], bpos) < 0)
+        return NULL;
+    PyObject *r = NULL, *name_obj = NULL, *h = NULL, *entry = NULL;
     unsigned long long o = (unsigned long long)off;
     if ((uint64_t)s.avail < C.hdr) {
-        r = eof ? fail("archive truncated at offset %llu: FILENAME header missing", o)
+        r = eof ? fail("archive truncated at offset %llu: directory at offset %llu has no GOODBYE record", o,
+                       (unsigned long long)dir_offset)
                 : PyLong_FromUnsignedLongLong(C.hdr);
         goto out;
     }
-    uint64_t size = rd64(p + C.o_size), rtype = rd64(p + C.o_type);
+    uint64_t rtype = rd64(s.p + C.o_type);
+    if (rtype == C.t_goodbye) {
+        r = Py_False;
+        Py_INCREF(r);
+        goto out;
+    }
     if (rtype != C.t_filename) {
-        fail("expected FILENAME record at offset %llu, found %s", o, TNAME(rtype));
+        fail("unexpected %s record at offset %llu in the directory at offset %llu (expected FILENAME or GOODBYE)",
+             TNAME(rtype), o, (unsigned long long)dir_offset);
         goto out;
     }
-    if (size < C.hdr + 2 || size > C.filename_max) {
-        fail("FILENAME record at offset %llu has invalid size %llu", o, (unsigned long long)size);
+    const unsigned char *name;
+    Py_ssize_t n;
+    uint64_t fsize, need;
+    int rc = filename_at(s.p, s.avail, off, eof, UINT64_MAX, &name, &n, &fsize, &need);
+    if (rc <= 0) {
+        if (rc == 0)
+            r = PyLong_FromUnsignedLongLong(need);
         goto out;
     }
-    if (end != UINT64_MAX && (off > end || size > end - off)) {
-        fail("FILENAME record at offset %llu overruns its GOODBYE item", o);
-        goto out;
-    }
-    if ((uint64_t)s.avail < size) {
-        r = eof ? fail("archive truncated: FILENAME record at offset %llu needs %llu bytes, only %lld left", o,
-                       (unsigned long long)size, (long long)s.avail)
-                : PyLong_FromUnsignedLongLong(size);
-        goto out;
-    }
-    if (p[size - 1] != 0) {
-        fail("FILENAME at offset %llu is not NUL-terminated", o);
-        goto out;
-    }
-    const unsigned char *name = p + C.hdr;
-    Py_ssize_t n = (Py_ssize_t)(size - C.hdr - 1);
-    if (memchr(name, 0, (size_t)n) || memchr(name, '/', (size_t)n) || (n == 1 && name[0] == '.') ||
-        (n == 2 && name[0] == '.' && name[1] == '.')) {
-        char *rep = fs_repr(name, n);
-        if (rep) {
-            fail("FILENAME at offset %llu is not a single path component: %s", o, rep);
-            free(rep);
+    if (last != Py_None) {
+        Py_ssize_t ln = PyBytes_GET_SIZE(last), k = n < ln ? n : ln;
+        int c = k ? memcmp(name, PyBytes_AS_STRING(last), (size_t)k) : 0;
+        if (c < 0 || (c == 0 && n <= ln)) {
+            char *rep = fs_repr(name, n);
+            if (rep) {
+                fail("file name %s at offset %llu is %s in its directory", rep, o,
+                     c == 0 && n == ln ? "duplicate" : "out of order");
+                free(rep);
+            }
+            goto out;
         }
+    }
+    if ((uint64_t)depth > C.max_depth) {
+        fail("archive nests deeper than %llu directories at offset %llu", (unsigned long long)C.max_depth, o);
         goto out;
     }
-    r = PyBytes_FromStringAndSize((const char *)name, n);
+    if (!(name_obj = PyBytes_FromStringAndSize((const char *)name, n)))
+        goto out;
+    if (hasher == Py_None)
+        h = PyLong_FromUnsignedLongLong(siphash24(name, (size_t)n, hash_key));
+    else
+        h = PyObject_CallOneArg(hasher, name_obj);
+    if (!h)
+        goto out;
+    entry = parse_entry_span(s.p + fsize, s.avail - (Py_ssize_t)fsize, off + fsize, eof, UINT64_MAX, limit, af, 0,
+                             strict);
+    if (!entry)
+        goto out;
+    if (PyLong_Check(entry)) {
+        r = PyLong_FromUnsignedLongLong(PyLong_AsUnsignedLongLong(entry) + fsize);
+        goto out;
+    }
+    if (!PyTuple_Check(entry)) {
+        PyErr_SetString(PyExc_SystemError, "parse_child(): the archive's feature flags are not known yet");
+        goto out;
+    }
+    r = Py_BuildValue("(OOKO)", name_obj, h, (unsigned long long)fsize, entry);
 out:
+    Py_XDECREF(name_obj);
+    Py_XDECREF(h);
+    Py_XDECREF(entry);
     PyBuffer_Release(&s.view);
     return r;
 }
@@ -1129,7 +1311,7 @@ static PyObject *py_configure(PyObject *self, PyObject *d) {
         return NULL;
     if (U("header_size", hdr) || U("entry_size", entry_size) || U("acl_fixed", acl_fixed) ||
         U("filename_max", filename_max) || U("selinux_max", selinux_max) || U("symlink_max", symlink_max) ||
-        U("item_size", item) || U("u64_max", u64max) || U("xattr_names_max", xattr_names_max) ||
+        U("item_size", item) || U("u64_max", u64max) || U("xattr_names_max", xattr_names_max) || U("max_depth", max_depth) ||
         U("xattr_bytes_max", xattr_bytes_max) || U("acl_named_max", acl_named_max) || U("acl_unset", acl_unset) ||
         U("entry_flag_bits", entry_flag_bits))
         return NULL;
@@ -1172,6 +1354,20 @@ static PyObject *py_configure(PyObject *self, PyObject *d) {
         snprintf(k->name, sizeof k->name, "%s", name);
         C.nkinds = (int)i + 1;
     }
+    Py_buffer key;
+    PyObject *key_obj = PyDict_GetItemString(d, "hash_key");
+    if (!key_obj || PyObject_GetBuffer(key_obj, &key, PyBUF_SIMPLE) < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_KeyError, "_catar.configure(): hash_key missing");
+        return NULL;
+    }
+    if (key.len != (Py_ssize_t)sizeof hash_key) {
+        PyBuffer_Release(&key);
+        PyErr_SetString(PyExc_ValueError, "_catar.configure(): the hash key must have 16 bytes");
+        return NULL;
+    }
+    memcpy(hash_key, key.buf, sizeof hash_key);
+    PyBuffer_Release(&key);
     C.nftypes = 0;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(ftypes); i++) {
         unsigned long long ifmt, need;
@@ -1193,6 +1389,10 @@ static PyMethodDef methods[] = {
      "parse_entry(buf, bpos, off, eof, end, limit, af, at_root, strict): one entry's records (see the source)."},
     {"parse_filename", (PyCFunction)(void (*)(void))py_parse_filename, METH_FASTCALL,
      "parse_filename(buf, bpos, off, eof, end) -> bytes | int: a FILENAME record (see the source)."},
+    {"parse_child", (PyCFunction)(void (*)(void))py_parse_child, METH_FASTCALL,
+     "parse_child(buf, bpos, off, eof, last_name, depth, dir_offset, limit, af, strict, hasher): the next record "
+     "of a directory: False for its GOODBYE record, an int, or (name, hash, FILENAME size, parse_entry's tuple)."},
+    {"siphash24", py_siphash24, METH_VARARGS, "siphash24(data, key) -> int: SipHash-2-4, read little-endian."},
     {"check_goodbye", py_check_goodbye, METH_VARARGS,
      "check_goodbye(record, start, dir_offset, starts, hashes): a GOODBYE record against the children seen."},
     {"id_ok", py_id_ok, METH_VARARGS, "id_ok(v, feature_flags): the parser's uid/gid rule."},

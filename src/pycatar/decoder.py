@@ -29,6 +29,7 @@ from . import format as fmt
 from . import validate as _validate
 from .entry import ACLDefault, ACLEntry, Entry
 from .errors import FormatError, UnsupportedError
+from . import goodbye as _goodbye
 from .goodbye import bst_layout, name_hash
 
 __all__ = ["CatarReader", "name_hash", "bst_layout", "MAX_DEPTH", "PAYLOAD_PIECE"]
@@ -481,8 +482,11 @@ class CatarReader:
         stack: list[_Frame] = []
         depth = path.count("/") + 1 if path else 0
         cur_path = path
+        entry = self._parse_entry(src, path, at_root=whole)
+        af, strict = self.feature_flags, self._strict
+        limit = src.size() if src.seekable else None
+        hasher = None if name_hash is _goodbye.name_hash else name_hash  # tests substitute a weak hash
         while True:
-            entry = self._parse_entry(src, cur_path, at_root=(whole and not stack))
             ftype = entry.mode & _IFMT
             if ftype == _IFREG and entry.size:
                 self._payload_src = src
@@ -500,34 +504,20 @@ class CatarReader:
                 stack.append(_Frame(cur_path, entry.offset, depth))
             elif not stack:
                 return  # a non-directory subtree is complete
-            # Records at directory level: FILENAME (the next child) or GOODBYE (the directory ends).
+            # Records at directory level: FILENAME and the next child's entry, or GOODBYE (the directory ends).
             while True:
                 frame = stack[-1]
-                hdr = src.header()
-                if hdr is None:
-                    raise FormatError(
-                        f"archive truncated at offset {src.pos}: directory at offset {frame.entry_offset} "
-                        "has no GOODBYE record"
-                    )
-                size, rtype = hdr
-                if rtype == _FILENAME:
-                    name_off = src.pos
-                    name = self._read_filename(src, None)
-                    if frame.last_name is not None and name <= frame.last_name:
-                        kind = "duplicate" if name == frame.last_name else "out of order"
-                        raise FormatError(
-                            f"file name {os.fsdecode(name)!r} at offset {name_off} is {kind} in its directory"
-                        )
-                    frame.last_name = name
-                    if frame.depth + 1 > MAX_DEPTH:
-                        raise FormatError(f"archive nests deeper than {MAX_DEPTH} directories at offset {name_off}")
-                    frame.starts.append(name_off)
-                    frame.hashes.append(name_hash(name))
-                    comp = name.decode(_FS_ENCODING, _FS_ERRORS)
-                    cur_path = f"{frame.path}/{comp}" if frame.path else comp
-                    depth = frame.depth + 1
-                    break
-                if rtype == _GOODBYE:
+                eof = False
+                while True:
+                    r = _parse_child(src.buf, src.bpos, src.pos, eof, frame.last_name, frame.depth + 1,
+                                     frame.entry_offset, limit, af, strict, hasher)
+                    if type(r) is tuple:
+                        break
+                    if r is False:  # the directory's GOODBYE record
+                        break
+                    want = r + src.readahead
+                    eof = src.fill(want) < want
+                if r is False:
                     self._read_goodbye(src, frame)
                     stack.pop()
                     if stack:
@@ -535,10 +525,15 @@ class CatarReader:
                     if whole and not src.at_eof():
                         raise FormatError(f"trailing data after the end of the archive at offset {src.pos}")
                     return
-                raise FormatError(
-                    f"unexpected {self._type_name(rtype)} record at offset {src.pos} in the directory at "
-                    f"offset {frame.entry_offset} (expected FILENAME or GOODBYE)"
-                )
+                name, h, name_size, parsed = r
+                frame.last_name = name
+                frame.starts.append(src.pos)
+                frame.hashes.append(h)
+                comp = name.decode(_FS_ENCODING, _FS_ERRORS)
+                cur_path = f"{frame.path}/{comp}" if frame.path else comp
+                depth = frame.depth + 1
+                entry = self._entry(src, cur_path, parsed, name_size)
+                break
 
     # ------------------------------------------------------------------ records
 
@@ -695,18 +690,25 @@ class CatarReader:
             buf, b = src.buf, src.bpos
             r = _parse_entry(buf, b, off0, eof, end, limit, self.feature_flags, at_root, self._strict)
             if type(r) is tuple:
-                break
-            if r is None:  # the first ENTRY, or one with other feature flags
+                return self._entry(src, path, r, 0)
+            if r is None:  # the first ENTRY: its feature flags are the archive's
                 self._check_feature_flags(_ENTRY_UNPACK_FROM(buf, b)[2], off0)
                 continue
             want = r + src.readahead  # the records need r bytes: have them and a read's worth more
             eof = src.fill(want) < want
-        consumed, mode, eflags, uid, gid, mtime, size, target, meta = r
-        src.bpos = b + consumed
+
+    def _entry(self, src: _Source, path: str, parsed: tuple, skip: int) -> Entry:
+        """The Entry of a parse result for the records at the cursor (an entry's ENTRY record ``skip``
+        bytes on, after its FILENAME record); consumes them."""
+        consumed, mode, eflags, uid, gid, mtime, size, target, meta = parsed
+        buf, b = src.buf, src.bpos
+        stop = b + skip + consumed
+        off0 = src.pos + skip
+        src.bpos = stop
         src.pos = off0 + consumed
-        self._entry_span = (buf, b, b + consumed)
+        self._entry_span = (buf, b + skip, stop)
         if src.tap is not None:
-            src.tap(memoryview(buf)[b:b + consumed])
+            src.tap(memoryview(buf)[b:stop])
         if size is None:
             size, payload_offset = 0, None
         else:
@@ -730,12 +732,8 @@ class CatarReader:
     # ------------------------------------------------------------------ field checks
 
     def _check_feature_flags(self, ff: int, off: int) -> None:
-        if self.feature_flags is not None:
-            if ff != self.feature_flags:
-                raise FormatError(
-                    f"ENTRY at offset {off} has feature flags 0x{ff:x}, the archive's are 0x{self.feature_flags:x}"
-                )
-            return
+        """The first ENTRY's feature flags become the archive's (every later ENTRY must repeat them:
+        _catar.parse_entry checks that)."""
         if ff == _U64_MAX or ff & ~int(_flags.FLAGS_MAX):
             raise FormatError(f"archive uses unsupported feature flags 0x{ff:x} (ENTRY at offset {off})")
         if ff & _I.SHA512_256 and ff & _I.DIGEST_BLAKE3:
@@ -801,7 +799,7 @@ def _configure() -> None:
         "WITH_2SEC_TIME", "WITH_READ_ONLY", "WITH_PERMISSIONS", "WITH_SYMLINKS", "WITH_DEVICE_NODES",
         "WITH_SUBVOLUME", "WITH_XATTRS", "WITH_ACL", "WITH_SELINUX", "WITH_FCAPS", "WITH_QUOTA_PROJID"))
     constants.update(
-        error=FormatError, acl_entry=ACLEntry, acl_default=ACLDefault,
+        error=FormatError, hash_key=fmt.GOODBYE_HASH_KEY, max_depth=MAX_DEPTH, acl_entry=ACLEntry, acl_default=ACLDefault,
         header_size=_HDR, entry_size=_ENTRY_SIZE, acl_fixed=_ACL_FIXED, filename_max=fmt.FILENAME_SIZE_MAX,
         selinux_max=fmt.SELINUX_SIZE_MAX, symlink_max=fmt.SYMLINK_SIZE_MAX, item_size=_ITEM, u64_max=_U64_MAX,
         xattr_names_max=_validate.XATTR_NAMES_MAX, xattr_bytes_max=_validate.XATTR_BYTES_MAX,
@@ -816,4 +814,5 @@ def _configure() -> None:
 _configure()
 _parse_entry = _catar.parse_entry
 _parse_filename = _catar.parse_filename
+_parse_child = _catar.parse_child
 _check_goodbye = _catar.check_goodbye
