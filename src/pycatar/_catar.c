@@ -40,6 +40,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 
 #include <stdarg.h>
 #include <stdint.h>
@@ -340,49 +341,91 @@ static int acl_key_cmp(const acl_key_t *a, const acl_key_t *b) {
 }
 
 #define TNAME(t) type_name((t), tn, sizeof tn)
+#define fail_rc(...) (fail(__VA_ARGS__), -1)
+#define FAIL_AT_RC(...) (FAIL_AT(__VA_ARGS__), -1)
 
-static PyObject *parse_entry_span(const unsigned char *p, Py_ssize_t avail, uint64_t off0, int eof, uint64_t end,
-                                  uint64_t limit, PyObject *af_obj, int at_root, int strict) {
+/* ------------------------------------------------------------------ Entry objects */
+
+/* pycatar.entry.Entry's fields, in the order make_entry takes their values; configure() checks them
+ * against the class (dataclasses.fields(Entry)), so the two cannot drift apart */
+static const char *const entry_fields[] = {
+    "path", "mode", "feature_flags", "flags", "uid", "gid", "mtime", "user", "group", "xattrs", "acl_user",
+    "acl_group", "acl_group_obj", "acl_default", "acl_default_user", "acl_default_group", "selinux", "fcaps",
+    "quota_projid", "size", "target", "rdev_major", "rdev_minor", "offset", "payload_offset"};
+#define NFIELDS ((int)(sizeof entry_fields / sizeof entry_fields[0]))
+static PyTypeObject *entry_type;
+static Py_ssize_t entry_slot[NFIELDS];
+
+/* An Entry with these field values (references stolen; NULL values: an error is set).  Entry is a
+ * slotted dataclass whose __init__ only stores its arguments: its slots are filled directly. */
+static PyObject *make_entry(PyObject *values[NFIELDS]) {
+    PyObject *e = NULL;
+    int i;
+    for (i = 0; i < NFIELDS; i++)
+        if (!values[i])
+            goto out;
+    e = entry_type->tp_alloc(entry_type, 0);
+    if (!e)
+        goto out;
+    for (i = 0; i < NFIELDS; i++) {
+        *(PyObject **)((char *)e + entry_slot[i]) = values[i];
+        values[i] = NULL;
+    }
+out:
+    for (i = 0; i < NFIELDS; i++)
+        Py_XDECREF(values[i]);
+    return e;
+}
+
+typedef struct {
+    PyObject *entry;     /* the Entry (new reference) */
+    Py_ssize_t consumed; /* its records' bytes */
+    uint64_t need;       /* bytes needed (status 0) */
+    int stop;            /* a directory or a regular file with payload: iteration must stop after it */
+} parsed_t;
+
+/* One entry's records at p (stream offset off0); ``path``: the Entry's path.  Returns 1 (out->entry
+ * and the rest set), 0 (out->need: the buffer is short), 2 (``have_af`` is 0: the caller checks the
+ * ENTRY's feature flags first) or -1 (error set). */
+static int parse_entry_span(const unsigned char *p, Py_ssize_t avail, uint64_t off0, int eof, uint64_t end,
+                            uint64_t limit, int have_af, uint64_t af, int at_root, int strict, PyObject *path,
+                            parsed_t *out) {
     char tn[64];
     const uint64_t hdr = C.hdr;
     if ((uint64_t)avail < hdr) {
         if (!eof)
-            return PyLong_FromUnsignedLongLong(hdr);
-        return fail("archive truncated at offset %llu: ENTRY record missing", (unsigned long long)off0);
+            return (out->need = hdr, 0);
+        return fail_rc("archive truncated at offset %llu: ENTRY record missing", (unsigned long long)off0);
     }
     uint64_t size = rd64(p + C.o_size), rtype = rd64(p + C.o_type);
     if (rtype != C.t_entry)
-        return FAIL_AT(off0, "expected ENTRY record, found %s", TNAME(rtype));
+        return FAIL_AT_RC(off0, "expected ENTRY record, found %s", TNAME(rtype));
     if (size != C.entry_size)
-        return FAIL_AT(off0, "ENTRY record has size %llu, expected %llu", (unsigned long long)size,
+        return FAIL_AT_RC(off0, "ENTRY record has size %llu, expected %llu", (unsigned long long)size,
                        (unsigned long long)C.entry_size);
     if ((uint64_t)avail < size) {
         if (!eof)
-            return PyLong_FromUnsignedLongLong(size);
-        return fail("archive truncated: ENTRY record at offset %llu needs %llu bytes, only %lld left",
+            return (out->need = size, 0);
+        return fail_rc("archive truncated: ENTRY record at offset %llu needs %llu bytes, only %lld left",
                     (unsigned long long)off0, (unsigned long long)size, (long long)avail);
     }
     uint64_t ff = rd64(p + C.o_ff), mode = rd64(p + C.o_mode), eflags = rd64(p + C.o_flags),
              uid = rd64(p + C.o_uid), gid = rd64(p + C.o_gid), mtime = rd64(p + C.o_mtime);
-    if (af_obj == Py_None)
-        Py_RETURN_NONE;
-    int err = 0;
-    uint64_t af = arg_u64(af_obj, &err);
-    if (err)
-        return NULL;
+    if (!have_af)
+        return 2;
     if (ff != af)
-        return fail("ENTRY at offset %llu has feature flags 0x%llx, the archive's are 0x%llx", (unsigned long long)off0,
+        return fail_rc("ENTRY at offset %llu has feature flags 0x%llx, the archive's are 0x%llx", (unsigned long long)off0,
                     (unsigned long long)ff, (unsigned long long)af);
     if (!check_mode(mode, eflags, af, off0))
-        return NULL;
+        return -1;
     if (eflags & ~(af & C.entry_flag_bits))
-        return FAIL_AT(off0, "ENTRY flags 0x%llx are not covered by the feature flags", (unsigned long long)eflags);
+        return FAIL_AT_RC(off0, "ENTRY flags 0x%llx are not covered by the feature flags", (unsigned long long)eflags);
     if (!id_ok(uid, af))
-        return fail("record at offset %llu has invalid uid %llu", (unsigned long long)off0, (unsigned long long)uid);
+        return fail_rc("record at offset %llu has invalid uid %llu", (unsigned long long)off0, (unsigned long long)uid);
     if (!id_ok(gid, af))
-        return fail("record at offset %llu has invalid gid %llu", (unsigned long long)off0, (unsigned long long)gid);
+        return fail_rc("record at offset %llu has invalid gid %llu", (unsigned long long)off0, (unsigned long long)gid);
     if (!mtime_ok(mtime, af, strict))
-        return fail("ENTRY at offset %llu has an mtime (%llu) finer than the feature flags allow",
+        return fail_rc("ENTRY at offset %llu has an mtime (%llu) finer than the feature flags allow",
                     (unsigned long long)off0, (unsigned long long)mtime);
 
     uint64_t ftype = mode & S_IFMT;
@@ -391,7 +434,8 @@ static PyObject *parse_entry_span(const unsigned char *p, Py_ssize_t avail, uint
     int last_rank = 0, have_acl = 0, have_payload = 0, have_symlink = 0, have_dir_end = 0;
     meta_t m;
     memset(&m, 0, sizeof m);
-    PyObject *target = NULL, *result = NULL;
+    PyObject *target = NULL;
+    int rc = -1;
     uint64_t psize = 0;
     const unsigned char *last_xattr = NULL;
     Py_ssize_t last_xattr_len = 0;
@@ -407,7 +451,8 @@ static PyObject *parse_entry_span(const unsigned char *p, Py_ssize_t avail, uint
         Py_ssize_t left = avail - cur;
         if ((uint64_t)left < hdr) {
             if (!eof) {
-                result = PyLong_FromUnsignedLongLong((uint64_t)cur + hdr);
+                out->need = (uint64_t)cur + hdr;
+                rc = 0;
                 goto out;
             }
             fail("archive truncated at offset %llu: entry at offset %llu is incomplete", (unsigned long long)at,
@@ -478,7 +523,8 @@ static PyObject *parse_entry_span(const unsigned char *p, Py_ssize_t avail, uint
         }
         if ((uint64_t)left < size) {
             if (!eof) {
-                result = PyLong_FromUnsignedLongLong((uint64_t)cur + size);
+                out->need = (uint64_t)cur + size;
+                rc = 0;
                 goto out;
             }
             fail("archive truncated: %s record at offset %llu needs %llu bytes, only %lld left", k->name,
@@ -768,38 +814,33 @@ static PyObject *parse_entry_span(const unsigned char *p, Py_ssize_t avail, uint
         }
     }
 
-    PyObject *meta = Py_None;
-    Py_INCREF(meta);
-    if (last_rank || m.have_device) {
-        Py_DECREF(meta);
-        meta = Py_BuildValue("(NNNNNNNNNNNNKK)", opt(m.user), opt(m.group), list_or_empty(m.xattrs),
-                             list_or_empty(m.acl[0]), list_or_empty(m.acl[1]), opt(m.acl_group_obj),
-                             opt(m.acl_default), list_or_empty(m.acl[2]), list_or_empty(m.acl[3]),
-                             opt(m.selinux), opt(m.fcaps), opt(m.projid), (unsigned long long)m.major,
-                             (unsigned long long)m.minor);
-        if (!meta)
-            goto out;
+    {
+        PyObject *values[NFIELDS] = {
+            path, PyLong_FromUnsignedLongLong(mode), PyLong_FromUnsignedLongLong(af),
+            PyLong_FromUnsignedLongLong(eflags), PyLong_FromUnsignedLongLong(uid), PyLong_FromUnsignedLongLong(gid),
+            PyLong_FromUnsignedLongLong(mtime), opt(m.user), opt(m.group), list_or_empty(m.xattrs),
+            list_or_empty(m.acl[0]), list_or_empty(m.acl[1]), opt(m.acl_group_obj), opt(m.acl_default),
+            list_or_empty(m.acl[2]), list_or_empty(m.acl[3]), opt(m.selinux), opt(m.fcaps), opt(m.projid),
+            PyLong_FromUnsignedLongLong(psize), opt(target), PyLong_FromUnsignedLongLong(m.major),
+            PyLong_FromUnsignedLongLong(m.minor), PyLong_FromUnsignedLongLong(off0),
+            have_payload ? PyLong_FromUnsignedLongLong(off0 + (uint64_t)cur) : opt(NULL)};
+        Py_INCREF(path);
+        out->entry = make_entry(values);
     }
-    PyObject *ps = Py_None;
-    if (have_payload) {
-        if (!(ps = PyLong_FromUnsignedLongLong(psize))) {
-            Py_DECREF(meta);
-            goto out;
-        }
-    } else
-        Py_INCREF(ps);
-    result = Py_BuildValue("(nKKKKKNNN)", cur, (unsigned long long)mode, (unsigned long long)eflags,
-                           (unsigned long long)uid, (unsigned long long)gid, (unsigned long long)mtime, ps,
-                           opt(target), meta);
+    if (!out->entry)
+        goto out;
+    out->consumed = cur;
+    out->stop = is_dir || (have_payload && psize);
+    rc = 1;
 out:
     meta_clear(&m);
     Py_XDECREF(target);
-    return result;
+    return rc;
 }
 
 static PyObject *py_parse_entry(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 9) {
-        PyErr_SetString(PyExc_TypeError, "parse_entry() takes 9 arguments");
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "parse_entry() takes 10 arguments");
         return NULL;
     }
     if (!C.ready) {
@@ -809,15 +850,26 @@ static PyObject *py_parse_entry(PyObject *self, PyObject *const *args, Py_ssize_
     Py_ssize_t bpos = PyLong_AsSsize_t(args[1]);
     if (bpos == -1 && PyErr_Occurred())
         return NULL;
-    int err = 0;
+    int err = 0, have_af = args[6] != Py_None;
     uint64_t off = arg_u64(args[2], &err), end = arg_opt(args[4], &err), limit = arg_opt(args[5], &err);
+    uint64_t af = have_af ? arg_u64(args[6], &err) : 0;
     int eof = PyObject_IsTrue(args[3]), at_root = PyObject_IsTrue(args[7]), strict = PyObject_IsTrue(args[8]);
     if (err || eof < 0 || at_root < 0 || strict < 0)
         return NULL;
     span_t s;
     if (span_open(&s, args[0], bpos) < 0)
         return NULL;
-    PyObject *r = parse_entry_span(s.p, s.avail, off, eof, end, limit, args[6], at_root, strict);
+    parsed_t pe;
+    PyObject *r = NULL;
+    int rc = parse_entry_span(s.p, s.avail, off, eof, end, limit, have_af, af, at_root, strict, args[9], &pe);
+    if (rc == 1)
+        r = Py_BuildValue("(Nn)", pe.entry, pe.consumed);
+    else if (rc == 0)
+        r = PyLong_FromUnsignedLongLong(pe.need);
+    else if (rc == 2) {
+        r = Py_None;
+        Py_INCREF(r);
+    }
     PyBuffer_Release(&s.view);
     return r;
 }
@@ -966,10 +1018,10 @@ static PyObject *py_siphash24(PyObject *self, PyObject *args) {
 
 /* ------------------------------------------------------------------ one child of a directory */
 
-static PyObject *py_parse_child(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+static PyObject *py_parse_children(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     char tn[64];
-    if (nargs != 11) {
-        PyErr_SetString(PyExc_TypeError, "parse_child() takes 11 arguments");
+    if (nargs != 12) {
+        PyErr_SetString(PyExc_TypeError, "parse_children() takes 12 arguments");
         return NULL;
     }
     Py_ssize_t bpos = PyLong_AsSsize_t(args[1]);
@@ -977,88 +1029,164 @@ static PyObject *py_parse_child(PyObject *self, PyObject *const *args, Py_ssize_
     if ((bpos == -1 || depth == -1) && PyErr_Occurred())
         return NULL;
     int err = 0;
-    uint64_t off = arg_u64(args[2], &err), dir_offset = arg_u64(args[6], &err), limit = arg_opt(args[7], &err);
-    int eof = PyObject_IsTrue(args[3]), strict = PyObject_IsTrue(args[9]);
-    PyObject *last = args[4], *af = args[8], *hasher = args[10];
+    uint64_t off = arg_u64(args[2], &err), dir_offset = arg_u64(args[6], &err), limit = arg_opt(args[8], &err),
+             af = arg_u64(args[9], &err);
+    int eof = PyObject_IsTrue(args[3]), strict = PyObject_IsTrue(args[10]);
+    PyObject *last = args[4], *prefix = args[7], *hasher = args[11];
     if (err || eof < 0 || strict < 0)
         return NULL;
-    if (last != Py_None && !PyBytes_Check(last)) {
-        PyErr_SetString(PyExc_TypeError, "parse_child(): the last name must be bytes or None");
+    if ((last != Py_None && !PyBytes_Check(last)) || !PyUnicode_Check(prefix)) {
+        PyErr_SetString(PyExc_TypeError, "parse_children(): last_name must be bytes or None, prefix a str");
         return NULL;
     }
     span_t s;
     if (span_open(&s, args[0], bpos) < 0)
         return NULL;
-    PyObject *r = NULL, *name_obj = NULL, *h = NULL, *entry = NULL;
-    unsigned long long o = (unsigned long long)off;
-    if ((uint64_t)s.avail < C.hdr) {
-        r = eof ? fail("archive truncated at offset %llu: directory at offset %llu has no GOODBYE record", o,
-                       (unsigned long long)dir_offset)
-                : PyLong_FromUnsignedLongLong(C.hdr);
+    PyObject *r = NULL, *entries = PyList_New(0);
+    uint64_t *starts = NULL, *hashes = NULL;
+    Py_ssize_t n = 0, cap = 0, pos = 0;
+    const unsigned char *last_name = last == Py_None ? NULL : (const unsigned char *)PyBytes_AS_STRING(last);
+    Py_ssize_t last_len = last == Py_None ? 0 : PyBytes_GET_SIZE(last);
+    uint64_t need = 0;
+    int status = -1; /* of the step that ended the batch: 1 a stop, 0 need, 2 GOODBYE, -1 error */
+    if (!entries)
         goto out;
-    }
-    uint64_t rtype = rd64(s.p + C.o_type);
-    if (rtype == C.t_goodbye) {
-        r = Py_False;
-        Py_INCREF(r);
-        goto out;
-    }
-    if (rtype != C.t_filename) {
-        fail("unexpected %s record at offset %llu in the directory at offset %llu (expected FILENAME or GOODBYE)",
-             TNAME(rtype), o, (unsigned long long)dir_offset);
-        goto out;
-    }
-    const unsigned char *name;
-    Py_ssize_t n;
-    uint64_t fsize, need;
-    int rc = filename_at(s.p, s.avail, off, eof, UINT64_MAX, &name, &n, &fsize, &need);
-    if (rc <= 0) {
-        if (rc == 0)
-            r = PyLong_FromUnsignedLongLong(need);
-        goto out;
-    }
-    if (last != Py_None) {
-        Py_ssize_t ln = PyBytes_GET_SIZE(last), k = n < ln ? n : ln;
-        int c = k ? memcmp(name, PyBytes_AS_STRING(last), (size_t)k) : 0;
-        if (c < 0 || (c == 0 && n <= ln)) {
-            char *rep = fs_repr(name, n);
-            if (rep) {
-                fail("file name %s at offset %llu is %s in its directory", rep, o,
-                     c == 0 && n == ln ? "duplicate" : "out of order");
-                free(rep);
+    for (;;) {
+        const unsigned char *q = s.p + pos;
+        Py_ssize_t avail = s.avail - pos;
+        uint64_t at = off + (uint64_t)pos;
+        unsigned long long o = (unsigned long long)at;
+        if ((uint64_t)avail < C.hdr) {
+            if (!eof) {
+                need = C.hdr;
+                status = 0;
+            } else
+                fail("archive truncated at offset %llu: directory at offset %llu has no GOODBYE record", o,
+                     (unsigned long long)dir_offset);
+            break;
+        }
+        uint64_t rtype = rd64(q + C.o_type);
+        if (rtype == C.t_goodbye) {
+            status = 2;
+            break;
+        }
+        if (rtype != C.t_filename) {
+            fail("unexpected %s record at offset %llu in the directory at offset %llu (expected FILENAME or GOODBYE)",
+                 TNAME(rtype), o, (unsigned long long)dir_offset);
+            break;
+        }
+        const unsigned char *name;
+        Py_ssize_t nl;
+        uint64_t fsize;
+        int rc = filename_at(q, avail, at, eof, UINT64_MAX, &name, &nl, &fsize, &need);
+        if (rc <= 0) {
+            status = rc;
+            break;
+        }
+        if (last_name) {
+            Py_ssize_t k = nl < last_len ? nl : last_len;
+            int c = k ? memcmp(name, last_name, (size_t)k) : 0;
+            if (c < 0 || (c == 0 && nl <= last_len)) {
+                char *rep = fs_repr(name, nl);
+                if (rep) {
+                    fail("file name %s at offset %llu is %s in its directory", rep, o,
+                         c == 0 && nl == last_len ? "duplicate" : "out of order");
+                    free(rep);
+                }
+                break;
             }
-            goto out;
+        }
+        if ((uint64_t)depth > C.max_depth) {
+            fail("archive nests deeper than %llu directories at offset %llu", (unsigned long long)C.max_depth, o);
+            break;
+        }
+        uint64_t h;
+        if (hasher == Py_None)
+            h = siphash24(name, (size_t)nl, hash_key);
+        else {
+            PyObject *hv = PyObject_CallFunction(hasher, "y#", (const char *)name, nl);
+            if (!hv)
+                break;
+            h = PyLong_AsUnsignedLongLong(hv);
+            Py_DECREF(hv);
+            if (PyErr_Occurred())
+                break;
+        }
+        PyObject *comp = fs_str(name, nl), *path = NULL;
+        if (!comp)
+            break;
+        if (PyUnicode_GET_LENGTH(prefix)) {
+            path = PyUnicode_Concat(prefix, comp);
+            Py_DECREF(comp);
+        } else
+            path = comp;
+        if (!path)
+            break;
+        parsed_t pe;
+        rc = parse_entry_span(q + fsize, avail - (Py_ssize_t)fsize, at + fsize, eof, UINT64_MAX, limit, 1, af, 0,
+                              strict, path, &pe);
+        Py_DECREF(path);
+        if (rc != 1) {
+            if (rc == 0) {
+                need = pe.need + fsize;
+                status = 0;
+            }
+            break;
+        }
+        if (n == cap) {
+            cap = cap ? 2 * cap : 64;
+            uint64_t *s2 = realloc(starts, (size_t)cap * 8), *h2 = s2 ? realloc(hashes, (size_t)cap * 8) : NULL;
+            if (s2)
+                starts = s2;
+            if (h2)
+                hashes = h2;
+            if (!s2 || !h2) {
+                Py_DECREF(pe.entry);
+                PyErr_NoMemory();
+                break;
+            }
+        }
+        rc = PyList_Append(entries, pe.entry);
+        Py_DECREF(pe.entry);
+        if (rc < 0)
+            break;
+        starts[n] = at;
+        hashes[n] = h;
+        n++;
+        last_name = name;
+        last_len = nl;
+        pos += (Py_ssize_t)fsize + pe.consumed;
+        if (pe.stop) {
+            status = 1;
+            break;
         }
     }
-    if ((uint64_t)depth > C.max_depth) {
-        fail("archive nests deeper than %llu directories at offset %llu", (unsigned long long)C.max_depth, o);
+    if (!n) { /* nothing parsed: what ended the batch is the answer */
+        if (status == 0)
+            r = PyLong_FromUnsignedLongLong(need);
+        else if (status == 2) {
+            r = Py_False;
+            Py_INCREF(r);
+        }
         goto out;
     }
-    if (!(name_obj = PyBytes_FromStringAndSize((const char *)name, n)))
-        goto out;
-    if (hasher == Py_None)
-        h = PyLong_FromUnsignedLongLong(siphash24(name, (size_t)n, hash_key));
-    else
-        h = PyObject_CallOneArg(hasher, name_obj);
-    if (!h)
-        goto out;
-    entry = parse_entry_span(s.p + fsize, s.avail - (Py_ssize_t)fsize, off + fsize, eof, UINT64_MAX, limit, af, 0,
-                             strict);
-    if (!entry)
-        goto out;
-    if (PyLong_Check(entry)) {
-        r = PyLong_FromUnsignedLongLong(PyLong_AsUnsignedLongLong(entry) + fsize);
-        goto out;
+    /* the entries parsed go out; an error after them comes again on the next call, at its record */
+    if (status < 0)
+        PyErr_Clear();
+    r = Py_BuildValue("(On)", entries, pos);
+    if (r) {
+        PyObject *ln = PyBytes_FromStringAndSize((const char *)last_name, last_len),
+                 *sb = PyBytes_FromStringAndSize((const char *)starts, n * 8),
+                 *hb = PyBytes_FromStringAndSize((const char *)hashes, n * 8);
+        Py_SETREF(r, ln && sb && hb ? Py_BuildValue("(OnOOO)", entries, pos, ln, sb, hb) : NULL);
+        Py_XDECREF(ln);
+        Py_XDECREF(sb);
+        Py_XDECREF(hb);
     }
-    if (!PyTuple_Check(entry)) {
-        PyErr_SetString(PyExc_SystemError, "parse_child(): the archive's feature flags are not known yet");
-        goto out;
-    }
-    r = Py_BuildValue("(OOKO)", name_obj, h, (unsigned long long)fsize, entry);
 out:
-    Py_XDECREF(name_obj);
-    Py_XDECREF(h);
-    Py_XDECREF(entry);
+    free(starts);
+    free(hashes);
+    Py_XDECREF(entries);
     PyBuffer_Release(&s.view);
     return r;
 }
@@ -1368,6 +1496,34 @@ static PyObject *py_configure(PyObject *self, PyObject *d) {
     }
     memcpy(hash_key, key.buf, sizeof hash_key);
     PyBuffer_Release(&key);
+    PyObject *etype = PyDict_GetItemString(d, "entry"), *efields = PyDict_GetItemString(d, "entry_fields");
+    if (!etype || !PyType_Check(etype) || !efields || !PyList_Check(efields) || PyList_GET_SIZE(efields) != NFIELDS) {
+        PyErr_SetString(PyExc_ValueError, "_catar.configure(): entry and entry_fields must match make_entry's fields");
+        return NULL;
+    }
+    for (int i = 0; i < NFIELDS; i++) {
+        PyObject *f = PyList_GET_ITEM(efields, i);
+        const char *fname = PyUnicode_Check(f) ? PyUnicode_AsUTF8(f) : NULL;
+        if (!fname || strcmp(fname, entry_fields[i])) {
+            PyErr_Format(PyExc_ValueError, "_catar.configure(): Entry field %d is %R, make_entry has %s", i, f,
+                         entry_fields[i]);
+            return NULL;
+        }
+        PyObject *descr = PyObject_GetAttr(etype, f);
+        if (!descr)
+            return NULL;
+        int ok = Py_IS_TYPE(descr, &PyMemberDescr_Type) &&
+                 ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX;
+        if (ok)
+            entry_slot[i] = ((PyMemberDescrObject *)descr)->d_member->offset;
+        Py_DECREF(descr);
+        if (!ok) {
+            PyErr_Format(PyExc_ValueError, "_catar.configure(): Entry.%s is not a slot", fname);
+            return NULL;
+        }
+    }
+    Py_INCREF(etype);
+    Py_XSETREF(entry_type, (PyTypeObject *)etype);
     C.nftypes = 0;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(ftypes); i++) {
         unsigned long long ifmt, need;
@@ -1386,12 +1542,12 @@ static PyObject *py_configure(PyObject *self, PyObject *d) {
 static PyMethodDef methods[] = {
     {"configure", py_configure, METH_O, "configure(constants: dict): the format's declarations (see the source)."},
     {"parse_entry", (PyCFunction)(void (*)(void))py_parse_entry, METH_FASTCALL,
-     "parse_entry(buf, bpos, off, eof, end, limit, af, at_root, strict): one entry's records (see the source)."},
+     "parse_entry(buf, bpos, off, eof, end, limit, af, at_root, strict, path): one entry's records (see the source)."},
     {"parse_filename", (PyCFunction)(void (*)(void))py_parse_filename, METH_FASTCALL,
      "parse_filename(buf, bpos, off, eof, end) -> bytes | int: a FILENAME record (see the source)."},
-    {"parse_child", (PyCFunction)(void (*)(void))py_parse_child, METH_FASTCALL,
-     "parse_child(buf, bpos, off, eof, last_name, depth, dir_offset, limit, af, strict, hasher): the next record "
-     "of a directory: False for its GOODBYE record, an int, or (name, hash, FILENAME size, parse_entry's tuple)."},
+    {"parse_children", (PyCFunction)(void (*)(void))py_parse_children, METH_FASTCALL,
+     "parse_children(buf, bpos, off, eof, last_name, depth, dir_offset, prefix, limit, af, strict, hasher): the "
+     "next children of a directory (see the source)."},
     {"siphash24", py_siphash24, METH_VARARGS, "siphash24(data, key) -> int: SipHash-2-4, read little-endian."},
     {"check_goodbye", py_check_goodbye, METH_VARARGS,
      "check_goodbye(record, start, dir_offset, starts, hashes): a GOODBYE record against the children seen."},

@@ -16,6 +16,7 @@ exactly like casync's ``ca_decoder_current_*`` accessors).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat as _stat
 import sys
@@ -276,10 +277,10 @@ class _Frame:
     next FILENAME record, or the GOODBYE record, starts), so their FILENAME offsets and name hashes
     are all the GOODBYE check needs: two compact arrays, 16 bytes a child (CATAR-43)."""
 
-    __slots__ = ("path", "entry_offset", "starts", "hashes", "last_name", "depth")
+    __slots__ = ("prefix", "entry_offset", "starts", "hashes", "last_name", "depth")
 
     def __init__(self, path: str, entry_offset: int, depth: int):
-        self.path = path
+        self.prefix = f"{path}/" if path else ""  # of the children's paths
         self.entry_offset = entry_offset
         self.starts = array("Q")  # offsets of the children's FILENAME records, increasing
         self.hashes = array("Q")  # their names' goodbye hashes
@@ -339,8 +340,10 @@ class CatarReader:
         # the regular file just yielded: its cursor and how much payload is left unread
         self._payload_src: _Source | None = None
         self._payload_left = 0
-        # where the records of the entry just yielded lie: (buffer, start, stop), for entry_bytes
-        self._entry_span: tuple = (b"", 0, 0)
+        # the entry just yielded or parsed, and the buffer it was parsed from with the stream offset of
+        # its first byte (entry_bytes)
+        self._current: Entry | None = None
+        self._entries_at: tuple = (b"", 0, None)  # and the extent end it was parsed with
         #: if set, called with every byte sequential iteration (``iter``, :meth:`iter_subtree`) consumes,
         #: in stream order, payloads included (they are then read rather than skipped)
         self.tap = None
@@ -480,14 +483,19 @@ class CatarReader:
         if whole and src.at_eof():
             raise FormatError("archive is empty")
         stack: list[_Frame] = []
-        depth = path.count("/") + 1 if path else 0
-        cur_path = path
         entry = self._parse_entry(src, path, at_root=whole)
         af, strict = self.feature_flags, self._strict
         limit = src.size() if src.seekable else None
         hasher = None if name_hash is _goodbye.name_hash else name_hash  # tests substitute a weak hash
+        batch: list[Entry] = []
+        depth = path.count("/") + 1 if path else 0
         while True:
+            # the entries of a batch but the last are neither directories nor files with a payload
+            for e in batch:
+                self._current = e
+                yield e
             ftype = entry.mode & _IFMT
+            self._current = entry
             if ftype == _IFREG and entry.size:
                 self._payload_src = src
                 self._payload_left = entry.size
@@ -501,39 +509,41 @@ class CatarReader:
             else:
                 yield entry
             if ftype == _IFDIR:
-                stack.append(_Frame(cur_path, entry.offset, depth))
+                stack.append(_Frame(entry.path, entry.offset, depth))
             elif not stack:
                 return  # a non-directory subtree is complete
-            # Records at directory level: FILENAME and the next child's entry, or GOODBYE (the directory ends).
+            # Records at directory level: FILENAME records and the children's entries, or GOODBYE (the
+            # directory ends): as many children as the buffer holds, up to a directory or a payload.
+            frame = stack[-1]
+            eof = False
             while True:
-                frame = stack[-1]
-                eof = False
-                while True:
-                    r = _parse_child(src.buf, src.bpos, src.pos, eof, frame.last_name, frame.depth + 1,
-                                     frame.entry_offset, limit, af, strict, hasher)
-                    if type(r) is tuple:
-                        break
-                    if r is False:  # the directory's GOODBYE record
-                        break
-                    want = r + src.readahead
-                    eof = src.fill(want) < want
-                if r is False:
+                r = _parse_children(src.buf, src.bpos, src.pos, eof, frame.last_name, frame.depth + 1,
+                                    frame.entry_offset, frame.prefix, limit, af, strict, hasher)
+                if type(r) is tuple:
+                    break
+                if r is False:  # the directory's GOODBYE record
                     self._read_goodbye(src, frame)
                     stack.pop()
                     if stack:
+                        frame = stack[-1]
+                        eof = False
                         continue
                     if whole and not src.at_eof():
                         raise FormatError(f"trailing data after the end of the archive at offset {src.pos}")
                     return
-                name, h, name_size, parsed = r
-                frame.last_name = name
-                frame.starts.append(src.pos)
-                frame.hashes.append(h)
-                comp = name.decode(_FS_ENCODING, _FS_ERRORS)
-                cur_path = f"{frame.path}/{comp}" if frame.path else comp
-                depth = frame.depth + 1
-                entry = self._entry(src, cur_path, parsed, name_size)
-                break
+                want = r + src.readahead  # the records need r bytes: have them and a read's worth more
+                eof = src.fill(want) < want
+            batch, consumed, frame.last_name, starts, hashes = r
+            frame.starts.frombytes(starts)
+            frame.hashes.frombytes(hashes)
+            buf, b = src.buf, src.bpos
+            src.bpos = b + consumed
+            src.pos += consumed
+            self._entries_at = (buf, src.pos - b - consumed, None)
+            if src.tap is not None:
+                src.tap(memoryview(buf)[b:b + consumed])
+            entry = batch.pop()
+            depth = frame.depth + 1
 
     # ------------------------------------------------------------------ records
 
@@ -688,46 +698,35 @@ class CatarReader:
         eof = False
         while True:
             buf, b = src.buf, src.bpos
-            r = _parse_entry(buf, b, off0, eof, end, limit, self.feature_flags, at_root, self._strict)
+            r = _parse_entry(buf, b, off0, eof, end, limit, self.feature_flags, at_root, self._strict, path)
             if type(r) is tuple:
-                return self._entry(src, path, r, 0)
+                break
             if r is None:  # the first ENTRY: its feature flags are the archive's
                 self._check_feature_flags(_ENTRY_UNPACK_FROM(buf, b)[2], off0)
                 continue
             want = r + src.readahead  # the records need r bytes: have them and a read's worth more
             eof = src.fill(want) < want
-
-    def _entry(self, src: _Source, path: str, parsed: tuple, skip: int) -> Entry:
-        """The Entry of a parse result for the records at the cursor (an entry's ENTRY record ``skip``
-        bytes on, after its FILENAME record); consumes them."""
-        consumed, mode, eflags, uid, gid, mtime, size, target, meta = parsed
-        buf, b = src.buf, src.bpos
-        stop = b + skip + consumed
-        off0 = src.pos + skip
-        src.bpos = stop
+        entry, consumed = r
+        src.bpos = b + consumed
         src.pos = off0 + consumed
-        self._entry_span = (buf, b + skip, stop)
+        self._entries_at = (buf, off0 - b, end)
+        self._current = entry
         if src.tap is not None:
-            src.tap(memoryview(buf)[b:stop])
-        if size is None:
-            size, payload_offset = 0, None
-        else:
-            payload_offset = off0 + consumed
-        if meta is None:
-            return Entry(path, mode, self.feature_flags, eflags, uid, gid, mtime, None, None, [], [], [], None, None,
-                         [], [], None, None, None, size, target, 0, 0, off0, payload_offset)
-        (user, group, xattrs, acl_user, acl_group, acl_group_obj, acl_default, acl_default_user, acl_default_group,
-         selinux, fcaps, quota_projid, major, minor) = meta
-        return Entry(path, mode, self.feature_flags, eflags, uid, gid, mtime, user, group, xattrs, acl_user,
-                     acl_group, acl_group_obj, acl_default, acl_default_user, acl_default_group, selinux, fcaps,
-                     quota_projid, size, target, major, minor, off0, payload_offset)
+            src.tap(memoryview(buf)[b:b + consumed])
+        return entry
 
     @property
     def entry_bytes(self) -> bytes:
-        """Raw bytes of the records of the entry just yielded (ENTRY up to and including the PAYLOAD
-        header, SYMLINK or DEVICE record): what casync's hardlink digest covers before the payload."""
-        buf, start, stop = self._entry_span
-        return bytes(buf[start:stop])
+        """Raw bytes of the records of the entry just yielded or parsed (ENTRY up to and including the
+        PAYLOAD header, SYMLINK or DEVICE record): what casync's hardlink digest covers before the payload.
+        They are still in the buffer the entry was parsed from; parsing them again gives their length."""
+        entry = self._current
+        if entry is None:
+            return b""
+        buf, base, end = self._entries_at
+        b = entry.offset - base
+        r = _parse_entry(buf, b, entry.offset, True, end, None, self.feature_flags, False, self._strict, entry.path)
+        return bytes(buf[b:b + r[1]])
 
     # ------------------------------------------------------------------ field checks
 
@@ -798,7 +797,10 @@ def _configure() -> None:
         "WITH_16BIT_UIDS", "WITH_32BIT_UIDS", "WITH_USER_NAMES", "WITH_SEC_TIME", "WITH_USEC_TIME", "WITH_NSEC_TIME",
         "WITH_2SEC_TIME", "WITH_READ_ONLY", "WITH_PERMISSIONS", "WITH_SYMLINKS", "WITH_DEVICE_NODES",
         "WITH_SUBVOLUME", "WITH_XATTRS", "WITH_ACL", "WITH_SELINUX", "WITH_FCAPS", "WITH_QUOTA_PROJID"))
+    if hasattr(Entry, "__post_init__"):
+        raise ImportError("the C parser fills an Entry's slots directly: Entry.__init__ must only store them")
     constants.update(
+        entry=Entry, entry_fields=[f.name for f in dataclasses.fields(Entry)],
         error=FormatError, hash_key=fmt.GOODBYE_HASH_KEY, max_depth=MAX_DEPTH, acl_entry=ACLEntry, acl_default=ACLDefault,
         header_size=_HDR, entry_size=_ENTRY_SIZE, acl_fixed=_ACL_FIXED, filename_max=fmt.FILENAME_SIZE_MAX,
         selinux_max=fmt.SELINUX_SIZE_MAX, symlink_max=fmt.SYMLINK_SIZE_MAX, item_size=_ITEM, u64_max=_U64_MAX,
@@ -814,5 +816,5 @@ def _configure() -> None:
 _configure()
 _parse_entry = _catar.parse_entry
 _parse_filename = _catar.parse_filename
-_parse_child = _catar.parse_child
+_parse_children = _catar.parse_children
 _check_goodbye = _catar.check_goodbye
