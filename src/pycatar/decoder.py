@@ -783,8 +783,10 @@ _MODE_FEATURE = {
 }
 
 
-def _configure() -> None:
-    """Hand the format's declarations to the C parser (pycatar._catar holds none of its own)."""
+def c_constants() -> dict:
+    """What the C parser (pycatar._catar, which holds no format knowledge of its own) is configured
+    with: record types and names, field offsets, sizes and limits, feature flag bits, the record order
+    rules, the Entry class -- all from format.py, flags.py, validate.py and entry.py."""
     constants: dict = {t.name: int(t) for t in fmt.RecordType}
     for name, decl in (("Header", fmt.Header), ("Entry", fmt.Entry), ("ACLUser", fmt.ACLUser),
                        ("ACLGroupObj", fmt.ACLGroupObj), ("ACLDefault", fmt.ACLDefault),
@@ -810,10 +812,10 @@ def _configure() -> None:
                for t in fmt.RecordType],
         file_types=list(_MODE_FEATURE.items()),
     )
-    _catar.configure(constants)
+    return constants
 
 
-_configure()
+_catar.configure(c_constants())
 _parse_entry = _catar.parse_entry
 _parse_filename = _catar.parse_filename
 _parse_children = _catar.parse_children
