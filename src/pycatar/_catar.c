@@ -14,22 +14,25 @@
  * calls again; with ``eof`` true the buffer holds all the stream has left, and running past its end
  * is the truncation error instead.
  *
- * parse_entry(buf, bpos, off, eof, end, limit, af, at_root, strict): one ENTRY and its follow-up
+ * parse_entry(buf, bpos, off, eof, end, limit, af, at_root, strict, path): one ENTRY and its follow-up
  *   records, up to and including the PAYLOAD header, SYMLINK or DEVICE record, or up to (not
  *   including) the FILENAME or GOODBYE record that follows (or ``end``, the entry's extent end, -1:
  *   none).  ``limit``: the stream size (-1: unknown), for the payload check.  ``af``: the archive's
  *   feature flags, None before the first ENTRY.  Returns an int (bytes needed), None (``af`` is None:
- *   the caller checks the first ENTRY's feature flags and calls again with them), or
- *   (consumed, mode, flags, uid, gid, mtime, payload_size or None, symlink target or None, meta),
- *   meta None or (user, group, xattrs, acl_user, acl_group, acl_group_obj, acl_default,
- *   acl_default_user, acl_default_group, selinux, fcaps, quota_projid, rdev_major, rdev_minor).
+ *   the caller checks the first ENTRY's feature flags and calls again with them), or (entry, bytes
+ *   consumed): a pycatar.entry.Entry at ``path``, made here (make_entry).
  * parse_filename(buf, bpos, off, eof, end): a FILENAME record; the name (bytes) or an int.
- * parse_child(buf, bpos, off, eof, last_name, depth, dir_offset, limit, af, strict, hasher): the next
- *   record of a directory (at ``dir_offset``) during iteration: False for its GOODBYE record (not
- *   consumed), an int, or (name, name hash, FILENAME record size, parse_entry's tuple) for the next
- *   child, whose name must sort after ``last_name`` and whose ``depth`` must not exceed MAX_DEPTH.
- *   ``hasher``: None for the goodbye hash, or a function of the name (tests provoke collisions).
- * siphash24(data, key): SipHash-2-4 (pycatar.goodbye.name_hash: the goodbye hash; parse_child uses it
+ * parse_children(buf, bpos, off, eof, last_name, depth, dir_offset, prefix, limit, af, strict, hasher,
+ *   max_n): the next children of a directory (at ``dir_offset``) during iteration, each a FILENAME
+ *   record and an entry (as parse_entry, with ``af`` known), at most ``max_n`` of them, up to and
+ *   including a directory or a regular file with a payload (iteration goes on inside it).  Returns
+ *   False (the directory's GOODBYE record comes next: not consumed), an int (bytes needed), or
+ *   (entries, bytes consumed, the last name, FILENAME offsets, name hashes: both u64 arrays as bytes).
+ *   Names must sort after ``last_name``; ``depth`` (of the children) must not exceed MAX_DEPTH;
+ *   paths are ``prefix`` + name.  An error after some children ends the batch before the failing
+ *   record: the next call reports it.  ``hasher``: None for the goodbye hash, or a function of the
+ *   name (tests provoke collisions with a weak one).
+ * siphash24(data, key): SipHash-2-4 (pycatar.goodbye.name_hash: the goodbye hash; parse_children uses it
  *   with the configured key).
  * check_goodbye(record, start, dir_offset, starts, hashes): a directory's GOODBYE record against its
  *   children (CATAR-43): ``starts`` (array 'Q') the children's FILENAME offsets followed by
@@ -1020,13 +1023,13 @@ static PyObject *py_siphash24(PyObject *self, PyObject *args) {
 
 static PyObject *py_parse_children(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     char tn[64];
-    if (nargs != 12) {
-        PyErr_SetString(PyExc_TypeError, "parse_children() takes 12 arguments");
+    if (nargs != 13) {
+        PyErr_SetString(PyExc_TypeError, "parse_children() takes 13 arguments");
         return NULL;
     }
-    Py_ssize_t bpos = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t bpos = PyLong_AsSsize_t(args[1]), max_n = PyLong_AsSsize_t(args[12]);
     long long depth = PyLong_AsLongLong(args[5]);
-    if ((bpos == -1 || depth == -1) && PyErr_Occurred())
+    if ((bpos == -1 || depth == -1 || max_n == -1) && PyErr_Occurred())
         return NULL;
     int err = 0;
     uint64_t off = arg_u64(args[2], &err), dir_offset = arg_u64(args[6], &err), limit = arg_opt(args[8], &err),
@@ -1156,7 +1159,7 @@ static PyObject *py_parse_children(PyObject *self, PyObject *const *args, Py_ssi
         last_name = name;
         last_len = nl;
         pos += (Py_ssize_t)fsize + pe.consumed;
-        if (pe.stop) {
+        if (pe.stop || n >= max_n) {
             status = 1;
             break;
         }
@@ -1546,8 +1549,8 @@ static PyMethodDef methods[] = {
     {"parse_filename", (PyCFunction)(void (*)(void))py_parse_filename, METH_FASTCALL,
      "parse_filename(buf, bpos, off, eof, end) -> bytes | int: a FILENAME record (see the source)."},
     {"parse_children", (PyCFunction)(void (*)(void))py_parse_children, METH_FASTCALL,
-     "parse_children(buf, bpos, off, eof, last_name, depth, dir_offset, prefix, limit, af, strict, hasher): the "
-     "next children of a directory (see the source)."},
+     "parse_children(buf, bpos, off, eof, last_name, depth, dir_offset, prefix, limit, af, strict, hasher, "
+     "max_n): the next children of a directory (see the source)."},
     {"siphash24", py_siphash24, METH_VARARGS, "siphash24(data, key) -> int: SipHash-2-4, read little-endian."},
     {"check_goodbye", py_check_goodbye, METH_VARARGS,
      "check_goodbye(record, start, dir_offset, starts, hashes): a GOODBYE record against the children seen."},

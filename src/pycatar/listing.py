@@ -267,14 +267,23 @@ def directory_view(entry: Entry, feature_flags: int, *, raw_xattrs: list[tuple[b
 # --------------------------------------------------------------------------- one entry
 
 
-def list_lines(views: list[View | Entry]) -> str:
-    """Lines of ``casync list``: the mode and the path of each, which an entry and its view show alike.
-    Paths are escaped one by one only when the batch holds something to escape (or the root, ".")."""
-    paths = [v.path for v in views]
+def list_lines(views: Iterable[View | Entry]) -> str:
+    """Lines of ``casync list``: the mode and the path of each, which an entry and its view show alike."""
+    modes: list[int] = []
+    paths: list[str] = []
+    for v in views:
+        modes.append(v.mode)
+        paths.append(v.path)
+    return _list_text(modes, paths)
+
+
+def _list_text(modes: list[int], paths: list[str]) -> str:
+    """The lines of ``casync list`` for these modes and paths.  Paths are escaped one by one only when
+    they hold something to escape (or the root, ".")."""
     if not _PLAIN.fullmatch("".join(paths)) or "" in paths:  # escaping works character by character
         paths = [_path_text(p) for p in paths]
-    modes = _MODE_TEXT
-    return "".join([f"{modes.get(v.mode) or ls_format_mode(v.mode)} {p}\n" for v, p in zip(views, paths)])
+    text = _MODE_TEXT
+    return "".join([f"{text.get(m) or ls_format_mode(m)} {p}\n" for m, p in zip(modes, paths)])
 
 
 def list_line(view: View | Entry) -> str:
@@ -428,22 +437,25 @@ def _select(entries: Iterator[Entry], path: str) -> Iterator[Entry]:
     return select_subtree(entries, path, lambda: ListingError("Seek path not available in archive."))
 
 
-def _in_batches(entries: Iterable[Entry], render, n: int = 512) -> Iterator[str]:
-    """``render`` of the entries, n at a time; the entries read before a failure are rendered and
+def _list_batches(entries: Iterable[Entry], n: int = 512) -> Iterator[str]:
+    """The lines of ``casync list`` for the entries, n at a time (only their modes and paths are kept:
+    objects the garbage collector need not track); the lines of the entries read before a failure are
     yielded before it propagates."""
-    batch: list[Entry] = []
+    modes: list[int] = []
+    paths: list[str] = []
     try:
         for e in entries:
-            batch.append(e)
-            if len(batch) == n:
-                yield render(batch)
-                batch = []
+            modes.append(e.mode)
+            paths.append(e.path)
+            if len(paths) == n:
+                yield _list_text(modes, paths)
+                modes, paths = [], []
     except Exception:
-        if batch:
-            yield render(batch)
+        if paths:
+            yield _list_text(modes, paths)
         raise
-    if batch:
-        yield render(batch)
+    if paths:
+        yield _list_text(modes, paths)
 
 
 def list_archive(reader, verb: str, *, path: str | None = None, recursive: bool = True,
@@ -471,7 +483,7 @@ def list_archive(reader, verb: str, *, path: str | None = None, recursive: bool 
     if verb == "list":  # --recursive= only matters to list
         if not recursive:
             entries = _children_only(entries)
-        yield from _in_batches(entries, list_lines)
+        yield from _list_batches(entries)
         return
     for e in entries:
         algo = _flags.digest_name(reader.feature_flags)
