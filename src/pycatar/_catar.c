@@ -391,8 +391,8 @@ typedef struct {
  * and the rest set), 0 (out->need: the buffer is short), 2 (``have_af`` is 0: the caller checks the
  * ENTRY's feature flags first) or -1 (error set). */
 static int parse_entry_span(const unsigned char *p, Py_ssize_t avail, uint64_t off0, int eof, uint64_t end,
-                            uint64_t limit, int have_af, uint64_t af, int at_root, int strict, PyObject *path,
-                            parsed_t *out) {
+                            uint64_t limit, int have_af, uint64_t af, PyObject *af_obj, int at_root, int strict,
+                            PyObject *path, parsed_t *out) {
     char tn[64];
     const uint64_t hdr = C.hdr;
     if ((uint64_t)avail < hdr) {
@@ -819,7 +819,7 @@ static int parse_entry_span(const unsigned char *p, Py_ssize_t avail, uint64_t o
 
     {
         PyObject *values[NFIELDS] = {
-            path, PyLong_FromUnsignedLongLong(mode), PyLong_FromUnsignedLongLong(af),
+            path, PyLong_FromUnsignedLongLong(mode), Py_NewRef(af_obj),
             PyLong_FromUnsignedLongLong(eflags), PyLong_FromUnsignedLongLong(uid), PyLong_FromUnsignedLongLong(gid),
             PyLong_FromUnsignedLongLong(mtime), opt(m.user), opt(m.group), list_or_empty(m.xattrs),
             list_or_empty(m.acl[0]), list_or_empty(m.acl[1]), opt(m.acl_group_obj), opt(m.acl_default),
@@ -864,7 +864,7 @@ static PyObject *py_parse_entry(PyObject *self, PyObject *const *args, Py_ssize_
         return NULL;
     parsed_t pe;
     PyObject *r = NULL;
-    int rc = parse_entry_span(s.p, s.avail, off, eof, end, limit, have_af, af, at_root, strict, args[9], &pe);
+    int rc = parse_entry_span(s.p, s.avail, off, eof, end, limit, have_af, af, args[6], at_root, strict, args[9], &pe);
     if (rc == 1)
         r = Py_BuildValue("(Nn)", pe.entry, pe.consumed);
     else if (rc == 0)
@@ -1126,8 +1126,8 @@ static PyObject *py_parse_children(PyObject *self, PyObject *const *args, Py_ssi
         if (!path)
             break;
         parsed_t pe;
-        rc = parse_entry_span(q + fsize, avail - (Py_ssize_t)fsize, at + fsize, eof, UINT64_MAX, limit, 1, af, 0,
-                              strict, path, &pe);
+        rc = parse_entry_span(q + fsize, avail - (Py_ssize_t)fsize, at + fsize, eof, UINT64_MAX, limit, 1, af, args[9],
+                              0, strict, path, &pe);
         Py_DECREF(path);
         if (rc != 1) {
             if (rc == 0) {

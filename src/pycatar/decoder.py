@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import stat as _stat
-import sys
 from array import array
 from typing import Iterator
 
@@ -49,7 +48,6 @@ _RANDOM_READAHEAD = 4096  # lookups: read little beyond what is needed
 
 _U64_MAX = 0xFFFFFFFFFFFFFFFF
 _T = fmt.RecordType
-_ENTRY = int(_T.ENTRY)
 _USER = int(_T.USER)
 _GROUP = int(_T.GROUP)
 _XATTR = int(_T.XATTR)
@@ -64,8 +62,6 @@ _QUOTA_PROJID = int(_T.QUOTA_PROJID)
 _SELINUX = int(_T.SELINUX)
 _SYMLINK = int(_T.SYMLINK)
 _DEVICE = int(_T.DEVICE)
-_PAYLOAD = int(_T.PAYLOAD)
-_FILENAME = int(_T.FILENAME)
 _GOODBYE = int(_T.GOODBYE)
 _TAIL_MARKER = int(_T.GOODBYE_TAIL_MARKER)
 
@@ -81,14 +77,10 @@ _ITEMS = fmt.GOODBYE_ITEM  # struct of one GOODBYE item
 _HEADER_AT = fmt.HEADER.unpack_from
 _ENTRY_UNPACK_FROM = fmt.ENTRY.unpack_from
 _ENTRY_SIZE = fmt.ENTRY_SIZE
-_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()  # os.fsdecode's
 _IFMT = 0o170000
-_IFREG, _IFDIR, _IFLNK = _stat.S_IFREG, _stat.S_IFDIR, _stat.S_IFLNK
-_WITH_NSEC = int(_I.WITH_NSEC_TIME)
+_IFREG, _IFDIR = _stat.S_IFREG, _stat.S_IFDIR
 
-_WITH_UIDS = int(_I.WITH_16BIT_UIDS | _I.WITH_32BIT_UIDS)
 _WITH_ANY = int(_flags.WITH_MASK)
-_WITH_TIMES = int(_I.WITH_NSEC_TIME | _I.WITH_USEC_TIME | _I.WITH_SEC_TIME | _I.WITH_2SEC_TIME)
 _ENTRY_FLAG_BITS = int(_flags.WITH_FAT_ATTRS | _flags.WITH_CHATTR | _I.WITH_SUBVOLUME | _I.WITH_SUBVOLUME_RO)
 
 
@@ -550,13 +542,6 @@ class CatarReader:
             depth = frame.depth + 1
 
     # ------------------------------------------------------------------ records
-
-    @staticmethod
-    def _type_name(rtype: int) -> str:
-        try:
-            return fmt.RecordType(rtype).name
-        except ValueError:
-            return f"unknown (0x{rtype:016x})"
 
     def _read_filename(self, src: _Source, end: int | None) -> bytes:
         off = src.pos
