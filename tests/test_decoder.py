@@ -1103,3 +1103,18 @@ def test_c_parser_is_configured_from_the_declarations():
     (root, _), (f, data) = read_all(build([(b"f", ("file", b"xyz"))]))
     assert type(f) is Entry and f == Entry("f", f.mode, f.feature_flags, uid=f.uid, gid=f.gid, mtime=f.mtime, size=3,
                                            offset=f.offset, payload_offset=f.payload_offset)
+
+
+def test_long_entry_through_tiny_reads_is_parsed_in_linear_time():
+    """An entry whose records span many reads (4000 xattrs, 4 MB, through a pipe giving 4 KiB a read):
+    the C parser is asked again with twice the bytes each time it needs more, not once a record."""
+    import time
+
+    ff = F0 | int(F.WITH_XATTRS)
+    xattrs = b"".join(rec(T.XATTR, b"user.k%05d\0" % i + bytes(1000)) for i in range(4000))
+    data = build([(b"f", ("file", b"x", xattrs)), (b"g", ("file", b"y"))], ff=ff)
+    start = time.process_time()
+    with deadline(60):
+        got = read_all(NonSeekable(data, 4096))
+    assert [len(e.xattrs) for e, _ in got] == [0, 4000, 0]
+    assert time.process_time() - start < 5

@@ -511,7 +511,7 @@ class CatarReader:
             # Records at directory level: FILENAME records and the children's entries, or GOODBYE (the
             # directory ends): as many children as the buffer holds, up to a directory or a payload.
             frame = stack[-1]
-            eof = False
+            eof, want = False, 0
             while True:
                 r = _parse_children(src.buf, src.bpos, src.pos, eof, frame.last_name, frame.depth + 1,
                                     frame.entry_offset, frame.prefix, limit, af, strict, hasher, _BATCH)
@@ -522,12 +522,12 @@ class CatarReader:
                     stack.pop()
                     if stack:
                         frame = stack[-1]
-                        eof = False
+                        eof, want = False, 0
                         continue
                     if whole and not src.at_eof():
                         raise FormatError(f"trailing data after the end of the archive at offset {src.pos}")
                     return
-                want = r + src.readahead  # the records need r bytes: have them and a read's worth more
+                want = max(r, 2 * want)  # see _parse_entry
                 eof = src.fill(want) < want
             batch, consumed, frame.last_name, starts, hashes = r
             frame.starts.frombytes(starts)
@@ -545,12 +545,12 @@ class CatarReader:
 
     def _read_filename(self, src: _Source, end: int | None) -> bytes:
         off = src.pos
-        eof = False
+        eof, want = False, 0
         while True:
             r = _parse_filename(src.buf, src.bpos, off, eof, end)
             if type(r) is bytes:
                 break
-            want = r + src.readahead
+            want = max(r, 2 * want)  # see _parse_entry
             eof = src.fill(want) < want
         src.read(len(r) + _HDR + 1)
         return r
@@ -684,7 +684,7 @@ class CatarReader:
         FILENAME/GOODBYE record that follows."""
         off0 = src.pos
         limit = src.size() if src.seekable else None
-        eof = False
+        eof, want = False, 0
         while True:
             buf, b = src.buf, src.bpos
             r = _parse_entry(buf, b, off0, eof, end, limit, self.feature_flags, at_root, self._strict, path)
@@ -693,7 +693,9 @@ class CatarReader:
             if r is None:  # the first ENTRY: its feature flags are the archive's
                 self._check_feature_flags(_ENTRY_UNPACK_FROM(buf, b)[2], off0)
                 continue
-            want = r + src.readahead  # the records need r bytes: have them and a read's worth more
+            # the records need r bytes; asked again at the same place (a long entry, records spanning
+            # reads), ask for twice as much each time: an entry is parsed O(log size) times, not once a record
+            want = max(r, 2 * want)
             eof = src.fill(want) < want
         entry, consumed = r
         src.bpos = b + consumed
