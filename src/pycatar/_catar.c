@@ -23,7 +23,7 @@
  *   consumed): a pycatar.entry.Entry at ``path``, made here (make_entry).
  * parse_filename(buf, bpos, off, eof, end): a FILENAME record; the name (bytes) or an int.
  * parse_children(buf, bpos, off, eof, last_name, depth, dir_offset, prefix, limit, af, strict, hasher,
- *   max_n): the next children of a directory (at ``dir_offset``) during iteration, each a FILENAME
+ *   max_n, make): the next children of a directory (at ``dir_offset``) during iteration, each a FILENAME
  *   record and an entry (as parse_entry, with ``af`` known), at most ``max_n`` of them, up to and
  *   including a directory or a regular file with a payload (iteration goes on inside it).  Returns
  *   False (the directory's GOODBYE record comes next: not consumed), an int (bytes needed), or
@@ -31,7 +31,8 @@
  *   Names must sort after ``last_name``; ``depth`` (of the children) must not exceed MAX_DEPTH;
  *   paths are ``prefix`` + name.  An error after some children ends the batch before the failing
  *   record: the next call reports it.  ``hasher``: None for the goodbye hash, or a function of the
- *   name (tests provoke collisions with a weak one).
+ *   name (tests provoke collisions with a weak one).  ``make`` false: the entries list holds only a
+ *   directory or a file with a payload that ends the batch (the records are checked all the same).
  * siphash24(data, key): SipHash-2-4 (pycatar.goodbye.name_hash: the goodbye hash; parse_children uses it
  *   with the configured key).
  * check_goodbye(record, start, dir_offset, starts, hashes): a directory's GOODBYE record against its
@@ -392,7 +393,7 @@ typedef struct {
  * ENTRY's feature flags first) or -1 (error set). */
 static int parse_entry_span(const unsigned char *p, Py_ssize_t avail, uint64_t off0, int eof, uint64_t end,
                             uint64_t limit, int have_af, uint64_t af, PyObject *af_obj, int at_root, int strict,
-                            PyObject *path, parsed_t *out) {
+                            int make, PyObject *path, parsed_t *out) {
     char tn[64];
     const uint64_t hdr = C.hdr;
     if ((uint64_t)avail < hdr) {
@@ -817,7 +818,10 @@ static int parse_entry_span(const unsigned char *p, Py_ssize_t avail, uint64_t o
         }
     }
 
-    {
+    out->stop = is_dir || (have_payload && psize);
+    if (!make && !out->stop)
+        out->entry = Py_NewRef(Py_None); /* checked, not wanted */
+    else {
         PyObject *values[NFIELDS] = {
             path, PyLong_FromUnsignedLongLong(mode), Py_NewRef(af_obj),
             PyLong_FromUnsignedLongLong(eflags), PyLong_FromUnsignedLongLong(uid), PyLong_FromUnsignedLongLong(gid),
@@ -833,7 +837,6 @@ static int parse_entry_span(const unsigned char *p, Py_ssize_t avail, uint64_t o
     if (!out->entry)
         goto out;
     out->consumed = cur;
-    out->stop = is_dir || (have_payload && psize);
     rc = 1;
 out:
     meta_clear(&m);
@@ -864,7 +867,8 @@ static PyObject *py_parse_entry(PyObject *self, PyObject *const *args, Py_ssize_
         return NULL;
     parsed_t pe;
     PyObject *r = NULL;
-    int rc = parse_entry_span(s.p, s.avail, off, eof, end, limit, have_af, af, args[6], at_root, strict, args[9], &pe);
+    int rc = parse_entry_span(s.p, s.avail, off, eof, end, limit, have_af, af, args[6], at_root, strict, 1, args[9],
+                              &pe);
     if (rc == 1)
         r = Py_BuildValue("(Nn)", pe.entry, pe.consumed);
     else if (rc == 0)
@@ -1023,8 +1027,8 @@ static PyObject *py_siphash24(PyObject *self, PyObject *args) {
 
 static PyObject *py_parse_children(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     char tn[64];
-    if (nargs != 13) {
-        PyErr_SetString(PyExc_TypeError, "parse_children() takes 13 arguments");
+    if (nargs != 14) {
+        PyErr_SetString(PyExc_TypeError, "parse_children() takes 14 arguments");
         return NULL;
     }
     Py_ssize_t bpos = PyLong_AsSsize_t(args[1]), max_n = PyLong_AsSsize_t(args[12]);
@@ -1034,9 +1038,9 @@ static PyObject *py_parse_children(PyObject *self, PyObject *const *args, Py_ssi
     int err = 0;
     uint64_t off = arg_u64(args[2], &err), dir_offset = arg_u64(args[6], &err), limit = arg_opt(args[8], &err),
              af = arg_u64(args[9], &err);
-    int eof = PyObject_IsTrue(args[3]), strict = PyObject_IsTrue(args[10]);
+    int eof = PyObject_IsTrue(args[3]), strict = PyObject_IsTrue(args[10]), make = PyObject_IsTrue(args[13]);
     PyObject *last = args[4], *prefix = args[7], *hasher = args[11];
-    if (err || eof < 0 || strict < 0)
+    if (err || eof < 0 || strict < 0 || make < 0)
         return NULL;
     if ((last != Py_None && !PyBytes_Check(last)) || !PyUnicode_Check(prefix)) {
         PyErr_SetString(PyExc_TypeError, "parse_children(): last_name must be bytes or None, prefix a str");
@@ -1127,7 +1131,7 @@ static PyObject *py_parse_children(PyObject *self, PyObject *const *args, Py_ssi
             break;
         parsed_t pe;
         rc = parse_entry_span(q + fsize, avail - (Py_ssize_t)fsize, at + fsize, eof, UINT64_MAX, limit, 1, af, args[9],
-                              0, strict, path, &pe);
+                              0, strict, make, path, &pe);
         Py_DECREF(path);
         if (rc != 1) {
             if (rc == 0) {
@@ -1149,7 +1153,7 @@ static PyObject *py_parse_children(PyObject *self, PyObject *const *args, Py_ssi
                 break;
             }
         }
-        rc = PyList_Append(entries, pe.entry);
+        rc = pe.entry == Py_None ? 0 : PyList_Append(entries, pe.entry);
         Py_DECREF(pe.entry);
         if (rc < 0)
             break;
@@ -1550,7 +1554,7 @@ static PyMethodDef methods[] = {
      "parse_filename(buf, bpos, off, eof, end) -> bytes | int: a FILENAME record (see the source)."},
     {"parse_children", (PyCFunction)(void (*)(void))py_parse_children, METH_FASTCALL,
      "parse_children(buf, bpos, off, eof, last_name, depth, dir_offset, prefix, limit, af, strict, hasher, "
-     "max_n): the next children of a directory (see the source)."},
+     "max_n, make): the next children of a directory (see the source)."},
     {"siphash24", py_siphash24, METH_VARARGS, "siphash24(data, key) -> int: SipHash-2-4, read little-endian."},
     {"check_goodbye", py_check_goodbye, METH_VARARGS,
      "check_goodbye(record, start, dir_offset, starts, hashes): a GOODBYE record against the children seen."},

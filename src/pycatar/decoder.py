@@ -44,6 +44,7 @@ _SEQ_READAHEAD = 1 << 20  # sequential iteration: large reads
 # each) stay below the garbage collector's threshold of 700 allocations: iteration alone never makes it
 # run (with 256 a batch, collections took a third of the time of `pycatar list`)
 _BATCH = 64
+_BATCH_UNMADE = 4096  # the same without entries (consume): nothing for the collector
 _RANDOM_READAHEAD = 4096  # lookups: read little beyond what is needed
 
 _U64_MAX = 0xFFFFFFFFFFFFFFFF
@@ -464,17 +465,31 @@ class CatarReader:
 
     # ------------------------------------------------------------------ iteration
 
-    def _walk(self, src: _Source, start: int, path: str, whole: bool) -> Iterator[Entry]:
+    def consume(self, entry: Entry | None = None) -> None:
+        """Read the whole archive (or ``entry``, found by :meth:`lookup`, and everything below it) as
+        iteration does -- every record checked, every byte passed to :attr:`tap` -- without making an
+        Entry for each file (``casync digest``)."""
+        if entry is None:
+            walk = self._walk(self._src, 0, "", whole=True, make=False)
+        else:
+            if entry.offset is None:
+                raise ValueError("entry has no archive offset")
+            self._read_root(self._random_source())  # the archive's feature flags
+            walk = self._walk(self._random_source(_SEQ_READAHEAD), entry.offset, entry.path, whole=False, make=False)
+        for _ in walk:  # only directories and files with a payload come out
+            pass
+
+    def _walk(self, src: _Source, start: int, path: str, whole: bool, make: bool = True) -> Iterator[Entry]:
         src.tap = self.tap
         try:
-            yield from self._walk_inner(src, start, path, whole)
+            yield from self._walk_inner(src, start, path, whole, make)
         finally:
             src.tap = None
             if self._payload_src is src:
                 self._payload_src = None
                 self._payload_left = 0
 
-    def _walk_inner(self, src: _Source, start: int, path: str, whole: bool) -> Iterator[Entry]:
+    def _walk_inner(self, src: _Source, start: int, path: str, whole: bool, make: bool) -> Iterator[Entry]:
         src.seek(start)
         if whole and src.at_eof():
             raise FormatError("archive is empty")
@@ -485,36 +500,38 @@ class CatarReader:
         hasher = None if name_hash is _goodbye.name_hash else name_hash  # tests substitute a weak hash
         batch: list[Entry] = []
         depth = path.count("/") + 1 if path else 0
+        max_n = _BATCH if make else _BATCH_UNMADE
         while True:
             # the entries of a batch but the last are neither directories nor files with a payload
             for e in batch:
                 self._current = e
                 yield e
-            ftype = entry.mode & _IFMT
-            self._current = entry
-            if ftype == _IFREG and entry.size:
-                self._payload_src = src
-                self._payload_left = entry.size
-                yield entry
-                if self._payload_src is src:  # each iterator skips what is left of its own payload (its cursor: src)
-                    self._payload_src = None
-                    self._payload_left = 0
-                left = entry.payload_offset + entry.size - src.pos
-                if left:
-                    src.skip(left)
-            else:
-                yield entry
-            if ftype == _IFDIR:
-                stack.append(_Frame(entry.path, entry.offset, depth))
-            elif not stack:
-                return  # a non-directory subtree is complete
+            if entry is not None:
+                ftype = entry.mode & _IFMT
+                self._current = entry
+                if ftype == _IFREG and entry.size:
+                    self._payload_src = src
+                    self._payload_left = entry.size
+                    yield entry
+                    if self._payload_src is src:  # each iterator skips what is left of its own payload (its cursor: src)
+                        self._payload_src = None
+                        self._payload_left = 0
+                    left = entry.payload_offset + entry.size - src.pos
+                    if left:
+                        src.skip(left)
+                else:
+                    yield entry
+                if ftype == _IFDIR:
+                    stack.append(_Frame(entry.path, entry.offset, depth))
+                elif not stack:
+                    return  # a non-directory subtree is complete
             # Records at directory level: FILENAME records and the children's entries, or GOODBYE (the
             # directory ends): as many children as the buffer holds, up to a directory or a payload.
             frame = stack[-1]
             eof, want = False, 0
             while True:
                 r = _parse_children(src.buf, src.bpos, src.pos, eof, frame.last_name, frame.depth + 1,
-                                    frame.entry_offset, frame.prefix, limit, af, strict, hasher, _BATCH)
+                                    frame.entry_offset, frame.prefix, limit, af, strict, hasher, max_n, make)
                 if type(r) is tuple:
                     break
                 if r is False:  # the directory's GOODBYE record
@@ -538,7 +555,7 @@ class CatarReader:
             self._entries_at = (buf, src.pos - b - consumed, None)
             if src.tap is not None:
                 src.tap(memoryview(buf)[b:b + consumed])
-            entry = batch.pop()
+            entry = batch.pop() if batch else None  # (make false: None when no directory or payload ended it)
             depth = frame.depth + 1
 
     # ------------------------------------------------------------------ records

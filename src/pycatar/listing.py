@@ -624,8 +624,7 @@ def archive_digest(reader, path: str | None = None) -> str:
         tap = _LazyHash(reader)
         reader.tap = tap
         try:
-            for _ in reader:
-                pass
+            reader.consume()
         finally:
             reader.tap = None
         return tap.hexdigest()
@@ -646,8 +645,7 @@ def archive_digest(reader, path: str | None = None) -> str:
         raise ListingError(f"Path {path} does not refer to a file or directory")
     reader.tap = h.update
     try:
-        for _ in reader.iter_subtree(top):
-            pass
+        reader.consume(top)
     finally:
         reader.tap = None
     return h.hexdigest()
