@@ -46,6 +46,12 @@ _SEQ_READAHEAD = 1 << 20  # sequential iteration: large reads
 _BATCH = 64
 _BATCH_UNMADE = 4096  # the same without entries (consume): nothing for the collector
 _RANDOM_READAHEAD = 4096  # lookups: read little beyond what is needed
+# When the C parser needs more bytes it says how many, from the start of the entry (or batch) it parses
+# again.  Below this, exactly those are read: a lookup without read-ahead reads no byte beyond its
+# records (a mounted .caidx fetches no payload-only chunk).  From it on, twice as many each time it is
+# asked again at the same place: a long entry (records spanning many reads) is parsed O(log n) times,
+# not once a record
+_GROW_FROM = 64 << 10
 
 _U64_MAX = 0xFFFFFFFFFFFFFFFF
 _T = fmt.RecordType
@@ -544,7 +550,7 @@ class CatarReader:
                     if whole and not src.at_eof():
                         raise FormatError(f"trailing data after the end of the archive at offset {src.pos}")
                     return
-                want = max(r, 2 * want)  # see _parse_entry
+                want = r if r < _GROW_FROM else max(r, 2 * want)  # see _parse_entry
                 eof = src.fill(want) < want
             batch, consumed, frame.last_name, starts, hashes = r
             frame.starts.frombytes(starts)
@@ -567,7 +573,7 @@ class CatarReader:
             r = _parse_filename(src.buf, src.bpos, off, eof, end)
             if type(r) is bytes:
                 break
-            want = max(r, 2 * want)  # see _parse_entry
+            want = r if r < _GROW_FROM else max(r, 2 * want)  # see _parse_entry
             eof = src.fill(want) < want
         src.read(len(r) + _HDR + 1)
         return r
@@ -710,9 +716,8 @@ class CatarReader:
             if r is None:  # the first ENTRY: its feature flags are the archive's
                 self._check_feature_flags(_ENTRY_UNPACK_FROM(buf, b)[2], off0)
                 continue
-            # the records need r bytes; asked again at the same place (a long entry, records spanning
-            # reads), ask for twice as much each time: an entry is parsed O(log size) times, not once a record
-            want = max(r, 2 * want)
+            # the records need r bytes: exactly those are read (see _GROW_FROM)
+            want = r if r < _GROW_FROM else max(r, 2 * want)
             eof = src.fill(want) < want
         entry, consumed = r
         src.bpos = b + consumed
