@@ -488,81 +488,79 @@ class CatarReader:
     def _walk(self, src: _Source, start: int, path: str, whole: bool, make: bool = True) -> Iterator[Entry]:
         src.tap = self.tap
         try:
-            yield from self._walk_inner(src, start, path, whole, make)
+            src.seek(start)
+            if whole and src.at_eof():
+                raise FormatError("archive is empty")
+            stack: list[_Frame] = []
+            entry = self._parse_entry(src, path, at_root=whole)
+            af, strict = self.feature_flags, self._strict
+            limit = src.size() if src.seekable else None
+            hasher = None if name_hash is _goodbye.name_hash else name_hash  # tests substitute a weak hash
+            batch: list[Entry] = []
+            depth = path.count("/") + 1 if path else 0
+            max_n = _BATCH if make else _BATCH_UNMADE
+            while True:
+                # the entries of a batch but the last are neither directories nor files with a payload
+                for e in batch:
+                    self._current = e
+                    yield e
+                if entry is not None:
+                    ftype = entry.mode & _IFMT
+                    self._current = entry
+                    if ftype == _IFREG and entry.size:
+                        self._payload_src = src
+                        self._payload_left = entry.size
+                        yield entry
+                        # each iterator skips what is left of its own payload (its cursor: src)
+                        if self._payload_src is src:
+                            self._payload_src = None
+                            self._payload_left = 0
+                        left = entry.payload_offset + entry.size - src.pos
+                        if left:
+                            src.skip(left)
+                    else:
+                        yield entry
+                    if ftype == _IFDIR:
+                        stack.append(_Frame(entry.path, entry.offset, depth))
+                    elif not stack:
+                        return  # a non-directory subtree is complete
+                # Records at directory level: FILENAME records and the children's entries, or GOODBYE (the
+                # directory ends): as many children as the buffer holds, up to a directory or a payload.
+                frame = stack[-1]
+                eof, want = False, 0
+                while True:
+                    r = _parse_children(src.buf, src.bpos, src.pos, eof, frame.last_name, frame.depth + 1,
+                                        frame.entry_offset, frame.prefix, limit, af, strict, hasher, max_n, make)
+                    if type(r) is tuple:
+                        break
+                    if r is False:  # the directory's GOODBYE record
+                        self._read_goodbye(src, frame)
+                        stack.pop()
+                        if stack:
+                            frame = stack[-1]
+                            eof, want = False, 0
+                            continue
+                        if whole and not src.at_eof():
+                            raise FormatError(f"trailing data after the end of the archive at offset {src.pos}")
+                        return
+                    want = r if r < _GROW_FROM else max(r, 2 * want)  # see _parse_entry
+                    eof = src.fill(want) < want
+                batch, consumed, frame.last_name, starts, hashes = r
+                frame.starts.frombytes(starts)
+                frame.hashes.frombytes(hashes)
+                buf, b = src.buf, src.bpos
+                src.bpos = b + consumed
+                src.pos += consumed
+                self._entries_at = (buf, src.pos - b - consumed, None)
+                if src.tap is not None:
+                    src.tap(memoryview(buf)[b:b + consumed])
+                entry = batch.pop() if batch else None  # (make false: None when no directory or payload ended it)
+                depth = frame.depth + 1
         finally:
             src.tap = None
             if self._payload_src is src:
                 self._payload_src = None
                 self._payload_left = 0
-
-    def _walk_inner(self, src: _Source, start: int, path: str, whole: bool, make: bool) -> Iterator[Entry]:
-        src.seek(start)
-        if whole and src.at_eof():
-            raise FormatError("archive is empty")
-        stack: list[_Frame] = []
-        entry = self._parse_entry(src, path, at_root=whole)
-        af, strict = self.feature_flags, self._strict
-        limit = src.size() if src.seekable else None
-        hasher = None if name_hash is _goodbye.name_hash else name_hash  # tests substitute a weak hash
-        batch: list[Entry] = []
-        depth = path.count("/") + 1 if path else 0
-        max_n = _BATCH if make else _BATCH_UNMADE
-        while True:
-            # the entries of a batch but the last are neither directories nor files with a payload
-            for e in batch:
-                self._current = e
-                yield e
-            if entry is not None:
-                ftype = entry.mode & _IFMT
-                self._current = entry
-                if ftype == _IFREG and entry.size:
-                    self._payload_src = src
-                    self._payload_left = entry.size
-                    yield entry
-                    if self._payload_src is src:  # each iterator skips what is left of its own payload (its cursor: src)
-                        self._payload_src = None
-                        self._payload_left = 0
-                    left = entry.payload_offset + entry.size - src.pos
-                    if left:
-                        src.skip(left)
-                else:
-                    yield entry
-                if ftype == _IFDIR:
-                    stack.append(_Frame(entry.path, entry.offset, depth))
-                elif not stack:
-                    return  # a non-directory subtree is complete
-            # Records at directory level: FILENAME records and the children's entries, or GOODBYE (the
-            # directory ends): as many children as the buffer holds, up to a directory or a payload.
-            frame = stack[-1]
-            eof, want = False, 0
-            while True:
-                r = _parse_children(src.buf, src.bpos, src.pos, eof, frame.last_name, frame.depth + 1,
-                                    frame.entry_offset, frame.prefix, limit, af, strict, hasher, max_n, make)
-                if type(r) is tuple:
-                    break
-                if r is False:  # the directory's GOODBYE record
-                    self._read_goodbye(src, frame)
-                    stack.pop()
-                    if stack:
-                        frame = stack[-1]
-                        eof, want = False, 0
-                        continue
-                    if whole and not src.at_eof():
-                        raise FormatError(f"trailing data after the end of the archive at offset {src.pos}")
-                    return
-                want = r if r < _GROW_FROM else max(r, 2 * want)  # see _parse_entry
-                eof = src.fill(want) < want
-            batch, consumed, frame.last_name, starts, hashes = r
-            frame.starts.frombytes(starts)
-            frame.hashes.frombytes(hashes)
-            buf, b = src.buf, src.bpos
-            src.bpos = b + consumed
-            src.pos += consumed
-            self._entries_at = (buf, src.pos - b - consumed, None)
-            if src.tap is not None:
-                src.tap(memoryview(buf)[b:b + consumed])
-            entry = batch.pop() if batch else None  # (make false: None when no directory or payload ended it)
-            depth = frame.depth + 1
 
     # ------------------------------------------------------------------ records
 
@@ -816,7 +814,8 @@ def c_constants() -> dict:
         raise ImportError("the C parser fills an Entry's slots directly: Entry.__init__ must only store them")
     constants.update(
         entry=Entry, entry_fields=[f.name for f in dataclasses.fields(Entry)],
-        error=FormatError, hash_key=fmt.GOODBYE_HASH_KEY, max_depth=MAX_DEPTH, acl_entry=ACLEntry, acl_default=ACLDefault,
+        error=FormatError, hash_key=fmt.GOODBYE_HASH_KEY, max_depth=MAX_DEPTH, acl_entry=ACLEntry,
+        acl_default=ACLDefault,
         header_size=_HDR, entry_size=_ENTRY_SIZE, acl_fixed=_ACL_FIXED, filename_max=fmt.FILENAME_SIZE_MAX,
         selinux_max=fmt.SELINUX_SIZE_MAX, symlink_max=fmt.SYMLINK_SIZE_MAX, item_size=_ITEM, u64_max=_U64_MAX,
         xattr_names_max=_validate.XATTR_NAMES_MAX, xattr_bytes_max=_validate.XATTR_BYTES_MAX,
