@@ -91,8 +91,6 @@ _WITH_ANY = int(_flags.WITH_MASK)
 _ENTRY_FLAG_BITS = int(_flags.WITH_FAT_ATTRS | _flags.WITH_CHATTR | _I.WITH_SUBVOLUME | _I.WITH_SUBVOLUME_RO)
 
 
-
-
 class _Source:
     """A cursor over the stream with its own read buffer.
 
