@@ -1,4 +1,4 @@
-# The C extensions (the buzhash rolling loop; batch file creation and whole-file reads) are declared here; all other metadata is in pyproject.toml.
+# The C extensions (the buzhash rolling loop; the catar decoder's record parsing; batch file creation and whole-file reads) are declared here; all other metadata is in pyproject.toml.
 from setuptools import Extension, setup
 
 setup(
@@ -7,6 +7,11 @@ setup(
             "pycatar._chunker",
             sources=["src/pycatar/_chunker.c"],
             extra_compile_args=["-O3", "-std=c99"],
+        ),
+        Extension(
+            "pycatar._catar",
+            sources=["src/pycatar/_catar.c"],
+            extra_compile_args=["-O2", "-std=gnu99", "-Wall"],
         ),
         Extension(
             "pycatar._fileio",

@@ -1028,3 +1028,93 @@ def test_view_source_gives_same_entries_and_payloads(odd_archives, odd_tree):
     # cut short: a clear error, as for a plain file
     with pytest.raises(FormatError, match="truncated"):
         read_all(Viewing(data[:len(data) // 2]))
+
+
+# --------------------------------------------------------------------------- the C parser's rules and constants
+
+
+def test_c_parser_predicates_are_validate_s():
+    """The rules the C parser (pycatar._catar) applies are pycatar.validate's, on edge and random values
+    (the encoder checks entries with validate before writing them, CATAR-60)."""
+    import random
+
+    from pycatar import _catar, validate
+
+    rng = random.Random(18)
+    u64 = [0, 1, 2, 999, 1000, 0xFFFE, 0xFFFF, 0x10000, 0xFFFFFFFE, 0xFFFFFFFF, 1 << 32, 1 << 63,
+           (1 << 64) - 2, (1 << 64) - 1, 1 << 64, -1, 10**9, 2 * 10**9, 10**6, 4096, (1 << 12) - 1, (1 << 20) - 1,
+           1 << 20] + [rng.randrange(1 << 64) for _ in range(200)] + [rng.randrange(1 << 34) * 1000 for _ in range(50)]
+    times = [int(f) for f in (F.WITH_NSEC_TIME, F.WITH_USEC_TIME, F.WITH_SEC_TIME, F.WITH_2SEC_TIME)]
+    flag_sets = [0, int(F.WITH_16BIT_UIDS), int(F.WITH_32BIT_UIDS), int(F.WITH_16BIT_UIDS | F.WITH_32BIT_UIDS)] + times
+    for af in flag_sets:
+        for v in u64:
+            assert _catar.id_ok(v, af) == validate.id_ok(v, af), (v, af)
+            for strict in (False, True):
+                assert _catar.mtime_ok(v, af, strict) == validate.mtime_ok(v, af, strict), (v, af, strict)
+    for a in u64[:30]:
+        for b in u64[:30]:
+            assert _catar.device_ok(a, b) == validate.device_ok(a, b), (a, b)
+    names = [b"", b"\0", b"a\0", b"root\0", b"0\0", b"00\0", b"9abc\0", b"_x-1\0", b"a b\0", b"a.b\0", b"ab",
+             b"a\0b\0", b"x" * 255 + b"\0", b"x" * 256 + b"\0", b"-a\0", "é\0".encode(), b"root0\0", b".a\0",
+             b"a.\0", b"user.x", b"user.", b".user", b"u" * 250 + b".x", b"u" * 260 + b".x"]
+    names += [bytes(rng.choice(b"aZ_09-.\0/\xff ") for _ in range(rng.randrange(6))) for _ in range(500)]
+    for body in names:
+        for strict in (False, True):
+            assert _catar.user_name_ok(body, strict) == validate.user_name_ok(body, strict), body
+        assert _catar.xattr_name_ok(body) == validate.xattr_name_ok(body), body
+        for maximum in (0, 1, 2, 3, 5, 4096):
+            assert _catar.cstr_ok(body, maximum) == validate.cstr_ok(body, maximum), (body, maximum)
+
+
+def test_goodbye_hash_is_siphash_2_4():
+    """goodbye.name_hash (C) is SipHash-2-4: the reference vector of its paper, and the siphash24
+    package on random names with the format's key."""
+    import random
+
+    from siphash24 import siphash24
+
+    from pycatar import _catar, goodbye
+
+    assert _catar.siphash24(bytes(range(15)), bytes(range(16))) == 0xA129CA6149BE45E5
+    rng = random.Random(43)
+    for n in list(range(40)) + [255, 256, 1000]:
+        name = rng.randbytes(n)
+        ref = siphash24(name, key=fmt.GOODBYE_HASH_KEY).intdigest() & 0xFFFFFFFFFFFFFFFF
+        assert goodbye.name_hash(name) == ref
+
+
+def test_c_parser_is_configured_from_the_declarations():
+    """pycatar._catar takes every constant from format.py (via decoder.c_constants): the offsets are
+    those of the declarations, and a configuration that does not match its Entry fields is refused."""
+    from pycatar import _catar
+    from pycatar.entry import Entry
+
+    c = decoder.c_constants()
+    assert c["Entry.mode"] == struct.calcsize("<QQQ") and c["GoodbyeTail.marker"] == 16
+    assert c["ENTRY"] == int(fmt.RecordType.ENTRY) and c["entry_size"] == fmt.Entry.sizeof()
+    assert c["hash_key"] == fmt.GOODBYE_HASH_KEY
+    try:
+        for bad in ({"entry_fields": c["entry_fields"][::-1]}, {"entry_fields": c["entry_fields"][:-1]},
+                    {"kinds": "no list"}, {"hash_key": b"short"}):
+            with pytest.raises((ValueError, TypeError)):
+                _catar.configure(c | bad)
+    finally:
+        _catar.configure(c)
+    (root, _), (f, data) = read_all(build([(b"f", ("file", b"xyz"))]))
+    assert type(f) is Entry and f == Entry("f", f.mode, f.feature_flags, uid=f.uid, gid=f.gid, mtime=f.mtime, size=3,
+                                           offset=f.offset, payload_offset=f.payload_offset)
+
+
+def test_long_entry_through_tiny_reads_is_parsed_in_linear_time():
+    """An entry whose records span many reads (4000 xattrs, 4 MB, through a pipe giving 4 KiB a read):
+    the C parser is asked again with twice the bytes each time it needs more, not once a record."""
+    import time
+
+    ff = F0 | int(F.WITH_XATTRS)
+    xattrs = b"".join(rec(T.XATTR, b"user.k%05d\0" % i + bytes(1000)) for i in range(4000))
+    data = build([(b"f", ("file", b"x", xattrs)), (b"g", ("file", b"y"))], ff=ff)
+    start = time.process_time()
+    with deadline(60):
+        got = read_all(NonSeekable(data, 4096))
+    assert [len(e.xattrs) for e, _ in got] == [0, 4000, 0]
+    assert time.process_time() - start < 5

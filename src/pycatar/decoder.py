@@ -16,20 +16,21 @@ exactly like casync's ``ca_decoder_current_*`` accessors).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat as _stat
-import sys
 from array import array
-from bisect import bisect_left
 from typing import Iterator
 
 
+from . import _catar
 from . import flags as _flags
 from . import format as fmt
 from . import validate as _validate
 from .entry import ACLDefault, ACLEntry, Entry
 from .errors import FormatError, UnsupportedError
-from .goodbye import bst_layout, inorder_slots, name_hash
+from . import goodbye as _goodbye
+from .goodbye import bst_layout, name_hash
 
 __all__ = ["CatarReader", "name_hash", "bst_layout", "MAX_DEPTH", "PAYLOAD_PIECE"]
 
@@ -39,11 +40,21 @@ PAYLOAD_PIECE = 1 << 20
 MAX_DEPTH = _validate.MAX_DEPTH
 
 _SEQ_READAHEAD = 1 << 20  # sequential iteration: large reads
+# sequential iteration: children parsed in one call, at most.  A batch's objects (an Entry and five lists
+# each) stay below the garbage collector's threshold of 700 allocations: iteration alone never makes it
+# run (with 256 a batch, collections took a third of the time of `pycatar list`)
+_BATCH = 64
+_BATCH_UNMADE = 4096  # the same without entries (consume): nothing for the collector
 _RANDOM_READAHEAD = 4096  # lookups: read little beyond what is needed
+# When the C parser needs more bytes it says how many, from the start of the entry (or batch) it parses
+# again.  Below this, exactly those are read: a lookup without read-ahead reads no byte beyond its
+# records (a mounted .caidx fetches no payload-only chunk).  From it on, twice as many each time it is
+# asked again at the same place: a long entry (records spanning many reads) is parsed O(log n) times,
+# not once a record
+_GROW_FROM = 64 << 10
 
 _U64_MAX = 0xFFFFFFFFFFFFFFFF
 _T = fmt.RecordType
-_ENTRY = int(_T.ENTRY)
 _USER = int(_T.USER)
 _GROUP = int(_T.GROUP)
 _XATTR = int(_T.XATTR)
@@ -58,8 +69,6 @@ _QUOTA_PROJID = int(_T.QUOTA_PROJID)
 _SELINUX = int(_T.SELINUX)
 _SYMLINK = int(_T.SYMLINK)
 _DEVICE = int(_T.DEVICE)
-_PAYLOAD = int(_T.PAYLOAD)
-_FILENAME = int(_T.FILENAME)
 _GOODBYE = int(_T.GOODBYE)
 _TAIL_MARKER = int(_T.GOODBYE_TAIL_MARKER)
 
@@ -73,22 +82,13 @@ _GOODBYE_MIN = _HDR + _ITEM  # header plus tail, no items
 _ACL_FIXED = fmt.ACL_ENTRY_FIXED_SIZE
 _ITEMS = fmt.GOODBYE_ITEM  # struct of one GOODBYE item
 _HEADER_AT = fmt.HEADER.unpack_from
-_ENTRY_UNPACK = fmt.ENTRY.unpack
+_ENTRY_UNPACK_FROM = fmt.ENTRY.unpack_from
 _ENTRY_SIZE = fmt.ENTRY_SIZE
-_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()  # os.fsdecode's
 _IFMT = 0o170000
-_IFREG, _IFDIR, _IFLNK = _stat.S_IFREG, _stat.S_IFDIR, _stat.S_IFLNK
-_WITH_NSEC = int(_I.WITH_NSEC_TIME)
+_IFREG, _IFDIR = _stat.S_IFREG, _stat.S_IFDIR
 
-_WITH_UIDS = int(_I.WITH_16BIT_UIDS | _I.WITH_32BIT_UIDS)
 _WITH_ANY = int(_flags.WITH_MASK)
-_WITH_TIMES = int(_I.WITH_NSEC_TIME | _I.WITH_USEC_TIME | _I.WITH_SEC_TIME | _I.WITH_2SEC_TIME)
 _ENTRY_FLAG_BITS = int(_flags.WITH_FAT_ATTRS | _flags.WITH_CHATTR | _I.WITH_SUBVOLUME | _I.WITH_SUBVOLUME_RO)
-
-
-_cstr_ok = _validate.cstr_ok
-_user_name_ok = _validate.user_name_ok
-_xattr_name_ok = _validate.xattr_name_ok
 
 
 class _Source:
@@ -278,10 +278,10 @@ class _Frame:
     next FILENAME record, or the GOODBYE record, starts), so their FILENAME offsets and name hashes
     are all the GOODBYE check needs: two compact arrays, 16 bytes a child (CATAR-43)."""
 
-    __slots__ = ("path", "entry_offset", "starts", "hashes", "last_name", "depth")
+    __slots__ = ("prefix", "entry_offset", "starts", "hashes", "last_name", "depth")
 
     def __init__(self, path: str, entry_offset: int, depth: int):
-        self.path = path
+        self.prefix = f"{path}/" if path else ""  # of the children's paths
         self.entry_offset = entry_offset
         self.starts = array("Q")  # offsets of the children's FILENAME records, increasing
         self.hashes = array("Q")  # their names' goodbye hashes
@@ -341,9 +341,10 @@ class CatarReader:
         # the regular file just yielded: its cursor and how much payload is left unread
         self._payload_src: _Source | None = None
         self._payload_left = 0
-        #: raw bytes of the records of the entry just yielded (ENTRY up to and including the PAYLOAD header,
-        #: SYMLINK or DEVICE record); what casync's hardlink digest covers before the payload
-        self.entry_bytes: bytes = b""
+        # the entry just yielded or parsed, and the buffer it was parsed from with the stream offset of
+        # its first byte (entry_bytes)
+        self._current: Entry | None = None
+        self._entries_at: tuple = (b"", 0, None)  # and the extent end it was parsed with
         #: if set, called with every byte sequential iteration (``iter``, :meth:`iter_subtree`) consumes,
         #: in stream order, payloads included (they are then read rather than skipped)
         self.tap = None
@@ -468,118 +469,118 @@ class CatarReader:
 
     # ------------------------------------------------------------------ iteration
 
-    def _walk(self, src: _Source, start: int, path: str, whole: bool) -> Iterator[Entry]:
+    def consume(self, entry: Entry | None = None) -> None:
+        """Read the whole archive (or ``entry``, found by :meth:`lookup`, and everything below it) as
+        iteration does -- every record checked, every byte passed to :attr:`tap` -- without making an
+        Entry for each file (``casync digest``)."""
+        if entry is None:
+            walk = self._walk(self._src, 0, "", whole=True, make=False)
+        else:
+            if entry.offset is None:
+                raise ValueError("entry has no archive offset")
+            self._read_root(self._random_source())  # the archive's feature flags
+            walk = self._walk(self._random_source(_SEQ_READAHEAD), entry.offset, entry.path, whole=False, make=False)
+        for _ in walk:  # only directories and files with a payload come out
+            pass
+
+    def _walk(self, src: _Source, start: int, path: str, whole: bool, make: bool = True) -> Iterator[Entry]:
         src.tap = self.tap
         try:
-            yield from self._walk_inner(src, start, path, whole)
+            src.seek(start)
+            if whole and src.at_eof():
+                raise FormatError("archive is empty")
+            stack: list[_Frame] = []
+            entry = self._parse_entry(src, path, at_root=whole)
+            af, strict = self.feature_flags, self._strict
+            limit = src.size() if src.seekable else None
+            hasher = None if name_hash is _goodbye.name_hash else name_hash  # tests substitute a weak hash
+            batch: list[Entry] = []
+            depth = path.count("/") + 1 if path else 0
+            max_n = _BATCH if make else _BATCH_UNMADE
+            while True:
+                # the entries of a batch but the last are neither directories nor files with a payload
+                for e in batch:
+                    self._current = e
+                    yield e
+                if entry is not None:
+                    ftype = entry.mode & _IFMT
+                    self._current = entry
+                    if ftype == _IFREG and entry.size:
+                        self._payload_src = src
+                        self._payload_left = entry.size
+                        yield entry
+                        # each iterator skips what is left of its own payload (its cursor: src)
+                        if self._payload_src is src:
+                            self._payload_src = None
+                            self._payload_left = 0
+                        left = entry.payload_offset + entry.size - src.pos
+                        if left:
+                            src.skip(left)
+                    else:
+                        yield entry
+                    if ftype == _IFDIR:
+                        stack.append(_Frame(entry.path, entry.offset, depth))
+                    elif not stack:
+                        return  # a non-directory subtree is complete
+                # Records at directory level: FILENAME records and the children's entries, or GOODBYE (the
+                # directory ends): as many children as the buffer holds, up to a directory or a payload.
+                frame = stack[-1]
+                eof, want = False, 0
+                while True:
+                    r = _parse_children(src.buf, src.bpos, src.pos, eof, frame.last_name, frame.depth + 1,
+                                        frame.entry_offset, frame.prefix, limit, af, strict, hasher, max_n, make)
+                    if type(r) is tuple:
+                        break
+                    if r is False:  # the directory's GOODBYE record
+                        self._read_goodbye(src, frame)
+                        stack.pop()
+                        if stack:
+                            frame = stack[-1]
+                            eof, want = False, 0
+                            continue
+                        if whole and not src.at_eof():
+                            raise FormatError(f"trailing data after the end of the archive at offset {src.pos}")
+                        return
+                    want = r if r < _GROW_FROM else max(r, 2 * want)  # see _parse_entry
+                    eof = src.fill(want) < want
+                batch, consumed, frame.last_name, starts, hashes = r
+                frame.starts.frombytes(starts)
+                frame.hashes.frombytes(hashes)
+                buf, b = src.buf, src.bpos
+                src.bpos = b + consumed
+                src.pos += consumed
+                self._entries_at = (buf, src.pos - b - consumed, None)
+                if src.tap is not None:
+                    src.tap(memoryview(buf)[b:b + consumed])
+                entry = batch.pop() if batch else None  # (make false: None when no directory or payload ended it)
+                depth = frame.depth + 1
         finally:
             src.tap = None
             if self._payload_src is src:
                 self._payload_src = None
                 self._payload_left = 0
 
-    def _walk_inner(self, src: _Source, start: int, path: str, whole: bool) -> Iterator[Entry]:
-        src.seek(start)
-        if whole and src.at_eof():
-            raise FormatError("archive is empty")
-        stack: list[_Frame] = []
-        depth = path.count("/") + 1 if path else 0
-        cur_path = path
-        while True:
-            entry = self._parse_entry(src, cur_path, at_root=(whole and not stack))
-            ftype = entry.mode & _IFMT
-            if ftype == _IFREG and entry.size:
-                self._payload_src = src
-                self._payload_left = entry.size
-                yield entry
-                if self._payload_src is src:  # each iterator skips what is left of its own payload (its cursor: src)
-                    self._payload_src = None
-                    self._payload_left = 0
-                left = entry.payload_offset + entry.size - src.pos
-                if left:
-                    src.skip(left)
-            else:
-                yield entry
-            if ftype == _IFDIR:
-                stack.append(_Frame(cur_path, entry.offset, depth))
-            elif not stack:
-                return  # a non-directory subtree is complete
-            # Records at directory level: FILENAME (the next child) or GOODBYE (the directory ends).
-            while True:
-                frame = stack[-1]
-                hdr = src.header()
-                if hdr is None:
-                    raise FormatError(
-                        f"archive truncated at offset {src.pos}: directory at offset {frame.entry_offset} "
-                        "has no GOODBYE record"
-                    )
-                size, rtype = hdr
-                if rtype == _FILENAME:
-                    name_off = src.pos
-                    name = self._read_filename(src, None)
-                    if frame.last_name is not None and name <= frame.last_name:
-                        kind = "duplicate" if name == frame.last_name else "out of order"
-                        raise FormatError(
-                            f"file name {os.fsdecode(name)!r} at offset {name_off} is {kind} in its directory"
-                        )
-                    frame.last_name = name
-                    if frame.depth + 1 > MAX_DEPTH:
-                        raise FormatError(f"archive nests deeper than {MAX_DEPTH} directories at offset {name_off}")
-                    frame.starts.append(name_off)
-                    frame.hashes.append(name_hash(name))
-                    comp = name.decode(_FS_ENCODING, _FS_ERRORS)
-                    cur_path = f"{frame.path}/{comp}" if frame.path else comp
-                    depth = frame.depth + 1
-                    break
-                if rtype == _GOODBYE:
-                    self._read_goodbye(src, frame)
-                    stack.pop()
-                    if stack:
-                        continue
-                    if whole and not src.at_eof():
-                        raise FormatError(f"trailing data after the end of the archive at offset {src.pos}")
-                    return
-                raise FormatError(
-                    f"unexpected {self._type_name(rtype)} record at offset {src.pos} in the directory at "
-                    f"offset {frame.entry_offset} (expected FILENAME or GOODBYE)"
-                )
-
     # ------------------------------------------------------------------ records
-
-    @staticmethod
-    def _type_name(rtype: int) -> str:
-        try:
-            return fmt.RecordType(rtype).name
-        except ValueError:
-            return f"unknown (0x{rtype:016x})"
 
     def _read_filename(self, src: _Source, end: int | None) -> bytes:
         off = src.pos
-        hdr = src.header()
-        if hdr is None:
-            raise FormatError(f"archive truncated at offset {off}: FILENAME header missing")
-        size, rtype = hdr
-        if rtype != _FILENAME:
-            raise FormatError(f"expected FILENAME record at offset {off}, found {self._type_name(rtype)}")
-        if size < _HDR + 2 or size > fmt.FILENAME_SIZE_MAX:
-            raise FormatError(f"FILENAME record at offset {off} has invalid size {size}")
-        if end is not None and off + size > end:
-            raise FormatError(f"FILENAME record at offset {off} overruns its GOODBYE item")
-        record = src.read(size, "FILENAME record")
-        if record[-1] != 0:
-            raise FormatError(f"FILENAME at offset {off} is not NUL-terminated")
-        name = record[_HDR:-1]
-        if b"\0" in name or b"/" in name or name == b"." or name == b"..":
-            raise FormatError(f"FILENAME at offset {off} is not a single path component: {os.fsdecode(name)!r}")
-        return name
+        eof, want = False, 0
+        while True:
+            r = _parse_filename(src.buf, src.bpos, off, eof, end)
+            if type(r) is bytes:
+                break
+            want = r if r < _GROW_FROM else max(r, 2 * want)  # see _parse_entry
+            eof = src.fill(want) < want
+        src.read(len(r) + _HDR + 1)
+        return r
 
     def _read_goodbye(self, src: _Source, frame: _Frame) -> None:
         """Read a directory's GOODBYE record and check it against what iteration saw (CATAR-43): one item
         per child, each giving that child's extent and name hash, laid out as the search tree of the
-        items sorted by hash (goodbye.inorder_slots visits the slots in that order)."""
+        items sorted by hash (_catar.check_goodbye)."""
         start = src.pos
         size, _ = fmt.HEADER.unpack(src.peek(_HDR))
-        starts, hashes = frame.starts, frame.hashes
+        starts = frame.starts
         n = len(starts)
         expected = _HDR + _ITEM * (n + 1)
         if size != expected:
@@ -587,31 +588,9 @@ class CatarReader:
                 f"GOODBYE record at offset {start} has size {size}, expected {expected} for {n} entries"
             )
         data = src.read(size, "GOODBYE record")
-        entry_offset, tail_size, marker = fmt.GOODBYE_TAIL.unpack_from(data, size - _ITEM)
-        if marker != _TAIL_MARKER:
-            raise FormatError(f"GOODBYE record at offset {start} lacks the tail marker")
-        if tail_size != size:
-            raise FormatError(f"GOODBYE tail at offset {start} repeats size {tail_size}, record has {size}")
-        if entry_offset != start - frame.entry_offset:
-            raise FormatError(
-                f"GOODBYE tail at offset {start} points to offset {start - entry_offset}, "
-                f"the directory starts at {frame.entry_offset}"
-            )
-        if not n:
-            return
-        starts.append(start)  # the last child ends where the GOODBYE record starts
-        seen = bytearray(n)
-        unpack = _ITEMS.unpack_from
-        prev = 0
-        for slot in inorder_slots(n):
-            offset, item_size, h = unpack(data, _HDR + slot * _ITEM)
-            child = start - offset
-            j = bisect_left(starts, child, 0, n)
-            if (h < prev or j == n or starts[j] != child or seen[j] or hashes[j] != h
-                    or starts[j + 1] - child != item_size):
-                raise FormatError(f"GOODBYE table at offset {start} does not match the directory's entries")
-            seen[j] = 1
-            prev = h
+        if n:
+            starts.append(start)  # the last child ends where the GOODBYE record starts
+        _check_goodbye(data, start, frame.entry_offset, starts, frame.hashes)
 
     def _locate_goodbye(self, src: _Source, dir_start: int, dir_end: int) -> tuple[int, int]:
         """Find a directory's GOODBYE record from the end of the directory (its tail comes last);
@@ -719,270 +698,50 @@ class CatarReader:
     # ------------------------------------------------------------------ one entry
 
     def _parse_entry(self, src: _Source, path: str, *, at_root: bool, end: int | None = None) -> Entry:
-        """Parse ENTRY and its follow-up records (CATAR-10..CATAR-30).  Leaves the cursor behind the
-        PAYLOAD header, SYMLINK or DEVICE record, or before the FILENAME/GOODBYE record that follows."""
+        """Parse ENTRY and its follow-up records (CATAR-10..CATAR-31: _catar.parse_entry does it all).
+        Leaves the cursor behind the PAYLOAD header, SYMLINK or DEVICE record, or before the
+        FILENAME/GOODBYE record that follows."""
         off0 = src.pos
-        raw: list[bytes] = []
-
-        hdr = src.header()
-        if hdr is None:
-            raise FormatError(f"archive truncated at offset {off0}: ENTRY record missing")
-        size, rtype = hdr
-        if rtype != _ENTRY:
-            raise _fail(off0, f"expected ENTRY record, found {self._type_name(rtype)}")
-        if size != _ENTRY_SIZE:
-            raise _fail(off0, f"ENTRY record has size {size}, expected {_ENTRY_SIZE}")
-        data = src.read(size, "ENTRY record")
-        raw.append(data)
-        _, _, feature_flags, mode, eflags, uid, gid, mtime = _ENTRY_UNPACK(data)
-        if feature_flags != self.feature_flags:
-            self._check_feature_flags(feature_flags, off0)
-        af = self.feature_flags
-        ok = self._checked  # (mode, flags) pairs and ids already found valid for these feature flags
-        if (mode, eflags) not in ok:
-            self._check_mode(mode, eflags, af, off0)
-            if eflags & ~(af & _ENTRY_FLAG_BITS):
-                raise _fail(off0, f"ENTRY flags 0x{eflags:x} are not covered by the feature flags")
-            ok.add((mode, eflags))
-        if uid not in ok:
-            self._check_id(uid, af, "uid", off0)
-            ok.add(uid)
-        if gid not in ok:
-            self._check_id(gid, af, "gid", off0)
-            ok.add(gid)
-        if not af & _WITH_NSEC or mtime == _U64_MAX:
-            self._check_mtime(mtime, af, off0)
-
-        e = Entry(path=path, mode=mode, feature_flags=feature_flags, flags=eflags, uid=uid, gid=gid,
-                  mtime=mtime, offset=off0)
-        ftype = mode & _IFMT
-        is_reg = ftype == _IFREG
-        is_dir = ftype == _IFDIR
-        is_lnk = ftype == _IFLNK
-        is_dev = ftype == _stat.S_IFBLK or ftype == _stat.S_IFCHR
-        last_rank = 0
-        have_acl = False
-        have_payload = have_symlink = have_device = have_dir_end = False
-        last_xattr: bytes | None = None
-        last_acl: dict[int, tuple] = {}
-        xattr_names = xattr_bytes = acl_access = acl_default = 0  # CATAR-31 limits
-
+        limit = src.size() if src.seekable else None
+        eof, want = False, 0
         while True:
-            at = src.pos
-            if end is not None and at == end:
-                break  # the entry's extent (known from a GOODBYE item) is exhausted
-            hdr = src.header()
-            if hdr is None:
-                raise FormatError(f"archive truncated at offset {at}: entry at offset {off0} is incomplete")
-            size, rtype = hdr
-            if size < _HDR or size == _U64_MAX:
-                raise _fail(off0, f"record header has invalid size {size}", at)
-            if end is not None and rtype != _PAYLOAD and at + size > end:
-                raise _fail(off0, "record overruns the extent given by its GOODBYE item", at)
-
-            if rtype == _FILENAME or rtype == _GOODBYE:
-                have_dir_end = True
+            buf, b = src.buf, src.bpos
+            r = _parse_entry(buf, b, off0, eof, end, limit, self.feature_flags, at_root, self._strict, path)
+            if type(r) is tuple:
                 break
-            if rtype == _ENTRY:
-                raise _fail(off0, "second ENTRY record inside one entry", at)
+            if r is None:  # the first ENTRY: its feature flags are the archive's
+                self._check_feature_flags(_ENTRY_UNPACK_FROM(buf, b)[2], off0)
+                continue
+            # the records need r bytes: exactly those are read (see _GROW_FROM)
+            want = r if r < _GROW_FROM else max(r, 2 * want)
+            eof = src.fill(want) < want
+        entry, consumed = r
+        src.bpos = b + consumed
+        src.pos = off0 + consumed
+        self._entries_at = (buf, off0 - b, end)
+        self._current = entry
+        if src.tap is not None:
+            src.tap(memoryview(buf)[b:b + consumed])
+        return entry
 
-            if rtype == _PAYLOAD:
-                if not is_reg:
-                    raise _fail(off0, "PAYLOAD record for a file that is not a regular file", at)
-                raw.append(src.read(_HDR, "PAYLOAD header"))
-                e.size = size - _HDR
-                e.payload_offset = src.pos
-                if src.seekable and e.payload_offset + e.size > src.size():
-                    raise FormatError(
-                        f"archive truncated: payload at offset {e.payload_offset} needs {e.size} bytes, "
-                        f"only {src.size() - e.payload_offset} left"
-                    )
-                have_payload = True
-                break
-
-            limit, fixed = _LIMITS.get(rtype, (None, None))
-            if limit is None:
-                raise _fail(off0, f"unknown record type 0x{rtype:016x}", at)
-            if fixed and size != limit:
-                raise _fail(off0, f"{self._type_name(rtype)} record has size {size}, expected {limit}", at)
-            if size > limit:
-                raise _fail(off0, f"{self._type_name(rtype)} record of size {size} exceeds the limit {limit}", at)
-
-            # order (CATAR-11): ranks must not decrease; only repeatable records may repeat
-            if rtype == _SYMLINK or rtype == _DEVICE:
-                if not (is_lnk if rtype == _SYMLINK else is_dev):
-                    raise _fail(off0, f"{self._type_name(rtype)} record for a file of another type", at)
-            else:
-                rank = _RANK[rtype]
-                if rank < last_rank or (rank == last_rank and rtype not in _REPEATABLE):
-                    raise _fail(off0, f"{self._type_name(rtype)} record out of order or repeated", at)
-                last_rank = rank
-
-            data = src.read(size, f"{self._type_name(rtype)} record")
-            raw.append(data)
-            body = data[_HDR:]
-
-            if rtype == _USER or rtype == _GROUP:
-                if not af & _I.WITH_USER_NAMES:
-                    raise _fail(off0, f"{self._type_name(rtype)} record without the user-names feature", at)
-                if not _user_name_ok(body, self._strict):
-                    raise _fail(off0, f"{self._type_name(rtype)} record holds an invalid name", at)
-                name = os.fsdecode(body[:-1])
-                if rtype == _USER:
-                    e.user = name
-                else:
-                    e.group = name
-            elif rtype == _XATTR:
-                if not af & _I.WITH_XATTRS:
-                    raise _fail(off0, "XATTR record without the xattrs feature", at)
-                if size < _HDR + 4:
-                    raise _fail(off0, f"XATTR record has invalid size {size}", at)
-                nul = body.find(b"\0", 0, min(256, len(body)))
-                if nul < 0:
-                    raise _fail(off0, "XATTR name is not NUL-terminated within 256 bytes", at)
-                xname = body[:nul]
-                if not _xattr_name_ok(xname):
-                    raise _fail(off0, f"XATTR name {os.fsdecode(xname)!r} is invalid", at)
-                if last_xattr is not None and xname <= last_xattr:
-                    raise _fail(off0, "XATTR records are not strictly ordered by name", at)
-                last_xattr = xname
-                xattr_names += nul + 1
-                xattr_bytes += size - _HDR
-                if xattr_names > _validate.XATTR_NAMES_MAX or xattr_bytes > _validate.XATTR_BYTES_MAX:
-                    raise _fail(off0, f"the entry's xattrs exceed the limits of {_validate.XATTR_NAMES_MAX} bytes of "
-                               f"names and {_validate.XATTR_BYTES_MAX} bytes in all (CATAR-31)", at)
-                e.xattrs.append((xname, body[nul + 1:]))
-            elif rtype in _ACL_LISTS:
-                if not af & _I.WITH_ACL:
-                    raise _fail(off0, f"{self._type_name(rtype)} record without the acl feature", at)
-                if size < _ACL_FIXED:
-                    raise _fail(off0, f"{self._type_name(rtype)} record has invalid size {size}", at)
-                _, _, ident, perms = fmt.ACL_USER.unpack_from(data)
-                aname = None
-                if size > _ACL_FIXED:
-                    nbody = data[_ACL_FIXED:]
-                    if not af & _I.WITH_USER_NAMES or not _user_name_ok(nbody, self._strict):
-                        raise _fail(off0, f"{self._type_name(rtype)} record holds an invalid name", at)
-                    aname = nbody[:-1]
-                self._check_id(ident, af, "ACL id", at)
-                if perms & ~7:
-                    raise _fail(off0, f"{self._type_name(rtype)} record has invalid permissions 0x{perms:x}", at)
-                if rtype == _ACL_USER or rtype == _ACL_GROUP:
-                    acl_access += 1
-                else:
-                    acl_default += 1
-                if acl_access > _validate.ACL_NAMED_MAX or acl_default > _validate.ACL_NAMED_MAX:
-                    raise _fail(off0, f"the entry's ACL has more than {_validate.ACL_NAMED_MAX} named entries "
-                                      "(CATAR-31)", at)
-                key = (ident, aname is not None, aname or b"", perms)
-                prev = last_acl.get(rtype)
-                if prev is not None and key <= prev:
-                    raise _fail(off0, f"{self._type_name(rtype)} records are not strictly ordered", at)
-                last_acl[rtype] = key
-                ace = ACLEntry(ident, perms, os.fsdecode(aname) if aname is not None else None)
-                {_ACL_USER: e.acl_user, _ACL_GROUP: e.acl_group, _ACL_DEFAULT_USER: e.acl_default_user,
-                 _ACL_DEFAULT_GROUP: e.acl_default_group}[rtype].append(ace)
-                have_acl = True
-            elif rtype == _ACL_GROUP_OBJ:
-                if not af & _I.WITH_ACL:
-                    raise _fail(off0, "ACL_GROUP_OBJ record without the acl feature", at)
-                (_, _, perms) = fmt.ACL_GROUP_OBJ.unpack(data)
-                if perms & ~7:
-                    raise _fail(off0, "ACL_GROUP_OBJ record has invalid permissions", at)
-                e.acl_group_obj = perms
-                have_acl = True
-            elif rtype == _ACL_DEFAULT:
-                if not af & _I.WITH_ACL:
-                    raise _fail(off0, "ACL_DEFAULT record without the acl feature", at)
-                _, _, u, g, o, m = fmt.ACL_DEFAULT.unpack(data)
-                if u & ~7 or g & ~7 or o & ~7 or (m != fmt.ACL_PERMISSION_UNSET and m & ~7):
-                    raise _fail(off0, "ACL_DEFAULT record has invalid permissions", at)
-                e.acl_default = ACLDefault(u, g, o, m)
-                have_acl = True
-            elif rtype == _SELINUX:
-                if not af & _I.WITH_SELINUX:
-                    raise _fail(off0, "SELINUX record without the selinux feature", at)
-                if not _cstr_ok(body, fmt.SELINUX_SIZE_MAX - _HDR):
-                    raise _fail(off0, "SELINUX label is empty or not a NUL-terminated string", at)
-                e.selinux = os.fsdecode(body[:-1])
-            elif rtype == _FCAPS:
-                if not af & _I.WITH_FCAPS:
-                    raise _fail(off0, "FCAPS record without the fcaps feature", at)
-                e.fcaps = body
-            elif rtype == _QUOTA_PROJID:
-                if not af & _I.WITH_QUOTA_PROJID:
-                    raise _fail(off0, "QUOTA_PROJID record without the quota-projid feature", at)
-                (_, _, projid) = fmt.QUOTA_PROJID.unpack(data)
-                if projid == 0 or projid > 0xFFFFFFFF:
-                    raise _fail(off0, f"QUOTA_PROJID record has invalid project id {projid}", at)
-                e.quota_projid = projid
-            elif rtype == _SYMLINK:
-                if not af & _I.WITH_SYMLINKS:
-                    raise _fail(off0, "SYMLINK record without the symlinks feature", at)
-                if not _cstr_ok(body, fmt.SYMLINK_SIZE_MAX - _HDR):
-                    raise _fail(off0, "SYMLINK target is empty or not a NUL-terminated string", at)
-                e.target = os.fsdecode(body[:-1])
-                have_symlink = True
-                break
-            else:  # _DEVICE
-                if not af & _I.WITH_DEVICE_NODES:
-                    raise _fail(off0, "DEVICE record without the device-nodes feature", at)
-                _, _, major, minor = fmt.DEVICE.unpack(data)
-                if not _validate.device_ok(major, minor):
-                    raise _fail(off0, f"DEVICE record has invalid numbers {major}:{minor}", at)
-                e.rdev_major, e.rdev_minor = major, minor
-                have_device = True
-                break
-
-        # completeness (CATAR-12, CATAR-13)
-        if (af & _I.WITH_USER_NAMES and not af & _WITH_UIDS and (e.user is None or e.group is None)
-                and self._strict):
-            raise _fail(off0, "entry lacks USER/GROUP records although names are the only owner information")
-        if is_reg and not have_payload:
-            raise _fail(off0, "regular file without PAYLOAD record")
-        if is_dir and not have_dir_end:
-            raise _fail(off0, "directory without FILENAME or GOODBYE record")
-        if is_lnk and not have_symlink:
-            raise _fail(off0, "symlink without SYMLINK record")
-        if is_dev and not have_device:
-            raise _fail(off0, "device node without DEVICE record")
-        if eflags and not (is_reg or is_dir):
-            raise _fail(off0, "ENTRY flags set for a file that is neither regular file nor directory")
-        if at_root and not is_dir:
-            raise _fail(off0, "the top-level entry is not a directory")
-        if last_rank:  # metadata records were read
-            self._check_metadata(e, is_reg, is_dir, is_lnk, have_acl, off0)
-
-        self.entry_bytes = b"".join(raw)
-        return e
-
-    @staticmethod
-    def _check_metadata(e: Entry, is_reg: bool, is_dir: bool, is_lnk: bool, have_acl: bool, off0: int) -> None:
-        """CATAR-13: the metadata records of one entry fit its file type and each other."""
-        if e.fcaps is not None and not is_reg:
-            raise _fail(off0, "FCAPS record for a file that is not a regular file")
-        if e.quota_projid is not None and not (is_reg or is_dir):
-            raise _fail(off0, "QUOTA_PROJID record for a file that is neither regular file nor directory")
-        if is_lnk and (e.xattrs or have_acl):
-            raise _fail(off0, "xattrs or ACLs on a symlink")
-        if (e.acl_user or e.acl_group) and e.acl_group_obj is None:
-            raise _fail(off0, "named ACL entries without ACL_GROUP_OBJ record")
-        if (e.acl_default_user or e.acl_default_group) and (
-            e.acl_default is None or e.acl_default.mask == fmt.ACL_PERMISSION_UNSET
-        ):
-            raise _fail(off0, "named default ACL entries without a default ACL mask")
-        if (e.acl_default_user or e.acl_default_group or e.acl_default is not None) and not is_dir:
-            raise _fail(off0, "default ACL on a file that is not a directory")
+    @property
+    def entry_bytes(self) -> bytes:
+        """Raw bytes of the records of the entry just yielded or parsed (ENTRY up to and including the
+        PAYLOAD header, SYMLINK or DEVICE record): what casync's hardlink digest covers before the payload.
+        They are still in the buffer the entry was parsed from; parsing them again gives their length."""
+        entry = self._current
+        if entry is None:
+            return b""
+        buf, base, end = self._entries_at
+        b = entry.offset - base
+        r = _parse_entry(buf, b, entry.offset, True, end, None, self.feature_flags, False, self._strict, entry.path)
+        return bytes(buf[b:b + r[1]])
 
     # ------------------------------------------------------------------ field checks
 
     def _check_feature_flags(self, ff: int, off: int) -> None:
-        if self.feature_flags is not None:
-            if ff != self.feature_flags:
-                raise FormatError(
-                    f"ENTRY at offset {off} has feature flags 0x{ff:x}, the archive's are 0x{self.feature_flags:x}"
-                )
-            return
+        """The first ENTRY's feature flags become the archive's (every later ENTRY must repeat them:
+        _catar.parse_entry checks that)."""
         if ff == _U64_MAX or ff & ~int(_flags.FLAGS_MAX):
             raise FormatError(f"archive uses unsupported feature flags 0x{ff:x} (ENTRY at offset {off})")
         if ff & _I.SHA512_256 and ff & _I.DIGEST_BLAKE3:
@@ -996,50 +755,6 @@ class CatarReader:
         replay = _flags.normalize_mask(ff) & self._mask
         self.replay_flags = _flags.normalize(replay & int(_flags.FLAGS_MAX))
 
-    @staticmethod
-    def _check_mode(m: int, eflags: int, af: int, off: int) -> None:
-        def bad(why: str) -> FormatError:
-            return FormatError(f"ENTRY at offset {off} has invalid mode 0o{m:o}: {why}")
-
-        if m & ~0o177777:
-            raise bad("unknown bits")
-        t = _stat.S_IFMT(m)
-        need = _MODE_FEATURE.get(t)
-        if need is None:
-            raise bad("unknown file type")
-        if need and not af & need:
-            raise bad("file type not enabled by the feature flags")
-        if t != _stat.S_IFDIR and eflags & _I.WITH_SUBVOLUME:
-            raise bad("subvolume flag on a non-directory")
-        perms = m & 0o7777
-        if t == _stat.S_IFLNK:
-            if perms != 0o777:
-                raise bad("symlinks have mode 0777")
-            return
-        if af & (_I.WITH_PERMISSIONS | _I.WITH_ACL):
-            return
-        isdir = t == _stat.S_IFDIR
-        if perms == (0o777 if isdir else 0o666):
-            return
-        if af & _I.WITH_READ_ONLY and perms == (0o555 if isdir else 0o444):
-            return
-        raise bad("permission bits not representable with the feature flags")
-
-    @staticmethod
-    def _check_id(v: int, af: int, what: str, off: int) -> None:
-        if not _validate.id_ok(v, af):
-            raise FormatError(f"record at offset {off} has invalid {what} {v}")
-
-    def _check_mtime(self, t: int, af: int, off: int) -> None:
-        if not _validate.mtime_ok(t, af, self._strict):
-            raise FormatError(f"ENTRY at offset {off} has an mtime ({t}) finer than the feature flags allow")
-
-
-def _fail(off0: int, msg: str, at: int | None = None) -> FormatError:
-    return FormatError(f"{msg} (record at offset {off0 if at is None else at})")
-
-
-_ACL_LISTS = frozenset((_ACL_USER, _ACL_GROUP, _ACL_DEFAULT_USER, _ACL_DEFAULT_GROUP))
 
 # record type -> (size limit, size is fixed)
 _LIMITS = {
@@ -1075,3 +790,43 @@ _MODE_FEATURE = {
     _stat.S_IFIFO: int(_I.WITH_FIFOS),
     _stat.S_IFSOCK: int(_I.WITH_SOCKETS),
 }
+
+
+def c_constants() -> dict:
+    """What the C parser (pycatar._catar, which holds no format knowledge of its own) is configured
+    with: record types and names, field offsets, sizes and limits, feature flag bits, the record order
+    rules, the Entry class -- all from format.py, flags.py, validate.py and entry.py."""
+    constants: dict = {t.name: int(t) for t in fmt.RecordType}
+    for name, decl in (("Header", fmt.Header), ("Entry", fmt.Entry), ("ACLUser", fmt.ACLUser),
+                       ("ACLGroupObj", fmt.ACLGroupObj), ("ACLDefault", fmt.ACLDefault),
+                       ("QuotaProjID", fmt.QuotaProjID), ("Device", fmt.Device), ("GoodbyeItem", fmt.GoodbyeItem),
+                       ("GoodbyeTail", fmt.GoodbyeTail)):
+        constants.update((f"{name}.{field}", o) for field, o in fmt.offsets(decl).items())
+    if list(fmt.offsets(fmt.ACLGroup).values()) != list(fmt.offsets(fmt.ACLUser).values()):
+        raise ImportError("the C parser reads ACL_GROUP records with ACL_USER's layout")  # one layout for both
+    constants.update((name, int(getattr(_I, name))) for name in (
+        "WITH_16BIT_UIDS", "WITH_32BIT_UIDS", "WITH_USER_NAMES", "WITH_SEC_TIME", "WITH_USEC_TIME", "WITH_NSEC_TIME",
+        "WITH_2SEC_TIME", "WITH_READ_ONLY", "WITH_PERMISSIONS", "WITH_SYMLINKS", "WITH_DEVICE_NODES",
+        "WITH_SUBVOLUME", "WITH_XATTRS", "WITH_ACL", "WITH_SELINUX", "WITH_FCAPS", "WITH_QUOTA_PROJID"))
+    if hasattr(Entry, "__post_init__"):
+        raise ImportError("the C parser fills an Entry's slots directly: Entry.__init__ must only store them")
+    constants.update(
+        entry=Entry, entry_fields=[f.name for f in dataclasses.fields(Entry)],
+        error=FormatError, hash_key=fmt.GOODBYE_HASH_KEY, max_depth=MAX_DEPTH, acl_entry=ACLEntry,
+        acl_default=ACLDefault,
+        header_size=_HDR, entry_size=_ENTRY_SIZE, acl_fixed=_ACL_FIXED, filename_max=fmt.FILENAME_SIZE_MAX,
+        selinux_max=fmt.SELINUX_SIZE_MAX, symlink_max=fmt.SYMLINK_SIZE_MAX, item_size=_ITEM, u64_max=_U64_MAX,
+        xattr_names_max=_validate.XATTR_NAMES_MAX, xattr_bytes_max=_validate.XATTR_BYTES_MAX,
+        acl_named_max=_validate.ACL_NAMED_MAX, acl_unset=fmt.ACL_PERMISSION_UNSET, entry_flag_bits=_ENTRY_FLAG_BITS,
+        kinds=[(int(t), t.name, *_LIMITS.get(int(t), (0, False)), _RANK.get(int(t), 0), int(t) in _REPEATABLE)
+               for t in fmt.RecordType],
+        file_types=list(_MODE_FEATURE.items()),
+    )
+    return constants
+
+
+_catar.configure(c_constants())
+_parse_entry = _catar.parse_entry
+_parse_filename = _catar.parse_filename
+_parse_children = _catar.parse_children
+_check_goodbye = _catar.check_goodbye

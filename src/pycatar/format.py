@@ -258,6 +258,20 @@ def packer(con: _Layout) -> struct.Struct:
     return struct.Struct("<" + con.code)
 
 
+def offsets(con: Struct) -> dict[str, int]:
+    """The byte offset of each named field of the declaration ``con`` (a nested struct's fields by
+    their own names, as :func:`packer` flattens them), for code that reads the records in place."""
+    out: dict[str, int] = {}
+    pos = 0
+    for f in con.fields:
+        if isinstance(f.subcon, Struct):
+            out.update((name, pos + o) for name, o in offsets(f.subcon).items())
+        else:
+            out[f.name] = pos
+        pos += f.subcon.sizeof()
+    return out
+
+
 HEADER = packer(Header)
 ENTRY = packer(Entry)
 ACL_USER = packer(ACLUser)

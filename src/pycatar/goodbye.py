@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from siphash24 import siphash24
-
 from . import format as fmt
+
+from ._catar import siphash24
 
 
 def name_hash(name: bytes, _key=fmt.GOODBYE_HASH_KEY) -> int:
-    """The goodbye hash of a file name: SipHash-2-4 with the format's key, read little-endian."""
-    return siphash24(name, key=_key).intdigest() & 0xFFFFFFFFFFFFFFFF  # intdigest() is signed
+    """The goodbye hash of a file name: SipHash-2-4 with the format's key, read little-endian (in C:
+    the decoder's iteration hashes every name it reads with the same function, _catar.parse_child)."""
+    return siphash24(name, _key)
 
 
 def _fill(src: list, lo: int, n: int, e: int, out: list, i: int) -> None:

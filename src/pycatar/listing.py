@@ -11,7 +11,7 @@ casync produces these listings from one of two sources, and they do not show qui
   ``stat`` fail after its first lines).
 
 Both sides are turned into a :class:`View` (what casync's ``ca_sync_current_*`` calls would report), and
-the formatting functions (:func:`list_line`, :func:`mtree_line`, :func:`stat_text`) render a view.  The
+the formatting functions (:func:`list_lines`, :func:`mtree_line`, :func:`stat_text`) render a view.  The
 drivers :func:`list_archive` and :func:`list_directory` produce a verb's whole standard output, and
 :func:`archive_digest`/:func:`stream_digest` what ``casync digest`` prints.
 
@@ -21,7 +21,6 @@ message is casync's error message, everything printed before the failure has bee
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import stat as _stat
@@ -36,7 +35,7 @@ from .errors import PycatarError
 
 __all__ = [
     "View", "ListingError", "archive_view", "directory_view", "mtree_escape", "ls_format_mode",
-    "ls_format_chattr", "ls_format_fat_attrs", "digest_label", "list_line", "mtree_line", "stat_text",
+    "ls_format_chattr", "ls_format_fat_attrs", "digest_label", "list_line", "list_lines", "mtree_line", "stat_text",
     "list_archive", "list_directory", "archive_digest", "stream_digest", "VERBS",
 ]
 
@@ -101,14 +100,20 @@ _TYPE_CHAR = {
 }
 
 
-@functools.lru_cache(maxsize=1024)
+#: ls_format_mode of the modes met so far
+_MODE_TEXT: dict[int, str] = {}
+
+
 def ls_format_mode(mode: int) -> str | None:
     """``drwxr-xr-x`` and friends, exactly as casync renders them (no sticky bit on non-directories)."""
+    text = _MODE_TEXT.get(mode)
+    if text is not None:
+        return text
     t = _TYPE_CHAR.get(_stat.S_IFMT(mode))
     if t is None:
         return None
     m = mode
-    return "".join((
+    text = "".join((
         t,
         "r" if m & 0o400 else "-",
         "w" if m & 0o200 else "-",
@@ -120,6 +125,9 @@ def ls_format_mode(mode: int) -> str | None:
         "w" if m & 0o002 else "-",
         (("t" if m & 0o001 else "T") if (_stat.S_ISDIR(m) and m & 0o1000) else ("x" if m & 0o001 else "-")),
     ))
+    if len(_MODE_TEXT) < 4096:
+        _MODE_TEXT[mode] = text
+    return text
 
 
 _CHATTR_CHARS = (
@@ -259,9 +267,28 @@ def directory_view(entry: Entry, feature_flags: int, *, raw_xattrs: list[tuple[b
 # --------------------------------------------------------------------------- one entry
 
 
+def list_lines(views: Iterable[View | Entry]) -> str:
+    """Lines of ``casync list``: the mode and the path of each, which an entry and its view show alike."""
+    modes: list[int] = []
+    paths: list[str] = []
+    for v in views:
+        modes.append(v.mode)
+        paths.append(v.path)
+    return _list_text(modes, paths)
+
+
+def _list_text(modes: list[int], paths: list[str]) -> str:
+    """The lines of ``casync list`` for these modes and paths.  Paths are escaped one by one only when
+    they hold something to escape (or the root, ".")."""
+    if not _PLAIN.fullmatch("".join(paths)) or "" in paths:  # escaping works character by character
+        paths = [_path_text(p) for p in paths]
+    text = _MODE_TEXT
+    return "".join([f"{text.get(m) or ls_format_mode(m)} {p}\n" for m, p in zip(modes, paths)])
+
+
 def list_line(view: View | Entry) -> str:
-    """One line of ``casync list``: the mode and the path, which an entry and its view show alike."""
-    return f"{ls_format_mode(view.mode)} {_path_text(view.path)}\n"
+    """One line of ``casync list``."""
+    return list_lines([view])
 
 
 _MTREE_TYPES = {
@@ -410,21 +437,25 @@ def _select(entries: Iterator[Entry], path: str) -> Iterator[Entry]:
     return select_subtree(entries, path, lambda: ListingError("Seek path not available in archive."))
 
 
-def _batched(lines: Iterator[str], n: int = 512) -> Iterator[str]:
-    """The lines joined in groups of n; the lines read before a failure are yielded before it propagates."""
-    batch: list[str] = []
+def _list_batches(entries: Iterable[Entry], n: int = 512) -> Iterator[str]:
+    """The lines of ``casync list`` for the entries, n at a time (only their modes and paths are kept:
+    objects the garbage collector need not track); the lines of the entries read before a failure are
+    yielded before it propagates."""
+    modes: list[int] = []
+    paths: list[str] = []
     try:
-        for line in lines:
-            batch.append(line)
-            if len(batch) == n:
-                yield "".join(batch)
-                batch.clear()
+        for e in entries:
+            modes.append(e.mode)
+            paths.append(e.path)
+            if len(paths) == n:
+                yield _list_text(modes, paths)
+                modes, paths = [], []
     except Exception:
-        if batch:
-            yield "".join(batch)
+        if paths:
+            yield _list_text(modes, paths)
         raise
-    if batch:
-        yield "".join(batch)
+    if paths:
+        yield _list_text(modes, paths)
 
 
 def list_archive(reader, verb: str, *, path: str | None = None, recursive: bool = True,
@@ -452,7 +483,7 @@ def list_archive(reader, verb: str, *, path: str | None = None, recursive: bool 
     if verb == "list":  # --recursive= only matters to list
         if not recursive:
             entries = _children_only(entries)
-        yield from _batched(map(list_line, entries))
+        yield from _list_batches(entries)
         return
     for e in entries:
         algo = _flags.digest_name(reader.feature_flags)
@@ -593,8 +624,7 @@ def archive_digest(reader, path: str | None = None) -> str:
         tap = _LazyHash(reader)
         reader.tap = tap
         try:
-            for _ in reader:
-                pass
+            reader.consume()
         finally:
             reader.tap = None
         return tap.hexdigest()
@@ -615,8 +645,7 @@ def archive_digest(reader, path: str | None = None) -> str:
         raise ListingError(f"Path {path} does not refer to a file or directory")
     reader.tap = h.update
     try:
-        for _ in reader.iter_subtree(top):
-            pass
+        reader.consume(top)
     finally:
         reader.tap = None
     return h.hexdigest()
