@@ -38,8 +38,8 @@
  * check_goodbye(record, start, dir_offset, starts, hashes): a directory's GOODBYE record against its
  *   children (CATAR-43): ``starts`` (array 'Q') the children's FILENAME offsets followed by
  *   ``start``, ``hashes`` their name hashes.
- * The predicates id_ok, mtime_ok, device_ok, cstr_ok, user_name_ok, xattr_name_ok are the ones the
- * parser uses; tests/test_decoder.py checks them against pycatar.validate's.
+ * The predicates id_ok, mtime_ok, device_ok, cstr_ok, user_name_ok, xattr_name_ok are the parser's
+ * and, exported, pycatar.validate's (so the encoder's): one copy of each rule.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -69,6 +69,7 @@ typedef struct {
 
 static struct {
     int ready;
+    int rules_ready; /* configure_rules() ran: the predicates can be used (validate.py does it at import) */
     PyObject *error, *acl_entry, *acl_default;
     /* record types */
     uint64_t t_entry, t_user, t_group, t_xattr, t_acl_user, t_acl_group, t_acl_group_obj, t_acl_default,
@@ -1317,7 +1318,14 @@ out:
     return r;
 }
 
-/* ------------------------------------------------------------------ the predicates, for the tests */
+/* ------------------------------------------------------------------ the predicates: pycatar.validate's rules
+ * (the encoder checks entries with them before writing, CATAR-60; the parser uses them as they are) */
+
+static int rules_ready(void) {
+    if (!C.rules_ready)
+        PyErr_SetString(PyExc_RuntimeError, "_catar: configure_rules() first");
+    return C.rules_ready;
+}
 
 static int u64_of(PyObject *o, uint64_t *v) { /* 0: not a u64 */
     int overflow = 0;
@@ -1342,7 +1350,7 @@ static PyObject *py_id_ok(PyObject *self, PyObject *args) {
     PyObject *v;
     unsigned long long af;
     uint64_t x;
-    if (!PyArg_ParseTuple(args, "OK", &v, &af))
+    if (!PyArg_ParseTuple(args, "OK", &v, &af) || !rules_ready())
         return NULL;
     return PyBool_FromLong(u64_of(v, &x) && id_ok(x, af));
 }
@@ -1352,7 +1360,7 @@ static PyObject *py_mtime_ok(PyObject *self, PyObject *args) {
     unsigned long long af;
     int strict = 0;
     uint64_t x;
-    if (!PyArg_ParseTuple(args, "OK|p", &v, &af, &strict))
+    if (!PyArg_ParseTuple(args, "OK|p", &v, &af, &strict) || !rules_ready())
         return NULL;
     return PyBool_FromLong(u64_of(v, &x) && mtime_ok(x, af, strict));
 }
@@ -1428,6 +1436,20 @@ static int get_obj(PyObject *d, const char *key, PyObject **out) {
 #define U(key, field) (get_u64(d, key, &C.field) < 0)
 #define O(key, field) (get_off(d, key, &C.field) < 0)
 
+static PyObject *py_configure_rules(PyObject *self, PyObject *d) {
+    if (!PyDict_Check(d)) {
+        PyErr_SetString(PyExc_TypeError, "configure_rules() takes a dict");
+        return NULL;
+    }
+    C.rules_ready = 0;
+    if (U("u64_max", u64max) || U("WITH_16BIT_UIDS", f_uid16) || U("WITH_32BIT_UIDS", f_uid32) ||
+        U("WITH_SEC_TIME", f_sec) || U("WITH_USEC_TIME", f_usec) || U("WITH_NSEC_TIME", f_nsec) ||
+        U("WITH_2SEC_TIME", f_2sec))
+        return NULL;
+    C.rules_ready = 1;
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_configure(PyObject *self, PyObject *d) {
     if (!PyDict_Check(d)) {
         PyErr_SetString(PyExc_TypeError, "configure() takes a dict");
@@ -1446,7 +1468,7 @@ static PyObject *py_configure(PyObject *self, PyObject *d) {
         return NULL;
     if (U("header_size", hdr) || U("entry_size", entry_size) || U("acl_fixed", acl_fixed) ||
         U("filename_max", filename_max) || U("selinux_max", selinux_max) || U("symlink_max", symlink_max) ||
-        U("item_size", item) || U("u64_max", u64max) || U("xattr_names_max", xattr_names_max) || U("max_depth", max_depth) ||
+        U("item_size", item) || U("xattr_names_max", xattr_names_max) || U("max_depth", max_depth) ||
         U("xattr_bytes_max", xattr_bytes_max) || U("acl_named_max", acl_named_max) || U("acl_unset", acl_unset) ||
         U("entry_flag_bits", entry_flag_bits))
         return NULL;
@@ -1461,9 +1483,11 @@ static PyObject *py_configure(PyObject *self, PyObject *d) {
         O("GoodbyeTail.entry_offset", o_tail_entry) || O("GoodbyeTail.size", o_tail_size) ||
         O("GoodbyeTail.marker", o_tail_marker))
         return NULL;
-    if (U("WITH_16BIT_UIDS", f_uid16) || U("WITH_32BIT_UIDS", f_uid32) || U("WITH_USER_NAMES", f_names) ||
-        U("WITH_SEC_TIME", f_sec) || U("WITH_USEC_TIME", f_usec) || U("WITH_NSEC_TIME", f_nsec) ||
-        U("WITH_2SEC_TIME", f_2sec) || U("WITH_READ_ONLY", f_ro) || U("WITH_PERMISSIONS", f_perms) ||
+    if (!C.rules_ready) {
+        PyErr_SetString(PyExc_RuntimeError, "_catar.configure(): configure_rules() first");
+        return NULL;
+    }
+    if (U("WITH_USER_NAMES", f_names) || U("WITH_READ_ONLY", f_ro) || U("WITH_PERMISSIONS", f_perms) ||
         U("WITH_SYMLINKS", f_symlinks) || U("WITH_DEVICE_NODES", f_devices) || U("WITH_SUBVOLUME", f_subvolume) ||
         U("WITH_XATTRS", f_xattrs) || U("WITH_ACL", f_acl) || U("WITH_SELINUX", f_selinux) ||
         U("WITH_FCAPS", f_fcaps) || U("WITH_QUOTA_PROJID", f_projid))
@@ -1547,6 +1571,8 @@ static PyObject *py_configure(PyObject *self, PyObject *d) {
 }
 
 static PyMethodDef methods[] = {
+    {"configure_rules", py_configure_rules, METH_O,
+     "configure_rules(constants: dict): the bits and bounds the predicates need (pycatar.validate gives them)."},
     {"configure", py_configure, METH_O, "configure(constants: dict): the format's declarations (see the source)."},
     {"parse_entry", (PyCFunction)(void (*)(void))py_parse_entry, METH_FASTCALL,
      "parse_entry(buf, bpos, off, eof, end, limit, af, at_root, strict, path): one entry's records (see the source)."},

@@ -795,7 +795,8 @@ _MODE_FEATURE = {
 def c_constants() -> dict:
     """What the C parser (pycatar._catar, which holds no format knowledge of its own) is configured
     with: record types and names, field offsets, sizes and limits, feature flag bits, the record order
-    rules, the Entry class -- all from format.py, flags.py, validate.py and entry.py."""
+    rules, the Entry class -- all from format.py, flags.py, validate.py and entry.py.  (The predicates'
+    own bits and bounds come from validate.py, which configures them at its import.)"""
     constants: dict = {t.name: int(t) for t in fmt.RecordType}
     for name, decl in (("Header", fmt.Header), ("Entry", fmt.Entry), ("ACLUser", fmt.ACLUser),
                        ("ACLGroupObj", fmt.ACLGroupObj), ("ACLDefault", fmt.ACLDefault),
@@ -805,8 +806,7 @@ def c_constants() -> dict:
     if list(fmt.offsets(fmt.ACLGroup).values()) != list(fmt.offsets(fmt.ACLUser).values()):
         raise ImportError("the C parser reads ACL_GROUP records with ACL_USER's layout")  # one layout for both
     constants.update((name, int(getattr(_I, name))) for name in (
-        "WITH_16BIT_UIDS", "WITH_32BIT_UIDS", "WITH_USER_NAMES", "WITH_SEC_TIME", "WITH_USEC_TIME", "WITH_NSEC_TIME",
-        "WITH_2SEC_TIME", "WITH_READ_ONLY", "WITH_PERMISSIONS", "WITH_SYMLINKS", "WITH_DEVICE_NODES",
+        "WITH_USER_NAMES", "WITH_READ_ONLY", "WITH_PERMISSIONS", "WITH_SYMLINKS", "WITH_DEVICE_NODES",
         "WITH_SUBVOLUME", "WITH_XATTRS", "WITH_ACL", "WITH_SELINUX", "WITH_FCAPS", "WITH_QUOTA_PROJID"))
     if hasattr(Entry, "__post_init__"):
         raise ImportError("the C parser fills an Entry's slots directly: Entry.__init__ must only store them")
@@ -815,7 +815,7 @@ def c_constants() -> dict:
         error=FormatError, hash_key=fmt.GOODBYE_HASH_KEY, max_depth=MAX_DEPTH, acl_entry=ACLEntry,
         acl_default=ACLDefault,
         header_size=_HDR, entry_size=_ENTRY_SIZE, acl_fixed=_ACL_FIXED, filename_max=fmt.FILENAME_SIZE_MAX,
-        selinux_max=fmt.SELINUX_SIZE_MAX, symlink_max=fmt.SYMLINK_SIZE_MAX, item_size=_ITEM, u64_max=_U64_MAX,
+        selinux_max=fmt.SELINUX_SIZE_MAX, symlink_max=fmt.SYMLINK_SIZE_MAX, item_size=_ITEM,
         xattr_names_max=_validate.XATTR_NAMES_MAX, xattr_bytes_max=_validate.XATTR_BYTES_MAX,
         acl_named_max=_validate.ACL_NAMED_MAX, acl_unset=fmt.ACL_PERMISSION_UNSET, entry_flag_bits=_ENTRY_FLAG_BITS,
         kinds=[(int(t), t.name, *_LIMITS.get(int(t), (0, False)), _RANK.get(int(t), 0), int(t) in _REPEATABLE)

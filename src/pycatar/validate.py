@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import os
 
+from . import _catar
 from . import format as fmt
 from .entry import Entry
 from .errors import UnsupportedError
 from .flags import B as _I
 
 U64_MAX = 0xFFFFFFFFFFFFFFFF
-_NS = 1_000_000_000
 
-_NAME_FIRST = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
-_NAME_REST = _NAME_FIRST | frozenset(b"0123456789-")
-_DIGITS = frozenset(b"0123456789")
 
 
 # --------------------------------------------------------------------------- per-entry limits (CATAR-31)
@@ -82,61 +79,25 @@ def file_mtime(path: str, ns: int, granularity: int | None) -> int:
 
 # --------------------------------------------------------------------------- predicates
 
-def id_ok(v: int, feature_flags: int) -> bool:
-    """CATAR-18: a uid/gid (also of an ACL entry) the feature flags can store."""
-    if feature_flags & _I.WITH_16BIT_UIDS:
-        return 0 <= v < 0xFFFF
-    if feature_flags & _I.WITH_32BIT_UIDS:
-        return 0 <= v < 0xFFFFFFFF and v != 0xFFFF
-    return v == 0
-
-
-def mtime_ok(t: int, feature_flags: int, strict: bool = False) -> bool:
-    """CATAR-19: a stored mtime (u64) valid under the feature flags' time granularity; ``strict``:
-    casync 2's stricter usec rule (CATAR-24)."""
-    if not 0 <= t < U64_MAX:
-        return False
-    if feature_flags & _I.WITH_NSEC_TIME:
-        return True
-    if feature_flags & _I.WITH_USEC_TIME:
-        return t % (1_000_000 if strict else 1000) == 0
-    if feature_flags & _I.WITH_SEC_TIME:
-        return t % _NS == 0
-    if feature_flags & _I.WITH_2SEC_TIME:
-        return t % (2 * _NS) == 0
-    return t == 0
-
-
-def device_ok(major: int, minor: int) -> bool:
-    """CATAR-29: device numbers Linux can hold (12-bit major, 20-bit minor)."""
-    return 0 <= major < 1 << 12 and 0 <= minor < 1 << 20
-
-
-def cstr_ok(body: bytes, maximum: int) -> bool:
-    """A NUL-terminated string of at least one character, no NUL inside, at most ``maximum`` bytes
-    with the NUL (CATAR-25, CATAR-28)."""
-    n = len(body)
-    return 2 <= n <= maximum and body[-1] == 0 and body.find(b"\0", 0, n - 1) < 0
-
-
-def user_name_ok(body: bytes, strict: bool = False) -> bool:
-    """CATAR-21 for a NUL-terminated name (casync's validate_user_group_name; ``strict``: no digit
-    first, CATAR-24)."""
-    n = len(body)
-    if n < 2 or n > 256 or body[-1] != 0:
-        return False
-    first = body[0]
-    if first not in _NAME_FIRST and (strict or first not in _DIGITS):
-        return False
-    if not all(c in _NAME_REST for c in body[1:-1]):
-        return False
-    return body not in (b"root\0", b"0\0")
-
-
-def xattr_name_ok(name: bytes) -> bool:
-    """CATAR-22: a dot that is neither first nor last, at most 255 bytes."""
-    dot = name.find(b".")
-    return 0 < dot < len(name) - 1 and len(name) <= 255
+# The rules are the C parser's own (pycatar._catar), given the bits and bounds they need here, so that
+# the encoder checks an entry with exactly what the decoder applies (one copy of each rule):
+#   id_ok(v, feature_flags)            CATAR-18: a uid/gid (also of an ACL entry) the flags can store
+#   mtime_ok(t, feature_flags, strict) CATAR-19: a stored mtime (u64) valid under the flags' time
+#                                      granularity; ``strict``: casync 2's stricter usec rule (CATAR-24)
+#   device_ok(major, minor)            CATAR-29: a 12-bit major and a 20-bit minor number
+#   cstr_ok(body, maximum)             CATAR-25, CATAR-28: NUL-terminated, at least one character, no NUL
+#                                      inside, at most ``maximum`` bytes with the NUL
+#   user_name_ok(body, strict)         CATAR-21 for a NUL-terminated name (casync's
+#                                      validate_user_group_name; ``strict``: no digit first, CATAR-24)
+#   xattr_name_ok(name)                CATAR-22: a dot that is neither first nor last, at most 255 bytes
+_catar.configure_rules({"u64_max": U64_MAX, **{name: int(getattr(_I, name)) for name in (
+    "WITH_16BIT_UIDS", "WITH_32BIT_UIDS", "WITH_SEC_TIME", "WITH_USEC_TIME", "WITH_NSEC_TIME", "WITH_2SEC_TIME")}})
+id_ok = _catar.id_ok
+mtime_ok = _catar.mtime_ok
+device_ok = _catar.device_ok
+cstr_ok = _catar.cstr_ok
+user_name_ok = _catar.user_name_ok
+xattr_name_ok = _catar.xattr_name_ok
 
 
 # --------------------------------------------------------------------------- one entry
