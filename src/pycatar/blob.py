@@ -176,8 +176,10 @@ def chunk_stream(
     chunker.reset()
 
     def flush(limit: int):
+        # hashed batches go on at once (the next stage starts compressing early); a batch still
+        # being hashed is waited for only when too much is in flight
         nonlocal pending_bytes, pending_chunks
-        while pending and (pending_bytes > limit or pending_chunks > MAX_PENDING_CHUNKS):
+        while pending and (pending[0][0].done() or pending_bytes > limit or pending_chunks > MAX_PENDING_CHUNKS):
             fut, batch = pending.popleft()
             ids = fut.result()
             pending_chunks -= len(batch)
