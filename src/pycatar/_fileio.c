@@ -42,6 +42,9 @@
  * pycatar.extract finishes every other node with it, a range at a time, with the steps only it
  * knows (ACLs, xattrs, capabilities, label, chattr) in between.  Returns None, or (step, errno).
  *
+ * fs_type(fd) is fstatfs()'s f_type of the file system ``fd`` lives on (the encoder asks for every
+ * directory and file on another device than its parent's): one call, no libc loaded through ctypes.
+ *
  * A regular file is made the same way everywhere: create(name, mode, dir_fd) creates it under its
  * temporary name (create_at: exclusively, never through a symlink), and the type Payload writes its
  * bytes (the payload writer: pwrite at increasing offsets, all-zero blocks left as holes when
@@ -60,6 +63,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -827,6 +831,20 @@ static PyTypeObject PayloadType = {
     .tp_getset = payload_getset,
 };
 
+static PyObject *fs_type(PyObject *self, PyObject *arg) {
+    int fd = PyObject_AsFileDescriptor(arg);
+    if (fd < 0)
+        return NULL;
+    struct statfs sfs;
+    int r;
+    do
+        r = fstatfs(fd, &sfs);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    return PyLong_FromUnsignedLong((unsigned long)sfs.f_type & 0xFFFFFFFFUL);
+}
+
 static PyMethodDef methods[] = {
     {"create", create, METH_VARARGS,
      "create(name, mode, dir_fd=None) -> fd: create a new regular file exclusively, never through a "
@@ -842,6 +860,9 @@ static PyMethodDef methods[] = {
      "finish(fd, dir_fd, tmp, name, uid, gid, mode, mtime_ns, granularity_ns, first, last) -> None | "
      "(step, errno): run the finishing steps first..last of a node (see finish_steps in the module "
      "source), GIL released."},
+    {"fs_type", fs_type, METH_O,
+     "fs_type(fd) -> int: the type (statfs f_type, 32 bits) of the file system ``fd`` lives on; "
+     "raises OSError."},
     {"write_files", write_files, METH_O,
      "write_files(jobs) -> (done, hole_bytes, failed_index, step, errno): create regular files "
      "(see the module source for the job layout), GIL released."},
@@ -849,7 +870,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "pycatar._fileio",
-                                    "File I/O in C with the GIL released: file creation and payload writing (one file or a batch), whole-file reads, chunk file installs.",
+                                    "File I/O in C with the GIL released: file creation and payload writing (one file or a batch), whole-file reads, chunk file installs, file system types.",
                                     -1, methods};
 
 static PyObject *names_tuple(const char *const *names, Py_ssize_t n) {
