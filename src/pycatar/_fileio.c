@@ -9,10 +9,11 @@
  * opened with O_NONBLOCK, so a FIFO never blocks), 2 the file holds more than ``limit`` bytes (errno 0).
  *
  * install_file(tmp, final, data, mode) writes a new file once and for all (the chunk store): creates
- * ``tmp`` exclusively with ``mode``, writes ``data``, closes it, hard-links it to ``final`` (which is
- * never replaced) and removes ``tmp``.  Returns 1 if ``final`` now holds the data, 0 if ``final``
- * existed already, or (step, errno) on failure -- step 0 create (nothing was created), 1 write or
- * close (``tmp`` removed), 2 link (``tmp`` left in place, complete, for the caller's fallback).
+ * ``tmp`` exclusively with ``mode``, writes ``data``, closes it and renames it to ``final`` without
+ * replacing it (renameat2 RENAME_NOREPLACE: one call; where the file system cannot, hard-links it to
+ * ``final`` and removes ``tmp``).  Returns 1 if ``final`` now holds the data, 0 if ``final`` existed
+ * already, or (step, errno) on failure -- step 0 create (nothing was created), 1 write or close
+ * (``tmp`` removed), 2 link (``tmp`` left in place, complete, for the caller's fallback).
  *
  * write_files(jobs) creates a batch of regular files, each under its temporary name, writes its
  * payload (leaving all-zero 4 KiB blocks as holes when asked), sets owner, mode and mtime, checks
@@ -653,7 +654,15 @@ static PyObject *install_file(PyObject *self, PyObject *args) {
             err = errno;
         if (err) {
             unlink(tmp);
-        } else if (link(tmp, final) < 0) {
+        } else if (renameat2(AT_FDCWD, tmp, AT_FDCWD, final, RENAME_NOREPLACE) == 0) {
+            /* installed */
+        } else if (errno == EEXIST) {
+            result = 0;
+            unlink(tmp);
+        } else if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP) {
+            err = errno;
+            step = 2;
+        } else if (link(tmp, final) < 0) { /* no RENAME_NOREPLACE here */
             if (errno == EEXIST) {
                 result = 0;
                 unlink(tmp);
@@ -854,7 +863,7 @@ static PyMethodDef methods[] = {
      "module source)."},
     {"install_file", install_file, METH_VARARGS,
      "install_file(tmp, final, data, mode) -> 1 | 0 | (step, errno): write a file under a temporary "
-     "name and hard-link it into place without replacing anything, GIL released (see the module "
+     "name and rename (or hard-link) it into place without replacing anything, GIL released (see the module "
      "source)."},
     {"finish", finish, METH_VARARGS,
      "finish(fd, dir_fd, tmp, name, uid, gid, mode, mtime_ns, granularity_ns, first, last) -> None | "
