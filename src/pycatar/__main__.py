@@ -1,3 +1,3 @@
-from pycatar.cli import main
+from pycatar.cli import console
 
-main()
+console()

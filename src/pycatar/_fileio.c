@@ -9,10 +9,11 @@
  * opened with O_NONBLOCK, so a FIFO never blocks), 2 the file holds more than ``limit`` bytes (errno 0).
  *
  * install_file(tmp, final, data, mode) writes a new file once and for all (the chunk store): creates
- * ``tmp`` exclusively with ``mode``, writes ``data``, closes it, hard-links it to ``final`` (which is
- * never replaced) and removes ``tmp``.  Returns 1 if ``final`` now holds the data, 0 if ``final``
- * existed already, or (step, errno) on failure -- step 0 create (nothing was created), 1 write or
- * close (``tmp`` removed), 2 link (``tmp`` left in place, complete, for the caller's fallback).
+ * ``tmp`` exclusively with ``mode``, writes ``data``, closes it and renames it to ``final`` without
+ * replacing it (renameat2 RENAME_NOREPLACE: one call; where the file system cannot, hard-links it to
+ * ``final`` and removes ``tmp``).  Returns 1 if ``final`` now holds the data, 0 if ``final`` existed
+ * already, or (step, errno) on failure -- step 0 create (nothing was created), 1 write or close
+ * (``tmp`` removed), 2 link (``tmp`` left in place, complete, for the caller's fallback).
  *
  * write_files(jobs) creates a batch of regular files, each under its temporary name, writes its
  * payload (leaving all-zero 4 KiB blocks as holes when asked), sets owner, mode and mtime, checks
@@ -42,6 +43,9 @@
  * pycatar.extract finishes every other node with it, a range at a time, with the steps only it
  * knows (ACLs, xattrs, capabilities, label, chattr) in between.  Returns None, or (step, errno).
  *
+ * fs_type(fd) is fstatfs()'s f_type of the file system ``fd`` lives on (the encoder asks for every
+ * directory and file on another device than its parent's): one call, no libc loaded through ctypes.
+ *
  * A regular file is made the same way everywhere: create(name, mode, dir_fd) creates it under its
  * temporary name (create_at: exclusively, never through a symlink), and the type Payload writes its
  * bytes (the payload writer: pwrite at increasing offsets, all-zero blocks left as holes when
@@ -60,6 +64,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -649,7 +654,15 @@ static PyObject *install_file(PyObject *self, PyObject *args) {
             err = errno;
         if (err) {
             unlink(tmp);
-        } else if (link(tmp, final) < 0) {
+        } else if (renameat2(AT_FDCWD, tmp, AT_FDCWD, final, RENAME_NOREPLACE) == 0) {
+            /* installed */
+        } else if (errno == EEXIST) {
+            result = 0;
+            unlink(tmp);
+        } else if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP) {
+            err = errno;
+            step = 2;
+        } else if (link(tmp, final) < 0) { /* no RENAME_NOREPLACE here */
             if (errno == EEXIST) {
                 result = 0;
                 unlink(tmp);
@@ -827,6 +840,20 @@ static PyTypeObject PayloadType = {
     .tp_getset = payload_getset,
 };
 
+static PyObject *fs_type(PyObject *self, PyObject *arg) {
+    int fd = PyObject_AsFileDescriptor(arg);
+    if (fd < 0)
+        return NULL;
+    struct statfs sfs;
+    int r;
+    do
+        r = fstatfs(fd, &sfs);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    return PyLong_FromUnsignedLong((unsigned long)sfs.f_type & 0xFFFFFFFFUL);
+}
+
 static PyMethodDef methods[] = {
     {"create", create, METH_VARARGS,
      "create(name, mode, dir_fd=None) -> fd: create a new regular file exclusively, never through a "
@@ -836,12 +863,15 @@ static PyMethodDef methods[] = {
      "module source)."},
     {"install_file", install_file, METH_VARARGS,
      "install_file(tmp, final, data, mode) -> 1 | 0 | (step, errno): write a file under a temporary "
-     "name and hard-link it into place without replacing anything, GIL released (see the module "
+     "name and rename (or hard-link) it into place without replacing anything, GIL released (see the module "
      "source)."},
     {"finish", finish, METH_VARARGS,
      "finish(fd, dir_fd, tmp, name, uid, gid, mode, mtime_ns, granularity_ns, first, last) -> None | "
      "(step, errno): run the finishing steps first..last of a node (see finish_steps in the module "
      "source), GIL released."},
+    {"fs_type", fs_type, METH_O,
+     "fs_type(fd) -> int: the type (statfs f_type, 32 bits) of the file system ``fd`` lives on; "
+     "raises OSError."},
     {"write_files", write_files, METH_O,
      "write_files(jobs) -> (done, hole_bytes, failed_index, step, errno): create regular files "
      "(see the module source for the job layout), GIL released."},
@@ -849,7 +879,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "pycatar._fileio",
-                                    "File I/O in C with the GIL released: file creation and payload writing (one file or a batch), whole-file reads, chunk file installs.",
+                                    "File I/O in C with the GIL released: file creation and payload writing (one file or a batch), whole-file reads, chunk file installs, file system types.",
                                     -1, methods};
 
 static PyObject *names_tuple(const char *const *names, Py_ssize_t n) {

@@ -44,6 +44,9 @@ READ_SIZE = 4 << 20
 MAX_PENDING_BYTES = 24 << 20
 #: ... and at most this many jobs (chunks to fetch or store), however small the chunks
 MAX_PENDING_JOBS = 1024
+#: a local store's new chunks go to the pool in jobs of about this many bytes (compression and chunk
+#: files): small enough that the workers finish together at the end of a stream
+STORE_BATCH_BYTES = 1 << 20
 #: fetch_chunks hands a local source's small chunks to the pool together, up to this many bytes / chunks
 FETCH_BATCH_BYTES = 64 << 10
 FETCH_BATCH_CHUNKS = 64
@@ -176,8 +179,10 @@ def chunk_stream(
     chunker.reset()
 
     def flush(limit: int):
+        # hashed batches go on at once (the next stage starts compressing early); a batch still
+        # being hashed is waited for only when too much is in flight
         nonlocal pending_bytes, pending_chunks
-        while pending and (pending_bytes > limit or pending_chunks > MAX_PENDING_CHUNKS):
+        while pending and (pending[0][0].done() or pending_bytes > limit or pending_chunks > MAX_PENDING_CHUNKS):
             fut, batch = pending.popleft()
             ids = fut.result()
             pending_chunks -= len(batch)
@@ -252,7 +257,7 @@ def write_chunks_to_store(
     compression: str | None = None,
     stats: ChunkStats | None = None,
     max_pending: int = MAX_PENDING_BYTES,
-    batch_bytes: int = READ_SIZE,
+    batch_bytes: int = STORE_BATCH_BYTES,
 ) -> Iterator[tuple[int, bytes, int]]:
     """Store every chunk not yet in ``store``; yields ``(end_offset, chunk_id, size)`` in order.
 
@@ -683,7 +688,7 @@ def make_blob_index(
                 chunks = chunk_stream(src, chunker, digest, executor=ex, stream_hash=stream_hash)
                 for _end, cid, size in write_chunks_to_store(
                         chunks, store, executor=store_ex, compression=compression, stats=stats,
-                        batch_bytes=1 if store.concurrency else READ_SIZE):  # remote: a request per chunk
+                        batch_bytes=1 if store.concurrency else STORE_BATCH_BYTES):  # remote: a request per chunk
                     writer.append(cid, size)
                     if on_bytes is not None:
                         on_bytes(size)

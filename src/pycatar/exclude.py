@@ -8,7 +8,6 @@ the directory of the .caexclude file; a pattern without ``/`` applies in every d
 
 from __future__ import annotations
 
-import ctypes
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -21,6 +20,8 @@ FNM_PERIOD = 1 << 2
 
 @lru_cache(maxsize=1)
 def _fnmatch():
+    import ctypes  # start-up: only a tree with a .caexclude file needs it
+
     from .fsmeta import _libc
 
     f = _libc().fnmatch

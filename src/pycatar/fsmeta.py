@@ -15,6 +15,8 @@ import pwd
 import struct
 from functools import lru_cache
 
+from . import _fileio
+
 FS_IOC_GETFLAGS = 0x80086601
 FS_IOC_SETFLAGS = 0x40086602
 FS_IOC_FSGETXATTR = 0x801C581F
@@ -142,21 +144,20 @@ def write_quota_projid(fd: int, projid: int) -> None:
 
 @lru_cache(maxsize=1)
 def _libc():
-    import ctypes
-    import ctypes.util
-
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-
-
-def fs_type(fd: int) -> int:
-    """statfs f_type of the file system ``fd`` lives on."""
+    """The C library, for the calls Python's os module lacks (fnmatch, renameat2): the one the
+    interpreter is linked with (no ``ldconfig -p`` run by ctypes.util.find_library)."""
     import ctypes
 
-    buf = ctypes.create_string_buffer(256)
-    if _libc().fstatfs(fd, buf) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
-    return struct.unpack_from("=q", buf.raw)[0] & 0xFFFFFFFF
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        import ctypes.util
+
+        return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+#: statfs f_type (32 bits) of the file system ``fd`` lives on (raises OSError)
+fs_type = _fileio.fs_type
 
 
 def mount_id(fd: int) -> int:

@@ -253,6 +253,7 @@ class LocalStore(ChunkStore):
         super().__init__(os.fspath(path), digest=digest, compression=compression)
         self.path = self.location
         self._dirs_made: set[str] = set()
+        self._sub_prefix = os.path.join(self.path, "")  # + a subdirectory's name: its path
         # subdirectories this object created: what is in them it wrote itself, so put() need not
         # look for a chunk there first (a chunk another writer put there meanwhile is still never
         # replaced: the final link fails and the chunk counts as present)
@@ -318,7 +319,7 @@ class LocalStore(ChunkStore):
 
     # -- writing
     def _ensure_dir(self, sub: str) -> str:
-        d = os.path.join(self.path, sub)
+        d = self._sub_prefix + sub
         if sub in self._dirs_made:
             return d
         for first in (True, False):
@@ -393,9 +394,9 @@ class LocalStore(ChunkStore):
         h = chunk_id.hex()
         sub = h[:4]
         d = self._ensure_dir(sub)
-        final = os.path.join(d, h + CHUNK_SUFFIX)
+        final = f"{d}/{h}{CHUNK_SUFFIX}"
         def temp() -> str:  # casync's form (STORE-4): a random prefix per store object and a counter
-            return os.path.join(d, f"{h}.{self._tmp_prefix}{next(self._tmp_counter) & 0xFFFFFFFF:08x}.tmp")
+            return f"{d}/{h}.{self._tmp_prefix}{next(self._tmp_counter) & 0xFFFFFFFF:08x}.tmp"
 
         for attempt in range(16):
             try:

@@ -5,6 +5,6 @@ inputs and outputs; each verb has a module (``make``, ``extract``, ``list`` for 
 ``sign``, ``vectors``) that parses its arguments and calls the library.  The library never imports
 this package."""
 
-from .main import VERB_HELP, VERBS, main
+from .main import VERB_HELP, VERBS, console, main
 
-__all__ = ["VERBS", "VERB_HELP", "main"]
+__all__ = ["VERBS", "VERB_HELP", "console", "main"]

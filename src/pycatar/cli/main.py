@@ -7,9 +7,11 @@ one line on stderr and a non-zero exit status.
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import os
 import sys
+import threading
 
 import click
 from click.shell_completion import CompletionItem
@@ -394,6 +396,29 @@ def main(argv: list[str] | None = None) -> None:
         where = f"{e.filename}: " if e.filename else ""
         _fail(f"{where}{e.strerror or e}", 1)
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def console() -> None:
+    """The ``pycatar`` command (the console script, ``python3 -m pycatar``): :func:`main`, then the
+    process ends without the interpreter's teardown, which frees every module and object one by one
+    (20-60 ms of a make's or a small verb's wall time, measured 2026-12-02).  Only once the command is
+    over: no other thread left running, the exit handlers run and standard output and error flushed;
+    otherwise (or for an exit status that is not a number) the interpreter exits the usual way."""
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = 0 if e.code is None else e.code
+    me = threading.current_thread()
+    if not isinstance(code, int) or any(t is not me and not t.daemon and t.is_alive() for t in threading.enumerate()):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:  # noqa: BLE001 - e.g. the reader of standard output went away: the usual exit reports it
+        sys.exit(code)
+    os._exit(code)
 
 
 def _fail(message: str, code: int) -> None:
