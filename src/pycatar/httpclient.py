@@ -248,10 +248,9 @@ class _Loop:
         while not self.closed:
             while incoming:
                 waiting.append(incoming.popleft())
-            if delayed and delayed[0][0] <= time.monotonic():
-                now = time.monotonic()
-                while delayed and delayed[0][0] <= now:
-                    waiting.appendleft(heapq.heappop(delayed)[2])  # before the newer requests
+            now = time.monotonic() if delayed else 0.0
+            while delayed and delayed[0][0] <= now:
+                waiting.appendleft(heapq.heappop(delayed)[2])  # before the newer requests
             while waiting and len(self.active) < self.limit:
                 self._start(waiting.popleft())
             while True:
