@@ -151,13 +151,23 @@ def test_hole_rule_same_in_payload_and_batch_writer(tmp_path, case):
     finally:
         os.close(fd)
     assert (w.size, w.holes) == (len(data), expect)
+    many = str(tmp_path / "many")  # the pieces in lists of up to three (write_many: one GIL release each)
+    fd = os.open(many, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        m = Payload(fd, True)
+        for i in range(0, len(pieces), 3):
+            m.write_many([memoryview(bytearray(p)) for p in pieces[i:i + 3]])
+        m.finish()
+    finally:
+        os.close(fd)
+    assert (m.size, m.holes) == (len(data), expect)
     d = os.open(str(tmp_path), os.O_RDONLY | os.O_DIRECTORY)
     try:
         done, holes, failed, _, _ = write_files([(d, b".#c", b"c", pieces, len(data), 0o600, -1, -1, -1, -1, 0, True)])
     finally:
         os.close(d)
     assert (done, failed, holes) == (1, -1, expect)
-    for path in (py, str(tmp_path / "c")):
+    for path in (py, many, str(tmp_path / "c")):
         with open(path, "rb") as f:
             assert f.read() == data
         assert _data_blocks_on_disk(path) == data_blocks
@@ -200,5 +210,11 @@ def test_payload_settle_skip_and_offset(tmp_path):
         w = Payload(ro, False)
         with pytest.raises(OSError):
             w.write(b"z")  # EBADF: raised, never ignored
+        with pytest.raises(OSError):
+            w.write_many([b"z" * 5000, b"w"])
+        with pytest.raises(TypeError):
+            w.write_many((b"z",))  # a list, nothing else
+        with pytest.raises(TypeError):
+            w.write_many([b"z", "text"])
     finally:
         os.close(ro)

@@ -772,6 +772,51 @@ static PyObject *payload_write_m(PayloadObject *o, PyObject *arg) {
     return payload_call(o, NULL, &data);
 }
 
+/* write_many(list): the buffers appended in order, the GIL released once for all of them (a
+ * writer that collects a few chunks and writes them together waits for the GIL once per batch, not
+ * once per chunk, while other threads decode). */
+static PyObject *payload_write_many_m(PayloadObject *o, PyObject *arg) {
+    if (!PyList_CheckExact(arg)) {
+        PyErr_SetString(PyExc_TypeError, "Payload.write_many(): a list of buffers");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(arg), got = 0;
+    Py_buffer *views = PyMem_Calloc((size_t)(n ? n : 1), sizeof(Py_buffer));
+    if (views == NULL)
+        return PyErr_NoMemory();
+    PyObject *items = PyList_AsTuple(arg); /* the list may change while the GIL is released */
+    PyObject *result = NULL;
+    if (items == NULL)
+        goto done;
+    for (; got < n; got++)
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(items, got), &views[got], PyBUF_C_CONTIGUOUS) < 0)
+            goto done;
+    if (o->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "Payload: called from two threads at once");
+        goto done;
+    }
+    int r = 0, err = 0;
+    o->busy = 1;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n && r == 0; i++)
+        if ((r = payload_write(&o->w, views[i].buf, (size_t)views[i].len)) < 0)
+            err = errno;
+    Py_END_ALLOW_THREADS
+    o->busy = 0;
+    if (r < 0) {
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto done;
+    }
+    result = Py_NewRef(Py_None);
+done:
+    for (Py_ssize_t i = 0; i < got; i++)
+        PyBuffer_Release(&views[i]);
+    PyMem_Free(views);
+    Py_XDECREF(items);
+    return result;
+}
+
 static PyObject *payload_settle_m(PayloadObject *o, PyObject *unused) { return payload_call(o, payload_settle, NULL); }
 
 static PyObject *payload_finish_m(PayloadObject *o, PyObject *unused) { return payload_call(o, payload_finish, NULL); }
@@ -805,6 +850,9 @@ static PyObject *payload_get(PayloadObject *o, void *which) {
 static PyMethodDef payload_methods[] = {
     {"write", (PyCFunction)payload_write_m, METH_O,
      "write(data): append the bytes of a buffer (not copied), by the hole rule if sparse."},
+    {"write_many", (PyCFunction)payload_write_many_m, METH_O,
+     "write_many(buffers): append the bytes of each buffer of a list in turn (not copied), the GIL "
+     "released once for all of them."},
     {"settle", (PyCFunction)payload_settle_m, METH_NOARGS,
      "settle(): put every byte appended so far into the file (kept-back bytes written, a hole at the "
      "end made by extending the file), so that it can be read back."},
