@@ -803,6 +803,10 @@ def test_needed_chunks_counts_repeats_like_a_counter(tmp_path):
     assert len(needed) == len(counts) and sorted(needed) == sorted(counts)
     assert all(cid in needed and needed.repeated(cid) == (n > 1) for cid, n in counts.items())
     assert rnd.randbytes(32) not in needed and not needed.repeated(rnd.randbytes(32))
+    assert needed.any_repeated()
+    _write_index(tmp_path / "d.caibx", distinct, len(distinct), 1)
+    with IndexReader(tmp_path / "d.caibx") as r:
+        assert not NeededChunks.of_index(r).any_repeated()
 
 
 @pytest.mark.parametrize("path", ["batch", "own"])  # a new, empty destination takes the batch writer

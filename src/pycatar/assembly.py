@@ -235,6 +235,10 @@ class NeededChunks:
     def __contains__(self, cid) -> bool:
         return self._find(cid)[1] >= 0
 
+    def any_repeated(self) -> bool:
+        """Whether any id occurs more than once in the index."""
+        return any(1 in multi for multi in self._multi)
+
     def repeated(self, cid: bytes) -> bool:
         """Whether ``cid`` occurs more than once in the index."""
         b, i = self._find(cid)
@@ -377,7 +381,7 @@ class Assembler(ChunkSource):
 
         asm = cls(reader, stores, seeds, target, null_seed=null_seed, reflink=reflink,
                   spill_dir=spill_dir, cache=seed_cache, threads=threads, warn=warn)
-        if self_seed:
+        if self_seed and needed.any_repeated():  # else no chunk needs a look-up (3 per chunk)
             asm._repeats = needed
         for s in seeds:
             s.select(needed)
