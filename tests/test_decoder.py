@@ -658,6 +658,88 @@ def test_bst_layout_matches_reference():
                 assert lay[2 * i + 2] > v
 
 
+def _text_until_error(pieces) -> tuple[str, str | None]:
+    """The text of the pieces and the FormatError that ended them, if any."""
+    out = []
+    try:
+        for piece in pieces:
+            out.append(piece)
+    except FormatError as e:
+        return "".join(out), str(e)
+    return "".join(out), None
+
+
+def _entry_lines(r: CatarReader, top=None):
+    """casync's list text made from the entries iteration yields (listing.list_line, one by one)."""
+    from pycatar import listing
+
+    for e in (r if top is None else r.iter_subtree(top)):
+        yield listing.list_line(e)
+
+
+@pytest.mark.parametrize("flagset", list(FLAGSETS))
+def test_list_text_equals_the_entries_lines(flagset, odd_archives):
+    """list_text() -- the lines made by the C parser, no Entry a file -- gives the lines of the entries
+    iteration yields: the whole archive (seekable and not) and every subtree."""
+    data = open(odd_archives[flagset], "rb").read()
+    want = "".join(_entry_lines(CatarReader(io.BytesIO(data))))
+    assert want.startswith("drwx") and " .\n" in want and "\\011" in want  # (odd names: escaped)
+    assert "".join(CatarReader(io.BytesIO(data)).list_text()) == want
+    assert "".join(CatarReader(NonSeekable(data)).list_text()) == want
+    for e, _ in read_all(data, consume=False):
+        r = CatarReader(io.BytesIO(data))
+        top = r.lookup(e.path)
+        assert "".join(r.list_text(top)) == "".join(_entry_lines(CatarReader(io.BytesIO(data)), top)), e.path
+
+
+def test_list_text_of_big_directories_and_odd_bytes():
+    """Batches of many children (more than one parse_children call a directory) and names of every byte."""
+    odd = [bytes([c]) + b"x" for c in range(1, 256) if c != ord("/")]
+    kids = [(b"n%05d" % i, ("file", b"")) for i in range(9000)] + [(b"d", ("dir", [(n, ("file", b"1")) for n in odd]))]
+    data = build(kids)
+    want = "".join(_entry_lines(CatarReader(io.BytesIO(data))))
+    assert len(want.splitlines()) == 9000 + 1 + 1 + len(odd)
+    assert "-rw-rw-rw- d/\\043x\n" in want and "-rw-rw-rw- d/\\377x\n" in want
+    for f in (io.BytesIO(data), NonSeekable(data, 1000)):
+        assert "".join(CatarReader(f).list_text()) == want
+
+
+def test_list_text_before_errors(tmp_path, run_casync):
+    """A truncated or corrupted archive: list_text() gives the lines of the entries before the bad record
+    and then the same FormatError as iteration (what casync prints before failing stays printed)."""
+    tree = tmp_path / "t"
+    (tree / "d" / "e").mkdir(parents=True)
+    for i in range(70):  # more than one batch of entries
+        (tree / "d" / f"f{i:02}").write_text("x" * i)
+    (tree / "a b").write_text("hi\n")
+    os.symlink("a b", tree / "l")
+    os.mkfifo(tree / "p")
+    os.setxattr(tree / "a b", "user.k", b"v")
+    out = tmp_path / "s.catar"
+    run_casync("make", str(out), str(tree))
+    data = out.read_bytes()
+    offsets, o = [], 0
+    while o < len(data):
+        offsets.append(o)
+        o += struct.unpack_from("<Q", data, o)[0]
+    variants = [data[:cut] for cut in range(0, len(data), 7)]
+    for o in offsets:
+        for i in (0, 7, 8, 15):
+            b = bytearray(data)
+            b[o + i] ^= 0x41
+            variants.append(bytes(b))
+    failed = 0
+    for v in variants:
+        for seekable in (True, False):
+            f = (lambda: io.BytesIO(v)) if seekable else (lambda: NonSeekable(v, 100))
+            with deadline():
+                want = _text_until_error(_entry_lines(CatarReader(f())))
+                got = _text_until_error(CatarReader(f()).list_text())
+            assert got == want
+            failed += want[1] is not None
+    assert failed > len(variants)
+
+
 # --------------------------------------------------------------------------- malformed input
 
 

@@ -27,12 +27,15 @@
  *   record and an entry (as parse_entry, with ``af`` known), at most ``max_n`` of them, up to and
  *   including a directory or a regular file with a payload (iteration goes on inside it).  Returns
  *   False (the directory's GOODBYE record comes next: not consumed), an int (bytes needed), or
- *   (entries, bytes consumed, the last name, FILENAME offsets, name hashes: both u64 arrays as bytes).
- *   Names must sort after ``last_name``; ``depth`` (of the children) must not exceed MAX_DEPTH;
+ *   (entries, bytes consumed, the last name, FILENAME offsets, name hashes: both u64 arrays as bytes,
+ *   lines).  Names must sort after ``last_name``; ``depth`` (of the children) must not exceed MAX_DEPTH;
  *   paths are ``prefix`` + name.  An error after some children ends the batch before the failing
  *   record: the next call reports it.  ``hasher``: None for the goodbye hash, or a function of the
- *   name (tests provoke collisions with a weak one).  ``make`` false: the entries list holds only a
- *   directory or a file with a payload that ends the batch (the records are checked all the same).
+ *   name (tests provoke collisions with a weak one).  ``make``: 1 (MAKE_ENTRIES) an Entry for every
+ *   child; 0 (MAKE_NONE) the entries list holds only a directory or a file with a payload that ends
+ *   the batch (the records are checked all the same; no path is made for the others); 2 (MAKE_LINES)
+ *   the same, and ``lines`` is the text ``casync list`` prints for every child of the batch (see
+ *   list_line), else None.
  * siphash24(data, key): SipHash-2-4 (pycatar.goodbye.name_hash: the goodbye hash; parse_children uses it
  *   with the configured key).
  * check_goodbye(record, start, dir_offset, starts, hashes): a directory's GOODBYE record against its
@@ -40,6 +43,9 @@
  *   ``start``, ``hashes`` their name hashes.
  * The predicates id_ok, mtime_ok, device_ok, cstr_ok, user_name_ok, xattr_name_ok are the parser's
  * and, exported, pycatar.validate's (so the encoder's): one copy of each rule.
+ * list_line(mode, path), ls_format_mode(mode), mtree_escape(value): the text of ``casync list`` (a
+ *   line: the mode as ``ls -l`` shows it, the path escaped as in mtree files), pycatar.listing's, so
+ *   that the lines parse_children makes (MAKE_LINES) and the listing's are one formatting.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -386,15 +392,35 @@ typedef struct {
     PyObject *entry;     /* the Entry (new reference) */
     Py_ssize_t consumed; /* its records' bytes */
     uint64_t need;       /* bytes needed (status 0) */
+    uint64_t mode;       /* the ENTRY's mode (status 1) */
     int stop;            /* a directory or a regular file with payload: iteration must stop after it */
 } parsed_t;
 
-/* One entry's records at p (stream offset off0); ``path``: the Entry's path.  Returns 1 (out->entry
+/* An Entry's path: ``path`` (borrowed) when given, else made only when the Entry is: ``prefix`` (a str,
+ * "" or a directory's path and "/") and the name's bytes, decoded like os.fsdecode. */
+typedef struct {
+    PyObject *path, *prefix;
+    const unsigned char *name;
+    Py_ssize_t name_len;
+} path_t;
+
+static PyObject *path_of(const path_t *pt) {
+    if (pt->path)
+        return Py_NewRef(pt->path);
+    PyObject *comp = fs_str(pt->name, pt->name_len);
+    if (!comp || !PyUnicode_GET_LENGTH(pt->prefix))
+        return comp;
+    PyObject *path = PyUnicode_Concat(pt->prefix, comp);
+    Py_DECREF(comp);
+    return path;
+}
+
+/* One entry's records at p (stream offset off0); ``pt``: the Entry's path.  Returns 1 (out->entry
  * and the rest set), 0 (out->need: the buffer is short), 2 (``have_af`` is 0: the caller checks the
  * ENTRY's feature flags first) or -1 (error set). */
 static int parse_entry_span(const unsigned char *p, Py_ssize_t avail, uint64_t off0, int eof, uint64_t end,
                             uint64_t limit, int have_af, uint64_t af, PyObject *af_obj, int at_root, int strict,
-                            int make, PyObject *path, parsed_t *out) {
+                            int make, const path_t *pt, parsed_t *out) {
     char tn[64];
     const uint64_t hdr = C.hdr;
     if ((uint64_t)avail < hdr) {
@@ -437,15 +463,19 @@ static int parse_entry_span(const unsigned char *p, Py_ssize_t avail, uint64_t o
     int is_reg = ftype == S_IFREG, is_dir = ftype == S_IFDIR, is_lnk = ftype == S_IFLNK,
         is_dev = ftype == S_IFBLK || ftype == S_IFCHR;
     int last_rank = 0, have_acl = 0, have_payload = 0, have_symlink = 0, have_dir_end = 0;
-    meta_t m;
-    memset(&m, 0, sizeof m);
+    meta_t m; /* field by field: a memset of the whole (a `rep stos`) cost a fifth of a simple entry's parse */
+    m.user = m.group = m.xattrs = m.acl[0] = m.acl[1] = m.acl[2] = m.acl[3] = NULL;
+    m.acl_group_obj = m.acl_default = m.selinux = m.fcaps = m.projid = NULL;
+    m.major = m.minor = 0;
+    m.have_device = 0;
     PyObject *target = NULL;
     int rc = -1;
     uint64_t psize = 0;
     const unsigned char *last_xattr = NULL;
     Py_ssize_t last_xattr_len = 0;
-    acl_key_t last_acl[4];
-    memset(last_acl, 0, sizeof last_acl);
+    acl_key_t last_acl[4]; /* of each list of named ACL entries, the last one (set: read one) */
+    for (int i = 0; i < 4; i++)
+        last_acl[i].set = 0;
     uint64_t xattr_names = 0, xattr_bytes = 0, acl_access = 0, acl_default = 0, default_mask = 0;
     Py_ssize_t cur = (Py_ssize_t)size; /* index of the next record (from p) */
 
@@ -820,11 +850,12 @@ static int parse_entry_span(const unsigned char *p, Py_ssize_t avail, uint64_t o
     }
 
     out->stop = is_dir || (have_payload && psize);
+    out->mode = mode;
     if (!make && !out->stop)
         out->entry = Py_NewRef(Py_None); /* checked, not wanted */
     else {
         PyObject *values[NFIELDS] = {
-            path, PyLong_FromUnsignedLongLong(mode), Py_NewRef(af_obj),
+            path_of(pt), PyLong_FromUnsignedLongLong(mode), Py_NewRef(af_obj),
             PyLong_FromUnsignedLongLong(eflags), PyLong_FromUnsignedLongLong(uid), PyLong_FromUnsignedLongLong(gid),
             PyLong_FromUnsignedLongLong(mtime), opt(m.user), opt(m.group), list_or_empty(m.xattrs),
             list_or_empty(m.acl[0]), list_or_empty(m.acl[1]), opt(m.acl_group_obj), opt(m.acl_default),
@@ -832,7 +863,6 @@ static int parse_entry_span(const unsigned char *p, Py_ssize_t avail, uint64_t o
             PyLong_FromUnsignedLongLong(psize), opt(target), PyLong_FromUnsignedLongLong(m.major),
             PyLong_FromUnsignedLongLong(m.minor), PyLong_FromUnsignedLongLong(off0),
             have_payload ? PyLong_FromUnsignedLongLong(off0 + (uint64_t)cur) : opt(NULL)};
-        Py_INCREF(path);
         out->entry = make_entry(values);
     }
     if (!out->entry)
@@ -868,8 +898,8 @@ static PyObject *py_parse_entry(PyObject *self, PyObject *const *args, Py_ssize_
         return NULL;
     parsed_t pe;
     PyObject *r = NULL;
-    int rc = parse_entry_span(s.p, s.avail, off, eof, end, limit, have_af, af, args[6], at_root, strict, 1, args[9],
-                              &pe);
+    path_t pt = {args[9], NULL, NULL, 0};
+    int rc = parse_entry_span(s.p, s.avail, off, eof, end, limit, have_af, af, args[6], at_root, strict, 1, &pt, &pe);
     if (rc == 1)
         r = Py_BuildValue("(Nn)", pe.entry, pe.consumed);
     else if (rc == 0)
@@ -1024,7 +1054,186 @@ static PyObject *py_siphash24(PyObject *self, PyObject *args) {
     return r;
 }
 
+/* ------------------------------------------------------------------ casync's list text (pycatar.listing's)
+ *
+ * The line ``casync list`` prints for an entry is its mode as ``ls -l`` shows it and its path, escaped as
+ * in mtree files.  pycatar.listing formats every line with these functions (list_line, ls_format_mode,
+ * mtree_escape); parse_children makes the lines of a batch with them (make == MAKE_LINES). */
+
+/* casync's ls_format_mode: 10 characters into out; 0 for a mode of no known file type */
+static int mode_text(uint64_t m, char *out) {
+    char t;
+    switch (m & S_IFMT) {
+    case S_IFSOCK: t = 's'; break;
+    case S_IFDIR: t = 'd'; break;
+    case S_IFREG: t = '-'; break;
+    case S_IFBLK: t = 'b'; break;
+    case S_IFCHR: t = 'c'; break;
+    case S_IFLNK: t = 'l'; break;
+    case S_IFIFO: t = 'p'; break;
+    default: return 0;
+    }
+    out[0] = t;
+    out[1] = m & 0400 ? 'r' : '-';
+    out[2] = m & 0200 ? 'w' : '-';
+    out[3] = m & 04000 ? (m & 0100 ? 's' : 'S') : (m & 0100 ? 'x' : '-');
+    out[4] = m & 040 ? 'r' : '-';
+    out[5] = m & 020 ? 'w' : '-';
+    out[6] = m & 02000 ? (m & 010 ? 's' : 'S') : (m & 010 ? 'x' : '-');
+    out[7] = m & 04 ? 'r' : '-';
+    out[8] = m & 02 ? 'w' : '-';
+    out[9] = t == 'd' && m & 01000 ? (m & 01 ? 't' : 'T') : (m & 01 ? 'x' : '-'); /* sticky: directories only */
+    return 1;
+}
+
+/* casync's mtree escaping of n bytes into out (room for 4 n): bytes up to the space, from 127 on, the
+ * backslash and '#' become \ooo.  Returns the length written. */
+static Py_ssize_t escape_into(const unsigned char *b, Py_ssize_t n, char *out) {
+    char *o = out;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = b[i];
+        if (c <= 0x20 || c >= 0x7F || c == '\\' || c == '#') {
+            o[0] = '\\';
+            o[1] = (char)('0' + (c >> 6));
+            o[2] = (char)('0' + ((c >> 3) & 7));
+            o[3] = (char)('0' + (c & 7));
+            o += 4;
+        } else
+            *o++ = (char)c;
+    }
+    return o - out;
+}
+
+/* a growing text buffer (ASCII) */
+typedef struct {
+    char *p;
+    Py_ssize_t len, cap;
+} text_t;
+
+static int text_room(text_t *t, Py_ssize_t n) {
+    if (t->len + n <= t->cap)
+        return 0;
+    Py_ssize_t cap = t->cap ? 2 * t->cap : 1 << 16;
+    if (cap < t->len + n)
+        cap = t->len + n;
+    char *p = realloc(t->p, (size_t)cap);
+    if (!p) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    t->p = p;
+    t->cap = cap;
+    return 0;
+}
+
+static PyObject *text_str(const char *p, Py_ssize_t n) { /* p: ASCII */
+    PyObject *s = PyUnicode_New(n, 127);
+    if (s)
+        memcpy(PyUnicode_1BYTE_DATA(s), p, (size_t)n);
+    return s;
+}
+
+/* the line of an entry: mode text, space, escaped prefix (already escaped), escaped name, newline; the
+ * path "" (the root) is "." */
+static int text_line(text_t *t, uint64_t mode, const char *prefix, Py_ssize_t prefix_len, const unsigned char *name,
+                     Py_ssize_t name_len) {
+    if (text_room(t, 12 + prefix_len + 4 * name_len) < 0)
+        return -1;
+    char *o = t->p + t->len;
+    if (!mode_text(mode, o)) {
+        PyErr_Format(PyExc_ValueError, "mode 0o%llo has no known file type", (unsigned long long)mode);
+        return -1;
+    }
+    o[10] = ' ';
+    o += 11;
+    memcpy(o, prefix, (size_t)prefix_len);
+    o += prefix_len;
+    if (!prefix_len && !name_len)
+        *o++ = '.';
+    o += escape_into(name, name_len, o);
+    *o++ = '\n';
+    t->len = o - t->p;
+    return 0;
+}
+
+/* the bytes of a str (os.fsencode) or of a bytes-like object, in *view (released by the caller) */
+static int fs_bytes(PyObject *value, Py_buffer *view, PyObject **owner) {
+    *owner = NULL;
+    if (PyUnicode_Check(value)) {
+        if (!(*owner = PyUnicode_EncodeFSDefault(value)))
+            return -1;
+        value = *owner;
+    }
+    if (PyObject_GetBuffer(value, view, PyBUF_SIMPLE) < 0) {
+        Py_CLEAR(*owner);
+        return -1;
+    }
+    return 0;
+}
+
+static int mode_arg(PyObject *o, uint64_t *mode) {
+    uint64_t v;
+    if (!PyLong_Check(o)) {
+        PyErr_SetString(PyExc_TypeError, "a mode must be an int");
+        return -1;
+    }
+    v = PyLong_AsUnsignedLongLong(o);
+    if (v == (uint64_t)-1 && PyErr_Occurred())
+        return -1;
+    *mode = v;
+    return 0;
+}
+
+static PyObject *py_ls_format_mode(PyObject *self, PyObject *arg) {
+    uint64_t mode;
+    char out[10];
+    if (mode_arg(arg, &mode) < 0)
+        return NULL;
+    if (!mode_text(mode, out))
+        Py_RETURN_NONE;
+    return text_str(out, 10);
+}
+
+static PyObject *py_mtree_escape(PyObject *self, PyObject *arg) {
+    Py_buffer v;
+    PyObject *owner, *r = NULL;
+    if (fs_bytes(arg, &v, &owner) < 0)
+        return NULL;
+    char *out = PyMem_Malloc((size_t)v.len * 4 + 1);
+    if (!out)
+        PyErr_NoMemory();
+    else {
+        r = text_str(out, escape_into(v.buf, v.len, out));
+        PyMem_Free(out);
+    }
+    PyBuffer_Release(&v);
+    Py_XDECREF(owner);
+    return r;
+}
+
+static PyObject *py_list_line(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    uint64_t mode;
+    Py_buffer v;
+    PyObject *owner, *r = NULL;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "list_line() takes 2 arguments");
+        return NULL;
+    }
+    if (mode_arg(args[0], &mode) < 0 || fs_bytes(args[1], &v, &owner) < 0)
+        return NULL;
+    text_t t = {NULL, 0, 0};
+    if (text_line(&t, mode, "", 0, v.buf, v.len) == 0)
+        r = text_str(t.p, t.len);
+    free(t.p);
+    PyBuffer_Release(&v);
+    Py_XDECREF(owner);
+    return r;
+}
+
 /* ------------------------------------------------------------------ one child of a directory */
+
+/* parse_children's ``make`` */
+enum { MAKE_NONE = 0, MAKE_ENTRIES = 1, MAKE_LINES = 2 };
 
 static PyObject *py_parse_children(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     char tn[64];
@@ -1039,17 +1248,23 @@ static PyObject *py_parse_children(PyObject *self, PyObject *const *args, Py_ssi
     int err = 0;
     uint64_t off = arg_u64(args[2], &err), dir_offset = arg_u64(args[6], &err), limit = arg_opt(args[8], &err),
              af = arg_u64(args[9], &err);
-    int eof = PyObject_IsTrue(args[3]), strict = PyObject_IsTrue(args[10]), make = PyObject_IsTrue(args[13]);
+    int eof = PyObject_IsTrue(args[3]), strict = PyObject_IsTrue(args[10]);
+    long make = PyLong_AsLong(args[13]);
     PyObject *last = args[4], *prefix = args[7], *hasher = args[11];
-    if (err || eof < 0 || strict < 0 || make < 0)
+    if (err || eof < 0 || strict < 0 || (make == -1 && PyErr_Occurred()))
         return NULL;
-    if ((last != Py_None && !PyBytes_Check(last)) || !PyUnicode_Check(prefix)) {
-        PyErr_SetString(PyExc_TypeError, "parse_children(): last_name must be bytes or None, prefix a str");
+    if ((last != Py_None && !PyBytes_Check(last)) || !PyUnicode_Check(prefix) || make < MAKE_NONE ||
+        make > MAKE_LINES) {
+        PyErr_SetString(PyExc_TypeError,
+                        "parse_children(): last_name must be bytes or None, prefix a str, make 0, 1 or 2");
         return NULL;
     }
     span_t s;
     if (span_open(&s, args[0], bpos) < 0)
         return NULL;
+    text_t lines = {NULL, 0, 0};
+    char *esc_prefix = NULL; /* the prefix as list lines show it */
+    Py_ssize_t esc_prefix_len = 0;
     PyObject *r = NULL, *entries = PyList_New(0);
     uint64_t *starts = NULL, *hashes = NULL;
     Py_ssize_t n = 0, cap = 0, pos = 0;
@@ -1059,6 +1274,21 @@ static PyObject *py_parse_children(PyObject *self, PyObject *const *args, Py_ssi
     int status = -1; /* of the step that ended the batch: 1 a stop, 0 need, 2 GOODBYE, -1 error */
     if (!entries)
         goto out;
+    if (make == MAKE_LINES) {
+        Py_buffer pv;
+        PyObject *owner;
+        if (fs_bytes(prefix, &pv, &owner) < 0)
+            goto out;
+        esc_prefix = malloc((size_t)pv.len * 4 + 1);
+        if (esc_prefix)
+            esc_prefix_len = escape_into(pv.buf, pv.len, esc_prefix);
+        PyBuffer_Release(&pv);
+        Py_DECREF(owner);
+        if (!esc_prefix) {
+            PyErr_NoMemory();
+            goto out;
+        }
+    }
     for (;;) {
         const unsigned char *q = s.p + pos;
         Py_ssize_t avail = s.avail - pos;
@@ -1120,25 +1350,19 @@ static PyObject *py_parse_children(PyObject *self, PyObject *const *args, Py_ssi
             if (PyErr_Occurred())
                 break;
         }
-        PyObject *comp = fs_str(name, nl), *path = NULL;
-        if (!comp)
-            break;
-        if (PyUnicode_GET_LENGTH(prefix)) {
-            path = PyUnicode_Concat(prefix, comp);
-            Py_DECREF(comp);
-        } else
-            path = comp;
-        if (!path)
-            break;
         parsed_t pe;
+        path_t pt = {NULL, prefix, name, nl};
         rc = parse_entry_span(q + fsize, avail - (Py_ssize_t)fsize, at + fsize, eof, UINT64_MAX, limit, 1, af, args[9],
-                              0, strict, make, path, &pe);
-        Py_DECREF(path);
+                              0, strict, make == MAKE_ENTRIES, &pt, &pe);
         if (rc != 1) {
             if (rc == 0) {
                 need = pe.need + fsize;
                 status = 0;
             }
+            break;
+        }
+        if (make == MAKE_LINES && text_line(&lines, pe.mode, esc_prefix, esc_prefix_len, name, nl) < 0) {
+            Py_DECREF(pe.entry);
             break;
         }
         if (n == cap) {
@@ -1181,19 +1405,23 @@ static PyObject *py_parse_children(PyObject *self, PyObject *const *args, Py_ssi
     /* the entries parsed go out; an error after them comes again on the next call, at its record */
     if (status < 0)
         PyErr_Clear();
-    r = Py_BuildValue("(On)", entries, pos);
-    if (r) {
+    {
         PyObject *ln = PyBytes_FromStringAndSize((const char *)last_name, last_len),
                  *sb = PyBytes_FromStringAndSize((const char *)starts, n * 8),
-                 *hb = PyBytes_FromStringAndSize((const char *)hashes, n * 8);
-        Py_SETREF(r, ln && sb && hb ? Py_BuildValue("(OnOOO)", entries, pos, ln, sb, hb) : NULL);
+                 *hb = PyBytes_FromStringAndSize((const char *)hashes, n * 8),
+                 *text = make == MAKE_LINES ? text_str(lines.p, lines.len) : Py_NewRef(Py_None);
+        if (ln && sb && hb && text)
+            r = Py_BuildValue("(OnOOOO)", entries, pos, ln, sb, hb, text);
         Py_XDECREF(ln);
         Py_XDECREF(sb);
         Py_XDECREF(hb);
+        Py_XDECREF(text);
     }
 out:
     free(starts);
     free(hashes);
+    free(lines.p);
+    free(esc_prefix);
     Py_XDECREF(entries);
     PyBuffer_Release(&s.view);
     return r;
@@ -1218,6 +1446,18 @@ static int u64_array(PyObject *o, Py_buffer *v) {
         return -1;
     }
     return 0;
+}
+
+/* bisect_left(a, x, 0, n) for n >= 1, without a branch to mispredict at each step (the items of a GOODBYE
+ * table come in hash order: every search goes somewhere else) */
+static Py_ssize_t lower_bound(const uint64_t *a, Py_ssize_t n, uint64_t x) {
+    const uint64_t *base = a;
+    while (n > 1) {
+        Py_ssize_t half = n / 2;
+        base = base[half] < x ? base + half : base;
+        n -= half;
+    }
+    return (base - a) + (*base < x);
 }
 
 static PyObject *py_check_goodbye(PyObject *self, PyObject *args) {
@@ -1286,14 +1526,7 @@ static PyObject *py_check_goodbye(PyObject *self, PyObject *args) {
             uint64_t offset = rd64(it + C.o_item_offset), item_size = rd64(it + C.o_item_size),
                      h = rd64(it + C.o_item_hash);
             uint64_t child = start - offset;
-            Py_ssize_t lo = 0, hi = n; /* bisect_left(starts, child, 0, n) */
-            while (lo < hi) {
-                Py_ssize_t mid = (lo + hi) / 2;
-                if (starts[mid] < child)
-                    lo = mid + 1;
-                else
-                    hi = mid;
-            }
+            Py_ssize_t lo = lower_bound(starts, n, child);
             if (offset > start || h < prev || lo == n || starts[lo] != child || seen[lo] || hashes[lo] != h ||
                 starts[lo + 1] - child != item_size) {
                 bad = 1;
@@ -1581,6 +1814,12 @@ static PyMethodDef methods[] = {
     {"parse_children", (PyCFunction)(void (*)(void))py_parse_children, METH_FASTCALL,
      "parse_children(buf, bpos, off, eof, last_name, depth, dir_offset, prefix, limit, af, strict, hasher, "
      "max_n, make): the next children of a directory (see the source)."},
+    {"ls_format_mode", py_ls_format_mode, METH_O,
+     "ls_format_mode(mode) -> str | None: the mode as casync's list shows it (None: no known file type)."},
+    {"mtree_escape", py_mtree_escape, METH_O,
+     "mtree_escape(value: str | bytes) -> str: casync's escaping of names and paths (a str is os.fsencode'd)."},
+    {"list_line", (PyCFunction)(void (*)(void))py_list_line, METH_FASTCALL,
+     "list_line(mode, path: str) -> str: the line of casync list for an entry (the root's path, \"\", is \".\")."},
     {"siphash24", py_siphash24, METH_VARARGS, "siphash24(data, key) -> int: SipHash-2-4, read little-endian."},
     {"check_goodbye", py_check_goodbye, METH_VARARGS,
      "check_goodbye(record, start, dir_offset, starts, hashes): a GOODBYE record against the children seen."},

@@ -44,7 +44,10 @@ _SEQ_READAHEAD = 1 << 20  # sequential iteration: large reads
 # each) stay below the garbage collector's threshold of 700 allocations: iteration alone never makes it
 # run (with 256 a batch, collections took a third of the time of `pycatar list`)
 _BATCH = 64
-_BATCH_UNMADE = 4096  # the same without entries (consume): nothing for the collector
+_BATCH_UNMADE = 4096  # the same without entries (consume, list_text): nothing for the collector
+# what _walk (and _catar.parse_children) makes of the entries: nothing (but directories and files with a
+# payload, which iteration needs), every Entry, or the lines of casync's `list` (and those directories and files)
+_MAKE_NONE, _MAKE_ENTRIES, _MAKE_LINES = 0, 1, 2
 _RANDOM_READAHEAD = 4096  # lookups: read little beyond what is needed
 # When the C parser needs more bytes it says how many, from the start of the entry (or batch) it parses
 # again.  Below this, exactly those are read: a lookup without read-ahead reads no byte beyond its
@@ -473,30 +476,44 @@ class CatarReader:
         """Read the whole archive (or ``entry``, found by :meth:`lookup`, and everything below it) as
         iteration does -- every record checked, every byte passed to :attr:`tap` -- without making an
         Entry for each file (``casync digest``)."""
-        if entry is None:
-            walk = self._walk(self._src, 0, "", whole=True, make=False)
-        else:
-            if entry.offset is None:
-                raise ValueError("entry has no archive offset")
-            self._read_root(self._random_source())  # the archive's feature flags
-            walk = self._walk(self._random_source(_SEQ_READAHEAD), entry.offset, entry.path, whole=False, make=False)
-        for _ in walk:  # only directories and files with a payload come out
+        for _ in self._sequential(entry, _MAKE_NONE):  # only directories and files with a payload come out
             pass
 
-    def _walk(self, src: _Source, start: int, path: str, whole: bool, make: bool = True) -> Iterator[Entry]:
+    def list_text(self, entry: Entry | None = None) -> Iterator[str]:
+        """The standard output of ``casync list`` for the whole archive (or for ``entry``, found by
+        :meth:`lookup`, and everything below it), in pieces: a line per entry, its mode as ``ls -l``
+        shows it and its path (escaped as in mtree files; the root is "."), made by the C parser
+        as it reads the records -- every record checked as in iteration, no Entry made for a file.
+        The lines of the entries before a malformed record come out before its FormatError."""
+        return self._sequential(entry, _MAKE_LINES)
+
+    def _sequential(self, entry: Entry | None, make: int) -> Iterator:
+        if entry is None:
+            return self._walk(self._src, 0, "", whole=True, make=make)
+        if entry.offset is None:
+            raise ValueError("entry has no archive offset")
+        self._read_root(self._random_source())  # the archive's feature flags
+        return self._walk(self._random_source(_SEQ_READAHEAD), entry.offset, entry.path, whole=False, make=make)
+
+    def _walk(self, src: _Source, start: int, path: str, whole: bool, make: int = _MAKE_ENTRIES) -> Iterator:
+        """Entries (make: _MAKE_ENTRIES), directories and files with a payload (_MAKE_NONE), or pieces of
+        casync's list text (_MAKE_LINES), in archive order."""
         src.tap = self.tap
+        lines = make == _MAKE_LINES
         try:
             src.seek(start)
             if whole and src.at_eof():
                 raise FormatError("archive is empty")
             stack: list[_Frame] = []
             entry = self._parse_entry(src, path, at_root=whole)
+            if lines:
+                yield _list_line(entry.mode, entry.path)
             af, strict = self.feature_flags, self._strict
             limit = src.size() if src.seekable else None
             hasher = None if name_hash is _goodbye.name_hash else name_hash  # tests substitute a weak hash
             batch: list[Entry] = []
             depth = path.count("/") + 1 if path else 0
-            max_n = _BATCH if make else _BATCH_UNMADE
+            max_n = _BATCH if make == _MAKE_ENTRIES else _BATCH_UNMADE
             while True:
                 # the entries of a batch but the last are neither directories nor files with a payload
                 for e in batch:
@@ -506,17 +523,18 @@ class CatarReader:
                     ftype = entry.mode & _IFMT
                     self._current = entry
                     if ftype == _IFREG and entry.size:
-                        self._payload_src = src
-                        self._payload_left = entry.size
-                        yield entry
-                        # each iterator skips what is left of its own payload (its cursor: src)
-                        if self._payload_src is src:
-                            self._payload_src = None
-                            self._payload_left = 0
+                        if not lines:
+                            self._payload_src = src
+                            self._payload_left = entry.size
+                            yield entry
+                            # each iterator skips what is left of its own payload (its cursor: src)
+                            if self._payload_src is src:
+                                self._payload_src = None
+                                self._payload_left = 0
                         left = entry.payload_offset + entry.size - src.pos
                         if left:
                             src.skip(left)
-                    else:
+                    elif not lines:
                         yield entry
                     if ftype == _IFDIR:
                         stack.append(_Frame(entry.path, entry.offset, depth))
@@ -543,7 +561,7 @@ class CatarReader:
                         return
                     want = r if r < _GROW_FROM else max(r, 2 * want)  # see _parse_entry
                     eof = src.fill(want) < want
-                batch, consumed, frame.last_name, starts, hashes = r
+                batch, consumed, frame.last_name, starts, hashes, text = r
                 frame.starts.frombytes(starts)
                 frame.hashes.frombytes(hashes)
                 buf, b = src.buf, src.bpos
@@ -552,8 +570,11 @@ class CatarReader:
                 self._entries_at = (buf, src.pos - b - consumed, None)
                 if src.tap is not None:
                     src.tap(memoryview(buf)[b:b + consumed])
-                entry = batch.pop() if batch else None  # (make false: None when no directory or payload ended it)
+                # (not making entries: None when no directory or payload ended the batch)
+                entry = batch.pop() if batch else None
                 depth = frame.depth + 1
+                if lines:
+                    yield text  # every child's line, the directory's or payload's that ended the batch too
         finally:
             src.tap = None
             if self._payload_src is src:
@@ -830,3 +851,4 @@ _parse_entry = _catar.parse_entry
 _parse_filename = _catar.parse_filename
 _parse_children = _catar.parse_children
 _check_goodbye = _catar.check_goodbye
+_list_line = _catar.list_line

@@ -22,12 +22,12 @@ message is casync's error message, everything printed before the failure has bee
 from __future__ import annotations
 
 import os
-import re
 import stat as _stat
 import time
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
+from . import _catar
 from . import digest as _digest
 from . import flags as _flags
 from .entry import Entry, select_subtree
@@ -72,20 +72,10 @@ class ListingError(PycatarError):
 
 # --------------------------------------------------------------------------- formatting helpers
 
-_ESCAPE = [f"\\{c:03o}" if (c <= 0x20 or c >= 0x7F or c in (0x5C, 0x23)) else chr(c) for c in range(256)]
-
-
-_PLAIN = re.compile(r"[!-\"$-\[\]-~]*")  # printable ASCII but for '#' and backslash: nothing to escape
-
-
 def mtree_escape(value: str | bytes) -> str:
-    """casync's mtree escaping: bytes <= space, >= 127, backslash and '#' become ``\\ooo``."""
-    if isinstance(value, str):
-        if _PLAIN.fullmatch(value):
-            return value
-        value = os.fsencode(value)
-    esc = _ESCAPE
-    return "".join([esc[c] for c in value])
+    """casync's mtree escaping: bytes <= space, >= 127, backslash and '#' become ``\\ooo`` (a str is
+    escaped as its :func:`os.fsencode` bytes)."""
+    return _catar.mtree_escape(value)
 
 
 def _escape_cstr(value: bytes) -> str:
@@ -94,40 +84,10 @@ def _escape_cstr(value: bytes) -> str:
     return mtree_escape(value if nul < 0 else value[:nul])
 
 
-_TYPE_CHAR = {
-    _stat.S_IFSOCK: "s", _stat.S_IFDIR: "d", _stat.S_IFREG: "-", _stat.S_IFBLK: "b",
-    _stat.S_IFCHR: "c", _stat.S_IFLNK: "l", _stat.S_IFIFO: "p",
-}
-
-
-#: ls_format_mode of the modes met so far
-_MODE_TEXT: dict[int, str] = {}
-
-
 def ls_format_mode(mode: int) -> str | None:
-    """``drwxr-xr-x`` and friends, exactly as casync renders them (no sticky bit on non-directories)."""
-    text = _MODE_TEXT.get(mode)
-    if text is not None:
-        return text
-    t = _TYPE_CHAR.get(_stat.S_IFMT(mode))
-    if t is None:
-        return None
-    m = mode
-    text = "".join((
-        t,
-        "r" if m & 0o400 else "-",
-        "w" if m & 0o200 else "-",
-        ("s" if m & 0o100 else "S") if m & 0o4000 else ("x" if m & 0o100 else "-"),
-        "r" if m & 0o040 else "-",
-        "w" if m & 0o020 else "-",
-        ("s" if m & 0o010 else "S") if m & 0o2000 else ("x" if m & 0o010 else "-"),
-        "r" if m & 0o004 else "-",
-        "w" if m & 0o002 else "-",
-        (("t" if m & 0o001 else "T") if (_stat.S_ISDIR(m) and m & 0o1000) else ("x" if m & 0o001 else "-")),
-    ))
-    if len(_MODE_TEXT) < 4096:
-        _MODE_TEXT[mode] = text
-    return text
+    """``drwxr-xr-x`` and friends, exactly as casync renders them (no sticky bit on non-directories);
+    None for a mode of no known file type."""
+    return _catar.ls_format_mode(mode)
 
 
 _CHATTR_CHARS = (
@@ -269,26 +229,14 @@ def directory_view(entry: Entry, feature_flags: int, *, raw_xattrs: list[tuple[b
 
 def list_lines(views: Iterable[View | Entry]) -> str:
     """Lines of ``casync list``: the mode and the path of each, which an entry and its view show alike."""
-    modes: list[int] = []
-    paths: list[str] = []
-    for v in views:
-        modes.append(v.mode)
-        paths.append(v.path)
-    return _list_text(modes, paths)
-
-
-def _list_text(modes: list[int], paths: list[str]) -> str:
-    """The lines of ``casync list`` for these modes and paths.  Paths are escaped one by one only when
-    they hold something to escape (or the root, ".")."""
-    if not _PLAIN.fullmatch("".join(paths)) or "" in paths:  # escaping works character by character
-        paths = [_path_text(p) for p in paths]
-    text = _MODE_TEXT
-    return "".join([f"{text.get(m) or ls_format_mode(m)} {p}\n" for m, p in zip(modes, paths)])
+    line = _catar.list_line
+    return "".join([line(v.mode, v.path) for v in views])
 
 
 def list_line(view: View | Entry) -> str:
-    """One line of ``casync list``."""
-    return list_lines([view])
+    """One line of ``casync list`` (the C decoder's :meth:`~pycatar.decoder.CatarReader.list_text`
+    makes the same lines)."""
+    return _catar.list_line(view.mode, view.path)
 
 
 _MTREE_TYPES = {
@@ -438,24 +386,22 @@ def _select(entries: Iterator[Entry], path: str) -> Iterator[Entry]:
 
 
 def _list_batches(entries: Iterable[Entry], n: int = 512) -> Iterator[str]:
-    """The lines of ``casync list`` for the entries, n at a time (only their modes and paths are kept:
-    objects the garbage collector need not track); the lines of the entries read before a failure are
-    yielded before it propagates."""
-    modes: list[int] = []
-    paths: list[str] = []
+    """The lines of ``casync list`` for the entries, n at a time; the lines of the entries read before a
+    failure are yielded before it propagates."""
+    line = _catar.list_line
+    lines: list[str] = []
     try:
         for e in entries:
-            modes.append(e.mode)
-            paths.append(e.path)
-            if len(paths) == n:
-                yield _list_text(modes, paths)
-                modes, paths = [], []
+            lines.append(line(e.mode, e.path))
+            if len(lines) == n:
+                yield "".join(lines)
+                lines = []
     except Exception:
-        if paths:
-            yield _list_text(modes, paths)
+        if lines:
+            yield "".join(lines)
         raise
-    if paths:
-        yield _list_text(modes, paths)
+    if lines:
+        yield "".join(lines)
 
 
 def list_archive(reader, verb: str, *, path: str | None = None, recursive: bool = True,
@@ -471,10 +417,16 @@ def list_archive(reader, verb: str, *, path: str | None = None, recursive: bool 
     if verb not in VERBS:
         raise ValueError(f"unknown listing verb {verb!r}")
     path = "/".join(c for c in (path or "").split("/") if c)
+    top = None
     if path and reader.seekable:
         top = reader.lookup(path)
         if top is None:
             raise ListingError("Seek path not available in archive.")
+    if verb == "list" and recursive and (top is not None or not path):
+        # the C parser makes the lines as it reads the records (no Entry a file)
+        yield from reader.list_text(top)
+        return
+    if top is not None:
         entries: Iterable[Entry] = reader.iter_subtree(top)
     elif path:
         entries = _select(iter(reader), path)
