@@ -10,6 +10,7 @@ import signal
 import sys
 import shutil
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -41,11 +42,18 @@ class StaticServer:
     requested and optional faults: ``fail(path, n)`` returns True for a request that is to fail
     (answered with ``fault``: "500", "drop" (connection closed without an answer), "truncate" (half
     the body, then closed), "garbage" (the body with a flipped bit), "endless" (a body without a
-    length that goes on, up to 256 MiB), or "redirect" (302 to ``redirect_to``))."""
+    length that goes on, up to 256 MiB), or "redirect" (302 to ``redirect_to``)).
+
+    With ``batches`` it also answers batched chunk reads as spec/store.md SERVE-5 describes them
+    (``<dir>/.chunks/<id><id>...`` for the store ``<dir>``), written here from the spec, not from
+    pycatar's server; the faults apply to those answers too, and "lie" answers one with a chunk size
+    beyond the end of the answer."""
 
     def __init__(self, root, *, fault: str | None = None, fail=None, auth: str | None = None,
-                 limit: int | None = None, redirect_to: str | None = None, delay: float = 0.0):
+                 limit: int | None = None, redirect_to: str | None = None, delay: float = 0.0,
+                 batches: bool = False):
         self.root = os.fspath(root)
+        self.batches = batches
         self.delay = delay  # seconds every answer waits (a distant server)
         self.inflight = self.most_inflight = 0  # requests being answered now, and at most
         self.log: list[tuple[str, str]] = []
@@ -66,6 +74,22 @@ class StaticServer:
 
             def log_message(self, *a):
                 pass
+
+            def _batch_body(self) -> bytes | None:
+                """SERVE-5's answer for a batched read, or None if the path is not one."""
+                if not server.batches or "/.chunks/" not in self.path:
+                    return None
+                store, ids = self.path.split("/.chunks/", 1)
+                body = [b"CACHUNKS"]
+                for i in range(0, len(ids), 64):
+                    h = ids[i:i + 64]
+                    try:
+                        with open(os.path.join(server.root, store.lstrip("/"), h[:4], h + ".cacnk"), "rb") as f:
+                            data = f.read()
+                        body += [struct.pack("<Q", len(data)), data]
+                    except OSError:
+                        body.append(b"\xff" * 8)
+                return b"".join(body)
 
             def _gate(self) -> bool:
                 with server.lock:
@@ -105,14 +129,21 @@ class StaticServer:
                                 server.sent += len(block)
                         except OSError:
                             pass
+                    elif server.fault == "lie":
+                        body = b"CACHUNKS" + struct.pack("<Q", 1 << 40) + b"x" * 100
+                        self.send_response(200)
+                        self.send_header("Content-Length", str(len(body)))
+                        self.end_headers()
+                        self.wfile.write(body)
                     elif server.fault == "drop":
                         self.close_connection = True
                         self.connection.shutdown(socket.SHUT_RDWR)
                     elif server.fault in ("truncate", "garbage"):
-                        path = self.translate_path(self.path)
+                        body = self._batch_body()
                         try:
-                            with open(path, "rb") as f:
-                                body = f.read()
+                            if body is None:
+                                with open(self.translate_path(self.path), "rb") as f:
+                                    body = f.read()
                         except OSError:
                             self.send_error(404)
                             return False
@@ -131,7 +162,14 @@ class StaticServer:
 
             def do_GET(self):
                 if self._gate():
-                    super().do_GET()
+                    body = self._batch_body()
+                    if body is None:
+                        super().do_GET()
+                        return
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
 
             def do_HEAD(self):
                 if self._gate():

@@ -525,3 +525,76 @@ def test_reused_transfer_handles_carry_mixed_requests(published):
                                                "HEAD", "GET"]
     finally:
         client.close()
+
+
+# --------------------------------------------------------------------------- batched reads (SERVE-5)
+
+
+def _distinct_and_repeated(index) -> tuple[int, int]:
+    """(chunk ids that occur once, ids that occur more than once): those are requested ahead, these
+    are fetched at their first occurrence and read back from the output for the others (SEED-7)."""
+    import collections
+
+    from pycatar.index import IndexReader
+
+    with IndexReader(index) as r:
+        counts = collections.Counter(c.id for c in r.chunks())
+    repeated = sum(1 for n in counts.values() if n > 1)
+    return len(counts) - repeated, repeated
+
+
+def test_batched_reads_through_pycatar_serve(published, tmp_path, casync):
+    """SERVE-5: through pycatar serve, the chunks requested ahead go out 32 a request (the server's
+    log shows batched reads only, after one probe); the bytes and the tree are right."""
+    distinct, repeated = _distinct_and_repeated(published / "blob.caibx")
+    src = published / "src"
+    with PycatarServe(tmp_path / "log", f"--store={published / 'store'}", "-v") as srv:
+        p = pycatar("extract", f"--store={srv.url}", published / "blob.caibx", tmp_path / "b.img")
+        assert p.returncode == 0, p.stderr
+        log = srv.stderr()
+        p = pycatar("extract", f"--store={srv.url}", published / "tree.caidx", tmp_path / "tree")
+        assert p.returncode == 0, p.stderr
+        tree_log = srv.stderr()[len(log):]
+    assert (tmp_path / "b.img").read_bytes() == (src / "blob.img").read_bytes()
+    assert casync_mtree(casync, tmp_path / "tree") == casync_mtree(casync, src / "tree")
+    assert log.count(".cacnk") == repeated  # the other chunks of the blob were not read alone
+    assert log.count('"GET /.chunks/ ') == 1  # the probe
+    # 32 chunks a batch, less when a chunk is wanted before its batch is full (the first ones, the last)
+    assert distinct // 32 <= log.count('"GET /.chunks/') - 1 <= distinct // 16 + 2, log
+    # a tree's stream reads its first chunk before it looks ahead: a few chunks alone at most
+    assert tree_log.count('"GET /.chunks/ ') == 1 and tree_log.count(".cacnk") <= 4, tree_log
+
+
+def test_batched_reads_from_a_server_that_fails_or_lies(published, tmp_path):
+    """SERVE-5 from the client's side, against a server written from the spec (tests/httpservers.py):
+    batches that fail are retried; a damaged chunk in a batch is refused by its digest, naming it;
+    an answer whose framing lies is a one-line error; a chunk the server says it does not have is
+    missing, named with its URL; nothing is left behind."""
+    blob = (published / "src" / "blob.img").read_bytes()
+    def batch(path, n):  # a batched read (not the probe)
+        return ".chunks/" in path and not path.endswith(".chunks/")
+
+    with StaticServer(published, batches=True, fault="500", fail=lambda path, n: batch(path, n) and n < 6) as srv:
+        p = pycatar("extract", f"--store={srv.url}store", published / "blob.caibx", tmp_path / "a.img")
+        assert p.returncode == 0 and (tmp_path / "a.img").read_bytes() == blob, p.stderr
+        assert len(srv.gets()) == _distinct_and_repeated(published / "blob.caibx")[1]  # the rest in batches
+    with StaticServer(published, batches=True, fault="garbage", fail=batch) as srv:
+        p = pycatar("extract", f"--store={srv.url}store", published / "blob.caibx", tmp_path / "b.img")
+        err = one_line_error(p)
+        assert "does not match its id" in err or "compress" in err or "malformed" in err, err
+    with StaticServer(published, batches=True, fault="lie", fail=batch) as srv:
+        p = pycatar("extract", f"--store={srv.url}store", "--http-retries=0", published / "blob.caibx",
+                    tmp_path / "c.img")
+        assert "malformed answer of batched chunks" in one_line_error(p)
+    web = tmp_path / "web"
+    subprocess.run(["cp", "-a", published, web], check=True)
+    from pycatar.index import IndexReader
+
+    with IndexReader(web / "blob.caibx") as r:
+        gone = sorted(c.id.hex() for c in r.chunks())[5]
+    os.unlink(web / "store" / gone[:4] / f"{gone}.cacnk")
+    with StaticServer(web, batches=True) as srv:
+        p = pycatar("extract", f"--store={srv.url}store", web / "blob.caibx", tmp_path / "d.img")
+        err = one_line_error(p)
+        assert "not found" in err and f"{srv.url}store/{gone[:4]}/{gone}.cacnk" in err, err
+    assert not any((tmp_path / n).exists() for n in ("b.img", "c.img", "d.img")) and leftovers(tmp_path) == []

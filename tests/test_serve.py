@@ -237,6 +237,50 @@ def test_nothing_outside_the_two_directories_is_reachable(site, tmp_path):
     assert os.listdir(outside) == [f"{fake3}.cacnk"]
     assert (tmp_path / "secret.txt").read_bytes() == secret
     assert sorted(os.listdir(tmp_path)) == sorted(["secret.txt", "store", "idx", "outside", "log", "log2"])
+    # SERVE-5: a batched read opens each chunk as a GET does: the same ones are absent
+    with Server(tmp_path / "log3", f"--store={store}", f"--index-dir={idx}") as srv:
+        real_id = os.path.basename(real_path).split(".")[0]
+        status, _, body = request(srv.port, "GET", f"/.chunks/{fake}{fake2}{fake3}{real_id}")
+        assert status == 200 and secret[:7] not in body
+        assert body == b"CACHUNKS" + b"\xff" * 24 + len(chunk_bytes).to_bytes(8, "little") + chunk_bytes
+        for target in [f"/.chunks/../{real_rel}", f"/.chunks/{real_id.upper()}", f"/.chunks/{real_id[:-1]}",
+                       f"/.chunks/{real_id}/", f"/.chunks/%2e%2e/{real_id}", "/.chunks/" + real_id * 65,
+                       f"/.chunks/{real_id}?x=1"]:
+            assert raw_get(srv.port, target)[0] == 400, target
+
+
+def test_batched_reads(site, tmp_path):
+    """SERVE-5: GET /.chunks/ answers the magic alone (a client asks this once); GET /.chunks/<ids>
+    the magic, then per id the chunk file's size (8 bytes, little-endian; all ones when absent) and
+    its bytes as stored; HEAD the same length without a body; other methods 405."""
+    chunks = sorted(chunk_files(site / "store").items())
+    missing = "ab" * 32
+    ids = [os.path.basename(rel).split(".")[0] for rel, _ in chunks[:5]] + [missing] + \
+        [os.path.basename(rel).split(".")[0] for rel, _ in chunks[5:30]]
+    with Server(tmp_path / "log", f"--store={site / 'store'}") as srv:
+        status, _, body = request(srv.port, "GET", "/.chunks/")
+        assert (status, body) == (200, b"CACHUNKS")
+        status, headers, body = request(srv.port, "GET", "/.chunks/" + "".join(ids))
+        assert status == 200 and int(headers["Content-Length"]) == len(body)
+        assert body[:8] == b"CACHUNKS"
+        pos, got = 8, []
+        for _ in ids:
+            size = int.from_bytes(body[pos:pos + 8], "little")
+            pos += 8
+            if size == (1 << 64) - 1:
+                got.append(None)
+                continue
+            got.append(body[pos:pos + size])
+            pos += size
+        assert pos == len(body)
+        want = [open(p, "rb").read() for _, p in chunks[:5]] + [None] + [open(p, "rb").read() for _, p in chunks[5:30]]
+        assert got == want
+        status, headers, body = request(srv.port, "HEAD", "/.chunks/" + "".join(ids))
+        assert status == 200 and body == b"" and int(headers["Content-Length"]) == 8 + sum(
+            8 + (len(w) if w is not None else 0) for w in want)
+        assert request(srv.port, "GET", "/.chunks/" + ids[0] * 64)[0] == 200  # 64 ids at most
+        assert request(srv.port, "GET", "/.chunks/" + ids[0] * 65)[0] == 400
+        assert request(srv.port, "PUT", "/.chunks/" + ids[0], body=b"x")[0] == 405
 
 
 # --------------------------------------------------------------------------- casync through the server

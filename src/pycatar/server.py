@@ -27,6 +27,7 @@ import re
 import signal
 import ssl
 import stat as st
+import struct
 import sys
 import threading
 import time
@@ -52,6 +53,13 @@ MAX_INDEX_BODY = 256 << 20
 #: chunk bodies held in memory at once (PUTs beyond this wait before their body is read)
 MAX_CHUNK_PUTS = 8
 INDEX_SUFFIXES = (".caibx", ".caidx")
+#: SERVE-5: the path of batched chunk reads (below the store URL: ``/.chunks/<id><id>...``), the
+#: answer's first bytes, and the most chunks one request may ask for
+BATCH_PATH = "/.chunks/"
+BATCH_MAGIC = b"CACHUNKS"
+BATCH_ABSENT = (1 << 64) - 1
+MAX_BATCH_IDS = 64
+_BATCH_IDS = re.compile(r"(?:[0-9a-f]{64}){0,%d}\Z" % MAX_BATCH_IDS)
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=@,~-]{0,254}\Z")
 _HEX4 = re.compile(r"[0-9a-f]{4}\Z")
@@ -156,6 +164,8 @@ async def _handle(request: web.Request) -> web.StreamResponse:
         return _method_not_allowed(method, cfg.writable)
     if method == "PUT" and not cfg.writable:
         return _method_not_allowed(method, False)
+    if request.raw_path.startswith(BATCH_PATH):
+        return await _batch(request, cfg, request.raw_path[len(BATCH_PATH):])
     parts = _components(request.raw_path)
     if parts is None:
         return _error(404, "no such file") if method in _READ_METHODS else _error(400, "not a plain path")
@@ -226,6 +236,50 @@ def _http_date(mtime: float) -> str:
             _HTTP_DATES.clear()
         text = _HTTP_DATES[second] = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(second))
     return text
+
+
+async def _batch(request: web.Request, cfg: _Config, ids: str) -> web.StreamResponse:
+    """SERVE-5: the chunk files named by ``ids`` (concatenated hex ids) in one answer: the magic,
+    then for each id its file's size (8 bytes, little-endian; all ones when absent) and its bytes.
+    Each file is opened as a single GET opens it (SERVE-2); its size is fixed when the answer starts,
+    so a file that changes meanwhile ends the connection rather than the framing."""
+    if request.method not in _READ_METHODS:
+        return _method_not_allowed(request.method, cfg.writable)
+    if not isinstance(cfg.store, LocalStore):
+        return _error(404, "no batched reads from this store")
+    if not _BATCH_IDS.match(ids):
+        return _error(400, f"not a list of at most {MAX_BATCH_IDS} chunk ids")
+    opened = []
+    try:
+        for i in range(0, len(ids), 64):
+            opened.append(_open_chunk(cfg, bytes.fromhex(ids[i:i + 64])))
+        resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream", "Cache-Control": "no-store"})
+        resp.content_length = len(BATCH_MAGIC) + sum(8 + (o[2].st_size if o else 0) for o in opened)
+        await resp.prepare(request)
+        if request.method == "HEAD":
+            return resp
+        await resp.write(BATCH_MAGIC)
+        for o in opened:
+            if o is None:
+                await resp.write(struct.pack("<Q", BATCH_ABSENT))
+                continue
+            left = o[2].st_size
+            await resp.write(struct.pack("<Q", left))
+            while left:
+                try:
+                    data = os.read(o[1], min(left, SMALL_FILE))
+                except OSError:
+                    data = b""
+                if not data:  # shrunk since it was opened: the framing cannot be kept
+                    raise ConnectionResetError("a chunk file changed while it was sent")
+                left -= len(data)
+                await resp.write(data)
+        await resp.write_eof()
+        return resp
+    finally:
+        for o in opened:
+            if o is not None:
+                os.close(o[1])
 
 
 async def _remote_chunk(request: web.Request, cfg: _Config, chunk_id: bytes) -> web.Response:
