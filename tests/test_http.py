@@ -544,7 +544,7 @@ def _distinct_and_repeated(index) -> tuple[int, int]:
 
 
 def test_batched_reads_through_pycatar_serve(published, tmp_path, casync):
-    """SERVE-5: through pycatar serve, the chunks requested ahead go out 32 a request (the server's
+    """SERVE-5: through pycatar serve, the chunks requested ahead go out 64 a request (the server's
     log shows batched reads only, after one probe); the bytes and the tree are right."""
     distinct, repeated = _distinct_and_repeated(published / "blob.caibx")
     src = published / "src"
@@ -559,8 +559,8 @@ def test_batched_reads_through_pycatar_serve(published, tmp_path, casync):
     assert casync_mtree(casync, tmp_path / "tree") == casync_mtree(casync, src / "tree")
     assert log.count(".cacnk") == repeated  # the other chunks of the blob were not read alone
     assert log.count('"GET /.chunks/ ') == 1  # the probe
-    # 32 chunks a batch, less when a chunk is wanted before its batch is full (the first ones, the last)
-    assert distinct // 32 <= log.count('"GET /.chunks/') - 1 <= distinct // 16 + 2, log
+    # 64 chunks (4 MiB) a batch, less when a chunk is wanted before its batch is full (the first, the last)
+    assert distinct // 64 <= log.count('"GET /.chunks/') - 1 <= distinct // 16 + 2, log
     # a tree's stream reads its first chunk before it looks ahead: a few chunks alone at most
     assert tree_log.count('"GET /.chunks/ ') == 1 and tree_log.count(".cacnk") <= 4, tree_log
 

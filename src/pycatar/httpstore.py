@@ -6,7 +6,7 @@ Any static web server serving a store directory works for reading (as with casyn
 download like those of every store (:meth:`pycatar.store.ChunkStore.fetch`).
 
 A server that offers batched reads (``pycatar serve``, SERVE-5) answers the chunks requested ahead
-:data:`BATCH_IDS` at a time: one request instead of 32, which on a fast network is most of
+:data:`BATCH_IDS` at a time: one request instead of 64, which on a fast network is most of
 the cost of a chunk on both sides.  Whether it does is asked once, with the first request ahead;
 any other server gets a GET per chunk.
 """
@@ -33,8 +33,10 @@ def compressed_limit(size: int | None) -> int:
 #: GETs sent ahead (:meth:`HTTPStore.ahead`) and not asked for yet, at most; beyond, the oldest is
 #: given up (its caller's window of chunks in flight is normally far smaller)
 AHEAD_MAX = 4096
-#: chunks asked for by one batched read (SERVE-5), at most
-BATCH_IDS = 32
+#: chunks asked for by one batched read (SERVE-5), at most (the most a server answers), and the
+#: bytes they may take at most (a batch is sent once it reaches either)
+BATCH_IDS = 64
+BATCH_BYTES = 4 << 20
 BATCH_PATH = ".chunks/"
 BATCH_MAGIC = b"CACHUNKS"
 _ABSENT = (1 << 64) - 1
@@ -136,7 +138,7 @@ class HTTPStore(ChunkStore):
             batch.ids.append(chunk_id)
             batch.limit += 8 + compressed_limit(size)
             self._ahead[chunk_id] = batch
-            if len(batch.ids) >= BATCH_IDS:
+            if len(batch.ids) >= BATCH_IDS or batch.limit >= BATCH_BYTES:
                 self._send(batch)
 
     def _offers_batches(self) -> bool:

@@ -264,7 +264,7 @@ async def _batch(request: web.Request, cfg: _Config, ids: str) -> web.StreamResp
                 await resp.write(struct.pack("<Q", BATCH_ABSENT))
                 continue
             left = o[2].st_size
-            await resp.write(struct.pack("<Q", left))
+            piece = struct.pack("<Q", left)  # the size and the first piece of the file in one write
             while left:
                 try:
                     data = os.read(o[1], min(left, SMALL_FILE))
@@ -273,7 +273,10 @@ async def _batch(request: web.Request, cfg: _Config, ids: str) -> web.StreamResp
                 if not data:  # shrunk since it was opened: the framing cannot be kept
                     raise ConnectionResetError("a chunk file changed while it was sent")
                 left -= len(data)
-                await resp.write(data)
+                await resp.write(piece + data if piece else data)
+                piece = b""
+            if piece:
+                await resp.write(piece)
         await resp.write_eof()
         return resp
     finally:
