@@ -664,3 +664,61 @@ def test_library_app_wrapped_with_middleware(site):
         loop.call_soon_threadsafe(stop.set)
         t.join(20)
     assert not t.is_alive()
+
+
+def test_stalled_uploads_are_refused_and_do_not_block_others(tmp_path):
+    """An upload whose body stops (a client gone quiet, or a slow-loris) is refused with 408 after
+    the server's stall time and its connection closed, so that MAX_CHUNK_PUTS of them do not keep
+    the others waiting; nothing of theirs is left in the store."""
+    import asyncio
+    import threading
+
+    from pycatar import server
+
+    store = tmp_path / "store"
+    store.mkdir()
+    app = server.make_app(store, writable=True, body_stall=0.5)
+    loop = asyncio.new_event_loop()
+    started = concurrent.futures.Future()
+    stop = None
+
+    def serve_in_thread():
+        nonlocal stop
+        asyncio.set_event_loop(loop)
+        running = loop.run_until_complete(server.start(app, "127.0.0.1", 0))
+        stop = asyncio.Event()
+        started.set_result(running)
+        loop.run_until_complete(stop.wait())
+        loop.run_until_complete(running.stop())
+        loop.close()
+
+    t = threading.Thread(target=serve_in_thread)
+    t.start()
+    running = started.result(timeout=20)
+    stalled = []
+    try:
+        data = b"a chunk that comes after the stalled ones " * 30
+        cid = sha512_256(data)
+        body = zstandard.ZstdCompressor().compress(data)
+        for i in range(server.MAX_CHUNK_PUTS + 1):
+            other = sha512_256(b"%d" % i)
+            s = socket.create_connection(("127.0.0.1", running.port), timeout=30)
+            s.sendall(f"PUT /{other[:4]}/{other}.cacnk HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n".encode()
+                      + body[:10])
+            stalled.append(s)
+        t0 = time.monotonic()
+        status, _, _ = request(running.port, "PUT", f"/{cid[:4]}/{cid}.cacnk", body=body)
+        assert status == 201 and time.monotonic() - t0 < 10
+        for s in stalled:
+            reply = b""
+            while b"\r\n\r\n" not in reply:  # (aiohttp then reads what comes of the body for a while, and closes)
+                b = s.recv(65536)
+                assert b, reply
+                reply += b
+            assert reply.startswith(b"HTTP/1.1 408 ") and b"Connection: close" in reply, reply[:300]
+    finally:
+        for s in stalled:
+            s.close()
+        loop.call_soon_threadsafe(stop.set)
+        t.join(30)
+    assert files_under(store) == {cid[:4], f"{cid[:4]}/{cid}.cacnk"}

@@ -52,6 +52,9 @@ MAX_CHUNK_BODY = _compression.DECOMPRESSED_LIMIT + (1 << 20)
 MAX_INDEX_BODY = 256 << 20
 #: chunk bodies held in memory at once (PUTs beyond this wait before their body is read)
 MAX_CHUNK_PUTS = 8
+#: seconds an upload's body may go without a byte before it is refused (408) and its connection
+#: closed: a client that stops sending does not hold one of the MAX_CHUNK_PUTS places for ever
+BODY_STALL = 30.0
 INDEX_SUFFIXES = (".caibx", ".caidx")
 #: SERVE-5: the path of batched chunk reads (below the store URL: ``/.chunks/<id><id>...``), the
 #: answer's first bytes, and the most chunks one request may ask for
@@ -76,6 +79,7 @@ class _Config:
     writable: bool
     max_chunk_body: int
     max_index_body: int
+    body_stall: float = BODY_STALL
     chunk_puts: asyncio.Semaphore | None = None
 
 
@@ -303,17 +307,25 @@ async def _remote_chunk(request: web.Request, cfg: _Config, chunk_id: bytes) -> 
     return web.Response(body=data, headers=_IMMUTABLE, content_type="application/octet-stream")
 
 
-async def _read_body(request: web.Request, limit: int, sink) -> web.Response | None:
-    """Hand the request body to ``sink`` piece by piece; a 413 response when it exceeds ``limit``."""
+async def _read_body(request: web.Request, limit: int, sink, stall: float) -> web.Response | None:
+    """Hand the request body to ``sink`` piece by piece; a 413 response when it exceeds ``limit``, a
+    408 when no byte of it came for ``stall`` seconds."""
     if request.content_length is not None and request.content_length > limit:
         return _too_large(limit)
     n = 0
-    async for piece in request.content.iter_chunked(1 << 16):
+    while True:
+        try:
+            piece = await asyncio.wait_for(request.content.readany(), stall)
+        except asyncio.TimeoutError:
+            r = _error(408, f"no byte of the body for {stall:g} s")
+            r.force_close()
+            return r
+        if not piece:
+            return None
         n += len(piece)
         if n > limit:
             return _too_large(limit)
         await sink(piece)
-    return None
 
 
 def _too_large(limit: int) -> web.Response:
@@ -347,7 +359,7 @@ async def _put_chunk(request: web.Request, cfg: _Config, chunk_id: bytes) -> web
         async def sink(piece):
             body.extend(piece)
 
-        refused = await _read_body(request, cfg.max_chunk_body, sink)
+        refused = await _read_body(request, cfg.max_chunk_body, sink, cfg.body_stall)
         if refused is not None:
             return refused
         loop = asyncio.get_running_loop()
@@ -396,7 +408,7 @@ async def _put_index(request: web.Request, cfg: _Config, parts: list[str]) -> we
         async def sink(piece):
             await loop.run_in_executor(None, f.write, piece)
 
-        refused = await _read_body(request, cfg.max_index_body, sink)
+        refused = await _read_body(request, cfg.max_index_body, sink, cfg.body_stall)
         if refused is not None:
             return refused
         f.flush()
@@ -429,12 +441,12 @@ class _AccessLog(AbstractAccessLogger):
 def make_app(store_path: str | os.PathLike | ChunkStore, index_dir: str | os.PathLike | None = None, *,
              writable: bool = False, digest: str = "sha512-256",
              log: Callable[[str], None] | None = None, max_chunk_body: int = MAX_CHUNK_BODY,
-             max_index_body: int = MAX_INDEX_BODY) -> web.Application:
+             max_index_body: int = MAX_INDEX_BODY, body_stall: float = BODY_STALL) -> web.Application:
     """The aiohttp application serving the store at ``store_path`` (a directory, or a remote
     :class:`ChunkStore` such as an object store) and the files of ``index_dir``.
 
     ``writable`` accepts PUT of chunks (checked with ``digest``) and of indexes; ``log`` receives one
-    access-log line per request.  Both directories must exist (:class:`PycatarError` otherwise)."""
+    access-log line per request; an upload's body that stops for ``body_stall`` seconds is refused.  Both directories must exist (:class:`PycatarError` otherwise)."""
     if digest not in _digest.DIGEST_NAMES:
         raise UsageError(f"Failed to parse --digest= parameter: {digest}")
     if isinstance(store_path, ChunkStore) and not isinstance(store_path, LocalStore):
@@ -452,7 +464,7 @@ def make_app(store_path: str | os.PathLike | ChunkStore, index_dir: str | os.Pat
         index_real = os.path.realpath(index_dir)
     cfg = _Config(store=store,
                   index_dir=index_dir, index_real=index_real, writable=writable,
-                  max_chunk_body=max_chunk_body, max_index_body=max_index_body)
+                  max_chunk_body=max_chunk_body, max_index_body=max_index_body, body_stall=body_stall)
     handler_args = {"access_log_class": _AccessLog, "access_log": log} if log else {"access_log": None}
     app = web.Application(handler_args=handler_args)
     app[_CONFIG] = cfg
