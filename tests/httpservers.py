@@ -110,8 +110,8 @@ class StaticServer:
                     self.send_error(401)
                     return False
                 if server.fault and server.fail(self.path, n):
-                    if server.fault == "500":
-                        self.send_error(500)
+                    if server.fault.isdigit():  # "500", "414", ...
+                        self.send_error(int(server.fault))
                     elif server.fault == "redirect":
                         self.send_response(302)
                         self.send_header("Location", server.redirect_to)

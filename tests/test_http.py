@@ -578,6 +578,12 @@ def test_batched_reads_from_a_server_that_fails_or_lies(published, tmp_path):
         p = pycatar("extract", f"--store={srv.url}store", published / "blob.caibx", tmp_path / "a.img")
         assert p.returncode == 0 and (tmp_path / "a.img").read_bytes() == blob, p.stderr
         assert len(srv.gets()) == _distinct_and_repeated(published / "blob.caibx")[1]  # the rest in batches
+    with StaticServer(published, batches=True, fault="414", fail=batch) as srv:  # a proxy's limit on URLs
+        p = pycatar("extract", f"--store={srv.url}store", published / "blob.caibx", tmp_path / "a2.img")
+        assert p.returncode == 0 and (tmp_path / "a2.img").read_bytes() == blob, p.stderr
+        batches = [path for m, path in srv.log if ".chunks/" in path and not path.endswith(".chunks/")]
+        singles = srv.gets()  # refused batches: their chunks, and the rest, a chunk a request
+        assert 1 <= len(batches) <= 24 and len(singles) == len(set(singles)) > 100, (len(batches), len(singles))
     with StaticServer(published, batches=True, fault="garbage", fail=batch) as srv:
         p = pycatar("extract", f"--store={srv.url}store", published / "blob.caibx", tmp_path / "b.img")
         err = one_line_error(p)

@@ -54,7 +54,17 @@ _FIRST_CONNECTIONS = 4
 _POLL = 0.001
 
 class RemoteError(ChunkError):
-    """A request that failed (after its retries) for another reason than "not found"."""
+    """A request that failed (after its retries) for another reason than "not found"; ``status``:
+    the HTTP status that refused it, if that was the reason."""
+
+    def __init__(self, message: str, status: int = 0):
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def refused(self) -> bool:
+        """Whether the server answered, and refused the request (4xx)."""
+        return 400 <= self.status < 500
 
 
 class RemoteUnavailable(RemoteError, StoreUnavailable):
@@ -414,7 +424,7 @@ class HTTPClient:
                 t.failure = RemoteError(f"{what}: {problem}")
                 return None
         if status != 0 and status not in RETRY_STATUSES:
-            t.failure = RemoteError(f"{what}: {problem}")
+            t.failure = RemoteError(f"{what}: {problem}", status)
             return None
         o = self.options
         if t.attempt >= o.retries:

@@ -18,7 +18,7 @@ import threading
 
 from .compression import DECOMPRESSED_LIMIT
 from .errors import ChunkError
-from .httpclient import HTTPClient, RemoteError, redact
+from .httpclient import HTTPClient, RemoteError, RemoteUnavailable, redact
 from .store import CHUNK_SUFFIX, ChunkStore, chunk_relpath
 
 
@@ -59,14 +59,21 @@ class _Batch:
         self.error: ChunkError | None = None
 
     def take(self, client: HTTPClient, chunk_id: bytes):
-        """The stored bytes of ``chunk_id`` (None if the server does not have it), or _SINGLE."""
+        """The stored bytes of ``chunk_id`` (None if the server does not have it), or _SINGLE when
+        the server refused the batch (404, or another 4xx such as a proxy's 414 for a long URL):
+        its chunks are then read one by one."""
         with self.lock:
             if self.parts is None and self.error is None:
                 try:
                     body = client.get(self.url, self.limit, started=self.transfer)
                     self.parts = _SINGLE if body is None else self._parse(body)
-                except ChunkError as e:
+                except RemoteUnavailable as e:  # the server fails: a mirror may take over
                     self.error = e
+                except RemoteError as e:
+                    if e.refused:
+                        self.parts = _SINGLE
+                    else:
+                        self.error = e
             if self.error is not None:
                 raise self.error
             if self.parts is _SINGLE:
@@ -163,6 +170,7 @@ class HTTPStore(ChunkStore):
             data = started.take(self.client, chunk_id)
             if data is not _SINGLE:
                 return None if data is None else (data, True)
+            self._batched = False  # refused: the rest one by one too
             started = None
         url = started.url if started is not None else self.chunk_url(chunk_id)
         data = self.client.get(url, compressed_limit(size), started=started)
