@@ -842,6 +842,7 @@ class IndexStream(io.RawIOBase):
         self._inflight: dict[int, Future] = {}  # chunks being fetched: their results
         self._jobs: dict[int, Future] = {}  # prefetches submitted to the pool, not started yet
         self._ahead = 0  # the next chunk number to prefetch
+        self._next_read = 0  # the chunk after the one the sequential reader (``drop``) read last
         self._ref_blocks: dict[int, list[ChunkRef]] = {}  # a few blocks of the chunk table
         self._cur: ChunkRef | None = None
         self.chunks_fetched = 0
@@ -973,9 +974,15 @@ class IndexStream(io.RawIOBase):
         holding offset ``until`` (lock held)."""
         lo, hi = idx + 1, min(idx + 1 + self._readahead, self.reader.count)
         inflight, jobs = self._inflight, self._jobs
-        if drop or len(inflight) > 2 * self._readahead + 16:
+        jumped = False
+        if drop:  # the sequential reader: did it skip chunks since its last read?
+            jumped = not lo - 1 <= self._next_read <= lo
+            self._next_read = lo
+        if (jumped and inflight) or len(inflight) > 2 * self._readahead + 16:
             # drop prefetches outside the window: not started ones are cancelled, finished ones
-            # forgotten; (without ``drop``, only finished ones: other threads may wait for the rest)
+            # forgotten; (without ``drop``, only finished ones: other threads may wait for the rest).
+            # A reader going through the chunks in order leaves none behind (each one it read left
+            # the table): only after a jump is there anything to look for
             for i in [i for i in inflight if not lo <= i < hi]:
                 job = jobs.get(i)
                 if job is not None and job.cancel():
