@@ -677,16 +677,21 @@ class _Extractor:
         """Create (or reuse) a directory; if something else is in the way, build the directory under a
         temporary name and swap it in when it is complete."""
         self.what = "create directory"
+        subvolume = self.replay & node.entry.flags & F.WITH_SUBVOLUME
         existed = False
-        try:
-            self._mkdir(node, node.name)
-        except FileExistsError:
-            existed = True
-        try:
-            node.fd = os.open(node.name, _O_DIR, dir_fd=node.dir_fd)
-        except OSError as e:
-            if e.errno not in (errno.ENOTDIR, errno.ELOOP):
-                raise
+        if subvolume:
+            try:
+                self._mkdir(node, node.name)
+            except FileExistsError:
+                existed = True
+        # mkdir (unless made above; FileExistsError: existed) and open, in one call keeping the GIL
+        made, fd, err = _fileio.make_dir(node.dir_fd, node.name, 0o700, not subvolume)
+        existed = existed or bool(made)
+        if fd >= 0:
+            node.fd = fd
+        else:
+            if err not in (errno.ENOTDIR, errno.ELOOP):
+                raise OSError(err, os.strerror(err))
             existed = False
             self._make_at(node, lambda tmp: self._mkdir(node, tmp))
             try:
