@@ -21,7 +21,6 @@ Only Linux is supported.
 from __future__ import annotations
 
 import collections
-import ctypes
 import errno
 import gc
 import itertools
@@ -195,6 +194,8 @@ def _rename_exchange(dir_fd: int, a: str, b: str) -> None:
     if fn is None:
         raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
     if fn(dir_fd, os.fsencode(a), dir_fd, os.fsencode(b), _RENAME_EXCHANGE) != 0:
+        import ctypes  # start-up: only a node of another type in the way needs it (fsmeta loaded it)
+
         e = ctypes.get_errno()
         raise OSError(e, os.strerror(e))
 
