@@ -1003,6 +1003,8 @@ class IndexStream(io.RawIOBase):
                     fut = self._inflight.get(idx)
                     mine = fut is None
                     if mine:
+                        if ahead and self._readahead:  # the pool starts on the chunks after it meanwhile
+                            self._prefetch_after(idx, drop, until)
                         fut = self._inflight[idx] = Future()
             if data is None:
                 if mine:
