@@ -369,3 +369,44 @@ def test_sparse_output_holds_the_stream(tmp_path, how):
     assert out.read_bytes() == header + data
     blocks = os.stat(out).st_blocks * 512
     assert blocks < len(data) - (1 << 19) if how != "append mode" else blocks >= len(data)
+
+
+def test_index_stream_prefetch_dropped_then_wanted_again(tmp_path):
+    """A prefetch dropped before it started (the reader jumped away) and then wanted again (the
+    reader came back) is fetched: the dropped job, still queued ahead of the new one, must leave the
+    new one alone (it once took the new job's place and the reader waited for ever)."""
+    import random
+    import threading
+
+    from pycatar.blob import ChunkSource, IndexStream, StoreSource
+
+    data = random.Random(7).randbytes(2 << 20)
+    (tmp_path / "b").write_bytes(data)
+    make_blob_index(tmp_path / "b", tmp_path / "o.caibx", tmp_path / "S", chunk_size=(4096, 16384, 65536))
+    gate = threading.Event()
+
+    class Gated(ChunkSource):  # the pool's fetches wait at the gate until it opens
+        def __init__(self, inner):
+            self.inner = inner
+
+        def fetch(self, ref):
+            if threading.current_thread() is not threading.main_thread():
+                gate.wait(10)
+            return self.inner.fetch(ref)
+
+    with IndexReader(tmp_path / "o.caibx") as r:
+        n = len(r)
+        assert n > 40
+        refs = list(r.chunks())
+        with IndexStream(r, Gated(StoreSource(StoreSet([tmp_path / "S"]))), threads=1, readahead=8) as s:
+            assert s.read(10) == data[:10]  # chunk 0 (fetched here); 1..8 queued behind the gate
+            s.seek(refs[30].start)  # a jump: the queued prefetches of 2..8 are dropped
+            assert s.read(10) == data[refs[30].start:refs[30].start + 10]
+            s.seek(refs[1].start)  # back: 2..9 wanted again, new jobs queued after the dropped ones
+            gate.set()
+            done = []
+            reader = threading.Thread(target=lambda: done.append(s.read(refs[12].start - refs[1].start)))
+            reader.start()
+            reader.join(20)
+            assert not reader.is_alive(), "the reader waits for a prefetch that never runs"
+            assert done == [data[refs[1].start:refs[12].start]]

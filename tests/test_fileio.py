@@ -218,3 +218,42 @@ def test_payload_settle_skip_and_offset(tmp_path):
             w.write_many([b"z", "text"])
     finally:
         os.close(ro)
+
+
+def test_make_dir(tmp_path):
+    """_fileio.make_dir: mkdir (EEXIST: existed) and open, never through a symlink; the open's errno
+    returned, mkdir's other errors raised."""
+    import errno
+
+    from pycatar._fileio import make_dir
+
+    d = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        made, fd, err = make_dir(d, "new", 0o700, True)
+        assert (made, err) == (0, 0) and fd >= 0
+        assert os.path.samestat(os.fstat(fd), os.stat(tmp_path / "new"))
+        assert os.stat(tmp_path / "new").st_mode & 0o777 == 0o700 & ~_umask()
+        os.close(fd)
+        made, fd, err = make_dir(d, "new", 0o700, True)  # there already: opened
+        assert (made, err) == (1, 0) and fd >= 0
+        os.close(fd)
+        made, fd, err = make_dir(d, "new", 0o700, False)  # open only
+        assert (made, err) == (0, 0) and fd >= 0
+        os.close(fd)
+        (tmp_path / "file").write_bytes(b"x")
+        assert make_dir(d, "file", 0o700, True) == (1, -1, errno.ENOTDIR)
+        os.symlink("new", tmp_path / "link")
+        made, fd, err = make_dir(d, "link", 0o700, True)  # a symlink to a directory is not opened
+        assert (made, fd) == (1, -1) and err in (errno.ELOOP, errno.ENOTDIR)
+        with pytest.raises(FileNotFoundError):
+            make_dir(d, "missing/below", 0o700, True)
+        with pytest.raises(ValueError):
+            make_dir(d, "nul\0name", 0o700, True)
+    finally:
+        os.close(d)
+
+
+def _umask() -> int:
+    old = os.umask(0)
+    os.umask(old)
+    return old

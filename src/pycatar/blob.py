@@ -22,6 +22,7 @@ import fcntl
 import io
 import itertools
 import os
+import queue
 import stat
 import struct
 import threading
@@ -830,6 +831,53 @@ def _joined(views: Iterable[memoryview]) -> bytes:
     return b"".join(parts)
 
 
+class _Prefetchers:
+    """The threads of an index stream's prefetches: each takes the next job from a queue, in the
+    order they were given (started on the first one).  Lighter than an executor, whose future,
+    work item and idle-thread semaphore for every job cost the reading thread more, with the GIL
+    held, than the rest of a chunk's bookkeeping; a job here is a call and nothing else (whoever
+    waits for its result waits on the chunk's own future)."""
+
+    def __init__(self, threads: int, name: str):
+        self._n = threads
+        self._name = name
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+
+    def submit(self, fn, *args) -> None:
+        if self._closed:
+            raise RuntimeError("the stream is closed")
+        if not self._threads:
+            for i in range(self._n):
+                # daemons: a stream left open never keeps the interpreter from exiting
+                t = threading.Thread(target=self._run, name=f"{self._name}_{i}", daemon=True)
+                t.start()
+                self._threads.append(t)
+        self._q.put((fn, args))
+
+    def _run(self) -> None:
+        get = self._q.get
+        while True:
+            job = get()
+            if job is None:
+                return
+            fn, args = job
+            fn(*args)
+
+    def shutdown(self) -> None:
+        """Wait for the threads to finish their jobs (the callers make not-started ones return at
+        once) and end them."""
+        self._closed = True
+        for _ in self._threads:
+            self._q.put(None)
+        me = threading.current_thread()
+        for t in self._threads:
+            if t is not me:  # (a stream closed by the collector in one of its own threads)
+                t.join()
+        self._threads = []
+
+
 class IndexStream(io.RawIOBase):
     """A read-only, seekable file over the stream an index describes, its chunks from ``stores``
     (or a :class:`ChunkSource`).
@@ -851,7 +899,7 @@ class IndexStream(io.RawIOBase):
         self.source = as_chunk_source(stores, digest=reader.digest)
         if threads is None:
             threads = self.source.pool_size()
-        self._ex = ThreadPoolExecutor(threads, thread_name_prefix="pycatar") if threads else None
+        self._ex = _Prefetchers(threads, "pycatar") if threads else None
         if readahead is None:
             readahead = readahead_chunks(threads, reader.chunk_sizes[1]) if threads else 0
         self.stores = self.source.stores if isinstance(self.source, StoreSource) else self.source
@@ -867,6 +915,7 @@ class IndexStream(io.RawIOBase):
         self._inflight: dict[int, Future] = {}  # chunks being fetched: their results
         self._jobs: dict[int, Future] = {}  # prefetches submitted to the pool, not started yet
         self._ahead = 0  # the next chunk number to prefetch
+        self._next_read = 0  # the chunk after the one the sequential reader (``drop``) read last
         self._ref_blocks: dict[int, list[ChunkRef]] = {}  # a few blocks of the chunk table
         self._cur: ChunkRef | None = None
         self.chunks_fetched = 0
@@ -943,7 +992,11 @@ class IndexStream(io.RawIOBase):
 
     def _prefetch(self, ref: ChunkRef, fut: Future) -> None:
         with self._lock:
-            self._jobs.pop(ref.index, None)
+            jobs = self._jobs
+            if jobs.get(ref.index) is not fut:
+                return  # dropped (its future cancelled) before it started; (the chunk may be
+                # wanted again since: another job, after this one, stands for it then)
+            del jobs[ref.index]
         try:
             self._fetch(ref, fut, keep=False)
         except BaseException:  # noqa: BLE001 - whoever reads the chunk fetches it again and sees the error
@@ -975,6 +1028,8 @@ class IndexStream(io.RawIOBase):
                     fut = self._inflight.get(idx)
                     mine = fut is None
                     if mine:
+                        if ahead and self._readahead:  # the pool starts on the chunks after it meanwhile
+                            self._prefetch_after(idx, drop, until)
                         fut = self._inflight[idx] = Future()
             if data is None:
                 if mine:
@@ -998,16 +1053,19 @@ class IndexStream(io.RawIOBase):
         holding offset ``until`` (lock held)."""
         lo, hi = idx + 1, min(idx + 1 + self._readahead, self.reader.count)
         inflight, jobs = self._inflight, self._jobs
-        if drop or len(inflight) > 2 * self._readahead + 16:
+        jumped = False
+        if drop:  # the sequential reader: did it skip chunks since its last read?
+            jumped = not lo - 1 <= self._next_read <= lo
+            self._next_read = lo
+        if (jumped and inflight) or len(inflight) > 2 * self._readahead + 16:
             # drop prefetches outside the window: not started ones are cancelled, finished ones
-            # forgotten; (without ``drop``, only finished ones: other threads may wait for the rest)
+            # forgotten; (without ``drop``, only finished ones: other threads may wait for the rest).
+            # A reader going through the chunks in order leaves none behind (each one it read left
+            # the table): only after a jump is there anything to look for
             for i in [i for i in inflight if not lo <= i < hi]:
-                job = jobs.get(i)
-                if job is not None and job.cancel():
-                    del jobs[i]
+                if jobs.pop(i, None) is not None:  # not started: never will be
                     inflight.pop(i).cancel()
                 elif drop or inflight[i].done():
-                    jobs.pop(i, None)
                     del inflight[i]
         if not lo <= self._ahead <= hi:
             self._ahead = lo
@@ -1023,11 +1081,12 @@ class IndexStream(io.RawIOBase):
                 if self._send_ahead:
                     self.source.ahead(nref)
                 try:
-                    jobs[i] = self._ex.submit(self._prefetch, nref, pf)
-                except RuntimeError:  # the pool is shutting down: no more prefetching
+                    self._ex.submit(self._prefetch, nref, pf)
+                except RuntimeError:  # the stream is closing: no more prefetching
                     del inflight[i]
                     pf.cancel()
                     break
+                jobs[i] = pf
 
     def _piece(self, pos: int, end: int, ahead: bool, cur: ChunkRef | None, drop: bool = False,
                until: int | None = None) -> tuple[memoryview, ChunkRef]:
@@ -1098,12 +1157,13 @@ class IndexStream(io.RawIOBase):
 
     def close(self) -> None:
         with self._lock:
-            for i, job in list(self._jobs.items()):
-                if job.cancel():
-                    self._inflight.pop(i).cancel()
+            for i in self._jobs:  # prefetches not started: never will be
+                fut = self._inflight.pop(i, None)
+                if fut is not None:
+                    fut.cancel()
             self._jobs.clear()
             self._cache.clear()
             self._cache_bytes = 0
         if self._ex is not None:
-            self._ex.shutdown(wait=True, cancel_futures=True)
+            self._ex.shutdown()
         super().close()

@@ -217,39 +217,28 @@ class _Source:
             pass
 
     def stream(self, n: int, what: str = "payload"):
-        """Consume n bytes, yielding them in pieces of at most PAYLOAD_PIECE.  What the buffer holds is
-        handed on as read-only views of it (no copy: a view keeps its read, a chunk or ``readahead``,
-        alive; so a piece under a quarter of its read is copied instead); so is all of a payload of at
-        most one piece, read by read.  A longer
-        payload comes in whole pieces, joined once where they span reads (so that writers get full,
-        aligned pieces)."""
+        """Consume n bytes, yielding them as read-only views of the buffer, read by read, in pieces of
+        at most PAYLOAD_PIECE: no byte is copied (a view keeps its read, a chunk or ``readahead``,
+        alive while it is held; the payload writer takes pieces of any size and alignment).  Those
+        who keep pieces (the extractor's batches) keep those of consecutive files: together they
+        hold the stretch of the stream they cover and at most one read beyond it."""
         start = self.pos
-        views = n <= PAYLOAD_PIECE
         while n > 0:
-            k = min(n, PAYLOAD_PIECE)
             buf, b = self.buf, self.bpos
             have = len(buf) - b
-            if not have and views:
-                have = self.fill(1)
-                buf, b = self.buf, self.bpos
-            if have >= k or views and have:
-                k = min(k, have)
-                data = (buf if type(buf) is memoryview else memoryview(buf))[b:b + k]
-                if 4 * k < len(buf):  # a small part of a large read is copied: it does not keep the read
-                    data = data.tobytes()  # alive (held views cost at most 4 times their size)
-                if b + k == len(buf):
-                    self.buf, self.bpos = b"", 0  # the views keep it as long as they need it
-                else:
-                    self.bpos = b + k
-            elif not views:
-                data = self._joined(memoryview(buf)[b:], k)
-                self.buf, self.bpos = b"", 0
-                if len(data) < k:
+            if not have:  # the next read: no less than the readahead, up to a piece (never joined)
+                self.buf, self.bpos = self._raw_read(max(min(n, PAYLOAD_PIECE), self.readahead)), 0
+                have = len(self.buf)
+                if not have:
                     raise FormatError(f"archive truncated: {what} starting at offset {start} ends early "
-                                      f"at offset {self.pos + len(data)}")
+                                      f"at offset {self.pos}")
+                buf, b = self.buf, self.bpos
+            k = min(n, have, PAYLOAD_PIECE)
+            data = (buf if type(buf) is memoryview else memoryview(buf))[b:b + k]
+            if b + k == len(buf):
+                self.buf, self.bpos = b"", 0  # the views keep it as long as they need it
             else:
-                raise FormatError(f"archive truncated: {what} starting at offset {start} ends early "
-                                  f"at offset {self.pos}")
+                self.bpos = b + k
             self.pos += k
             n -= k
             if self.tap is not None:

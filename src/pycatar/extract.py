@@ -21,13 +21,13 @@ Only Linux is supported.
 from __future__ import annotations
 
 import collections
-import ctypes
 import errno
 import gc
 import itertools
 import os
 import secrets
 import stat
+import sys
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
@@ -124,8 +124,11 @@ def normalize_subpath(subpath: str | None) -> str | None:
     return "/".join(parts) or None
 
 
+_BAD_NAMES = frozenset(("", ".", ".."))
+
+
 def _valid_name(name: str) -> bool:
-    return name not in ("", ".", "..") and "/" not in name and "\0" not in name
+    return name not in _BAD_NAMES and "/" not in name and "\0" not in name
 
 
 def _uid_valid(uid: int) -> bool:
@@ -191,6 +194,8 @@ def _rename_exchange(dir_fd: int, a: str, b: str) -> None:
     if fn is None:
         raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
     if fn(dir_fd, os.fsencode(a), dir_fd, os.fsencode(b), _RENAME_EXCHANGE) != 0:
+        import ctypes  # start-up: only a node of another type in the way needs it (fsmeta loaded it)
+
         e = ctypes.get_errno()
         raise OSError(e, os.strerror(e))
 
@@ -210,6 +215,10 @@ WRITERS = max(2, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaf
 
 #: one regular file for the C writer; the fields (and their order) are the C module's own list
 FileJob = collections.namedtuple("FileJob", _fileio.JOB_FIELDS)
+_FileJob = tuple.__new__  # FileJob from a tuple of all its fields, without the keyword call's cost
+
+_S_IFMT, _S_IFREG = 0o170000, stat.S_IFREG
+_FS_ENCODING = sys.getfilesystemencoding()
 
 
 class _Batch:
@@ -246,10 +255,11 @@ class _Batcher:
 
     def add(self, job_entry: Entry, job: FileJob) -> None:
         b = self.current
-        b.jobs.append(job)
+        jobs = b.jobs
+        jobs.append(job)
         b.entries.append(job_entry)
-        b.size += job.size
-        if len(b.jobs) + len(b.after) >= BATCH_JOBS or b.size >= BATCH_BYTES:
+        b.size += job[4]  # size
+        if len(jobs) + len(b.after) >= BATCH_JOBS or b.size >= BATCH_BYTES:
             self.submit()
 
     def defer(self, node: "_Node") -> None:
@@ -260,7 +270,7 @@ class _Batcher:
 
     def temp_name(self, raw: bytes) -> bytes:
         """A temporary name for the file ``raw``: a random prefix per extraction and a counter."""
-        return temp_name(raw, self.prefix + b"%08x" % (next(self.counter) & 0xFFFFFFFF))
+        return temp_name(raw, b"%s%08x" % (self.prefix, next(self.counter) & 0xFFFFFFFF))
 
     def submit(self) -> None:
         """Hand the current batch to a writer; finish the batches already written, and wait while
@@ -526,19 +536,20 @@ class _Extractor:
         base = first.path
         prefix = base + "/" if base else ""
         stack = self.stack
+        add = self._add
         for entry in entries:
             path = entry.path
             if not path.startswith(prefix) or path == base:
                 raise FormatError(f"archive entry {path!r} lies outside the extracted tree {base or '/'!r}")
             parent_path, _, name = path.rpartition("/")
-            if not _valid_name(name):
+            if name in _BAD_NAMES or "\0" in name:  # (no "/": split there)
                 raise FormatError(f"invalid file name in archive: {path!r}")
             if not stack or stack[-1].entry.path != parent_path:
                 if not any(n.entry.path == parent_path for n in stack):
                     raise FormatError(f"archive entry {path!r} is out of order")
                 while stack[-1].entry.path != parent_path:
                     self._finish_dir()
-            self._add(entry, name, stack[-1].fd, read_payload)
+            add(entry, name, stack[-1].fd, read_payload)
         while self.stack:
             self._finish_dir()
         if self.batcher is not None:
@@ -555,12 +566,13 @@ class _Extractor:
 
     def _add(self, entry: Entry, name: str, dir_fd: int, read_payload) -> None:
         """Create ``entry`` (its ``name`` checked by the caller) in the directory ``dir_fd``."""
-        parent = self.stack[-1] if self.stack else None
+        stack = self.stack
+        parent = stack[-1] if stack else None
         self.stats.entries += 1
         mode = entry.mode
-        kind = stat.S_IFMT(mode)
+        kind = mode & _S_IFMT
         if parent is not None and parent.clean:
-            if (kind == stat.S_IFREG and entry.size <= FAST_FILE_MAX and self.batcher is not None
+            if (kind == _S_IFREG and entry.size <= FAST_FILE_MAX and self.batcher is not None
                     and self._plain(entry)):
                 self._add_batched(entry, name, dir_fd, read_payload)
                 return
@@ -623,16 +635,20 @@ class _Extractor:
         self.what = "set the owner of"
         uid, gid = self._owner(entry) if self._owners else (-1, -1)
         mode = entry.mode & 0o7777
-        raw = os.fsencode(name)
-        granularity = self._granularity
-        batcher = self.batcher
+        raw = name.encode(_FS_ENCODING, "surrogateescape")  # os.fsencode, without its checks
         stats = self.stats
         stats.files += 1
         stats.payload_bytes += size
-        batcher.add(entry, FileJob(dir_fd=dir_fd, tmp=batcher.temp_name(raw), name=raw, pieces=pieces, size=size,
-                                   open_mode=_create_mode(entry), uid=uid, gid=gid, mode=mode if self._modes else -1,
-                                   mtime_ns=mtime_ns(entry.mtime) if granularity is not None else -1,
-                                   granularity_ns=granularity or 0, sparse=self.punch_holes))
+        batcher = self.batcher
+        if self._granularity is None:
+            mtime, granularity = -1, 0
+        else:
+            mtime, granularity = entry.mtime, self._granularity
+            if mtime >> 63:  # validate.mtime_ns: times before 1970
+                mtime -= 1 << 64
+        batcher.add(entry, _FileJob(FileJob, (dir_fd, batcher.temp_name(raw), raw, pieces, size, 0o600 | mode,
+                                              uid, gid, mode if self._modes else -1, mtime, granularity,
+                                              self.punch_holes)))
 
     def _make_at(self, node: _Node, create: Callable[[str], int | None]) -> None:
         """Create a node under a fresh temporary name (retrying on the unlikely name clash)."""
@@ -662,16 +678,21 @@ class _Extractor:
         """Create (or reuse) a directory; if something else is in the way, build the directory under a
         temporary name and swap it in when it is complete."""
         self.what = "create directory"
+        subvolume = self.replay & node.entry.flags & F.WITH_SUBVOLUME
         existed = False
-        try:
-            self._mkdir(node, node.name)
-        except FileExistsError:
-            existed = True
-        try:
-            node.fd = os.open(node.name, _O_DIR, dir_fd=node.dir_fd)
-        except OSError as e:
-            if e.errno not in (errno.ENOTDIR, errno.ELOOP):
-                raise
+        if subvolume:
+            try:
+                self._mkdir(node, node.name)
+            except FileExistsError:
+                existed = True
+        # mkdir (unless made above; FileExistsError: existed) and open, in one call keeping the GIL
+        made, fd, err = _fileio.make_dir(node.dir_fd, node.name, 0o700, not subvolume)
+        existed = existed or bool(made)
+        if fd >= 0:
+            node.fd = fd
+        else:
+            if err not in (errno.ENOTDIR, errno.ELOOP):
+                raise OSError(err, os.strerror(err))
             existed = False
             self._make_at(node, lambda tmp: self._mkdir(node, tmp))
             try:

@@ -25,7 +25,7 @@ import urllib.parse
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from . import flags, listing
+from . import flags
 from . import digest as _digest
 from . import reproducible as _reproducible
 from .errors import UsageError
@@ -250,6 +250,8 @@ def digest(source: str | None, *, kind: str, subpath: str | None = None, stores=
     if kind in ("archive", "archive-index"):
         with open_catar(source, kind=kind, stores=stores, remote=remote, keys=keys, feature_mask=feature_mask,
                         on_verified=on_verified) as reader:
+            from . import listing  # start-up: see the top
+
             return listing.archive_digest(reader, subpath)
     with open_index(source, remote=remote, keys=keys, on_verified=on_verified) as f:
         if kind == "blob-index":

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import json
 import os
 import stat as st
 import struct
@@ -41,7 +40,6 @@ from dataclasses import dataclass, field
 from . import digest as _digest
 from ._fileio import read_file
 from .chunker import Chunker
-from .encoder import CatarSerializer, EncoderOptions, TreeWalker, entry_records
 from .errors import PycatarError
 from .fileio import pread_full, write_atomic
 
@@ -161,6 +159,8 @@ class SeedCache:
 
     @staticmethod
     def key(*parts) -> str:
+        import json  # start-up: only a seed cache needs it
+
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
     def _file(self, key: str) -> str:
@@ -336,6 +336,8 @@ class TreeLayout:
         self.paths.append(entry.path)
         self._fp.update(struct.pack("<QQQQQ", s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns))
         if self.hardlinks:
+            from .encoder import entry_records  # start-up: see walk()
+
             key = (hashlib.sha256(entry_records(entry)).digest(), entry.size)
             self.links.setdefault(key, []).append(len(self.paths) - 1)
             self.file_stats.append((s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns))
@@ -343,6 +345,10 @@ class TreeLayout:
     def walk(self) -> None:
         """Record the layout: every metadata byte and where each payload lies (no payload is
         read): the encoder's serialisation of the tree with the payloads left out."""
+        # start-up: imported here, only a directory seed needs the encoder (an extraction without
+        # seeds does not)
+        from .encoder import CatarSerializer, EncoderOptions, TreeWalker
+
         serializer = CatarSerializer(TreeWalker(self.root, EncoderOptions(self.feature_flags, **self.encoder_options)),
                                      payloads=False, on_payload=self._add_file)
         for piece in serializer:

@@ -4,7 +4,6 @@ as casync decides it (``--what=``, the input's suffix, the type of the output);
 
 from __future__ import annotations
 
-import json
 import os
 import stat as st
 import sys
@@ -113,4 +112,6 @@ def _report_extract(opts: Options, summary) -> None:
         for line in summary.lines():
             log(opts, line)
     if opts.json:
+        import json  # start-up: only --json needs it
+
         print(json.dumps(summary.as_dict()))
