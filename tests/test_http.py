@@ -555,6 +555,11 @@ def test_batched_reads_through_pycatar_serve(published, tmp_path, casync):
         p = pycatar("extract", f"--store={srv.url}", published / "tree.caidx", tmp_path / "tree")
         assert p.returncode == 0, p.stderr
         tree_log = srv.stderr()[len(log):]
+        p = pycatar("extract", f"--store={srv.url}", f"--chunk-cache={tmp_path / 'cache'}", published / "blob.caibx",
+                    tmp_path / "c.img")  # chunks of a batch (views of its answer) kept in the cache too
+        assert p.returncode == 0, p.stderr
+    p = pycatar("extract", f"--store={tmp_path / 'cache'}", published / "blob.caibx", tmp_path / "d.img")
+    assert p.returncode == 0 and (tmp_path / "d.img").read_bytes() == (src / "blob.img").read_bytes(), p.stderr
     assert (tmp_path / "b.img").read_bytes() == (src / "blob.img").read_bytes()
     assert casync_mtree(casync, tmp_path / "tree") == casync_mtree(casync, src / "tree")
     assert log.count(".cacnk") == repeated  # the other chunks of the blob were not read alone

@@ -84,6 +84,7 @@ class _Batch:
         if body[:len(BATCH_MAGIC)] != BATCH_MAGIC:
             raise RemoteError(f"GET {redact(self.url)}: not an answer of batched chunks")
         parts, pos, n = {}, len(BATCH_MAGIC), len(body)
+        view = memoryview(body)  # the chunks as views of the answer (no copy; it lives until the last is taken)
         for cid in self.ids:
             if pos + 8 > n:
                 break
@@ -93,7 +94,7 @@ class _Batch:
                 continue
             if size > n - pos:
                 break
-            parts[cid] = body[pos:pos + size]
+            parts[cid] = view[pos:pos + size]
             pos += size
         else:
             if pos == n:

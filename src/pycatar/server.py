@@ -267,20 +267,24 @@ async def _batch(request: web.Request, cfg: _Config, ids: str) -> web.StreamResp
             if o is None:
                 await resp.write(struct.pack("<Q", BATCH_ABSENT))
                 continue
-            left = o[2].st_size
-            piece = struct.pack("<Q", left)  # the size and the first piece of the file in one write
-            while left:
+            size = o[2].st_size
+            sent = 0
+            while True:  # pieces of at most SMALL_FILE bytes, the first one after the size
+                n = min(size - sent, SMALL_FILE)
+                head = 8 if sent == 0 else 0
+                buf = bytearray(head + n)
+                if head:
+                    struct.pack_into("<Q", buf, 0, size)
                 try:
-                    data = os.read(o[1], min(left, SMALL_FILE))
+                    got = os.readv(o[1], [memoryview(buf)[head:]]) if n else 0
                 except OSError:
-                    data = b""
-                if not data:  # shrunk since it was opened: the framing cannot be kept
+                    got = -1
+                if got != n:  # shrunk since it was opened: the framing cannot be kept
                     raise ConnectionResetError("a chunk file changed while it was sent")
-                left -= len(data)
-                await resp.write(piece + data if piece else data)
-                piece = b""
-            if piece:
-                await resp.write(piece)
+                await resp.write(buf)
+                sent += n
+                if sent == size:
+                    break
         await resp.write_eof()
         return resp
     finally:
