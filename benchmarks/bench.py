@@ -333,11 +333,13 @@ def cases(tmp: str, cache: str, quick: bool, floor: Floor) -> list[Case]:
     tiny = (4096, 8192, 16384)
     return [
         Case("make-caibx", "make .caibx, 192 MiB (half random, half text)",
-             (C, ["casync", "make", f"--store={out('c{run}.castr')}", out("c{run}.caibx"), blob]),
-             (P, py + ["make", f"--store={out('p{run}.castr')}", out("p{run}.caibx"), blob]),
+             # "cb0", "cb1"...: a bare "c{run}" made "c3.castr" and "c4.castr" in rounds 4 and 5, the names
+             # the blake3 and 4K cases keep their last outputs under
+             (C, ["casync", "make", f"--store={out('cb{run}.castr')}", out("cb{run}.caibx"), blob]),
+             (P, py + ["make", f"--store={out('pb{run}.castr')}", out("pb{run}.caibx"), blob]),
              goal="<= 0.45",
-             keep=keep(("c{run}.castr", "c.castr"), ("c{run}.caibx", "c.caibx"),
-                       ("p{run}.castr", "p.castr"), ("p{run}.caibx", "p.caibx")),
+             keep=keep(("cb{run}.castr", "c.castr"), ("cb{run}.caibx", "c.caibx"),
+                       ("pb{run}.castr", "p.castr"), ("pb{run}.caibx", "p.caibx")),
              bound=lambda: make_bound(blob, "c.castr", "c.caibx")),
         Case("extract-caibx", "extract .caibx",
              (C, ["casync", "extract", "--seed-output=no", f"--store={out('c.castr')}", out("c.caibx"),
