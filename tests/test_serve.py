@@ -6,6 +6,7 @@ modules — never pycatar's own store or compression code."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import email.utils
 import gzip
 import hashlib
@@ -108,6 +109,40 @@ def sha512_256(data: bytes) -> str:
 
 def pycatar(*args, **kw):
     return subprocess.run([sys.executable, "-m", "pycatar", *map(str, args)], capture_output=True, **kw)
+
+
+@contextlib.contextmanager
+def in_process(app):
+    """``app`` served by pycatar.server.start in an event loop of a thread of this process, on a free
+    port: yields the running server, stops it (and its thread) on the way out."""
+    import asyncio
+    import threading
+
+    from pycatar import server
+
+    loop = asyncio.new_event_loop()
+    started = concurrent.futures.Future()
+    stop = None
+
+    def serve_in_thread():
+        nonlocal stop
+        asyncio.set_event_loop(loop)
+        running = loop.run_until_complete(server.start(app, "127.0.0.1", 0))
+        stop = asyncio.Event()
+        started.set_result(running)
+        loop.run_until_complete(stop.wait())
+        loop.run_until_complete(running.stop())
+        loop.close()
+
+    t = threading.Thread(target=serve_in_thread)
+    t.start()
+    try:
+        yield started.result(timeout=20)
+    finally:
+        if stop is not None:
+            loop.call_soon_threadsafe(stop.set)
+        t.join(30)
+    assert not t.is_alive()
 
 
 @pytest.fixture(scope="module")
@@ -616,7 +651,6 @@ def test_library_app_wrapped_with_middleware(site):
     """make_app() + start(): a test or benchmark wraps the server with middleware (here an injected
     delay and injected failures) without any hook in the server itself."""
     import asyncio
-    import threading
 
     from aiohttp import web
 
@@ -634,24 +668,7 @@ def test_library_app_wrapped_with_middleware(site):
 
     app = server.make_app(site / "store", site / "idx")
     app.middlewares.append(flaky)
-    loop = asyncio.new_event_loop()
-    started = concurrent.futures.Future()
-    stop = None
-
-    def serve_in_thread():
-        nonlocal stop
-        asyncio.set_event_loop(loop)
-        running = loop.run_until_complete(server.start(app, "127.0.0.1", 0))
-        stop = asyncio.Event()
-        started.set_result(running)
-        loop.run_until_complete(stop.wait())
-        loop.run_until_complete(running.stop())
-        loop.close()
-
-    t = threading.Thread(target=serve_in_thread)
-    t.start()
-    running = started.result(timeout=20)
-    try:
+    with in_process(app) as running:
         assert running.url == f"http://127.0.0.1:{running.port}/" and running.port > 0
         rel = sorted(chunk_files(site / "store"))[0]
         t0 = time.monotonic()
@@ -660,43 +677,19 @@ def test_library_app_wrapped_with_middleware(site):
         assert status == 200 and body == (site / "store" / rel).read_bytes()
         assert time.monotonic() - t0 >= 0.1
         assert calls == ["/" + rel] * 2
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        t.join(20)
-    assert not t.is_alive()
 
 
 def test_stalled_uploads_are_refused_and_do_not_block_others(tmp_path):
     """An upload whose body stops (a client gone quiet, or a slow-loris) is refused with 408 after
     the server's stall time and its connection closed, so that MAX_CHUNK_PUTS of them do not keep
     the others waiting; nothing of theirs is left in the store."""
-    import asyncio
-    import threading
-
     from pycatar import server
 
     store = tmp_path / "store"
     store.mkdir()
     app = server.make_app(store, writable=True, body_stall=0.5)
-    loop = asyncio.new_event_loop()
-    started = concurrent.futures.Future()
-    stop = None
-
-    def serve_in_thread():
-        nonlocal stop
-        asyncio.set_event_loop(loop)
-        running = loop.run_until_complete(server.start(app, "127.0.0.1", 0))
-        stop = asyncio.Event()
-        started.set_result(running)
-        loop.run_until_complete(stop.wait())
-        loop.run_until_complete(running.stop())
-        loop.close()
-
-    t = threading.Thread(target=serve_in_thread)
-    t.start()
-    running = started.result(timeout=20)
     stalled = []
-    try:
+    with in_process(app) as running:
         data = b"a chunk that comes after the stalled ones " * 30
         cid = sha512_256(data)
         body = zstandard.ZstdCompressor().compress(data)
@@ -716,9 +709,6 @@ def test_stalled_uploads_are_refused_and_do_not_block_others(tmp_path):
                 assert b, reply
                 reply += b
             assert reply.startswith(b"HTTP/1.1 408 ") and b"Connection: close" in reply, reply[:300]
-    finally:
         for s in stalled:
             s.close()
-        loop.call_soon_threadsafe(stop.set)
-        t.join(30)
     assert files_under(store) == {cid[:4], f"{cid[:4]}/{cid}.cacnk"}
