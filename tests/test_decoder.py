@@ -704,6 +704,15 @@ def test_list_text_of_big_directories_and_odd_bytes():
         assert "".join(CatarReader(f).list_text()) == want
 
 
+def record_offsets(data: bytes) -> list[int]:
+    """The offset of every record of an archive (each record's header starts with its size)."""
+    offsets, o = [], 0
+    while o < len(data):
+        offsets.append(o)
+        o += struct.unpack_from("<Q", data, o)[0]
+    return offsets
+
+
 def test_list_text_before_errors(tmp_path, run_casync):
     """A truncated or corrupted archive: list_text() gives the lines of the entries before the bad record
     and then the same FormatError as iteration (what casync prints before failing stays printed)."""
@@ -718,10 +727,7 @@ def test_list_text_before_errors(tmp_path, run_casync):
     out = tmp_path / "s.catar"
     run_casync("make", str(out), str(tree))
     data = out.read_bytes()
-    offsets, o = [], 0
-    while o < len(data):
-        offsets.append(o)
-        o += struct.unpack_from("<Q", data, o)[0]
+    offsets = record_offsets(data)
     variants = [data[:cut] for cut in range(0, len(data), 7)]
     for o in offsets:
         for i in (0, 7, 8, 15):
@@ -780,10 +786,7 @@ def test_header_bytes_flipped(tmp_path, run_casync):
     out = tmp_path / "s.catar"
     run_casync("make", str(out), str(tree))
     data = out.read_bytes()
-    offsets, o = [], 0
-    while o < len(data):
-        offsets.append(o)
-        o += struct.unpack_from("<Q", data, o)[0]
+    offsets = record_offsets(data)
     assert len(offsets) > 10
     for o in offsets:
         for i in range(16):
