@@ -284,6 +284,22 @@ def test_nothing_outside_the_two_directories_is_reachable(site, tmp_path):
             assert raw_get(srv.port, target)[0] == 400, target
 
 
+def batch_frames(body: bytes, n: int) -> list[bytes | None]:
+    """The ``n`` chunk files of a batched answer (SERVE-5), None for an absent one; the whole body."""
+    assert body[:8] == b"CACHUNKS"
+    pos, got = 8, []
+    for _ in range(n):
+        size = int.from_bytes(body[pos:pos + 8], "little")
+        pos += 8
+        if size == (1 << 64) - 1:
+            got.append(None)
+            continue
+        got.append(body[pos:pos + size])
+        pos += size
+    assert pos == len(body)
+    return got
+
+
 def test_batched_reads(site, tmp_path):
     """SERVE-5: GET /.chunks/ answers the magic alone (a client asks this once); GET /.chunks/<ids>
     the magic, then per id the chunk file's size (8 bytes, little-endian; all ones when absent) and
@@ -297,17 +313,7 @@ def test_batched_reads(site, tmp_path):
         assert (status, body) == (200, b"CACHUNKS")
         status, headers, body = request(srv.port, "GET", "/.chunks/" + "".join(ids))
         assert status == 200 and int(headers["Content-Length"]) == len(body)
-        assert body[:8] == b"CACHUNKS"
-        pos, got = 8, []
-        for _ in ids:
-            size = int.from_bytes(body[pos:pos + 8], "little")
-            pos += 8
-            if size == (1 << 64) - 1:
-                got.append(None)
-                continue
-            got.append(body[pos:pos + size])
-            pos += size
-        assert pos == len(body)
+        got = batch_frames(body, len(ids))
         want = [open(p, "rb").read() for _, p in chunks[:5]] + [None] + [open(p, "rb").read() for _, p in chunks[5:30]]
         assert got == want
         status, headers, body = request(srv.port, "HEAD", "/.chunks/" + "".join(ids))
@@ -610,6 +616,11 @@ def test_https(site, tmp_path):
         ca.configure_trust(ctx)
         status, _, body = request(srv.port, "GET", "/" + rel, context=ctx)
         assert status == 200 and body == (site / "store" / rel).read_bytes()
+        rels = sorted(chunk_files(site / "store"))[:20]  # a batch (SERVE-5) through TLS too
+        ids = [os.path.basename(r).split(".")[0] for r in rels]
+        status, _, body = request(srv.port, "GET", "/.chunks/" + "".join(ids) + "cd" * 32, context=ctx)
+        assert status == 200
+        assert batch_frames(body, 21) == [(site / "store" / r).read_bytes() for r in rels] + [None]
         with pytest.raises(ssl.SSLError):  # a client that does not trust the CA refuses the server
             request(srv.port, "GET", "/" + rel, context=ssl.create_default_context())
         with pytest.raises((http.client.HTTPException, ConnectionError)):  # plain HTTP on the TLS port
@@ -712,3 +723,100 @@ def test_stalled_uploads_are_refused_and_do_not_block_others(tmp_path):
         for s in stalled:
             s.close()
     assert files_under(store) == {cid[:4], f"{cid[:4]}/{cid}.cacnk"}
+
+
+def _big_chunk_store(top, sizes: list[int]) -> list[tuple[str, bytes]]:
+    """A store holding chunk files of the given sizes (random bytes: the server sends files as they
+    are, the client verifies them); [(id, bytes)] in that order."""
+    rng = random.Random(12)
+    out = []
+    for n in sizes:
+        cid = "%064x" % rng.getrandbits(256)
+        data = rng.randbytes(n)
+        os.makedirs(top / cid[:4], exist_ok=True)
+        (top / cid[:4] / f"{cid}.cacnk").write_bytes(data)
+        out.append((cid, data))
+    return out
+
+
+def _batch_request(port: int, ids: list[str]) -> tuple[socket.socket, bytes, int]:
+    """A raw batched GET: (socket, what came after the headers so far, Content-Length)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    s.sendall(f"GET /.chunks/{''.join(ids)} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        b = s.recv(65536)
+        assert b, head
+        head += b
+    head, rest = head.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    return s, rest, int(re.search(rb"\r\ncontent-length: *(\d+)", head, re.I).group(1))
+
+
+def _read_to_end(s: socket.socket, have: bytes, limit: int, piece: int = 1 << 20, pause: float = 0.0) -> bytes:
+    """Read until ``limit`` bytes or the end of the connection (a reset counts as the end)."""
+    data = bytearray(have)
+    while len(data) < limit:
+        try:
+            b = s.recv(piece)
+        except ConnectionResetError:
+            break
+        if not b:
+            break
+        data += b
+        if pause:
+            time.sleep(pause)
+    return bytes(data)
+
+
+def test_batches_of_large_files_to_a_slow_reader_and_a_stalled_one(tmp_path):
+    """SERVE-5 answers are sent by sendfile until the socket is full, then again each time it drains:
+    a reader that takes its time still gets every byte in order, while other requests are answered.
+    One that reads nothing for the server's stall time is cut off (its connection closed before the
+    end of the answer), so it does not hold the server's descriptors for ever."""
+    from pycatar import server
+
+    store = tmp_path / "store"
+    chunks = _big_chunk_store(store, [5 << 20, 0, 3 << 20, 7 << 20, 1])
+    ids = [cid for cid, _ in chunks]
+    ids.insert(2, "ef" * 32)  # absent
+    want = [d for _, d in chunks[:2]] + [None] + [d for _, d in chunks[2:]]
+    app = server.make_app(store, body_stall=1.0)
+    with in_process(app) as running:
+        slow, rest, length = _batch_request(running.port, ids)
+        assert length == 8 + sum(8 + len(w or b"") for w in want)
+        time.sleep(0.3)  # the socket fills up: the server waits for it to drain
+        t0 = time.monotonic()
+        assert request(running.port, "GET", f"/{ids[1][:4]}/{ids[1]}.cacnk")[0] == 200
+        assert time.monotonic() - t0 < 0.5  # the loop is not blocked by the waiting answer
+        body = _read_to_end(slow, rest, length, piece=256 << 10, pause=0.002)
+        assert len(body) == length and batch_frames(body, len(ids)) == want
+        slow.close()
+
+        stalled, rest, length = _batch_request(running.port, ids)
+        time.sleep(2.5)  # more than the stall time without reading
+        body = _read_to_end(stalled, rest, length)
+        stalled.close()
+        assert 0 < len(body) < length
+        status, _, body = request(running.port, "GET", "/.chunks/" + "".join(ids))
+        assert status == 200 and batch_frames(body, len(ids)) == want
+
+
+def test_a_chunk_file_that_shrinks_while_sent_ends_the_connection(tmp_path):
+    """A batch's sizes are fixed when its answer starts; a file that is shorter by the time its turn
+    comes cannot keep the framing, so the connection ends there: the client sees a short answer,
+    never a frame filled with other bytes."""
+    from pycatar import server
+
+    store = tmp_path / "store"
+    chunks = _big_chunk_store(store, [24 << 20, 1 << 20])
+    app = server.make_app(store, body_stall=20)
+    with in_process(app) as running:
+        s, rest, length = _batch_request(running.port, [cid for cid, _ in chunks])
+        time.sleep(0.3)  # the server is still sending the first file (24 MiB do not fit in the socket)
+        second = chunks[1][0]
+        os.truncate(store / second[:4] / f"{second}.cacnk", 1000)
+        body = _read_to_end(s, rest, length)
+        s.close()
+        whole = b"CACHUNKS" + b"".join(len(d).to_bytes(8, "little") + d for _, d in chunks)
+        assert 8 + 8 + (24 << 20) <= len(body) < length and whole.startswith(body)

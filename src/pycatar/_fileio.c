@@ -43,6 +43,14 @@
  * pycatar.extract finishes every other node with it, a range at a time, with the steps only it
  * knows (ACLs, xattrs, capabilities, label, chattr) in between.  Returns None, or (step, errno).
  *
+ * send_files(sock, files, item, offset) sends chunk files to a non-blocking socket as SERVE-5's batch
+ * answer frames them: for each (fd, size) of ``files`` the size as 8 bytes little-endian (all ones
+ * for an fd of -1: absent), then the file's first ``size`` bytes by sendfile (no copy through user
+ * memory), until the socket would block.  (item, offset) is where the last call stopped (offset
+ * counts the frame's 8 size bytes); returns (item, offset, errno): errno 0 when every frame is out,
+ * EAGAIN when the socket is full (call again once it is writable), ENODATA when a file holds fewer
+ * than ``size`` bytes (it shrank: the framing cannot be kept), or the send's error.  GIL released.
+ *
  * fs_type(fd) is fstatfs()'s f_type of the file system ``fd`` lives on (the encoder asks for every
  * directory and file on another device than its parent's): one call, no libc loaded through ctypes.
  *
@@ -63,6 +71,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <sys/types.h>
@@ -935,6 +945,87 @@ static PyObject *fs_type(PyObject *self, PyObject *arg) {
     return PyLong_FromUnsignedLong((unsigned long)sfs.f_type & 0xFFFFFFFFUL);
 }
 
+/* send_files(sock, files, item, offset): see the module comment */
+static PyObject *send_files(PyObject *self, PyObject *args) {
+    int sock;
+    PyObject *files;
+    Py_ssize_t item;
+    long long offset;
+    if (!PyArg_ParseTuple(args, "iOnL", &sock, &files, &item, &offset))
+        return NULL;
+    PyObject *seq = PySequence_Fast(files, "files must be a sequence of (fd, size)");
+    if (!seq)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (item < 0 || item > n || offset < 0) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "position outside the files");
+        return NULL;
+    }
+    int *fds = PyMem_Malloc(sizeof(int) * (size_t)(n ? n : 1));
+    long long *sizes = PyMem_Malloc(sizeof(long long) * (size_t)(n ? n : 1));
+    if (!fds || !sizes) {
+        PyMem_Free(fds);
+        PyMem_Free(sizes);
+        Py_DECREF(seq);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *t = PySequence_Fast_GET_ITEM(seq, i);
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 2 ||
+            (fds[i] = (int)PyLong_AsLong(PyTuple_GET_ITEM(t, 0)), PyErr_Occurred()) ||
+            (sizes[i] = PyLong_AsLongLong(PyTuple_GET_ITEM(t, 1)), PyErr_Occurred()) || sizes[i] < 0) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "files must be (fd, size) pairs with sizes >= 0");
+            PyMem_Free(fds);
+            PyMem_Free(sizes);
+            Py_DECREF(seq);
+            return NULL;
+        }
+    }
+    Py_DECREF(seq);
+    int err = 0;
+    Py_BEGIN_ALLOW_THREADS
+    while (item < n && !err) {
+        long long body = fds[item] < 0 ? 0 : sizes[item];
+        if (offset < 8) { /* the frame's size field (joined with the bytes that follow, if any) */
+            unsigned char head[8];
+            unsigned long long v = fds[item] < 0 ? ~0ULL : (unsigned long long)sizes[item];
+            for (int b = 0; b < 8; b++)
+                head[b] = (unsigned char)(v >> (8 * b));
+            ssize_t w = send(sock, head + offset, (size_t)(8 - offset), MSG_NOSIGNAL | (body ? MSG_MORE : 0));
+            if (w < 0) {
+                if (errno != EINTR)
+                    err = errno == EWOULDBLOCK ? EAGAIN : errno;
+                continue;
+            }
+            offset += w;
+        } else if (offset - 8 < body) {
+            off_t at = (off_t)(offset - 8);
+            long long left = body - at;
+            ssize_t w = sendfile(sock, fds[item], &at, (size_t)(left > (1LL << 30) ? (1LL << 30) : left));
+            if (w < 0) {
+                if (errno != EINTR)
+                    err = errno == EWOULDBLOCK ? EAGAIN : errno;
+                continue;
+            }
+            if (w == 0) {
+                err = ENODATA; /* the file ends before its size */
+                continue;
+            }
+            offset += w;
+        }
+        if (offset == 8 + body) {
+            item++;
+            offset = 0;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_Free(fds);
+    PyMem_Free(sizes);
+    return Py_BuildValue("(nLi)", item, offset, err);
+}
+
 static PyMethodDef methods[] = {
     {"create", create, METH_VARARGS,
      "create(name, mode, dir_fd=None) -> fd: create a new regular file exclusively, never through a "
@@ -956,6 +1047,9 @@ static PyMethodDef methods[] = {
     {"fs_type", fs_type, METH_O,
      "fs_type(fd) -> int: the type (statfs f_type, 32 bits) of the file system ``fd`` lives on; "
      "raises OSError."},
+    {"send_files", send_files, METH_VARARGS,
+     "send_files(sock, files, item, offset) -> (item, offset, errno): send (fd, size) chunk files to a "
+     "non-blocking socket in SERVE-5's framing until it would block, GIL released (see the module source)."},
     {"write_files", write_files, METH_O,
      "write_files(jobs) -> (done, hole_bytes, failed_index, step, errno): create regular files "
      "(see the module source for the job layout), GIL released."},
@@ -963,7 +1057,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "pycatar._fileio",
-                                    "File I/O in C with the GIL released: file creation and payload writing (one file or a batch), whole-file reads, chunk file installs, file system types.",
+                                    "File I/O in C with the GIL released: file creation and payload writing (one file or a batch), whole-file reads, chunk file installs, chunk files sent to a socket, file system types.",
                                     -1, methods};
 
 static PyObject *names_tuple(const char *const *names, Py_ssize_t n) {

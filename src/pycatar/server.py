@@ -20,6 +20,7 @@ failures in a test); :func:`start` runs it inside an event loop, :func:`run` unt
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import math
 import os
@@ -40,6 +41,7 @@ from aiohttp.abc import AbstractAccessLogger
 from . import compression as _compression
 from . import digest as _digest
 from .errors import ChunkError, FormatError, PycatarError, StoreUnavailable, UsageError
+from ._fileio import send_files
 from .fileio import AtomicFile
 from .store import CHUNK_SUFFIX, ChunkStore, LocalStore, parse_chunk_id
 
@@ -53,7 +55,8 @@ MAX_INDEX_BODY = 256 << 20
 #: chunk bodies held in memory at once (PUTs beyond this wait before their body is read)
 MAX_CHUNK_PUTS = 8
 #: seconds an upload's body may go without a byte before it is refused (408) and its connection
-#: closed: a client that stops sending does not hold one of the MAX_CHUNK_PUTS places for ever
+#: closed: a client that stops sending does not hold one of the MAX_CHUNK_PUTS places for ever; also
+#: how long a batched answer (SERVE-5) waits for a client that stops reading before closing the connection
 BODY_STALL = 30.0
 INDEX_SUFFIXES = (".caibx", ".caidx")
 #: SERVE-5: the path of batched chunk reads (below the store URL: ``/.chunks/<id><id>...``), the
@@ -263,7 +266,14 @@ async def _batch(request: web.Request, cfg: _Config, ids: str) -> web.StreamResp
         if request.method == "HEAD":
             return resp
         await resp.write(BATCH_MAGIC)
-        for o in opened:
+        transport = request.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is not None and transport.get_extra_info("sslcontext") is None:
+            await _send_files(transport, sock.fileno(), [(o[1], o[2].st_size) if o else (-1, 0) for o in opened],
+                              cfg.body_stall)
+            await resp.write_eof()
+            return resp
+        for o in opened:  # through TLS: the bytes pass through the transport, read in pieces
             if o is None:
                 await resp.write(struct.pack("<Q", BATCH_ABSENT))
                 continue
@@ -291,6 +301,42 @@ async def _batch(request: web.Request, cfg: _Config, ids: str) -> web.StreamResp
         for o in opened:
             if o is not None:
                 os.close(o[1])
+
+
+async def _send_files(transport: asyncio.Transport, fd: int, files: list[tuple[int, int]], stall: float) -> None:
+    """Send SERVE-5's frames of ``files`` ((fd, size); fd -1 for an absent chunk) on the socket ``fd``
+    of a plain-TCP ``transport`` with sendfile (no copy through Python), once what the transport holds
+    is out, waiting for the socket to drain between calls.  A client that reads nothing for ``stall``
+    seconds, or a file that shrank since it was opened, ends the connection."""
+    loop = asyncio.get_running_loop()
+    waiter = os.dup(fd)  # a number of its own: the loop watches no fd of a transport for anyone else
+    try:
+        def writable() -> asyncio.Future:
+            fut = loop.create_future()
+            loop.add_writer(waiter, lambda: fut.done() or fut.set_result(None))
+            return fut
+
+        async def drained() -> None:
+            try:
+                await asyncio.wait_for(writable(), stall)
+            except asyncio.TimeoutError:
+                raise ConnectionResetError("the client stopped reading") from None
+            finally:
+                loop.remove_writer(waiter)
+
+        while transport.get_write_buffer_size():  # the status line, headers and magic first
+            await drained()
+        item = offset = 0
+        while True:
+            item, offset, err = send_files(waiter, files, item, offset)
+            if not err:
+                return
+            if err != errno.EAGAIN:
+                raise ConnectionResetError("a chunk file changed while it was sent" if err == errno.ENODATA
+                                           else os.strerror(err))
+            await drained()
+    finally:
+        os.close(waiter)
 
 
 async def _remote_chunk(request: web.Request, cfg: _Config, chunk_id: bytes) -> web.Response:
@@ -450,7 +496,7 @@ def make_app(store_path: str | os.PathLike | ChunkStore, index_dir: str | os.Pat
     :class:`ChunkStore` such as an object store) and the files of ``index_dir``.
 
     ``writable`` accepts PUT of chunks (checked with ``digest``) and of indexes; ``log`` receives one
-    access-log line per request; an upload's body that stops for ``body_stall`` seconds is refused.  Both directories must exist (:class:`PycatarError` otherwise)."""
+    access-log line per request; an upload's body that stops for ``body_stall`` seconds is refused, a batched answer whose client reads nothing for as long is cut off.  Both directories must exist (:class:`PycatarError` otherwise)."""
     if digest not in _digest.DIGEST_NAMES:
         raise UsageError(f"Failed to parse --digest= parameter: {digest}")
     if isinstance(store_path, ChunkStore) and not isinstance(store_path, LocalStore):
