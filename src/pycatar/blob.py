@@ -35,7 +35,7 @@ from . import digest as _digest
 from . import flags as _flags
 from .chunker import DEFAULT_CHUNK_SIZES, Chunker
 from .errors import PycatarError
-from .fileio import AtomicFile, Payload
+from .fileio import WRITE_BATCH, AtomicFile, Payload
 from .index import DIGEST_FLAGS, ChunkRef, IndexReader, IndexWriter, blob_index_flags
 from .store import ChunkStore, LocalStore, StoreSet, as_store_set
 
@@ -51,8 +51,6 @@ STORE_BATCH_BYTES = 1 << 20
 #: fetch_chunks hands a local source's small chunks to the pool together, up to this many bytes / chunks
 FETCH_BATCH_BYTES = 64 << 10
 FETCH_BATCH_CHUNKS = 64
-#: an extraction writes its output file in batches of about this many bytes (see _Output)
-WRITE_BATCH = 1 << 20
 #: chunks requested ahead of the one being written, at most, from a source that sends requests
 #: ahead (their answers wait in memory: this bounds them by count, MAX_PENDING_BYTES by size)
 AHEAD_CHUNKS = 1024
@@ -427,10 +425,9 @@ class _Output:
     (:class:`pycatar.fileio.Payload`, the one that writes an extracted tree's files), which with
     ``sparse`` leaves all-zero blocks as holes; other outputs take them by their ``write()``.
 
-    Chunks for the payload writer are collected up to :data:`WRITE_BATCH` bytes and written
-    together: the writing thread then waits for the GIL once per batch rather than once per chunk,
-    while the pool's threads decode the next ones (with 64 KiB chunks, the writer spent more time
-    waiting to get the GIL back than writing)."""
+    Chunks for the payload writer are collected up to :data:`pycatar.fileio.WRITE_BATCH` bytes and
+    written together (with 64 KiB chunks, the writer spent more time waiting to get the GIL back
+    than writing)."""
 
     def __init__(self, target, *, sparse: bool = False, mode: int = 0o666):
         self.path = None

@@ -37,7 +37,7 @@ from . import fsmeta
 from . import _fileio
 from .entry import Entry, select_subtree
 from .errors import FormatError, PycatarError, UnsupportedError
-from .fileio import Payload, create, temp_name
+from .fileio import Payload, create, temp_name, write_pieces
 from .flags import B as F
 from .validate import mtime_ns
 from .flags import (
@@ -598,8 +598,7 @@ class _Extractor:
             self._early_attrs(node)
             self.what = "write"
             writer = Payload(node.fd, self.punch_holes)  # the batch jobs' own writer
-            for piece in read_payload():
-                writer.write(piece)
+            write_pieces(writer, read_payload())
             writer.finish()
             if writer.size != entry.size:
                 raise FormatError(f"payload of {entry.path!r} has {writer.size} bytes, its entry says {entry.size}")

@@ -25,6 +25,25 @@ from .errors import PycatarError
 #: tries at a fresh temporary name when the previous one exists already
 _NAME_TRIES = 16
 
+#: bytes handed to a :class:`Payload` writer at once (``write_many``): the writing thread then waits
+#: for the GIL once per batch rather than once per chunk while other threads decode the next ones
+WRITE_BATCH = 1 << 20
+
+
+def write_pieces(writer: Payload, pieces) -> None:
+    """Write the buffers of ``pieces`` (an iterable, e.g. a file's payload as the decoder reads it)
+    with ``writer``, :data:`WRITE_BATCH` bytes a call."""
+    batch: list = []
+    acc = 0
+    for piece in pieces:
+        batch.append(piece)
+        acc += len(piece) if isinstance(piece, bytes) else memoryview(piece).nbytes
+        if acc >= WRITE_BATCH:
+            writer.write_many(batch)
+            batch, acc = [], 0
+    if batch:
+        writer.write_many(batch)
+
 
 def pread_full(fd: int, size: int, offset: int) -> bytes:
     """``size`` bytes of ``fd`` at ``offset``, fewer only where the file ends (pread may return less)."""
