@@ -526,13 +526,8 @@ static PyObject *finish(PyObject *self, PyObject *args) {
     if ((tmp_obj != Py_None && !PyUnicode_FSConverter(tmp_obj, &tmp_b)) ||
         (name_obj != Py_None && !PyUnicode_FSConverter(name_obj, &name_b)))
         goto done;
-    f.tmp = tmp_b ? PyBytes_AS_STRING(tmp_b) : NULL;
+    f.tmp = tmp_b ? PyBytes_AS_STRING(tmp_b) : NULL; /* (PyUnicode_FSConverter refuses embedded NULs) */
     f.name = name_b ? PyBytes_AS_STRING(name_b) : NULL;
-    if ((tmp_b && (size_t)PyBytes_GET_SIZE(tmp_b) != strlen(f.tmp)) ||
-        (name_b && (size_t)PyBytes_GET_SIZE(name_b) != strlen(f.name))) {
-        PyErr_SetString(PyExc_ValueError, "embedded NUL byte in a file name");
-        goto done;
-    }
     if (f.name == NULL && (f.fd < 0 || (f.tmp && f.tmp[0]))) {
         PyErr_SetString(PyExc_ValueError, "finish(): a node without a descriptor or with a rename needs its name");
         goto done;
@@ -554,12 +549,7 @@ static PyObject *read_file(PyObject *self, PyObject *args) {
     Py_ssize_t limit;
     if (!PyArg_ParseTuple(args, "O&n", PyUnicode_FSConverter, &path_obj, &limit))
         return NULL;
-    const char *path = PyBytes_AS_STRING(path_obj);
-    if ((size_t)PyBytes_GET_SIZE(path_obj) != strlen(path)) {
-        Py_DECREF(path_obj);
-        PyErr_SetString(PyExc_ValueError, "embedded NUL byte in a path");
-        return NULL;
-    }
+    const char *path = PyBytes_AS_STRING(path_obj); /* (PyUnicode_FSConverter refuses embedded NULs) */
     int fd, err = 0, step = 0, missing = 0;
     struct stat st;
     char *buf = NULL;
@@ -632,14 +622,7 @@ static PyObject *install_file(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "O&O&y*i", PyUnicode_FSConverter, &tmp_obj, PyUnicode_FSConverter,
                           &final_obj, &data, &mode))
         return NULL;
-    const char *tmp = PyBytes_AS_STRING(tmp_obj), *final = PyBytes_AS_STRING(final_obj);
-    if ((size_t)PyBytes_GET_SIZE(tmp_obj) != strlen(tmp) || (size_t)PyBytes_GET_SIZE(final_obj) != strlen(final)) {
-        Py_DECREF(tmp_obj);
-        Py_DECREF(final_obj);
-        PyBuffer_Release(&data);
-        PyErr_SetString(PyExc_ValueError, "embedded NUL byte in a path");
-        return NULL;
-    }
+    const char *tmp = PyBytes_AS_STRING(tmp_obj), *final = PyBytes_AS_STRING(final_obj); /* (no NULs: FSConverter) */
     int fd, err = 0, step = 0, result = 1;
     Py_BEGIN_ALLOW_THREADS
     fd = create_at(AT_FDCWD, tmp, mode);
