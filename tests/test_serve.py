@@ -802,6 +802,60 @@ def test_batches_of_large_files_to_a_slow_reader_and_a_stalled_one(tmp_path):
         assert status == 200 and batch_frames(body, len(ids)) == want
 
 
+def test_a_batch_to_a_reader_slower_than_the_stall_time_between_wake_ups(tmp_path):
+    """The kernel reports a socket writable only once a good part of its send buffer is free: a
+    client on a slow link may read for longer than the stall time between two such reports.  It is
+    reading (the bytes the kernel holds for it go down), so its answer goes on to the end.  (The
+    sending function itself, on a connection whose send buffer is set large enough for that.)"""
+    import asyncio
+    import threading
+
+    from pycatar import server
+
+    store = tmp_path / "store"
+    chunks = _big_chunk_store(store, [768 << 10, 768 << 10])
+    received = bytearray()
+
+    def read_slowly(s):
+        while True:
+            b = s.recv(32 << 10)
+            if not b:
+                break
+            received.extend(b)
+            time.sleep(0.1)  # at most 320 KiB/s
+        s.close()
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        accepted = loop.create_future()
+
+        class Sender(asyncio.Protocol):
+            def connection_made(self, transport):
+                accepted.set_result(transport)
+
+        listener = await loop.create_server(Sender, "127.0.0.1", 0)
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        client.connect(listener.sockets[0].getsockname())
+        reader = threading.Thread(target=read_slowly, args=(client,))
+        reader.start()
+        transport = await accepted
+        sock = transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 256 << 10)
+        fds = [os.open(store / cid[:4] / f"{cid}.cacnk", os.O_RDONLY) for cid, _ in chunks]
+        try:
+            await server._send_files(transport, sock.fileno(), [(fd, len(d)) for fd, (_, d) in zip(fds, chunks)], 0.3)
+        finally:
+            for fd in fds:
+                os.close(fd)
+            transport.close()
+            listener.close()
+            await asyncio.to_thread(reader.join)
+
+    asyncio.run(scenario())
+    assert bytes(received) == b"".join(len(d).to_bytes(8, "little") + d for _, d in chunks)
+
+
 def test_a_chunk_file_that_shrinks_while_sent_ends_the_connection(tmp_path):
     """A batch's sizes are fixed when its answer starts; a file that is shorter by the time its turn
     comes cannot keep the framing, so the connection ends there: the client sees a short answer,
@@ -820,3 +874,34 @@ def test_a_chunk_file_that_shrinks_while_sent_ends_the_connection(tmp_path):
         s.close()
         whole = b"CACHUNKS" + b"".join(len(d).to_bytes(8, "little") + d for _, d in chunks)
         assert 8 + 8 + (24 << 20) <= len(body) < length and whole.startswith(body)
+
+
+def test_a_client_that_stops_reading_an_answer_is_cut_off(tmp_path):
+    """A chunk file up to SMALL_FILE is answered from memory: a client that stops reading would keep
+    the rest of it in the server's memory for as long as it kept the connection.  After the server's
+    stall time without a byte taken the connection is closed; a client that reads slowly, but reads,
+    gets the whole file."""
+    from pycatar import server
+
+    store = tmp_path / "store"
+    (cid, data), = _big_chunk_store(store, [server.SMALL_FILE])
+    app = server.make_app(store, body_stall=1.0)
+
+    def get(pause: float, first_wait: float) -> tuple[bytes, int]:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # the answer cannot hide in the kernel
+        s.settimeout(30)
+        s.connect(("127.0.0.1", running.port))
+        s.sendall(f"GET /{cid[:4]}/{cid}.cacnk HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        time.sleep(first_wait)
+        got = _read_to_end(s, b"", 16 + len(data) + 4096, piece=64 << 10, pause=pause)
+        s.close()
+        head, _, body = got.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 "), head[:200]
+        return body, int(re.search(rb"\r\ncontent-length: *(\d+)", head, re.I).group(1))
+
+    with in_process(app) as running:
+        body, length = get(pause=0.05, first_wait=0.5)  # slow, but never a second without reading
+        assert length == len(data) and body == data
+        body, length = get(pause=0, first_wait=3.0)
+        assert length == len(data) and len(body) < len(data) and data.startswith(body)

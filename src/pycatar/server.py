@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import logging
 import math
 import os
@@ -30,6 +31,7 @@ import ssl
 import stat as st
 import struct
 import sys
+import termios
 import threading
 import time
 from dataclasses import dataclass
@@ -56,7 +58,7 @@ MAX_INDEX_BODY = 256 << 20
 MAX_CHUNK_PUTS = 8
 #: seconds an upload's body may go without a byte before it is refused (408) and its connection
 #: closed: a client that stops sending does not hold one of the MAX_CHUNK_PUTS places for ever; also
-#: how long a batched answer (SERVE-5) waits for a client that stops reading before closing the connection
+#: how long an answer waits for a client that stops reading before its connection is closed
 BODY_STALL = 30.0
 INDEX_SUFFIXES = (".caibx", ".caidx")
 #: SERVE-5: the path of batched chunk reads (below the store URL: ``/.chunks/<id><id>...``), the
@@ -303,6 +305,16 @@ async def _batch(request: web.Request, cfg: _Config, ids: str) -> web.StreamResp
                 os.close(o[1])
 
 
+def _unsent(sock_fd: int) -> int:
+    """Bytes the kernel still holds for the peer of a TCP socket (sent but not acknowledged, or not
+    sent): when it goes down the client is reading, however rarely the socket is reported writable
+    (the kernel waits until a third of a send buffer of up to some MiB is free)."""
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock_fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+    except OSError:
+        return -1
+
+
 async def _send_files(transport: asyncio.Transport, fd: int, files: list[tuple[int, int]], stall: float) -> None:
     """Send SERVE-5's frames of ``files`` ((fd, size); fd -1 for an absent chunk) on the socket ``fd``
     of a plain-TCP ``transport`` with sendfile (no copy through Python), once what the transport holds
@@ -317,12 +329,16 @@ async def _send_files(transport: asyncio.Transport, fd: int, files: list[tuple[i
             return fut
 
         async def drained() -> None:
-            try:
-                await asyncio.wait_for(writable(), stall)
-            except asyncio.TimeoutError:
-                raise ConnectionResetError("the client stopped reading") from None
-            finally:
-                loop.remove_writer(waiter)
+            while True:
+                before = _unsent(waiter)
+                try:
+                    await asyncio.wait_for(writable(), stall)
+                    return
+                except asyncio.TimeoutError:
+                    if _unsent(waiter) == before:
+                        raise ConnectionResetError("the client stopped reading") from None
+                finally:
+                    loop.remove_writer(waiter)
 
         while transport.get_write_buffer_size():  # the status line, headers and magic first
             await drained()
@@ -496,7 +512,7 @@ def make_app(store_path: str | os.PathLike | ChunkStore, index_dir: str | os.Pat
     :class:`ChunkStore` such as an object store) and the files of ``index_dir``.
 
     ``writable`` accepts PUT of chunks (checked with ``digest``) and of indexes; ``log`` receives one
-    access-log line per request; an upload's body that stops for ``body_stall`` seconds is refused, a batched answer whose client reads nothing for as long is cut off.  Both directories must exist (:class:`PycatarError` otherwise)."""
+    access-log line per request; an upload's body that stops for ``body_stall`` seconds is refused, a client that reads nothing of an answer for as long is cut off.  Both directories must exist (:class:`PycatarError` otherwise)."""
     if digest not in _digest.DIGEST_NAMES:
         raise UsageError(f"Failed to parse --digest= parameter: {digest}")
     if isinstance(store_path, ChunkStore) and not isinstance(store_path, LocalStore):
@@ -563,11 +579,41 @@ def _url(host: str, port: int, tls: bool) -> str:
 class Running:
     """A started server: its ``url`` (the real port when 0 was asked) and :meth:`stop`."""
 
-    def __init__(self, runner: web.AppRunner, url: str, port: int):
+    def __init__(self, runner: web.AppRunner, url: str, port: int, watchdog: asyncio.Task | None = None):
         self.runner, self.url, self.port = runner, url, port
+        self._watchdog = watchdog
 
     async def stop(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         await self.runner.cleanup()
+
+
+async def _cut_stalled_readers(server, stall: float) -> None:
+    """Abort every connection whose unsent answer has not moved for ``stall`` seconds: a client that
+    stops reading would otherwise keep what the server has not sent yet (up to a whole chunk file)
+    in memory for as long as it keeps the connection open.  Looks every quarter of ``stall``."""
+    loop = asyncio.get_running_loop()
+    waiting: dict = {}  # connection -> ((bytes held by the transport, by the kernel), since when)
+    while True:
+        await asyncio.sleep(max(stall / 4, 0.05))
+        now = loop.time()
+        still = {}
+        for conn in server.connections:
+            transport = conn.transport
+            held = transport.get_write_buffer_size() if transport is not None else 0
+            if not held:
+                continue
+            sock = transport.get_extra_info("socket")
+            held = (held, _unsent(sock.fileno()) if sock is not None else -1)
+            last = waiting.get(conn)
+            if last is None or last[0] != held:  # new, or the client took some (and more was queued)
+                still[conn] = (held, now)
+            elif now - last[1] >= stall:
+                transport.abort()
+            else:
+                still[conn] = last
+        waiting = still
 
 
 async def start(app: web.Application, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
@@ -582,7 +628,9 @@ async def start(app: web.Application, host: str = DEFAULT_HOST, port: int = DEFA
         await runner.cleanup()
         raise PycatarError(f"cannot listen on {_url(host, port, False)[7:-1]}: {e.strerror or e}") from None
     bound = runner.addresses[0][1] if runner.addresses else port
-    return Running(runner, _url(host, bound, ssl_context is not None), bound)
+    cfg = app.get(_CONFIG)
+    watchdog = asyncio.create_task(_cut_stalled_readers(runner.server, cfg.body_stall)) if cfg else None
+    return Running(runner, _url(host, bound, ssl_context is not None), bound, watchdog)
 
 
 def run(app: web.Application, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
