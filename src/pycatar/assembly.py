@@ -329,6 +329,7 @@ class Assembler(ChunkSource):
         self._repeats: NeededChunks | None = None
         self._self_loc: dict[bytes, int] = {}
         self._inflight: dict[bytes, Future] = {}
+        self._asked: set[bytes] = set()  # repeated chunks whose first occurrence was requested ahead
         self._spill = _Spill(spill_dir)
         self._readback: int | None = None  # descriptor on the blob being written
         self._out = None
@@ -452,11 +453,16 @@ class Assembler(ChunkSource):
         return z
 
     def ahead(self, ref: ChunkRef) -> None:
-        """The stores request ahead the chunks no seed has (a chunk occurring more than once is
-        left to its first :meth:`fetch`, which the other occurrences wait for)."""
+        """The stores request ahead the chunks no seed has; a chunk occurring more than once at its
+        first occurrence only (the others take it from the self seed, SEED-7), so that on a distant
+        server it costs no round trip of its own either."""
         cid, size = ref.id, ref.size
-        if self._null.get(cid) == size or self._repeated(cid):
+        if self._null.get(cid) == size:
             return
+        if self._repeated(cid):
+            if cid in self._asked:
+                return
+            self._asked.add(cid)
         for seed in self.seeds:
             loc = seed.locate(cid)
             if loc is not None and loc[1] == size:
