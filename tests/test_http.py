@@ -4,6 +4,7 @@ nginx), with the indexes and stores made by the real casync, and servers that fa
 from __future__ import annotations
 
 import os
+import re
 import random
 import socket
 import ssl
@@ -563,11 +564,34 @@ def test_batched_reads_through_pycatar_serve(published, tmp_path, casync):
     assert (tmp_path / "b.img").read_bytes() == (src / "blob.img").read_bytes()
     assert casync_mtree(casync, tmp_path / "tree") == casync_mtree(casync, src / "tree")
     assert repeated > 10 and log.count(".cacnk") == 0, log  # none read alone: repeated ones neither (SEED-7)
+    asked = [m[i:i + 64] for m in re.findall(r'"GET /\.chunks/([0-9a-f]+) ', log) for i in range(0, len(m), 64)]
+    assert len(asked) == len(set(asked)) == distinct + repeated  # each chunk once (a repeated one: its first occurrence)
     assert log.count('"GET /.chunks/ ') == 1  # the probe
     # 64 chunks (4 MiB) a batch, less when a chunk is wanted before its batch is full (the first, the last)
     assert distinct // 64 <= log.count('"GET /.chunks/') - 1 <= distinct // 16 + 2, log
     # a tree's stream reads its first chunk before it looks ahead: a few chunks alone at most
     assert tree_log.count('"GET /.chunks/ ') == 1 and tree_log.count(".cacnk") <= 4, tree_log
+
+
+def test_a_repeated_chunk_is_requested_once_however_far_apart(tmp_path):
+    """SEED-7 over the network: a chunk that occurs again long after its first occurrence (beyond
+    the chunks requested ahead) is taken from the output, not requested a second time; every chunk
+    goes out in a batch exactly once and the bytes are right."""
+    rng = random.Random(7)
+    a, b = rng.randbytes(5 << 20), rng.randbytes(6 << 20)  # ~1400 chunks of 4-16 KiB between the two As
+    (tmp_path / "src.img").write_bytes(a + b + a)
+    p = pycatar("make", "--chunk-size=4K:8K:16K", f"--store={tmp_path / 'store'}", tmp_path / "x.caibx",
+                tmp_path / "src.img")
+    assert p.returncode == 0, p.stderr
+    distinct, repeated = _distinct_and_repeated(tmp_path / "x.caibx")
+    with PycatarServe(tmp_path / "log", f"--store={tmp_path / 'store'}", "-v") as srv:
+        p = pycatar("extract", f"--store={srv.url}", tmp_path / "x.caibx", tmp_path / "out.img")
+        assert p.returncode == 0, p.stderr
+        log = srv.stderr()
+    assert (tmp_path / "out.img").read_bytes() == a + b + a
+    asked = [m[i:i + 64] for m in re.findall(r'"GET /\.chunks/([0-9a-f]+) ', log) for i in range(0, len(m), 64)]
+    assert repeated > 300 and log.count(".cacnk") == 0
+    assert len(asked) == len(set(asked)) == distinct + repeated
 
 
 def test_batched_reads_from_a_server_that_fails_or_lies(published, tmp_path):

@@ -329,7 +329,6 @@ class Assembler(ChunkSource):
         self._repeats: NeededChunks | None = None
         self._self_loc: dict[bytes, int] = {}
         self._inflight: dict[bytes, Future] = {}
-        self._asked: set[bytes] = set()  # repeated chunks whose first occurrence was requested ahead
         self._spill = _Spill(spill_dir)
         self._readback: int | None = None  # descriptor on the blob being written
         self._out = None
@@ -459,10 +458,8 @@ class Assembler(ChunkSource):
         cid, size = ref.id, ref.size
         if self._null.get(cid) == size:
             return
-        if self._repeated(cid):
-            if cid in self._asked:
-                return
-            self._asked.add(cid)
+        if (cid in self._self_loc or cid in self._inflight) and self._repeated(cid):
+            return  # obtained, or being obtained, for an earlier occurrence (requests pending are the store's to merge)
         for seed in self.seeds:
             loc = seed.locate(cid)
             if loc is not None and loc[1] == size:
