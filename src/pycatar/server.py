@@ -308,7 +308,7 @@ async def _batch(request: web.Request, cfg: _Config, ids: str) -> web.StreamResp
 def _unsent(sock_fd: int) -> int:
     """Bytes the kernel still holds for the peer of a TCP socket (sent but not acknowledged, or not
     sent): when it goes down the client is reading, however rarely the socket is reported writable
-    (the kernel waits until a third of a send buffer of up to some MiB is free)."""
+    (the kernel waits until a good part of a send buffer of up to some MiB is free)."""
     try:
         return struct.unpack("i", fcntl.ioctl(sock_fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
     except OSError:
