@@ -844,7 +844,7 @@ def test_a_batch_to_a_reader_slower_than_the_stall_time_between_wake_ups(tmp_pat
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 256 << 10)
         fds = [os.open(store / cid[:4] / f"{cid}.cacnk", os.O_RDONLY) for cid, _ in chunks]
         try:
-            await server._send_files(transport, sock.fileno(), [(fd, len(d)) for fd, (_, d) in zip(fds, chunks)], 0.3)
+            await server._send_files(transport, sock.fileno(), [(fd, len(d)) for fd, (_, d) in zip(fds, chunks)], 0.5)
         finally:
             for fd in fds:
                 os.close(fd)
