@@ -70,6 +70,18 @@ def _meta_option(*decls, **kw):
     return click.option(*decls, expose_value=False, callback=store, **kw)
 
 
+def _show_help(ctx, param, value):
+    if value and not ctx.resilient_parsing:
+        click.echo(ctx.get_help(), color=ctx.color)
+        ctx.exit()
+
+
+#: -h/--help as click's own help option is, but with its text given here: click's asks gettext for
+#: it at every start (a search for translations, and the locale module's import: 1.5-3 ms)
+_help_option = click.option("-h", "--help", is_flag=True, expose_value=False, is_eager=True,
+                             callback=_show_help, help="Show this message and exit.")
+
+
 COMMAND_HELP = """Content-addressable archives, casync-compatible.
 
 \b
@@ -99,8 +111,7 @@ eval "$(_PYCATAR_COMPLETE=bash_source pycatar)"    (zsh: zsh_source)
 """
 
 
-@click.command(help=COMMAND_HELP, context_settings={"help_option_names": ["-h", "--help"],
-                                                    "max_content_width": 100})
+@click.command(help=COMMAND_HELP, add_help_option=False, context_settings={"max_content_width": 100})
 @click.option("--version", is_flag=True, help="Show brief version information.")
 @click.option("-l", "--log-level", metavar="LEVEL", help="Set log level (debug, info, err).")
 @click.option("-v", "--verbose", is_flag=True, help="Show terse status information during runtime.")
@@ -170,6 +181,7 @@ eval "$(_PYCATAR_COMPLETE=bash_source pycatar)"    (zsh: zsh_source)
 @click.option("--json", "json_", is_flag=True,
               help="make, extract, gc, verify, info, list-chunks: print the result as JSON on standard output "
                    "(schemas in the README).")
+@_help_option
 @click.argument("args", nargs=-1, type=click.UNPROCESSED, shell_complete=lambda ctx, param, incomplete:
                 _complete(ctx, incomplete))
 def command(version, log_level, verbose, dry_run, store, extra_store, chunk_size, digest, compression,
@@ -355,7 +367,7 @@ def verb_help(verb: str) -> str:
     params = {p.name: p for p in command.params}
     records = [params[n].get_help_record(ctx) for n in [*names, "help"] if n in params]
     with fmt.section("Options"):
-        fmt.write_dl([r for r in records if r] + [("-h, --help", "Show this message and exit.")])
+        fmt.write_dl([r for r in records if r])  # the last: -h, --help
     fmt.write_paragraph()
     fmt.write_text("Every option may stand before or after the verb. pycatar --help lists all verbs.")
     return fmt.getvalue()
