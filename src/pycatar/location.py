@@ -5,7 +5,8 @@ refused, never taken for a local folder of that name.
 
 A local path loads no network module: the HTTP client (pycurl, ssl) and the object store client are
 imported when a location is a URL (``# start-up:`` below; they were half the start-up time of
-``pycatar list x.catar``, 20-30 ms of python3 -X importtime, benchmarks/startup.py), and so is tempfile.
+``pycatar list x.catar``, 20-30 ms of python3 -X importtime, benchmarks/startup.py), and so is tempfile;
+the store module (with compression, file installs and their imports: 3-4 ms) when a store is opened.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import re
 from typing import TYPE_CHECKING, BinaryIO, Iterable
 
 from .errors import PycatarError, UsageError
-from .store import ChunkStore, FailoverGroup, LocalStore, StoreSet
 
 if TYPE_CHECKING:
     from .httpclient import HTTPClient, HTTPOptions
+    from .store import ChunkStore, StoreSet
 
 #: the largest index or archive file fetched whole from a server (an index of 22 M chunks)
 DOWNLOAD_LIMIT = 1 << 30
@@ -119,6 +120,8 @@ def local_path(location: str) -> str | None:
 def open_store(location: str | os.PathLike, *, digest: str = "sha512-256", compression: str = "zstd",
                remote: Remote | HTTPClient | None = None) -> ChunkStore:
     """The store at ``location``: a directory, an http(s) URL, or mirrors ``a|b|…`` (a failover group)."""
+    from .store import FailoverGroup, LocalStore  # start-up: stores only for the commands that open one
+
     if not isinstance(location, str):
         return LocalStore(location, digest=digest, compression=compression)
     remote = _as_remote(remote)
@@ -143,6 +146,8 @@ def open_stores(locations: Iterable[str], *, digest: str | None = None, cache: s
                 remote: Remote | HTTPClient | None = None) -> StoreSet:
     """STORE-10: the stores to search in order, behind the chunk cache ``cache`` (a local directory or
     an object store, STORE-17)."""
+    from .store import LocalStore, StoreSet  # start-up: see open_store
+
     remote = _as_remote(remote)
     stores = [open_store(loc, digest=digest or "sha512-256", remote=remote) for loc in locations]
     cache_store = None
