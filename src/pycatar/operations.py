@@ -211,11 +211,12 @@ def extract(source: str | None, output, *, kind: str, subpath: str | None = None
             return stats
 
     from . import assembly  # start-up: see the top
-    from .extract import extract_archive  # start-up: see the top
     from .index import IndexReader  # start-up: see the top
 
     with open_index(source, remote=remote, keys=keys, on_verified=on_verified) as src:
         if kind == "archive":
+            from .extract import extract_archive  # start-up: see the top (a blob needs no tree extractor)
+
             extract_archive(src, output, subpath, feature_mask=feature_mask, punch_holes=punch_holes,
                             **extract_options)  # no chunks: seeds have nothing to offer
             return None

@@ -16,17 +16,18 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
-from .decoder import CatarReader
 from .errors import PycatarError, UsageError
 from .location import Remote, open_input, shown
 
 if TYPE_CHECKING:
     from . import sshsig
+    from .decoder import CatarReader
 
 # An archive index's stream (blob.IndexStream, with the index reader, the chunk stores and
 # concurrent.futures: 10-15 ms of python3 -X importtime, benchmarks/startup.py) is imported where it is
 # opened ("start-up" below), so that reading a .catar does not load it; the signature checker (sshsig,
-# 2 ms) where a signature is checked.
+# 2 ms) where a signature is checked; the archive decoder (with the entry validation, 5-7 ms) where an
+# archive is read, not for a blob's index.
 
 #: what ``kind`` an archive's bytes are: the catar stream itself, or an index of its chunks
 ARCHIVE_KINDS = ("archive", "archive-index")
@@ -98,4 +99,6 @@ def open_catar(location: str | None, *, kind: str = "archive", stores=None, remo
             # remote stores: chunks fetched ahead of the decoder, in parallel
             src = stack.enter_context(IndexStream(index, stores, threads=None if stores.concurrency else 0,
                                                   cache_size=8))
+        from .decoder import CatarReader  # start-up: see the top (indexes of blobs need no archive decoder)
+
         yield CatarReader(src, feature_mask=feature_mask)
