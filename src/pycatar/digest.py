@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 from .errors import UsageError
 
 DIGEST_NAMES = ("sha512-256", "sha256", "blake3")
@@ -11,6 +9,8 @@ DIGEST_NAMES = ("sha512-256", "sha256", "blake3")
 
 def new(name: str):
     """A fresh hash object (with ``update``/``digest``/``hexdigest``) for the named digest."""
+    import hashlib  # start-up: OpenSSL's set-up (2-3 ms) only for the commands that hash
+
     if name == "sha512-256":
         return hashlib.new("sha512_256")
     if name == "sha256":
