@@ -889,7 +889,7 @@ def test_a_client_that_stops_reading_an_answer_is_cut_off(tmp_path):
 
     def get(pause: float, first_wait: float) -> tuple[bytes, int]:
         s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # the answer cannot hide in the kernel
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # most of the answer waits in the server
         s.settimeout(30)
         s.connect(("127.0.0.1", running.port))
         s.sendall(f"GET /{cid[:4]}/{cid}.cacnk HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
