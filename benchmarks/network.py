@@ -3,7 +3,7 @@
 loopback, with and without an injected delay per request; then pycatar from the local store,
 through ``pycatar serve`` and through nginx (if installed), with each side's CPU time.
 
-    python3 benchmarks/network.py                    # 32 MiB with 20 ms per request, 192 MiB without
+    python3 benchmarks/network.py                    # 32 MiB (twice) with 20 ms per request, 192 MiB without
     python3 benchmarks/network.py --repeat 5 --out net.md
     python3 benchmarks/network.py --quick --repeat 1 # tiny data: checks the harness works
     python3 benchmarks/network.py --sides-only --repeat 7 --pinned
@@ -17,7 +17,9 @@ extraction, the client's CPU time (user + system, from the kernel's rusage) and 
 The delay is added by wrapping the server's application (``pycatar.server.make_app``) with a
 middleware that sleeps before answering, as a round trip to a distant server would: casync fetches
 one chunk after the other and pays it once per chunk; pycatar has ``--concurrency`` requests in
-flight and asks ``pycatar serve`` for up to 64 chunks a request (spec/store.md, SERVE-5).  The lower
+flight and asks ``pycatar serve`` for up to 64 chunks a request (spec/store.md, SERVE-5).  The second
+delayed blob is three shuffled copies of the same random blocks, so that a third of its chunk ids
+occur more than once: each is fetched once (SEED-7), in a batch like the others.  The lower
 bound of a delayed case is the delay times the rounds of requests pycatar cannot avoid: the index,
 the question whether the server answers batched reads, then the batches, ``--concurrency`` at once.
 Runs alternate (as in bench.py) and every run extracts to a fresh output.
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -177,11 +180,31 @@ def measure(name: str, a: tuple[str, list[str]], b: tuple[str, list[str]], repea
     return res
 
 
-def chunk_count(index: str) -> int:
+def make_repeating_blob(path: str, size: int) -> None:
+    """Random blocks of 20-200 KB, each written three times in shuffled orders: about a third of
+    the chunks are ids that occur more than once (SEED-7). Deterministic."""
+    rnd = random.Random(3)
+    blocks, total = [], 0
+    while total < size // 3:
+        b = rnd.randbytes(rnd.randrange(20_000, 200_000))
+        blocks.append(b)
+        total += len(b)
+    with open(path + ".part", "wb") as f:
+        for _ in range(3):
+            order = list(range(len(blocks)))
+            rnd.shuffle(order)
+            for i in order:
+                f.write(blocks[i])
+    os.rename(path + ".part", path)
+
+
+def chunk_counts(index: str) -> tuple[int, int]:
+    """(distinct chunk ids, chunks) of an index."""
     from pycatar.index import IndexReader
 
     with IndexReader(index) as r:
-        return len({c.id for c in r.chunks()})
+        ids = [c.id for c in r.chunks()]
+    return len(set(ids)), len(ids)
 
 
 def main(argv=None) -> int:
@@ -218,8 +241,10 @@ def main(argv=None) -> int:
         web = out("web")
         os.makedirs(web)
         sizes = ((1, 2) if args.quick else (args.delayed_size, args.size))
-        for name, mib in (("small", sizes[0]), ("large", sizes[1])):
-            make_blob(out(f"{name}.bin"), mib << 20)
+        make_repeating_blob(out("rep.bin"), sizes[0] << 20)
+        for name, mib in (("small", sizes[0]), ("large", sizes[1]), ("rep", None)):
+            if mib is not None:
+                make_blob(out(f"{name}.bin"), mib << 20)
             subprocess.run(py + ["make", f"--store={out('store')}", os.path.join(web, f"{name}.caibx"),
                                  out(f"{name}.bin")], check=True, capture_output=True)
         delayed = Server(out("store"), web, args.delay)
@@ -239,13 +264,22 @@ def main(argv=None) -> int:
                                ("pycatar", py + ["extract", "--seed-output=no", conc, f"--store={url}",
                                                  url + index, out(f"p{tag}{{run}}.out")]), args.repeat)
 
+            def delayed_bound(distinct: int) -> float:
+                """The index, the question whether the server batches, then the batches of the
+                distinct chunks, --concurrency at once: one delay each round."""
+                return args.delay * (2 + -(-(-(-distinct // BATCH_IDS)) // args.concurrency))
+
             if not args.sides_only:
-                n = chunk_count(os.path.join(web, "small.caibx"))
+                n, _ = chunk_counts(os.path.join(web, "small.caibx"))
                 rows.append(casync_vs_pycatar(
                     f"extract .caibx, {sizes[0]} MiB ({n} chunks), {args.delay * 1000:.0f} ms per request",
                     delayed.url, "small.caibx", "d"))
-                batches = -(-n // BATCH_IDS)
-                rows[-1]["bound"] = args.delay * (2 + -(-batches // args.concurrency))
+                rows[-1]["bound"] = delayed_bound(n)
+                n, every = chunk_counts(os.path.join(web, "rep.caibx"))
+                rows.append(casync_vs_pycatar(
+                    f"extract .caibx, {sizes[0]} MiB, repeated chunks ({n} distinct of {every}), "
+                    f"{args.delay * 1000:.0f} ms per request", delayed.url, "rep.caibx", "r"))
+                rows[-1]["bound"] = delayed_bound(n)
                 rows.append(casync_vs_pycatar(f"extract .caibx, {sizes[1]} MiB, loopback", plain.url, "large.caibx",
                                               "l"))
             rounds = [("", [], None)]
@@ -278,6 +312,11 @@ def main(argv=None) -> int:
         for f in checked:
             if open(out(f), "rb").read() != want:
                 raise SystemExit(f"{f}: wrong bytes")
+        if not args.sides_only:
+            want = open(out("rep.bin"), "rb").read()
+            for f in ("pr0.out", "cr0.out"):
+                if open(out(f), "rb").read() != want:
+                    raise SystemExit(f"{f}: wrong bytes")
     lines = []
     if rows:
         lines += ["| case | A | A s (min-max) | B | B s (min-max) | B/A | A MiB | B MiB | lower bound s |",
