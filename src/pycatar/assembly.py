@@ -458,7 +458,7 @@ class Assembler(ChunkSource):
         cid, size = ref.id, ref.size
         if self._null.get(cid) == size:
             return
-        if (cid in self._self_loc or cid in self._inflight) and self._repeated(cid):
+        if cid in self._self_loc or cid in self._inflight:  # (only repeated chunks are ever in these)
             return  # obtained, or being obtained, for an earlier occurrence (requests pending are the store's to merge)
         for seed in self.seeds:
             loc = seed.locate(cid)
