@@ -713,20 +713,31 @@ def record_offsets(data: bytes) -> list[int]:
     return offsets
 
 
+def _mixed_tree(tree, name: str):
+    """A small tree with one of each kind of entry: directories d/e, a file ``name`` ("hi\\n", with
+    an xattr), a symlink l to it and a FIFO p."""
+    (tree / "d" / "e").mkdir(parents=True)
+    (tree / name).write_text("hi\n")
+    os.symlink(name, tree / "l")
+    os.mkfifo(tree / "p")
+    os.setxattr(tree / name, "user.k", b"v")
+    return tree
+
+
+def _casync_archive(tmp_path, tree, run_casync) -> bytes:
+    """casync's .catar of ``tree``."""
+    out = tmp_path / "s.catar"
+    run_casync("make", str(out), str(tree))
+    return out.read_bytes()
+
+
 def test_list_text_before_errors(tmp_path, run_casync):
     """A truncated or corrupted archive: list_text() gives the lines of the entries before the bad record
     and then the same FormatError as iteration (what casync prints before failing stays printed)."""
-    tree = tmp_path / "t"
-    (tree / "d" / "e").mkdir(parents=True)
+    tree = _mixed_tree(tmp_path / "t", "a b")
     for i in range(70):  # more than one batch of entries
         (tree / "d" / f"f{i:02}").write_text("x" * i)
-    (tree / "a b").write_text("hi\n")
-    os.symlink("a b", tree / "l")
-    os.mkfifo(tree / "p")
-    os.setxattr(tree / "a b", "user.k", b"v")
-    out = tmp_path / "s.catar"
-    run_casync("make", str(out), str(tree))
-    data = out.read_bytes()
+    data = _casync_archive(tmp_path, tree, run_casync)
     offsets = record_offsets(data)
     variants = [data[:cut] for cut in range(0, len(data), 7)]
     for o in offsets:
@@ -752,16 +763,9 @@ def test_list_text_before_errors(tmp_path, run_casync):
 def test_truncated_everywhere(odd_archives, tmp_path, run_casync):
     """Cutting a casync archive at any offset gives a FormatError naming the truncation, never a
     hang (CATAR-50, CATAR-53); casync itself would spin forever on these."""
-    tree = tmp_path / "t"
-    (tree / "d" / "e").mkdir(parents=True)
-    (tree / "a").write_text("hi\n")
+    tree = _mixed_tree(tmp_path / "t", "a")
     (tree / "d" / "e" / "f").write_text("xyz")
-    os.symlink("a", tree / "l")
-    os.mkfifo(tree / "p")
-    os.setxattr(tree / "a", "user.k", b"v")
-    out = tmp_path / "s.catar"
-    run_casync("make", str(out), str(tree))
-    data = out.read_bytes()
+    data = _casync_archive(tmp_path, tree, run_casync)
     for cut in range(len(data)):
         msg = assert_format_error(data[:cut])
         assert "truncated" in msg or "empty" in msg or "GOODBYE" in msg, (cut, msg)
