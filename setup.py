@@ -1,4 +1,4 @@
-# The C extensions (the buzhash rolling loop; the catar decoder's record parsing; batch file creation and whole-file reads) are declared here; all other metadata is in pyproject.toml.
+# The C extensions (the buzhash rolling loop; the catar decoder's record parsing; batch file creation and whole-file reads; libcurl, loaded at run time, with bodies received in C) are declared here; all other metadata is in pyproject.toml.
 from setuptools import Extension, setup
 
 setup(
@@ -12,6 +12,12 @@ setup(
             "pycatar._catar",
             sources=["src/pycatar/_catar.c"],
             extra_compile_args=["-O2", "-std=gnu99", "-Wall"],
+        ),
+        Extension(
+            "pycatar._curl",
+            sources=["src/pycatar/_curl.c"],
+            extra_compile_args=["-O2", "-std=gnu99", "-Wall"],
+            libraries=["dl", "pthread"],
         ),
         Extension(
             "pycatar._fileio",

@@ -1,12 +1,16 @@
 """Talking to HTTP(S) servers: one thread-safe client for chunk stores and index files.
 
-Built on pycurl, i.e. libcurl (the library casync's own HTTP helper uses).  One transfer thread
-drives every request of a client through libcurl's multi interface, up to ``concurrency`` at once
-over kept-alive connections, waiting in ``select`` with the GIL released, and retrying failed
-attempts after their backoff; a thread that wants a chunk hands it a transfer and waits for it, or
-sends it ahead (:meth:`HTTPClient.start`) and collects it later.  (Measured on loopback, 1 864 GETs of 100 MB: one easy
-handle per thread in 16 threads, 0.34 s and 0.27 CPU-s; the multi interface, 0.18 s and 0.11 CPU-s;
-urllib3, 1.0 s and 0.7 CPU-s.)  Every request is bounded: a
+Built on libcurl (the library casync's own HTTP helper uses), through :mod:`pycatar._curl`, which
+receives bodies in C: a transfer needs the GIL only once it is over.  (pycurl hands every 16 KiB
+piece of a body to a Python callback, which waits for the GIL while other threads run Python: on
+loopback, the first 4 MiB batches of an extraction took 40 ms to arrive instead of a few.)  One
+transfer thread drives every request of a client through libcurl's multi interface, up to
+``concurrency`` at once over kept-alive connections, waiting in ``curl_multi_poll`` with the GIL
+released, and retrying failed attempts after their backoff; a thread that wants a chunk hands it a
+transfer and waits for it, or sends it ahead (:meth:`HTTPClient.start`) and collects it later.
+(Measured on loopback, 1 864 GETs of 100 MB: one easy handle per thread in 16 threads, 0.34 s and
+0.27 CPU-s; the multi interface, 0.18 s and 0.11 CPU-s; urllib3, 1.0 s and 0.7 CPU-s.)  Every
+request is bounded: a
 connect timeout, a stall timeout (less than a byte a second for that long), a total deadline, a
 limit on the body (refused unread when ``Content-Length`` announces more), at most 3 redirects and
 only to http(s).  Connection errors, timeouts, broken-off bodies, 408, 429 and 5xx answers are
@@ -26,7 +30,6 @@ import heapq
 import itertools
 import os
 import random
-import select
 import ssl
 import threading
 import time
@@ -35,9 +38,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import BinaryIO
 
-import pycurl
-
-from .errors import ChunkError, StoreUnavailable, UsageError
+from . import _curl
+from .errors import ChunkError, PycatarError, StoreUnavailable, UsageError
 
 #: the environment variable that supplies the Authorization header when no option does
 AUTH_ENV = "PYCATAR_HTTP_AUTH"
@@ -50,8 +52,11 @@ MAX_RETRY_AFTER = 10.0
 _BUFFER = 1 << 19
 #: transfers (so new connections) started at once by a new client; more as they succeed
 _FIRST_CONNECTIONS = 4
-#: the longest a new transfer waits while others run and none of them is ready (seconds)
-_POLL = 0.001
+#: the longest the transfer thread sleeps when nothing happens (ms): new transfers and the
+#: client's closing wake it at once, retries when they are due
+_IDLE_MS = 1000
+#: the most bytes kept of the answer to a PUT (its body is not used)
+_ANSWER_LIMIT = 1 << 16
 
 class RemoteError(ChunkError):
     """A request that failed (after its retries) for another reason than "not found"; ``status``:
@@ -98,6 +103,21 @@ class HTTPOptions:
                 raise UsageError(f"{name.replace('_', ' ')} {path}: no such file")
 
 
+#: the libcurl builds tried, in this order (Debian's libcurl4, then the one casync uses)
+LIBCURL_NAMES = ("libcurl.so.4", "libcurl-gnutls.so.4")
+
+
+def _load_libcurl() -> str:
+    """Load libcurl (once): its version string."""
+    problems = []
+    for name in LIBCURL_NAMES:
+        try:
+            return _curl.load(name)
+        except OSError as e:
+            problems.append(str(e))
+    raise PycatarError(f"HTTP(S) needs libcurl (Debian: apt-get install libcurl4): {'; '.join(problems)}")
+
+
 def is_url(text: str) -> bool:
     """Whether ``text`` is an http:// or https:// URL."""
     return text[:8].lower().startswith(("http://", "https://"))
@@ -119,51 +139,58 @@ def redact(url: str) -> str:
 class _Transfer:
     """A request, carried out (and retried) by the transfer thread; ``done`` is a lock held until
     it is over (a bare lock: cheaper to make, wait for and release than an Event): then either
-    ``failure`` is the error to raise, or ``status`` and ``received`` hold the answer."""
+    ``failure`` is the error to raise, or ``status`` and ``answer`` hold the answer (the body of a
+    GET, as a buffer; None when it went to ``sink``)."""
 
-    __slots__ = ("method", "url", "body", "content_type", "received", "limit", "done", "status", "error",
-                 "os_errno", "retry_after", "cancelled", "attempt", "failure")
+    __slots__ = ("method", "url", "body", "content_type", "sink", "limit", "done", "status", "error",
+                 "os_errno", "retry_after", "cancelled", "attempt", "failure", "answer", "too_large",
+                 "write_errno")
 
-    def __init__(self, method, url, body, content_type, received, limit):
+    def __init__(self, method, url, body, content_type, sink, limit):
         self.method, self.url, self.body, self.content_type = method, url, body, content_type
-        self.received, self.limit = received, limit
+        self.sink, self.limit = sink, limit
         self.done = _thread.allocate_lock()
         self.done.acquire()
+        self.cancelled = False  #: nobody wants it any more: dropped unsent if it has not started
+        self.attempt = 0
+        self.failure: RemoteError | None = None
+        self._clear()
+
+    def _clear(self) -> None:
         self.status = 0
         self.error: tuple[int, str] | None = None
         self.os_errno = 0
         self.retry_after = 0
-        self.cancelled = False  #: nobody wants it any more: dropped unsent if it has not started
-        self.attempt = 0
-        self.failure: RemoteError | None = None
+        self.answer = None
+        self.too_large = False  #: the body went past ``limit``
+        self.write_errno = 0  #: writing the body to ``sink`` failed with this errno
 
     def again(self) -> None:
         """Ready for another attempt: what the last one received is dropped."""
-        self.status, self.error, self.os_errno, self.retry_after = 0, None, 0, 0
-        r = self.received
-        if r.sink is not None:
-            r.sink.seek(0)
-            r.sink.truncate()
-        self.received = _Receiver(r.limit, r.sink)
+        self._clear()
+        if self.sink is not None:
+            self.sink.seek(0)
+            self.sink.truncate()
         self.attempt += 1
 
 
 class _Loop:
     """The transfer thread: libcurl's multi interface runs every transfer of the client, up to
-    ``concurrency`` at once over kept-alive connections, in one thread that waits in ``select``
-    (GIL released); callers hand it :class:`_Transfer` objects and wait for them to be done.
+    ``concurrency`` at once over kept-alive connections, in one thread that waits in
+    ``curl_multi_poll`` (GIL released); callers hand it :class:`_Transfer` objects and wait for
+    them to be done.
 
-    A handle that ran a GET runs the next GET with only its URL, body callback and size limit set
-    anew (every other option stays); any other method, or a failed transfer, starts from a reset
-    handle.  The wake pipe is written only while the thread sleeps with nothing to do.  A failed
+    A handle that ran a GET runs the next GET with only its URL and size limit set anew (every
+    other option stays); any other method, or a failed transfer, starts from a reset handle.  A
+    new transfer ends the thread's wait at once (``curl_multi_wakeup``).  A failed
     attempt worth repeating waits out its backoff here (in ``delayed``), not in a caller's thread:
     any number of requests retry at once however few threads wait for them."""
 
     def __init__(self, client: "HTTPClient"):
         self.client = client
         self.pid = os.getpid()
-        self.multi = pycurl.CurlMulti()
-        self.free = [pycurl.Curl() for _ in range(client.options.concurrency)]
+        self.multi = _curl.Multi()
+        self.free = [_curl.Easy() for _ in range(client.options.concurrency)]
         self.handles = list(self.free)
         #: transfers allowed at once: a few at first, one more for each that succeeds, up to a
         #: handle each (so new connections come a few at a time: a server with a short listen
@@ -175,68 +202,70 @@ class _Loop:
         self.delayed: list[tuple[float, int, _Transfer]] = []  # (when, tie-breaker, transfer): a heap
         self.retries = itertools.count()
         self.incoming: deque[_Transfer] = deque()
-        self.active: dict[pycurl.Curl, _Transfer] = {}
-        self.wake_r, self.wake_w = os.pipe()
-        os.set_blocking(self.wake_r, False)
-        os.set_blocking(self.wake_w, False)
-        self.sleeping = False
+        self.active: dict[_curl.Easy, _Transfer] = {}
         self.closed = False
         self.thread = threading.Thread(target=self._run, name="pycatar-http", daemon=True)
         self.thread.start()
 
     def submit(self, t: _Transfer) -> None:
         self.incoming.append(t)  # deque appends are atomic
-        if self.sleeping:  # set before the thread looks at ``incoming`` a last time: no lost wake-up
-            self._wake()
-
-    def _wake(self) -> None:
-        try:
-            os.write(self.wake_w, b"x")
-        except (BlockingIOError, OSError):
-            pass
+        self.multi.wakeup()  # (a wake-up while the thread does not wait ends its next wait at once)
 
     def close(self) -> None:
         self.closed = True
-        self._wake()
+        self.multi.wakeup()
         self.thread.join(10)
 
     def _start(self, t: _Transfer) -> None:
         if t.cancelled:
-            t.error = (pycurl.E_ABORTED_BY_CALLBACK, "cancelled")
+            t.error = (_curl.E_ABORTED_BY_CALLBACK, "cancelled")
             self._settle(t)
             return
         c = self.free.pop()
         try:
             if t.method == "GET" and self.ready[c]:
-                c.setopt(pycurl.URL, t.url)
-                c.setopt(pycurl.WRITEFUNCTION, t.received.write)
-                c.setopt(pycurl.MAXFILESIZE_LARGE, t.limit)
+                c.setopt(_curl.URL, t.url)
+                c.setopt(_curl.MAXFILESIZE_LARGE, t.limit)
             else:  # a new or reset handle
                 self.ready[c] = False
                 self.client._configure(c, t)
                 self.ready[c] = t.method == "GET"
-        except pycurl.error as e:
+            if t.sink is not None:
+                t.sink.flush()
+                c.receive(t.limit, t.sink.fileno())
+            else:
+                c.receive(t.limit if t.method == "GET" else _ANSWER_LIMIT)
+        except _curl.error as e:
             self.free.append(c)
-            t.error = (e.args[0], e.args[1] if len(e.args) > 1 else "")
+            t.error = (e.args[0], e.args[1])
             self._settle(t)
             return
+        except (OSError, ValueError) as e:  # a sink that is not a file with a descriptor, or closed
+            self.free.append(c)
+            t.failure = RemoteError(f"{t.method} {redact(t.url)}: cannot keep the answer: {e}")
+            t.done.release()
+            return
         self.active[c] = t
-        self.multi.add_handle(c)
+        self.multi.add(c)
 
-    def _finish(self, c, error) -> None:
+    def _finish(self, c: _curl.Easy, code: int) -> None:
         t = self.active.pop(c)
-        self.multi.remove_handle(c)
-        if error is None:
+        self.multi.remove(c)
+        t.too_large, t.write_errno = c.overflowed, c.write_errno
+        if code == 0:
             if self.limit < len(self.handles):
                 self.limit += 1
-            t.status = c.getinfo(pycurl.RESPONSE_CODE)
+            t.status = c.getinfo(_curl.RESPONSE_CODE)
             if t.status in (429, 503):
-                t.retry_after = c.getinfo(pycurl.RETRY_AFTER)
+                t.retry_after = c.getinfo(_curl.RETRY_AFTER)
+            if t.method == "GET":
+                t.answer = c.body()
         else:
-            t.error = error
-            t.os_errno = c.getinfo(pycurl.OS_ERRNO)
-        if error is not None or not self.ready[c]:
-            c.reset()  # drops the callbacks (and with them the bodies); keeps the connections
+            t.error = (code, c.error() or _curl.strerror(code))
+            t.os_errno = c.getinfo(_curl.OS_ERRNO)
+        c.receive(0)  # lets go of the body (a failed one is not wanted)
+        if code != 0 or not self.ready[c]:
+            c.reset()  # every option back to its default; the connections are kept
             self.ready[c] = False
         self.free.append(c)
         self._settle(t)
@@ -263,46 +292,25 @@ class _Loop:
                 waiting.appendleft(heapq.heappop(delayed)[2])  # before the newer requests
             while waiting and len(self.active) < self.limit:
                 self._start(waiting.popleft())
-            while True:
-                ret, _running = multi.perform()
-                if ret != pycurl.E_CALL_MULTI_PERFORM:
-                    break
-            while True:
-                queued, ok, failed = multi.info_read()
-                for c in ok:
-                    self._finish(c, None)
-                for c, code, message in failed:
-                    self._finish(c, (code, message))
-                if not queued:
-                    break
+            if self.active:
+                multi.perform()
+                for c, code in multi.info_read():
+                    self._finish(c, code)
             if incoming or (waiting and len(self.active) < self.limit):
                 continue
-            if self.active:
-                # wait for the sockets in libcurl (C, GIL released); a new transfer waits at most
-                # this long when none of the running ones has anything to say
-                multi.select(_POLL)
-                continue
-            self.sleeping = True
-            if not incoming and not self.closed:
-                # idle: sleep until a transfer is handed in, or a retry is due
-                select.select([self.wake_r], [], [], *([max(0.0, delayed[0][0] - time.monotonic())]
-                                                      if delayed else []))
-            self.sleeping = False
-            try:
-                while os.read(self.wake_r, 4096):
-                    pass
-            except BlockingIOError:
-                pass
-        for c in list(self.active):
-            self.multi.remove_handle(c)
+            # wait (C, GIL released) for the sockets, a new transfer or the closing (wakeup()), or
+            # until the next retry is due
+            wait = _IDLE_MS
+            if delayed:
+                wait = min(wait, max(0, int((delayed[0][0] - time.monotonic()) * 1000) + 1))
+            if not self.closed:
+                multi.poll(wait)
         # whoever still waits hears that the client is gone (rather than waiting for ever)
         for t in [*self.active.values(), *waiting, *incoming, *(d[2] for d in delayed)]:
             t.failure = RemoteError(f"{t.method} {redact(t.url)}: the HTTP client was closed")
             t.done.release()
-        for c in self.handles:
-            c.close()
-        os.close(self.wake_r)
-        os.close(self.wake_w)
+        self.active.clear()
+        multi.close()
 
 
 class HTTPClient:
@@ -312,6 +320,7 @@ class HTTPClient:
     def __init__(self, options: HTTPOptions | None = None):
         self.options = options or HTTPOptions()
         o = self.options
+        _load_libcurl()
         self._lock = threading.Lock()
         self._loop: _Loop | None = None
         self.requests = 0  #: requests sent (retries included)
@@ -340,42 +349,39 @@ class HTTPClient:
                     loop = self._loop = _Loop(self)
         return loop
 
-    def _configure(self, c, t: _Transfer) -> None:
+    def _configure(self, c: _curl.Easy, t: _Transfer) -> None:
         """Set up the curl handle ``c`` for the transfer ``t`` (in the transfer thread)."""
         o = self.options
-        c.setopt(pycurl.NOSIGNAL, 1)
-        c.setopt(pycurl.USERAGENT, "pycatar")
-        c.setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
-        c.setopt(pycurl.REDIR_PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
-        c.setopt(pycurl.FOLLOWLOCATION, 1)
-        c.setopt(pycurl.MAXREDIRS, MAX_REDIRECTS)
-        c.setopt(pycurl.CONNECTTIMEOUT_MS, int(o.connect_timeout * 1000))
-        c.setopt(pycurl.LOW_SPEED_LIMIT, 1)
-        c.setopt(pycurl.LOW_SPEED_TIME, max(1, int(round(o.timeout))))
-        c.setopt(pycurl.TIMEOUT_MS, int(o.deadline * 1000))
-        c.setopt(pycurl.BUFFERSIZE, _BUFFER)
+        c.setopt(_curl.NOSIGNAL, 1)
+        c.setopt(_curl.USERAGENT, "pycatar")
+        c.setopt(_curl.PROTOCOLS, _curl.PROTO_HTTP | _curl.PROTO_HTTPS)
+        c.setopt(_curl.REDIR_PROTOCOLS, _curl.PROTO_HTTP | _curl.PROTO_HTTPS)
+        c.setopt(_curl.FOLLOWLOCATION, 1)
+        c.setopt(_curl.MAXREDIRS, MAX_REDIRECTS)
+        c.setopt(_curl.CONNECTTIMEOUT_MS, int(o.connect_timeout * 1000))
+        c.setopt(_curl.LOW_SPEED_LIMIT, 1)
+        c.setopt(_curl.LOW_SPEED_TIME, max(1, int(round(o.timeout))))
+        c.setopt(_curl.TIMEOUT_MS, int(o.deadline * 1000))
+        c.setopt(_curl.BUFFERSIZE, _BUFFER)
         if self._cafile:
-            c.setopt(pycurl.CAINFO, self._cafile)
+            c.setopt(_curl.CAINFO, self._cafile)
         if self._capath:
-            c.setopt(pycurl.CAPATH, self._capath)
+            c.setopt(_curl.CAPATH, self._capath)
         if o.client_cert:
-            c.setopt(pycurl.SSLCERT, o.client_cert)
+            c.setopt(_curl.SSLCERT, o.client_cert)
         if o.client_key:
-            c.setopt(pycurl.SSLKEY, o.client_key)
-        c.setopt(pycurl.URL, t.url)
+            c.setopt(_curl.SSLKEY, o.client_key)
+        c.setopt(_curl.URL, t.url)
         if t.method == "GET":
-            c.setopt(pycurl.HTTPHEADER, self._headers)
-            c.setopt(pycurl.WRITEFUNCTION, t.received.write)
-            c.setopt(pycurl.MAXFILESIZE_LARGE, t.limit)
+            c.setopt(_curl.HTTPHEADER, self._headers)
+            c.setopt(_curl.MAXFILESIZE_LARGE, t.limit)
         elif t.method == "HEAD":
-            c.setopt(pycurl.HTTPHEADER, self._headers)
-            c.setopt(pycurl.NOBODY, 1)
+            c.setopt(_curl.HTTPHEADER, self._headers)
+            c.setopt(_curl.NOBODY, 1)
         else:
-            c.setopt(pycurl.CUSTOMREQUEST, t.method)
-            c.setopt(pycurl.POSTFIELDSIZE_LARGE, len(t.body or b""))
-            c.setopt(pycurl.POSTFIELDS, t.body or b"")
-            c.setopt(pycurl.HTTPHEADER, [*self._headers, f"Content-Type: {t.content_type}"])
-            c.setopt(pycurl.WRITEFUNCTION, t.received.write)
+            c.setopt(_curl.CUSTOMREQUEST, t.method)
+            c.post(t.body or b"")
+            c.setopt(_curl.HTTPHEADER, [*self._headers, f"Content-Type: {t.content_type}"])
 
     # ------------------------------------------------------------------ the one request loop
 
@@ -383,26 +389,27 @@ class HTTPClient:
                 content_type: str) -> _Transfer:
         with self._lock:
             self.requests += 1
-        received = _Receiver(limit if method == "GET" else 1 << 16, sink if method == "GET" else None)
-        t = _Transfer(method, url, body, content_type, received, limit)
+        t = _Transfer(method, url, body, content_type, sink if method == "GET" else None, limit)
         self._transfers().submit(t)
         return t
 
     def _request(self, method: str, url: str, *, body: bytes | None = None, limit: int = 0,
                  sink: BinaryIO | None = None, content_type: str = "application/octet-stream",
-                 started: _Transfer | None = None) -> tuple[int, bytes | None]:
+                 started: _Transfer | None = None) -> tuple[int, memoryview | None]:
         """``(status, body)``: the body (at most ``limit`` bytes, else an error) of a 2xx answer to
-        a GET, None for other methods or when written to ``sink``; status 404/410 come back with
-        no body.  Other failures raise :class:`RemoteUnavailable` or :class:`RemoteError`.
-        ``started``: the same request, already handed to the transfer thread by :meth:`start`."""
+        a GET, as a read-only memoryview; None for other methods or when written to ``sink``;
+        status 404/410 come back with no body.  Other failures raise :class:`RemoteUnavailable` or
+        :class:`RemoteError`.  ``started``: the same request, already handed to the transfer
+        thread by :meth:`start`."""
         t = started if started is not None and not started.cancelled else \
             self._submit(method, url, body, limit, sink, content_type)
         t.done.acquire()
         if t.failure is not None:
             raise t.failure
-        if t.status in MISSING_STATUSES:
+        answer, t.answer = t.answer, None
+        if t.status in MISSING_STATUSES or answer is None:
             return t.status, None
-        return t.status, t.received.value() if method == "GET" else None
+        return t.status, memoryview(answer)
 
     def _verdict(self, t: _Transfer) -> float | None:
         """After an attempt of ``t`` (in the transfer thread): None if it is over (``t.failure`` set
@@ -415,8 +422,11 @@ class HTTPClient:
             problem = f"{status} {_REASONS.get(status, '')}".strip()
         else:
             code, message = t.error
-            if t.received.too_large or code == pycurl.E_FILESIZE_EXCEEDED:
+            if t.too_large or code == _curl.E_FILESIZE_EXCEEDED:
                 t.failure = RemoteError(f"{what}: answer exceeds the limit of {t.limit} bytes")
+                return None
+            if t.write_errno:
+                t.failure = RemoteError(f"{what}: cannot keep the answer: {os.strerror(t.write_errno).lower()}")
                 return None
             status = 0
             problem = _describe(code, message, t.os_errno)
@@ -449,14 +459,15 @@ class HTTPClient:
         """Nobody will ask for ``t``: not sent if it has not started (its body is dropped if it has)."""
         t.cancelled = True
 
-    def get(self, url: str, limit: int, *, started: _Transfer | None = None) -> bytes | None:
-        """The body of ``url`` (at most ``limit`` bytes), or None if the server has no such resource.
-        ``started``: the same GET, sent earlier by :meth:`start`."""
+    def get(self, url: str, limit: int, *, started: _Transfer | None = None) -> memoryview | None:
+        """The body of ``url`` (at most ``limit`` bytes, a read-only memoryview), or None if the
+        server has no such resource.  ``started``: the same GET, sent earlier by :meth:`start`."""
         status, data = self._request("GET", url, limit=limit, started=started)
         return None if status in MISSING_STATUSES else data
 
     def download(self, url: str, sink: BinaryIO, limit: int) -> bool:
-        """Write the body of ``url`` (at most ``limit`` bytes) to ``sink``; False if it does not exist."""
+        """Write the body of ``url`` (at most ``limit`` bytes) to ``sink``, a binary file with a
+        descriptor (written through it, from its position); False if it does not exist."""
         status, _ = self._request("GET", url, limit=limit, sink=sink)
         return status not in MISSING_STATUSES
 
@@ -472,38 +483,6 @@ class HTTPClient:
             raise RemoteError(f"PUT {redact(url)}: {status} (the server does not accept uploads there)")
 
 
-class _Receiver:
-    """Collects a body (or writes it to a file), refusing more than ``limit`` bytes."""
-
-    __slots__ = ("limit", "sink", "parts", "size", "too_large")
-
-    def __init__(self, limit: int, sink):
-        self.limit = limit
-        self.sink = sink
-        self.parts: list[bytes] = []
-        self.size = 0
-        self.too_large = False
-
-    def write(self, data: bytes):
-        self.size += len(data)
-        if self.size > self.limit:
-            self.too_large = True
-            return 0  # aborts the transfer
-        if self.sink is not None:
-            self.sink.write(data)
-        else:
-            self.parts.append(data)
-        return None
-
-    def value(self) -> bytes | None:
-        """The body received (None when written to a sink); the receiver lets go of it."""
-        parts, sink = self.parts, self.sink
-        self.parts, self.sink = [], None
-        if sink is not None:
-            return None
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
 _REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 405: "Method Not Allowed",
             408: "Request Timeout", 409: "Conflict", 411: "Length Required", 413: "Content Too Large",
             416: "Range Not Satisfiable", 422: "Unprocessable Content", 429: "Too Many Requests",
@@ -511,29 +490,29 @@ _REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 405: "Met
             503: "Service Unavailable", 504: "Gateway Timeout"}
 
 #: libcurl errors another attempt cannot mend (TLS and configuration problems, refused redirects)
-_FINAL_ERRORS = frozenset(getattr(pycurl, name) for name in (
+_FINAL_ERRORS = frozenset(getattr(_curl, name) for name in (
     "E_UNSUPPORTED_PROTOCOL", "E_URL_MALFORMAT", "E_TOO_MANY_REDIRECTS", "E_PEER_FAILED_VERIFICATION",
     "E_SSL_CACERT_BADFILE", "E_SSL_CERTPROBLEM", "E_SSL_CIPHER", "E_SSL_ENGINE_NOTFOUND",
     "E_SSL_CRL_BADFILE", "E_SSL_ISSUER_ERROR", "E_SSL_PINNEDPUBKEYNOTMATCH", "E_SSL_INVALIDCERTSTATUS",
-    "E_LOGIN_DENIED", "E_REMOTE_ACCESS_DENIED") if hasattr(pycurl, name))
+    "E_LOGIN_DENIED", "E_REMOTE_ACCESS_DENIED") if hasattr(_curl, name))
 
 
 def _describe(code: int, message: str, errno: int = 0) -> str:
     """A short reason for a failed transfer, without the URL (the caller names it)."""
-    if code == pycurl.E_COULDNT_CONNECT:
+    if code == _curl.E_COULDNT_CONNECT:
         return f"cannot connect: {os.strerror(errno).lower()}" if errno else "cannot connect"
-    if code == pycurl.E_COULDNT_RESOLVE_HOST:
+    if code == _curl.E_COULDNT_RESOLVE_HOST:
         return "host not found"
-    if code == pycurl.E_OPERATION_TIMEDOUT:
+    if code == _curl.E_OPERATION_TIMEDOUT:
         return "timed out"
-    if code == pycurl.E_TOO_MANY_REDIRECTS:
+    if code == _curl.E_TOO_MANY_REDIRECTS:
         return "too many redirects"
-    if code == pycurl.E_UNSUPPORTED_PROTOCOL:
+    if code == _curl.E_UNSUPPORTED_PROTOCOL:
         return "redirected to an unsupported protocol"
-    if code in (pycurl.E_PEER_FAILED_VERIFICATION, pycurl.E_SSL_CONNECT_ERROR, pycurl.E_SSL_CACERT_BADFILE,
-                pycurl.E_SSL_CERTPROBLEM):
+    if code in (_curl.E_PEER_FAILED_VERIFICATION, _curl.E_SSL_CONNECT_ERROR, _curl.E_SSL_CACERT_BADFILE,
+                _curl.E_SSL_CERTPROBLEM):
         return f"TLS error: {_strip_urls(message)}"
-    if code in (pycurl.E_PARTIAL_FILE, pycurl.E_GOT_NOTHING, pycurl.E_RECV_ERROR, pycurl.E_SEND_ERROR):
+    if code in (_curl.E_PARTIAL_FILE, _curl.E_GOT_NOTHING, _curl.E_RECV_ERROR, _curl.E_SEND_ERROR):
         return "connection broken"
     return _strip_urls(message) or f"curl error {code}"
 

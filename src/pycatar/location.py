@@ -3,7 +3,7 @@
 failover group ``a|b`` — turned into the object that reads or writes it.  Any other ``scheme://`` is
 refused, never taken for a local folder of that name.
 
-A local path loads no network module: the HTTP client (pycurl, ssl) and the object store client are
+A local path loads no network module: the HTTP client (libcurl, ssl) and the object store client are
 imported when a location is a URL (``# start-up:`` below; they were half the start-up time of
 ``pycatar list x.catar``, 20-30 ms of python3 -X importtime, benchmarks/startup.py), and so is tempfile;
 the store module (with compression, file installs and their imports: 3-4 ms) when a store is opened.
