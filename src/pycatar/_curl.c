@@ -149,6 +149,9 @@ static struct {
 } pool[POOL_SLOTS];
 static size_t pool_bytes;
 
+/* A child forked while another thread held the lock would never get it: it starts with a new one. */
+static void pool_after_fork(void) { pthread_mutex_init(&pool_lock, NULL); }
+
 /* A buffer of at least ``want`` bytes (its capacity in *cap), from the pool if it has one. */
 static char *buffer_take(size_t want, size_t *cap) {
     if (want >= POOL_MIN) {
@@ -798,6 +801,7 @@ PyMODINIT_FUNC PyInit__curl(void) {
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
+    pthread_atfork(NULL, NULL, pool_after_fork);
     CurlError = PyErr_NewException("pycatar._curl.error", NULL, NULL);
     if (CurlError == NULL || PyModule_AddObjectRef(m, "error", CurlError) < 0 ||
         PyModule_AddObjectRef(m, "Easy", (PyObject *)&EasyType) < 0 ||
