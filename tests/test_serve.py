@@ -460,6 +460,45 @@ def test_put_chunks_verified_then_stored(site, tmp_path, run_casync):
     assert (tmp_path / "out").read_bytes() == (site / "blob").read_bytes()
 
 
+def test_concurrent_large_uploads_take_bounded_memory(tmp_path):
+    """Upload bodies go to temporary files, and at most MAX_CHUNK_CHECKS chunks are decompressed at
+    once: six 40 MiB chunks uploaded together keep the server's own memory (RssAnon, sampled) below
+    200 MiB.  (Bodies and their decompressed copies in memory took 6 x 80 MiB.)  All six are
+    stored as sent, and nothing else is left in the store."""
+    from pycatar import server
+
+    assert server.MAX_CHUNK_CHECKS == 2 and server.MAX_CHUNK_PUTS >= 6
+    store = tmp_path / "store"
+    store.mkdir()
+    rng = random.Random(40)
+    uploads = []
+    for _ in range(6):
+        data = rng.randbytes(40 << 20)
+        cid = sha512_256(data)
+        uploads.append((f"/{cid[:4]}/{cid}.cacnk", zstandard.ZstdCompressor(level=1).compress(data)))
+        del data
+    with Server(tmp_path / "log", f"--store={store}", "--writable") as srv:
+        peak, done = [0], []
+
+        def sample():
+            while not done:
+                with open(f"/proc/{srv.proc.pid}/status") as f:
+                    rss = next(int(line.split()[1]) for line in f if line.startswith("RssAnon:"))
+                peak[0] = max(peak[0], rss)
+                time.sleep(0.005)
+
+        with concurrent.futures.ThreadPoolExecutor(len(uploads) + 1) as ex:
+            sampler = ex.submit(sample)
+            statuses = list(ex.map(lambda u: request(srv.port, "PUT", u[0], body=u[1])[0], uploads))
+            done.append(True)
+            sampler.result()
+    assert statuses == [201] * len(uploads)
+    assert peak[0] < 200 << 10, f"server RssAnon peaked at {peak[0] >> 10} MiB"
+    for path, body in uploads:
+        assert (store / path[1:]).read_bytes() == body
+    assert files_under(store) == {p[1:5] for p, _ in uploads} | {p[1:] for p, _ in uploads}
+
+
 def test_put_chunk_with_another_digest(tmp_path):
     store = tmp_path / "store"
     store.mkdir()

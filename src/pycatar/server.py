@@ -34,6 +34,9 @@ import sys
 import termios
 import threading
 import time
+import dataclasses
+import mmap
+import tempfile
 from dataclasses import dataclass
 from typing import Callable
 
@@ -54,8 +57,12 @@ DEFAULT_PORT = 8740
 MAX_CHUNK_BODY = _compression.DECOMPRESSED_LIMIT + (1 << 20)
 #: the largest index a PUT may send (about 6 million chunks)
 MAX_INDEX_BODY = 256 << 20
-#: chunk bodies held in memory at once (PUTs beyond this wait before their body is read)
+#: chunk uploads under way at once (PUTs beyond this wait before their body is read); their bodies
+#: go to temporary files, not memory
 MAX_CHUNK_PUTS = 8
+#: uploaded chunks checked at once: each holds its chunk decompressed (up to DECOMPRESSED_LIMIT)
+#: while it is hashed, so this bounds the memory uploads take
+MAX_CHUNK_CHECKS = 2
 #: seconds an upload's body may go without a byte before it is refused (408) and its connection
 #: closed: a client that stops sending does not hold one of the MAX_CHUNK_PUTS places for ever; also
 #: how long an answer waits for a client that stops reading before its connection is closed
@@ -86,6 +93,8 @@ class _Config:
     max_index_body: int
     body_stall: float = BODY_STALL
     chunk_puts: asyncio.Semaphore | None = None
+    chunk_checks: threading.BoundedSemaphore = dataclasses.field(
+        default_factory=lambda: threading.BoundedSemaphore(MAX_CHUNK_CHECKS))
 
 
 _CONFIG = web.AppKey("pycatar_config", _Config)
@@ -404,39 +413,55 @@ class _Outside(PycatarError):
     """The chunk's subdirectory leads out of the store (a symlink)."""
 
 
-def _check_and_store_chunk(cfg: _Config, chunk_id: bytes, body: bytearray) -> int:
-    """Decompress ``body``, check its digest against ``chunk_id``, store it (runs in a thread)."""
+def _check_and_store_chunk(cfg: _Config, chunk_id: bytes, body) -> int:
+    """Decompress the uploaded chunk file ``body`` (a file object, at its end), check its digest
+    against ``chunk_id``, store it (runs in a thread; MAX_CHUNK_CHECKS at once).  The file is mapped,
+    not read: only the decompressed chunk takes memory of its own."""
     store = cfg.store
-    data = _compression.decompress(body, what=f"chunk {chunk_id.hex()}")
-    actual = _digest.digest(store.digest, data)
-    if actual != chunk_id:
-        raise ChunkError(f"chunk {chunk_id.hex()}: content does not match its id (digest {actual.hex()})")
-    if isinstance(store, LocalStore):
-        sub = os.path.dirname(store.chunk_path(chunk_id))  # below the store's real path
-        if os.path.islink(sub):
-            raise _Outside(f"{os.path.basename(sub)} is not a directory of the store")
-    return store.put(chunk_id, compressed_data=bytes(body))
+    body.flush()
+    size = os.fstat(body.fileno()).st_size
+    with cfg.chunk_checks:
+        # (on a failure the mapping goes with the traceback that holds views of it)
+        mapped = mmap.mmap(body.fileno(), size, access=mmap.ACCESS_READ) if size else b""
+        compressed = memoryview(mapped)
+        data = _compression.decompress(compressed, what=f"chunk {chunk_id.hex()}")
+        actual = _digest.digest(store.digest, data)
+        del data
+        if actual != chunk_id:
+            raise ChunkError(f"chunk {chunk_id.hex()}: content does not match its id (digest {actual.hex()})")
+        if isinstance(store, LocalStore):
+            sub = os.path.dirname(store.chunk_path(chunk_id))  # below the store's real path
+            if os.path.islink(sub):
+                raise _Outside(f"{os.path.basename(sub)} is not a directory of the store")
+        written = store.put(chunk_id, compressed_data=compressed)
+        compressed.release()
+        if size:
+            mapped.close()
+        return written
 
 
 async def _put_chunk(request: web.Request, cfg: _Config, chunk_id: bytes) -> web.Response:
     async with cfg.chunk_puts:
-        body = bytearray()
-
-        async def sink(piece):
-            body.extend(piece)
-
-        refused = await _read_body(request, cfg.max_chunk_body, sink, cfg.body_stall)
-        if refused is not None:
-            return refused
         loop = asyncio.get_running_loop()
-        try:
-            written = await loop.run_in_executor(None, _check_and_store_chunk, cfg, chunk_id, body)
-        except ChunkError as e:
-            return _error(422, str(e))
-        except _Outside as e:
-            return _error(403, str(e))
-        except PycatarError as e:
-            return _error(500, str(e))
+        try:  # unnamed (O_TMPFILE), in the store itself when it is a directory (not /tmp: maybe memory)
+            body = tempfile.TemporaryFile(dir=cfg.store.path if isinstance(cfg.store, LocalStore) else None)
+        except OSError as e:
+            return _error(500, f"cannot create a temporary file: {e.strerror}")
+        with body:
+            async def sink(piece):
+                await loop.run_in_executor(None, body.write, piece)
+
+            refused = await _read_body(request, cfg.max_chunk_body, sink, cfg.body_stall)
+            if refused is not None:
+                return refused
+            try:
+                written = await loop.run_in_executor(None, _check_and_store_chunk, cfg, chunk_id, body)
+            except ChunkError as e:
+                return _error(422, str(e))
+            except _Outside as e:
+                return _error(403, str(e))
+            except (PycatarError, OSError) as e:
+                return _error(500, str(e))
     return web.Response(status=201 if written else 200)
 
 
