@@ -700,3 +700,35 @@ def test_without_libcurl_a_url_is_one_clear_error(published, tmp_path):
     assert len(lines) == 1 and "HTTP(S) needs libcurl (Debian: apt-get install libcurl4)" in lines[0], p.stderr
     assert "libcurl-not-here.so.9" in lines[0]
     assert not (tmp_path / "remote.img").exists()
+
+
+def test_a_failing_transfer_thread_fails_its_requests_instead_of_hanging(published):
+    """Should the transfer thread fail (libcurl out of memory, a bug), the request that waits for it
+    and every later one get an error naming the failure; none waits for ever."""
+    from pycatar.httpclient import HTTPClient, HTTPOptions, RemoteError
+
+    client = HTTPClient(HTTPOptions(retries=0))
+    try:
+        with StaticServer(published) as srv:
+            assert client.get(srv.url + "blob.caibx", 1 << 24) == (published / "blob.caibx").read_bytes()
+
+            def broken(c, t):
+                raise RuntimeError("injected")
+
+            def head() -> str:
+                try:
+                    client.exists(srv.url + "blob.caibx")
+                except RemoteError as e:
+                    return str(e)
+                return "answered"
+
+            client._configure = broken  # (a HEAD sets a handle up anew)
+            for _ in range(2):  # the request under way when it failed, then one after
+                said = []
+                waiter = threading.Thread(target=lambda: said.append(head()), daemon=True)
+                waiter.start()
+                waiter.join(15)
+                assert not waiter.is_alive(), "the request waits for ever"
+                assert re.fullmatch(r"HEAD http://\S+: the HTTP client failed \(injected\)", said[0]), said
+    finally:
+        client.close()

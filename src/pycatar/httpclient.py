@@ -204,12 +204,21 @@ class _Loop:
         self.incoming: deque[_Transfer] = deque()
         self.active: dict[_curl.Easy, _Transfer] = {}
         self.closed = False
+        self._gate = threading.Lock()  # submit() against the thread's last look at ``incoming``
+        self._over = False
+        self._handling: _Transfer | None = None  # the transfer being started or finished
+        self.why = "the HTTP client was closed"  #: what a transfer handed in after the end is told
         self.thread = threading.Thread(target=self._run, name="pycatar-http", daemon=True)
         self.thread.start()
 
     def submit(self, t: _Transfer) -> None:
-        self.incoming.append(t)  # deque appends are atomic
-        self.multi.wakeup()  # (a wake-up while the thread does not wait ends its next wait at once)
+        with self._gate:
+            if not self.ended:
+                self.incoming.append(t)
+                self.multi.wakeup()  # (a wake-up while the thread does not wait ends its next wait at once)
+                return
+        t.failure = RemoteError(f"{t.method} {redact(t.url)}: {self.why}")
+        t.done.release()
 
     def close(self) -> None:
         self.closed = True
@@ -281,7 +290,28 @@ class _Loop:
             self.client.requests += 1
         heapq.heappush(self.delayed, (time.monotonic() + delay, next(self.retries), t))
 
+    @property
+    def ended(self) -> bool:
+        """Whether the thread has stopped taking transfers (closed, or failed)."""
+        return not self.thread.is_alive() or self._over
+
     def _run(self) -> None:
+        try:
+            self._transfer()
+        except Exception as e:  # libcurl failing (out of memory...) or a bug: every waiter hears it
+            self.why = f"the HTTP client failed ({e})"
+        with self._gate:
+            self._over = True
+        # whoever still waits hears it (rather than waiting for ever)
+        handling = [] if self._handling is None or self._handling in self.active.values() else [self._handling]
+        for t in [*handling, *self.active.values(), *self.waiting, *self.incoming, *(d[2] for d in self.delayed)]:
+            if t.done.locked():
+                t.failure = RemoteError(f"{t.method} {redact(t.url)}: {self.why}")
+                t.done.release()
+        self.active.clear()
+        self.multi.close()
+
+    def _transfer(self) -> None:
         multi = self.multi
         incoming, waiting, delayed = self.incoming, self.waiting, self.delayed
         while not self.closed:
@@ -291,11 +321,14 @@ class _Loop:
             while delayed and delayed[0][0] <= now:
                 waiting.appendleft(heapq.heappop(delayed)[2])  # before the newer requests
             while waiting and len(self.active) < self.limit:
-                self._start(waiting.popleft())
+                self._handling = waiting.popleft()
+                self._start(self._handling)
             if self.active:
                 multi.perform()
                 for c, code in multi.info_read():
+                    self._handling = self.active.get(c)
                     self._finish(c, code)
+            self._handling = None
             if incoming or (waiting and len(self.active) < self.limit):
                 continue
             # wait (C, GIL released) for the sockets, a new transfer or the closing (wakeup()), or
@@ -305,12 +338,6 @@ class _Loop:
                 wait = min(wait, max(0, int((delayed[0][0] - time.monotonic()) * 1000) + 1))
             if not self.closed:
                 multi.poll(wait)
-        # whoever still waits hears that the client is gone (rather than waiting for ever)
-        for t in [*self.active.values(), *waiting, *incoming, *(d[2] for d in delayed)]:
-            t.failure = RemoteError(f"{t.method} {redact(t.url)}: the HTTP client was closed")
-            t.done.release()
-        self.active.clear()
-        multi.close()
 
 
 class HTTPClient:
