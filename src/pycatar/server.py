@@ -20,10 +20,12 @@ failures in a test); :func:`start` runs it inside an event loop, :func:`run` unt
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import fcntl
 import logging
 import math
+import mmap
 import os
 import re
 import signal
@@ -31,12 +33,10 @@ import ssl
 import stat as st
 import struct
 import sys
+import tempfile
 import termios
 import threading
 import time
-import dataclasses
-import mmap
-import tempfile
 from dataclasses import dataclass
 from typing import Callable
 
