@@ -1,4 +1,4 @@
-# The C extensions (the buzhash rolling loop; the catar decoder's record parsing; batch file creation and whole-file reads; libcurl, loaded at run time, with bodies received in C) are declared here; all other metadata is in pyproject.toml.
+# The C extensions (the buzhash rolling loop; the catar decoder's record parsing; batch file creation and whole-file reads; libcurl, loaded at run time, with bodies received in C; zstd compression of a batch of chunks by the system's libzstd, loaded at run time) are declared here; all other metadata is in pyproject.toml.
 from setuptools import Extension, setup
 
 setup(
@@ -18,6 +18,12 @@ setup(
             sources=["src/pycatar/_curl.c"],
             extra_compile_args=["-O2", "-std=gnu99", "-Wall"],
             libraries=["dl", "pthread"],
+        ),
+        Extension(
+            "pycatar._zstd",
+            sources=["src/pycatar/_zstd.c"],
+            extra_compile_args=["-O2", "-std=gnu99", "-Wall"],
+            libraries=["dl"],
         ),
         Extension(
             "pycatar._fileio",

@@ -84,7 +84,7 @@ def test_install_new_never_replaces(tmp_path):
     taken = tmp_path / temp_name("other", "0000000000000000")
     taken.write_bytes(b"someone else's")
     names = iter([str(taken), str(tmp_path / "next.tmp")])
-    assert install_new(str(tmp_path / "other"), b"mine", temp=lambda: next(names)) is True
+    assert install_new(str(tmp_path / "other"), b"mine", temp=lambda path: next(names)) is True
     assert (tmp_path / "other").read_bytes() == b"mine" and taken.read_bytes() == b"someone else's"
     with pytest.raises(FileNotFoundError):
         install_new(str(tmp_path / "missing" / "x"), b"x")

@@ -269,6 +269,63 @@ def test_install_file(tmp_path):
         install_file("a\0b", final, b"", 0o444)
 
 
+def test_install_files_batch(tmp_path):
+    """install_files: install_file of each job, the GIL released once; a failed job leaves the others
+    installed, and each job's result is what install_file returns."""
+    from pycatar._fileio import install_files
+
+    (tmp_path / "b").write_bytes(b"there")
+    jobs = [(str(tmp_path / "a.tmp"), str(tmp_path / "a"), b"A" * 70000),
+            (str(tmp_path / "b.tmp"), str(tmp_path / "b"), b"B"),
+            (str(tmp_path / "no" / "c.tmp"), str(tmp_path / "no" / "c"), b"C"),
+            (str(tmp_path / "d.tmp"), str(tmp_path / "d"), memoryview(b"xDx")[1:2])]
+    assert install_files(jobs, 0o444) == [1, 0, (0, errno.ENOENT), 1]
+    assert (tmp_path / "a").read_bytes() == b"A" * 70000 and (tmp_path / "b").read_bytes() == b"there"
+    assert (tmp_path / "d").read_bytes() == b"D"
+    assert sorted(os.listdir(tmp_path)) == ["a", "b", "d"]
+    assert install_files([], 0o444) == []
+    with pytest.raises(TypeError):
+        install_files([("t", "f")], 0o444)
+    with pytest.raises(TypeError):
+        install_files([(str(tmp_path / "e.tmp"), str(tmp_path / "e"), "not bytes")], 0o444)
+    assert sorted(os.listdir(tmp_path)) == ["a", "b", "d"]
+
+
+def test_compress_many_is_compress_of_each():
+    """compress_many: one call for a batch, each chunk its own frame, the same bytes as one at a time,
+    for every kind; the frames decompress to their chunks."""
+    datas = [b"a" * 10, bytes(range(256)) * 700, memoryview(b"xyz" * 50000)[3:], b"\x00" * (300 << 10)]
+    for kind in compression.COMPRESSION_NAMES:
+        many = compression.compress_many(datas, kind)
+        assert many == [compression.compress(d, kind) for d in datas]
+        assert [compression.decompress(m, len(d)) for m, d in zip(many, datas)] == [bytes(d) for d in datas]
+        assert compression.detect(many[0]) == kind
+    assert compression.compress_many([], "zstd") == []
+    with pytest.raises(TypeError):
+        compression.compress_many(["text"], "zstd")
+
+
+def test_without_libzstd_zstd_is_one_clear_error(tmp_path):
+    """libzstd is loaded at the first zstd compression: without it, a make with zstd is a one-line
+    error saying what to install, and the other compressions still work."""
+    src = tmp_path / "blob"
+    src.write_bytes(os.urandom(300_000))
+    code = ("import sys; from pycatar import compression, cli; "
+            "compression.LIBZSTD_NAME = 'libzstd-not-here.so.9'; sys.argv[0] = 'pycatar'; cli.console()")
+    run = lambda *args: subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
+                                       timeout=60)
+    p = run("make", f"--store={tmp_path / 'S'}", tmp_path / "z.caibx", src)
+    assert p.returncode != 0
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "zstd compression needs libzstd (Debian: apt-get install libzstd1)" in lines[0], p.stderr
+    assert "libzstd-not-here.so.9" in lines[0]
+    assert not (tmp_path / "z.caibx").exists()
+    p = run("make", "--compression=gzip", f"--store={tmp_path / 'S'}", tmp_path / "g.caibx", src)
+    assert p.returncode == 0, p.stderr
+    p = run("extract", f"--store={tmp_path / 'S'}", tmp_path / "g.caibx", tmp_path / "out")
+    assert p.returncode == 0 and (tmp_path / "out").read_bytes() == src.read_bytes(), p.stderr
+
+
 def test_install_file_write_failure(tmp_path):
     """A failed write removes the temporary file and installs nothing."""
     code = (
@@ -299,7 +356,7 @@ def test_no_hard_links_falls_back_to_rename(tmp_path, monkeypatch):
             f.write(data)
         return (2, errno.EPERM)
 
-    monkeypatch.setattr(fileio_mod, "install_file", no_links)
+    monkeypatch.setattr(fileio_mod, "install_files", lambda jobs, mode: [no_links(*job, mode) for job in jobs])
     s = LocalStore(tmp_path / "S")
     cid, data = _chunk(6)
     assert s.put(cid, data) > 0

@@ -14,6 +14,8 @@
  * ``final`` and removes ``tmp``).  Returns 1 if ``final`` now holds the data, 0 if ``final`` existed
  * already, or (step, errno) on failure -- step 0 create (nothing was created), 1 write or close
  * (``tmp`` removed), 2 link (``tmp`` left in place, complete, for the caller's fallback).
+ * install_files(jobs, mode) does it for each (tmp, final, data) of a batch, the GIL released once
+ * (a store write of small chunks would otherwise hand the GIL over twice a chunk).
  *
  * write_files(jobs) creates a batch of regular files, each under its temporary name, writes its
  * payload (leaving all-zero 4 KiB blocks as holes when asked), sets owner, mode and mtime, checks
@@ -615,65 +617,140 @@ static PyObject *read_file(PyObject *self, PyObject *args) {
     return result;
 }
 
+/* install_file's steps for one file, without the GIL: 1 installed, 0 ``final`` existed, -1 failed
+ * (*step, *err set as install_file returns them). */
+static int install_one(const char *tmp, const char *final, const char *p, size_t left, int mode, int *step,
+                       int *err) {
+    int result = 1;
+    *step = 0;
+    *err = 0;
+    int fd = create_at(AT_FDCWD, tmp, mode);
+    if (fd < 0) {
+        *err = errno;
+        return -1;
+    }
+    *step = 1;
+    while (left > 0) {
+        ssize_t k = write(fd, p, left);
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            *err = errno;
+            break;
+        }
+        p += k;
+        left -= (size_t)k;
+    }
+    if (close(fd) < 0 && !*err && errno != EINTR)
+        *err = errno;
+    if (*err) {
+        unlink(tmp);
+    } else if (renameat2(AT_FDCWD, tmp, AT_FDCWD, final, RENAME_NOREPLACE) == 0) {
+        /* installed */
+    } else if (errno == EEXIST) {
+        result = 0;
+        unlink(tmp);
+    } else if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP) {
+        *err = errno;
+        *step = 2;
+    } else if (link(tmp, final) < 0) { /* no RENAME_NOREPLACE here */
+        if (errno == EEXIST) {
+            result = 0;
+            unlink(tmp);
+        } else {
+            *err = errno;
+            *step = 2;
+        }
+    } else {
+        unlink(tmp);
+    }
+    return *err ? -1 : result;
+}
+
+static PyObject *install_result(int r, int step, int err) {
+    if (r < 0)
+        return Py_BuildValue("(ii)", step, err);
+    return PyLong_FromLong(r);
+}
+
 static PyObject *install_file(PyObject *self, PyObject *args) {
     PyObject *tmp_obj, *final_obj;
     Py_buffer data;
-    int mode;
+    int mode, step, err, r;
     if (!PyArg_ParseTuple(args, "O&O&y*i", PyUnicode_FSConverter, &tmp_obj, PyUnicode_FSConverter,
                           &final_obj, &data, &mode))
         return NULL;
     const char *tmp = PyBytes_AS_STRING(tmp_obj), *final = PyBytes_AS_STRING(final_obj); /* (no NULs: FSConverter) */
-    int fd, err = 0, step = 0, result = 1;
     Py_BEGIN_ALLOW_THREADS
-    fd = create_at(AT_FDCWD, tmp, mode);
-    if (fd < 0) {
-        err = errno;
-    } else {
-        step = 1;
-        const char *p = data.buf;
-        size_t left = (size_t)data.len;
-        while (left > 0) {
-            ssize_t k = write(fd, p, left);
-            if (k < 0) {
-                if (errno == EINTR)
-                    continue;
-                err = errno;
-                break;
-            }
-            p += k;
-            left -= (size_t)k;
-        }
-        if (close(fd) < 0 && !err && errno != EINTR)
-            err = errno;
-        if (err) {
-            unlink(tmp);
-        } else if (renameat2(AT_FDCWD, tmp, AT_FDCWD, final, RENAME_NOREPLACE) == 0) {
-            /* installed */
-        } else if (errno == EEXIST) {
-            result = 0;
-            unlink(tmp);
-        } else if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP) {
-            err = errno;
-            step = 2;
-        } else if (link(tmp, final) < 0) { /* no RENAME_NOREPLACE here */
-            if (errno == EEXIST) {
-                result = 0;
-                unlink(tmp);
-            } else {
-                err = errno;
-                step = 2;
-            }
-        } else {
-            unlink(tmp);
-        }
-    }
+    r = install_one(tmp, final, data.buf, (size_t)data.len, mode, &step, &err);
     Py_END_ALLOW_THREADS
     Py_DECREF(tmp_obj);
     Py_DECREF(final_obj);
     PyBuffer_Release(&data);
-    if (err)
-        return Py_BuildValue("(ii)", step, err);
-    return PyLong_FromLong(result);
+    return install_result(r, step, err);
+}
+
+/* install_files(jobs, mode) -> [result]: install_file of each (tmp, final, data) of ``jobs``, the GIL
+ * released once for all of them; a failed job does not stop the others. */
+static PyObject *install_files(PyObject *self, PyObject *args) {
+    PyObject *jobs_arg;
+    int mode;
+    if (!PyArg_ParseTuple(args, "Oi", &jobs_arg, &mode))
+        return NULL;
+    PyObject *jobs = PySequence_Fast(jobs_arg, "install_files() needs a sequence of (tmp, final, data)");
+    if (!jobs)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(jobs), got = 0;
+    PyObject **names = PyMem_Calloc(2 * (size_t)(n ? n : 1), sizeof(PyObject *));
+    Py_buffer *views = PyMem_Calloc(n ? n : 1, sizeof(Py_buffer));
+    int *res = PyMem_Calloc(3 * (size_t)(n ? n : 1), sizeof(int));
+    PyObject *result = NULL;
+    if (!names || !views || !res) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (; got < n; got++) {
+        PyObject *job = PySequence_Fast_GET_ITEM(jobs, got);
+        PyObject *tmp_arg, *final_arg, *data_arg;
+        if (!PyTuple_Check(job) || !PyArg_UnpackTuple(job, "job", 3, 3, &tmp_arg, &final_arg, &data_arg))
+            goto bad_job;
+        if (!PyUnicode_FSConverter(tmp_arg, &names[2 * got]))
+            goto done;
+        if (!PyUnicode_FSConverter(final_arg, &names[2 * got + 1]) ||
+            PyObject_GetBuffer(data_arg, &views[got], PyBUF_SIMPLE) < 0) {
+            Py_CLEAR(names[2 * got]);
+            Py_CLEAR(names[2 * got + 1]);
+            goto done;
+        }
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++)
+        res[3 * i] = install_one(PyBytes_AS_STRING(names[2 * i]), PyBytes_AS_STRING(names[2 * i + 1]),
+                                 views[i].buf, (size_t)views[i].len, mode, &res[3 * i + 1], &res[3 * i + 2]);
+    Py_END_ALLOW_THREADS
+    result = PyList_New(n);
+    for (Py_ssize_t i = 0; result && i < n; i++) {
+        PyObject *r = install_result(res[3 * i], res[3 * i + 1], res[3 * i + 2]);
+        if (!r)
+            Py_CLEAR(result);
+        else
+            PyList_SET_ITEM(result, i, r);
+    }
+    goto done;
+bad_job:
+    if (!PyErr_Occurred())
+        PyErr_SetString(PyExc_TypeError, "install_files(): each job is a tuple (tmp, final, data)");
+done:
+    for (Py_ssize_t i = 0; i < got; i++) {
+        Py_XDECREF(names[2 * i]);
+        Py_XDECREF(names[2 * i + 1]);
+        PyBuffer_Release(&views[i]);
+    }
+    PyMem_Free(names);
+    PyMem_Free(views);
+    PyMem_Free(res);
+    Py_DECREF(jobs);
+    return result;
 }
 
 /* create(name, mode, dir_fd=None) -> fd: see create_at; raises OSError (FileExistsError: taken) */
@@ -1016,6 +1093,9 @@ static PyMethodDef methods[] = {
     {"read_file", read_file, METH_VARARGS,
      "read_file(path, limit) -> bytes | None | (step, errno): a whole file, GIL released (see the "
      "module source)."},
+    {"install_files", install_files, METH_VARARGS,
+     "install_files(jobs, mode) -> [1 | 0 | (step, errno)]: install_file of each (tmp, final, data), "
+     "the GIL released once for all of them."},
     {"install_file", install_file, METH_VARARGS,
      "install_file(tmp, final, data, mode) -> 1 | 0 | (step, errno): write a file under a temporary "
      "name and rename (or hard-link) it into place without replacing anything, GIL released (see the module "

@@ -3,7 +3,9 @@
 Stored chunks carry no marker of their own besides the compressed format's signature, so a
 reader detects the algorithm from the first bytes (STORE-6).  The writers use the settings that
 make our compressed bytes equal to casync's (STORE-5): zstd level 3 without content size or
-checksum, xz preset 6 with a CRC64 check, gzip (deflate) level 6 with a minimal header.
+checksum, by the system's libzstd as casync (pycatar._zstd, a batch of chunks per call), xz preset 6
+with a CRC64 check, gzip (deflate) level 6 with a minimal header.  Decompression of zstd is
+python-zstandard's.
 
 Every decompression is bounded by the expected size, so a hostile chunk cannot blow up memory,
 and trailing bytes after the compressed stream are an error.
@@ -15,7 +17,7 @@ import lzma
 import threading
 import zlib
 
-from .errors import ChunkError, UsageError
+from .errors import ChunkError, PycatarError, UsageError
 
 COMPRESSION_NAMES = ("zstd", "xz", "gzip")
 DEFAULT_COMPRESSION = "zstd"
@@ -23,6 +25,11 @@ DEFAULT_COMPRESSION = "zstd"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 XZ_MAGIC = b"\xfd7zXZ\x00"
 GZIP_MAGIC = b"\x1f\x8b"
+
+#: casync's zstd level (STORE-5)
+ZSTD_LEVEL = 3
+#: the library that compresses zstd chunks: the system's, which casync uses too
+LIBZSTD_NAME = "libzstd.so.1"
 
 #: the largest decompressed chunk accepted (CHUNK-2's hard limit)
 DECOMPRESSED_LIMIT = 128 * 1024 * 1024
@@ -51,15 +58,6 @@ def detect(data) -> str | None:
     return None
 
 
-def _zstd_compressor():
-    c = getattr(_local, "zc", None)
-    if c is None:
-        import zstandard
-
-        c = _local.zc = zstandard.ZstdCompressor(level=3, write_content_size=False, write_checksum=False)
-    return c
-
-
 def _zstd_decompressor():
     d = getattr(_local, "zd", None)
     if d is None:
@@ -69,31 +67,37 @@ def _zstd_decompressor():
     return d
 
 
-def compressor(kind: str = DEFAULT_COMPRESSION):
-    """A function compressing one chunk with ``kind``, for the calling thread (it holds the thread's
-    zstd context: use it in the thread that asked for it).  Releases the GIL inside the codecs."""
+def _libzstd():
+    """pycatar._zstd with the system's libzstd loaded (PycatarError saying what to install)."""
+    from . import _zstd
+
+    try:
+        _zstd.load(LIBZSTD_NAME)
+    except OSError as e:
+        raise PycatarError(f"zstd compression needs libzstd (Debian: apt-get install libzstd1): {e}") from None
+    return _zstd
+
+
+def compress_many(datas: list, kind: str = DEFAULT_COMPRESSION) -> list[bytes]:
+    """Compress each chunk of ``datas`` (bytes-like objects).  zstd: the whole batch in one call to
+    the system's libzstd, the GIL released once; xz and gzip: a call each, which releases the GIL
+    inside the codec.  Safe to call from many threads."""
     if kind == "zstd":
-        zc = _zstd_compressor()
-
-        def zstd(data) -> bytes:
-            o = zc.compressobj()
-            return o.compress(data) + o.flush()
-
-        return zstd
+        return _libzstd().compress_many(datas, ZSTD_LEVEL)
     if kind == "xz":
-        return lambda data: lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, preset=6)
+        return [lzma.compress(d, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, preset=6) for d in datas]
     if kind == "gzip":
-        def gzip(data) -> bytes:
+        out = []
+        for d in datas:
             o = zlib.compressobj(6, zlib.DEFLATED, 16 + 15, 8, zlib.Z_DEFAULT_STRATEGY)
-            return o.compress(data) + o.flush()
-
-        return gzip
+            out.append(o.compress(d) + o.flush())
+        return out
     raise UsageError(f"unknown compression: {kind}")
 
 
 def compress(data, kind: str = DEFAULT_COMPRESSION) -> bytes:
-    """Compress one chunk.  Releases the GIL inside the codecs; safe to call from many threads."""
-    return compressor(kind)(data)
+    """Compress one chunk (see :func:`compress_many`)."""
+    return compress_many([data], kind)[0]
 
 
 def _zstd_frame_size(data: memoryview) -> int:

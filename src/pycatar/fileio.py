@@ -19,7 +19,7 @@ from typing import Callable
 # create: a new regular file, exclusively; Payload: writes a file's bytes, all-zero blocks left as
 # holes when asked (the C module's payload writer, which the batch writer of an extraction runs
 # too: one way to write a file)
-from ._fileio import Payload, create, install_file
+from ._fileio import Payload, create, install_file, install_files
 from .errors import PycatarError
 
 #: tries at a fresh temporary name when the previous one exists already
@@ -96,22 +96,49 @@ def install(tmp: str, path: str, *, dir_fd: int | None = None) -> None:
         raise
 
 
-def install_new(path: str, data, mode: int = 0o444, *, temp: Callable[[], str] | None = None) -> bool:
-    """Write ``data`` to ``path`` once and for all: under a temporary path (``temp()`` gives a fresh
-    one, in the same directory; default: :func:`temp_name`), hard-linked to ``path`` so that a file
-    already there is never replaced (where the file system has no hard links: renamed, unless
-    ``path`` exists).  True if ``path`` now holds ``data``, False if it existed already.  Raises
-    OSError (ENOENT: the directory is gone)."""
+def install_new(path: str, data, mode: int = 0o444, *, temp: Callable[[str], str] | None = None) -> bool:
+    """Write ``data`` to ``path`` once and for all: under a temporary path (``temp(path)`` gives a
+    fresh one, in the same directory; default: :func:`temp_name`), installed under ``path`` without
+    replacing a file already there.  True if ``path`` now holds ``data``, False if it existed
+    already.  Raises OSError (ENOENT: the directory is gone)."""
+    r = install_new_many([(path, data)], mode, temp=temp)[0]
+    if isinstance(r, OSError):
+        raise r
+    return r
+
+
+def install_new_many(items: list, mode: int = 0o444, *, temp: Callable[[str], str] | None = None
+                     ) -> list[bool | OSError]:
+    """:func:`install_new` of each ``(path, data)`` of ``items``, all written by one C call with the
+    GIL released (a rare failure is retried alone).  For each item: True, False, or the OSError that
+    :func:`install_new` would raise (the other items are installed regardless)."""
     if temp is None:
-        temp = lambda: _temp_path(path)  # noqa: E731
-    for _ in range(_NAME_TRIES):
-        tmp = temp()
-        r = install_file(tmp, path, data, mode)  # create, write, close, link, unlink: one C call, GIL released
+        temp = _temp_path
+    jobs = [(temp(path), path, data) for path, data in items]
+    out: list[bool | OSError] = []
+    for job, r in zip(jobs, install_files(jobs, mode)):
         if not isinstance(r, tuple):
-            return r == 1
+            out.append(r == 1)
+            continue
+        try:
+            out.append(_install_again(job, r, mode, temp))
+        except OSError as e:
+            out.append(e)
+    return out
+
+
+def _install_again(job: tuple, r: tuple, mode: int, temp: Callable[[str], str]) -> bool:
+    """The failure ``r`` of ``install_files`` for ``job``: another temporary name when the first was
+    taken, a rename where the file system has no hard links, or the error."""
+    tmp, path, data = job
+    for _ in range(_NAME_TRIES):
         step, err = r
-        if step == 0 and err == errno.EEXIST:
-            continue  # another writer's temporary name: take another
+        if step == 0 and err == errno.EEXIST:  # another writer's temporary name: take another
+            tmp = temp(path)
+            r = install_file(tmp, path, data, mode)  # create, write, close, rename: one C call, GIL released
+            if not isinstance(r, tuple):
+                return r == 1
+            continue
         if step == 2 and err in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
             try:  # no hard links here: the content is the same by construction, so a rename will do
                 if os.path.lexists(path):

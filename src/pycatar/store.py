@@ -28,7 +28,7 @@ from . import compression as _compression
 from . import digest as _digest
 from ._fileio import read_file
 from .errors import ChunkError, ChunkMissing, PycatarError, StoreUnavailable, UsageError
-from .fileio import install_new
+from .fileio import install_new_many
 
 CHUNK_SUFFIX = ".cacnk"
 DEFAULT_STORE_NAME = "default.castr"
@@ -258,6 +258,9 @@ class LocalStore(ChunkStore):
         # look for a chunk there first (a chunk another writer put there meanwhile is still never
         # replaced: the final link fails and the chunk counts as present)
         self._fresh_dirs: set[str] = set()
+        # one mkdir at a time: each locks the store directory, and a second thread waiting for
+        # that lock in the kernel spins on a core (4 096 directories by two threads: twice the CPU)
+        self._mkdir_lock = threading.Lock()
         # temporary names: a random prefix per store object and a counter (no getrandom per chunk)
         self._tmp_prefix = secrets.token_hex(4)
         self._tmp_counter = itertools.count()
@@ -322,6 +325,12 @@ class LocalStore(ChunkStore):
         d = self._sub_prefix + sub
         if sub in self._dirs_made:
             return d
+        with self._mkdir_lock:
+            if sub not in self._dirs_made:
+                self._make_dir(sub, d)
+        return d
+
+    def _make_dir(self, sub: str, d: str) -> None:
         for first in (True, False):
             try:
                 os.mkdir(d, 0o777)
@@ -335,7 +344,6 @@ class LocalStore(ChunkStore):
                 raise PycatarError(f"cannot create store directory {d}: {e.strerror}") from None
             break
         self._dirs_made.add(sub)
-        return d
 
     def _make_store(self) -> None:
         try:
@@ -356,24 +364,21 @@ class LocalStore(ChunkStore):
             with self._lock:
                 self.stats.existing += 1
             return 0
-        written = self._install(chunk_id, self._compressed(data, compressed_data, compression))
+        written = self._install_many([(chunk_id, self._compressed(data, compressed_data, compression))])[0]
         self._count(1 if written else 0, 0 if written else 1, written)
         return written
 
     def put_many(self, items: Iterable[tuple[bytes, object]], *, compression: str | None = None
                  ) -> tuple[int, int, int]:
-        compress = _compression.compressor(compression or self.compression)
-        absent, install = self._absent, self._install
-        new = existing = nbytes = 0
-        for chunk_id, data in items:
-            written = install(chunk_id, compress(data)) if absent(chunk_id) else 0
-            if written:
-                new += 1
-                nbytes += written
-            else:
-                existing += 1
-        self._count(new, existing, nbytes)
-        return new, existing, nbytes
+        items = list(items)
+        absent = self._absent
+        todo = [(chunk_id, data) for chunk_id, data in items if absent(chunk_id)]
+        payloads = _compression.compress_many([data for _, data in todo], compression or self.compression)
+        sizes = self._install_many([(chunk_id, p) for (chunk_id, _), p in zip(todo, payloads)])
+        new = sum(1 for n in sizes if n)
+        nbytes = sum(sizes)
+        self._count(new, len(items) - new, nbytes)
+        return new, len(items) - new, nbytes
 
     def _absent(self, chunk_id: bytes) -> bool:
         """Whether the chunk is to be written: not in the store (looked for only in directories
@@ -389,28 +394,35 @@ class LocalStore(ChunkStore):
             self.stats.written_bytes += nbytes
             self.stats.existing += existing
 
-    def _install(self, chunk_id: bytes, payload) -> int:
-        """Write the chunk file unless it exists: its size, or 0 when another writer was first."""
-        h = chunk_id.hex()
-        sub = h[:4]
-        d = self._ensure_dir(sub)
-        final = f"{d}/{h}{CHUNK_SUFFIX}"
-        def temp() -> str:  # casync's form (STORE-4): a random prefix per store object and a counter
-            return f"{d}/{h}.{self._tmp_prefix}{next(self._tmp_counter) & 0xFFFFFFFF:08x}.tmp"
+    def _temp(self, final: str) -> str:
+        """A temporary name for the chunk file ``final``, in casync's form (STORE-4): a random prefix
+        per store object and a counter."""
+        return f"{final[:-len(CHUNK_SUFFIX)]}.{self._tmp_prefix}{next(self._tmp_counter) & 0xFFFFFFFF:08x}.tmp"
 
-        for attempt in range(16):
-            try:
-                written = install_new(final, payload, 0o444, temp=temp)  # never replaces a chunk file
-                break
-            except FileNotFoundError:
-                if attempt == 15:
-                    raise PycatarError(f"cannot create chunk file in {d}: {os.strerror(errno.ENOENT)}") from None
+    def _install_many(self, pairs: list) -> list[int]:
+        """Write the chunk file of each ``(chunk_id, payload)`` unless it exists (never replacing
+        one): for each, its size, or 0 when another writer was first."""
+        finals = []
+        for chunk_id, _ in pairs:
+            h = chunk_id.hex()
+            finals.append(f"{self._ensure_dir(h[:4])}/{h}{CHUNK_SUFFIX}")
+        results = install_new_many([(final, p) for final, (_, p) in zip(finals, pairs)], 0o444, temp=self._temp)
+        sizes = []
+        for final, (chunk_id, payload), r in zip(finals, pairs, results):
+            sub = chunk_id.hex()[:4]
+            for _ in range(15):
+                if not isinstance(r, FileNotFoundError):
+                    break
                 self._dirs_made.discard(sub)  # the directory was removed meanwhile (gc): make it again
                 self._fresh_dirs.discard(sub)
                 self._ensure_dir(sub)
-            except OSError as e:
-                raise PycatarError(f"cannot write chunk {h} to {self.path}: {e.strerror}") from None
-        return len(payload) if written else 0
+                r = install_new_many([(final, payload)], 0o444, temp=self._temp)[0]
+            if isinstance(r, FileNotFoundError):
+                raise PycatarError(f"cannot create chunk file in {os.path.dirname(final)}: {os.strerror(errno.ENOENT)}")
+            if isinstance(r, OSError):
+                raise PycatarError(f"cannot write chunk {chunk_id.hex()} to {self.path}: {r.strerror}")
+            sizes.append(len(payload) if r else 0)
+        return sizes
 
     def remove(self, chunk_id: bytes) -> bool:
         removed = False
