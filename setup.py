@@ -1,4 +1,4 @@
-# The C extensions (the buzhash rolling loop; the catar decoder's record parsing; batch file creation and whole-file reads; libcurl, loaded at run time, with bodies received in C; zstd compression of a batch of chunks by the system's libzstd, loaded at run time) are declared here; all other metadata is in pyproject.toml.
+# The C extensions (the buzhash rolling loop; the catar decoder's record parsing; batch file creation and whole-file reads; libcurl, loaded at run time, with bodies received in C; zstd compression and SHA-2 digests of a batch of chunks by the system's libzstd and libcrypto, loaded at run time) are declared here; all other metadata is in pyproject.toml.
 from setuptools import Extension, setup
 
 setup(
@@ -22,6 +22,12 @@ setup(
         Extension(
             "pycatar._zstd",
             sources=["src/pycatar/_zstd.c"],
+            extra_compile_args=["-O2", "-std=gnu99", "-Wall"],
+            libraries=["dl"],
+        ),
+        Extension(
+            "pycatar._sha",
+            sources=["src/pycatar/_sha.c"],
             extra_compile_args=["-O2", "-std=gnu99", "-Wall"],
             libraries=["dl"],
         ),

@@ -305,6 +305,43 @@ def test_compress_many_is_compress_of_each():
         compression.compress_many(["text"], "zstd")
 
 
+def test_digest_many_is_hashlib_of_each():
+    """digest_many: one call for a batch (SHA-2 in C, by libcrypto), the digests hashlib gives one at
+    a time, for every algorithm; an unknown name or a non-buffer is an error."""
+    from pycatar import _sha, digest
+
+    datas = [b"", b"abc", os.urandom(5000), memoryview(os.urandom(300_000))[7:], bytearray(b"x" * 70000)]
+    oracle = {"sha512-256": lambda d: hashlib.new("sha512_256", d).digest(),
+              "sha256": lambda d: hashlib.sha256(d).digest()}
+    for name, h in oracle.items():
+        assert digest.digest_many(name, datas) == [h(bytes(d)) for d in datas]
+        assert digest.digest(name, b"abc") == h(b"abc")
+    assert digest.digest_many("sha256", []) == []
+    assert digest.digest_many("blake3", [b"abc"]) == [digest.digest("blake3", b"abc")]
+    with pytest.raises(ValueError):
+        _sha.digest_many("md5", [b""])
+    with pytest.raises(TypeError):
+        digest.digest_many("sha256", ["text"])
+    # the published SHA-512/256 of "abc" (FIPS 180-4 examples)
+    assert digest.digest("sha512-256", b"abc").hex() == "53048e2681941ef99b2e29b76b4c7dabe4c2d0c634fc6d46e0e2f13107e7af23"
+
+
+def test_without_libcrypto_sha2_is_one_clear_error(tmp_path):
+    """libcrypto is loaded at the first SHA-2 digest: without it, a make is a one-line error saying
+    what to install."""
+    src = tmp_path / "blob"
+    src.write_bytes(os.urandom(100_000))
+    code = ("import sys; from pycatar import digest, cli; "
+            "digest._libcrypto_names = lambda: ['libcrypto-not-here.so.9']; sys.argv[0] = 'pycatar'; cli.console()")
+    p = subprocess.run([sys.executable, "-c", code, "make", f"--store={tmp_path / 'S'}", str(tmp_path / "z.caibx"),
+                        str(src)], capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "SHA-2 digests need libcrypto (Debian: apt-get install libssl3)" in lines[0], p.stderr
+    assert "libcrypto-not-here.so.9" in lines[0]
+    assert not (tmp_path / "z.caibx").exists()
+
+
 def test_without_libzstd_zstd_is_one_clear_error(tmp_path):
     """libzstd is loaded at the first zstd compression: without it, a make with zstd is a one-line
     error saying what to install, and the other compressions still work."""

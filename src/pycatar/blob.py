@@ -146,8 +146,6 @@ def iter_buffers(source, read_size: int = READ_SIZE) -> Iterator[memoryview]:
 # --------------------------------------------------------------------------- chunking
 
 
-def _hash_batch(digest_name: str, datas: list) -> list[bytes]:
-    return [_digest.digest(digest_name, d) for d in datas]
 
 
 def chunk_stream(
@@ -216,14 +214,14 @@ def chunk_stream(
                 carry.append(mv[start:])
             offset += len(mv)
             if batch:
-                pending.append((ex.submit(_hash_batch, digest, [d for _, d in batch]), batch))
+                pending.append((ex.submit(_digest.digest_many, digest, [d for _, d in batch]), batch))
                 pending_bytes += sum(len(d) for _, d in batch)
                 pending_chunks += len(batch)
                 yield from flush(max_pending)
         if carry:
             data = carry[0] if len(carry) == 1 else b"".join(carry)
             carry = []
-            pending.append((ex.submit(_hash_batch, digest, [data]), [(offset, data)]))
+            pending.append((ex.submit(_digest.digest_many, digest, [data]), [(offset, data)]))
             pending_bytes += len(data)
         chunker.reset()
         yield from flush(-1)

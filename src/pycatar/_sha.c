@@ -1,0 +1,164 @@
+/*
+ * pycatar._sha: SHA-512/256 and SHA-256 of a batch of chunks with one release of the GIL, by the
+ * system's libcrypto (OpenSSL: the library hashlib and casync use).
+ *
+ * Why: hashlib releases and retakes the GIL for every buffer it hashes.  Chunk ids are computed a
+ * read buffer at a time (4 MiB: 64 chunks of the default size, 500 of 8 KiB), and each hand-over
+ * wakes a waiting thread.  Here the whole batch is hashed in C.
+ *
+ * libcrypto is loaded with dlopen by load(name) (pycatar.digest: the libcrypto hashlib loaded, so the
+ * same one), so that building pycatar needs no OpenSSL headers.  The functions used are OpenSSL's
+ * stable EVP API (1.1.1 and 3.x): a context initialised once per algorithm is copied for each chunk,
+ * so the digest's implementation is looked up once, not per chunk.
+ *
+ * load(name) -> None, or OSError saying why the library cannot be used.
+ * digest_many(algorithm, buffers) -> list of 32-byte digests; ``algorithm`` is "sha512-256" or
+ * "sha256".
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <dlfcn.h>
+#include <string.h>
+
+typedef struct evp_md_st EVP_MD;
+typedef struct evp_md_ctx_st EVP_MD_CTX;
+
+static struct {
+    int loaded;
+    char error[256];
+    EVP_MD_CTX *(*ctx_new)(void);
+    void (*ctx_free)(EVP_MD_CTX *);
+    int (*copy_ex)(EVP_MD_CTX *, const EVP_MD_CTX *);
+    int (*init_ex)(EVP_MD_CTX *, const EVP_MD *, void *);
+    int (*update)(EVP_MD_CTX *, const void *, size_t);
+    int (*final_ex)(EVP_MD_CTX *, unsigned char *, unsigned int *);
+    const EVP_MD *(*sha512_256)(void);
+    const EVP_MD *(*sha256)(void);
+    EVP_MD_CTX *proto[2]; /* initialised contexts: 0 sha512-256, 1 sha256 (made with the GIL held) */
+} lib;
+
+static int load(const char *name) {
+    if (lib.loaded)
+        return 1;
+    void *h = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        snprintf(lib.error, sizeof lib.error, "%s", dlerror());
+        return 0;
+    }
+#define SYM(field, symbol)                                                                        \
+    if ((*(void **)&lib.field = dlsym(h, symbol)) == NULL) {                                     \
+        snprintf(lib.error, sizeof lib.error, "%s has no %s", name, symbol);                     \
+        dlclose(h);                                                                              \
+        return 0;                                                                                \
+    }
+    SYM(ctx_new, "EVP_MD_CTX_new")
+    SYM(ctx_free, "EVP_MD_CTX_free")
+    SYM(copy_ex, "EVP_MD_CTX_copy_ex")
+    SYM(init_ex, "EVP_DigestInit_ex")
+    SYM(update, "EVP_DigestUpdate")
+    SYM(final_ex, "EVP_DigestFinal_ex")
+    SYM(sha512_256, "EVP_sha512_256")
+    SYM(sha256, "EVP_sha256")
+#undef SYM
+    lib.loaded = 1;
+    return 1;
+}
+
+static PyObject *py_load(PyObject *self, PyObject *arg) {
+    PyObject *name;
+    if (!PyUnicode_FSConverter(arg, &name))
+        return NULL;
+    int ok = load(PyBytes_AS_STRING(name));
+    Py_DECREF(name);
+    if (!ok)
+        return PyErr_Format(PyExc_OSError, "%s", lib.error);
+    Py_RETURN_NONE;
+}
+
+static const EVP_MD_CTX *proto(int which) {
+    if (!lib.proto[which]) {
+        EVP_MD_CTX *c = lib.ctx_new();
+        if (!c || lib.init_ex(c, which == 0 ? lib.sha512_256() : lib.sha256(), NULL) != 1) {
+            if (c)
+                lib.ctx_free(c);
+            return NULL;
+        }
+        lib.proto[which] = c;
+    }
+    return lib.proto[which];
+}
+
+static PyObject *py_digest_many(PyObject *self, PyObject *args) {
+    const char *algorithm;
+    PyObject *seq_arg;
+    if (!PyArg_ParseTuple(args, "sO", &algorithm, &seq_arg))
+        return NULL;
+    if (!lib.loaded) {
+        PyErr_SetString(PyExc_RuntimeError, "pycatar._sha: load() has not succeeded");
+        return NULL;
+    }
+    int which = strcmp(algorithm, "sha512-256") == 0 ? 0 : strcmp(algorithm, "sha256") == 0 ? 1 : -1;
+    if (which < 0)
+        return PyErr_Format(PyExc_ValueError, "digest_many(): no algorithm %s", algorithm);
+    const EVP_MD_CTX *p = proto(which);
+    if (!p)
+        return PyErr_Format(PyExc_OSError, "libcrypto cannot compute %s", algorithm);
+    PyObject *seq = PySequence_Fast(seq_arg, "digest_many() needs a sequence of buffers");
+    if (!seq)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), got = 0;
+    Py_buffer *views = PyMem_Calloc(n ? n : 1, sizeof(Py_buffer));
+    unsigned char *out = PyMem_Malloc(32 * (size_t)(n ? n : 1));
+    EVP_MD_CTX *c = lib.ctx_new();
+    PyObject *result = NULL;
+    int failed = 0;
+    if (!views || !out || !c) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (; got < n; got++)
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, got), &views[got], PyBUF_SIMPLE) < 0)
+            goto done;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n && !failed; i++) {
+        unsigned int len = 0;
+        failed = lib.copy_ex(c, p) != 1 || lib.update(c, views[i].buf, (size_t)views[i].len) != 1 ||
+                 lib.final_ex(c, out + 32 * i, &len) != 1 || len != 32;
+    }
+    Py_END_ALLOW_THREADS
+    if (failed) {
+        PyErr_Format(PyExc_OSError, "libcrypto failed to compute %s", algorithm);
+        goto done;
+    }
+    result = PyList_New(n);
+    for (Py_ssize_t i = 0; result && i < n; i++) {
+        PyObject *d = PyBytes_FromStringAndSize((const char *)out + 32 * i, 32);
+        if (!d)
+            Py_CLEAR(result);
+        else
+            PyList_SET_ITEM(result, i, d);
+    }
+done:
+    for (Py_ssize_t i = 0; i < got; i++)
+        PyBuffer_Release(&views[i]);
+    if (c)
+        lib.ctx_free(c);
+    PyMem_Free(views);
+    PyMem_Free(out);
+    Py_DECREF(seq);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"load", py_load, METH_O,
+     "load(name): dlopen the libcrypto ``name`` (once loaded, later calls return at once); raises "
+     "OSError saying why it cannot be used."},
+    {"digest_many", py_digest_many, METH_VARARGS,
+     "digest_many(algorithm, buffers) -> list of digests: SHA-512/256 (\"sha512-256\") or SHA-256 "
+     "(\"sha256\") of each buffer, the GIL released once."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "pycatar._sha", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__sha(void) { return PyModule_Create(&module); }
