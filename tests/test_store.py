@@ -342,6 +342,74 @@ def test_without_libcrypto_sha2_is_one_clear_error(tmp_path):
     assert not (tmp_path / "z.caibx").exists()
 
 
+def test_read_files_batch(tmp_path):
+    """read_files: read_file of each path, the GIL released once: bytes, None for a missing file or
+    a symlink, (step, errno) for what cannot be read, each independently of the others."""
+    from pycatar._fileio import read_file, read_files
+
+    (tmp_path / "a").write_bytes(b"A" * 5000)
+    (tmp_path / "big").write_bytes(b"B" * 101)
+    os.symlink("a", tmp_path / "link")
+    os.mkdir(tmp_path / "dir")
+    paths = [str(tmp_path / n) for n in ("a", "missing", "link", "big", "dir", "a")]
+    got = read_files(paths, 100)
+    assert got == [read_file(p, 100) for p in paths]
+    assert got == [(2, 0), None, None, (2, 0), (1, errno.EISDIR), (2, 0)]
+    got = read_files(paths, 10_000)
+    assert got[0] == b"A" * 5000 and got[1] is None and got[2] is None and got[3] == b"B" * 101
+    assert got[4] == (1, errno.EISDIR)
+    assert read_files([], 10) == []
+    with pytest.raises(TypeError):
+        read_files([b"ok", 5], 10)
+
+
+def test_decompress_many_hostile_frames():
+    """decompress_many: each buffer exactly one frame of its size; a truncated frame, data after it,
+    more or less output than the size, or more than the limit is that chunk's error only."""
+    data = bytes(range(256)) * 400
+    z = compression.compress(data, "zstd")
+    two = z + z
+    bomb = compression.compress(bytes(3 << 20), "zstd")
+    cases = [(z, len(data)), (z[:-5], len(data)), (two, len(data)), (z, len(data) - 1), (z, len(data) + 1),
+             (z, None), (bomb, None), (b"\x28\xb5\x2f\xfd" + b"\xff" * 8, None)]
+    out = compression.decompress_many([c for c, _ in cases], [n for _, n in cases], [f"c{i}" for i in range(len(cases))])
+    assert out[0] == data and out[5] == data
+    msgs = [str(o) for o in out]
+    assert "c1: corrupt zstd data (truncated" in msgs[1]
+    assert "c2: corrupt zstd data (trailing data" in msgs[2]
+    assert f"c3: corrupt zstd data (decompressed size exceeds {len(data) - 1})" == msgs[3]
+    assert f"c4: decompressed to {len(data)} bytes, expected {len(data) + 1}" == msgs[4]
+    assert isinstance(out[7], ChunkError) and msgs[7].startswith("c7: corrupt zstd data")
+    assert out[6] == bytes(3 << 20)  # within the limit
+    from pycatar import _zstd
+    assert _zstd.decompress_many([bomb], [None], 1 << 20)[0][0] == "exceeds"
+    assert _zstd.decompress_many([bomb], [1000], 1 << 20)[0][0] == "size"
+
+
+def test_batched_reads_fall_back_per_chunk(tmp_path):
+    """StoreSet.get_many: a batch from the first (local) store; a chunk it lacks, or holds damaged,
+    is had from the next store as get() would; a chunk nowhere raises get()'s error."""
+    from pycatar.store import StoreSet
+
+    a, b = LocalStore(tmp_path / "A"), LocalStore(tmp_path / "B")
+    chunks = [_chunk(200 + i, 3000 + 1000 * i) for i in range(6)]
+    for cid, data in chunks:
+        b.put(cid, data)
+    for cid, data in chunks[:4]:
+        a.put(cid, data)
+    damaged = tmp_path / "A" / chunk_relpath(chunks[1][0])
+    os.chmod(damaged, 0o644)
+    damaged.write_bytes(compression.compress(b"x" * len(chunks[1][1])))
+    ss = StoreSet([a, b])
+    assert ss.batched
+    assert ss.get_many([(cid, len(d)) for cid, d in chunks]) == [d for _, d in chunks]
+    lone = StoreSet([a])
+    with pytest.raises(ChunkError, match="does not match its id"):
+        lone.get_many([(cid, len(d)) for cid, d in chunks[:3]])
+    with pytest.raises(ChunkError, match=f"chunk {chunks[5][0].hex()} not found"):
+        lone.get_many([(chunks[0][0], len(chunks[0][1])), (chunks[5][0], len(chunks[5][1]))])
+
+
 def test_without_libzstd_zstd_is_one_clear_error(tmp_path):
     """libzstd is loaded at the first zstd compression: without it, a make with zstd is a one-line
     error saying what to install, and the other compressions still work."""

@@ -7,6 +7,7 @@
  * None if it does not exist (ENOENT, ENOTDIR, or ELOOP: a symlink), or (step, errno) on failure --
  * step 0 open, 1 read (EISDIR/EINVAL: a directory or another file that is not a regular file; it is
  * opened with O_NONBLOCK, so a FIFO never blocks), 2 the file holds more than ``limit`` bytes (errno 0).
+ * read_files(paths, limit) does it for each of a batch of paths, the GIL released once.
  *
  * install_file(tmp, final, data, mode) writes a new file once and for all (the chunk store): creates
  * ``tmp`` exclusively with ``mode``, writes ``data``, closes it and renames it to ``final`` without
@@ -546,74 +547,137 @@ done:
     return result;
 }
 
-static PyObject *read_file(PyObject *self, PyObject *args) {
-    PyObject *path_obj;
-    Py_ssize_t limit;
-    if (!PyArg_ParseTuple(args, "O&n", PyUnicode_FSConverter, &path_obj, &limit))
-        return NULL;
-    const char *path = PyBytes_AS_STRING(path_obj); /* (PyUnicode_FSConverter refuses embedded NULs) */
-    int fd, err = 0, step = 0, missing = 0;
+/* What read_file found for one path (read without the GIL). */
+typedef struct {
+    char *buf; /* malloc'd */
+    size_t len;
+    int err, step, missing;
+} rres_t;
+
+static void read_one(const char *path, Py_ssize_t limit, rres_t *r) {
     struct stat st;
-    char *buf = NULL;
-    size_t cap = 0, len = 0;
-    Py_BEGIN_ALLOW_THREADS
+    size_t cap = 0;
+    int fd;
+    memset(r, 0, sizeof *r);
     do
         fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK); /* a FIFO never blocks */
     while (fd < 0 && errno == EINTR);
     if (fd < 0) {
-        err = errno;
-        missing = err == ENOENT || err == ENOTDIR || err == ELOOP;
+        r->err = errno;
+        r->missing = r->err == ENOENT || r->err == ENOTDIR || r->err == ELOOP;
+        return;
+    }
+    r->step = 1;
+    if (fstat(fd, &st) < 0) {
+        r->err = errno;
+    } else if (!S_ISREG(st.st_mode)) {
+        r->err = S_ISDIR(st.st_mode) ? EISDIR : EINVAL; /* a FIFO, device or socket: not a file to read */
+    } else if (st.st_size > limit) {
+        r->step = 2;
     } else {
-        step = 1;
-        if (fstat(fd, &st) < 0) {
-            err = errno;
-        } else if (!S_ISREG(st.st_mode)) {
-            err = S_ISDIR(st.st_mode) ? EISDIR : EINVAL; /* a FIFO, device or socket: not a file to read */
-        } else if (st.st_size > limit) {
-            step = 2;
-        } else {
-            cap = (size_t)st.st_size + 1; /* one more, to notice a file that grows */
-            buf = malloc(cap);
-            if (!buf)
-                err = ENOMEM;
-            while (buf && !err) {
-                ssize_t k = read(fd, buf + len, cap - len);
-                if (k < 0) {
-                    if (errno != EINTR)
-                        err = errno;
-                    continue;
-                }
-                if (k == 0)
+        cap = (size_t)st.st_size + 1; /* one more, to notice a file that grows */
+        r->buf = malloc(cap);
+        if (!r->buf)
+            r->err = ENOMEM;
+        while (r->buf && !r->err) {
+            ssize_t k = read(fd, r->buf + r->len, cap - r->len);
+            if (k < 0) {
+                if (errno != EINTR)
+                    r->err = errno;
+                continue;
+            }
+            if (k == 0)
+                break;
+            r->len += (size_t)k;
+            if (r->len == cap) {
+                if (r->len > (size_t)limit) {
+                    r->step = 2;
                     break;
-                len += (size_t)k;
-                if (len == cap) {
-                    if (len > (size_t)limit) {
-                        step = 2;
-                        break;
-                    }
-                    size_t ncap = cap * 2 > (size_t)limit + 1 ? (size_t)limit + 1 : cap * 2;
-                    char *nbuf = realloc(buf, ncap);
-                    if (!nbuf) {
-                        err = ENOMEM;
-                        break;
-                    }
-                    buf = nbuf;
-                    cap = ncap;
                 }
+                size_t ncap = cap * 2 > (size_t)limit + 1 ? (size_t)limit + 1 : cap * 2;
+                char *nbuf = realloc(r->buf, ncap);
+                if (!nbuf) {
+                    r->err = ENOMEM;
+                    break;
+                }
+                r->buf = nbuf;
+                cap = ncap;
             }
         }
-        close(fd);
     }
+    close(fd);
+}
+
+/* read_file's answer for r (and r's buffer freed). */
+static PyObject *read_result(rres_t *r) {
+    PyObject *result;
+    if (r->missing)
+        result = Py_NewRef(Py_None);
+    else if (r->err || r->step == 2)
+        result = Py_BuildValue("(ii)", r->step, r->err);
+    else
+        result = PyBytes_FromStringAndSize(r->buf ? r->buf : "", (Py_ssize_t)r->len);
+    free(r->buf);
+    r->buf = NULL;
+    return result;
+}
+
+static PyObject *read_file(PyObject *self, PyObject *args) {
+    PyObject *path_obj;
+    Py_ssize_t limit;
+    rres_t r;
+    if (!PyArg_ParseTuple(args, "O&n", PyUnicode_FSConverter, &path_obj, &limit))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    read_one(PyBytes_AS_STRING(path_obj), limit, &r); /* (PyUnicode_FSConverter refuses embedded NULs) */
     Py_END_ALLOW_THREADS
     Py_DECREF(path_obj);
-    PyObject *result;
-    if (missing)
-        result = Py_NewRef(Py_None);
-    else if (err || step == 2)
-        result = Py_BuildValue("(ii)", step, err);
-    else
-        result = PyBytes_FromStringAndSize(buf ? buf : "", (Py_ssize_t)len);
-    free(buf);
+    return read_result(&r);
+}
+
+/* read_files(paths, limit) -> [result]: read_file of each path, the GIL released once. */
+static PyObject *read_files(PyObject *self, PyObject *args) {
+    PyObject *paths_arg;
+    Py_ssize_t limit;
+    if (!PyArg_ParseTuple(args, "On", &paths_arg, &limit))
+        return NULL;
+    PyObject *paths = PySequence_Fast(paths_arg, "read_files() needs a sequence of paths");
+    if (!paths)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(paths), got = 0;
+    PyObject **names = PyMem_Calloc(n ? n : 1, sizeof(PyObject *));
+    rres_t *res = PyMem_Calloc(n ? n : 1, sizeof(rres_t));
+    PyObject *result = NULL;
+    if (!names || !res) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (; got < n; got++)
+        if (!PyUnicode_FSConverter(PySequence_Fast_GET_ITEM(paths, got), &names[got]))
+            goto done;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++)
+        read_one(PyBytes_AS_STRING(names[i]), limit, &res[i]);
+    Py_END_ALLOW_THREADS
+    result = PyList_New(n);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = read_result(&res[i]);
+        if (!item || !result) {
+            Py_XDECREF(item);
+            Py_CLEAR(result);
+        } else {
+            PyList_SET_ITEM(result, i, item);
+        }
+    }
+done:
+    for (Py_ssize_t i = 0; i < got; i++)
+        Py_XDECREF(names[i]);
+    if (!result && res)
+        for (Py_ssize_t i = 0; i < n; i++)
+            free(res[i].buf);
+    PyMem_Free(names);
+    PyMem_Free(res);
+    Py_DECREF(paths);
     return result;
 }
 
@@ -1093,6 +1157,9 @@ static PyMethodDef methods[] = {
     {"read_file", read_file, METH_VARARGS,
      "read_file(path, limit) -> bytes | None | (step, errno): a whole file, GIL released (see the "
      "module source)."},
+    {"read_files", read_files, METH_VARARGS,
+     "read_files(paths, limit) -> [bytes | None | (step, errno)]: read_file of each path, the GIL "
+     "released once."},
     {"install_files", install_files, METH_VARARGS,
      "install_files(jobs, mode) -> [1 | 0 | (step, errno)]: install_file of each (tmp, final, data), "
      "the GIL released once for all of them."},

@@ -475,6 +475,32 @@ class Assembler(ChunkSource):
             return self._fetch_repeated(ref)
         return self._obtain(ref)
 
+    def fetch_many(self, refs: list[ChunkRef]) -> list:
+        """:meth:`fetch` of each of ``refs``: those that only a store can give (no chunk of zeros,
+        not repeated, in no seed) are read from the stores a batch at a time, where they can be."""
+        if not self.stores.batched:
+            return [self.fetch(r) for r in refs]
+        out: list = [None] * len(refs)
+        plain = []
+        for i, ref in enumerate(refs):
+            cid, size = ref.id, ref.size
+            if (self._null.get(cid) == size or self._repeated(cid)
+                    or any(seed.locate(cid) is not None for seed in self.seeds)):
+                out[i] = self.fetch(ref)
+            else:
+                plain.append(i)
+        if plain:
+            try:
+                datas = self.stores.get_many([(refs[i].id, refs[i].size) for i in plain])
+            except ChunkError:  # one at a time: the error of the first that fails, after a deferred index
+                datas = [self._obtain(refs[i]) for i in plain]
+            else:
+                for i in plain:
+                    self._count("store", refs[i].size)
+            for i, data in zip(plain, datas):
+                out[i] = data
+        return out
+
     def _repeated(self, cid: bytes) -> bool:
         """SEED-7: the chunk occurs more than once in the target and is not a chunk of zeros."""
         return self._repeats is not None and cid not in self._null and self._repeats.repeated(cid)

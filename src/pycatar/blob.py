@@ -330,6 +330,10 @@ class ChunkSource:
     def fetch(self, ref: ChunkRef) -> bytes:
         raise NotImplementedError
 
+    def fetch_many(self, refs: list[ChunkRef]) -> list:
+        """:meth:`fetch` of each of ``refs`` (a batch of a pool's job), in order."""
+        return [self.fetch(r) for r in refs]
+
     def bind_output(self, out: "_Output") -> None:
         """Called once the output of :func:`extract_blob` is open, before the first fetch."""
 
@@ -353,6 +357,9 @@ class StoreSource(ChunkSource):
 
     def fetch(self, ref: ChunkRef) -> bytes:
         return self.stores.get(ref.id, ref.size)
+
+    def fetch_many(self, refs: list[ChunkRef]) -> list:
+        return self.stores.get_many([(r.id, r.size) for r in refs])
 
 
 def as_chunk_source(stores, digest: str | None = None) -> ChunkSource:
@@ -379,12 +386,9 @@ def fetch_chunks(
     ``max_pending`` bytes and MAX_PENDING_JOBS jobs."""
     ex = executor or _INLINE
     source = as_chunk_source(stores)
-    fetch = source.fetch
+    fetch_batch = source.fetch_many
     ahead = source.ahead if source.fetches_ahead else None
     most = FETCH_BATCH_CHUNKS if not source.concurrency or ahead else 1
-
-    def fetch_batch(batch: list[ChunkRef]) -> list:
-        return [fetch(r) for r in batch]
 
     q: deque[tuple[list[ChunkRef], int, Future]] = deque()
     pending = queued = 0

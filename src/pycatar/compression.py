@@ -4,8 +4,8 @@ Stored chunks carry no marker of their own besides the compressed format's signa
 reader detects the algorithm from the first bytes (STORE-6).  The writers use the settings that
 make our compressed bytes equal to casync's (STORE-5): zstd level 3 without content size or
 checksum, by the system's libzstd as casync (pycatar._zstd, a batch of chunks per call), xz preset 6
-with a CRC64 check, gzip (deflate) level 6 with a minimal header.  Decompression of zstd is
-python-zstandard's.
+with a CRC64 check, gzip (deflate) level 6 with a minimal header.  zstd chunks are decompressed
+by the same library, a batch per call.
 
 Every decompression is bounded by the expected size, so a hostile chunk cannot blow up memory,
 and trailing bytes after the compressed stream are an error.
@@ -14,7 +14,6 @@ and trailing bytes after the compressed stream are an error.
 from __future__ import annotations
 
 import lzma
-import threading
 import zlib
 
 from .errors import ChunkError, PycatarError, UsageError
@@ -33,9 +32,6 @@ LIBZSTD_NAME = "libzstd.so.1"
 
 #: the largest decompressed chunk accepted (CHUNK-2's hard limit)
 DECOMPRESSED_LIMIT = 128 * 1024 * 1024
-
-_local = threading.local()
-
 
 def parse_compression(name: str) -> str:
     """The compression named by a ``--compression=`` value (``default`` means zstd)."""
@@ -56,15 +52,6 @@ def detect(data) -> str | None:
     if head.startswith(ZSTD_MAGIC):
         return "zstd"
     return None
-
-
-def _zstd_decompressor():
-    d = getattr(_local, "zd", None)
-    if d is None:
-        import zstandard
-
-        d = _local.zd = zstandard.ZstdDecompressor()
-    return d
 
 
 def _libzstd():
@@ -100,89 +87,87 @@ def compress(data, kind: str = DEFAULT_COMPRESSION) -> bytes:
     return compress_many([data], kind)[0]
 
 
-def _zstd_frame_size(data: memoryview) -> int:
-    """Compressed size of the zstd frame at the start of ``data`` (header, blocks, checksum)."""
-    n = len(data)
-    if n < 6:
-        raise ValueError("truncated zstd frame header")
-    fhd = data[4]
-    fcs_flag = fhd >> 6
-    single_segment = (fhd >> 5) & 1
-    if fhd & 0x08:
-        raise ValueError("reserved bit set in zstd frame header")
-    has_checksum = (fhd >> 2) & 1
-    dict_id_size = (0, 1, 2, 4)[fhd & 3]
-    fcs_size = (1 if single_segment else 0, 2, 4, 8)[fcs_flag]
-    pos = 5 + (0 if single_segment else 1) + dict_id_size + fcs_size
-    while True:
-        if pos + 3 > n:
-            raise ValueError("truncated zstd block header")
-        bh = data[pos] | (data[pos + 1] << 8) | (data[pos + 2] << 16)
-        pos += 3
-        last = bh & 1
-        btype = (bh >> 1) & 3
-        bsize = bh >> 3
-        if btype == 3:
-            raise ValueError("reserved zstd block type")
-        pos += 1 if btype == 1 else bsize
-        if pos > n:
-            raise ValueError("truncated zstd block")
-        if last:
-            break
-    if has_checksum:
-        pos += 4
-        if pos > n:
-            raise ValueError("truncated zstd checksum")
-    return pos
-
-
 def decompress(data, expected_size: int | None = None, *, what: str = "chunk") -> bytes:
     """Decompress a stored chunk, detecting the algorithm (STORE-6).
 
     With ``expected_size`` the output must have exactly that size; without, it is bounded by
     :data:`DECOMPRESSED_LIMIT`.  Raises :class:`ChunkError` (mentioning ``what``) when the data
     is not a single well-formed compressed stream."""
-    mv = memoryview(data).cast("B")
-    kind = detect(mv)
-    if kind is None:
-        raise ChunkError(f"{what}: unknown compression (bad magic)")
-    limit = DECOMPRESSED_LIMIT if expected_size is None else expected_size
-    try:
-        if kind == "zstd":
-            if _zstd_frame_size(mv) != len(mv):
-                raise ValueError("trailing data after the compressed stream")
-            import zstandard
+    out = decompress_many([data], [expected_size], [what])[0]
+    if isinstance(out, ChunkError):
+        raise out
+    return out
 
-            fcs = zstandard.frame_content_size(mv)
-            if fcs >= 0 and fcs > limit:
-                raise ValueError(f"decompressed size {fcs} exceeds {limit}")
-            out = _zstd_decompressor().decompress(mv, max_output_size=max(limit, 1))
-        elif kind == "xz":
-            dec = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
-            out = dec.decompress(mv, max_length=limit + 1)
-            if not dec.eof and len(out) <= limit:
-                out += dec.decompress(b"", max_length=limit + 1 - len(out))
-            if len(out) > limit:
-                raise ValueError(f"decompressed size exceeds {limit}")
-            if not dec.eof:
-                raise ValueError("truncated compressed stream")
-            if dec.unused_data:
-                raise ValueError("trailing data after the compressed stream")
+
+def decompress_many(datas: list, sizes: list, whats: list) -> list:
+    """:func:`decompress` of each of ``datas`` (with its expected size, or None, and what to call it
+    in an error): for each the bytes, or the :class:`ChunkError` that :func:`decompress` raises.
+    zstd: the whole batch in one call to libzstd, the GIL released once."""
+    out: list = [None] * len(datas)
+    zstd = []
+    for i, (data, size, what) in enumerate(zip(datas, sizes, whats)):
+        kind = detect(data)
+        if kind is None:
+            out[i] = ChunkError(f"{what}: unknown compression (bad magic)")
+        elif kind == "zstd":
+            zstd.append(i)
         else:
-            dec = zlib.decompressobj(16 + 15)
-            out = dec.decompress(mv, limit + 1)
-            if len(out) > limit:
-                raise ValueError(f"decompressed size exceeds {limit}")
-            if not dec.eof:
-                raise ValueError("truncated compressed stream")
-            if dec.unused_data or dec.unconsumed_tail:
-                raise ValueError("trailing data after the compressed stream")
-    except ChunkError:
-        raise
-    except Exception as e:  # zstandard.ZstdError, lzma.LZMAError, zlib.error, ValueError
-        raise ChunkError(f"{what}: corrupt {kind} data ({e})") from None
-    if expected_size is not None and len(out) != expected_size:
-        raise ChunkError(f"{what}: decompressed to {len(out)} bytes, expected {expected_size}")
+            try:
+                out[i] = _checked(_decompress_other(kind, data, DECOMPRESSED_LIMIT if size is None else size),
+                                  size, what)
+            except ChunkError as e:
+                out[i] = e
+            except Exception as e:  # lzma.LZMAError, zlib.error, ValueError
+                out[i] = ChunkError(f"{what}: corrupt {kind} data ({e})")
+    if zstd:
+        got = _libzstd().decompress_many([datas[i] for i in zstd], [sizes[i] for i in zstd], DECOMPRESSED_LIMIT)
+        for i, r in zip(zstd, got):
+            what, size = whats[i], sizes[i]
+            if type(r) is not tuple:
+                out[i] = _checked(r, size, what)
+                continue
+            why, detail, n = r
+            if why == "size" and n < size:
+                out[i] = ChunkError(f"{what}: decompressed to {n} bytes, expected {size}")
+            elif why in ("size", "exceeds"):
+                out[i] = ChunkError(f"{what}: corrupt zstd data (decompressed size exceeds "
+                                    f"{DECOMPRESSED_LIMIT if size is None else size})")
+            elif why == "trailing":
+                out[i] = ChunkError(f"{what}: corrupt zstd data (trailing data after the compressed stream)")
+            else:
+                out[i] = ChunkError(f"{what}: corrupt zstd data ({detail})")
+    return out
+
+
+def _checked(out, size: int | None, what: str):
+    if size is not None and len(out) != size:
+        return ChunkError(f"{what}: decompressed to {len(out)} bytes, expected {size}")
     if len(out) < 1:
-        raise ChunkError(f"{what}: empty chunk")
+        return ChunkError(f"{what}: empty chunk")
+    return out
+
+
+def _decompress_other(kind: str, data, limit: int) -> bytes:
+    """xz or gzip: one stream of at most ``limit`` bytes, nothing after it (ValueError otherwise)."""
+    mv = memoryview(data).cast("B")
+    if kind == "xz":
+        dec = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+        out = dec.decompress(mv, max_length=limit + 1)
+        if not dec.eof and len(out) <= limit:
+            out += dec.decompress(b"", max_length=limit + 1 - len(out))
+        if len(out) > limit:
+            raise ValueError(f"decompressed size exceeds {limit}")
+        if not dec.eof:
+            raise ValueError("truncated compressed stream")
+        if dec.unused_data:
+            raise ValueError("trailing data after the compressed stream")
+        return out
+    dec = zlib.decompressobj(16 + 15)
+    out = dec.decompress(mv, limit + 1)
+    if len(out) > limit:
+        raise ValueError(f"decompressed size exceeds {limit}")
+    if not dec.eof:
+        raise ValueError("truncated compressed stream")
+    if dec.unused_data or dec.unconsumed_tail:
+        raise ValueError("trailing data after the compressed stream")
     return out

@@ -26,7 +26,7 @@ from typing import Iterable, Iterator, Sequence, TextIO
 
 from . import compression as _compression
 from . import digest as _digest
-from ._fileio import read_file
+from ._fileio import read_file, read_files
 from .errors import ChunkError, ChunkMissing, PycatarError, StoreUnavailable, UsageError
 from .fileio import install_new_many
 
@@ -117,18 +117,36 @@ def decode_chunk(raw, compressed: bool, chunk_id: bytes, size: int | None, diges
 
     Raises :class:`ChunkError` (starting with ``name``) when the bytes are corrupt, have the wrong
     size (``size`` from the index) or their digest does not match the id."""
-    if compressed:
-        data = _compression.decompress(raw, size, what=name)
-    else:
-        data = raw
-        if size is not None and len(data) != size:
-            raise ChunkError(f"{name}: has {len(data)} bytes, expected {size}")
-        if not data:
-            raise ChunkError(f"{name}: empty chunk")
-    actual = _digest.digest(digest, data)
-    if actual != chunk_id:
-        raise ChunkError(f"{name}: content does not match its id (digest {actual.hex()})")
+    data = decode_chunks([(raw, compressed, chunk_id, size, name)], digest)[0]
+    if isinstance(data, ChunkError):
+        raise data
     return data
+
+
+def decode_chunks(items: list, digest: str) -> list:
+    """:func:`decode_chunk` of each ``(raw, compressed, chunk_id, size, name)``: for each the data, or
+    the :class:`ChunkError` it raises.  Decompression and digests a batch per call (the GIL released
+    once for each)."""
+    out: list = [None] * len(items)
+    packed = [i for i, it in enumerate(items) if it[1]]
+    for i, data in zip(packed, _compression.decompress_many([items[i][0] for i in packed],
+                                                            [items[i][3] for i in packed],
+                                                            [items[i][4] for i in packed])):
+        out[i] = data
+    for i, (raw, compressed, _cid, size, name) in enumerate(items):
+        if compressed:
+            continue
+        if size is not None and len(raw) != size:
+            out[i] = ChunkError(f"{name}: has {len(raw)} bytes, expected {size}")
+        elif not raw:
+            out[i] = ChunkError(f"{name}: empty chunk")
+        else:
+            out[i] = raw
+    good = [i for i, d in enumerate(out) if not isinstance(d, ChunkError)]
+    for i, actual in zip(good, _digest.digest_many(digest, [out[i] for i in good])):
+        if actual != items[i][2]:
+            out[i] = ChunkError(f"{items[i][4]}: content does not match its id (digest {actual.hex()})")
+    return out
 
 
 class ChunkStore:
@@ -204,16 +222,43 @@ class ChunkStore:
     def fetch(self, chunk_id: bytes, size: int | None = None, *, digest: str | None = None
               ) -> tuple[bytes, bytes, bool] | None:
         """``(data, stored bytes, compressed)`` of a chunk, verified (STORE-8), or None if absent."""
-        raw = self.get_raw(chunk_id, size)
-        if raw is None:
-            return None
-        stored, compressed = raw
-        data = decode_chunk(stored, compressed, chunk_id, size, digest or self.digest,
-                            f"chunk {chunk_id.hex()} in {self.describe(chunk_id)}")
+        got = self.fetch_many([(chunk_id, size)], digest=digest)[0]
+        if isinstance(got, ChunkError):
+            raise got
+        return got
+
+    def fetch_many(self, refs: list, *, digest: str | None = None) -> list:
+        """:meth:`fetch` of each ``(chunk_id, size)``: for each its result, or the
+        :class:`ChunkError` it raises (the chunks are decoded a batch at a time)."""
+        raws = self.get_raw_many(refs)
+        present = [i for i, r in enumerate(raws) if type(r) is tuple]
+        decoded = decode_chunks([(raws[i][0], raws[i][1], refs[i][0], refs[i][1],
+                                  f"chunk {refs[i][0].hex()} in {self.describe(refs[i][0])}") for i in present],
+                                digest or self.digest)
+        out = list(raws)
+        reads = nbytes = 0
+        for i, data in zip(present, decoded):
+            if isinstance(data, ChunkError):
+                out[i] = data
+            else:
+                out[i] = (data, raws[i][0], raws[i][1])
+                reads += 1
+                nbytes += len(data)
         with self._lock:
-            self.stats.reads += 1
-            self.stats.read_bytes += len(data)
-        return data, stored, compressed
+            self.stats.reads += reads
+            self.stats.read_bytes += nbytes
+        return out
+
+    def get_raw_many(self, refs: list) -> list:
+        """:meth:`get_raw` of each ``(chunk_id, size)``: for each its result, or the
+        :class:`ChunkError` it raises."""
+        out: list = []
+        for chunk_id, size in refs:
+            try:
+                out.append(self.get_raw(chunk_id, size))
+            except ChunkError as e:
+                out.append(e)
+        return out
 
     def get(self, chunk_id: bytes, size: int | None = None, *, digest: str | None = None) -> bytes | None:
         """The verified, uncompressed data of a chunk, or None if this store does not have it
@@ -303,22 +348,43 @@ class LocalStore(ChunkStore):
     # -- reading
     def _read_file(self, path: str) -> bytes | None:
         """The whole file (one C call, GIL released), or None if it is missing or a symlink (STORE-7)."""
-        r = read_file(path, _compression.DECOMPRESSED_LIMIT)
+        r = self._file_or_error(path, read_file(path, _compression.DECOMPRESSED_LIMIT))
+        if isinstance(r, ChunkError):
+            raise r
+        return r
+
+    @staticmethod
+    def _file_or_error(path: str, r):
+        """What read_file/read_files answered for ``path``: the bytes, None, or a ChunkError."""
         if r is None or isinstance(r, bytes):
             return r
         step, err = r
         if step == 2:
-            raise ChunkError(f"chunk file {path} is too large")
-        raise ChunkError(f"cannot {'open' if step == 0 else 'read'} chunk file {path}: {os.strerror(err)}")
+            return ChunkError(f"chunk file {path} is too large")
+        return ChunkError(f"cannot {'open' if step == 0 else 'read'} chunk file {path}: {os.strerror(err)}")
 
     def get_raw(self, chunk_id: bytes, size: int | None = None) -> tuple[bytes, bool] | None:
-        data = self._read_file(self.chunk_path(chunk_id, True))
-        if data is not None:
-            return data, True
-        data = self._read_file(self.chunk_path(chunk_id, False))
-        if data is not None:
-            return data, False
-        return None
+        got = self.get_raw_many([(chunk_id, size)])[0]
+        if isinstance(got, ChunkError):
+            raise got
+        return got
+
+    def get_raw_many(self, refs: list) -> list:
+        """The compressed files of a batch in one C call (the GIL released once); an uncompressed
+        file is looked for where a compressed one is missing (STORE-2)."""
+        paths = [self.chunk_path(chunk_id, True) for chunk_id, _ in refs]
+        out: list = []
+        for (chunk_id, _), path, r in zip(refs, paths, read_files(paths, _compression.DECOMPRESSED_LIMIT)):
+            r = self._file_or_error(path, r)
+            if r is None:
+                try:
+                    r = self._read_file(self.chunk_path(chunk_id, False))
+                except ChunkError as e:
+                    r = e
+                out.append(r if r is None or isinstance(r, ChunkError) else (r, False))
+            else:
+                out.append(r if isinstance(r, ChunkError) else (r, True))
+        return out
 
     # -- writing
     def _ensure_dir(self, sub: str) -> str:
@@ -644,6 +710,30 @@ class StoreSet:
         if len(absent) == len(self.stores):
             raise ChunkMissing(f"chunk {chunk_id.hex()} not found: store {', '.join(absent)} does not exist")
         raise ChunkMissing(f"chunk {chunk_id.hex()} not found in store {where}")
+
+    @property
+    def batched(self) -> bool:
+        """Whether :meth:`get_many` reads a batch at a time (a local first store, no cache)."""
+        return self.cache is None and not self.stores[0].remote
+
+    def get_many(self, refs: list) -> list[bytes]:
+        """:meth:`get` of each ``(chunk_id, size)``, in order (raising for the first that cannot be
+        had).  From a local first store the chunks are read and decoded a batch at a time; a chunk
+        it lacks or holds damaged, and every chunk behind a cache or from a remote store, goes
+        through :meth:`get`."""
+        if not self.batched:
+            return [self.get(chunk_id, size) for chunk_id, size in refs]
+        out = []
+        n = 0
+        for (chunk_id, size), got in zip(refs, self.stores[0].fetch_many(refs, digest=self.digest)):
+            if type(got) is tuple:
+                out.append(got[0])
+                n += 1
+            else:
+                out.append(self.get(chunk_id, size))
+        with self._lock:
+            self.fetches += n
+        return out
 
     def close(self) -> None:
         for s in self.stores:
