@@ -5,12 +5,14 @@ The pieces compose into bounded-memory pipelines that keep both cores busy:
 * :func:`iter_buffers` reads a file (large sequential reads) or coalesces an iterable of small
   buffers (an encoder's output) into large buffers;
 * :func:`chunk_stream` cuts the buffers with the C chunker (GIL released) and hashes the chunks
-  in a thread pool (hashlib and blake3 release the GIL), yielding ``(end_offset, id, data)``
-  in stream order;
+  in a thread pool (a read buffer's chunks in one C call, the GIL released), yielding
+  ``(end_offset, id, data)`` in stream order;
 * :func:`write_chunks_to_store` deduplicates and then compresses and stores new chunks in the
-  pool (zstandard releases the GIL) while the caller writes the index;
+  pool (a batch compressed, and its chunk files written, in one C call each) while the caller
+  writes the index;
 * :func:`fetch_chunks` and :class:`IndexStream` go the other way: fetch (read, decompress,
-  verify) chunks in the pool, in order, or give a seekable file view of an indexed stream.
+  verify; a pool job's chunks a batch at a time) chunks in the pool, in order, or give a seekable
+  file view of an indexed stream.
 
 Every queue is bounded by bytes in flight, so memory does not grow with the input.
 """
