@@ -352,15 +352,36 @@ def test_read_files_batch(tmp_path):
     os.symlink("a", tmp_path / "link")
     os.mkdir(tmp_path / "dir")
     paths = [str(tmp_path / n) for n in ("a", "missing", "link", "big", "dir", "a")]
-    got = read_files(paths, 100)
+    got = read_files(paths, [100] * 6)
     assert got == [read_file(p, 100) for p in paths]
     assert got == [(2, 0), None, None, (2, 0), (1, errno.EISDIR), (2, 0)]
-    got = read_files(paths, 10_000)
-    assert got[0] == b"A" * 5000 and got[1] is None and got[2] is None and got[3] == b"B" * 101
-    assert got[4] == (1, errno.EISDIR)
-    assert read_files([], 10) == []
+    got = read_files(paths, [10_000, 1, 1, 101, 10, 4999])
+    assert got == [b"A" * 5000, None, None, b"B" * 101, (1, errno.EISDIR), (2, 0)]
+    assert read_files([], []) == []
     with pytest.raises(TypeError):
-        read_files([b"ok", 5], 10)
+        read_files([b"ok", 5], [10, 10])
+    with pytest.raises(ValueError):
+        read_files([b"ok"], [])
+
+
+def test_oversized_chunk_files_are_not_read(tmp_path):
+    """A chunk file larger than any encoding of its chunk could be is an error without being read
+    (a batch of hostile files takes no more memory than its chunks)."""
+    from pycatar.store import StoreSet
+
+    s = LocalStore(tmp_path / "S")
+    chunks = [_chunk(300 + i, 5000) for i in range(3)]
+    for cid, data in chunks:
+        s.put(cid, data)
+    big = tmp_path / "S" / chunk_relpath(chunks[1][0])
+    os.chmod(big, 0o644)
+    with open(big, "r+b") as f:
+        f.truncate(64 << 20)  # sparse: 64 MiB, under the 128 MiB any chunk file may take
+    got = s.fetch_many([(cid, len(d)) for cid, d in chunks])
+    assert got[0][0] == chunks[0][1] and got[2][0] == chunks[2][1]
+    assert isinstance(got[1], ChunkError) and "is too large" in str(got[1])
+    with pytest.raises(ChunkError, match="is too large"):
+        StoreSet([s]).get_many([(cid, len(d)) for cid, d in chunks])
 
 
 def test_decompress_many_hostile_frames():

@@ -7,7 +7,8 @@
  * None if it does not exist (ENOENT, ENOTDIR, or ELOOP: a symlink), or (step, errno) on failure --
  * step 0 open, 1 read (EISDIR/EINVAL: a directory or another file that is not a regular file; it is
  * opened with O_NONBLOCK, so a FIFO never blocks), 2 the file holds more than ``limit`` bytes (errno 0).
- * read_files(paths, limit) does it for each of a batch of paths, the GIL released once.
+ * read_files(paths, limits) does it for each of a batch of paths, each with its limit, the GIL
+ * released once.
  *
  * install_file(tmp, final, data, mode) writes a new file once and for all (the chunk store): creates
  * ``tmp`` exclusively with ``mode``, writes ``data``, closes it and renames it to ``final`` without
@@ -635,29 +636,45 @@ static PyObject *read_file(PyObject *self, PyObject *args) {
     return read_result(&r);
 }
 
-/* read_files(paths, limit) -> [result]: read_file of each path, the GIL released once. */
+/* read_files(paths, limits) -> [result]: read_file of each path with its limit, the GIL released once. */
 static PyObject *read_files(PyObject *self, PyObject *args) {
-    PyObject *paths_arg;
-    Py_ssize_t limit;
-    if (!PyArg_ParseTuple(args, "On", &paths_arg, &limit))
+    PyObject *paths_arg, *limits_arg;
+    if (!PyArg_ParseTuple(args, "OO", &paths_arg, &limits_arg))
         return NULL;
     PyObject *paths = PySequence_Fast(paths_arg, "read_files() needs a sequence of paths");
     if (!paths)
         return NULL;
+    PyObject *limits = PySequence_Fast(limits_arg, "read_files() needs a sequence of limits");
+    if (!limits) {
+        Py_DECREF(paths);
+        return NULL;
+    }
     Py_ssize_t n = PySequence_Fast_GET_SIZE(paths), got = 0;
     PyObject **names = PyMem_Calloc(n ? n : 1, sizeof(PyObject *));
+    Py_ssize_t *lims = PyMem_Calloc(n ? n : 1, sizeof(Py_ssize_t));
     rres_t *res = PyMem_Calloc(n ? n : 1, sizeof(rres_t));
     PyObject *result = NULL;
-    if (!names || !res) {
+    if (!names || !lims || !res) {
         PyErr_NoMemory();
         goto done;
     }
-    for (; got < n; got++)
+    if (PySequence_Fast_GET_SIZE(limits) != n) {
+        PyErr_SetString(PyExc_ValueError, "read_files(): as many limits as paths");
+        goto done;
+    }
+    for (; got < n; got++) {
+        lims[got] = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(limits, got));
+        if (lims[got] < 0) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "read_files(): a limit is negative");
+            goto done;
+        }
         if (!PyUnicode_FSConverter(PySequence_Fast_GET_ITEM(paths, got), &names[got]))
             goto done;
+    }
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++)
-        read_one(PyBytes_AS_STRING(names[i]), limit, &res[i]);
+        read_one(PyBytes_AS_STRING(names[i]), lims[i], &res[i]);
     Py_END_ALLOW_THREADS
     result = PyList_New(n);
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -676,8 +693,10 @@ done:
         for (Py_ssize_t i = 0; i < n; i++)
             free(res[i].buf);
     PyMem_Free(names);
+    PyMem_Free(lims);
     PyMem_Free(res);
     Py_DECREF(paths);
+    Py_DECREF(limits);
     return result;
 }
 
@@ -1158,8 +1177,8 @@ static PyMethodDef methods[] = {
      "read_file(path, limit) -> bytes | None | (step, errno): a whole file, GIL released (see the "
      "module source)."},
     {"read_files", read_files, METH_VARARGS,
-     "read_files(paths, limit) -> [bytes | None | (step, errno)]: read_file of each path, the GIL "
-     "released once."},
+     "read_files(paths, limits) -> [bytes | None | (step, errno)]: read_file of each path with its "
+     "limit, the GIL released once."},
     {"install_files", install_files, METH_VARARGS,
      "install_files(jobs, mode) -> [1 | 0 | (step, errno)]: install_file of each (tmp, final, data), "
      "the GIL released once for all of them."},

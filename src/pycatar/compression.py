@@ -65,6 +65,13 @@ def _libzstd():
     return _zstd
 
 
+def stored_limit(size: int) -> int:
+    """The most bytes a stored chunk of ``size`` bytes can take, compressed by any of our codecs
+    (worst cases: zstd and gzip store incompressible data with under 1 % overhead, xz a little
+    more) or not: what a reader needs to read of a chunk file."""
+    return min(DECOMPRESSED_LIMIT, size + size // 64 + 4096)
+
+
 def compress_many(datas: list, kind: str = DEFAULT_COMPRESSION) -> list[bytes]:
     """Compress each chunk of ``datas`` (bytes-like objects).  zstd: the whole batch in one call to
     the system's libzstd, the GIL released once; xz and gzip: a call each, which releases the GIL

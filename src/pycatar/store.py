@@ -370,11 +370,14 @@ class LocalStore(ChunkStore):
         return got
 
     def get_raw_many(self, refs: list) -> list:
-        """The compressed files of a batch in one C call (the GIL released once); an uncompressed
-        file is looked for where a compressed one is missing (STORE-2)."""
+        """The compressed files of a batch in one C call (the GIL released once), each read up to
+        what its size allows (so a batch of hostile files never takes more memory than its chunks
+        would); an uncompressed file is looked for where a compressed one is missing (STORE-2)."""
         paths = [self.chunk_path(chunk_id, True) for chunk_id, _ in refs]
+        limits = [_compression.DECOMPRESSED_LIMIT if size is None else _compression.stored_limit(size)
+                  for _, size in refs]
         out: list = []
-        for (chunk_id, _), path, r in zip(refs, paths, read_files(paths, _compression.DECOMPRESSED_LIMIT)):
+        for (chunk_id, _), path, r in zip(refs, paths, read_files(paths, limits)):
             r = self._file_or_error(path, r)
             if r is None:
                 try:
