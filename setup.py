@@ -16,18 +16,21 @@ setup(
         Extension(
             "pycatar._curl",
             sources=["src/pycatar/_curl.c"],
+            depends=["src/pycatar/_dlbind.h"],
             extra_compile_args=["-O2", "-std=gnu99", "-Wall"],
             libraries=["dl", "pthread"],
         ),
         Extension(
             "pycatar._zstd",
             sources=["src/pycatar/_zstd.c"],
+            depends=["src/pycatar/_dlbind.h"],
             extra_compile_args=["-O2", "-std=gnu99", "-Wall"],
             libraries=["dl"],
         ),
         Extension(
             "pycatar._sha",
             sources=["src/pycatar/_sha.c"],
+            depends=["src/pycatar/_dlbind.h"],
             extra_compile_args=["-O2", "-std=gnu99", "-Wall"],
             libraries=["dl"],
         ),

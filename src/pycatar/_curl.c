@@ -35,12 +35,13 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "_dlbind.h"
 
 typedef void CURL;
 typedef void CURLM;
@@ -733,38 +734,33 @@ static PyObject *load(PyObject *mod, PyObject *args) {
     if (!PyArg_ParseTuple(args, "|s:load", &name))
         return NULL;
     if (!lib.loaded) {
-        void *h = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+        const dl_symbol_t symbols[] = {
+            DL_SYM(lib.global_init, "curl_global_init"),
+            DL_SYM(lib.easy_init, "curl_easy_init"),
+            DL_SYM(lib.easy_cleanup, "curl_easy_cleanup"),
+            DL_SYM(lib.easy_setopt, "curl_easy_setopt"),
+            DL_SYM(lib.easy_getinfo, "curl_easy_getinfo"),
+            DL_SYM(lib.easy_reset, "curl_easy_reset"),
+            DL_SYM(lib.easy_strerror, "curl_easy_strerror"),
+            DL_SYM(lib.slist_append, "curl_slist_append"),
+            DL_SYM(lib.slist_free_all, "curl_slist_free_all"),
+            DL_SYM(lib.multi_init, "curl_multi_init"),
+            DL_SYM(lib.multi_cleanup, "curl_multi_cleanup"),
+            DL_SYM(lib.multi_add_handle, "curl_multi_add_handle"),
+            DL_SYM(lib.multi_remove_handle, "curl_multi_remove_handle"),
+            DL_SYM(lib.multi_perform, "curl_multi_perform"),
+            DL_SYM(lib.multi_info_read, "curl_multi_info_read"),
+            DL_SYM(lib.multi_poll, "curl_multi_poll"),
+            DL_SYM(lib.multi_wakeup, "curl_multi_wakeup"),
+            DL_SYM(lib.multi_strerror, "curl_multi_strerror"),
+            DL_SYM(lib.version, "curl_version"),
+        };
+        char why[512];
+        void *h = dl_bind(name, symbols, sizeof symbols / sizeof symbols[0], why, sizeof why);
         if (h == NULL) {
-            const char *why = dlerror();
-            PyErr_Format(PyExc_OSError, "cannot load %s: %s", name, why ? why : "unknown error");
+            PyErr_Format(PyExc_OSError, "%s%s", why, strstr(why, " has no ") ? " (libcurl 7.68 or later is needed)" : "");
             return NULL;
         }
-#define SYM(field, symbol)                                                                      \
-    if ((*(void **)&lib.field = dlsym(h, symbol)) == NULL) {                                     \
-        PyErr_Format(PyExc_OSError, "%s has no %s (libcurl 7.68 or later is needed)", name, symbol); \
-        dlclose(h);                                                                              \
-        return NULL;                                                                             \
-    }
-        SYM(global_init, "curl_global_init")
-        SYM(easy_init, "curl_easy_init")
-        SYM(easy_cleanup, "curl_easy_cleanup")
-        SYM(easy_setopt, "curl_easy_setopt")
-        SYM(easy_getinfo, "curl_easy_getinfo")
-        SYM(easy_reset, "curl_easy_reset")
-        SYM(easy_strerror, "curl_easy_strerror")
-        SYM(slist_append, "curl_slist_append")
-        SYM(slist_free_all, "curl_slist_free_all")
-        SYM(multi_init, "curl_multi_init")
-        SYM(multi_cleanup, "curl_multi_cleanup")
-        SYM(multi_add_handle, "curl_multi_add_handle")
-        SYM(multi_remove_handle, "curl_multi_remove_handle")
-        SYM(multi_perform, "curl_multi_perform")
-        SYM(multi_info_read, "curl_multi_info_read")
-        SYM(multi_poll, "curl_multi_poll")
-        SYM(multi_wakeup, "curl_multi_wakeup")
-        SYM(multi_strerror, "curl_multi_strerror")
-        SYM(version, "curl_version")
-#undef SYM
         int rc = lib.global_init(CURL_GLOBAL_DEFAULT);
         if (rc) {
             dlclose(h);

@@ -6,7 +6,7 @@
  * read buffer at a time (4 MiB: 64 chunks of the default size, 500 of 8 KiB), and each hand-over
  * wakes a waiting thread.  Here the whole batch is hashed in C.
  *
- * libcrypto is loaded with dlopen by load(name) (pycatar.digest: the libcrypto hashlib loaded, so the
+ * libcrypto is loaded with dlopen (_dlbind.h) by load(name) (pycatar.digest: the libcrypto hashlib loaded, so the
  * same one), so that building pycatar needs no OpenSSL headers.  The functions used are OpenSSL's
  * stable EVP API (1.1.1 and 3.x): a context initialised once per algorithm is copied for each chunk,
  * so the digest's implementation is looked up once, not per chunk.
@@ -17,8 +17,9 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <dlfcn.h>
 #include <string.h>
+
+#include "_dlbind.h"
 
 typedef struct evp_md_st EVP_MD;
 typedef struct evp_md_ctx_st EVP_MD_CTX;
@@ -40,26 +41,14 @@ static struct {
 static int load(const char *name) {
     if (lib.loaded)
         return 1;
-    void *h = dlopen(name, RTLD_NOW | RTLD_LOCAL);
-    if (!h) {
-        snprintf(lib.error, sizeof lib.error, "%s", dlerror());
+    const dl_symbol_t symbols[] = {
+        DL_SYM(lib.ctx_new, "EVP_MD_CTX_new"),   DL_SYM(lib.ctx_free, "EVP_MD_CTX_free"),
+        DL_SYM(lib.copy_ex, "EVP_MD_CTX_copy_ex"), DL_SYM(lib.init_ex, "EVP_DigestInit_ex"),
+        DL_SYM(lib.update, "EVP_DigestUpdate"),  DL_SYM(lib.final_ex, "EVP_DigestFinal_ex"),
+        DL_SYM(lib.sha512_256, "EVP_sha512_256"), DL_SYM(lib.sha256, "EVP_sha256"),
+    };
+    if (!dl_bind(name, symbols, sizeof symbols / sizeof symbols[0], lib.error, sizeof lib.error))
         return 0;
-    }
-#define SYM(field, symbol)                                                                        \
-    if ((*(void **)&lib.field = dlsym(h, symbol)) == NULL) {                                     \
-        snprintf(lib.error, sizeof lib.error, "%s has no %s", name, symbol);                     \
-        dlclose(h);                                                                              \
-        return 0;                                                                                \
-    }
-    SYM(ctx_new, "EVP_MD_CTX_new")
-    SYM(ctx_free, "EVP_MD_CTX_free")
-    SYM(copy_ex, "EVP_MD_CTX_copy_ex")
-    SYM(init_ex, "EVP_DigestInit_ex")
-    SYM(update, "EVP_DigestUpdate")
-    SYM(final_ex, "EVP_DigestFinal_ex")
-    SYM(sha512_256, "EVP_sha512_256")
-    SYM(sha256, "EVP_sha256")
-#undef SYM
     lib.loaded = 1;
     return 1;
 }

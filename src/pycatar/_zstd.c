@@ -7,7 +7,7 @@
  * a second between the threads that chunk, hash and store; each wakes a waiting thread.  Here a
  * worker compresses a whole batch in C.
  *
- * libzstd is loaded with dlopen by load(name) (pycatar.compression: libzstd.so.1, at the first zstd
+ * libzstd is loaded with dlopen (_dlbind.h) by load(name) (pycatar.compression: libzstd.so.1, at the first zstd
  * compression), so that building pycatar needs no zstd headers.  The few functions, structures and constants used
  * are declared here; they are zstd's stable API (zstd.h, since 1.4.0).
  *
@@ -29,10 +29,11 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <dlfcn.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "_dlbind.h"
 
 typedef struct ZSTD_CCtx_s ZSTD_CCtx;
 typedef struct {
@@ -84,35 +85,28 @@ static struct {
 static int load(const char *name) {
     if (lib.loaded)
         return 1;
-    void *h = dlopen(name, RTLD_NOW | RTLD_LOCAL);
-    if (!h) {
-        snprintf(lib.error, sizeof lib.error, "%s", dlerror());
+    const dl_symbol_t symbols[] = {
+        DL_SYM(lib.createCCtx, "ZSTD_createCCtx"),
+        DL_SYM(lib.freeCCtx, "ZSTD_freeCCtx"),
+        DL_SYM(lib.CCtx_reset, "ZSTD_CCtx_reset"),
+        DL_SYM(lib.CCtx_setParameter, "ZSTD_CCtx_setParameter"),
+        DL_SYM(lib.compressStream2, "ZSTD_compressStream2"),
+        DL_SYM(lib.compressBound, "ZSTD_compressBound"),
+        DL_SYM(lib.isError, "ZSTD_isError"),
+        DL_SYM(lib.getErrorName, "ZSTD_getErrorName"),
+        DL_SYM(lib.versionNumber, "ZSTD_versionNumber"),
+        DL_SYM(lib.createDCtx, "ZSTD_createDCtx"),
+        DL_SYM(lib.freeDCtx, "ZSTD_freeDCtx"),
+        DL_SYM(lib.DCtx_reset, "ZSTD_DCtx_reset"),
+        DL_SYM(lib.decompressDCtx, "ZSTD_decompressDCtx"),
+        DL_SYM(lib.decompressStream, "ZSTD_decompressStream"),
+        DL_SYM(lib.findFrameCompressedSize, "ZSTD_findFrameCompressedSize"),
+        DL_SYM(lib.getFrameContentSize, "ZSTD_getFrameContentSize"),
+        DL_SYM(lib.getErrorCode, "ZSTD_getErrorCode"),
+    };
+    void *h = dl_bind(name, symbols, sizeof symbols / sizeof symbols[0], lib.error, sizeof lib.error);
+    if (!h)
         return 0;
-    }
-#define SYM(field, symbol)                                                                        \
-    if ((*(void **)&lib.field = dlsym(h, symbol)) == NULL) {                                     \
-        snprintf(lib.error, sizeof lib.error, "%s has no %s", name, symbol);                     \
-        dlclose(h);                                                                              \
-        return 0;                                                                                \
-    }
-    SYM(createCCtx, "ZSTD_createCCtx")
-    SYM(freeCCtx, "ZSTD_freeCCtx")
-    SYM(CCtx_reset, "ZSTD_CCtx_reset")
-    SYM(CCtx_setParameter, "ZSTD_CCtx_setParameter")
-    SYM(compressStream2, "ZSTD_compressStream2")
-    SYM(compressBound, "ZSTD_compressBound")
-    SYM(isError, "ZSTD_isError")
-    SYM(getErrorName, "ZSTD_getErrorName")
-    SYM(versionNumber, "ZSTD_versionNumber")
-    SYM(createDCtx, "ZSTD_createDCtx")
-    SYM(freeDCtx, "ZSTD_freeDCtx")
-    SYM(DCtx_reset, "ZSTD_DCtx_reset")
-    SYM(decompressDCtx, "ZSTD_decompressDCtx")
-    SYM(decompressStream, "ZSTD_decompressStream")
-    SYM(findFrameCompressedSize, "ZSTD_findFrameCompressedSize")
-    SYM(getFrameContentSize, "ZSTD_getFrameContentSize")
-    SYM(getErrorCode, "ZSTD_getErrorCode")
-#undef SYM
     if (lib.versionNumber() < 10400) {
         snprintf(lib.error, sizeof lib.error, "%s is zstd %u, older than 1.4.0", name, lib.versionNumber());
         dlclose(h);
