@@ -422,7 +422,6 @@ def test_batched_reads_fall_back_per_chunk(tmp_path):
     os.chmod(damaged, 0o644)
     damaged.write_bytes(compression.compress(b"x" * len(chunks[1][1])))
     ss = StoreSet([a, b])
-    assert ss.batched
     assert ss.get_many([(cid, len(d)) for cid, d in chunks]) == [d for _, d in chunks]
     lone = StoreSet([a])
     with pytest.raises(ChunkError, match="does not match its id"):

@@ -477,9 +477,7 @@ class Assembler(ChunkSource):
 
     def fetch_many(self, refs: list[ChunkRef]) -> list:
         """:meth:`fetch` of each of ``refs``: those that only a store can give (no chunk of zeros,
-        not repeated, in no seed) are read from the stores a batch at a time, where they can be."""
-        if not self.stores.batched:
-            return [self.fetch(r) for r in refs]
+        not repeated, in no seed) are read from the stores a batch at a time."""
         out: list = [None] * len(refs)
         plain = []
         for i, ref in enumerate(refs):
@@ -492,8 +490,10 @@ class Assembler(ChunkSource):
         if plain:
             try:
                 datas = self.stores.get_many([(refs[i].id, refs[i].size) for i in plain])
-            except ChunkError:  # one at a time: the error of the first that fails, after a deferred index
-                datas = [self._obtain(refs[i]) for i in plain]
+            except ChunkError:
+                if not self._index_deferred():  # SEED-11: with the deferred seeds indexed, try them first
+                    raise
+                datas = [self._obtain(refs[i], retry=False) for i in plain]
             else:
                 for i in plain:
                     self._count("store", refs[i].size)

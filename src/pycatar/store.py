@@ -149,6 +149,10 @@ def decode_chunks(items: list, digest: str) -> list:
     return out
 
 
+#: in a batch's answers: a chunk the store was not asked for (it could not be reached for an earlier one)
+NOT_ASKED = object()
+
+
 class ChunkStore:
     """What every kind of chunk store offers (local directories, HTTP servers, ...).
 
@@ -228,8 +232,9 @@ class ChunkStore:
         return got
 
     def fetch_many(self, refs: list, *, digest: str | None = None) -> list:
-        """:meth:`fetch` of each ``(chunk_id, size)``: for each its result, or the
-        :class:`ChunkError` it raises (the chunks are decoded a batch at a time)."""
+        """:meth:`fetch` of each ``(chunk_id, size)``: for each its result, the
+        :class:`ChunkError` it raises, or :data:`NOT_ASKED` (see :meth:`get_raw_many`).  The chunks
+        are decoded a batch at a time."""
         raws = self.get_raw_many(refs)
         present = [i for i, r in enumerate(raws) if type(r) is tuple]
         decoded = decode_chunks([(raws[i][0], raws[i][1], refs[i][0], refs[i][1],
@@ -251,13 +256,15 @@ class ChunkStore:
 
     def get_raw_many(self, refs: list) -> list:
         """:meth:`get_raw` of each ``(chunk_id, size)``: for each its result, or the
-        :class:`ChunkError` it raises."""
+        :class:`ChunkError` it raises; after the first error, :data:`NOT_ASKED` for the rest."""
         out: list = []
         for chunk_id, size in refs:
             try:
                 out.append(self.get_raw(chunk_id, size))
-            except ChunkError as e:
+            except ChunkError as e:  # (a remote store: the rest might only wait for the same timeouts)
                 out.append(e)
+                out += [NOT_ASKED] * (len(refs) - len(out))
+                break
         return out
 
     def get(self, chunk_id: bytes, size: int | None = None, *, digest: str | None = None) -> bytes | None:
@@ -686,13 +693,24 @@ class StoreSet:
                 with self._lock:
                     self.cache_hits += 1
                 return data
+        return self._from_stores(chunk_id, size)
+
+    def _from_stores(self, chunk_id: bytes, size: int | None, first=NOT_ASKED) -> bytes:
+        """:meth:`get` past the cache: the first store with a good copy.  ``first``: what the first
+        store's :meth:`ChunkStore.fetch_many` gave for the chunk (it is not asked again)."""
         first_error: ChunkError | None = None
-        for s in self.stores:
-            try:
-                got = s.fetch(chunk_id, size, digest=self.digest)
-            except ChunkError as e:
-                first_error = first_error or e
-                continue
+        for k, s in enumerate(self.stores):
+            if k == 0 and first is not NOT_ASKED:
+                got = first
+                if isinstance(got, ChunkError):
+                    first_error = got
+                    continue
+            else:
+                try:
+                    got = s.fetch(chunk_id, size, digest=self.digest)
+                except ChunkError as e:
+                    first_error = first_error or e
+                    continue
             if got is not None:
                 data, stored, compressed = got
                 if self.cache is not None and s is not self.cache:
@@ -714,28 +732,22 @@ class StoreSet:
             raise ChunkMissing(f"chunk {chunk_id.hex()} not found: store {', '.join(absent)} does not exist")
         raise ChunkMissing(f"chunk {chunk_id.hex()} not found in store {where}")
 
-    @property
-    def batched(self) -> bool:
-        """Whether :meth:`get_many` reads a batch at a time (a local first store, no cache)."""
-        return self.cache is None and not self.stores[0].remote
-
     def get_many(self, refs: list) -> list[bytes]:
         """:meth:`get` of each ``(chunk_id, size)``, in order (raising for the first that cannot be
-        had).  From a local first store the chunks are read and decoded a batch at a time; a chunk
-        it lacks or holds damaged, and every chunk behind a cache or from a remote store, goes
-        through :meth:`get`."""
-        if not self.batched:
+        had).  Without a cache, the first store's copies are read and decoded a batch at a time
+        (:meth:`ChunkStore.fetch_many`); a chunk it lacks or holds damaged is looked for in the
+        next stores, as :meth:`get` does, without asking the first store again."""
+        if self.cache is not None:
             return [self.get(chunk_id, size) for chunk_id, size in refs]
+        firsts = self.stores[0].fetch_many(refs, digest=self.digest)
         out = []
-        n = 0
-        for (chunk_id, size), got in zip(refs, self.stores[0].fetch_many(refs, digest=self.digest)):
+        for (chunk_id, size), got in zip(refs, firsts):
             if type(got) is tuple:
                 out.append(got[0])
-                n += 1
+                with self._lock:
+                    self.fetches += 1
             else:
-                out.append(self.get(chunk_id, size))
-        with self._lock:
-            self.fetches += n
+                out.append(self._from_stores(chunk_id, size, got))
         return out
 
     def close(self) -> None:
