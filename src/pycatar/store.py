@@ -485,10 +485,10 @@ class LocalStore(ChunkStore):
         results = install_new_many([(final, p) for final, (_, p) in zip(finals, pairs)], 0o444, temp=self._temp)
         sizes = []
         for final, (chunk_id, payload), r in zip(finals, pairs, results):
-            sub = chunk_id.hex()[:4]
             for _ in range(15):
                 if not isinstance(r, FileNotFoundError):
                     break
+                sub = chunk_id.hex()[:4]
                 self._dirs_made.discard(sub)  # the directory was removed meanwhile (gc): make it again
                 self._fresh_dirs.discard(sub)
                 self._ensure_dir(sub)
