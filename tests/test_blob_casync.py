@@ -409,3 +409,49 @@ def test_index_stream_prefetch_dropped_then_wanted_again(tmp_path):
             reader.join(20)
             assert not reader.is_alive(), "the reader waits for a prefetch that never runs"
             assert done == [data[refs[1].start:refs[12].start]]
+
+
+def test_index_stream_prefetches_in_batches(tmp_path):
+    """The pool fetches the chunks ahead of the reader several per job (one ``fetch_many``), and a
+    batch holding a bad chunk still gives its good ones: the error reaches whoever reads the bad
+    chunk, and only them."""
+    import random
+
+    from pycatar.blob import ChunkSource, StoreSource
+
+    data = random.Random(8).randbytes(2 << 20)
+    (tmp_path / "b").write_bytes(data)
+    make_blob_index(tmp_path / "b", tmp_path / "o.caibx", tmp_path / "S", chunk_size=(4096, 16384, 65536))
+    batches: list[list[int]] = []
+
+    class OneBad(ChunkSource):
+        def __init__(self, inner, bad):
+            self.inner, self.bad = inner, bad
+
+        def fetch(self, ref):
+            if ref.index == self.bad:
+                raise ChunkError(f"chunk {ref.index} is damaged")
+            return self.inner.fetch(ref)
+
+        def fetch_many(self, refs):
+            batches.append([r.index for r in refs])
+            if any(r.index == self.bad for r in refs):
+                raise ChunkError(f"chunk {self.bad} is damaged")
+            return self.inner.fetch_many(refs)
+
+    with IndexReader(tmp_path / "o.caibx") as r:
+        refs = list(r.chunks())
+        bad = 43
+        assert len(refs) > 100
+        with IndexStream(r, OneBad(StoreSource(StoreSet([tmp_path / "S"])), bad), threads=2, readahead=32) as s:
+            assert s.read(refs[bad].start) == data[:refs[bad].start]
+            with pytest.raises(ChunkError, match=f"chunk {bad} is damaged"):
+                s.read(10)
+            s.seek(refs[bad + 1].start)
+            assert s.read() == data[refs[bad + 1].start:]
+            # every chunk fetched once, the bad one twice (the pool's try, then the reader's): the
+            # good ones of its batch were not thrown away with it
+            assert s.chunks_fetched == len(refs) + 1
+    assert max(len(b) for b in batches) == 8
+    shared = next(b for b in batches if bad in b)  # the bad chunk's batch held good ones, read above
+    assert len(shared) > 1

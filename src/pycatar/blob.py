@@ -45,6 +45,8 @@ from .store import ChunkStore, LocalStore, StoreSet, as_store_set
 READ_SIZE = 4 << 20
 #: bytes allowed in flight in each pipeline stage
 MAX_PENDING_BYTES = 24 << 20
+#: at most this many chunks per job of an index stream's prefetching pool
+PREFETCH_BATCH = 8
 #: ... and at most this many jobs (chunks to fetch or store), however small the chunks
 MAX_PENDING_JOBS = 1024
 #: a local store's new chunks go to the pool in jobs of about this many bytes (compression and chunk
@@ -911,6 +913,9 @@ class IndexStream(io.RawIOBase):
         self._cache_bytes = 0
         self._readahead = readahead if self._ex is not None else 0
         self._send_ahead = self._readahead > 0 and self.source.fetches_ahead
+        #: chunks per prefetch job: a few per thread and window, so that each job reads, decompresses
+        #: and verifies several chunks a call (the GIL changing hands once for each, not per chunk)
+        self._batch = max(1, min(PREFETCH_BATCH, self._readahead // (2 * threads))) if threads else 1
         self._cache_size = max(1, cache_size)
         self._cache_limit = cache_bytes
         self._inflight: dict[int, Future] = {}  # chunks being fetched: their results
@@ -969,9 +974,9 @@ class IndexStream(io.RawIOBase):
                         return nxt
             return self._ref(self.reader.find(pos))
 
-    def _fetch(self, ref: ChunkRef, fut: Future, keep: bool = True) -> bytes:
-        """Fetch a chunk this thread claimed (``fut``, in ``_inflight``) and hand it to whoever waits.
-        ``keep``: put it in the cache (a prefetched chunk waits in ``_inflight`` until it is read)."""
+    def _fetch(self, ref: ChunkRef, fut: Future) -> bytes:
+        """Fetch a chunk this thread claimed (``fut``, in ``_inflight``), cache it and hand it to
+        whoever waits."""
         with self._lock:
             self.chunks_fetched += 1
             self.fetched.append(ref.index)
@@ -983,25 +988,42 @@ class IndexStream(io.RawIOBase):
                     del self._inflight[ref.index]
             fut.set_exception(e)
             raise
-        if keep:
-            with self._lock:
-                if self._inflight.get(ref.index) is fut:
-                    del self._inflight[ref.index]
-                self._store(ref.index, data)
+        with self._lock:
+            if self._inflight.get(ref.index) is fut:
+                del self._inflight[ref.index]
+            self._store(ref.index, data)
         fut.set_result(data)
         return data
 
-    def _prefetch(self, ref: ChunkRef, fut: Future) -> None:
+    def _prefetch(self, refs: list[ChunkRef], futs: list[Future]) -> None:
+        """A pool job: fetch the chunks of ``refs`` still wanted (those not dropped before the job
+        started) in one :meth:`ChunkSource.fetch_many`, and hand each to its future (``futs``).  The
+        fetched chunks wait in ``_inflight`` until read.  When the batch fails, its chunks are fetched
+        one by one, so that each future holds its own chunk or its own error (whoever reads a failed
+        chunk fetches it again and sees the error)."""
         with self._lock:
             jobs = self._jobs
-            if jobs.get(ref.index) is not fut:
-                return  # dropped (its future cancelled) before it started; (the chunk may be
-                # wanted again since: another job, after this one, stands for it then)
-            del jobs[ref.index]
+            wanted = [(r, f) for r, f in zip(refs, futs) if jobs.get(r.index) is f]
+            for r, _ in wanted:  # dropped ones (cancelled): the chunk may be wanted again since,
+                del jobs[r.index]  # and another job, after this one, stands for it then
+            self.chunks_fetched += len(wanted)
+            self.fetched.extend(r.index for r, _ in wanted)
+        if not wanted:
+            return
         try:
-            self._fetch(ref, fut, keep=False)
-        except BaseException:  # noqa: BLE001 - whoever reads the chunk fetches it again and sees the error
-            pass
+            datas = self.source.fetch_many([r for r, _ in wanted])
+        except BaseException:  # noqa: BLE001 - one chunk of the batch: find out which, one at a time
+            for r, f in wanted:
+                try:
+                    f.set_result(self.source.fetch(r))
+                except BaseException as e:  # noqa: BLE001 - the reader that waits for it sees it
+                    with self._lock:
+                        if self._inflight.get(r.index) is f:
+                            del self._inflight[r.index]
+                    f.set_exception(e)
+            return
+        for (_, f), data in zip(wanted, datas):
+            f.set_result(data)
 
     def _store(self, idx: int, data: bytes) -> None:
         cache = self._cache
@@ -1070,6 +1092,12 @@ class IndexStream(io.RawIOBase):
                     del inflight[i]
         if not lo <= self._ahead <= hi:
             self._ahead = lo
+        batch = self._batch
+        if hi - self._ahead < batch and hi < self.reader.count:
+            return  # the window moved on by less than a batch: wait for room for a whole one (the
+            # chunks already submitted, at least half the window, keep the pool busy meanwhile)
+        refs: list[ChunkRef] = []
+        futs: list[Future] = []
         while self._ahead < hi:
             i = self._ahead
             self._ahead += 1
@@ -1081,13 +1109,28 @@ class IndexStream(io.RawIOBase):
                 pf = inflight[i] = Future()
                 if self._send_ahead:
                     self.source.ahead(nref)
-                try:
-                    self._ex.submit(self._prefetch, nref, pf)
-                except RuntimeError:  # the stream is closing: no more prefetching
-                    del inflight[i]
-                    pf.cancel()
-                    break
+                refs.append(nref)
+                futs.append(pf)
                 jobs[i] = pf
+                if len(refs) == batch:
+                    if not self._submit(refs, futs):
+                        return
+                    refs, futs = [], []
+        if refs:
+            self._submit(refs, futs)
+
+    def _submit(self, refs: list[ChunkRef], futs: list[Future]) -> bool:
+        """Hand a batch of prefetches to the pool (lock held); False when the stream is closing (they
+        are dropped)."""
+        try:
+            self._ex.submit(self._prefetch, refs, futs)
+        except RuntimeError:  # the stream is closing: no more prefetching
+            for r, f in zip(refs, futs):
+                del self._inflight[r.index]
+                del self._jobs[r.index]
+                f.cancel()
+            return False
+        return True
 
     def _piece(self, pos: int, end: int, ahead: bool, cur: ChunkRef | None, drop: bool = False,
                until: int | None = None) -> tuple[memoryview, ChunkRef]:
