@@ -455,3 +455,36 @@ def test_index_stream_prefetches_in_batches(tmp_path):
     assert max(len(b) for b in batches) == 8
     shared = next(b for b in batches if bad in b)  # the bad chunk's batch held good ones, read above
     assert len(shared) > 1
+
+
+def test_index_stream_closes_without_asking_a_failing_source_again(tmp_path):
+    """Once the reader gave up (the stream closes), a prefetch batch that failed does not go on to
+    ask the source for each of its chunks one by one: with an unreachable server each would wait for
+    a timeout, and closing waits for the pool."""
+    import random
+    import time
+
+    from pycatar.blob import ChunkSource
+
+    data = random.Random(9).randbytes(1 << 20)
+    (tmp_path / "b").write_bytes(data)
+    make_blob_index(tmp_path / "b", tmp_path / "o.caibx", tmp_path / "S", chunk_size=(4096, 16384, 65536))
+
+    class Unreachable(ChunkSource):  # every request ends in a timeout, after 1 s
+        def fetch(self, ref):
+            time.sleep(1)
+            raise ChunkError("timed out")
+
+        def fetch_many(self, refs):
+            return self.fetch(refs[0])
+
+    with IndexReader(tmp_path / "o.caibx") as r:
+        assert len(r) > 20
+        t0 = time.monotonic()
+        s = IndexStream(r, Unreachable(), threads=1, readahead=16)
+        with pytest.raises(ChunkError, match="timed out"):
+            s.read(10)
+        s.close()
+        # the reader's own fetch and the batch (1 s, side by side), at most one more in the pool; a
+        # batch of 8 asked again one by one would take 8 s more
+        assert time.monotonic() - t0 < 4

@@ -920,6 +920,7 @@ class IndexStream(io.RawIOBase):
         self._cache_limit = cache_bytes
         self._inflight: dict[int, Future] = {}  # chunks being fetched: their results
         self._jobs: dict[int, Future] = {}  # prefetches submitted to the pool, not started yet
+        self._closing = False
         self._ahead = 0  # the next chunk number to prefetch
         self._next_read = 0  # the chunk after the one the sequential reader (``drop``) read last
         self._ref_blocks: dict[int, list[ChunkRef]] = {}  # a few blocks of the chunk table
@@ -1012,9 +1013,11 @@ class IndexStream(io.RawIOBase):
             return
         try:
             datas = self.source.fetch_many([r for r, _ in wanted])
-        except BaseException:  # noqa: BLE001 - one chunk of the batch: find out which, one at a time
+        except BaseException as batch_error:  # noqa: BLE001 - one chunk of the batch: find out which
             for r, f in wanted:
                 try:
+                    if self._closing:  # (the reader gave up: an unreachable source is not asked again)
+                        raise batch_error
                     f.set_result(self.source.fetch(r))
                 except BaseException as e:  # noqa: BLE001 - the reader that waits for it sees it
                     with self._lock:
@@ -1201,6 +1204,7 @@ class IndexStream(io.RawIOBase):
 
     def close(self) -> None:
         with self._lock:
+            self._closing = True
             for i in self._jobs:  # prefetches not started: never will be
                 fut = self._inflight.pop(i, None)
                 if fut is not None:
