@@ -333,6 +333,14 @@ def test_oversized_answer_and_silent_server_are_bounded(published, tmp_path):
                     "--http-retries=1", web / "blob.caibx", tmp_path / "c.img")
         assert time.monotonic() - t0 < 30
         assert "timed out" in one_line_error(p)
+        # a tree: the stream asks for 64 chunks ahead, 4 connections at a time.  Once a request has
+        # failed for good, those made before it fail with it instead of each waiting out its own
+        # timeouts (about 35 s here before, minutes with the default timeouts)
+        t0 = time.monotonic()
+        p = pycatar("extract", f"--store=http://127.0.0.1:{lst.getsockname()[1]}/", "--http-timeout=1",
+                    "--http-retries=1", web / "tree.caidx", tmp_path / "c.tree")
+        assert time.monotonic() - t0 < 15
+        assert "timed out" in one_line_error(p)
     finally:
         lst.close()
 
@@ -732,3 +740,48 @@ def test_a_failing_transfer_thread_fails_its_requests_instead_of_hanging(publish
                 assert re.fullmatch(r"HEAD http://\S+: the HTTP client failed \(injected\)", said[0]), said
     finally:
         client.close()
+
+
+def test_requests_made_before_a_server_was_found_silent_fail_with_it():
+    """STORE-14: once a request has failed for good without an answer (timeouts), the requests to
+    the same server made before then fail at once instead of each waiting out its own timeouts; a
+    request made afterwards gets its own attempts (a mount outlives an outage)."""
+    from pycatar.httpclient import HTTPClient, HTTPOptions, RemoteUnavailable
+
+    answer = threading.Event()
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(64)
+
+    def serve(conn):  # silent until ``answer`` is set
+        with conn:
+            conn.recv(65536)
+            if answer.wait(30):
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
+
+    def accept():
+        while True:
+            try:
+                conn, _ = lst.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    url = f"http://127.0.0.1:{lst.getsockname()[1]}/"
+    client = HTTPClient(HTTPOptions(concurrency=1, retries=1, timeout=1))
+    try:
+        early = [client.start(url + f"c{i}", 100) for i in range(8)]  # one at a time: 7 wait behind c0
+        t0 = time.monotonic()
+        with pytest.raises(RemoteUnavailable, match="c0: timed out"):
+            client.get(url + "c0", 100, started=early[0])
+        for i, t in enumerate(early[1:], 1):
+            with pytest.raises(RemoteUnavailable, match=f"c{i}: given up, .* did not answer another request "
+                                                        r"\(timed out\)"):
+                client.get(url + f"c{i}", 100, started=t)
+        assert time.monotonic() - t0 < 8  # (each on its own: 2 attempts of 1-2 s, 16 s or more)
+        answer.set()
+        assert client.get(url + "later", 100) == b"hello"
+    finally:
+        client.close()
+        lst.close()

@@ -144,7 +144,7 @@ class _Transfer:
 
     __slots__ = ("method", "url", "body", "content_type", "sink", "limit", "done", "status", "error",
                  "os_errno", "retry_after", "cancelled", "attempt", "failure", "answer", "too_large",
-                 "write_errno")
+                 "write_errno", "born")
 
     def __init__(self, method, url, body, content_type, sink, limit):
         self.method, self.url, self.body, self.content_type = method, url, body, content_type
@@ -154,6 +154,7 @@ class _Transfer:
         self.cancelled = False  #: nobody wants it any more: dropped unsent if it has not started
         self.attempt = 0
         self.failure: RemoteError | None = None
+        self.born = time.monotonic()  #: when it was asked for
         self._clear()
 
     def _clear(self) -> None:
@@ -201,6 +202,9 @@ class _Loop:
         self.waiting: deque[_Transfer] = deque()
         self.delayed: list[tuple[float, int, _Transfer]] = []  # (when, tie-breaker, transfer): a heap
         self.retries = itertools.count()
+        #: server -> (when, why): a request to it failed for good, the server unreachable or silent;
+        #: the requests to it made before then fail with it, without an attempt (more)
+        self.down: dict[str, tuple[float, str]] = {}
         self.incoming: deque[_Transfer] = deque()
         self.active: dict[_curl.Easy, _Transfer] = {}
         self.closed = False
@@ -226,6 +230,9 @@ class _Loop:
         self.thread.join(10)
 
     def _start(self, t: _Transfer) -> None:
+        if self.down and self._given_up(t):
+            t.done.release()
+            return
         if t.cancelled:
             t.error = (_curl.E_ABORTED_BY_CALLBACK, "cancelled")
             self._settle(t)
@@ -282,13 +289,42 @@ class _Loop:
     def _settle(self, t: _Transfer) -> None:
         """Hand ``t`` back to its caller, or schedule its next attempt."""
         delay = self.client._verdict(t)
+        if delay is not None and self.down and self._given_up(t):
+            delay = None
         if delay is None:
             t.done.release()
+            if t.error is not None and isinstance(t.failure, RemoteUnavailable) and not t.cancelled:
+                self._server_down(t)
             return
         t.again()
         with self.client._lock:
             self.client.requests += 1
         heapq.heappush(self.delayed, (time.monotonic() + delay, next(self.retries), t))
+
+    def _server_down(self, t: _Transfer) -> None:
+        """``t`` failed for good without an answer (no connection, timeouts): every request to its
+        server made before now fails too, those waiting for their next attempt at once.  A server
+        that stopped answering would otherwise cost each request its timeouts, one connection slot
+        after the other (an extraction with 64 chunks asked for ahead: minutes per slot before the
+        first error).  Requests made later get attempts of their own (a mount outlives an outage)."""
+        self.down[_server(t.url)] = (time.monotonic(), _describe(t.error[0], t.error[1], t.os_errno))
+        due = [d for d in self.delayed if self._given_up(d[2])]
+        if due:
+            self.delayed = [d for d in self.delayed if d[2].failure is None]
+            heapq.heapify(self.delayed)
+            for d in due:
+                d[2].done.release()
+
+    def _given_up(self, t: _Transfer) -> bool:
+        """Whether ``t`` was made before its server was found not answering (then ``t.failure``
+        says so)."""
+        server = _server(t.url)
+        mark = self.down.get(server)
+        if mark is None or t.born > mark[0]:
+            return False
+        t.failure = RemoteUnavailable(f"{t.method} {redact(t.url)}: given up, {server} did not answer "
+                                      f"another request ({mark[1]})")
+        return True
 
     @property
     def ended(self) -> bool:
@@ -542,6 +578,15 @@ def _describe(code: int, message: str, errno: int = 0) -> str:
     if code in (_curl.E_PARTIAL_FILE, _curl.E_GOT_NOTHING, _curl.E_RECV_ERROR, _curl.E_SEND_ERROR):
         return "connection broken"
     return _strip_urls(message) or f"curl error {code}"
+
+
+def _server(url: str) -> str:
+    """The scheme, host and port of ``url`` (no credentials)."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
 
 
 def _strip_urls(message: str) -> str:
