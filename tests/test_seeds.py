@@ -495,3 +495,40 @@ def test_self_seed_read_back_is_verified(casync, tmp_path):
     sources = asm.summary.as_dict()["sources"]
     assert sources.get("self", {"chunks": 0})["chunks"] == 0
     assert sources["store"]["chunks"] == len(refs)
+
+
+@pytest.mark.parametrize("kind", ["blob", "tree"])
+def test_small_repeated_chunks_kept_in_memory_within_a_bound(casync, tmp_path, monkeypatch, kind):
+    # SEED-7: small repeated chunks are kept in memory once obtained, within a bound
+    """One-byte chunks (casync --chunk-size=1:1:1): 256 distinct ones repeated all over.  The first
+    occurrence of each comes from the store; the others from the copy obtained (in memory up to the
+    bound, 100 bytes here; read back from the output or spill file beyond it), each accounted once."""
+    monkeypatch.setattr(assembly, "SMALL_REPEATS_BYTES", 100)
+    rnd = random.Random(5)
+    if kind == "blob":
+        data = rnd.randbytes(8192)
+        (tmp_path / "src").write_bytes(data)
+    else:
+        (tmp_path / "src").mkdir()
+        data = rnd.randbytes(4096)
+        (tmp_path / "src" / "f").write_bytes(data)
+    name = tmp_path / ("x.caibx" if kind == "blob" else "x.caidx")
+    subprocess.run([casync, "make", "--chunk-size=1:1:1", f"--store={tmp_path / 'S'}", str(name),
+                    str(tmp_path / "src")], check=True, capture_output=True)
+    with IndexReader(str(name)) as r:
+        ids = [c.id for c in r.chunks()]
+    made = []
+    real_open = assembly.Assembler.open
+    monkeypatch.setattr(assembly.Assembler, "open", lambda *a, **kw: made.append(real_open(*a, **kw)) or made[-1])
+    if kind == "blob":
+        summary = assembly.extract_blob(str(name), str(tmp_path / "out"), [str(tmp_path / "S")], threads=2)
+        assert (tmp_path / "out").read_bytes() == data
+    else:
+        _, summary = assembly.extract_tree(str(name), str(tmp_path / "out"), [str(tmp_path / "S")], threads=2)
+        assert (tmp_path / "out" / "f").read_bytes() == data
+    sources = summary.as_dict()["sources"]
+    zeros = ids.count(_digest.digest("sha512-256", b"\0"))  # the null chunk (SEED-8), at every occurrence
+    assert zeros and sources["null"]["chunks"] == zeros
+    assert sources["store"]["chunks"] == len(set(ids)) - 1
+    assert sources["self"]["chunks"] == len(ids) - len(set(ids)) - (zeros - 1) > 1000
+    assert made[0]._small_bytes == 100  # the bound: 100 of the 256 one-byte chunks

@@ -42,6 +42,9 @@ from .store import StoreSet, as_store_set
 SOURCES = ("null", "self", "file", "directory", "index", "store")
 #: chunks smaller than this (a file system block) are copied, never cloned from where they were found
 CLONE_MIN = 4096
+#: repeated chunks smaller than CLONE_MIN are kept in memory once obtained, up to this many bytes in
+#: all: a later occurrence then costs a lookup, not a read back and a digest (SEED-7)
+SMALL_REPEATS_BYTES = 8 << 20
 #: seed kinds casync calls "local seed" in its summary
 LOCAL_SEED_KINDS = ("file", "directory", "index")
 
@@ -328,6 +331,8 @@ class Assembler(ChunkSource):
         #: the self seed's chunks: ids occurring more than once in the target (set by open())
         self._repeats: NeededChunks | None = None
         self._self_loc: dict[bytes, int] = {}
+        self._small: dict[bytes, bytes] = {}  # small repeated chunks, verified (SMALL_REPEATS_BYTES)
+        self._small_bytes = 0
         self._inflight: dict[bytes, Future] = {}
         self._spill = _Spill(spill_dir)
         self._readback: int | None = None  # descriptor on the blob being written
@@ -439,10 +444,10 @@ class Assembler(ChunkSource):
 
     # ------------------------------------------------------------------ fetching
 
-    def _count(self, kind: str, size: int) -> None:
+    def _count(self, kind: str, size: int, chunks: int = 1) -> None:
         with self._lock:
             c = self.summary.sources[kind]
-            c[0] += 1
+            c[0] += chunks
             c[1] += size
 
     def _zero(self, size: int) -> bytes:
@@ -480,8 +485,15 @@ class Assembler(ChunkSource):
         not repeated, in no seed) are read from the stores a batch at a time."""
         out: list = [None] * len(refs)
         plain = []
+        small, kept, kept_bytes = self._small, 0, 0
         for i, ref in enumerate(refs):
             cid, size = ref.id, ref.size
+            data = small.get(cid)  # (a repeated chunk obtained before: no lock for a dict lookup)
+            if data is not None:
+                out[i] = data
+                kept += 1
+                kept_bytes += size
+                continue
             if (self._null.get(cid) == size or self._repeated(cid)
                     or any(seed.locate(cid) is not None for seed in self.seeds)):
                 out[i] = self.fetch(ref)
@@ -499,6 +511,8 @@ class Assembler(ChunkSource):
                     self._count("store", refs[i].size)
             for i, data in zip(plain, datas):
                 out[i] = data
+        if kept:
+            self._count("self", kept_bytes, kept)
         return out
 
     def _repeated(self, cid: bytes) -> bool:
@@ -542,13 +556,17 @@ class Assembler(ChunkSource):
         cid, size = ref.id, ref.size
         owner = False
         with self._lock:
+            data = self._small.get(cid)
             loc = self._self_loc.get(cid)
             fut = None
-            if loc is None:
+            if data is None and loc is None:
                 fut = self._inflight.get(cid)
                 if fut is None:
                     fut = self._inflight[cid] = Future()
                     owner = True
+        if data is not None:
+            self._count("self", size)
+            return data
         if loc is not None:
             fd = self._readback if self._readback is not None else self._spill.fd()
             data = _pread(fd, size, loc)
@@ -573,6 +591,10 @@ class Assembler(ChunkSource):
             fut.set_exception(e)
             raise
         fut.set_result(data)
+        if size < CLONE_MIN and self._small_bytes + size <= SMALL_REPEATS_BYTES:
+            with self._lock:
+                self._small[cid] = bytes(data)
+                self._small_bytes += size
         if self._readback is None:  # trees and pipes: keep one copy in the spill file
             off = self._spill.put(data)
             with self._lock:
