@@ -183,6 +183,8 @@ def test_get_and_head_serve_the_files_as_stored(site, tmp_path):
             # a conditional request for what the client has: 304, no body
             status, _, body = request(srv.port, "GET", "/" + rel, headers={"If-None-Match": headers["ETag"]})
             assert status == 304 and body == b""
+            status, _, body = request(srv.port, "GET", "/" + rel, headers={"Range": "bytes=2-9"})
+            assert status == 206 and body == want[2:10]
         status, headers, body = request(srv.port, "GET", "/blob.caibx")
         assert status == 200 and body == index and int(headers["Content-Length"]) == len(index)
         assert headers["ETag"] and headers["Last-Modified"]
@@ -282,6 +284,42 @@ def test_nothing_outside_the_two_directories_is_reachable(site, tmp_path):
                        f"/.chunks/{real_id}/", f"/.chunks/%2e%2e/{real_id}", "/.chunks/" + real_id * 65,
                        f"/.chunks/{real_id}?x=1"]:
             assert raw_get(srv.port, target)[0] == 400, target
+
+
+def test_a_chunk_directory_swapped_for_a_symlink_is_never_followed(tmp_path, monkeypatch):
+    """SERVE-2, STORE-7: the chunk's directory is opened without following a symlink, then the file
+    below that very directory: a directory that is a symlink out of the store when the file is
+    opened and a real one when it is checked (swapped in between) leads nowhere.  (Opening the path
+    and then checking that its directory is no symlink served the file outside.)"""
+    from pycatar import server
+
+    store, outside = tmp_path / "store", tmp_path / "outside"
+    store.mkdir()
+    outside.mkdir()
+    cid = "ab" * 32
+    (outside / f"{cid}.cacnk").write_bytes(b"not for you")
+    os.symlink(outside, store / "abab")
+    real_fstat = os.fstat
+
+    def swap(fd):  # just after the open: the directory is a real one again
+        monkeypatch.setattr(os, "fstat", real_fstat)
+        os.unlink(store / "abab")
+        os.mkdir(store / "abab")
+        return real_fstat(fd)
+
+    monkeypatch.setattr(os, "fstat", swap)
+    cfg = server.make_app(store)[server._CONFIG]
+    assert server._open_chunk(cfg, bytes.fromhex(cid)) is None
+    monkeypatch.setattr(os, "fstat", real_fstat)
+    if (store / "abab").is_symlink():  # (refused before any check: no swap happened)
+        os.unlink(store / "abab")
+        os.mkdir(store / "abab")
+    (store / "abab" / f"{cid}.cacnk").write_bytes(b"in the store")  # a real one is served
+    fd, info = server._open_chunk(cfg, bytes.fromhex(cid))
+    try:
+        assert os.read(fd, 100) == b"in the store" and info.st_size == 12
+    finally:
+        os.close(fd)
 
 
 def batch_frames(body: bytes, n: int) -> list[bytes | None]:

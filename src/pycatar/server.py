@@ -48,7 +48,7 @@ from . import digest as _digest
 from .errors import ChunkError, FormatError, PycatarError, StoreUnavailable, UsageError
 from ._fileio import send_files
 from .fileio import AtomicFile
-from .store import CHUNK_SUFFIX, ChunkStore, LocalStore, parse_chunk_id
+from .store import CHUNK_SUFFIX, ChunkStore, LocalStore, chunk_relpath, parse_chunk_id
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8740
@@ -133,34 +133,70 @@ def _inside(real: str, top_real: str) -> bool:
     return real.startswith(top_real.rstrip("/") + "/")
 
 
-def _open_chunk(cfg: _Config, chunk_id: bytes) -> tuple[str, int, os.stat_result] | None:
-    """The path, an open descriptor and the status of the chunk's file if it is a regular file (not
-    a symlink, STORE-7) in a subdirectory of the store that is not a symlink either (so inside the
-    store), else None.  The caller closes the descriptor."""
-    path = cfg.store.chunk_path(chunk_id)  # below the store's real path: the last two components
+def _open_chunk(cfg: _Config, chunk_id: bytes) -> tuple[int, os.stat_result] | None:
+    """An open descriptor and the status of the chunk's file if it is a regular file (not a symlink,
+    STORE-7) in a subdirectory of the store that is not a symlink either (so inside the store), else
+    None.  Each of the two is opened below the one before without following a symlink, so that no
+    swap of either for a symlink can lead outside the store between a check and the open.  The
+    caller closes the descriptor."""
+    rel = chunk_relpath(chunk_id, CHUNK_SUFFIX)
+    sub, _, name = rel.partition("/")
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        top = os.open(cfg.store.path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            d = os.open(sub, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=top)
+        finally:
+            os.close(top)
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=d)
+        finally:
+            os.close(d)
     except OSError:
         return None
     try:
         info = os.fstat(fd)
-        if st.S_ISREG(info.st_mode) and not st.S_ISLNK(os.lstat(os.path.dirname(path)).st_mode):
-            return path, fd, info
+        if st.S_ISREG(info.st_mode):
+            return fd, info
     except OSError:
         pass
     os.close(fd)
     return None
 
 
-def _regular_file(path: str, top_real: str) -> str | None:
-    """The real path of ``path`` if it resolves to a regular file inside ``top_real``, else None."""
+def _open_regular_file(path: str, top_real: str) -> int | None:
+    """A descriptor open on ``path`` if it is a regular file inside ``top_real`` (symlinks followed),
+    else None.  What is checked is the file opened (its path as the kernel has it), not the path
+    before the open.  The caller closes the descriptor."""
     try:
-        real = os.path.realpath(path)
-        if not _inside(real, top_real) or not st.S_ISREG(os.stat(real).st_mode):
-            return None
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except (OSError, ValueError):
         return None
-    return real
+    try:
+        if _inside(os.readlink(f"/proc/self/fd/{fd}"), top_real) and st.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+class _PreparedFileResponse(web.FileResponse):
+    """A FileResponse prepared (sent) by the handler itself: the server's own call of prepare()
+    afterwards changes nothing (FileResponse would look at the file again)."""
+
+    async def prepare(self, request):
+        if self.prepared:
+            return None
+        return await super().prepare(request)
+
+
+async def _send_open_file(request: web.Request, fd: int, headers: dict | None = None) -> web.StreamResponse:
+    """The file open at ``fd`` as FileResponse sends it (ranges, conditional requests), read through
+    the descriptor's own entry in /proc (the very file opened, whatever its path has become since):
+    sent before the caller closes ``fd``."""
+    resp = _PreparedFileResponse(f"/proc/self/fd/{fd}", headers=headers)
+    await resp.prepare(request)
+    return resp
 
 
 # --------------------------------------------------------------------------- handlers
@@ -198,21 +234,24 @@ async def _handle(request: web.Request) -> web.StreamResponse:
         opened = _open_chunk(cfg, chunk_id)
         if opened is None:
             return _error(404, "no such file")
-        real, fd, info = opened
+        fd, info = opened
         try:
             if info.st_size <= SMALL_FILE and not _CONDITIONAL.intersection(request.headers):
                 return _whole_file(fd, info)
+            return await _send_open_file(request, fd, _IMMUTABLE)
         except OSError as e:
             return _error(500, f"cannot read the chunk file: {e.strerror}")
         finally:
             os.close(fd)
-        return web.FileResponse(real, headers=_IMMUTABLE)
     if cfg.index_dir is None:
         return _error(404, "no such file")
-    real = _regular_file(os.path.join(cfg.index_dir, *parts), cfg.index_real)
-    if real is None:
+    fd = _open_regular_file(os.path.join(cfg.index_dir, *parts), cfg.index_real)
+    if fd is None:
         return _error(404, "no such file")
-    return web.FileResponse(real)
+    try:
+        return await _send_open_file(request, fd)
+    finally:
+        os.close(fd)
 
 
 #: request headers that need FileResponse's handling (ranges, conditional requests)
@@ -272,7 +311,7 @@ async def _batch(request: web.Request, cfg: _Config, ids: str) -> web.StreamResp
         for i in range(0, len(ids), 64):
             opened.append(_open_chunk(cfg, bytes.fromhex(ids[i:i + 64])))
         resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream", "Cache-Control": "no-store"})
-        resp.content_length = len(BATCH_MAGIC) + sum(8 + (o[2].st_size if o else 0) for o in opened)
+        resp.content_length = len(BATCH_MAGIC) + sum(8 + (o[1].st_size if o else 0) for o in opened)
         await resp.prepare(request)
         if request.method == "HEAD":
             return resp
@@ -280,7 +319,7 @@ async def _batch(request: web.Request, cfg: _Config, ids: str) -> web.StreamResp
         transport = request.transport
         sock = transport.get_extra_info("socket") if transport is not None else None
         if sock is not None and transport.get_extra_info("sslcontext") is None:
-            await _send_files(transport, sock.fileno(), [(o[1], o[2].st_size) if o else (-1, 0) for o in opened],
+            await _send_files(transport, sock.fileno(), [(o[0], o[1].st_size) if o else (-1, 0) for o in opened],
                               cfg.body_stall)
             await resp.write_eof()
             return resp
@@ -288,7 +327,7 @@ async def _batch(request: web.Request, cfg: _Config, ids: str) -> web.StreamResp
             if o is None:
                 await resp.write(struct.pack("<Q", BATCH_ABSENT))
                 continue
-            size = o[2].st_size
+            size = o[1].st_size
             sent = 0
             while True:  # pieces of at most SMALL_FILE bytes, the first one after the size
                 n = min(size - sent, SMALL_FILE)
@@ -297,7 +336,7 @@ async def _batch(request: web.Request, cfg: _Config, ids: str) -> web.StreamResp
                 if head:
                     struct.pack_into("<Q", buf, 0, size)
                 try:
-                    got = os.readv(o[1], [memoryview(buf)[head:]]) if n else 0
+                    got = os.readv(o[0], [memoryview(buf)[head:]]) if n else 0
                 except OSError:
                     got = -1
                 if got != n:  # shrunk since it was opened: the framing cannot be kept
@@ -311,7 +350,7 @@ async def _batch(request: web.Request, cfg: _Config, ids: str) -> web.StreamResp
     finally:
         for o in opened:
             if o is not None:
-                os.close(o[1])
+                os.close(o[0])
 
 
 def _unsent(sock_fd: int) -> int:
