@@ -785,3 +785,38 @@ def test_requests_made_before_a_server_was_found_silent_fail_with_it():
     finally:
         client.close()
         lst.close()
+
+
+def test_requests_waiting_to_retry_fail_with_a_server_found_unreachable(tmp_path):
+    """A refused connection is retried after a backoff: the requests waiting for their next attempt
+    when another one to the same server fails for good fail at once, and the client goes on
+    retrying other requests (its queue of retries is the one the transfer thread reads)."""
+    from pycatar.httpclient import HTTPClient, HTTPOptions, RemoteUnavailable
+
+    gone = socket.socket()
+    gone.bind(("127.0.0.1", 0))
+    port = gone.getsockname()[1]
+    gone.close()  # nothing listens there: each attempt is refused at once
+    client = HTTPClient(HTTPOptions(concurrency=1, retries=1, backoff=0.2))
+    try:
+        early = [client.start(f"http://127.0.0.1:{port}/c{i}", 100) for i in range(6)]
+        errors = []
+        for i, t in enumerate(early):
+            with pytest.raises(RemoteUnavailable) as e:
+                client.get(f"http://127.0.0.1:{port}/c{i}", 100, started=t)
+            errors.append(str(e.value))
+        # one request fails for good (the first whose backoff ends), the others waiting with it
+        assert sum("cannot connect: connection refused (after 2 attempts)" in e for e in errors) == 1, errors
+        assert sum("given up" in e for e in errors) == 5, errors
+        time.sleep(0.6)  # past every backoff
+        # and retries still happen: the first answer is a 500, the second the file
+        (tmp_path / "f").write_bytes(b"still here")
+        with StaticServer(tmp_path, fault="500", fail=lambda path, n: n == 0) as srv:
+            got: list = []
+            waiter = threading.Thread(target=lambda: got.append(client.get(srv.url + "f", 4096)), daemon=True)
+            waiter.start()
+            waiter.join(15)
+            assert got == [b"still here"], "the retry never came"
+            assert srv.log == [("GET", "/f"), ("GET", "/f")]
+    finally:
+        client.close()

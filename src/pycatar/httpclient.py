@@ -308,10 +308,11 @@ class _Loop:
         after the other (an extraction with 64 chunks asked for ahead: minutes per slot before the
         first error).  Requests made later get attempts of their own (a mount outlives an outage)."""
         self.down[_server(t.url)] = (time.monotonic(), _describe(t.error[0], t.error[1], t.os_errno))
-        due = [d for d in self.delayed if self._given_up(d[2])]
+        delayed = self.delayed  # (changed in place: the transfer loop holds it)
+        due = [d for d in delayed if self._given_up(d[2])]
         if due:
-            self.delayed = [d for d in self.delayed if d[2].failure is None]
-            heapq.heapify(self.delayed)
+            delayed[:] = [d for d in delayed if d[2].failure is None]
+            heapq.heapify(delayed)
             for d in due:
                 d[2].done.release()
 
