@@ -18,12 +18,13 @@ history.  Generated inputs (the blobs, the 1 M-entry archive) are kept in ``--ca
 The lower bound of a case is the best wall time any program could reach here: the interpreter's
 start-up plus the work the case cannot avoid, measured on one core and spread perfectly over every
 core, counting each core for what it gives when all work at once (:func:`parallel_capacity`: two
-vCPUs of a virtual machine may do 1.6 times the work of one, not 2).  That work is the chunk work (cutting, hashing and compressing every chunk for a make;
-reading, decompressing and verifying every chunk for an extraction: the same C libraries both tools
-call, timed from Python on one thread) plus the file system work (benchmarks/floor.c, timed in C on
-one core: reading the tree and storing the chunk files for a make, creating the tree with a
-temporary name, payload, mode and mtime per file for an extraction).  ``--dir`` chooses where
-outputs go (default: a new directory in $TMPDIR, ext4 here).
+vCPUs of a virtual machine may do 1.6 times the work of one, not 2).  That work is the chunk work
+(cutting, hashing and compressing every chunk for a make; reading, decompressing and verifying
+every chunk for an extraction: the same C libraries both tools call, timed from Python on one
+thread) plus the file system work (benchmarks/floor.c, timed in C on one core: reading the tree
+and storing the chunk files for a make, creating the tree with a temporary name, payload, mode and
+mtime per file for an extraction).  ``--dir`` chooses where outputs go (default: a new directory in
+$TMPDIR, ext4 here).
 """
 
 from __future__ import annotations
@@ -306,8 +307,8 @@ def parallel_capacity(cores: int) -> float:
             th.join()
         return time.perf_counter() - t
 
-    one = min(timed(1) for _ in range(3))
-    together = min(timed(cores) for _ in range(3))
+    one = _best(lambda: timed(1))
+    together = _best(lambda: timed(cores))
     return max(1.0, min(float(cores), cores * one / together))
 
 

@@ -984,10 +984,7 @@ class IndexStream(io.RawIOBase):
         try:
             data = self.source.fetch(ref)
         except BaseException as e:
-            with self._lock:
-                if self._inflight.get(ref.index) is fut:
-                    del self._inflight[ref.index]
-            fut.set_exception(e)
+            self._failed(ref, fut, e)
             raise
         with self._lock:
             if self._inflight.get(ref.index) is fut:
@@ -1020,13 +1017,18 @@ class IndexStream(io.RawIOBase):
                         raise batch_error
                     f.set_result(self.source.fetch(r))
                 except BaseException as e:  # noqa: BLE001 - the reader that waits for it sees it
-                    with self._lock:
-                        if self._inflight.get(r.index) is f:
-                            del self._inflight[r.index]
-                    f.set_exception(e)
+                    self._failed(r, f, e)
             return
         for (_, f), data in zip(wanted, datas):
             f.set_result(data)
+
+    def _failed(self, ref: ChunkRef, fut: Future, error: BaseException) -> None:
+        """A fetch of ``ref`` failed: whoever waits for ``fut`` gets ``error``; the chunk leaves
+        ``_inflight``, so that a later reader fetches it again."""
+        with self._lock:
+            if self._inflight.get(ref.index) is fut:
+                del self._inflight[ref.index]
+        fut.set_exception(error)
 
     def _store(self, idx: int, data: bytes) -> None:
         cache = self._cache

@@ -58,8 +58,8 @@ F = Flag
 
 class B:
     """The :class:`Flag` bits as plain ints, for hot paths (arithmetic on IntFlag members is slow:
-    the sets below are made of these, each made a :class:`Flag` once, which saves 2-3 ms of every
-    start-up)."""
+    the sets below are made of these, each made a :class:`Flag` once: 131 IntFlag operations took
+    most of this module's import)."""
 
 
 for _f in Flag:
