@@ -457,6 +457,32 @@ def test_index_stream_prefetches_in_batches(tmp_path):
     assert len(shared) > 1
 
 
+def test_blob_extraction_fetches_half_a_mebibyte_per_job(tmp_path):
+    """A blob's chunks go to the pool about 512 KiB a job (the GIL is handed over three times a job,
+    a 64 KiB chunk a job cost a quarter of the CPU), and come out in order, byte for byte."""
+    import random
+
+    from pycatar.blob import ChunkSource, StoreSource
+
+    data = random.Random(10).randbytes(6 << 20)
+    (tmp_path / "b").write_bytes(data)
+    make_blob_index(tmp_path / "b", tmp_path / "o.caibx", tmp_path / "S")
+    jobs: list[int] = []
+
+    class Counting(StoreSource):
+        def fetch_many(self, refs):
+            jobs.append(sum(r.size for r in refs))
+            return super().fetch_many(refs)
+
+    src = Counting(StoreSet([tmp_path / "S"]))
+    assert isinstance(src, ChunkSource)
+    extract_blob(tmp_path / "o.caibx", tmp_path / "out", None, source=src, threads=2)
+    assert (tmp_path / "out").read_bytes() == data
+    assert sum(jobs) == len(data)
+    assert all(n >= 512 << 10 for n in jobs[:-1]), jobs
+    assert len(jobs) <= len(data) // (512 << 10) + 1
+
+
 def test_index_stream_closes_without_asking_a_failing_source_again(tmp_path):
     """Once the reader gave up (the stream closes), a prefetch batch that failed does not go on to
     ask the source for each of its chunks one by one: with an unreachable server each would wait for
