@@ -7,7 +7,8 @@
     python3 benchmarks/bench.py --quick --repeat 1      # tiny data, for a smoke test
 
 Each case runs its two sides (casync and pycatar, or two sizes for the memory case) alternately
-``--repeat`` times (A first in odd rounds, B first in even ones) and reports for each side the median
+``--repeat`` times (A first in odd rounds, B first in even ones; with ``--baseline`` three sides, each
+in each place in turn) and reports for each side the median
 wall time with its spread (min-max), the median CPU time (user + system) and the peak resident memory
 (from the kernel's rusage of the child), and the ratio of the medians B/A (< 1: pycatar is faster).
 Every run writes outputs of its own (a new store, a new directory); nothing is deleted until the end,
@@ -427,6 +428,14 @@ def cases(tmp: str, cache: str, quick: bool, floor: Floor) -> list[Case]:
     ]
 
 
+def _order(sides: int, run: int) -> list[int]:
+    """The order of the sides in round ``run``: each side takes each place in turn (A B C, B C A,
+    C A B...), so that none always runs right after another side's run (whose dirty pages and new
+    inodes the file system is still busy with).  With a side always in the middle, the same code as
+    the baseline measured 1.3-1.5 times slower for the /usr/include extraction, twice."""
+    return [(run + i) % sides for i in range(sides)]
+
+
 def bench(case: Case, repeat: int, baseline: str | None = None) -> Result:
     """``baseline``: a PYTHONPATH whose pycatar runs as a third side, in the same rounds (before/after)."""
     for output, argv in case.prepare:
@@ -435,8 +444,7 @@ def bench(case: Case, repeat: int, baseline: str | None = None) -> Result:
     sides = 3 if baseline is not None and case.a[0] == "casync" else 2
     times, cpu, rss = ([], [], []), ([], [], []), [0.0, 0.0, 0.0]
     for run in range(repeat):
-        order = list(range(sides))
-        for side in (order if run % 2 == 0 else order[::-1]):
+        for side in _order(sides, run):
             tag = f"{run}base" if side == 2 else str(run)  # outputs of their own
             argv = [a.replace("{run}", tag) for a in (case.a, case.b, case.b)[side][1]]
             wall, peak, used = run_measured(argv, baseline if side == 2 else None)

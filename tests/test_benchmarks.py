@@ -42,6 +42,22 @@ def test_harness_runs_on_tiny_data(casync, tmp_path):
     assert len(rows) == len(KEYS) - 1 and all(float(r[2]) > 0 and float(r[3].split()[0]) > 0 for r in rows)
 
 
+def test_sides_take_every_place_in_turn():
+    """Two sides alternate; with a baseline, each of the three sides runs first, second and last once
+    every three rounds (a side always in the middle measured slower: it always ran just after
+    another side's extraction)."""
+    sys.path.insert(0, os.path.join(HERE, "benchmarks"))
+    try:
+        from bench import _order
+    finally:
+        sys.path.pop(0)
+    assert [_order(2, r) for r in range(4)] == [[0, 1], [1, 0], [0, 1], [1, 0]]
+    rounds = [_order(3, r) for r in range(3)]
+    assert all(sorted(o) == [0, 1, 2] for o in rounds)
+    for place in range(3):
+        assert sorted(o[place] for o in rounds) == [0, 1, 2]
+
+
 def test_network_harness_runs_on_tiny_data(casync, tmp_path):
     """benchmarks/network.py: casync and pycatar through pycatar serve (with an injected delay, for a
     blob and for one whose chunks repeat, and on plain loopback), then pycatar from the local store,
