@@ -7,10 +7,10 @@
     python3 benchmarks/bench.py --quick --repeat 1      # tiny data, for a smoke test
 
 Each case runs its two sides (casync and pycatar, or two sizes for the memory case) alternately
-``--repeat`` times (A first in odd rounds, B first in even ones; with ``--baseline`` three sides, each
-in each place in turn) and reports for each side the median
-wall time with its spread (min-max), the median CPU time (user + system) and the peak resident memory
-(from the kernel's rusage of the child), and the ratio of the medians B/A (< 1: pycatar is faster).
+``--repeat`` times (A first in odd rounds, B first in even ones; with ``--baseline``, three sides, each
+taking each place in turn) and reports for each side the median wall time with its spread (min-max),
+the median CPU time (user + system) and the peak resident memory (from the kernel's rusage of the
+child), and the ratio of the medians B/A (< 1: pycatar is faster).
 Every run writes outputs of its own (a new store, a new directory); nothing is deleted until the end,
 because on ext4 creating files right after deleting many makes the kernel's inode allocator skip
 every recently freed inode, which slows *both* tools by an amount that depends on the file system's

@@ -52,8 +52,8 @@ MAX_PENDING_JOBS = 1024
 #: a local store's new chunks go to the pool in jobs of about this many bytes (compression and chunk
 #: files): small enough that the workers finish together at the end of a stream
 STORE_BATCH_BYTES = 1 << 20
-#: fetch_chunks hands a local source's chunks to the pool together, up to this many bytes / chunks (with
-#: 64 KiB jobs, a 192 MiB blob's extraction spent a quarter of its CPU handing the GIL over and queueing)
+#: fetch_chunks hands a source's chunks to the pool together, up to this many bytes / chunks (with 64 KiB
+#: jobs, a 192 MiB blob's extraction spent a quarter of its CPU handing the GIL over and queueing)
 FETCH_BATCH_BYTES = 512 << 10
 FETCH_BATCH_CHUNKS = 64
 #: chunks requested ahead of the one being written, at most, from a source that sends requests
