@@ -44,8 +44,7 @@ def test_harness_runs_on_tiny_data(casync, tmp_path):
 
 def test_sides_take_every_place_in_turn():
     """Two sides alternate; with a baseline, each of the three sides runs first, second and last once
-    every three rounds (a side always in the middle measured slower: it always ran just after
-    another side's extraction)."""
+    every three rounds (no side always runs just after another side's extraction)."""
     sys.path.insert(0, os.path.join(HERE, "benchmarks"))
     try:
         from bench import _order
