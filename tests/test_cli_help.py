@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 
@@ -43,12 +44,67 @@ def test_global_help_lists_every_verb():
         assert callable(verb_handler(verb)), verb
 
 
-def test_bash_completion_offers_verbs_then_files(tmp_path):
-    env = {"_PYCATAR_COMPLETE": "bash_complete", "COMP_WORDS": "pycatar --store=x ma", "COMP_CWORD": "2"}
-    assert pycatar(env=env).stdout.split() == ["plain,make"]
-    env = {"_PYCATAR_COMPLETE": "bash_complete", "COMP_WORDS": "pycatar li", "COMP_CWORD": "1"}
-    assert sorted(pycatar(env=env).stdout.split()) == ["plain,list", "plain,list-chunks"]
-    env = {"_PYCATAR_COMPLETE": "bash_complete", "COMP_WORDS": "pycatar extract x", "COMP_CWORD": "2"}
-    assert pycatar(env=env).stdout.split() == ["file,x"]
+def _bash_complete(tmp_path, line: str) -> list[str]:
+    """What bash offers for the last word of ``line`` (an empty last word: after a space), through the
+    script ``_PYCATAR_COMPLETE=bash_source`` prints, run by the real bash with its own word splitting."""
+    shim = tmp_path / "bin" / "pycatar"
+    shim.parent.mkdir(exist_ok=True)
+    shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m pycatar "$@"\n')
+    shim.chmod(0o755)
+    script = pycatar(env={"_PYCATAR_COMPLETE": "bash_source"}).stdout
+    driver = (f"{script}\n"
+              f"COMP_LINE={shlex.quote(line)}; COMP_POINT=${{#COMP_LINE}}\n"
+              # the words as bash's completion splits them: = is a word of its own (COMP_WORDBREAKS)
+              "read -ra COMP_WORDS <<< \"${COMP_LINE//=/ = }\"\n"
+              "[[ $COMP_LINE == *' ' ]] && COMP_WORDS+=('')\n"
+              "COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))\n"
+              "_pycatar_complete pycatar\n"
+              "printf '%s\\n' \"${COMPREPLY[@]}\"\n")
+    env = dict(os.environ, PATH=f"{shim.parent}:{os.environ['PATH']}")
+    p = subprocess.run(["bash", "-c", driver], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert p.returncode == 0, p.stderr
+    return sorted(w for w in p.stdout.split("\n") if w)
+
+
+def test_bash_completion_offers_verbs_options_then_files(tmp_path):
+    (tmp_path / "x.caidx").write_bytes(b"")
+    (tmp_path / "xdir").mkdir()
+    assert _bash_complete(tmp_path, "pycatar --store=x ma") == ["make"]
+    assert _bash_complete(tmp_path, "pycatar --store x ma") == ["make"]
+    assert _bash_complete(tmp_path, "pycatar li") == ["list", "list-chunks"]
+    assert _bash_complete(tmp_path, "pycatar -v --with=uid m") == ["make", "mount", "mtree"]
+    assert _bash_complete(tmp_path, "pycatar --seed-o") == ["--seed-output"]
+    assert _bash_complete(tmp_path, "pycatar extract x") == ["x.caidx", "xdir"]
+    assert _bash_complete(tmp_path, "pycatar --store=x") == ["x.caidx", "xdir"]
+    assert _bash_complete(tmp_path, "pycatar --store ") == ["bin", "x.caidx", "xdir"]
+    assert _bash_complete(tmp_path, "pycatar list --recursive=no x.") == ["x.caidx"]
+
+
+def test_zsh_completion_script_names_its_function():
     p = pycatar(env={"_PYCATAR_COMPLETE": "zsh_source"})
-    assert p.returncode == 0 and "compdef" in p.stdout
+    assert p.returncode == 0 and "compdef _pycatar pycatar" in p.stdout
+    p = pycatar(env={"_PYCATAR_COMPLETE": "fish_source"})
+    assert p.returncode == 1 and "unknown mode" in p.stderr
+
+
+def test_options_stand_anywhere_as_getopt_permutes_them():
+    from pycatar.cli.main import parse
+
+    v = parse(["-vn", "list", "--store", "s1", "x.caidx", "--extra-store=s2", "--extra-store", "s3", "--", "-y"])
+    assert v["verbose"] and v["dry_run"] and v["store"] == "s1"
+    assert v["extra_store"] == ["s2", "s3"]
+    assert v["args"] == ["list", "x.caidx", "-y"]
+    assert v["seed_output"] is None and v["json"] is False
+    assert parse(["-l", "debug", "make", "-"])["log_level"] == "debug"
+    assert parse(["-ldebug", "make", "-"])["args"] == ["make", "-"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["list", "--store"], "option '--store' requires an argument"),
+    (["--sto=x", "list"], "unrecognized option '--sto'"),  # no abbreviations: an option is named in full
+    (["list", "-q"], "unrecognized option '-q'"),
+])
+def test_a_bad_option_is_one_line_and_status_2(args, message):
+    p = pycatar(*args)
+    assert p.returncode == 2
+    assert p.stderr == message + "\n"

@@ -115,18 +115,18 @@ _SERVE_ONLY = (("index_dir", "--index-dir="), ("listen", "--listen="), ("writabl
                ("tls_cert", "--tls-cert="), ("tls_key", "--tls-key="))
 
 
-def apply_format_options(opts: Options, meta: dict, verb: str, exclude_nodump, exclude_file) -> None:
-    """--reproducible, --owner=, --group=, --input-format=, --output-format= (pycatar's own), from
-    ``meta`` (where the command keeps them)."""
-    opts.reproducible = bool(meta.get("pycatar.reproducible"))
+def apply_format_options(opts: Options, values: dict, verb: str) -> None:
+    """--reproducible, --owner=, --group=, --input-format=, --output-format= (pycatar's own), from the
+    parsed command line ``values``."""
+    opts.reproducible = bool(values["reproducible"])
     for name in ("owner", "group"):
-        value = meta.get(f"pycatar.{name}")
+        value = values[name]
         if value is not None:
             if not value.isdigit() or int(value) > 0xFFFFFFFF:
                 raise UsageError(f"Failed to parse --{name}= parameter: {value} (a numeric id is expected)")
             setattr(opts, name, int(value))
     for name in ("input_format", "output_format"):
-        value = meta.get(f"pycatar.{name}")
+        value = values[name]
         if value is not None and value != "tar":
             raise UsageError(f"Failed to parse --{name.replace('_', '-')}= parameter: {value} (supported: tar)")
         setattr(opts, name, value)
@@ -134,7 +134,7 @@ def apply_format_options(opts: Options, meta: dict, verb: str, exclude_nodump, e
         if getattr(opts, name) not in (None, False) and verb != "make":
             raise UsageError(f'{option} applies to the "make" verb only.')
     for name, option in _SERVE_ONLY:
-        value = meta.get(f"pycatar.{name}")
+        value = values[name]
         if value not in (None, False) and verb != "serve":
             raise UsageError(f'{option} applies to the "serve" verb only.')
         setattr(opts, name, bool(value) if name == "writable" else value)
@@ -142,29 +142,29 @@ def apply_format_options(opts: Options, meta: dict, verb: str, exclude_nodump, e
         raise UsageError('--output-format= applies to the "extract" verb only.')
     if opts.reproducible or opts.input_format:
         # a reproducible archive holds the whole tree (REPRO-6); a tar has nothing to exclude (TAR-3)
-        if exclude_nodump is None:
+        if values["exclude_nodump"] is None:
             opts.exclude_nodump = False
-        if exclude_file is None:
+        if values["exclude_file"] is None:
             opts.exclude_file = False
     if opts.input_format and (opts.exclude_nodump or opts.exclude_file or opts.exclude_submounts):
         raise UsageError("--exclude-nodump=, --exclude-file= and --exclude-submounts= apply to directories, "
                          "not to tar input.")
 
 
-def apply_network_options(opts: Options, meta: dict) -> None:
+def apply_network_options(opts: Options, values: dict) -> None:
     """--chunk-cache=, --concurrency=, --http-timeout=, --http-retries=, --http-auth=, --ca-cert=,
     --client-cert=, --client-key= (pycatar's own)."""
-    opts.chunk_cache = meta.get("pycatar.chunk_cache")
-    opts.repair = bool(meta.get("pycatar.repair"))
-    opts.progress = not meta.get("pycatar.no_progress")
-    opts.foreground = bool(meta.get("pycatar.foreground"))
+    opts.chunk_cache = values["chunk_cache"]
+    opts.repair = bool(values["repair"])
+    opts.progress = not values["no_progress"]
+    opts.foreground = bool(values["foreground"])
     for name, key, low in (("concurrency", "concurrency", 1), ("http_retries", "retries", 0)):
-        value = meta.get(f"pycatar.{name}")
+        value = values[name]
         if value is not None:
             if not value.isdigit() or not low <= int(value) <= 1024:
                 raise UsageError(f"Failed to parse --{name.replace('_', '-')}= parameter: {value}")
             opts.http[key] = int(value)
-    value = meta.get("pycatar.http_timeout")
+    value = values["http_timeout"]
     if value is not None:
         try:
             t = float(value)
@@ -175,19 +175,19 @@ def apply_network_options(opts: Options, meta: dict) -> None:
         opts.http["timeout"] = opts.http["connect_timeout"] = t
     for name, key in (("http_auth", "auth"), ("ca_cert", "ca_file"), ("client_cert", "client_cert"),
                       ("client_key", "client_key")):
-        value = meta.get(f"pycatar.{name}")
+        value = values[name]
         if value is not None:
             opts.http[key] = value
 
 
-def apply_objstore_options(opts: Options, meta: dict) -> None:
+def apply_objstore_options(opts: Options, values: dict) -> None:
     """--grace=, --key=, --verify-key=, --allowed-signers= (pycatar's own)."""
-    value = meta.get("pycatar.grace")
+    value = values["grace"]
     if value is not None:
         opts.grace = parse_duration(value, "--grace")
-    opts.sign_key = meta.get("pycatar.key")
-    opts.verify_key = meta.get("pycatar.verify_key")
-    opts.allowed_signers = meta.get("pycatar.allowed_signers")
+    opts.sign_key = values["key"]
+    opts.verify_key = values["verify_key"]
+    opts.allowed_signers = values["allowed_signers"]
     if opts.verify_key and opts.allowed_signers:
         raise UsageError("--verify-key= and --allowed-signers= cannot be combined; give one.")
 
