@@ -489,3 +489,32 @@ def test_mount_through_pycatar_serve_and_the_server_dying(fuse, full, run_casync
     with PycatarServe(tmp_path / "serve2.log", f"--store={full['S']}", f"--index-dir={web}") as srv2:
         with mounted(tmp_path, f"--store={srv2.url}", f"{srv2.url}tree.caidx", name="mnt2") as (mnt, _log):
             assert run_casync("mtree", mnt).stdout == run_casync("mtree", full["tree"]).stdout
+
+
+@pytest.mark.parametrize("code, ends_cleanly", [(errno.ECONNABORTED, True), (errno.EIO, False)])
+def test_an_aborted_connection_ends_the_mount_like_an_unmount(fuse, code, ends_cleanly):
+    """The kernel may end a session with ECONNABORTED instead of ENODEV (an aborted connection:
+    umount -f, fusectl, once in a CI run at a plain unmount). pyfuse3 raises it; serve() takes it as
+    the end of the file system, closes the session and returns. Any other error still propagates."""
+    import trio
+
+    from pycatar.mount import Mount
+
+    closed = []
+
+    class Session:  # pyfuse3, as far as serve() uses it
+        async def main(self):
+            raise OSError(code, f"fuse_session_receive_buf failed with {os.strerror(code)}")
+
+        def close(self, unmount):
+            closed.append(unmount)
+
+    m = Mount.__new__(Mount)
+    m.pyfuse3, m.trio = Session(), trio
+    if ends_cleanly:
+        m.serve(signals=False)
+    else:
+        with pytest.raises(OSError) as e:
+            m.serve(signals=False)
+        assert e.value.errno == code
+    assert closed == [True]

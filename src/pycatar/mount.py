@@ -457,7 +457,14 @@ class Mount:
             async with trio.open_nursery() as nursery:
                 if signals:
                     nursery.start_soon(stop_on_signal)
-                await pyfuse3.main()
+                try:
+                    await pyfuse3.main()
+                except OSError as e:
+                    # the kernel aborted the connection (umount -f, fusectl's abort, or now and then
+                    # at an unmount): the file system is gone, as at the ENODEV of a plain unmount
+                    if e.errno != errno.ECONNABORTED:
+                        raise
+                    log.info("the kernel ended the FUSE connection: %s", e)
                 nursery.cancel_scope.cancel()
 
         async def stop_on_signal():
