@@ -6,6 +6,7 @@ give exactly the source (byte compare for blobs, ``casync mtree`` for trees)."""
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import random
@@ -503,7 +504,7 @@ def test_small_repeated_chunks_kept_in_memory_within_a_bound(casync, tmp_path, m
     """One-byte chunks (casync --chunk-size=1:1:1): 256 distinct ones repeated all over.  The first
     occurrence of each comes from the store; the others from the copy obtained (in memory up to the
     bound, 100 bytes here; read back from the output or spill file beyond it), each accounted once."""
-    monkeypatch.setattr(assembly, "SMALL_REPEATS_BYTES", 100)
+    monkeypatch.setattr(assembly, "REPEATS_MEMORY_BYTES", 100)
     rnd = random.Random(5)
     if kind == "blob":
         data = rnd.randbytes(8192)
@@ -531,4 +532,44 @@ def test_small_repeated_chunks_kept_in_memory_within_a_bound(casync, tmp_path, m
     assert zeros and sources["null"]["chunks"] == zeros
     assert sources["store"]["chunks"] == len(set(ids)) - 1
     assert sources["self"]["chunks"] == len(ids) - len(set(ids)) - (zeros - 1) > 1000
-    assert made[0]._small_bytes == 100  # the bound: 100 of the 256 one-byte chunks
+    assert made[0]._kept_bytes == 100  # the bound: 100 of the 256 one-byte chunks
+
+
+@pytest.mark.parametrize("kind", ["blob", "tree"])
+def test_large_repeated_chunks_of_a_tree_are_kept_in_memory(casync, tmp_path, monkeypatch, kind):
+    """SEED-7 for chunks of the usual sizes: three copies of a 300 KB file repeat its chunks.  A tree
+    keeps each repeated chunk in memory once obtained (no spill file); a blob written to a file does
+    not (a later occurrence is read back from the output, where it can be cloned from)."""
+    data = random.Random(8).randbytes(300_000)
+    if kind == "blob":
+        (tmp_path / "src").write_bytes(data * 3)
+    else:
+        (tmp_path / "src").mkdir()
+        for name in "abc":
+            (tmp_path / "src" / name).write_bytes(data)
+    name = tmp_path / ("x.caibx" if kind == "blob" else "x.caidx")
+    subprocess.run([casync, "make", f"--store={tmp_path / 'S'}", str(name), str(tmp_path / "src")],
+                   check=True, capture_output=True)
+    with IndexReader(str(name)) as r:
+        refs = list(r.chunks())
+    counts = collections.Counter(c.id for c in refs)
+    repeated = {c.id: c.size for c in refs if counts[c.id] > 1}
+    assert len(repeated) >= 3 and min(repeated.values()) >= 16384
+    made = []
+    real_open = assembly.Assembler.open
+    monkeypatch.setattr(assembly.Assembler, "open", lambda *a, **kw: made.append(real_open(*a, **kw)) or made[-1])
+    if kind == "blob":
+        summary = assembly.extract_blob(str(name), str(tmp_path / "out"), [str(tmp_path / "S")], threads=2)
+        assert (tmp_path / "out").read_bytes() == data * 3
+    else:
+        _, summary = assembly.extract_tree(str(name), str(tmp_path / "out"), [str(tmp_path / "S")], threads=2)
+        for f in "abc":
+            assert (tmp_path / "out" / f).read_bytes() == data
+    sources = summary.as_dict()["sources"]
+    assert sources["store"]["chunks"] == len(counts)
+    assert sources["self"]["chunks"] == len(refs) - len(counts)
+    if kind == "tree":
+        assert made[0]._kept_bytes == sum(repeated.values())
+        assert made[0]._spill._f is None  # nothing was spilled
+    else:
+        assert made[0]._kept_bytes == 0

@@ -42,9 +42,10 @@ from .store import StoreSet, as_store_set
 SOURCES = ("null", "self", "file", "directory", "index", "store")
 #: chunks smaller than this (a file system block) are copied, never cloned from where they were found
 CLONE_MIN = 4096
-#: repeated chunks smaller than CLONE_MIN are kept in memory once obtained, up to this many bytes in
-#: all: a later occurrence then costs a lookup, not a read back and a digest (SEED-7)
-SMALL_REPEATS_BYTES = 8 << 20
+#: repeated chunks are kept in memory once obtained, up to this many bytes in all: a later occurrence
+#: then costs a lookup, not a read back and a digest (SEED-7).  For a blob written to a file, only
+#: chunks smaller than CLONE_MIN: a larger one is read back from the output, to be cloned from it.
+REPEATS_MEMORY_BYTES = 32 << 20
 #: seed kinds casync calls "local seed" in its summary
 LOCAL_SEED_KINDS = ("file", "directory", "index")
 
@@ -331,8 +332,8 @@ class Assembler(ChunkSource):
         #: the self seed's chunks: ids occurring more than once in the target (set by open())
         self._repeats: NeededChunks | None = None
         self._self_loc: dict[bytes, int] = {}
-        self._small: dict[bytes, bytes] = {}  # small repeated chunks, verified (SMALL_REPEATS_BYTES)
-        self._small_bytes = 0
+        self._kept: dict[bytes, bytes] = {}  # repeated chunks, verified (REPEATS_MEMORY_BYTES)
+        self._kept_bytes = 0
         self._inflight: dict[bytes, Future] = {}
         self._spill = _Spill(spill_dir)
         self._readback: int | None = None  # descriptor on the blob being written
@@ -485,10 +486,10 @@ class Assembler(ChunkSource):
         not repeated, in no seed) are read from the stores a batch at a time."""
         out: list = [None] * len(refs)
         plain = []
-        small, kept, kept_bytes = self._small, 0, 0
+        in_memory, kept, kept_bytes = self._kept, 0, 0
         for i, ref in enumerate(refs):
             cid, size = ref.id, ref.size
-            data = small.get(cid)  # (a repeated chunk obtained before: no lock for a dict lookup)
+            data = in_memory.get(cid)  # (a repeated chunk obtained before: no lock for a dict lookup)
             if data is not None:
                 out[i] = data
                 kept += 1
@@ -556,7 +557,7 @@ class Assembler(ChunkSource):
         cid, size = ref.id, ref.size
         owner = False
         with self._lock:
-            data = self._small.get(cid)
+            data = self._kept.get(cid)
             loc = self._self_loc.get(cid)
             fut = None
             if data is None and loc is None:
@@ -591,10 +592,11 @@ class Assembler(ChunkSource):
             fut.set_exception(e)
             raise
         fut.set_result(data)
-        if size < CLONE_MIN and self._small_bytes + size <= SMALL_REPEATS_BYTES:
+        if ((size < CLONE_MIN or self._readback is None)
+                and self._kept_bytes + size <= REPEATS_MEMORY_BYTES):
             with self._lock:
-                self._small[cid] = bytes(data)
-                self._small_bytes += size
+                self._kept[cid] = bytes(data)
+                self._kept_bytes += size
         if self._readback is None:  # trees and pipes: keep one copy in the spill file
             off = self._spill.put(data)
             with self._lock:
