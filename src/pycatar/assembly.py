@@ -23,12 +23,11 @@ from __future__ import annotations
 import hashlib
 import os
 import stat as st
-import tempfile
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from . import digest as _digest
 from .blob import ChunkSource, IndexStream, default_threads, is_zero
@@ -273,6 +272,8 @@ class _Spill:
     def put(self, data) -> int:
         with self._lock:
             if self._f is None:
+                import tempfile  # only once 32 MiB of repeated chunks are kept: 3-4 ms of every start
+
                 try:
                     self._f = tempfile.TemporaryFile(dir=self._dir, prefix="pycatar-self-")
                 except OSError as e:
@@ -592,15 +593,17 @@ class Assembler(ChunkSource):
             fut.set_exception(e)
             raise
         fut.set_result(data)
-        if ((size < CLONE_MIN or self._readback is None)
-                and self._kept_bytes + size <= REPEATS_MEMORY_BYTES):
+        kept = ((size < CLONE_MIN or self._readback is None)
+                and self._kept_bytes + size <= REPEATS_MEMORY_BYTES)
+        if kept:
             with self._lock:
                 self._kept[cid] = bytes(data)
                 self._kept_bytes += size
-        if self._readback is None:  # trees and pipes: keep one copy in the spill file
-            off = self._spill.put(data)
+        if self._readback is None:  # trees and pipes: beyond the memory bound, a copy in the spill file
+            off = None if kept else self._spill.put(data)
             with self._lock:
-                self._self_loc[cid] = off
+                if off is not None:
+                    self._self_loc[cid] = off
                 self._inflight.pop(cid, None)
         # blobs: the future stays until write() has put the chunk into the output
         return data
