@@ -196,7 +196,7 @@ def test_temp_name_clash_is_retried(tmp_path, monkeypatch):
             f.write(name)
     catar = str(tmp_path / "a.catar")
     make_archive(catar, src)
-    monkeypatch.setattr(extract_mod.secrets, "randbits", lambda bits: 0)
+    monkeypatch.setattr(extract_mod, "random_tag", lambda nbytes: "00" * nbytes)
     dest = str(tmp_path / "out")
     extract_archive(catar, dest)
     assert sorted(os.listdir(dest)) == [".#b0000000000000001", "b"]

@@ -5,11 +5,11 @@ The library API is :mod:`tarfile`'s: :func:`open` returns a :class:`CatarFile` w
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 __all__ = ["CatarFile", "CatarInfo", "is_catar", "open", "__version__"]
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up); type checkers read it as True
 if TYPE_CHECKING:
     from .api import CatarFile, is_catar, open  # noqa: A004 - as tarfile.open
     from .catarinfo import CatarInfo

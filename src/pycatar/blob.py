@@ -31,7 +31,7 @@ import threading
 from collections import OrderedDict, deque
 from concurrent.futures import CancelledError, Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from . import digest as _digest
 from . import flags as _flags

@@ -20,7 +20,7 @@ import dataclasses
 import os
 import stat as _stat
 from array import array
-from typing import Iterator
+from collections.abc import Iterator
 
 
 from . import _catar

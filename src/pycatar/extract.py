@@ -25,11 +25,10 @@ import errno
 import gc
 import itertools
 import os
-import secrets
 import stat
 import sys
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -37,7 +36,7 @@ from . import fsmeta
 from . import _fileio
 from .entry import Entry, select_subtree
 from .errors import FormatError, PycatarError, UnsupportedError
-from .fileio import Payload, create, temp_name, write_pieces
+from .fileio import Payload, create, random_tag, temp_name, write_pieces
 from .flags import B as F
 from .validate import mtime_ns
 from .flags import (
@@ -246,7 +245,7 @@ class _Batcher:
         self.pool = ThreadPoolExecutor(writers, thread_name_prefix="pycatar-write")
         self.current = _Batch()
         self.inflight: collections.deque[tuple[_Batch, Future | None]] = collections.deque()
-        self.prefix = b"%08x" % secrets.randbits(32)
+        self.prefix = random_tag(4).encode()
         self.counter = itertools.count()
         self.finishing: _Batch | None = None  # the batch whose directories are being finalised
 

@@ -6,7 +6,7 @@ stored as an implicit binary search tree, followed by a tail (spec/catar.md)."""
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from . import format as fmt
 

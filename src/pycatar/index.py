@@ -13,9 +13,8 @@ import functools
 import io
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator
+from collections.abc import Iterator
 
 from . import flags as _flags
 from .errors import FormatError, PycatarError, UsageError
@@ -31,6 +30,10 @@ from .format import (
     TABLE_TAIL,
     RecordType,
 )
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up); type checkers read it as True
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 CHUNK_SIZE_LIMIT_MIN = 1
 CHUNK_SIZE_LIMIT_MAX = 128 * 1024 * 1024
@@ -268,6 +271,8 @@ class IndexReader:
         except (AttributeError, OSError, ValueError):
             pass
         if not seekable:  # a pipe, also one given by name (<(cat x.caibx)): read it once, in order (INDEX-9)
+            import tempfile  # only for a pipe: its import is 3-4 ms of every start (-X importtime)
+
             spool = tempfile.SpooledTemporaryFile(max_size=16 << 20)
             try:
                 while True:
@@ -286,7 +291,7 @@ class IndexReader:
             self._own = True
         self._f = f
         self._fd = None
-        if not isinstance(f, tempfile.SpooledTemporaryFile):
+        if seekable:  # (not the spool, whose file descriptor exists only once it is rolled over)
             try:
                 self._fd = f.fileno()
             except (AttributeError, OSError, ValueError, io.UnsupportedOperation):

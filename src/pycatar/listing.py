@@ -25,7 +25,7 @@ import os
 import stat as _stat
 import time
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from . import _catar
 from . import digest as _digest

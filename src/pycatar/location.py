@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import os
 import re
-from typing import TYPE_CHECKING, BinaryIO, Iterable
+from collections.abc import Iterable
 
 from .errors import PycatarError, UsageError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up); type checkers read it as True
 if TYPE_CHECKING:
+    from typing import BinaryIO
     from .httpclient import HTTPClient, HTTPOptions
     from .store import ChunkStore, StoreSet
 

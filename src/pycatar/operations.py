@@ -19,11 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import shutil
-import tempfile
-import urllib.parse
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
 
 from . import flags
 from . import digest as _digest
@@ -35,12 +31,15 @@ from .location import is_remote as _is_remote_location
 from .sources import open_catar, open_index
 from .store import default_store_for
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up); type checkers read it as True
 if TYPE_CHECKING:
     from .archive import MakeResult
 
 # Imports marked "start-up" are made where they are needed: the tar converter (tarfile), the extractor
 # and the seeding (assembly) cost 60-90 ms of start-up each, the FUSE file system about 200 ms (python3 -X importtime, minimum of 5 runs on
 # the 2-core machine, 2026-12-02) that make and digest, the verbs that load this module most, do not need.
+# So are shutil, tempfile and urllib.parse, which only uploads and mounts of a URL use (11-15 ms of
+# python3 -X importtime on an extraction, 2026-12-03).
 # The encoder (and archive, which writes with it) is imported by make and by the digest of a directory, the
 # chunk stream (blob, index, concurrent.futures) where an index is read or written: the digest of a .catar,
 # a reading verb, loads neither (10-15 ms each of python3 -X importtime, benchmarks/startup.py).
@@ -148,6 +147,8 @@ def make(output, source, *, kind: str = "archive", source_format: str = "directo
 def _make_and_upload(url: str, source, *, kind: str, store, remote: Remote | None, **options) -> MakeResult:
     """An index made into a temporary file, then uploaded (PUT) to ``url`` once its chunks are all
     stored (in ``store``, by default the store next to ``url``)."""
+    import tempfile  # start-up: see the top
+
     if store is None:
         store = default_store_for(url)
     with tempfile.TemporaryDirectory(prefix="pycatar-upload-") as tmp:
@@ -299,6 +300,10 @@ def mount(source: str, mountpoint: str, *, kind: str, stores=None, remote: Remot
     when given) read-only on ``mountpoint``; ``mount_options`` are those of :func:`pycatar.mount.mount`
     (``subpath``, ``foreground``, ``seeds``...).  A URL is fetched whole into a temporary file named
     like its last part, removed once the mount has opened it (in the foreground: once it ends)."""
+    import shutil  # start-up: see the top
+    import tempfile  # start-up: see the top
+    import urllib.parse  # start-up: see the top
+
     from . import mount as fuse_mount  # start-up: see the top
 
     _check("kind", kind, KINDS)

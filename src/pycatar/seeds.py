@@ -29,7 +29,6 @@ import hashlib
 import os
 import stat as st
 import struct
-import tempfile
 import threading
 import time
 from array import array
@@ -311,6 +310,8 @@ class TreeLayout:
             self.root_fd = os.open(root, _O_READ | os.O_DIRECTORY)
         except OSError as e:
             raise SeedError(f"Failed to open {root}: {e.strerror}") from None
+        import tempfile  # only where a directory is indexed: its import is 3-4 ms of every start
+
         try:
             self._spool = tempfile.TemporaryFile(dir=spool_dir, prefix="pycatar-seed-")
         except OSError as e:

@@ -14,12 +14,13 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, BinaryIO
 
 from .errors import PycatarError, UsageError
 from .location import Remote, open_input, shown
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up); type checkers read it as True
 if TYPE_CHECKING:
+    from typing import BinaryIO
     from . import sshsig
     from .decoder import CatarReader
 

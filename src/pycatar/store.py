@@ -17,18 +17,21 @@ import errno
 import itertools
 import os
 import re
-import secrets
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Sequence, TextIO
+from collections.abc import Iterable, Iterator, Sequence
 
 from . import compression as _compression
 from . import digest as _digest
 from ._fileio import read_file, read_files
 from .errors import ChunkError, ChunkMissing, PycatarError, StoreUnavailable, UsageError
-from .fileio import install_new_many
+from .fileio import install_new_many, random_tag
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up); type checkers read it as True
+if TYPE_CHECKING:
+    from typing import TextIO
 
 CHUNK_SUFFIX = ".cacnk"
 DEFAULT_STORE_NAME = "default.castr"
@@ -314,7 +317,7 @@ class LocalStore(ChunkStore):
         # that lock in the kernel spins on a core (4 096 directories by two threads: twice the CPU)
         self._mkdir_lock = threading.Lock()
         # temporary names: a random prefix per store object and a counter (no getrandom per chunk)
-        self._tmp_prefix = secrets.token_hex(4)
+        self._tmp_prefix = random_tag(4)
         self._tmp_counter = itertools.count()
 
     # -- paths

@@ -190,7 +190,10 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> _Parser:
     """The parser of the whole command line: options anywhere (before or after the verb, as getopt
     permutes them), ``--`` ends them; everything else is the verb and its arguments."""
-    p = _Parser(prog="pycatar", add_help=False, allow_abbrev=False)
+    # (a formatter of fixed width: argparse makes one per option added, and each would import shutil
+    # to ask the terminal's width, 5-8 ms of python3 -X importtime; the help is :func:`command_help`)
+    p = _Parser(prog="pycatar", add_help=False, allow_abbrev=False,
+                formatter_class=lambda prog: argparse.HelpFormatter(prog, width=100))
     for o in OPTIONS:
         if o.metavar is None:
             p.add_argument(*o.names, dest=o.key, action="store_true")
