@@ -124,14 +124,21 @@ def test_the_command_line_and_operations_import_at_module_top():
     assert {m: lines for m, lines in inside.items() if lines} == {}
 
 
-#: what a small verb on a local file must not load: the network stack, the writer side, construct
+#: what a small verb on a local file must not load: the network stack, the writer side, construct,
 NOT_AT_START_UP = ("pycatar._curl", "ssl", "aiohttp", "boto3", "botocore", "cryptography", "construct", "pycatar.httpclient",
                    "pycatar.httpstore", "pycatar.s3store", "pycatar.encoder", "pycatar.archive", "pycatar.tarconv",
-                   "pycatar.extract", "pycatar.assembly", "pycatar.mount")
+                   "pycatar.extract", "pycatar.assembly", "pycatar.mount",
+                   # nor what only some uses need (typing: annotations only; the others: uploads, mounts of a
+                   # URL, pipes, temporary names)
+                   "typing", "shutil", "tempfile", "urllib", "secrets")
 
 
 def _imported(args: list[str], cwd) -> set[str]:
-    p = subprocess.run([sys.executable, "-X", "importtime", "-m", "pycatar", *args], cwd=cwd,
+    """The modules ``python3 -m pycatar ARGS`` loads, as a user's interpreter would: without the site
+    hooks of this one (-S: no .pth file runs; a sandbox's imports certifi, and with it typing,
+    tempfile, urllib...), finding modules where this process does (its sys.path as PYTHONPATH)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    p = subprocess.run([sys.executable, "-S", "-X", "importtime", "-m", "pycatar", *args], cwd=cwd, env=env,
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stderr[-2000:]
     return {line.rsplit("|", 1)[1].strip() for line in p.stderr.splitlines()
