@@ -129,8 +129,8 @@ NOT_AT_START_UP = ("pycatar._curl", "ssl", "aiohttp", "boto3", "botocore", "cryp
                    "pycatar.httpstore", "pycatar.s3store", "pycatar.encoder", "pycatar.archive", "pycatar.tarconv",
                    "pycatar.extract", "pycatar.assembly", "pycatar.mount",
                    # nor what only some uses need (typing: annotations only; the others: uploads, mounts of a
-                   # URL, pipes, temporary names)
-                   "typing", "shutil", "tempfile", "urllib", "secrets")
+                   # URL, pipes, temporary names), nor dataclasses and the inspect it loads (pycatar.record)
+                   "typing", "shutil", "tempfile", "urllib", "secrets", "dataclasses", "inspect")
 
 
 def _imported(args: list[str], cwd) -> set[str]:

@@ -358,7 +358,7 @@ static int acl_key_cmp(const acl_key_t *a, const acl_key_t *b) {
 /* ------------------------------------------------------------------ Entry objects */
 
 /* pycatar.entry.Entry's fields, in the order make_entry takes their values; configure() checks them
- * against the class (dataclasses.fields(Entry)), so the two cannot drift apart */
+ * against the class (Entry.__slots__), so the two cannot drift apart */
 static const char *const entry_fields[] = {
     "path", "mode", "feature_flags", "flags", "uid", "gid", "mtime", "user", "group", "xattrs", "acl_user",
     "acl_group", "acl_group_obj", "acl_default", "acl_default_user", "acl_default_group", "selinux", "fcaps",
@@ -368,7 +368,7 @@ static PyTypeObject *entry_type;
 static Py_ssize_t entry_slot[NFIELDS];
 
 /* An Entry with these field values (references stolen; NULL values: an error is set).  Entry is a
- * slotted dataclass whose __init__ only stores its arguments: its slots are filled directly. */
+ * slotted class whose __init__ only stores its arguments: its slots are filled directly. */
 static PyObject *make_entry(PyObject *values[NFIELDS]) {
     PyObject *e = NULL;
     int i;

@@ -718,11 +718,11 @@ class _Run:
 
         stats = _extract(entries(), self.reader.read_payload, parent, feature_flags=self.reader.feature_flags,
                          feature_mask=self.mask, delete=False)
-        for f in dataclasses.fields(ExtractStats):
-            if f.name in ("feature_flags", "replay_flags"):
-                setattr(self.stats, f.name, getattr(stats, f.name))
+        for name in ExtractStats.__slots__:
+            if name in ("feature_flags", "replay_flags"):
+                setattr(self.stats, name, getattr(stats, name))
             else:
-                setattr(self.stats, f.name, getattr(self.stats, f.name) + getattr(stats, f.name))
+                setattr(self.stats, name, getattr(self.stats, name) + getattr(stats, name))
 
 
 class _TreeSource:
@@ -756,7 +756,7 @@ class _TreeSource:
             try:
                 for event, walked, node_token in walker.events():
                     placed = f"{path}/{walked.path}" if walked.path else path
-                    yield event, dataclasses.replace(walked, path=placed), node_token
+                    yield event, walked.replace(path=placed), node_token
             finally:
                 self.covering_flags |= walker.covering_flags
             return

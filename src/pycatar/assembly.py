@@ -26,7 +26,6 @@ import stat as st
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from collections.abc import Callable, Iterable
 
 from . import digest as _digest
@@ -34,6 +33,7 @@ from .blob import ChunkSource, IndexStream, default_threads, is_zero
 from .errors import ChunkError, PycatarError
 from .fileio import install, pread_full, temp_name
 from .index import ChunkRef, IndexReader
+from .record import Record
 from .seeds import DirectorySeed, Seed, SeedCache, SeedError, Target, null_chunk_ids, open_seed
 from .store import StoreSet, as_store_set
 
@@ -68,21 +68,27 @@ def _format_seconds(s: float) -> str:
     return f"{s:.3f}".rstrip("0").rstrip(".") + "s"
 
 
-@dataclass
-class Summary:
+class Summary(Record):
     """Where the chunks of one extraction came from (SEED-10)."""
 
-    sources: dict[str, list[int]] = field(default_factory=lambda: {k: [0, 0] for k in SOURCES})
-    seeds: list[Seed] = field(default_factory=list)
-    reflinked_bytes: int = 0
-    hardlinked_bytes: int = 0
-    hole_bytes: int = 0
-    seeding_seconds: float = 0.0
-    seconds: float = 0.0
-    deferred: bool = False  #: seeds were not chunked: the stores had every chunk
-    reflink: bool = True
-    hardlink: bool = False
-    punch_holes: bool = True
+    __slots__ = ("sources", "seeds", "reflinked_bytes", "hardlinked_bytes", "hole_bytes", "seeding_seconds",
+                 "seconds", "deferred", "reflink", "hardlink", "punch_holes")
+
+    def __init__(self, sources: dict[str, list[int]] | None = None, seeds: list[Seed] | None = None,
+                 reflinked_bytes: int = 0, hardlinked_bytes: int = 0, hole_bytes: int = 0,
+                 seeding_seconds: float = 0.0, seconds: float = 0.0, deferred: bool = False,
+                 reflink: bool = True, hardlink: bool = False, punch_holes: bool = True) -> None:
+        self.sources = {k: [0, 0] for k in SOURCES} if sources is None else sources
+        self.seeds = [] if seeds is None else seeds
+        self.reflinked_bytes = reflinked_bytes
+        self.hardlinked_bytes = hardlinked_bytes
+        self.hole_bytes = hole_bytes
+        self.seeding_seconds = seeding_seconds
+        self.seconds = seconds
+        self.deferred = deferred  # seeds were not chunked: the stores had every chunk
+        self.reflink = reflink
+        self.hardlink = hardlink
+        self.punch_holes = punch_holes
 
     @property
     def chunks(self) -> int:

@@ -30,7 +30,6 @@ import struct
 import threading
 from collections import OrderedDict, deque
 from concurrent.futures import CancelledError, Executor, Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from collections.abc import Iterable, Iterator
 
 from . import digest as _digest
@@ -39,6 +38,7 @@ from .chunker import DEFAULT_CHUNK_SIZES, Chunker
 from .errors import PycatarError
 from .fileio import WRITE_BATCH, AtomicFile, Payload
 from .index import DIGEST_FLAGS, ChunkRef, IndexReader, IndexWriter, blob_index_flags
+from .record import Record
 from .store import ChunkStore, LocalStore, StoreSet, as_store_set
 
 #: size of sequential reads and of the buffers fed to the chunker
@@ -240,13 +240,18 @@ def chunk_stream(
 # --------------------------------------------------------------------------- storing
 
 
-@dataclass
-class ChunkStats:
-    chunks: int = 0           #: chunks in the stream
-    bytes: int = 0            #: bytes in the stream
-    new_chunks: int = 0       #: chunk files written
-    reused_chunks: int = 0    #: chunks already in the store (or earlier in the stream)
-    compressed_bytes: int = 0  #: bytes of chunk files written
+class ChunkStats(Record):
+    """What chunking a stream into a store did."""
+
+    __slots__ = ("chunks", "bytes", "new_chunks", "reused_chunks", "compressed_bytes")
+
+    def __init__(self, chunks: int = 0, bytes: int = 0, new_chunks: int = 0, reused_chunks: int = 0,
+                 compressed_bytes: int = 0) -> None:
+        self.chunks = chunks  # chunks in the stream
+        self.bytes = bytes  # bytes in the stream
+        self.new_chunks = new_chunks  # chunk files written
+        self.reused_chunks = reused_chunks  # chunks already in the store (or earlier in the stream)
+        self.compressed_bytes = compressed_bytes  # bytes of chunk files written
 
 
 def _store_batch(store: ChunkStore, items: list, compression: str | None) -> tuple[int, int, int]:
@@ -646,15 +651,20 @@ def _store_executor(store: ChunkStore, executor: Executor):
         yield ex
 
 
-@dataclass
-class MakeResult:
-    digest: bytes             #: digest of the whole stream (what ``casync make`` prints)
-    digest_name: str
-    size: int
-    chunks: int
-    new_chunks: int
-    reused_chunks: int
-    compressed_bytes: int
+class MakeResult(Record):
+    """What a make produced: the stream's digest and size, and its chunks."""
+
+    __slots__ = ("digest", "digest_name", "size", "chunks", "new_chunks", "reused_chunks", "compressed_bytes")
+
+    def __init__(self, digest: bytes, digest_name: str, size: int, chunks: int, new_chunks: int,
+                 reused_chunks: int, compressed_bytes: int) -> None:
+        self.digest = digest  # digest of the whole stream (what ``casync make`` prints)
+        self.digest_name = digest_name
+        self.size = size
+        self.chunks = chunks
+        self.new_chunks = new_chunks
+        self.reused_chunks = reused_chunks
+        self.compressed_bytes = compressed_bytes
 
     @property
     def hexdigest(self) -> str:
@@ -729,11 +739,15 @@ def make_blob_index(
                       stats.reused_chunks, stats.compressed_bytes)
 
 
-@dataclass
-class ExtractResult:
-    size: int
-    chunks: int
-    digest: bytes | None      #: digest of the extracted stream, if requested
+class ExtractResult(Record):
+    """What a blob extraction wrote."""
+
+    __slots__ = ("size", "chunks", "digest")
+
+    def __init__(self, size: int, chunks: int, digest: bytes | None) -> None:
+        self.size = size
+        self.chunks = chunks
+        self.digest = digest  # digest of the extracted stream, if requested
 
     @property
     def hexdigest(self) -> str | None:

@@ -16,7 +16,6 @@ exactly like casync's ``ca_decoder_current_*`` accessors).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import stat as _stat
 from array import array
@@ -821,7 +820,7 @@ def c_constants() -> dict:
     if hasattr(Entry, "__post_init__"):
         raise ImportError("the C parser fills an Entry's slots directly: Entry.__init__ must only store them")
     constants.update(
-        entry=Entry, entry_fields=[f.name for f in dataclasses.fields(Entry)],
+        entry=Entry, entry_fields=list(Entry.__slots__),
         error=FormatError, hash_key=fmt.GOODBYE_HASH_KEY, max_depth=MAX_DEPTH, acl_entry=ACLEntry,
         acl_default=ACLDefault,
         header_size=_HDR, entry_size=_ENTRY_SIZE, acl_fixed=_ACL_FIXED, filename_max=fmt.FILENAME_SIZE_MAX,

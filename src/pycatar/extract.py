@@ -27,7 +27,6 @@ import itertools
 import os
 import stat
 import sys
-from dataclasses import dataclass
 from collections.abc import Callable, Iterable, Iterator
 
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -59,6 +58,7 @@ from .flags import (
     to_chattr,
     to_fat_attrs,
 )
+from .record import Record
 
 WITH_CHATTR, WITH_FAT_ATTRS, WITH_UIDS, FLAGS_MAX = int(WITH_CHATTR), int(WITH_FAT_ATTRS), int(WITH_UIDS), int(FLAGS_MAX)
 
@@ -82,23 +82,25 @@ _SELINUX_XATTR = "security.selinux"
 _FCAPS_XATTR = "security.capability"
 
 
-@dataclass
-class ExtractStats:
+class ExtractStats(Record):
     """What an extraction did."""
 
-    entries: int = 0  # archive entries seen (within the extracted subtree)
-    directories: int = 0
-    files: int = 0
-    symlinks: int = 0
-    devices: int = 0
-    fifos: int = 0
-    sockets: int = 0
-    skipped: int = 0  # entries of a type the replay flags exclude (symlinks, devices, fifos, sockets)
-    payload_bytes: int = 0  # regular file bytes restored
-    hole_bytes: int = 0  # of those, left as holes rather than written
-    deleted: int = 0  # pre-existing entries removed because the archive does not list them
-    feature_flags: int = 0  # the archive's feature flags
-    replay_flags: int = 0  # what was restored (see replay_flags())
+    __slots__ = ("entries", "directories", "files", "symlinks", "devices", "fifos", "sockets", "skipped", "payload_bytes", "hole_bytes", "deleted", "feature_flags", "replay_flags")
+
+    def __init__(self, entries: int = 0, directories: int = 0, files: int = 0, symlinks: int = 0, devices: int = 0, fifos: int = 0, sockets: int = 0, skipped: int = 0, payload_bytes: int = 0, hole_bytes: int = 0, deleted: int = 0, feature_flags: int = 0, replay_flags: int = 0) -> None:
+        self.entries = entries  # archive entries seen (within the extracted subtree)
+        self.directories = directories
+        self.files = files
+        self.symlinks = symlinks
+        self.devices = devices
+        self.fifos = fifos
+        self.sockets = sockets
+        self.skipped = skipped  # entries of a type the replay flags exclude (symlinks, devices, fifos, sockets)
+        self.payload_bytes = payload_bytes  # regular file bytes restored
+        self.hole_bytes = hole_bytes  # of those, left as holes rather than written
+        self.deleted = deleted  # pre-existing entries removed because the archive does not list them
+        self.feature_flags = feature_flags  # the archive's feature flags
+        self.replay_flags = replay_flags  # what was restored (see replay_flags())
 
 
 # --------------------------------------------------------------------------- flags and paths

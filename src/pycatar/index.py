@@ -13,7 +13,6 @@ import functools
 import io
 import os
 import struct
-from dataclasses import dataclass
 from collections.abc import Iterator
 
 from . import flags as _flags
@@ -30,6 +29,7 @@ from .format import (
     TABLE_TAIL,
     RecordType,
 )
+from .record import FrozenRecord
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up); type checkers read it as True
 if TYPE_CHECKING:
@@ -76,12 +76,16 @@ def check_chunk_sizes(mn: int, avg: int, mx: int) -> None:
         raise FormatError(f"index chunk sizes {mn}/{avg}/{mx} are not ordered min <= avg <= max")
 
 
-@dataclass(frozen=True)
-class IndexHeader:
-    feature_flags: int
-    chunk_size_min: int
-    chunk_size_avg: int
-    chunk_size_max: int
+class IndexHeader(FrozenRecord):
+    """The INDEX record: the feature flags and the chunker's sizes."""
+
+    __slots__ = ("feature_flags", "chunk_size_min", "chunk_size_avg", "chunk_size_max")
+
+    def __init__(self, feature_flags: int, chunk_size_min: int, chunk_size_avg: int, chunk_size_max: int) -> None:
+        object.__setattr__(self, "feature_flags", feature_flags)
+        object.__setattr__(self, "chunk_size_min", chunk_size_min)
+        object.__setattr__(self, "chunk_size_avg", chunk_size_avg)
+        object.__setattr__(self, "chunk_size_max", chunk_size_max)
 
     @property
     def digest(self) -> str:
@@ -225,14 +229,16 @@ def _ends_struct(n: int) -> struct.Struct:
     return struct.Struct("<" + "Q32x" * n)
 
 
-@dataclass(frozen=True)
-class ChunkRef:
+class ChunkRef(FrozenRecord):
     """One chunk of an indexed stream: bytes [start, end) with id ``id``."""
 
-    index: int
-    start: int
-    end: int
-    id: bytes
+    __slots__ = ("index", "start", "end", "id")
+
+    def __init__(self, index: int, start: int, end: int, id: bytes) -> None:
+        object.__setattr__(self, "index", index)
+        object.__setattr__(self, "start", start)
+        object.__setattr__(self, "end", end)
+        object.__setattr__(self, "id", id)
 
     @property
     def size(self) -> int:

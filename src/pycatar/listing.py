@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 import stat as _stat
 import time
-from dataclasses import dataclass
 from collections.abc import Iterable, Iterator
 
 from . import _catar
@@ -32,6 +31,7 @@ from . import digest as _digest
 from . import flags as _flags
 from .entry import Entry, select_subtree
 from .errors import PycatarError
+from .record import Record
 
 __all__ = [
     "View", "ListingError", "archive_view", "directory_view", "mtree_escape", "ls_format_mode",
@@ -126,26 +126,34 @@ def _path_text(path: str) -> str:
 # --------------------------------------------------------------------------- views
 
 
-@dataclass(slots=True)
-class View:
+class View(Record):
     """What casync reports for one entry; ``None`` means "not available" (the line or key is left out)."""
 
-    path: str
-    mode: int
-    size: int | None = None
-    target: str | None = None
-    mtime: int | None = None
-    uid: int | None = None
-    gid: int | None = None
-    user: str | None = None
-    group: str | None = None
-    rdev: tuple[int, int] | None = None
-    chattr: int | None = None  # FS_*_FL bits
-    fat_attrs: int | None = None  # FAT ATTR_* bits
-    #: (name, value) pairs; None when enumerating them fails (directory side without xattrs/fcaps)
-    xattrs: list[tuple[bytes, bytes]] | None = None
-    quota_projid: int | None = None
-    offset: int | None = None
+    __slots__ = ("path", "mode", "size", "target", "mtime", "uid", "gid", "user", "group", "rdev", "chattr",
+                 "fat_attrs", "xattrs", "quota_projid", "offset")
+
+    def __init__(self, path: str, mode: int, size: int | None = None, target: str | None = None,
+                 mtime: int | None = None, uid: int | None = None, gid: int | None = None,
+                 user: str | None = None, group: str | None = None, rdev: tuple[int, int] | None = None,
+                 chattr: int | None = None, fat_attrs: int | None = None,
+                 xattrs: list[tuple[bytes, bytes]] | None = None, quota_projid: int | None = None,
+                 offset: int | None = None) -> None:
+        self.path = path
+        self.mode = mode
+        self.size = size
+        self.target = target
+        self.mtime = mtime
+        self.uid = uid
+        self.gid = gid
+        self.user = user
+        self.group = group
+        self.rdev = rdev
+        self.chattr = chattr  # FS_*_FL bits
+        self.fat_attrs = fat_attrs  # FAT ATTR_* bits
+        #: (name, value) pairs; None when enumerating them fails (directory side without xattrs/fcaps)
+        self.xattrs = xattrs
+        self.quota_projid = quota_projid
+        self.offset = offset
 
 
 def _type_view(entry: Entry) -> View:

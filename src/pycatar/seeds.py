@@ -34,13 +34,13 @@ import time
 from array import array
 from collections import OrderedDict
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
 
 from . import digest as _digest
 from ._fileio import read_file
 from .chunker import Chunker
 from .errors import PycatarError
 from .fileio import pread_full, write_atomic
+from .record import Record
 
 INDEX_SUFFIXES = (".caibx", ".caidx")
 _ID = 32
@@ -53,18 +53,22 @@ class SeedError(PycatarError):
     """A seed cannot be used; the seed is then left out (SEED-3)."""
 
 
-@dataclass
-class Target:
+class Target(Record):
     """What the seeds are indexed for: the target index's parameters and the chunks it needs."""
 
-    feature_flags: int
-    chunk_sizes: tuple[int, int, int]
-    digest: str
-    #: chunk id -> size of every chunk the target needs (None: keep every chunk of a seed)
-    needed: dict[bytes, int] | None = None
-    encoder_options: dict = field(default_factory=dict)
-    #: record per-file hardlink candidates while walking directory seeds
-    hardlinks: bool = False
+    __slots__ = ("feature_flags", "chunk_sizes", "digest", "needed", "encoder_options", "hardlinks")
+
+    def __init__(self, feature_flags: int, chunk_sizes: tuple[int, int, int], digest: str,
+                 needed: dict[bytes, int] | None = None, encoder_options: dict | None = None,
+                 hardlinks: bool = False) -> None:
+        self.feature_flags = feature_flags
+        self.chunk_sizes = chunk_sizes
+        self.digest = digest
+        #: chunk id -> size of every chunk the target needs (None: keep every chunk of a seed)
+        self.needed = needed
+        self.encoder_options = {} if encoder_options is None else encoder_options
+        #: record per-file hardlink candidates while walking directory seeds
+        self.hardlinks = hardlinks
 
 
 # --------------------------------------------------------------------------- chunk tables

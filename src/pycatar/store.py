@@ -20,7 +20,6 @@ import re
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from collections.abc import Iterable, Iterator, Sequence
 
 from . import compression as _compression
@@ -28,6 +27,7 @@ from . import digest as _digest
 from ._fileio import read_file, read_files
 from .errors import ChunkError, ChunkMissing, PycatarError, StoreUnavailable, UsageError
 from .fileio import install_new_many, random_tag
+from .record import Record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up); type checkers read it as True
 if TYPE_CHECKING:
@@ -106,13 +106,18 @@ def default_store_for(index_path: str | os.PathLike | None, environ=None) -> str
 # --------------------------------------------------------------------------- the interface
 
 
-@dataclass
-class StoreStats:
-    reads: int = 0
-    read_bytes: int = 0
-    writes: int = 0
-    written_bytes: int = 0
-    existing: int = 0
+class StoreStats(Record):
+    """What a store did: chunk reads and writes, and chunks it already had."""
+
+    __slots__ = ("reads", "read_bytes", "writes", "written_bytes", "existing")
+
+    def __init__(self, reads: int = 0, read_bytes: int = 0, writes: int = 0, written_bytes: int = 0,
+                 existing: int = 0) -> None:
+        self.reads = reads
+        self.read_bytes = read_bytes
+        self.writes = writes
+        self.written_bytes = written_bytes
+        self.existing = existing
 
 
 def decode_chunk(raw, compressed: bool, chunk_id: bytes, size: int | None, digest: str, name: str) -> bytes:
@@ -774,24 +779,34 @@ DEFAULT_GRACE = 86400.0
 REFRESH_AGE = 3600.0
 
 
-@dataclass
-class GcResult:
-    references: int = 0            #: chunk references in all indexes
-    referenced: int = 0            #: distinct chunk ids referenced
-    removed: list[str] = field(default_factory=list)   #: file names removed (or to remove)
-    remaining: int = 0             #: chunk files kept
-    removed_dirs: int = 0
-    young: int = 0                 #: unreferenced chunks kept because younger than the grace period
-    messages: list[str] = field(default_factory=list)  #: what casync would print
+class GcResult(Record):
+    """What a garbage collection found and did."""
+
+    __slots__ = ("references", "referenced", "removed", "remaining", "removed_dirs", "young", "messages")
+
+    def __init__(self, references: int = 0, referenced: int = 0, removed: list[str] | None = None,
+                 remaining: int = 0, removed_dirs: int = 0, young: int = 0,
+                 messages: list[str] | None = None) -> None:
+        self.references = references  # chunk references in all indexes
+        self.referenced = referenced  # distinct chunk ids referenced
+        self.removed = [] if removed is None else removed  # file names removed (or to remove)
+        self.remaining = remaining  # chunk files kept
+        self.removed_dirs = removed_dirs
+        self.young = young  # unreferenced chunks kept because younger than the grace period
+        self.messages = [] if messages is None else messages  # what casync would print
 
 
-@dataclass
 class _Candidate:
-    sub: str
-    name: str
-    chunk_id: bytes | None
-    mtime: float
-    handle: object = None
+    """A chunk file gc may remove."""
+
+    __slots__ = ("sub", "name", "chunk_id", "mtime", "handle")
+
+    def __init__(self, sub: str, name: str, chunk_id: bytes | None, mtime: float, handle: object = None) -> None:
+        self.sub = sub
+        self.name = name
+        self.chunk_id = chunk_id
+        self.mtime = mtime
+        self.handle = handle
 
 
 def _local_candidates(store: LocalStore, grace: float) -> Iterator[_Candidate]:
