@@ -5,7 +5,6 @@ The library API is :mod:`tarfile`'s: :func:`open` returns a :class:`CatarFile` w
 
 from __future__ import annotations
 
-
 __version__ = "0.1.0"
 __all__ = ["CatarFile", "CatarInfo", "is_catar", "open", "__version__"]
 

@@ -85,9 +85,12 @@ _FCAPS_XATTR = "security.capability"
 class ExtractStats(Record):
     """What an extraction did."""
 
-    __slots__ = ("entries", "directories", "files", "symlinks", "devices", "fifos", "sockets", "skipped", "payload_bytes", "hole_bytes", "deleted", "feature_flags", "replay_flags")
+    __slots__ = ("entries", "directories", "files", "symlinks", "devices", "fifos", "sockets", "skipped",
+                 "payload_bytes", "hole_bytes", "deleted", "feature_flags", "replay_flags")
 
-    def __init__(self, entries: int = 0, directories: int = 0, files: int = 0, symlinks: int = 0, devices: int = 0, fifos: int = 0, sockets: int = 0, skipped: int = 0, payload_bytes: int = 0, hole_bytes: int = 0, deleted: int = 0, feature_flags: int = 0, replay_flags: int = 0) -> None:
+    def __init__(self, entries: int = 0, directories: int = 0, files: int = 0, symlinks: int = 0,
+                 devices: int = 0, fifos: int = 0, sockets: int = 0, skipped: int = 0, payload_bytes: int = 0,
+                 hole_bytes: int = 0, deleted: int = 0, feature_flags: int = 0, replay_flags: int = 0) -> None:
         self.entries = entries  # archive entries seen (within the extracted subtree)
         self.directories = directories
         self.files = files

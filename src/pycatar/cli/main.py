@@ -260,10 +260,9 @@ def command(values: dict) -> int:
         opts.compression = compression
     if values["chunk_size"] is not None:
         opts.chunk_size = values["chunk_size"]
-    for name in ("exclude_nodump", "exclude_submounts", "exclude_file", "reflink", "hardlink", "punch_holes",
-                 "delete", "undo_immutable", "seed_output", "recursive", "mkdir"):
-        if values[name] is not None:
-            setattr(opts, name, parse_boolean(values[name], "--" + name.replace("_", "-")))
+    for o in OPTIONS:
+        if o.metavar == "BOOL" and values[o.key] is not None:
+            setattr(opts, o.key, parse_boolean(values[o.key], o.names[-1]))
     uid_shift = values["uid_shift"]
     if uid_shift is not None:
         if uid_shift.isdigit():
