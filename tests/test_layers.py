@@ -162,3 +162,17 @@ def test_small_verbs_on_local_files_load_no_network_nor_writer_module(tmp_path):
         assert "pycatar.cli.main" in loaded  # the check sees the package's own imports
         bad = sorted(m for m in loaded if m.split(".")[0] in NOT_AT_START_UP or m in NOT_AT_START_UP)
         assert bad == [], (args, bad)
+
+
+def test_make_of_a_local_tree_loads_no_network_module_nor_dataclasses(tmp_path):
+    """make to a local .catar, or a .caidx and store, loads the writer side but nothing of the
+    network nor dataclasses/inspect/typing (pycatar.record; 12-17 ms a make, benchmarks/RESULTS.md)."""
+    (tmp_path / "tree" / "d").mkdir(parents=True)
+    (tmp_path / "tree" / "d" / "f").write_bytes(b"x" * 5000)
+    for args in (["make", "t.catar", "tree"], ["make", "--store=s.castr", "t.caidx", "tree"]):
+        loaded = _imported(args, tmp_path)
+        assert "pycatar.encoder" in loaded and "pycatar.archive" in loaded
+        allowed = {"pycatar.encoder", "pycatar.archive"}
+        bad = sorted(m for m in loaded if (m.split(".")[0] in NOT_AT_START_UP or m in NOT_AT_START_UP)
+                     and m not in allowed)
+        assert bad == [], (args, bad)

@@ -7,7 +7,10 @@ import dataclasses
 
 import pytest
 
+from pycatar.archive import MakeResult
+from pycatar.encoder import EncoderOptions
 from pycatar.entry import ACLEntry, Entry
+from pycatar.exclude import Rule
 from pycatar.extract import ExtractStats
 from pycatar.index import ChunkRef, IndexHeader
 from pycatar.listing import View
@@ -38,6 +41,9 @@ def _twin(cls, frozen: bool = False):
     (ExtractStats, (), False),
     (ChunkRef, (3, 10, 20, b"\x01" * 32), True),
     (IndexHeader, (0x1234, 16384, 65536, 262144), True),
+    (EncoderOptions, (0x1234,), False),
+    (MakeResult, ("ab", 10, 3, 1), False),
+    (Rule, (1, b"*.o", False, True), False),
 ])
 def test_records_behave_as_their_dataclasses(cls, args, frozen):
     twin = _twin(cls, frozen)
@@ -74,3 +80,11 @@ def test_each_entry_has_lists_of_its_own():
     a, b = Entry("a", 0o100644), Entry("b", 0o100644)
     a.xattrs.append((b"user.x", b"1"))
     assert b.xattrs == [] and a.acl_user is not b.acl_user
+    r, q = Rule(1, b"a", False, False), Rule(1, b"b", False, False)
+    r.children.append(q)
+    assert q.children == []
+
+
+def test_encoder_options_refuse_an_unknown_option():
+    with pytest.raises(TypeError):
+        EncoderOptions(0, no_such_option=1)

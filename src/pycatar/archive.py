@@ -10,22 +10,24 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
 
 from . import digest as _digest
 from .encoder import CatarEncoder
 from .errors import PycatarError
 from .fileio import AtomicFile
 from .flags import DEFAULT, digest_name
+from .record import Record
 
 
-@dataclass
-class MakeResult:
-    digest_hex: str  # digest of the whole catar stream, as casync prints it after make
-    size: int
-    feature_flags: int
-    covering_flags: int
-    index: object = None  #: for a .caidx, the chunking's :class:`pycatar.blob.MakeResult` (chunk counts)
+class MakeResult(Record):
+    __slots__ = ("digest_hex", "size", "feature_flags", "covering_flags", "index")
+
+    def __init__(self, digest_hex: str, size: int, feature_flags: int, covering_flags: int, index: object = None):
+        self.digest_hex = digest_hex  # digest of the whole catar stream, as casync prints it after make
+        self.size = size
+        self.feature_flags = feature_flags
+        self.covering_flags = covering_flags
+        self.index = index  #: for a .caidx, the chunking's :class:`pycatar.blob.MakeResult` (chunk counts)
 
 
 def make_archive(output, source, *, feature_flags: int = int(DEFAULT), mode: int = 0o644, on_bytes=None,

@@ -22,7 +22,6 @@ import os
 import stat as st
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from functools import lru_cache
 
 from . import exclude, format as fmt, fsmeta, validate
@@ -34,6 +33,7 @@ from .flags import from_fs_magic, normalize, time_granularity_ns
 from .flags import BTRFS_SUPER_MAGIC, EXT2_SUPER_MAGIC, FUSE_SUPER_MAGIC, MSDOS_SUPER_MAGIC, TMPFS_MAGIC, XFS_SUPER_MAGIC
 from .fsmeta import ACL_GROUP, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER, ACL_USER, ACL_USER_OBJ
 from .goodbye import goodbye_record, name_hash
+from .record import Record
 
 #: largest piece a payload is read in by sources that yield pieces (the tar source)
 PAYLOAD_BLOCK = 1 << 20
@@ -63,19 +63,24 @@ _O_DIR = _O_FILE | os.O_DIRECTORY
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 
 
-@dataclass(slots=True)
-class EncoderOptions:
-    feature_flags: int
-    uid_shift: int = 0
-    uid_range: int = 0  # 0: the full 32-bit range
-    #: store this uid (gid) for every entry instead of the file's; not shifted (``--owner=``/``--group=``)
-    owner: int | None = None
-    group: int | None = None
-    #: mtimes later than this (ns) are stored as this, before rounding (``SOURCE_DATE_EPOCH``)
-    clamp_mtime_ns: int | None = None
-    #: WITH_ bits every file system the walk reads MUST be able to store, else an error
-    #: (``--reproducible``, spec/reproducible.md)
-    require_flags: int = 0
+class EncoderOptions(Record):
+    """How the walk stores what it reads (see each field)."""
+
+    __slots__ = ("feature_flags", "uid_shift", "uid_range", "owner", "group", "clamp_mtime_ns", "require_flags")
+
+    def __init__(self, feature_flags: int, uid_shift: int = 0, uid_range: int = 0, owner: int | None = None,
+                 group: int | None = None, clamp_mtime_ns: int | None = None, require_flags: int = 0):
+        self.feature_flags = feature_flags
+        self.uid_shift = uid_shift
+        self.uid_range = uid_range  # 0: the full 32-bit range
+        #: store this uid (gid) for every entry instead of the file's; not shifted (``--owner=``/``--group=``)
+        self.owner = owner
+        self.group = group
+        #: mtimes later than this (ns) are stored as this, before rounding (``SOURCE_DATE_EPOCH``)
+        self.clamp_mtime_ns = clamp_mtime_ns
+        #: WITH_ bits every file system the walk reads MUST be able to store, else an error
+        #: (``--reproducible``, spec/reproducible.md)
+        self.require_flags = require_flags
 
 
 class _Node:

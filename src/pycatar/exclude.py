@@ -9,10 +9,10 @@ the directory of the .caexclude file; a pattern without ``/`` applies in every d
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from functools import lru_cache
 
 from .errors import PycatarError
+from .record import Record
 
 POSITIVE, NEGATIVE, INNER = 0, 1, 2
 FNM_PERIOD = 1 << 2
@@ -30,13 +30,16 @@ def _fnmatch():
     return f
 
 
-@dataclass(slots=True)
-class Rule:
-    kind: int
-    pattern: bytes
-    anchored: bool
-    directory_only: bool
-    children: list["Rule"] = field(default_factory=list)
+class Rule(Record):
+    __slots__ = ("kind", "pattern", "anchored", "directory_only", "children")
+
+    def __init__(self, kind: int, pattern: bytes, anchored: bool, directory_only: bool,
+                 children: list[Rule] | None = None):
+        self.kind = kind
+        self.pattern = pattern
+        self.anchored = anchored
+        self.directory_only = directory_only
+        self.children = [] if children is None else children
 
 
 def _parse_line(line: bytes) -> Rule:
