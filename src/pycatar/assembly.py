@@ -20,7 +20,6 @@ Bytes from a seed are used only after their digest matched the chunk id.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat as st
 import threading
@@ -682,7 +681,7 @@ class _Hardlinker:
             return
         from .encoder import entry_records
 
-        key = (hashlib.sha256(entry_records(entry)).digest(), entry.size)
+        key = (_digest.digest("sha256", entry_records(entry)), entry.size)
         for layout in self.layouts:
             for i in layout.links.get(key, ()):
                 try:

@@ -25,7 +25,6 @@ file, all metadata bytes) is unchanged (SEED-9).
 from __future__ import annotations
 
 import bisect
-import hashlib
 import os
 import stat as st
 import struct
@@ -164,7 +163,7 @@ class SeedCache:
     def key(*parts) -> str:
         import json  # start-up: only a seed cache needs it
 
-        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+        return _digest.digest("sha256", json.dumps(parts, sort_keys=True, default=str).encode()).hex()
 
     def _file(self, key: str) -> str:
         return os.path.join(self.path, f"{key}.pcseed")
@@ -201,8 +200,8 @@ class FileData:
         s = os.fstat(self.fd)
         if st.S_ISREG(s.st_mode):
             self.size = s.st_size
-            self.fingerprint: bytes | None = hashlib.sha256(struct.pack(
-                "<QQQQQ", s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns)).digest()
+            self.fingerprint: bytes | None = _digest.digest("sha256", struct.pack(
+                "<QQQQQ", s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns))
         elif st.S_ISBLK(s.st_mode):
             self.size = os.lseek(self.fd, 0, os.SEEK_END)
             self.fingerprint = None  # a device's content has no cheap witness: never cached
@@ -308,7 +307,7 @@ class TreeLayout:
         self.links: dict[tuple[bytes, int], list[int]] = {}
         self.size = 0
         self.fingerprint = b""
-        self._fp = hashlib.sha256()
+        self._fp = _digest.new("sha256")
         self._pay_total = 0  # payload bytes recorded so far
         try:
             self.root_fd = os.open(root, _O_READ | os.O_DIRECTORY)
@@ -343,7 +342,7 @@ class TreeLayout:
         if self.hardlinks:
             from .encoder import entry_records  # start-up: see walk()
 
-            key = (hashlib.sha256(entry_records(entry)).digest(), entry.size)
+            key = (_digest.digest("sha256", entry_records(entry)), entry.size)
             self.links.setdefault(key, []).append(len(self.paths) - 1)
             self.file_stats.append((s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns))
 
