@@ -26,12 +26,18 @@ thread) plus the file system work (benchmarks/floor.c, timed in C on one core: r
 and storing the chunk files for a make, creating the tree with a temporary name, payload, mode and
 mtime per file for an extraction).  ``--dir`` chooses where outputs go (default: a new directory in
 $TMPDIR, ext4 here).
+
+pycatar's start-up is measured too: its command on a one-file input (median of 5 runs: interpreter,
+imports, parsing and set-up, next to no work).  The floor column is the lower bound with that
+start-up in place of the bare interpreter's: what pycatar could reach with its start-up as it is and
+everything after it perfect.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import os
 import random
 import shutil
@@ -59,6 +65,7 @@ class Case:
     # if the output is missing (an extraction's index and store, left by the make case when it ran)
     keep: tuple = ()  # (path with "{run}", name): afterwards, name links to the last round's output
     bound: Callable[[], float] | None = None  # seconds of unavoidable work on one core (side B)
+    startup: Callable[[], list[str]] | None = None  # side B's command on a one-file input ("{run}": a fresh name)
 
 
 @dataclass
@@ -71,6 +78,8 @@ class Result:
     a_rss: float
     b_rss: float
     bound_s: float | None = None
+    startup_s: float | None = None  # side B's command on a one-file input, median wall time
+    floor_s: float | None = None  # the bound with side B's start-up in place of the interpreter's
     base_s: list[float] = field(default_factory=list)  # --baseline: pycatar from another tree, same rounds
     base_cpu: list[float] = field(default_factory=list)
 
@@ -282,9 +291,15 @@ def read_work(path: str, digest: bool) -> float:
     return _best(lambda: _thread_cpu(work))
 
 
-def startup() -> float:
-    """Median wall time of the bare interpreter's start-up (python -c pass)."""
-    return statistics.median(run_measured([sys.executable, "-c", "pass"])[0] for _ in range(5))
+def startup(argv: list[str] | None = None) -> float:
+    """Median wall time of 5 runs of the bare interpreter's start-up (python -c pass), or of ``argv``
+    ("{run}" in it replaced by a fresh name each run)."""
+    argv = argv or [sys.executable, "-c", "pass"]
+    return statistics.median(run_measured([a.replace("{run}", f"s{next(_FRESH)}") for a in argv])[0]
+                             for _ in range(5))
+
+
+_FRESH = itertools.count()
 
 
 def parallel_capacity(cores: int) -> float:
@@ -334,6 +349,26 @@ def cases(tmp: str, cache: str, quick: bool, floor: Floor) -> list[Case]:
                                             stdout=subprocess.DEVNULL))
     py = [sys.executable, "-m", "pycatar"]
     C, P = "casync", "pycatar"
+    # one-file inputs, for pycatar's start-up (its command on next to no data)
+    one_tree = cached(cache, "one/tree", lambda p: make_tree(p, 1, 1, 100))
+    one_blob = cached(cache, "one/blob.bin", lambda p: make_blob(p, 4096))
+    one_catar = cached(cache, "one/tree.catar",
+                       lambda p: subprocess.run(["casync", "make", p, one_tree], check=True, stdout=subprocess.DEVNULL))
+
+    def one(kind: str) -> str:  # a .caibx/.caidx (and one.castr) of a one-file input, made by pycatar
+        index = out(f"one.{kind}")
+        if not os.path.exists(index):
+            subprocess.run(py + ["make", f"--store={out('one.castr')}", index, one_blob if kind == "caibx" else one_tree],
+                           check=True, stdout=subprocess.DEVNULL)
+        return index
+
+    def make_startup(src: str, *options: str) -> Callable[[], list[str]]:
+        kind = "caibx" if src == one_blob else "caidx"
+        return lambda: py + ["make", *options, f"--store={out('one{run}.castr')}", out(f"one{{run}}.{kind}"), src]
+
+    def extract_startup(kind: str) -> Callable[[], list[str]]:
+        return lambda: py + ["extract", "--seed-output=no", f"--store={out('one.castr')}", one(kind),
+                             out("one{run}.out")]
 
     def keep(*pairs):  # the last round's outputs under a fixed name, for the extraction cases
         return tuple((out(p), out(n)) for p, n in pairs)
@@ -369,35 +404,36 @@ def cases(tmp: str, cache: str, quick: bool, floor: Floor) -> list[Case]:
              goal="<= 0.45",
              keep=keep(("cb{run}.castr", "c.castr"), ("cb{run}.caibx", "c.caibx"),
                        ("pb{run}.castr", "p.castr"), ("pb{run}.caibx", "p.caibx")),
-             bound=lambda: make_bound(blob, "c.castr", "c.caibx")),
+             bound=lambda: make_bound(blob, "c.castr", "c.caibx"), startup=make_startup(one_blob)),
         Case("extract-caibx", "extract .caibx",
              (C, ["casync", "extract", "--seed-output=no", f"--store={out('c.castr')}", out("c.caibx"),
                   out("c{run}.out")]),
              (P, py + ["extract", "--seed-output=no", f"--store={out('p.castr')}", out("p.caibx"),
                        out("p{run}.out")]),
              goal="<= 0.70", prepare=made("c", "p", blob, "caibx"),
-             bound=lambda: extract_bound(blob, "p.castr", "p.caibx")),
+             bound=lambda: extract_bound(blob, "p.castr", "p.caibx"), startup=extract_startup("caibx")),
         Case("make-caidx", f"make .caidx, {tree}",
              (C, ["casync", "make", f"--store={out('ct{run}.castr')}", out("ct{run}.caidx"), tree]),
              (P, py + ["make", f"--store={out('pt{run}.castr')}", out("pt{run}.caidx"), tree]),
              goal="<= 0.50",
              keep=keep(("ct{run}.castr", "ct.castr"), ("ct{run}.caidx", "ct.caidx"),
                        ("pt{run}.castr", "pt.castr"), ("pt{run}.caidx", "pt.caidx")),
-             bound=lambda: make_bound(tree, "ct.castr", "ct.caidx")),
+             bound=lambda: make_bound(tree, "ct.castr", "ct.caidx"), startup=make_startup(one_tree)),
         Case("extract-caidx", "extract .caidx, same tree",
              (C, ["casync", "extract", "--seed-output=no", f"--store={out('ct.castr')}", out("ct.caidx"),
                   out("ct{run}.tree")]),
              (P, py + ["extract", "--seed-output=no", f"--store={out('pt.castr')}", out("pt.caidx"),
                        out("pt{run}.tree")]),
              goal="<= 0.70", prepare=made("ct", "pt", tree, "caidx"),
-             bound=lambda: extract_bound(tree, "pt.castr", "pt.caidx")),
+             bound=lambda: extract_bound(tree, "pt.castr", "pt.caidx"), startup=extract_startup("caidx")),
         Case("make-caidx-4k", "make .caidx --chunk-size=4K:8K:16K, same tree",
              (C, ["casync", "make", "--chunk-size=4K:8K:16K", f"--store={out('c4{run}.castr')}",
                   out("c4{run}.caidx"), tree]),
              (P, py + ["make", "--chunk-size=4K:8K:16K", f"--store={out('p4{run}.castr')}",
                        out("p4{run}.caidx"), tree]),
              goal="<= 0.60", keep=keep(("c4{run}.castr", "c4.castr"), ("c4{run}.caidx", "c4.caidx")),
-             bound=lambda: make_bound(tree, "c4.castr", "c4.caidx", tiny)),
+             bound=lambda: make_bound(tree, "c4.castr", "c4.caidx", tiny),
+             startup=make_startup(one_tree, "--chunk-size=4K:8K:16K")),
         Case("extract-caidx-include", f"extract .caidx, {include}",
              (C, ["casync", "extract", "--seed-output=no", f"--store={out('ci.castr')}", out("ci.caidx"),
                   out("ci{run}.tree")]),
@@ -405,18 +441,19 @@ def cases(tmp: str, cache: str, quick: bool, floor: Floor) -> list[Case]:
                        out("pi{run}.tree")]),
              goal="<= 0.80",
              prepare=made("ci", "pi", include, "caidx"),
-             bound=lambda: extract_bound(include, "pi.castr", "pi.caidx")),
+             bound=lambda: extract_bound(include, "pi.castr", "pi.caidx"), startup=extract_startup("caidx")),
         Case("make-blake3", "make .caibx --digest=blake3 (pycatar) vs sha512-256 (casync)",
              (C, ["casync", "make", f"--store={out('c3{run}.castr')}", out("c3{run}.caibx"), blob]),
              (P, py + ["make", "--digest=blake3", f"--store={out('p3{run}.castr')}", out("p3{run}.caibx"), blob]),
              goal="<= 0.35", keep=keep(("c3{run}.castr", "c3.castr"), ("c3{run}.caibx", "c3.caibx")),
-             bound=lambda: make_bound(blob, "c3.castr", "c3.caibx", digest="blake3")),
+             bound=lambda: make_bound(blob, "c3.castr", "c3.caibx", digest="blake3"),
+             startup=make_startup(one_blob, "--digest=blake3")),
         Case("list-million", f"list of a {entries}-entry .catar",
              (C, ["casync", "list", million]), (P, py + ["list", million]),
-             goal="<= 1.0", bound=lambda: read_work(million, False)),
+             goal="<= 1.0", bound=lambda: read_work(million, False), startup=lambda: py + ["list", one_catar]),
         Case("digest-million", f"digest of a {entries}-entry .catar",
              (C, ["casync", "digest", million]), (P, py + ["digest", million]),
-             goal="<= 1.0", bound=lambda: read_work(million, True)),
+             goal="<= 1.0", bound=lambda: read_work(million, True), startup=lambda: py + ["digest", one_catar]),
         Case("rss", f"peak RSS: pycatar make of {os.path.getsize(blob) // MiB} MiB (A) vs "
              f"{os.path.getsize(big) // MiB} MiB (B)",
              ("pycatar small", py + ["make", f"--store={out('rs{run}.castr')}", out("rs{run}.caibx"), blob]),
@@ -468,16 +505,18 @@ def _spread(xs: list[float]) -> str:
 
 
 HEADER = ("| case | A | A s (min-max) | B | B s (min-max) | B/A | A CPU s | B CPU s | B/A CPU | A MiB | B MiB "
-          "| lower bound s | bound/A CPU | goal |")
+          "| lower bound s | bound/A CPU | B start-up s | floor/A CPU | goal |")
 
 
 def table(results: list[Result]) -> str:
-    lines = [HEADER, "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [HEADER, "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in results:
         a_cpu, b_cpu = statistics.median(r.a_cpu), statistics.median(r.b_cpu)
         cpu_ratio = f"{b_cpu / a_cpu:.2f}" if a_cpu else "-"
         bound = (f"{r.bound_s:.2f} | {r.bound_s / a_cpu:.2f}" if r.bound_s is not None and a_cpu
                  else "- | -")
+        bound += (f" | {_sec(r.startup_s)} | {r.floor_s / a_cpu:.2f}" if r.floor_s is not None and a_cpu
+                  else " | - | -")
         lines.append(f"| {r.case.name} | {r.case.a[0]} | {_spread(r.a_s)} | {r.case.b[0]} | {_spread(r.b_s)} | "
                      f"{r.ratio:.2f} | {_sec(a_cpu)} | {_sec(b_cpu)} | {cpu_ratio} | "
                      f"{r.a_rss:.0f} | {r.b_rss:.0f} | {bound} | {r.case.goal} |")
@@ -492,11 +531,16 @@ def add_bounds(results: list[Result]) -> str:
     for r in results:
         if r.case.bound is not None:
             r.bound_s = start + r.case.bound() / capacity
+        if r.case.startup is not None:
+            r.startup_s = startup(r.case.startup())
+            r.floor_s = r.bound_s + max(0.0, r.startup_s - start)
     return (f"Lower bound: interpreter start-up ({start:.3f} s, `python -c pass`) + (chunk work + file system "
             f"work, each on one core) / {capacity:.2f}: what the {cores} cores give together here ({cores} "
             f"threads hashing at once against one).  A and B alternate; B/A is the ratio of the median wall "
             f"times.  bound/A CPU compares the bound with casync's CPU time, which is its wall time on a quiet "
-            f"machine (casync runs on one core); on a busy machine wall times stretch, CPU times much less.")
+            f"machine (casync runs on one core); on a busy machine wall times stretch, CPU times much less.  "
+            f"B start-up: B's command on a one-file input (median of 5); the floor is the bound with that "
+            f"start-up in place of the interpreter's.")
 
 
 def baseline_table(results: list[Result], baseline: str) -> str:
@@ -524,9 +568,11 @@ def report(results: list[Result], args) -> None:
             f.write(text + "\n")
     if args.csv:
         with open(args.csv, "w") as f:
-            f.write("key,a,b,a_s,b_s,ratio,a_min,a_max,b_min,b_max,a_cpu_s,b_cpu_s,a_rss_mib,b_rss_mib,bound_s\n")
+            f.write("key,a,b,a_s,b_s,ratio,a_min,a_max,b_min,b_max,a_cpu_s,b_cpu_s,a_rss_mib,b_rss_mib,bound_s,"
+                    "b_startup_s,floor_s\n")
             for r in results:
                 bound = f"{r.bound_s:.4f}" if r.bound_s is not None else ""
+                bound += "," + (f"{r.startup_s:.4f},{r.floor_s:.4f}" if r.floor_s is not None else ",")
                 f.write(f"{r.case.key},{r.case.a[0]},{r.case.b[0]},{statistics.median(r.a_s):.4f},"
                         f"{statistics.median(r.b_s):.4f},{r.ratio:.4f},{min(r.a_s):.4f},{max(r.a_s):.4f},"
                         f"{min(r.b_s):.4f},{max(r.b_s):.4f},{statistics.median(r.a_cpu):.4f},"
