@@ -529,11 +529,15 @@ def add_bounds(results: list[Result]) -> str:
     start = startup()
     capacity = parallel_capacity(cores)
     for r in results:
-        if r.case.bound is not None:
-            r.bound_s = start + r.case.bound() / capacity
-        if r.case.startup is not None:
-            r.startup_s = startup(r.case.startup())
-            r.floor_s = r.bound_s + max(0.0, r.startup_s - start)
+        try:  # a failure here (a full disk...) leaves this bound out, not the whole table
+            if r.case.bound is not None:
+                r.bound_s = start + r.case.bound() / capacity
+            if r.case.startup is not None:
+                r.startup_s = startup(r.case.startup())
+                r.floor_s = r.bound_s + max(0.0, r.startup_s - start)
+        except (OSError, subprocess.CalledProcessError, SystemExit) as e:
+            print(f"{r.case.key}: no lower bound: {e}", file=sys.stderr)
+            r.bound_s = r.startup_s = r.floor_s = None
     return (f"Lower bound: interpreter start-up ({start:.3f} s, `python -c pass`) + (chunk work + file system "
             f"work, each on one core) / {capacity:.2f}: what the {cores} cores give together here ({cores} "
             f"threads hashing at once against one).  A and B alternate; B/A is the ratio of the median wall "
