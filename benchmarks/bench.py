@@ -358,8 +358,9 @@ def cases(tmp: str, cache: str, quick: bool, floor: Floor) -> list[Case]:
     def one(kind: str) -> str:  # a .caibx/.caidx (and one.castr) of a one-file input, made by pycatar
         index = out(f"one.{kind}")
         if not os.path.exists(index):
-            subprocess.run(py + ["make", f"--store={out('one.castr')}", index, one_blob if kind == "caibx" else one_tree],
-                           check=True, stdout=subprocess.DEVNULL)
+            src = one_blob if kind == "caibx" else one_tree
+            subprocess.run(py + ["make", f"--store={out('one.castr')}", index, src], check=True,
+                           stdout=subprocess.DEVNULL)
         return index
 
     def make_startup(src: str, *options: str) -> Callable[[], list[str]]:
