@@ -129,8 +129,10 @@ NOT_AT_START_UP = ("pycatar._curl", "ssl", "aiohttp", "boto3", "botocore", "cryp
                    "pycatar.httpstore", "pycatar.s3store", "pycatar.encoder", "pycatar.archive", "pycatar.tarconv",
                    "pycatar.extract", "pycatar.assembly", "pycatar.mount",
                    # nor what only some uses need (typing: annotations only; the others: uploads, mounts of a
-                   # URL, pipes, temporary names), nor dataclasses and the inspect it loads (pycatar.record)
-                   "typing", "shutil", "tempfile", "urllib", "secrets", "dataclasses", "inspect")
+                   # URL, pipes, temporary names), nor dataclasses and the inspect it loads (pycatar.record), nor
+                   # concurrent.futures and the logging it loads (pycatar.pool)
+                   "typing", "shutil", "tempfile", "urllib", "secrets", "dataclasses", "inspect", "concurrent",
+                   "logging")
 
 
 def _imported(args: list[str], cwd) -> set[str]:
@@ -164,15 +166,22 @@ def test_small_verbs_on_local_files_load_no_network_nor_writer_module(tmp_path):
         assert bad == [], (args, bad)
 
 
-def test_make_of_a_local_tree_loads_no_network_module_nor_dataclasses(tmp_path):
-    """make to a local .catar, or a .caidx and store, loads the writer side but nothing of the
-    network nor dataclasses/inspect/typing (pycatar.record; 12-17 ms a make, benchmarks/RESULTS.md)."""
+def test_make_and_extract_of_local_files_load_no_network_module_nor_dataclasses(tmp_path):
+    """make to a local .catar, .caidx or .caibx and store, and their extraction, load the writer and
+    extraction side but nothing of the network nor dataclasses/inspect/typing (pycatar.record; 12-17 ms
+    a make) nor concurrent.futures/logging (pycatar.pool; 15-20 ms; benchmarks/RESULTS.md)."""
     (tmp_path / "tree" / "d").mkdir(parents=True)
     (tmp_path / "tree" / "d" / "f").write_bytes(b"x" * 5000)
-    for args in (["make", "t.catar", "tree"], ["make", "--store=s.castr", "t.caidx", "tree"]):
+    (tmp_path / "blob").write_bytes(b"y" * 200000)
+    for args, wanted in ((["make", "t.catar", "tree"], "pycatar.archive"),
+                         (["make", "--store=s.castr", "t.caidx", "tree"], "pycatar.archive"),
+                         (["make", "--store=s.castr", "t.caibx", "blob"], "pycatar.blob"),
+                         (["extract", "t.catar", "x1"], "pycatar.extract"),
+                         (["extract", "--store=s.castr", "t.caidx", "x2"], "pycatar.assembly"),
+                         (["extract", "--store=s.castr", "t.caibx", "x3"], "pycatar.assembly")):
         loaded = _imported(args, tmp_path)
-        assert "pycatar.encoder" in loaded and "pycatar.archive" in loaded
-        allowed = {"pycatar.encoder", "pycatar.archive"}
+        assert wanted in loaded, args
+        allowed = {"pycatar.encoder", "pycatar.archive", "pycatar.extract", "pycatar.assembly"}
         bad = sorted(m for m in loaded if (m.split(".")[0] in NOT_AT_START_UP or m in NOT_AT_START_UP)
                      and m not in allowed)
         assert bad == [], (args, bad)

@@ -85,7 +85,7 @@ def _pump(encoder, h, out=None, name: str = "the output", on_bytes=None) -> None
         return
 
     from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
+    from .pool import ThreadPool
 
     from .encoder import OUT_BUFFER
 
@@ -113,9 +113,9 @@ def _pump(encoder, h, out=None, name: str = "the output", on_bytes=None) -> None
             return buf
         return bytearray(OUT_BUFFER)
 
-    pools = [ThreadPoolExecutor(1, thread_name_prefix="catar-hash")]
+    pools = [ThreadPool(1, "catar-hash")]
     if out is not None:
-        pools.append(ThreadPoolExecutor(1, thread_name_prefix="catar-write"))
+        pools.append(ThreadPool(1, "catar-write"))
     try:
         for mv in encoder.buffers(alloc):
             futures = [pools[0].submit(h.update, mv)]

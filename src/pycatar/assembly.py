@@ -24,7 +24,7 @@ import os
 import stat as st
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from .pool import Future, ThreadPool
 from collections.abc import Callable, Iterable
 
 from . import digest as _digest
@@ -420,7 +420,7 @@ class Assembler(ChunkSource):
         return False
 
     def _index(self, seeds: list[Seed], progress=None) -> None:
-        with ThreadPoolExecutor(self.threads or default_threads(), thread_name_prefix="pycatar-seed") as ex:
+        with ThreadPool(self.threads or default_threads(), "pycatar-seed") as ex:
             for s in seeds:
                 try:
                     s.index(self.target, self.cache, ex, self.spill_dir)

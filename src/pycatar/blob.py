@@ -29,7 +29,6 @@ import stat
 import struct
 import threading
 from collections import OrderedDict, deque
-from concurrent.futures import CancelledError, Executor, Future, ThreadPoolExecutor
 from collections.abc import Iterable, Iterator
 
 from . import digest as _digest
@@ -38,6 +37,7 @@ from .chunker import DEFAULT_CHUNK_SIZES, Chunker
 from .errors import PycatarError
 from .fileio import WRITE_BATCH, AtomicFile, Payload
 from .index import DIGEST_FLAGS, ChunkRef, IndexReader, IndexWriter, blob_index_flags
+from .pool import CancelledError, Future, Inline, ThreadPool
 from .record import Record
 from .store import ChunkStore, LocalStore, StoreSet, as_store_set
 
@@ -83,19 +83,7 @@ def default_threads() -> int:
     return max(1, min(n, 16))
 
 
-class _InlineExecutor(Executor):
-    """Runs each job at submission (used when no pool is given)."""
-
-    def submit(self, fn, /, *args, **kwargs):
-        f: Future = Future()
-        try:
-            f.set_result(fn(*args, **kwargs))
-        except BaseException as e:  # noqa: BLE001 - handed to the caller via the future
-            f.set_exception(e)
-        return f
-
-
-_INLINE = _InlineExecutor()
+_INLINE = Inline()
 
 
 # --------------------------------------------------------------------------- reading input
@@ -158,7 +146,7 @@ def chunk_stream(
     chunker: Chunker,
     digest: str = "sha512-256",
     *,
-    executor: Executor | None = None,
+    executor: ThreadPool | None = None,
     stream_hash=None,
     read_size: int = READ_SIZE,
     max_pending: int = MAX_PENDING_BYTES,
@@ -171,7 +159,7 @@ def chunk_stream(
     thread; it is complete when the iterator is exhausted.  ``data`` may be a memoryview into a
     read buffer: keep it only as long as needed."""
     ex = executor or _INLINE
-    hasher = ThreadPoolExecutor(1, thread_name_prefix="stream-digest") if stream_hash is not None and executor else None
+    hasher = ThreadPool(1, "stream-digest") if stream_hash is not None and executor else None
     hash_jobs: deque[Future] = deque()
     pending: deque[tuple[Future, list]] = deque()
     pending_bytes = 0
@@ -262,7 +250,7 @@ def write_chunks_to_store(
     chunks: Iterable[tuple[int, bytes, object]],
     store: ChunkStore,
     *,
-    executor: Executor | None = None,
+    executor: ThreadPool | None = None,
     compression: str | None = None,
     stats: ChunkStats | None = None,
     max_pending: int = MAX_PENDING_BYTES,
@@ -383,7 +371,7 @@ def fetch_chunks(
     refs: Iterable[ChunkRef],
     stores,
     *,
-    executor: Executor | None = None,
+    executor: ThreadPool | None = None,
     max_pending: int = MAX_PENDING_BYTES,
 ) -> Iterator[tuple[ChunkRef, bytes]]:
     """Fetch (read, decompress, verify) chunks in ``executor``; yields them in order.
@@ -641,13 +629,13 @@ def _appends_to_regular_file(f) -> bool:
 
 
 @contextlib.contextmanager
-def _store_executor(store: ChunkStore, executor: Executor):
+def _store_executor(store: ChunkStore, executor: ThreadPool):
     """The pool that writes chunks: ``executor`` for a local store, a pool of the store's own
     concurrency for a remote one (uploads wait on the network, not on the cores)."""
     if not store.concurrency:
         yield executor
         return
-    with ThreadPoolExecutor(store.concurrency, thread_name_prefix="pycatar-put") as ex:
+    with ThreadPool(store.concurrency, "pycatar-put") as ex:
         yield ex
 
 
@@ -718,7 +706,7 @@ def make_blob_index(
     stream_hash = _digest.new(digest)
     stats = ChunkStats()
     try:
-        with ThreadPoolExecutor(threads or default_threads(), thread_name_prefix="pycatar") as ex, \
+        with ThreadPool(threads or default_threads(), "pycatar") as ex, \
                 _store_executor(store, ex) as store_ex:
             if isinstance(index_path, (str, bytes, os.PathLike)):
                 writer = IndexWriter(index_path, feature_flags=fl, chunk_sizes=chunker.sizes, mode=mode)
@@ -779,7 +767,7 @@ def extract_blob(
         n = 0
         try:
             src.bind_output(out)
-            with ThreadPoolExecutor(threads or src.pool_size(), thread_name_prefix="pycatar") as ex:
+            with ThreadPool(threads or src.pool_size(), "pycatar") as ex:
                 try:
                     for ref, data in fetch_chunks(reader.chunks(), src, executor=ex):
                         if h is not None:

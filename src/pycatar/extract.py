@@ -29,7 +29,7 @@ import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator
 
-from concurrent.futures import Future, ThreadPoolExecutor
+from .pool import Future, ThreadPool
 
 from . import fsmeta
 from . import _fileio
@@ -247,7 +247,7 @@ class _Batcher:
     def __init__(self, ex: "_Extractor", writers: int | None = None):
         self.ex = ex
         self.writers = writers = writers or WRITERS
-        self.pool = ThreadPoolExecutor(writers, thread_name_prefix="pycatar-write")
+        self.pool = ThreadPool(writers, "pycatar-write")
         self.current = _Batch()
         self.inflight: collections.deque[tuple[_Batch, Future | None]] = collections.deque()
         self.prefix = random_tag(4).encode()

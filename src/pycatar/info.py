@@ -9,7 +9,7 @@ The bytes an extraction downloads are exactly those counted for the stores.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+from .pool import ThreadPool
 from dataclasses import dataclass, field
 
 from .index import IndexReader
@@ -138,7 +138,7 @@ def _from_stores(stores: StoreSet, left: dict[bytes, int]) -> list[Source]:
         [(f"store {s.location}", s) for s in stores.stores]
     out = []
     threads = max(stores.concurrency, 2)
-    with ThreadPoolExecutor(threads, thread_name_prefix="pycatar-info") as ex:
+    with ThreadPool(threads, "pycatar-info") as ex:
         for name, store in tiers:
             src = Source(name, compressed_bytes=0 if isinstance(store, LocalStore) else None)
             ids = list(left)

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 # So are shutil, tempfile and urllib.parse, which only uploads and mounts of a URL use (11-15 ms of
 # python3 -X importtime on an extraction, 2026-12-03).
 # The encoder (and archive, which writes with it) is imported by make and by the digest of a directory, the
-# chunk stream (blob, index, concurrent.futures) where an index is read or written: the digest of a .catar,
+# chunk stream (blob, index, pool) where an index is read or written: the digest of a .catar,
 # a reading verb, loads neither (10-15 ms each of python3 -X importtime, benchmarks/startup.py).
 
 #: what :func:`make` makes and :func:`extract` extracts

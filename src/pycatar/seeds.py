@@ -32,13 +32,13 @@ import threading
 import time
 from array import array
 from collections import OrderedDict
-from concurrent.futures import Executor
 
 from . import digest as _digest
 from ._fileio import read_file
 from .chunker import Chunker
 from .errors import PycatarError
 from .fileio import pread_full, write_atomic
+from .pool import ThreadPool
 from .record import Record
 
 INDEX_SUFFIXES = (".caibx", ".caidx")
@@ -453,7 +453,7 @@ class TreeLayout:
 # --------------------------------------------------------------------------- seeds
 
 
-def _chunk_into_table(source, target: Target, executor: Executor | None) -> ChunkTable:
+def _chunk_into_table(source, target: Target, executor: ThreadPool | None) -> ChunkTable:
     from .blob import chunk_stream  # late: blob imports nothing from here, but keep the graph simple
 
     table = ChunkTable()
@@ -483,7 +483,7 @@ class Seed:
     def prepare(self, target: Target, cache: SeedCache | None, spool_dir: str | None) -> None:
         """The cheap part: open, fingerprint, look in the cache (or read the seed's index)."""
 
-    def index(self, target: Target, cache: SeedCache | None, executor: Executor | None,
+    def index(self, target: Target, cache: SeedCache | None, executor: ThreadPool | None,
               spool_dir: str | None) -> None:
         """The expensive part: chunk the data (only if :meth:`prepare` left no table)."""
 

@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from . import sshsig
     from .decoder import CatarReader
 
-# An archive index's stream (blob.IndexStream, with the index reader, the chunk stores and
-# concurrent.futures: 10-15 ms of python3 -X importtime, benchmarks/startup.py) is imported where it is
+# An archive index's stream (blob.IndexStream, with the index reader, the chunk stores and the
+# worker pool: 10-15 ms of python3 -X importtime, benchmarks/startup.py) is imported where it is
 # opened ("start-up" below), so that reading a .catar does not load it; the signature checker (sshsig,
 # 2 ms) where a signature is checked; the archive decoder (with the entry validation, 5-7 ms) where an
 # archive is read, not for a blob's index.

@@ -9,7 +9,7 @@ missing and the corrupt ones.  Neither writes anything else.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+from .pool import ThreadPool
 from dataclasses import dataclass, field
 from collections.abc import Callable, Iterable
 
@@ -47,7 +47,7 @@ class VerifyResult:
                 "bad": [p.as_dict() for p in self.bad]}
 
 
-def _windowed(ex: ThreadPoolExecutor, fn, items: Iterable):
+def _windowed(ex: ThreadPool, fn, items: Iterable):
     """``fn(item)`` for each item in the pool, at most :data:`_WINDOW` at once; yields (item, result
     or exception) in order."""
     pending = []
@@ -101,7 +101,7 @@ def verify_store(store, *, digest: str = "sha512-256", repair: bool = False,
             raise ChunkError(f"{sub}/{name}: vanished or not a regular file")
         return len(decode_chunk(raw[0], True, cid, None, digest, f"chunk {cid.hex()}"))
 
-    with ThreadPoolExecutor(threads or default_threads(), thread_name_prefix="pycatar-verify") as ex:
+    with ThreadPool(threads or default_threads(), "pycatar-verify") as ex:
         for (sub, name, handle), outcome in _windowed(ex, check, entries):
             res.checked += 1
             if isinstance(outcome, ChunkError):
@@ -138,7 +138,7 @@ def verify_index(index: IndexReader, stores: StoreSet, *, threads: int | None = 
         return len(stores.get(ref.id, ref.size))
 
     n = threads or max(stores.concurrency, 2)
-    with ThreadPoolExecutor(n, thread_name_prefix="pycatar-verify") as ex:
+    with ThreadPool(n, "pycatar-verify") as ex:
         for ref, outcome in _windowed(ex, check, unique()):
             res.checked += 1
             if isinstance(outcome, ChunkError):

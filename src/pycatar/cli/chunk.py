@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from ..pool import ThreadPool
 
 from .. import blob, chunker
 from ..errors import UsageError
@@ -20,7 +20,7 @@ def run(opts: Options, args: list[str]) -> int:
     path = strip_file_url(args[0])
     src = sys.stdin.buffer if path == "-" else open_index(opts, path)
     write = sys.stdout.write
-    with src, ThreadPoolExecutor(2, thread_name_prefix="pycatar") as ex:
+    with src, ThreadPool(2, "pycatar") as ex:
         start = 0
         for end, cid, _data in blob.chunk_stream(src, chunker.Chunker(*sizes), opts.digest, executor=ex):
             write(f"{start}\t{end - start}\t{cid.hex()}\n")
