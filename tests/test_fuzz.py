@@ -222,7 +222,7 @@ def root_entries(draw):
     from pycatar import flags
     from pycatar.entry import ACLDefault, ACLEntry, Entry
 
-    B = flags.B
+    B = flags.Flag
     ff = flags.normalize(flags.from_options(draw(st.sampled_from(_FLAG_SETS)), []))
     with_ids = bool(ff & (B.WITH_16BIT_UIDS | B.WITH_32BIT_UIDS))
     # valid values most of the time, so that an entry often breaks exactly one rule

@@ -58,9 +58,9 @@ FilterLike = Union[str, Callable[[CatarInfo, str], Union[CatarInfo, None]], None
 _NAMED_FILTERS = ("fully_trusted", "tar", "data")
 #: what the "data" filter never restores: owners, ACLs, xattrs, labels, capabilities, chattr/FAT flags,
 #: project ids, subvolumes, device nodes, FIFOs and sockets (it refuses those special files)
-_DATA_DROPS = int(_flags.WITH_PRIVILEGED | _flags.WITH_CHATTR | _flags.WITH_FAT_ATTRS | _flags.F.WITH_XATTRS
-                  | _flags.F.WITH_FIFOS | _flags.F.WITH_SOCKETS)
-_OWNERS = int(_flags.WITH_UIDS | _flags.F.WITH_USER_NAMES)
+_DATA_DROPS = (_flags.WITH_PRIVILEGED | _flags.WITH_CHATTR | _flags.WITH_FAT_ATTRS | _flags.F.WITH_XATTRS
+               | _flags.F.WITH_FIFOS | _flags.F.WITH_SOCKETS)
+_OWNERS = _flags.WITH_UIDS | _flags.F.WITH_USER_NAMES
 _MAX_SYMLINK_HOPS = 40
 
 
@@ -295,7 +295,7 @@ class CatarFile:
         if fileobj is None and self._path is None and not self._index:
             raise UsageError(f"a .catar is written to a local file or a file object, not {shown(self.name or '')}")
         if feature_flags is None:
-            ff = int(_flags.DEFAULT)
+            ff = _flags.DEFAULT
         elif isinstance(feature_flags, int):
             ff = int(feature_flags)
         else:
@@ -463,18 +463,18 @@ class CatarFile:
                 raise UnsupportedError(f"the {name!r} filter needs a Python whose tarfile has extraction filters")
         else:
             fn = name
-        mask = int(_flags.FLAGS_MAX) if feature_mask is None else int(feature_mask)
+        mask = _flags.FLAGS_MAX if feature_mask is None else int(feature_mask)
         root = os.geteuid() == 0
         if not root:
-            mask &= ~int(_flags.WITH_PRIVILEGED)
+            mask &= ~_flags.WITH_PRIVILEGED
         if name == "data":
             mask &= ~_DATA_DROPS
         elif name == "tar":
-            mask &= ~int(_flags.F.WITH_FCAPS)
+            mask &= ~_flags.F.WITH_FCAPS
         if numeric_owner:
-            mask &= ~int(_flags.F.WITH_USER_NAMES)
+            mask &= ~_flags.F.WITH_USER_NAMES
         if not set_attrs:
-            mask &= ~(int(_flags.WITH_MASK) & ~int(_flags.F.WITH_SYMLINKS | _flags.F.WITH_DEVICE_NODES
+            mask &= ~(_flags.WITH_MASK & ~(_flags.F.WITH_SYMLINKS | _flags.F.WITH_DEVICE_NODES
                                                       | _flags.F.WITH_FIFOS | _flags.F.WITH_SOCKETS))
         umask = os.umask(0)
         os.umask(umask)

@@ -30,7 +30,7 @@ class MakeResult(Record):
         self.index = index  #: for a .caidx, the chunking's :class:`pycatar.blob.MakeResult` (chunk counts)
 
 
-def make_archive(output, source, *, feature_flags: int = int(DEFAULT), mode: int = 0o644, on_bytes=None,
+def make_archive(output, source, *, feature_flags: int = DEFAULT, mode: int = 0o644, on_bytes=None,
                  **encoder_options) -> MakeResult:
     """Archive the directory ``source`` into the catar file ``output`` (a path, a binary file object,
     or None for standard output).  Returns the archive digest and statistics.  ``encoder_options``
@@ -135,7 +135,7 @@ def _pump(encoder, h, out=None, name: str = "the output", on_bytes=None) -> None
             pool.shutdown(wait=True)
 
 
-def catar_digest(source, *, feature_flags: int = int(DEFAULT), **encoder_options) -> str:
+def catar_digest(source, *, feature_flags: int = DEFAULT, **encoder_options) -> str:
     """The digest casync prints for ``digest DIRECTORY``: that of the catar stream of the tree."""
     encoder = CatarEncoder(source, feature_flags, **encoder_options)
     h = _digest.new(digest_name(encoder.feature_flags))
@@ -143,7 +143,7 @@ def catar_digest(source, *, feature_flags: int = int(DEFAULT), **encoder_options
     return h.hexdigest()
 
 
-def make_archive_index(output, source, *, store, feature_flags: int = int(DEFAULT),
+def make_archive_index(output, source, *, store, feature_flags: int = DEFAULT,
                        chunk_size: tuple[int, int, int] | None = None, compression: str = "zstd",
                        mode: int = 0o644, threads: int | None = None, on_bytes=None,
                        **encoder_options) -> MakeResult:

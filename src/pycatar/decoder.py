@@ -76,7 +76,7 @@ _TAIL_MARKER = int(_T.GOODBYE_TAIL_MARKER)
 
 
 
-_I = _flags.B
+_I = _flags.Flag
 
 _HDR = fmt.HEADER_SIZE
 _ITEM = fmt.GOODBYE_ITEM_SIZE
@@ -89,8 +89,8 @@ _ENTRY_SIZE = fmt.ENTRY_SIZE
 _IFMT = 0o170000
 _IFREG, _IFDIR = _stat.S_IFREG, _stat.S_IFDIR
 
-_WITH_ANY = int(_flags.WITH_MASK)
-_ENTRY_FLAG_BITS = int(_flags.WITH_FAT_ATTRS | _flags.WITH_CHATTR | _I.WITH_SUBVOLUME | _I.WITH_SUBVOLUME_RO)
+_WITH_ANY = _flags.WITH_MASK
+_ENTRY_FLAG_BITS = _flags.WITH_FAT_ATTRS | _flags.WITH_CHATTR | _I.WITH_SUBVOLUME | _I.WITH_SUBVOLUME_RO
 
 
 class _Source:
@@ -751,7 +751,7 @@ class CatarReader:
     def _check_feature_flags(self, ff: int, off: int) -> None:
         """The first ENTRY's feature flags become the archive's (every later ENTRY must repeat them:
         _catar.parse_entry checks that)."""
-        if ff == _U64_MAX or ff & ~int(_flags.FLAGS_MAX):
+        if ff == _U64_MAX or ff & ~_flags.FLAGS_MAX:
             raise FormatError(f"archive uses unsupported feature flags 0x{ff:x} (ENTRY at offset {off})")
         if ff & _I.SHA512_256 and ff & _I.DIGEST_BLAKE3:
             raise FormatError(f"feature flags 0x{ff:x} select two digests (ENTRY at offset {off})")
@@ -762,7 +762,7 @@ class CatarReader:
                               f"0x{self._declared:x}")
         self.feature_flags = ff
         replay = _flags.normalize_mask(ff) & self._mask
-        self.replay_flags = _flags.normalize(replay & int(_flags.FLAGS_MAX))
+        self.replay_flags = _flags.normalize(replay & _flags.FLAGS_MAX)
 
 
 # record type -> (size limit, size is fixed)
@@ -793,11 +793,11 @@ _REPEATABLE = frozenset((_XATTR, _ACL_USER, _ACL_GROUP, _ACL_DEFAULT_USER, _ACL_
 _MODE_FEATURE = {
     _stat.S_IFREG: 0,
     _stat.S_IFDIR: 0,
-    _stat.S_IFLNK: int(_I.WITH_SYMLINKS),
-    _stat.S_IFBLK: int(_I.WITH_DEVICE_NODES),
-    _stat.S_IFCHR: int(_I.WITH_DEVICE_NODES),
-    _stat.S_IFIFO: int(_I.WITH_FIFOS),
-    _stat.S_IFSOCK: int(_I.WITH_SOCKETS),
+    _stat.S_IFLNK: _I.WITH_SYMLINKS,
+    _stat.S_IFBLK: _I.WITH_DEVICE_NODES,
+    _stat.S_IFCHR: _I.WITH_DEVICE_NODES,
+    _stat.S_IFIFO: _I.WITH_FIFOS,
+    _stat.S_IFSOCK: _I.WITH_SOCKETS,
 }
 
 

@@ -27,7 +27,7 @@ from functools import lru_cache
 from . import exclude, format as fmt, fsmeta, validate
 from .entry import ACLDefault, ACLEntry, Entry
 from .errors import PycatarError, UnsupportedError
-from .flags import B as F
+from .flags import Flag as F
 from .flags import WITH_CHATTR, WITH_FAT_ATTRS, WITH_UIDS, format_with_flags, from_chattr, from_fat_attrs
 from .flags import from_fs_magic, normalize, time_granularity_ns
 from .flags import BTRFS_SUPER_MAGIC, EXT2_SUPER_MAGIC, FUSE_SUPER_MAGIC, MSDOS_SUPER_MAGIC, TMPFS_MAGIC, XFS_SUPER_MAGIC
@@ -53,7 +53,6 @@ _LISTXATTR_COMPLETE = frozenset({EXT2_SUPER_MAGIC, XFS_SUPER_MAGIC, BTRFS_SUPER_
 _XATTR_STORED_PREFIXES = ("user.", "trusted.")
 _FCAPS_XATTR = "security.capability"
 _SELINUX_XATTR = "security.selinux"
-WITH_CHATTR, WITH_FAT_ATTRS, WITH_UIDS = int(WITH_CHATTR), int(WITH_FAT_ATTRS), int(WITH_UIDS)
 _CHATTR_OR_NODUMP = WITH_CHATTR | F.EXCLUDE_NODUMP
 _S_IFMT, _S_IFREG, _S_IFDIR, _S_IFLNK = 0o170000, st.S_IFREG, st.S_IFDIR, st.S_IFLNK
 #: O_NONBLOCK: a file replaced by a FIFO after the listing must not block the open (its type is
@@ -344,7 +343,7 @@ class TreeWalker(EntryPolicy):
             if flags & WITH_FAT_ATTRS and magic in (MSDOS_SUPER_MAGIC, FUSE_SUPER_MAGIC):
                 entry.flags |= from_fat_attrs(fsmeta.read_fat_attrs(fd)) & flags
             if is_dir and flags & F.WITH_SUBVOLUME and magic == BTRFS_SUPER_MAGIC and s.st_ino == 256:
-                entry.flags |= (int(F.WITH_SUBVOLUME) | (int(F.WITH_SUBVOLUME_RO) if fsmeta.subvolume_read_only(fd) else 0)) & flags
+                entry.flags |= (F.WITH_SUBVOLUME | (F.WITH_SUBVOLUME_RO if fsmeta.subvolume_read_only(fd) else 0)) & flags
             # the xattr names, once: what is not listed is not read (where the list is complete)
             names = listed = None
             if flags & (F.WITH_XATTRS | F.WITH_FCAPS | F.WITH_SELINUX | F.WITH_ACL):

@@ -36,7 +36,7 @@ from . import _fileio
 from .entry import Entry, select_subtree
 from .errors import FormatError, PycatarError, UnsupportedError
 from .fileio import Payload, create, random_tag, temp_name, write_pieces
-from .flags import B as F
+from .flags import Flag as F
 from .validate import mtime_ns
 from .flags import (
     BTRFS_SUPER_MAGIC,
@@ -59,8 +59,6 @@ from .flags import (
     to_fat_attrs,
 )
 from .record import Record
-
-WITH_CHATTR, WITH_FAT_ATTRS, WITH_UIDS, FLAGS_MAX = int(WITH_CHATTR), int(WITH_FAT_ATTRS), int(WITH_UIDS), int(FLAGS_MAX)
 
 __all__ = ["ExtractStats", "extract", "extract_archive", "replay_flags", "normalize_subpath"]
 
@@ -116,7 +114,7 @@ def replay_flags(archive_flags: int, feature_mask: int | None = None) -> int:
     widened = normalize_mask(archive_flags)
     if feature_mask is not None:
         widened &= normalize_mask(feature_mask)
-    return normalize(widened & int(FLAGS_MAX))
+    return normalize(widened & FLAGS_MAX)
 
 
 def normalize_subpath(subpath: str | None) -> str | None:

@@ -6,12 +6,13 @@ Bit 59 (``DIGEST_BLAKE3``) is pycatar's extension: chunk ids are BLAKE3 digests.
 
 from __future__ import annotations
 
-import enum
-
 from .errors import UsageError
 
 
-class Flag(enum.IntFlag):
+class Flag:
+    """The bits, as plain ints (an enum.IntFlag took most of this module's import and is slow in the
+    hot paths' arithmetic; spec/flags.md names them)."""
+
     WITH_16BIT_UIDS = 0x1
     WITH_32BIT_UIDS = 0x2
     WITH_USER_NAMES = 0x4
@@ -55,54 +56,43 @@ class Flag(enum.IntFlag):
 
 F = Flag
 
-
-class B:
-    """The :class:`Flag` bits as plain ints, for hot paths (arithmetic on IntFlag members is slow:
-    the sets below are made of these, each made a :class:`Flag` once: 131 IntFlag operations took
-    most of this module's import)."""
-
-
-for _f in Flag:
-    setattr(B, _f.name, int(_f))
-del _f
-
-WITH_BEST = F(
-    B.WITH_32BIT_UIDS | B.WITH_USER_NAMES | B.WITH_NSEC_TIME | B.WITH_SYMLINKS | B.WITH_DEVICE_NODES
-    | B.WITH_FIFOS | B.WITH_SOCKETS | B.WITH_FLAG_HIDDEN | B.WITH_FLAG_SYSTEM | B.WITH_FLAG_ARCHIVE
-    | B.WITH_FLAG_APPEND | B.WITH_FLAG_NOATIME | B.WITH_FLAG_COMPR | B.WITH_FLAG_NOCOW
-    | B.WITH_FLAG_NODUMP | B.WITH_FLAG_DIRSYNC | B.WITH_FLAG_IMMUTABLE | B.WITH_FLAG_SYNC
-    | B.WITH_FLAG_NOCOMP | B.WITH_FLAG_PROJINHERIT | B.WITH_SUBVOLUME | B.WITH_SUBVOLUME_RO
-    | B.WITH_XATTRS | B.WITH_ACL | B.WITH_SELINUX | B.WITH_FCAPS | B.WITH_QUOTA_PROJID
+WITH_BEST = (
+    F.WITH_32BIT_UIDS | F.WITH_USER_NAMES | F.WITH_NSEC_TIME | F.WITH_SYMLINKS | F.WITH_DEVICE_NODES
+    | F.WITH_FIFOS | F.WITH_SOCKETS | F.WITH_FLAG_HIDDEN | F.WITH_FLAG_SYSTEM | F.WITH_FLAG_ARCHIVE
+    | F.WITH_FLAG_APPEND | F.WITH_FLAG_NOATIME | F.WITH_FLAG_COMPR | F.WITH_FLAG_NOCOW
+    | F.WITH_FLAG_NODUMP | F.WITH_FLAG_DIRSYNC | F.WITH_FLAG_IMMUTABLE | F.WITH_FLAG_SYNC
+    | F.WITH_FLAG_NOCOMP | F.WITH_FLAG_PROJINHERIT | F.WITH_SUBVOLUME | F.WITH_SUBVOLUME_RO
+    | F.WITH_XATTRS | F.WITH_ACL | F.WITH_SELINUX | F.WITH_FCAPS | F.WITH_QUOTA_PROJID
 )
-WITH_UNIX = F(
-    B.WITH_16BIT_UIDS | B.WITH_PERMISSIONS | B.WITH_SEC_TIME | B.WITH_SYMLINKS | B.WITH_DEVICE_NODES
-    | B.WITH_FIFOS | B.WITH_SOCKETS
+WITH_UNIX = (
+    F.WITH_16BIT_UIDS | F.WITH_PERMISSIONS | F.WITH_SEC_TIME | F.WITH_SYMLINKS | F.WITH_DEVICE_NODES
+    | F.WITH_FIFOS | F.WITH_SOCKETS
 )
-WITH_FAT_ATTRS = F(B.WITH_FLAG_HIDDEN | B.WITH_FLAG_SYSTEM | B.WITH_FLAG_ARCHIVE)
-WITH_FAT = F(B.WITH_2SEC_TIME | B.WITH_READ_ONLY | int(WITH_FAT_ATTRS))
-WITH_CHATTR = F(
-    B.WITH_FLAG_APPEND | B.WITH_FLAG_NOATIME | B.WITH_FLAG_COMPR | B.WITH_FLAG_NOCOW | B.WITH_FLAG_NODUMP
-    | B.WITH_FLAG_DIRSYNC | B.WITH_FLAG_IMMUTABLE | B.WITH_FLAG_SYNC | B.WITH_FLAG_NOCOMP
-    | B.WITH_FLAG_PROJINHERIT
+WITH_FAT_ATTRS = F.WITH_FLAG_HIDDEN | F.WITH_FLAG_SYSTEM | F.WITH_FLAG_ARCHIVE
+WITH_FAT = F.WITH_2SEC_TIME | F.WITH_READ_ONLY | WITH_FAT_ATTRS
+WITH_CHATTR = (
+    F.WITH_FLAG_APPEND | F.WITH_FLAG_NOATIME | F.WITH_FLAG_COMPR | F.WITH_FLAG_NOCOW | F.WITH_FLAG_NODUMP
+    | F.WITH_FLAG_DIRSYNC | F.WITH_FLAG_IMMUTABLE | F.WITH_FLAG_SYNC | F.WITH_FLAG_NOCOMP
+    | F.WITH_FLAG_PROJINHERIT
 )
-WITH_PRIVILEGED = F(
-    B.WITH_16BIT_UIDS | B.WITH_32BIT_UIDS | B.WITH_USER_NAMES | B.WITH_DEVICE_NODES | B.WITH_FLAG_SYSTEM
-    | B.WITH_FLAG_APPEND | B.WITH_FLAG_IMMUTABLE | B.WITH_SUBVOLUME | B.WITH_SUBVOLUME_RO | B.WITH_ACL
-    | B.WITH_SELINUX | B.WITH_FCAPS | B.WITH_QUOTA_PROJID
+WITH_PRIVILEGED = (
+    F.WITH_16BIT_UIDS | F.WITH_32BIT_UIDS | F.WITH_USER_NAMES | F.WITH_DEVICE_NODES | F.WITH_FLAG_SYSTEM
+    | F.WITH_FLAG_APPEND | F.WITH_FLAG_IMMUTABLE | F.WITH_SUBVOLUME | F.WITH_SUBVOLUME_RO | F.WITH_ACL
+    | F.WITH_SELINUX | F.WITH_FCAPS | F.WITH_QUOTA_PROJID
 )
-WITH_FUSE = F(
-    B.WITH_16BIT_UIDS | B.WITH_32BIT_UIDS | B.WITH_SEC_TIME | B.WITH_USEC_TIME | B.WITH_NSEC_TIME
-    | B.WITH_2SEC_TIME | B.WITH_READ_ONLY | B.WITH_PERMISSIONS | B.WITH_SYMLINKS | B.WITH_DEVICE_NODES
-    | B.WITH_FIFOS | B.WITH_SOCKETS | int(WITH_FAT_ATTRS) | int(WITH_CHATTR) | B.WITH_XATTRS
+WITH_FUSE = (
+    F.WITH_16BIT_UIDS | F.WITH_32BIT_UIDS | F.WITH_SEC_TIME | F.WITH_USEC_TIME | F.WITH_NSEC_TIME
+    | F.WITH_2SEC_TIME | F.WITH_READ_ONLY | F.WITH_PERMISSIONS | F.WITH_SYMLINKS | F.WITH_DEVICE_NODES
+    | F.WITH_FIFOS | F.WITH_SOCKETS | WITH_FAT_ATTRS | WITH_CHATTR | F.WITH_XATTRS
 )
-WITH_MASK = F(0x1FFFFFFFF)  # every WITH_ bit
-WITH_UIDS = F(B.WITH_16BIT_UIDS | B.WITH_32BIT_UIDS)
-WITH_TIMES = F(B.WITH_SEC_TIME | B.WITH_USEC_TIME | B.WITH_NSEC_TIME | B.WITH_2SEC_TIME)
-DEFAULT = F((int(WITH_BEST) & ~B.WITH_FLAG_NODUMP) | B.EXCLUDE_NODUMP | B.EXCLUDE_FILE | B.SHA512_256)
+WITH_MASK = 0x1FFFFFFFF  # every WITH_ bit
+WITH_UIDS = F.WITH_16BIT_UIDS | F.WITH_32BIT_UIDS
+WITH_TIMES = F.WITH_SEC_TIME | F.WITH_USEC_TIME | F.WITH_NSEC_TIME | F.WITH_2SEC_TIME
+DEFAULT = (WITH_BEST & ~F.WITH_FLAG_NODUMP) | F.EXCLUDE_NODUMP | F.EXCLUDE_FILE | F.SHA512_256
 #: every bit casync knows
-CASYNC_FLAGS_MAX = F(int(WITH_MASK) | B.EXCLUDE_NODUMP | B.EXCLUDE_SUBMOUNTS | B.EXCLUDE_FILE | B.SHA512_256)
+CASYNC_FLAGS_MAX = WITH_MASK | F.EXCLUDE_NODUMP | F.EXCLUDE_SUBMOUNTS | F.EXCLUDE_FILE | F.SHA512_256
 #: every bit pycatar knows (casync's plus the BLAKE3 extension)
-FLAGS_MAX = F(int(CASYNC_FLAGS_MAX) | B.DIGEST_BLAKE3)
+FLAGS_MAX = CASYNC_FLAGS_MAX | F.DIGEST_BLAKE3
 
 #: The ``--with=``/``--without=`` names, in casync's order (single flags first, then the sets).
 WITH_NAMES: tuple[tuple[str, int], ...] = (
@@ -154,19 +144,18 @@ _BY_NAME = dict(WITH_NAMES)
 def parse_with_name(name: str, option: str = "--with=") -> int:
     """The bits a ``--with=``/``--without=`` name stands for."""
     try:
-        return int(_BY_NAME[name])
+        return _BY_NAME[name]
     except KeyError:
         raise UsageError(f"Failed to parse {option} feature flag: {name}") from None
 
 
 def format_with_flags(flags: int) -> str:
     """The names of the WITH_ bits in ``flags``, sets first where they match completely (as casync)."""
-    flags = int(flags) & int(WITH_MASK)
+    flags = int(flags) & WITH_MASK
     names = []
     for name, bits in WITH_NAMES:
         if flags == 0:
             break
-        bits = int(bits)
         if flags & bits == bits:
             names.append(name)
             flags &= ~bits
@@ -176,8 +165,8 @@ def format_with_flags(flags: int) -> str:
 def normalize(flags: int) -> int:
     """Drop redundant bits so that the flags carry the minimum set expressing the features."""
     f = int(flags)
-    if f & ~int(FLAGS_MAX):
-        raise UsageError(f"unknown feature flags 0x{f & ~int(FLAGS_MAX):x}")
+    if f & ~FLAGS_MAX:
+        raise UsageError(f"unknown feature flags 0x{f & ~FLAGS_MAX:x}")
     if f & F.SHA512_256 and f & F.DIGEST_BLAKE3:
         raise UsageError("feature flags select two chunk digests (sha512-256 and blake3)")
     if f & F.WITH_ACL and not f & (WITH_UIDS | F.WITH_USER_NAMES):
@@ -198,19 +187,19 @@ def normalize(flags: int) -> int:
         f &= ~F.WITH_FLAG_NODUMP
     if f & F.WITH_SUBVOLUME_RO:
         f |= F.WITH_SUBVOLUME
-    return int(f)
+    return f
 
 
 def is_normalized(flags: int) -> bool:
     f = int(flags)
-    if f & ~int(FLAGS_MAX):
+    if f & ~FLAGS_MAX:
         return False
     return normalize(f) == f
 
 
 def normalize_mask(mask: int) -> int:
     """Widen a decoder mask so that every bit redundant with a requested one is allowed too."""
-    m = int(mask) & int(FLAGS_MAX)
+    m = int(mask) & FLAGS_MAX
     if m & WITH_UIDS:
         m |= WITH_UIDS
     if m & WITH_TIMES:
@@ -221,7 +210,7 @@ def normalize_mask(mask: int) -> int:
         m |= F.WITH_PERMISSIONS | F.WITH_READ_ONLY
     if m & F.WITH_SUBVOLUME_RO:
         m |= F.WITH_SUBVOLUME
-    return int(m)
+    return m
 
 
 def time_granularity_ns(flags: int) -> int | None:
@@ -253,16 +242,16 @@ FS_NOCOMP_FL = 0x00000400
 FS_PROJINHERIT_FL = 0x20000000
 
 CHATTR_MAP: tuple[tuple[int, int], ...] = (
-    (int(F.WITH_FLAG_APPEND), FS_APPEND_FL),
-    (int(F.WITH_FLAG_NOATIME), FS_NOATIME_FL),
-    (int(F.WITH_FLAG_COMPR), FS_COMPR_FL),
-    (int(F.WITH_FLAG_NOCOW), FS_NOCOW_FL),
-    (int(F.WITH_FLAG_NODUMP), FS_NODUMP_FL),
-    (int(F.WITH_FLAG_DIRSYNC), FS_DIRSYNC_FL),
-    (int(F.WITH_FLAG_IMMUTABLE), FS_IMMUTABLE_FL),
-    (int(F.WITH_FLAG_SYNC), FS_SYNC_FL),
-    (int(F.WITH_FLAG_NOCOMP), FS_NOCOMP_FL),
-    (int(F.WITH_FLAG_PROJINHERIT), FS_PROJINHERIT_FL),
+    (F.WITH_FLAG_APPEND, FS_APPEND_FL),
+    (F.WITH_FLAG_NOATIME, FS_NOATIME_FL),
+    (F.WITH_FLAG_COMPR, FS_COMPR_FL),
+    (F.WITH_FLAG_NOCOW, FS_NOCOW_FL),
+    (F.WITH_FLAG_NODUMP, FS_NODUMP_FL),
+    (F.WITH_FLAG_DIRSYNC, FS_DIRSYNC_FL),
+    (F.WITH_FLAG_IMMUTABLE, FS_IMMUTABLE_FL),
+    (F.WITH_FLAG_SYNC, FS_SYNC_FL),
+    (F.WITH_FLAG_NOCOMP, FS_NOCOMP_FL),
+    (F.WITH_FLAG_PROJINHERIT, FS_PROJINHERIT_FL),
 )
 
 # FAT ATTR_* values
@@ -270,9 +259,9 @@ ATTR_HIDDEN = 2
 ATTR_SYS = 4
 ATTR_ARCH = 32
 FAT_MAP: tuple[tuple[int, int], ...] = (
-    (int(F.WITH_FLAG_HIDDEN), ATTR_HIDDEN),
-    (int(F.WITH_FLAG_SYSTEM), ATTR_SYS),
-    (int(F.WITH_FLAG_ARCHIVE), ATTR_ARCH),
+    (F.WITH_FLAG_HIDDEN, ATTR_HIDDEN),
+    (F.WITH_FLAG_SYSTEM, ATTR_SYS),
+    (F.WITH_FLAG_ARCHIVE, ATTR_ARCH),
 )
 
 
@@ -358,7 +347,7 @@ def digest_name(flags: int) -> str:
 
 def digest_flags(name: str) -> int:
     try:
-        return {"sha256": 0, "sha512-256": int(F.SHA512_256), "blake3": int(F.DIGEST_BLAKE3)}[name]
+        return {"sha256": 0, "sha512-256": F.SHA512_256, "blake3": F.DIGEST_BLAKE3}[name]
     except KeyError:
         raise UsageError(f"Failed to parse --digest= parameter: {name}") from None
 

@@ -59,7 +59,7 @@ def blob_index_flags(digest: str = "sha512-256") -> int:
 
 def check_feature_flags(value: int) -> None:
     """INDEX-5: flags must be known (casync's plus the BLAKE3 bit), normalised and name one digest."""
-    unknown = value & ~int(_flags.FLAGS_MAX)
+    unknown = value & ~_flags.FLAGS_MAX
     if unknown:
         raise FormatError(f"index has unknown feature flags 0x{unknown:x}")
     if value & DIGEST_FLAGS == DIGEST_FLAGS:

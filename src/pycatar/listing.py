@@ -42,10 +42,10 @@ __all__ = [
 VERBS = ("list", "mtree", "stat")
 
 
-_I = _flags.B
+_I = _flags.Flag
 
 _CHATTR_MAP = tuple((int(f), int(c)) for f, c in _flags.CHATTR_MAP)
-_WITH_CHATTR = int(_flags.WITH_CHATTR)
+_WITH_CHATTR = _flags.WITH_CHATTR
 _FAT_MAP = tuple((int(f), int(a)) for f, a in _flags.FAT_MAP)
 
 
@@ -57,8 +57,8 @@ def _to_fat(fl: int) -> int:
     return sum(a for f, a in _FAT_MAP if fl & f)
 
 
-_WITH_UIDS = int(_I.WITH_16BIT_UIDS | _I.WITH_32BIT_UIDS)
-_WITH_TIMES = int(_I.WITH_NSEC_TIME | _I.WITH_USEC_TIME | _I.WITH_SEC_TIME | _I.WITH_2SEC_TIME)
+_WITH_UIDS = _I.WITH_16BIT_UIDS | _I.WITH_32BIT_UIDS
+_WITH_TIMES = _I.WITH_NSEC_TIME | _I.WITH_USEC_TIME | _I.WITH_SEC_TIME | _I.WITH_2SEC_TIME
 
 
 class ListingError(PycatarError):
@@ -252,12 +252,12 @@ _MTREE_TYPES = {
     _stat.S_IFCHR: "char", _stat.S_IFBLK: "block", _stat.S_IFIFO: "fifo",
 }
 _MTREE_FLAGS = (
-    (int(_I.WITH_FLAG_HIDDEN), "hidden"), (int(_I.WITH_FLAG_SYSTEM), "system"),
-    (int(_I.WITH_FLAG_ARCHIVE), "archive"), (int(_I.WITH_FLAG_APPEND), "sappend"),
-    (int(_I.WITH_FLAG_NODUMP), "nodump"), (int(_I.WITH_FLAG_IMMUTABLE), "simmutable"),
+    (_I.WITH_FLAG_HIDDEN, "hidden"), (_I.WITH_FLAG_SYSTEM, "system"),
+    (_I.WITH_FLAG_ARCHIVE, "archive"), (_I.WITH_FLAG_APPEND, "sappend"),
+    (_I.WITH_FLAG_NODUMP, "nodump"), (_I.WITH_FLAG_IMMUTABLE, "simmutable"),
 )
 _MTREE_FLAG_MASK = sum(f for f, _ in _MTREE_FLAGS)
-_FAT_BITS = int(_flags.WITH_FAT_ATTRS)
+_FAT_BITS = _flags.WITH_FAT_ATTRS
 
 
 def mtree_line(view: View, features: int, *, payload_digest: bytes | None = None,

@@ -33,7 +33,7 @@ from .decoder import CatarReader
 from .entry import Entry
 from .extract import shift_id
 from .errors import PycatarError, UsageError
-from .flags import B as _I
+from .flags import Flag as _I
 from .index import IndexReader
 
 log = logging.getLogger("pycatar.mount")

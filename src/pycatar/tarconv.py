@@ -23,7 +23,7 @@ from .validate import mtime_ns, user_name_ok, xattr_name_ok
 from .encoder import PAYLOAD_BLOCK, CatarSerializer, EncoderOptions, EntryPolicy, type_stored
 from .entry import Entry
 from .errors import FormatError, PycatarError, UsageError
-from .flags import B
+from .flags import Flag
 
 _ENCODING = sys.getfilesystemencoding()
 _ERRORS = "surrogateescape"
@@ -31,11 +31,11 @@ _NS = 1_000_000_000
 _I64 = 1 << 63
 
 #: the exclude bits never apply to tar input (TAR-3)
-_EXCLUDE_BITS = B.EXCLUDE_FILE | B.EXCLUDE_NODUMP | B.EXCLUDE_SUBMOUNTS
+_EXCLUDE_BITS = Flag.EXCLUDE_FILE | Flag.EXCLUDE_NODUMP | Flag.EXCLUDE_SUBMOUNTS
 #: what a tar can carry (reported as the "covering" flags with -v)
-TAR_COVERING = (B.WITH_16BIT_UIDS | B.WITH_32BIT_UIDS | B.WITH_USER_NAMES | B.WITH_SEC_TIME | B.WITH_USEC_TIME
-                | B.WITH_NSEC_TIME | B.WITH_2SEC_TIME | B.WITH_READ_ONLY | B.WITH_PERMISSIONS | B.WITH_SYMLINKS
-                | B.WITH_DEVICE_NODES | B.WITH_FIFOS | B.WITH_XATTRS | B.WITH_SELINUX | B.WITH_FCAPS)
+TAR_COVERING = (Flag.WITH_16BIT_UIDS | Flag.WITH_32BIT_UIDS | Flag.WITH_USER_NAMES | Flag.WITH_SEC_TIME | Flag.WITH_USEC_TIME
+                | Flag.WITH_NSEC_TIME | Flag.WITH_2SEC_TIME | Flag.WITH_READ_ONLY | Flag.WITH_PERMISSIONS | Flag.WITH_SYMLINKS
+                | Flag.WITH_DEVICE_NODES | Flag.WITH_FIFOS | Flag.WITH_XATTRS | Flag.WITH_SELINUX | Flag.WITH_FCAPS)
 
 _XATTR_PREFIX = "SCHILY.xattr."
 _SELINUX_KEY = "RHT.security.selinux"  # GNU tar's --selinux
@@ -575,11 +575,11 @@ class TarSource:
             return e
         uname, gname = m.uname, m.gname
         e = p.base_entry(path, m.type | m.mode, m.uid, m.gid, m.mtime, lambda _i: uname, lambda _i: gname)
-        if flags & B.WITH_XATTRS and m.xattrs:
+        if flags & Flag.WITH_XATTRS and m.xattrs:
             e.xattrs = sorted(m.xattrs.items())
-        if flags & B.WITH_FCAPS and m.fcaps is not None and m.type == st.S_IFREG:
+        if flags & Flag.WITH_FCAPS and m.fcaps is not None and m.type == st.S_IFREG:
             e.fcaps = m.fcaps
-        if flags & B.WITH_SELINUX and m.selinux is not None:
+        if flags & Flag.WITH_SELINUX and m.selinux is not None:
             e.selinux = m.selinux
         if m.type == st.S_IFREG:
             e.size = m.size
@@ -738,23 +738,23 @@ def tar_member(entry: Entry, name: str, replay: int, stats: TarStats) -> tarfile
         stats.skip("sockets left out (tar cannot hold them)", entry.path)
         return None
     ti.mode = mode & 0o7777
-    if replay & (B.WITH_16BIT_UIDS | B.WITH_32BIT_UIDS):
+    if replay & (Flag.WITH_16BIT_UIDS | Flag.WITH_32BIT_UIDS):
         ti.uid, ti.gid = entry.uid, entry.gid
-    if replay & B.WITH_USER_NAMES:
+    if replay & Flag.WITH_USER_NAMES:
         ti.uname, ti.gname = entry.user or "", entry.group or ""
-    if replay & (B.WITH_SEC_TIME | B.WITH_USEC_TIME | B.WITH_NSEC_TIME | B.WITH_2SEC_TIME):
+    if replay & (Flag.WITH_SEC_TIME | Flag.WITH_USEC_TIME | Flag.WITH_NSEC_TIME | Flag.WITH_2SEC_TIME):
         ns = mtime_ns(entry.mtime)  # before 1970: negative (catar.md CATAR-19)
         ti.mtime = ns // _NS
         if ns % _NS or ns < 0:
             pax["mtime"] = _mtime_text(ns)
-    if replay & B.WITH_XATTRS:
+    if replay & Flag.WITH_XATTRS:
         for xname, value in entry.xattrs:
             pax[_XATTR_PREFIX + xname.decode("utf-8", _ERRORS)] = value.decode("utf-8", _ERRORS)
-    if replay & B.WITH_FCAPS and entry.fcaps is not None:
+    if replay & Flag.WITH_FCAPS and entry.fcaps is not None:
         pax[_XATTR_PREFIX + "security.capability"] = entry.fcaps.decode("utf-8", _ERRORS)
-    if replay & B.WITH_SELINUX and entry.selinux is not None:
+    if replay & Flag.WITH_SELINUX and entry.selinux is not None:
         pax[_SELINUX_KEY] = entry.selinux
-    if replay & B.WITH_ACL and (entry.acl_user or entry.acl_group or entry.acl_group_obj is not None
+    if replay & Flag.WITH_ACL and (entry.acl_user or entry.acl_group or entry.acl_group_obj is not None
                                 or entry.acl_default is not None or entry.acl_default_user
                                 or entry.acl_default_group):
         stats.skip("ACLs dropped (not written to tar)", entry.path)

@@ -14,7 +14,7 @@ from . import _catar
 from . import format as fmt
 from .entry import Entry
 from .errors import UnsupportedError
-from .flags import B as _I
+from .flags import Flag as _I
 
 U64_MAX = 0xFFFFFFFFFFFFFFFF
 

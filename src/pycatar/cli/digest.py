@@ -54,7 +54,7 @@ def run(opts: Options, args: list[str]) -> int:
     tree = kind == "directory"
     print(operations.digest(source, kind=kind, subpath=subpath, stores=stores, remote=remote(opts),
                             keys=signature_keys(opts), on_verified=lambda line: log(opts, line),
-                            feature_flags=opts.feature_flags() if tree else int(DEFAULT),
+                            feature_flags=opts.feature_flags() if tree else DEFAULT,
                             feature_mask=opts.feature_mask(), digest_name=opts.digest,
                             **(opts.uid_options() if tree else {})))
     return 0

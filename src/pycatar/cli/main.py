@@ -226,7 +226,7 @@ def command(values: dict) -> int:
     if "help" in with_ or "help" in without:
         print("Supported --with= and --without= flags:")
         for bit in range(64):
-            if (1 << bit) & int(WITH_MASK):
+            if (1 << bit) & WITH_MASK:
                 print(format_with_flags(1 << bit))
         return 0
     if what == "help":

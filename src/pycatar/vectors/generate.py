@@ -29,7 +29,7 @@ from . import harness as V
 
 T = fmt.RecordType
 MT = 1_600_000_000_123_456_789  # ns; every tree gets distinct, fixed times from here
-DEF = int(DEFAULT)
+DEF = DEFAULT
 UNSET = fmt.ACL_PERMISSION_UNSET
 
 # --------------------------------------------------------------------------- tree descriptions
@@ -402,19 +402,19 @@ def all_records_archive() -> Node:
                  acl_user=[ACLEntry(1, 6, "daemon"), ACLEntry(12345, 4)],
                  acl_group=[ACLEntry(1, 5, "daemon"), ACLEntry(54321, 7)], acl_group_obj=4,
                  selinux="system_u:object_r:tmp_t:s0", fcaps=bytes.fromhex(FCAPS_NET_RAW), quota_projid=42,
-                 flags=int(F.WITH_FLAG_NOATIME | F.WITH_FLAG_APPEND | F.WITH_FLAG_SYNC))
+                 flags=F.WITH_FLAG_NOATIME | F.WITH_FLAG_APPEND | F.WITH_FLAG_SYNC)
     acl_dir = E(0o040750, fl, acl_default=ACLDefault(7, 5, 1, 5),
                 acl_default_user=[ACLEntry(1, 7, "daemon"), ACLEntry(12345, 5)],
                 acl_default_group=[ACLEntry(54321, 4)], quota_projid=7,
-                flags=int(F.WITH_FLAG_DIRSYNC | F.WITH_FLAG_NOCOW | F.WITH_FLAG_PROJINHERIT))
-    fat_dir = E(0o040755, fl, flags=int(F.WITH_FLAG_HIDDEN | F.WITH_FLAG_SYSTEM | F.WITH_FLAG_ARCHIVE
-                                        | F.WITH_SUBVOLUME | F.WITH_SUBVOLUME_RO))
+                flags=F.WITH_FLAG_DIRSYNC | F.WITH_FLAG_NOCOW | F.WITH_FLAG_PROJINHERIT)
+    fat_dir = E(0o040755, fl, flags=F.WITH_FLAG_HIDDEN | F.WITH_FLAG_SYSTEM | F.WITH_FLAG_ARCHIVE
+                                        | F.WITH_SUBVOLUME | F.WITH_SUBVOLUME_RO)
     return dirn([
         ("acl.txt", node(acl_file, b"all the metadata\n")),
         ("acldir", node(acl_dir, children=[(b"inner", reg(b"in\n"))])),
         ("blk", special(S_IFBLK, 0o660, rdev_major=8, rdev_minor=1)),
         ("chr", special(S_IFCHR, 0o666, rdev_major=4095, rdev_minor=1048575)),
-        ("compressed", reg(b"c" * 100, ff=fl, mode=0o600, **{"flags": int(F.WITH_FLAG_COMPR | F.WITH_FLAG_NOCOMP
+        ("compressed", reg(b"c" * 100, ff=fl, mode=0o600, **{"flags": (F.WITH_FLAG_COMPR | F.WITH_FLAG_NOCOMP
                                                                                | F.WITH_FLAG_IMMUTABLE)})),
         ("fatdir", node(fat_dir, children=[])),
         ("fifo", special(S_IFIFO, 0o600, selinux="system_u:object_r:fifo_t:s0")),
@@ -540,7 +540,7 @@ BAD_ARCHIVES = [
      _mutate(lambda r: child(r, "l").records.insert(1, fmt.QUOTA_PROJID.pack(24, T.QUOTA_PROJID, 5))), ""),
     ("entry-flags-on-symlink", "CATAR-13 CATAR-17", "chattr flags on a symlink's ENTRY",
      _mutate(lambda r: child(r, "l").records.__setitem__(0, _entry_field(child(r, "l").records[0], "flags",
-                                                                            int(F.WITH_FLAG_NOATIME)))), ""),
+                                                                            F.WITH_FLAG_NOATIME))), ""),
     ("xattr-on-symlink", "CATAR-13", "an XATTR on a symlink",
      _mutate(_insert_meta("l", _rec(T.XATTR, b"user.a\0v"))), ""),
     ("acl-default-on-file", "CATAR-13", "ACL_DEFAULT on a regular file",
@@ -593,13 +593,13 @@ BAD_ARCHIVES = [
     ("uid-32bit-max", "CATAR-18", "uid 0xffffffff with 32bit-uids",
      lambda: build(_owner_archive(int(normalize(F.WITH_32BIT_UIDS)), 0xFFFFFFFF)), ""),
     ("uid-without-flag", "CATAR-18", "a non-zero uid without uid flags",
-     lambda: build(_owner_archive(int(F.WITH_PERMISSIONS), 5)), ""),
+     lambda: build(_owner_archive(F.WITH_PERMISSIONS, 5)), ""),
     ("mtime-sec-granularity", "CATAR-19", "a nanosecond mtime with sec-time",
-     lambda: build(_time_archive(int(F.WITH_SEC_TIME), MT)), ""),
+     lambda: build(_time_archive(F.WITH_SEC_TIME, MT)), ""),
     ("mtime-without-flag", "CATAR-19", "a non-zero mtime without a time flag",
-     lambda: build(_time_archive(int(F.WITH_PERMISSIONS), 1_000_000_000)), ""),
+     lambda: build(_time_archive(F.WITH_PERMISSIONS, 1_000_000_000)), ""),
     ("mtime-all-ones", "CATAR-19", "mtime 0xffffffffffffffff",
-     lambda: build(_time_archive(int(F.WITH_NSEC_TIME), 2**64 - 1)), ""),
+     lambda: build(_time_archive(F.WITH_NSEC_TIME, 2**64 - 1)), ""),
     ("user-without-flag", "CATAR-20", "a USER record without user-names",
      lambda: build(_user_archive(int(normalize(F.WITH_32BIT_UIDS)), b"daemon")), ""),
     ("user-name-space", "CATAR-21", "a user name with a space",
@@ -993,7 +993,7 @@ def _store_files(chunks, how=("zstd", "zstd", "zstd")) -> dict[str, bytes]:
     return files
 
 
-BLOB_FLAGS = int(F.EXCLUDE_NODUMP | F.EXCLUDE_FILE | F.SHA512_256)
+BLOB_FLAGS = F.EXCLUDE_NODUMP | F.EXCLUDE_FILE | F.SHA512_256
 
 # (name, requirements, index edit (flags, sizes, items) -> bytes, needs)
 BAD_INDEXES = [
@@ -1002,8 +1002,8 @@ BAD_INDEXES = [
     ("index-record-size", "INDEX-1 INDEX-7", lambda f, s, it: _patch(index_bytes(f, s, it), 0, 56), ""),
     ("index-unknown-flag", "INDEX-7 FLAGS-1", lambda f, s, it: index_bytes(f | 1 << 40, s, it), ""),
     ("index-flags-not-normalised", "INDEX-7 FLAGS-2",
-     lambda f, s, it: index_bytes(f | int(F.WITH_16BIT_UIDS | F.WITH_32BIT_UIDS), s, it), ""),
-    ("index-two-digests", "INDEX-5 INDEX-7", lambda f, s, it: index_bytes(f | int(F.DIGEST_BLAKE3), s, it), ""),
+     lambda f, s, it: index_bytes(f | (F.WITH_16BIT_UIDS | F.WITH_32BIT_UIDS), s, it), ""),
+    ("index-two-digests", "INDEX-5 INDEX-7", lambda f, s, it: index_bytes(f | F.DIGEST_BLAKE3, s, it), ""),
     ("index-min-zero", "INDEX-7 CHUNK-2", lambda f, s, it: index_bytes(f, (0, s[1], s[2]), it), ""),
     ("index-max-too-big", "INDEX-7 CHUNK-2", lambda f, s, it: index_bytes(f, (s[0], s[1], 2**27 + 1), it), ""),
     ("index-sizes-unordered", "INDEX-7", lambda f, s, it: index_bytes(f, (s[1], s[0], s[2]), it), ""),
