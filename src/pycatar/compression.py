@@ -13,9 +13,6 @@ and trailing bytes after the compressed stream are an error.
 
 from __future__ import annotations
 
-import lzma
-import zlib
-
 from .errors import ChunkError, PycatarError, UsageError
 
 COMPRESSION_NAMES = ("zstd", "xz", "gzip")
@@ -79,8 +76,12 @@ def compress_many(datas: list, kind: str = DEFAULT_COMPRESSION) -> list[bytes]:
     if kind == "zstd":
         return _libzstd().compress_many(datas, ZSTD_LEVEL)
     if kind == "xz":
+        import lzma  # start-up: xz and gzip are rare (1.5-2 ms of python3 -X importtime for both)
+
         return [lzma.compress(d, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, preset=6) for d in datas]
     if kind == "gzip":
+        import zlib
+
         out = []
         for d in datas:
             o = zlib.compressobj(6, zlib.DEFLATED, 16 + 15, 8, zlib.Z_DEFAULT_STRATEGY)
@@ -158,6 +159,8 @@ def _decompress_other(kind: str, data, limit: int) -> bytes:
     """xz or gzip: one stream of at most ``limit`` bytes, nothing after it (ValueError otherwise)."""
     mv = memoryview(data).cast("B")
     if kind == "xz":
+        import lzma
+
         dec = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
         out = dec.decompress(mv, max_length=limit + 1)
         if not dec.eof and len(out) <= limit:
@@ -169,6 +172,8 @@ def _decompress_other(kind: str, data, limit: int) -> bytes:
         if dec.unused_data:
             raise ValueError("trailing data after the compressed stream")
         return out
+    import zlib
+
     dec = zlib.decompressobj(16 + 15)
     out = dec.decompress(mv, limit + 1)
     if len(out) > limit:
