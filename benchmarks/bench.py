@@ -610,6 +610,8 @@ def main(argv=None) -> int:
 
     compileall.compile_dir(os.path.dirname(pycatar.__file__), quiet=1)
     results = []
+    if args.dir:
+        os.makedirs(args.dir, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="pycatar-bench-", dir=args.dir) as tmp:
         where = subprocess.run(["stat", "-f", "-c", "%T", tmp], capture_output=True, text=True).stdout.strip()
         print(f"outputs in {tmp} ({where or 'unknown'} file system), {os.cpu_count()} CPUs, "
