@@ -17,10 +17,6 @@ import threading
 
 _PENDING, _RUNNING, _DONE, _FAILED, _CANCELLED = range(5)
 
-#: guards every future's state change (cancel against start, result against cancel): held for a few
-#: bytecodes only, so one lock for all futures costs less than one lock each
-_transition = threading.Lock()
-
 
 class CancelledError(Exception):
     """The job of a future was cancelled before it started."""
@@ -29,11 +25,12 @@ class CancelledError(Exception):
 class Future:
     """The result of a job: set once, by the pool or by whoever created the future."""
 
-    __slots__ = ("_state", "_value", "_finished")
+    __slots__ = ("_state", "_value", "_guard", "_finished")
 
     def __init__(self) -> None:
         self._state = _PENDING
         self._value = None
+        self._guard = threading.Lock()  # for each change of state (cancel against start or result)
         self._finished = threading.Lock()  # held until the future is done: waiters block on it
         self._finished.acquire()
 
@@ -52,7 +49,7 @@ class Future:
 
     def cancel(self) -> bool:
         """Cancel the job if it has not started; True when the future is (now) cancelled."""
-        with _transition:
+        with self._guard:
             if self._state != _PENDING:
                 return self._state == _CANCELLED
             self._state = _CANCELLED
@@ -61,14 +58,14 @@ class Future:
 
     def _start(self) -> bool:
         """The job starts (False: it was cancelled, and must not run)."""
-        with _transition:
+        with self._guard:
             if self._state != _PENDING:
                 return False
             self._state = _RUNNING
             return True
 
     def _finish(self, state: int, value) -> None:
-        with _transition:
+        with self._guard:
             if self._state >= _DONE:
                 raise RuntimeError(f"{self!r} is already done")
             self._state = state
