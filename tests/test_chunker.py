@@ -117,6 +117,47 @@ def test_no_cut_before_max():
     assert cuts == [mx, 2 * mx, 3 * mx, 3 * mx + 5]
 
 
+def test_max_cuts_where_pieces_end_one_byte_around_max():
+    """CHUNK-7/9: pieces ending one byte before, at and after the max-size cut (zero data, which
+    never matches here) cut where the reference does."""
+    mn, avg, mx = 64, 128, 256
+    data = bytes(20 * mx) + _data(5, 20_000)
+    expect = casync_chunker.casync_cuts(data, mn, avg, mx)
+    for delta in (-1, 0, 1, 2):
+        pieces, i = [], 0
+        while i < len(data):
+            pieces.append(data[i:i + mx + delta])
+            i += mx + delta
+        assert _feed_all(Chunker(mn, avg, mx), pieces) == expect, delta
+
+
+def test_cut_where_the_hash_is_exactly_discriminator_minus_one():
+    """CHUNK-4: h % d == d - 1 at h == d - 1 itself (the smallest such hash): a discriminator made
+    from the hash of one window cuts exactly at that window's end, as the byte-at-a-time reference
+    (casync_chunker's table and rotation) computes it."""
+    mn, mx = 64, 100_000
+    data = random.Random(11).randbytes(4000)
+    at = 3000  # the chunk ends here: the window is data[at - 48:at]
+    h = 0
+    for i, b in enumerate(data[at - casync_chunker.WINDOW:at]):
+        h ^= casync_chunker._rol32(casync_chunker.BUZHASH[b], casync_chunker.WINDOW - 1 - i)
+    assert 0 < h < 0xFFFFFFFF
+    d = h + 1
+    expect = []  # the reference scan with this discriminator
+    h2, start = None, 0
+    for end in range(casync_chunker.WINDOW, len(data) + 1):
+        w = data[end - casync_chunker.WINDOW:end]
+        h2 = 0
+        for i, b in enumerate(w):
+            h2 ^= casync_chunker._rol32(casync_chunker.BUZHASH[b], casync_chunker.WINDOW - 1 - i)
+        if end - start >= max(mn, casync_chunker.WINDOW) and (h2 % d == d - 1 or end - start >= mx):
+            expect.append(end)
+            start = end
+    assert at in expect
+    ch = _chunker.Chunker(mn, 1000, mx, d)
+    assert ch.feed(data) == expect
+
+
 def test_chunk_bounds_random():
     """CHUNK-6/7: every chunk but the last is within [max(min, 48), max]."""
     data = os.urandom(4 << 20)

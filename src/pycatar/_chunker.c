@@ -68,7 +68,7 @@ typedef struct {
     PyObject_HEAD
     uint64_t min_size, avg_size, max_size, discriminator;
     uint64_t first_test;     /* smallest chunk size at which a cut may happen: max(min, WINDOW) */
-    uint64_t fastmod_m;      /* precomputed reciprocal for h % discriminator */
+    uint64_t divisor_c;      /* ceil(2^64 / discriminator), for is_cut */
     uint32_t target;         /* discriminator - 1 */
     int fixed;               /* min == avg == max: cut every avg bytes */
     int busy;                /* a scan is running (the GIL is released) */
@@ -78,9 +78,13 @@ typedef struct {
 } ChunkerObject;
 
 /* h mod d for 32-bit h and d (Lemire, Kaser, Kurz: "Faster remainder by direct computation"). */
-static inline uint32_t fastmod(uint32_t h, uint64_t m, uint32_t d) {
-    uint64_t low = m * h;
-    return (uint32_t) (((__uint128_t) low * d) >> 64);
+/* CHUNK-4's test h % discriminator == discriminator - 1, with one multiplication: h - target is a
+ * multiple of the discriminator d exactly when (h - target) * c, modulo 2^64, is below c =
+ * ceil(2^64 / d), for any 32-bit value and d < 2^32 (Lemire, Kaser and Kurz, "Faster remainder by
+ * direct computation", 2019); below target, h % d == h != target.  Checked against % for every
+ * 32-bit h and 16 discriminators from 1 to 2^32 - 1. */
+static inline int is_cut(uint32_t h, uint64_t c, uint32_t target) {
+    return h >= target && (uint64_t) (h - target) * c <= c - 1;
 }
 
 typedef struct {
@@ -130,8 +134,8 @@ static void scan(ChunkerObject *c, const uint8_t *p, size_t n, CutVec *cuts) {
         return;
     }
 
-    const uint64_t first = c->first_test, max = c->max_size, m = c->fastmod_m;
-    const uint32_t d = (uint32_t) c->discriminator, target = c->target;
+    const uint64_t first = c->first_test, max = c->max_size, dc = c->divisor_c;
+    const uint32_t target = c->target;
 
     while (pos < n) {
         uint64_t cs = c->chunk_size;
@@ -155,7 +159,7 @@ static void scan(ChunkerObject *c, const uint8_t *p, size_t n, CutVec *cuts) {
             if (cs < first)
                 return;
             c->h = window_hash(c);
-            if (cs >= max || fastmod(c->h, m, d) == target) {
+            if (cs >= max || is_cut(c->h, dc, target)) {
                 c->chunk_size = 0;
                 cut_push(cuts, (Py_ssize_t) pos);
             }
@@ -170,22 +174,26 @@ static void scan(ChunkerObject *c, const uint8_t *p, size_t n, CutVec *cuts) {
         while (pos < WINDOW && pos < n) {
             h = rotl32(h, 1) ^ T_OUT[c->ring[cs % WINDOW]] ^ T[p[pos]];
             pos++, cs++;
-            if (cs >= max || fastmod(h, m, d) == target) {
+            if (cs >= max || is_cut(h, dc, target)) {
                 cut = 1;
                 break;
             }
         }
 
         if (!cut) {
-            /* Hot loop: both bytes are in the buffer. */
-            while (pos < n) {
+            /* Hot loop: both bytes are in the buffer, and the chunk stays below max_size up to end. */
+            size_t start = pos, end = max - cs < (uint64_t) (n - pos) ? pos + (size_t) (max - cs) : n;
+            while (pos < end) {
                 h = rotl32(h, 1) ^ T_OUT[p[pos - WINDOW]] ^ T[p[pos]];
-                pos++, cs++;
-                if (cs >= max || fastmod(h, m, d) == target) {
+                pos++;
+                if (is_cut(h, dc, target)) {
                     cut = 1;
                     break;
                 }
             }
+            cs += pos - start;
+            if (!cut && cs >= max)
+                cut = 1;
         }
 
         if (cut) {
@@ -229,7 +237,7 @@ static int Chunker_init(ChunkerObject *self, PyObject *args, PyObject *kwds) {
     self->max_size = mx;
     self->discriminator = di;
     self->target = (uint32_t) (di - 1);
-    self->fastmod_m = UINT64_MAX / di + 1;
+    self->divisor_c = UINT64_MAX / di + 1;
     self->first_test = mn > WINDOW ? mn : WINDOW;
     self->fixed = mn == av && av == mx;
     self->chunk_size = 0;
