@@ -77,7 +77,7 @@ typedef struct {
     uint8_t ring[WINDOW];    /* byte at chunk offset j is kept at ring[j % WINDOW] */
 } ChunkerObject;
 
-/* CHUNK-4's test h % discriminator == discriminator - 1, with one multiplication: h - target is a
+/* CHUNK-5's test h % discriminator == discriminator - 1, with one multiplication: h - target is a
  * multiple of the discriminator d exactly when (h - target) * c, modulo 2^64, is below c =
  * ceil(2^64 / d), for any 32-bit value and d < 2^32 (Lemire, Kaser and Kurz, "Faster remainder by
  * direct computation", 2019); below target, h % d == h != target.  Checked against % for every
