@@ -457,6 +457,64 @@ def test_index_stream_prefetches_in_batches(tmp_path):
     assert len(shared) > 1
 
 
+def test_index_stream_start_fetches_before_the_first_read(tmp_path):
+    """start(pos) hands the readahead window from the chunk holding ``pos`` to the pool before any
+    read (extract_tree loads the extractor meanwhile): the pool, not the reader, fetches that chunk,
+    and the reads that follow get the stream's bytes.  Without a pool, or out of range, it does
+    nothing."""
+    import random
+    import threading
+
+    from pycatar.blob import ChunkSource, IndexStream, StoreSource
+
+    data = random.Random(11).randbytes(2 << 20)
+    (tmp_path / "b").write_bytes(data)
+    make_blob_index(tmp_path / "b", tmp_path / "o.caibx", tmp_path / "S", chunk_size=(4096, 16384, 65536))
+    fetched_by: dict[int, str] = {}
+    arrived = threading.Event()
+
+    class Recording(ChunkSource):
+        def __init__(self, inner):
+            self.inner = inner
+
+        def fetch(self, ref):
+            return self.fetch_many([ref])[0]
+
+        def fetch_many(self, refs):
+            out = self.inner.fetch_many(refs)
+            for r in refs:
+                fetched_by[r.index] = threading.current_thread().name
+            arrived.set()
+            return out
+
+    with IndexReader(tmp_path / "o.caibx") as r:
+        refs = list(r.chunks())
+        source = Recording(StoreSource(StoreSet([tmp_path / "S"])))
+        with IndexStream(r, source, threads=2, readahead=8) as s:
+            s.start(refs[5].start + 1)
+            assert arrived.wait(10), "start() fetched nothing"
+            for _ in range(200):  # the whole window: chunks 5..12, by the pool's threads
+                if len(fetched_by) == 8:
+                    break
+                threading.Event().wait(0.01)
+            assert sorted(fetched_by) == list(range(5, 13))
+            assert all(name != threading.current_thread().name for name in fetched_by.values())
+            s.seek(refs[5].start)
+            assert s.read(refs[20].start - refs[5].start) == data[refs[5].start:refs[20].start]
+            assert fetched_by[5] != threading.current_thread().name  # waited for, not fetched again
+            assert s.chunks_fetched == len(set(s.fetched))  # each chunk once
+            assert set(range(5, 20)) <= set(s.fetched) and min(s.fetched) == 5
+        fetched_by.clear()
+        with IndexStream(r, source, threads=0) as s:  # no pool: nothing to start
+            s.start(0)
+            assert not fetched_by and s.chunks_fetched == 0
+        with IndexStream(r, source, threads=2, readahead=8) as s:
+            s.start(len(data))
+            s.start(-1)
+            assert s.chunks_fetched == 0
+            assert s.read() == data
+
+
 def test_blob_extraction_fetches_half_a_mebibyte_per_job(tmp_path):
     """A blob's chunks go to the pool about 512 KiB a job (the GIL is handed over three times a job,
     a 64 KiB chunk a job cost a quarter of the CPU), and come out in order, byte for byte."""

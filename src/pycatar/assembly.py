@@ -798,8 +798,6 @@ def extract_tree(index, dest, stores, subpath: str | None = None, *, seeds: Iter
     """Extract a ``.caidx`` into the directory ``dest`` (see :func:`pycatar.extract.extract_archive`
     for ``subpath`` and ``extract_options``), taking chunks from seeds where they have them.
     Returns ``(ExtractStats, Summary)``."""
-    from .extract import extract_archive, normalize_subpath
-
     t0 = time.monotonic()
     reader = index if isinstance(index, IndexReader) else IndexReader(index)
     out_seed = None
@@ -819,6 +817,8 @@ def extract_tree(index, dest, stores, subpath: str | None = None, *, seeds: Iter
         summary.reflink = reflink
         try:
             if hardlink:
+                from .extract import normalize_subpath
+
                 sub = normalize_subpath(subpath)
                 prefix = sub.rpartition("/")[0] + "/" if sub and "/" in sub else ""
                 link_seeds = [s for s in asm.seeds
@@ -827,6 +827,10 @@ def extract_tree(index, dest, stores, subpath: str | None = None, *, seeds: Iter
                                                           asm.spill_dir, summary)
             with IndexStream(reader, asm, threads=threads or None, cache_size=8) as stream:
                 stream.on_bytes = on_bytes
+                if not subpath:
+                    stream.start()  # the chunks are on their way while the extractor is loaded
+                from .extract import extract_archive
+
                 stats = extract_archive(stream, dest, subpath, **extract_options)
         finally:
             asm.close()

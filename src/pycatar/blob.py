@@ -1127,6 +1127,15 @@ class IndexStream(io.RawIOBase):
         if refs:
             self._submit(refs, futs)
 
+    def start(self, pos: int = 0) -> None:
+        """Start fetching the readahead window from the chunk holding ``pos`` on, before a read asks
+        for it (a reader with set-up of its own to do meanwhile: imports, opening the target)."""
+        if not self._readahead or not 0 <= pos < self.size:
+            return
+        first = self._locate(pos, None).index
+        with self._lock:
+            self._prefetch_after(first - 1, False)
+
     def _submit(self, refs: list[ChunkRef], futs: list[Future]) -> bool:
         """Hand a batch of prefetches to the pool (lock held); False when the stream is closing (they
         are dropped)."""
