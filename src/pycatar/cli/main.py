@@ -192,8 +192,10 @@ def _parser() -> _Parser:
     permutes them), ``--`` ends them; everything else is the verb and its arguments."""
     # (a formatter of fixed width: argparse makes one per option added, and each would import shutil
     # to ask the terminal's width, 5-8 ms of python3 -X importtime; the help is :func:`command_help`)
-    p = _Parser(prog="pycatar", add_help=False, allow_abbrev=False,
-                formatter_class=lambda prog: argparse.HelpFormatter(prog, width=100))
+    # (a usage of its own: parse_known_intermixed_args would format the full one, every option's, for
+    # error messages that _Parser.error words without it)
+    p = _Parser(prog="pycatar", usage="pycatar [OPTIONS...] VERB [ARGUMENTS...]", add_help=False,
+                allow_abbrev=False, formatter_class=lambda prog: argparse.HelpFormatter(prog, width=100))
     for o in OPTIONS:
         if o.metavar is None:
             p.add_argument(*o.names, dest=o.key, action="store_true")
