@@ -112,6 +112,11 @@ _HOLE_CASES = {
     "only zeros, split": [bytes(1000), bytes(7000), bytes(300)],
     "one byte per block": [(bytes(4095) + b"\1") * 3],
     "tiny pieces": [bytes(1)] * 5000 + [b"k"] + [bytes(1)] * 4000,
+    # one piece (most files): the batch writer puts its last, partial block with the data before it
+    "one piece, data tail": [b"d" * 9000],
+    "one piece, zero tail": [b"d" * 8192 + bytes(700)],
+    "one piece, hole then data tail": [b"d" * 100 + bytes(8092) + b"t" * 5],
+    "last piece completes a block, then a tail": [b"a" * 3000, b"b" * 1096 + b"c" * 4096 + b"e" * 10],
 }
 
 

@@ -225,7 +225,10 @@ static int payload_block(Payload *w, size_t len) {
     return 0;
 }
 
-static int payload_write(Payload *w, const char *p, size_t n) {
+/* Append ``p[0:n]``.  ``last``: these are the file's final bytes (nothing is appended after them), so
+ * its last, partial block goes by the rule at once, with the data run before it: one pwrite where a
+ * small file took two (its whole blocks, then its tail at payload_finish). */
+static int payload_append(Payload *w, const char *p, size_t n, int last) {
     w->size += (long long)n;
     if (!w->sparse) {
         if (write_at(w->fd, p, n, w->pos, &w->written_end) < 0)
@@ -244,13 +247,17 @@ static int payload_write(Payload *w, const char *p, size_t n) {
         if (payload_block(w, HOLE_BLOCK) < 0)
             return -1;
     }
-    size_t whole = n - n % HOLE_BLOCK;
+    size_t whole = last ? n : n - n % HOLE_BLOCK;
     if (write_sparse(w->fd, p, whole, w->pos, &w->written_end, &w->holes) < 0)
         return -1;
     w->pos += (off_t)whole;
     memcpy(w->carry, p + whole, n - whole);
     w->ncarry = n - whole;
     return 0;
+}
+
+static int payload_write(Payload *w, const char *p, size_t n) {
+    return payload_append(w, p, n, 0);
 }
 
 /* Make the file reach ``end``, extending it over a hole there. */
@@ -386,7 +393,7 @@ static int do_job(const Job *j, long long *holes, int *step) {
         Payload w;
         payload_init(&w, fd, j->sparse, 0);
         for (Py_ssize_t i = 0; i < j->npieces; i++)
-            if (payload_write(&w, j->pieces[i].buf, (size_t)j->pieces[i].len) < 0)
+            if (payload_append(&w, j->pieces[i].buf, (size_t)j->pieces[i].len, i == j->npieces - 1) < 0)
                 goto fail;
         if (payload_finish(&w) < 0)
             goto fail;
