@@ -291,6 +291,19 @@ def read_work(path: str, digest: bool) -> float:
     return _best(lambda: _thread_cpu(work))
 
 
+def fs_type(path: str) -> str:
+    """The type of the file system ``path`` is on, as mounted ("ext4"; stat -f names every ext2/3/4
+    "ext2/ext3"): util-linux's findmnt, else stat's name, else "unknown"."""
+    for argv in (["findmnt", "-n", "-o", "FSTYPE", "-T", path], ["stat", "-f", "-c", "%T", path]):
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True).stdout.strip()
+        except OSError:
+            continue
+        if out:
+            return out
+    return "unknown"
+
+
 def startup(argv: list[str] | None = None) -> float:
     """Median wall time of 5 runs of the bare interpreter's start-up (python -c pass), or of ``argv``
     ("{run}" in it replaced by a fresh name each run)."""
@@ -613,8 +626,7 @@ def main(argv=None) -> int:
     if args.dir:
         os.makedirs(args.dir, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="pycatar-bench-", dir=args.dir) as tmp:
-        where = subprocess.run(["stat", "-f", "-c", "%T", tmp], capture_output=True, text=True).stdout.strip()
-        print(f"outputs in {tmp} ({where or 'unknown'} file system), {os.cpu_count()} CPUs, "
+        print(f"outputs in {tmp} ({fs_type(tmp)} file system), {os.cpu_count()} CPUs, "
               f"pycatar from {os.path.dirname(pycatar.__file__)}", file=sys.stderr)
         floor = Floor(tmp)
         for case in cases(tmp, args.cache, args.quick, floor):

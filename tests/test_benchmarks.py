@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -22,6 +23,10 @@ def test_harness_runs_on_tiny_data(casync, tmp_path):
                         "--csv", str(tmp_path / "r.csv"), "--out", str(tmp_path / "r.md"), "--baseline", here],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
+    # the file system named as mounted (df reads the mount table on its own): "ext4", not stat -f's "ext2/ext3"
+    fstype = subprocess.run(["df", "--output=fstype", tempfile.gettempdir()], capture_output=True,
+                            text=True, check=True).stdout.split()[-1]
+    assert f"({fstype} file system)" in p.stderr.splitlines()[0], p.stderr
     rows = [r.split(",") for r in (tmp_path / "r.csv").read_text().splitlines()]
     assert rows[0][:6] == ["key", "a", "b", "a_s", "b_s", "ratio"]
     assert rows[0][-3:] == ["bound_s", "b_startup_s", "floor_s"]
