@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 
 import pytest
 
@@ -223,6 +224,27 @@ def test_payload_settle_skip_and_offset(tmp_path):
             w.write_many([b"z", "text"])
     finally:
         os.close(ro)
+
+
+def test_make_dirs(tmp_path):
+    """_fileio.make_dirs: mkdir of each path with the mode given, one answer per path: 0 made, else
+    the errno (EEXIST there already, ENOENT a missing parent, ENOTDIR a file in the way)."""
+    import errno
+
+    from pycatar._fileio import make_dirs
+
+    (tmp_path / "old").mkdir()
+    (tmp_path / "file").write_bytes(b"x")
+    paths = [tmp_path / "a", str(tmp_path / "b"), tmp_path / "old", tmp_path / "missing" / "c",
+             tmp_path / "file" / "d", tmp_path / "a"]
+    assert make_dirs(paths, 0o750) == [0, 0, errno.EEXIST, errno.ENOENT, errno.ENOTDIR, errno.EEXIST]
+    for name in "ab":
+        assert stat.S_ISDIR(os.stat(tmp_path / name).st_mode)
+        assert os.stat(tmp_path / name).st_mode & 0o777 == 0o750 & ~_umask()
+    assert not (tmp_path / "missing").exists()
+    assert make_dirs([], 0o700) == []
+    with pytest.raises(ValueError):
+        make_dirs([str(tmp_path / "nul\0name")], 0o700)
 
 
 def test_make_dir(tmp_path):

@@ -69,6 +69,47 @@ def test_existing_chunk_not_rewritten(tmp_path):
     assert p.stat().st_ino == ino and p.read_bytes()[:4] == compression.ZSTD_MAGIC
 
 
+def test_a_batch_makes_its_directories_in_one_call(tmp_path, monkeypatch):
+    """put_many makes the chunk directories a batch needs with one make_dirs call (the GIL released
+    once, not per directory), the store itself too when it is missing; a directory it cannot make
+    is one clear error, and a directory removed behind its back (gc) is made again."""
+    from pycatar import store as store_mod
+    from pycatar.errors import PycatarError
+
+    calls = []
+    real = store_mod.make_dirs
+    monkeypatch.setattr(store_mod, "make_dirs", lambda paths, mode: calls.append(list(paths)) or real(paths, mode))
+    chunks = [_chunk(100 + i, 5000) for i in range(40)]
+    subs = {cid.hex()[:4] for cid, _ in chunks}
+    s = LocalStore(tmp_path / "deeper" / "S")  # neither the store nor its parent exists yet
+    assert s.put_many(chunks) == (40, 0, sum(os.path.getsize(tmp_path / "deeper" / "S" / chunk_relpath(c))
+                                             for c, _ in chunks))
+    assert {os.path.basename(p) for p in calls[0]} == subs  # all of them, at once
+    assert len(calls) == 2  # ENOENT: the store is made (makedirs), then the directories again
+    assert {os.path.basename(p) for p in calls[-1]} == subs
+    assert all(s.get(cid, len(data)) == data for cid, data in chunks)
+    calls.clear()
+    assert s.put_many(chunks) == (0, 40, 0)
+    assert calls == []  # known directories: no call at all
+    # a directory removed behind the store's back (gc) is made again when a chunk goes into it
+    cid, data = chunks[0]
+    path = tmp_path / "deeper" / "S" / chunk_relpath(cid)
+    for f in path.parent.iterdir():
+        f.unlink()
+    path.parent.rmdir()
+    assert s.put_many([(cid, data)]) == (1, 0, path.stat().st_size)
+    assert s.get(cid, len(data)) == data
+    # a file in the way of a chunk directory: mkdir says it exists, the chunk's write says why not
+    (tmp_path / "T").mkdir()
+    (tmp_path / "T" / cid.hex()[:4]).write_bytes(b"not a directory")
+    with pytest.raises(PycatarError, match=f"cannot write chunk {cid.hex()} to .*T: Not a directory"):
+        LocalStore(tmp_path / "T").put_many([(cid, data)])
+    # a file in the way of the store: the directories cannot be made, one line naming one
+    (tmp_path / "F").write_bytes(b"x")
+    with pytest.raises(PycatarError, match=f"cannot create store directory .*F/S/[0-9a-f]{{4}}: Not a directory"):
+        LocalStore(tmp_path / "F" / "S").put_many(chunks[:3])
+
+
 def test_temporary_name_taken(tmp_path):
     """STORE-4: a temporary name another writer holds is skipped; the chunk is still installed and
     the other writer's file is left alone."""

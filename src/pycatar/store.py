@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from . import compression as _compression
 from . import digest as _digest
-from ._fileio import read_file, read_files
+from ._fileio import make_dirs, read_file, read_files
 from .errors import ChunkError, ChunkMissing, PycatarError, StoreUnavailable, UsageError
 from .fileio import install_new_many, random_tag
 from .record import Record
@@ -406,28 +406,35 @@ class LocalStore(ChunkStore):
 
     # -- writing
     def _ensure_dir(self, sub: str) -> str:
-        d = self._sub_prefix + sub
-        if sub in self._dirs_made:
-            return d
-        with self._mkdir_lock:
-            if sub not in self._dirs_made:
-                self._make_dir(sub, d)
-        return d
+        if sub not in self._dirs_made:
+            self._make_dirs([sub])
+        return self._sub_prefix + sub
 
-    def _make_dir(self, sub: str, d: str) -> None:
-        for first in (True, False):
-            try:
-                os.mkdir(d, 0o777)
-                self._fresh_dirs.add(sub)
-            except FileExistsError:
-                pass
-            except OSError as e:
-                if first and isinstance(e, FileNotFoundError):
-                    self._make_store()  # the store itself is missing: make it, then the directory
-                    continue
-                raise PycatarError(f"cannot create store directory {d}: {e.strerror}") from None
-            break
-        self._dirs_made.add(sub)
+    def _make_dirs(self, subs: Iterable[str]) -> None:
+        """Make those of the chunk directories ``subs`` this object has not made or found yet, in one
+        C call (the GIL released once: a fresh store needs a directory for nearly every new chunk),
+        and the store itself first if it is missing."""
+        todo = [sub for sub in dict.fromkeys(subs) if sub not in self._dirs_made]
+        if not todo:
+            return
+        with self._mkdir_lock:
+            todo = [sub for sub in todo if sub not in self._dirs_made]
+            for first in (True, False):
+                again = []
+                for sub, err in zip(todo, make_dirs([self._sub_prefix + sub for sub in todo], 0o777)):
+                    if err == 0:
+                        self._fresh_dirs.add(sub)
+                    elif first and err == errno.ENOENT:
+                        again.append(sub)
+                        continue
+                    elif err != errno.EEXIST:
+                        raise PycatarError(f"cannot create store directory {self._sub_prefix + sub}: "
+                                           f"{os.strerror(err)}")
+                    self._dirs_made.add(sub)
+                if not again:
+                    return
+                self._make_store()  # the store itself is missing: make it, then the directories
+                todo = again
 
     def _make_store(self) -> None:
         try:
@@ -455,6 +462,7 @@ class LocalStore(ChunkStore):
     def put_many(self, items: Iterable[tuple[bytes, object]], *, compression: str | None = None
                  ) -> tuple[int, int, int]:
         items = list(items)
+        self._make_dirs([chunk_id.hex()[:4] for chunk_id, _ in items])
         absent = self._absent
         todo = [(chunk_id, data) for chunk_id, data in items if absent(chunk_id)]
         payloads = _compression.compress_many([data for _, data in todo], compression or self.compression)
