@@ -1248,3 +1248,52 @@ def test_long_entry_through_tiny_reads_is_parsed_in_linear_time():
         got = read_all(NonSeekable(data, 4096))
     assert [len(e.xattrs) for e, _ in got] == [0, 4000, 0]
     assert time.process_time() - start < 5
+
+
+def test_small_payloads_come_with_their_entries(tmp_path, run_casync, monkeypatch):
+    """A payload the read buffer holds whole is handed over with its entry: a directory of small files
+    takes a few parse_children calls, not one a file, and every payload is still the file's bytes
+    (casync made the archive), whether the buffer holds it whole, in part or not at all; a second
+    read_payload gives nothing, an unread one is skipped, and ``tap`` still sees every byte."""
+    tree = tmp_path / "t"
+    (tree / "d").mkdir(parents=True)
+    want = {}
+    for i in range(300):
+        body = bytes((i * 7 + k) & 0xFF for k in range(i * 37 % 5000)) + b"%d" % i
+        rel = f"d/f{i:03d}"
+        (tree / rel).write_bytes(body)
+        want[rel] = body
+    (tree / "d" / "big").write_bytes(os.urandom(decoder.PAYLOAD_PIECE + 5))  # never whole: streamed
+    want["d/big"] = (tree / "d" / "big").read_bytes()
+    (tree / "z").write_bytes(b"last")
+    want["z"] = b"last"
+    archive = tmp_path / "a.catar"
+    run_casync("make", "--without=all", archive, tree)
+    data = archive.read_bytes()
+
+    calls = []
+    real = decoder._parse_children
+    monkeypatch.setattr(decoder, "_parse_children", lambda *a: calls.append(1) or real(*a))
+    for f in (io.BytesIO(data), NonSeekable(data, chunk=7000), Viewing(data), NonSeekable(data, chunk=1 << 22)):
+        calls.clear()
+        r = CatarReader(f)
+        got = {}
+        for e in r:
+            if e.isreg():
+                got[e.path] = b"".join(r.read_payload())
+                assert b"".join(r.read_payload()) == b""
+        assert got == want
+        if isinstance(f, io.BytesIO):
+            assert len(calls) < 40, len(calls)  # 300 files in 64-entry batches, and the big one
+
+    for skip in ("d/f007", "d/big", "z"):  # unread payloads, whole in the buffer or not
+        r = CatarReader(io.BytesIO(data))
+        seen = [(e.path, b"".join(r.read_payload()) if e.isreg() and e.path != skip else None) for e in r]
+        assert [p for p, _ in seen] == ["", "d", "d/big"] + [f"d/f{i:03d}" for i in range(300)] + ["z"]
+        assert all(body == want[p] for p, body in seen if body is not None)
+
+    tapped = []
+    r = CatarReader(io.BytesIO(data))
+    r.tap = lambda piece: tapped.append(bytes(piece))
+    assert sum(1 for e in r if e.isreg()) == 302
+    assert b"".join(tapped) == data

@@ -23,12 +23,15 @@
  *   consumed): a pycatar.entry.Entry at ``path``, made here (make_entry).
  * parse_filename(buf, bpos, off, eof, end): a FILENAME record; the name (bytes) or an int.
  * parse_children(buf, bpos, off, eof, last_name, depth, dir_offset, prefix, limit, af, strict, hasher,
- *   max_n, make): the next children of a directory (at ``dir_offset``) during iteration, each a FILENAME
- *   record and an entry (as parse_entry, with ``af`` known), at most ``max_n`` of them, up to and
- *   including a directory or a regular file with a payload (iteration goes on inside it).  Returns
- *   False (the directory's GOODBYE record comes next: not consumed), an int (bytes needed), or
- *   (entries, bytes consumed, the last name, FILENAME offsets, name hashes: both u64 arrays as bytes,
- *   lines).  Names must sort after ``last_name``; ``depth`` (of the children) must not exceed MAX_DEPTH;
+ *   max_n, make, payload_max): the next children of a directory (at ``dir_offset``) during iteration,
+ *   each a FILENAME record and an entry (as parse_entry, with ``af`` known), at most ``max_n`` of them,
+ *   up to and including a directory or a regular file with a payload (iteration goes on inside it).
+ *   With MAKE_ENTRIES, a payload of at most ``payload_max`` bytes that the buffer holds whole is
+ *   consumed with its entry instead (the batch goes on after it).  Returns False (the directory's
+ *   GOODBYE record comes next: not consumed), an int (bytes needed), or (entries, bytes consumed, the
+ *   last name, FILENAME offsets, name hashes: both u64 arrays as bytes, lines, payloads): ``payloads``
+ *   is None when no payload was consumed, else a list beside ``entries``: a read-only memoryview of the
+ *   buffer for an entry whose payload was, None for the others.  Names must sort after ``last_name``; ``depth`` (of the children) must not exceed MAX_DEPTH;
  *   paths are ``prefix`` + name.  An error after some children ends the batch before the failing
  *   record: the next call reports it.  ``hasher``: None for the goodbye hash, or a function of the
  *   name (tests provoke collisions with a weak one).  ``make``: 1 (MAKE_ENTRIES) an Entry for every
@@ -394,6 +397,7 @@ typedef struct {
     uint64_t need;       /* bytes needed (status 0) */
     uint64_t mode;       /* the ENTRY's mode (status 1) */
     int stop;            /* a directory or a regular file with payload: iteration must stop after it */
+    uint64_t psize;      /* the payload's size (after the PAYLOAD header, which ``consumed`` includes) */
 } parsed_t;
 
 /* An Entry's path: ``path`` (borrowed) when given, else made only when the Entry is: ``prefix`` (a str,
@@ -851,6 +855,7 @@ static int parse_entry_span(const unsigned char *p, Py_ssize_t avail, uint64_t o
 
     out->stop = is_dir || (have_payload && psize);
     out->mode = mode;
+    out->psize = psize;
     if (!make && !out->stop)
         out->entry = Py_NewRef(Py_None); /* checked, not wanted */
     else {
@@ -1235,15 +1240,43 @@ static PyObject *py_list_line(PyObject *self, PyObject *const *args, Py_ssize_t 
 /* parse_children's ``make`` */
 enum { MAKE_NONE = 0, MAKE_ENTRIES = 1, MAKE_LINES = 2 };
 
+/* parse_children's payloads list: append the n-th child's payload, ``size`` bytes at ``at`` in ``buf``
+ * (a read-only view), if ``take``, else None; the list (n None before the first payload) and the view
+ * of ``buf`` are made when first needed.  Returns -1 with an exception set on failure. */
+static int add_payload(PyObject **payloads, PyObject **view, PyObject *buf, Py_ssize_t n, int take,
+                       Py_ssize_t at, uint64_t size) {
+    PyObject *piece;
+    if (!take)
+        piece = Py_NewRef(Py_None);
+    else {
+        if (!*view && !(*view = PyMemoryView_FromObject(buf)))
+            return -1;
+        if (!(piece = PySequence_GetSlice(*view, at, at + (Py_ssize_t)size)))
+            return -1;
+    }
+    if (!*payloads) {
+        if (!(*payloads = PyList_New(n))) {
+            Py_DECREF(piece);
+            return -1;
+        }
+        for (Py_ssize_t i = 0; i < n; i++)
+            PyList_SET_ITEM(*payloads, i, Py_NewRef(Py_None));
+    }
+    int rc = PyList_Append(*payloads, piece);
+    Py_DECREF(piece);
+    return rc;
+}
+
 static PyObject *py_parse_children(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     char tn[64];
-    if (nargs != 14) {
-        PyErr_SetString(PyExc_TypeError, "parse_children() takes 14 arguments");
+    if (nargs != 15) {
+        PyErr_SetString(PyExc_TypeError, "parse_children() takes 15 arguments");
         return NULL;
     }
-    Py_ssize_t bpos = PyLong_AsSsize_t(args[1]), max_n = PyLong_AsSsize_t(args[12]);
+    Py_ssize_t bpos = PyLong_AsSsize_t(args[1]), max_n = PyLong_AsSsize_t(args[12]),
+               payload_max = PyLong_AsSsize_t(args[14]);
     long long depth = PyLong_AsLongLong(args[5]);
-    if ((bpos == -1 || depth == -1 || max_n == -1) && PyErr_Occurred())
+    if ((bpos == -1 || depth == -1 || max_n == -1 || payload_max == -1) && PyErr_Occurred())
         return NULL;
     int err = 0;
     uint64_t off = arg_u64(args[2], &err), dir_offset = arg_u64(args[6], &err), limit = arg_opt(args[8], &err),
@@ -1265,7 +1298,7 @@ static PyObject *py_parse_children(PyObject *self, PyObject *const *args, Py_ssi
     text_t lines = {NULL, 0, 0};
     char *esc_prefix = NULL; /* the prefix as list lines show it */
     Py_ssize_t esc_prefix_len = 0;
-    PyObject *r = NULL, *entries = PyList_New(0);
+    PyObject *r = NULL, *entries = PyList_New(0), *payloads = NULL, *view = NULL;
     uint64_t *starts = NULL, *hashes = NULL;
     Py_ssize_t n = 0, cap = 0, pos = 0;
     const unsigned char *last_name = last == Py_None ? NULL : (const unsigned char *)PyBytes_AS_STRING(last);
@@ -1378,7 +1411,15 @@ static PyObject *py_parse_children(PyObject *self, PyObject *const *args, Py_ssi
                 break;
             }
         }
-        rc = pe.entry == Py_None ? 0 : PyList_Append(entries, pe.entry);
+        Py_ssize_t body = pos + (Py_ssize_t)fsize + pe.consumed; /* where a payload starts in the span */
+        int take = make == MAKE_ENTRIES && pe.stop && (pe.mode & S_IFMT) == S_IFREG &&
+                   pe.psize <= (uint64_t)payload_max && pe.psize <= (uint64_t)(s.avail - body);
+        rc = take || payloads ? add_payload(&payloads, &view, args[0], n, take, bpos + body, pe.psize) : 0;
+        if (rc == 0 && pe.entry != Py_None && PyList_Append(entries, pe.entry) < 0) {
+            rc = -1;
+            if (payloads) /* keep the lists in step */
+                PyList_SetSlice(payloads, n, n + 1, NULL);
+        }
         Py_DECREF(pe.entry);
         if (rc < 0)
             break;
@@ -1387,8 +1428,8 @@ static PyObject *py_parse_children(PyObject *self, PyObject *const *args, Py_ssi
         n++;
         last_name = name;
         last_len = nl;
-        pos += (Py_ssize_t)fsize + pe.consumed;
-        if (pe.stop || n >= max_n) {
+        pos = body + (take ? (Py_ssize_t)pe.psize : 0);
+        if ((pe.stop && !take) || n >= max_n) {
             status = 1;
             break;
         }
@@ -1411,7 +1452,7 @@ static PyObject *py_parse_children(PyObject *self, PyObject *const *args, Py_ssi
                  *hb = PyBytes_FromStringAndSize((const char *)hashes, n * 8),
                  *text = make == MAKE_LINES ? text_str(lines.p, lines.len) : Py_NewRef(Py_None);
         if (ln && sb && hb && text)
-            r = Py_BuildValue("(OnOOOO)", entries, pos, ln, sb, hb, text);
+            r = Py_BuildValue("(OnOOOOO)", entries, pos, ln, sb, hb, text, payloads ? payloads : Py_None);
         Py_XDECREF(ln);
         Py_XDECREF(sb);
         Py_XDECREF(hb);
@@ -1423,6 +1464,8 @@ out:
     free(lines.p);
     free(esc_prefix);
     Py_XDECREF(entries);
+    Py_XDECREF(payloads);
+    Py_XDECREF(view);
     PyBuffer_Release(&s.view);
     return r;
 }

@@ -332,6 +332,7 @@ class CatarReader:
         # the regular file just yielded: its cursor and how much payload is left unread
         self._payload_src: _Source | None = None
         self._payload_left = 0
+        self._inline = None  # or its payload, when parsed with it (a view of the buffer)
         # the entry just yielded or parsed, and the buffer it was parsed from with the stream offset of
         # its first byte (entry_bytes)
         self._current: Entry | None = None
@@ -353,6 +354,13 @@ class CatarReader:
     def read_payload(self) -> Iterator[bytes]:
         """The payload of the regular file just yielded, in pieces of at most 1 MiB.  Call it before
         advancing the iterator; what is not consumed is skipped when iteration continues."""
+        piece = self._inline  # a payload parsed with its entry: already consumed, a view of the buffer
+        if piece is not None:
+            self._inline = None
+            return iter((piece,))
+        return self._stream_payload()
+
+    def _stream_payload(self) -> Iterator[bytes]:
         src = self._payload_src
         if src is None or self._payload_left <= 0:
             return
@@ -500,17 +508,29 @@ class CatarReader:
             limit = src.size() if src.seekable else None
             hasher = None if name_hash is _goodbye.name_hash else name_hash  # tests substitute a weak hash
             batch: list[Entry] = []
+            inline: list | None = None
             depth = path.count("/") + 1 if path else 0
             max_n = _BATCH if make == _MAKE_ENTRIES else _BATCH_UNMADE
+            payload_max = PAYLOAD_PIECE if make == _MAKE_ENTRIES else 0
             while True:
                 # the entries of a batch but the last are neither directories nor files with a payload
-                for e in batch:
-                    self._current = e
-                    yield e
+                # still to read (a payload the buffer held whole came with its entry: ``inline``)
+                if inline is None:
+                    for e in batch:
+                        self._current = e
+                        yield e
+                else:
+                    for e, self._inline in zip(batch, inline):
+                        self._current = e
+                        yield e
+                    self._inline = inline.pop() if entry is not None else None
                 if entry is not None:
                     ftype = entry.mode & _IFMT
                     self._current = entry
-                    if ftype == _IFREG and entry.size:
+                    if self._inline is not None:
+                        yield entry
+                        self._inline = None
+                    elif ftype == _IFREG and entry.size:
                         if not lines:
                             self._payload_src = src
                             self._payload_left = entry.size
@@ -534,7 +554,8 @@ class CatarReader:
                 eof, want = False, 0
                 while True:
                     r = _parse_children(src.buf, src.bpos, src.pos, eof, frame.last_name, frame.depth + 1,
-                                        frame.entry_offset, frame.prefix, limit, af, strict, hasher, max_n, make)
+                                        frame.entry_offset, frame.prefix, limit, af, strict, hasher, max_n, make,
+                                        payload_max)
                     if type(r) is tuple:
                         break
                     if r is False:  # the directory's GOODBYE record
@@ -549,7 +570,7 @@ class CatarReader:
                         return
                     want = r if r < _GROW_FROM else max(r, 2 * want)  # see _parse_entry
                     eof = src.fill(want) < want
-                batch, consumed, frame.last_name, starts, hashes, text = r
+                batch, consumed, frame.last_name, starts, hashes, text, inline = r
                 frame.starts.frombytes(starts)
                 frame.hashes.frombytes(hashes)
                 buf, b = src.buf, src.bpos
@@ -565,6 +586,7 @@ class CatarReader:
                     yield text  # every child's line, the directory's or payload's that ended the batch too
         finally:
             src.tap = None
+            self._inline = None
             if self._payload_src is src:
                 self._payload_src = None
                 self._payload_left = 0
