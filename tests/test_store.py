@@ -7,6 +7,7 @@ import hashlib
 import io
 import multiprocessing
 import os
+import random
 import stat
 import subprocess
 import sys
@@ -365,6 +366,39 @@ def test_digest_many_is_hashlib_of_each():
         digest.digest_many("sha256", ["text"])
     # the published SHA-512/256 of "abc" (FIPS 180-4 examples)
     assert digest.digest("sha512-256", b"abc").hex() == "53048e2681941ef99b2e29b76b4c7dabe4c2d0c634fc6d46e0e2f13107e7af23"
+
+
+def test_sha512_256_eight_lanes_is_hashlib_of_each():
+    """Where the CPU has AVX-512 (F and BW, as /proc/cpuinfo lists them), SHA-512/256 goes eight
+    buffers at a time: every padding case (lengths 0 to 400: one tail block or two), buffers at odd
+    addresses, lanes refilled as their buffers end (sizes far apart) and a single buffer give what
+    hashlib gives; batches of X8_MIN or more take that way by default.  Elsewhere asking for it is
+    an OSError, as it is for SHA-256."""
+    from pycatar import _sha, digest
+
+    digest._libcrypto()
+    with open("/proc/cpuinfo") as f:
+        cpu_flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    assert bool(_sha.X8) == ("avx512f" in cpu_flags and "avx512bw" in cpu_flags)
+    pool = os.urandom(1 << 20)
+    rnd = random.Random(18)
+    batches = [[pool[:n] for n in range(401)],
+               [memoryview(pool)[1 + k:1 + k + n] for k, n in enumerate((300_000, 0, 129, 5000, 1, 70_000, 112, 111,
+                                                                        128, 240, 256, 1 << 19, 17, 999))],
+               [pool[:rnd.randrange(200_000)] for _ in range(50)],
+               [pool[:1000]], [pool[:128]], []]
+    for datas in batches:
+        want = [hashlib.new("sha512_256", d).digest() for d in datas]
+        assert _sha.digest_many("sha512-256", datas, False) == want
+        assert _sha.digest_many("sha512-256", datas) == want
+        if _sha.X8:
+            assert _sha.digest_many("sha512-256", datas, True) == want
+        else:
+            with pytest.raises(OSError, match="eight-lane"):
+                _sha.digest_many("sha512-256", datas, True)
+    with pytest.raises(OSError, match="eight-lane sha256"):
+        _sha.digest_many("sha256", [b"abc"] * 8, True)
+    assert _sha.X8_MIN == 2
 
 
 def test_without_libcrypto_sha2_is_one_clear_error(tmp_path):
