@@ -45,8 +45,9 @@ from .store import ChunkStore, LocalStore, StoreSet, as_store_set
 READ_SIZE = 4 << 20
 #: bytes allowed in flight in each pipeline stage
 MAX_PENDING_BYTES = 24 << 20
-#: at most this many chunks per job of an index stream's prefetching pool
-PREFETCH_BATCH = 8
+#: at most this many chunks per job of an index stream's prefetching pool (16: the eight-lane SHA-512/256
+#: of pycatar._sha keeps its lanes fuller than with 8; the python3.11 extraction's CPU -10 %)
+PREFETCH_BATCH = 16
 #: ... and at most this many jobs (chunks to fetch or store), however small the chunks
 MAX_PENDING_JOBS = 1024
 #: a local store's new chunks go to the pool in jobs of about this many bytes (compression and chunk
