@@ -30,7 +30,7 @@ setup(
         Extension(
             "pycatar._sha",
             sources=["src/pycatar/_sha.c"],
-            depends=["src/pycatar/_dlbind.h"],
+            depends=["src/pycatar/_dlbind.h", "src/pycatar/_sha512lanes.h"],
             extra_compile_args=["-O2", "-std=gnu99", "-Wall"],
             libraries=["dl"],
         ),

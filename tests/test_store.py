@@ -368,18 +368,21 @@ def test_digest_many_is_hashlib_of_each():
     assert digest.digest("sha512-256", b"abc").hex() == "53048e2681941ef99b2e29b76b4c7dabe4c2d0c634fc6d46e0e2f13107e7af23"
 
 
-def test_sha512_256_eight_lanes_is_hashlib_of_each():
-    """Where the CPU has AVX-512 (F and BW, as /proc/cpuinfo lists them), SHA-512/256 goes eight
-    buffers at a time: every padding case (lengths 0 to 400: one tail block or two), buffers at odd
-    addresses, lanes refilled as their buffers end (sizes far apart) and a single buffer give what
-    hashlib gives; batches of X8_MIN or more take that way by default.  Elsewhere asking for it is
-    an OSError, as it is for SHA-256."""
+def test_sha512_256_lanes_are_hashlib_of_each():
+    """SHA-512/256 goes 8 buffers at a time where the CPU has AVX-512 (F and BW) and 4 where it has
+    AVX2, as /proc/cpuinfo lists them: every padding case (lengths 0 to 400: one tail block or two),
+    buffers at odd addresses, lanes refilled as their buffers end (sizes far apart), a single buffer
+    and an empty batch give what hashlib gives, with each kernel the CPU has and by default (batches
+    of LANES_MIN or more take the widest).  A kernel the CPU lacks, and lanes for SHA-256, are an
+    OSError."""
     from pycatar import _sha, digest
 
     digest._libcrypto()
     with open("/proc/cpuinfo") as f:
         cpu_flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    assert bool(_sha.X8) == ("avx512f" in cpu_flags and "avx512bw" in cpu_flags)
+    have = [n for n, need in ((8, ("avx512f", "avx512bw")), (4, ("avx2",))) if all(x in cpu_flags for x in need)]
+    assert _sha.LANES == (have[0] if have else 0)
+    assert _sha.LANES_MIN == {8: 2, 4: 4, 0: 4}[_sha.LANES]
     pool = os.urandom(1 << 20)
     rnd = random.Random(18)
     batches = [[pool[:n] for n in range(401)],
@@ -389,16 +392,17 @@ def test_sha512_256_eight_lanes_is_hashlib_of_each():
                [pool[:1000]], [pool[:128]], []]
     for datas in batches:
         want = [hashlib.new("sha512_256", d).digest() for d in datas]
-        assert _sha.digest_many("sha512-256", datas, False) == want
+        assert _sha.digest_many("sha512-256", datas, 0) == want
         assert _sha.digest_many("sha512-256", datas) == want
-        if _sha.X8:
-            assert _sha.digest_many("sha512-256", datas, True) == want
-        else:
-            with pytest.raises(OSError, match="eight-lane"):
-                _sha.digest_many("sha512-256", datas, True)
-    with pytest.raises(OSError, match="eight-lane sha256"):
-        _sha.digest_many("sha256", [b"abc"] * 8, True)
-    assert _sha.X8_MIN == 2
+        for lanes in (8, 4):
+            if lanes in have:
+                assert _sha.digest_many("sha512-256", datas, lanes) == want, lanes
+            else:
+                with pytest.raises(OSError, match=f"no {lanes}-lane sha512-256"):
+                    _sha.digest_many("sha512-256", datas, lanes)
+    for lanes in (8, 4, 2):
+        with pytest.raises(OSError, match=f"no {lanes}-lane"):
+            _sha.digest_many("sha256" if lanes != 2 else "sha512-256", [b"abc"] * 8, lanes)
 
 
 def test_without_libcrypto_sha2_is_one_clear_error(tmp_path):

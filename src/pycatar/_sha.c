@@ -1,6 +1,7 @@
 /*
  * pycatar._sha: SHA-512/256 and SHA-256 of a batch of chunks with one release of the GIL, by the
- * system's libcrypto (OpenSSL: the library hashlib and casync use).
+ * system's libcrypto (OpenSSL: the library hashlib and casync use), or SHA-512/256 several chunks at
+ * a time with AVX-512 or AVX2 (_sha512lanes.h) where the CPU has them and the batch is large enough.
  *
  * Why: hashlib releases and retakes the GIL for every buffer it hashes.  Chunk ids are computed a
  * read buffer at a time (4 MiB: 64 chunks of the default size, 500 of 8 KiB), and each hand-over
@@ -12,18 +13,21 @@
  * so the digest's implementation is looked up once, not per chunk.
  *
  * load(name) -> None, or OSError saying why the library cannot be used.
- * digest_many(algorithm, buffers) -> list of 32-byte digests; ``algorithm`` is "sha512-256" or
- * "sha256".
+ * digest_many(algorithm, buffers, lanes=None) -> list of 32-byte digests; ``algorithm`` is
+ * "sha512-256" or "sha256"; ``lanes`` as the method's doc says.
+ * LANES: the widest SHA-512/256 kernel the CPU allows (8, 4 or 0); LANES_MIN: the batch it starts at.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <string.h>
 
 #include "_dlbind.h"
-#include "_sha512x8.h"
+#include "_sha512lanes.h"
 
-/* batches of at least this many buffers go through sha512_256_x8 (where the CPU has AVX-512) */
-#define X8_MIN 2
+/* SHA-512/256 batches of at least this many buffers go through sha512_256_lanes with ``lanes`` lanes:
+ * fewer are faster through libcrypto (8 x 64 KiB: 430 MB/s by libcrypto, 1 790 in eight lanes, 670 in
+ * four; two buffers: 426, 467 and 343) */
+#define LANES_MIN(lanes) ((lanes) == 8 ? 2 : 4)
 
 typedef struct evp_md_st EVP_MD;
 typedef struct evp_md_ctx_st EVP_MD_CTX;
@@ -81,10 +85,10 @@ static const EVP_MD_CTX *proto(int which) {
     return lib.proto[which];
 }
 
-#ifdef SHA_X8
-#define X8_USABLE() sha512_256_x8_usable()
-/* sha512_256_x8 of the buffers, the GIL released; -1: out of memory */
-static int x8_many(const Py_buffer *views, Py_ssize_t n, unsigned char *out) {
+#ifdef SHA_LANES
+#define LANES_USABLE() sha512_lanes_usable()
+/* sha512_256_lanes of the buffers, the GIL released; -1: out of memory */
+static int lanes_many(int lanes, const Py_buffer *views, Py_ssize_t n, unsigned char *out) {
     const unsigned char **bufs = PyMem_Malloc(sizeof *bufs * (size_t)(n ? n : 1));
     size_t *lens = PyMem_Malloc(sizeof *lens * (size_t)(n ? n : 1));
     int rc = -1;
@@ -94,7 +98,7 @@ static int x8_many(const Py_buffer *views, Py_ssize_t n, unsigned char *out) {
             lens[i] = (size_t)views[i].len;
         }
         Py_BEGIN_ALLOW_THREADS
-        rc = sha512_256_x8(n, bufs, lens, out);
+        rc = sha512_256_lanes(lanes, n, bufs, lens, out);
         Py_END_ALLOW_THREADS
     }
     PyMem_Free(bufs);
@@ -102,17 +106,17 @@ static int x8_many(const Py_buffer *views, Py_ssize_t n, unsigned char *out) {
     return rc;
 }
 #else
-#define X8_USABLE() 0
-static int x8_many(const Py_buffer *views, Py_ssize_t n, unsigned char *out) { return -1; }
+#define LANES_USABLE() 0
+static int lanes_many(int lanes, const Py_buffer *views, Py_ssize_t n, unsigned char *out) { return -1; }
 #endif
 
 static PyObject *py_digest_many(PyObject *self, PyObject *args) {
     const char *algorithm;
-    PyObject *seq_arg, *x8_arg = Py_None;
-    if (!PyArg_ParseTuple(args, "sO|O", &algorithm, &seq_arg, &x8_arg))
+    PyObject *seq_arg, *lanes_arg = Py_None;
+    if (!PyArg_ParseTuple(args, "sO|O", &algorithm, &seq_arg, &lanes_arg))
         return NULL;
-    int x8 = x8_arg == Py_None ? -1 : PyObject_IsTrue(x8_arg); /* -1: where it pays, 1: always, 0: never */
-    if (x8_arg != Py_None && x8 < 0)
+    int lanes = -1; /* -1: the widest the CPU has, where it pays; 0: libcrypto; 4 or 8: those lanes */
+    if (lanes_arg != Py_None && (lanes = PyLong_AsLong(lanes_arg)) == -1 && PyErr_Occurred())
         return NULL;
     if (!lib.loaded) {
         PyErr_SetString(PyExc_RuntimeError, "pycatar._sha: load() has not succeeded");
@@ -121,8 +125,8 @@ static PyObject *py_digest_many(PyObject *self, PyObject *args) {
     int which = strcmp(algorithm, "sha512-256") == 0 ? 0 : strcmp(algorithm, "sha256") == 0 ? 1 : -1;
     if (which < 0)
         return PyErr_Format(PyExc_ValueError, "digest_many(): no algorithm %s", algorithm);
-    if (x8 == 1 && (which != 0 || !X8_USABLE()))
-        return PyErr_Format(PyExc_OSError, "digest_many(): no eight-lane %s on this CPU", algorithm);
+    if (lanes > 0 && (which != 0 || (lanes != 4 && lanes != 8) || lanes > LANES_USABLE()))
+        return PyErr_Format(PyExc_OSError, "digest_many(): no %d-lane %s on this CPU", lanes, algorithm);
     const EVP_MD_CTX *p = proto(which);
     if (!p)
         return PyErr_Format(PyExc_OSError, "libcrypto cannot compute %s", algorithm);
@@ -130,6 +134,8 @@ static PyObject *py_digest_many(PyObject *self, PyObject *args) {
     if (!seq)
         return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), got = 0;
+    if (lanes < 0)
+        lanes = which == 0 && LANES_USABLE() && n >= LANES_MIN(LANES_USABLE()) ? LANES_USABLE() : 0;
     Py_buffer *views = PyMem_Calloc(n ? n : 1, sizeof(Py_buffer));
     unsigned char *out = PyMem_Malloc(32 * (size_t)(n ? n : 1));
     EVP_MD_CTX *c = lib.ctx_new();
@@ -142,8 +148,8 @@ static PyObject *py_digest_many(PyObject *self, PyObject *args) {
     for (; got < n; got++)
         if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, got), &views[got], PyBUF_SIMPLE) < 0)
             goto done;
-    if (x8 == 1 || (x8 < 0 && which == 0 && n >= X8_MIN && X8_USABLE())) {
-        if (x8_many(views, n, out) < 0) {
+    if (lanes > 0) {
+        if (lanes_many(lanes, views, n, out) < 0) {
             PyErr_NoMemory();
             goto done;
         }
@@ -184,10 +190,10 @@ static PyMethodDef methods[] = {
      "load(name): dlopen the libcrypto ``name`` (once loaded, later calls return at once); raises "
      "OSError saying why it cannot be used."},
     {"digest_many", py_digest_many, METH_VARARGS,
-     "digest_many(algorithm, buffers, x8=None) -> list of digests: SHA-512/256 (\"sha512-256\") or SHA-256 "
-     "(\"sha256\") of each buffer, the GIL released once.  x8: SHA-512/256 eight buffers at a time "
-     "with AVX-512 (True; OSError where the CPU cannot), by libcrypto one at a time (False), or the "
-     "former for batches of X8_MIN buffers or more where the CPU can (None)."},
+     "digest_many(algorithm, buffers, lanes=None) -> list of digests: SHA-512/256 (\"sha512-256\") or "
+     "SHA-256 (\"sha256\") of each buffer, the GIL released once.  lanes: SHA-512/256 8 (AVX-512) or "
+     "4 (AVX2) buffers at a time (OSError where the CPU cannot), 0: by libcrypto one at a time, None: "
+     "LANES at a time for batches of LANES_MIN buffers or more (the widest kernel the CPU has), else libcrypto."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -195,7 +201,8 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "pycatar._sha", NULL,
 
 PyMODINIT_FUNC PyInit__sha(void) {
     PyObject *m = PyModule_Create(&module);
-    if (m && (PyModule_AddIntConstant(m, "X8", X8_USABLE()) < 0 || PyModule_AddIntConstant(m, "X8_MIN", X8_MIN) < 0))
+    if (m && (PyModule_AddIntConstant(m, "LANES", LANES_USABLE()) < 0 ||
+              PyModule_AddIntConstant(m, "LANES_MIN", LANES_MIN(LANES_USABLE())) < 0))
         Py_CLEAR(m);
     return m;
 }
