@@ -321,6 +321,38 @@ def test_image_corrupted_seed_after_indexing(image_update, tmp_path):
     assert s.stale >= 1 and s.chunks > 0
 
 
+def test_seed_chunks_verified_in_batches_and_the_next_seed_asked(image_update, tmp_path, monkeypatch):
+    """SEED-6 with two seeds, the store lacking their chunks: the chunks the first seed no longer has
+    intact (changed after indexing) come from the second, not the store; and seed chunks are verified
+    several to a digest call, not one at a time."""
+    t = image_update
+    first, second = tmp_path / "a.img", tmp_path / "b.img"
+    shutil.copy(t["base"] / "img1", first)
+    shutil.copy(t["base"] / "img1", second)
+    batches = []
+    real = _digest.digest_many
+    monkeypatch.setattr(_digest, "digest_many", lambda name, datas: batches.append(len(datas)) or real(name, datas))
+    with IndexReader(str(t["base"] / "img2.caibx")) as reader:
+        asm = assembly.Assembler.open(reader, [str(t["S"])], [str(first), str(second)], defer=False)
+        fd = os.open(first, os.O_WRONLY)
+        os.pwrite(fd, b"corrupt!" * 64, 3 << 20)
+        os.close(fd)
+        batches.clear()  # (the seeds' chunking is over)
+        count = reader.count
+        try:
+            blob.extract_blob(reader, str(tmp_path / "out"), None, source=asm, sparse=True)
+        finally:
+            asm.close()
+    assert (tmp_path / "out").read_bytes() == t["data2"]
+    a, b = asm.summary.seeds
+    sources = asm.summary.sources
+    assert a.stale >= 1 and a.chunks > 0
+    assert b.chunks >= a.stale  # what the first seed lost (and nothing else: the first one is asked first)
+    assert sources["file"][0] == a.chunks + b.chunks
+    assert sum(c for c, _ in sources.values()) == count  # each chunk obtained once
+    assert len(batches) < a.chunks + b.chunks - 10, (batches, a.chunks, b.chunks)  # not one call a chunk
+
+
 def test_deferred_seeding_and_store_failure(image_update, tmp_path):
     """SEED-11: with every chunk in the store the seed is not chunked; when a store chunk then
     turns out corrupt, the seed is chunked after all and supplies it."""

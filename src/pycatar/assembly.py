@@ -491,7 +491,7 @@ class Assembler(ChunkSource):
         """:meth:`fetch` of each of ``refs``: those that only a store can give (no chunk of zeros,
         not repeated, in no seed) are read from the stores a batch at a time."""
         out: list = [None] * len(refs)
-        plain = []
+        plain, seeded = [], []
         in_memory, kept, kept_bytes = self._kept, 0, 0
         for i, ref in enumerate(refs):
             cid, size = ref.id, ref.size
@@ -501,11 +501,18 @@ class Assembler(ChunkSource):
                 kept += 1
                 kept_bytes += size
                 continue
-            if (self._null.get(cid) == size or self._repeated(cid)
-                    or any(seed.locate(cid) is not None for seed in self.seeds)):
+            if self._null.get(cid) == size or self._repeated(cid):
                 out[i] = self.fetch(ref)
+            elif any(seed.locate(cid) is not None for seed in self.seeds):
+                seeded.append(i)
             else:
                 plain.append(i)
+        if seeded:  # what no seed gives intact goes to the stores with the rest
+            for i, data in zip(seeded, self._from_seeds([refs[i] for i in seeded])):
+                if data is None:
+                    plain.append(i)
+                else:
+                    out[i] = data
         if plain:
             try:
                 datas = self.stores.get_many([(refs[i].id, refs[i].size) for i in plain])
@@ -529,26 +536,51 @@ class Assembler(ChunkSource):
     def _verified(self, cid: bytes, data) -> bool:
         return _digest.digest(self.digest, data) == cid
 
-    def _obtain(self, ref: ChunkRef, retry: bool = True) -> bytes:
-        cid, size = ref.id, ref.size
-        for seed in self.seeds:
-            loc = seed.locate(cid)
-            if loc is None or loc[1] != size:
-                continue
-            try:
-                data = seed.read(loc[0], size)
-            except OSError:
-                data = b""
-            if len(data) == size and self._verified(cid, data):
-                seed.count(size)
-                self._count(seed.kind, size)
-                if self._out is not None and self.reflink and size >= CLONE_MIN:
-                    origin = seed.origin(loc[0])
+    def _from_seeds(self, refs: list[ChunkRef]) -> list:
+        """Each chunk from the first seed that has it and gives it intact, or None.  A seed whose copy
+        does not match is forgotten for that chunk (SEED-6: changed since it was indexed; never asked
+        again) and the next seed is asked, in a round of its own: each round's reads are verified in
+        one digest call (several chunks at a time, pycatar._sha)."""
+        out: list = [None] * len(refs)
+        todo = range(len(refs))
+        while todo:
+            tries, datas = [], []
+            for i in todo:
+                ref = refs[i]
+                for seed in self.seeds:
+                    loc = seed.locate(ref.id)
+                    if loc is not None and loc[1] == ref.size:
+                        try:
+                            datas.append(seed.read(loc[0], ref.size))
+                        except OSError:
+                            datas.append(b"")
+                        tries.append((i, seed, loc[0]))
+                        break
+            whole = [k for k, (i, _, _) in enumerate(tries) if len(datas[k]) == refs[i].size]
+            intact = {k for k, actual in zip(whole, _digest.digest_many(self.digest, [datas[k] for k in whole]))
+                      if actual == refs[tries[k][0]].id}
+            todo = []
+            for k, (i, seed, offset) in enumerate(tries):
+                ref = refs[i]
+                if k not in intact:
+                    seed.forget(ref.id)
+                    todo.append(i)
+                    continue
+                out[i] = datas[k]
+                seed.count(ref.size)
+                self._count(seed.kind, ref.size)
+                if self._out is not None and self.reflink and ref.size >= CLONE_MIN:
+                    origin = seed.origin(offset)
                     if origin is not None:
                         with self._lock:
                             self._origins[ref.index] = origin
-                return data
-            seed.forget(cid)  # SEED-6: changed since it was indexed; never ask it again
+        return out
+
+    def _obtain(self, ref: ChunkRef, retry: bool = True) -> bytes:
+        cid, size = ref.id, ref.size
+        data = self._from_seeds([ref])[0]
+        if data is not None:
+            return data
         try:
             data = self.stores.get(cid, size)
         except ChunkError:
