@@ -248,3 +248,23 @@ def test_seed_index_without_its_data_names_the_file(made, tmp_path):
                 tmp_path / "out.img")
     assert p.returncode == 0
     assert f"its data, the file {tmp_path / 'old'}, is missing" in p.stderr.decode()
+
+
+def test_verify_checks_chunks_in_batches(made, monkeypatch):
+    """verify_store decodes and hashes the chunks a batch per call, verify_index fetches them a batch
+    per call (several chunks to one digest call, pycatar._sha); the counts are those of the store."""
+    from pycatar import store as _store, verify
+    from pycatar.index import IndexReader
+
+    sizes = []
+    real = verify.decode_chunks
+    monkeypatch.setattr(verify, "decode_chunks", lambda items, digest: sizes.append(len(items)) or real(items, digest))
+    res = verify.verify_store(str(made / "store"))
+    assert res.ok and res.checked == len(chunk_files(made / "store")) == sum(sizes)
+    assert max(sizes) > 1, sizes
+    asked = []
+    real_many = _store.StoreSet.get_many
+    monkeypatch.setattr(_store.StoreSet, "get_many", lambda self, refs: asked.append(len(refs)) or real_many(self, refs))
+    with IndexReader(str(made / "blob.caibx")) as r:
+        res = verify.verify_index(r, _store.StoreSet([str(made / "store")]))
+    assert res.ok and res.checked == sum(asked) and max(asked) > 1, asked

@@ -8,6 +8,8 @@ missing and the corrupt ones.  Neither writes anything else.
 
 from __future__ import annotations
 
+import collections
+import itertools
 import os
 from .pool import ThreadPool
 from dataclasses import dataclass, field
@@ -15,10 +17,12 @@ from collections.abc import Callable, Iterable
 
 from .errors import ChunkError, ChunkMissing
 from .index import IndexReader
-from .store import CHUNK_SUFFIX, LocalStore, StoreSet, decode_chunk, parse_chunk_id
+from .store import CHUNK_SUFFIX, LocalStore, StoreSet, decode_chunks, parse_chunk_id
 
-#: chunks in flight at once (bounds memory: each holds one chunk)
-_WINDOW = 64
+#: chunks a job checks: decompressed and hashed a batch per call (SHA-512/256 several at a time)
+_BATCH = 16
+#: jobs in flight at once (bounds memory: _BATCH * _WINDOW chunks)
+_WINDOW = 4
 
 
 @dataclass
@@ -47,23 +51,19 @@ class VerifyResult:
                 "bad": [p.as_dict() for p in self.bad]}
 
 
-def _windowed(ex: ThreadPool, fn, items: Iterable):
-    """``fn(item)`` for each item in the pool, at most :data:`_WINDOW` at once; yields (item, result
-    or exception) in order."""
-    pending = []
-    for item in items:
-        pending.append((item, ex.submit(fn, item)))
+def _windowed(ex: ThreadPool, check, items: Iterable):
+    """``check(batch)`` (a result or a ChunkError for each item of a list) in the pool for batches of
+    :data:`_BATCH` items, at most :data:`_WINDOW` batches at once; yields (item, result or ChunkError)
+    in order."""
+    pending: collections.deque = collections.deque()
+    it = iter(items)
+    while batch := list(itertools.islice(it, _BATCH)):
+        pending.append((batch, ex.submit(check, batch)))
         if len(pending) >= _WINDOW:
-            yield _settle(*pending.pop(0))
-    for p in pending:
-        yield _settle(*p)
-
-
-def _settle(item, fut):
-    try:
-        return item, fut.result()
-    except ChunkError as e:
-        return item, e
+            batch, fut = pending.popleft()
+            yield from zip(batch, fut.result())
+    for batch, fut in pending:
+        yield from zip(batch, fut.result())
 
 
 def verify_store(store, *, digest: str = "sha512-256", repair: bool = False,
@@ -91,15 +91,23 @@ def verify_store(store, *, digest: str = "sha512-256", repair: bool = False,
             if failed:
                 raise OSError(0, failed[0][1])
 
-    def check(entry):
-        sub, name, _ = entry
-        cid = parse_chunk_id(name[: -len(CHUNK_SUFFIX)]) if name.endswith(CHUNK_SUFFIX) else None
-        if cid is None or sub != name[:4]:
-            raise ChunkError(f"{sub}/{name}: not a chunk file name of this store")
-        raw = store.get_raw(cid)
-        if raw is None:
-            raise ChunkError(f"{sub}/{name}: vanished or not a regular file")
-        return len(decode_chunk(raw[0], True, cid, None, digest, f"chunk {cid.hex()}"))
+    def check(entries):
+        out: list = [None] * len(entries)
+        items, at = [], []
+        for k, (sub, name, _) in enumerate(entries):
+            cid = parse_chunk_id(name[: -len(CHUNK_SUFFIX)]) if name.endswith(CHUNK_SUFFIX) else None
+            if cid is None or sub != name[:4]:
+                out[k] = ChunkError(f"{sub}/{name}: not a chunk file name of this store")
+                continue
+            raw = store.get_raw(cid)
+            if raw is None:
+                out[k] = ChunkError(f"{sub}/{name}: vanished or not a regular file")
+                continue
+            items.append((raw[0], True, cid, None, f"chunk {cid.hex()}"))
+            at.append(k)
+        for k, data in zip(at, decode_chunks(items, digest)):
+            out[k] = data if isinstance(data, ChunkError) else len(data)
+        return out
 
     with ThreadPool(threads or default_threads(), "pycatar-verify") as ex:
         for (sub, name, handle), outcome in _windowed(ex, check, entries):
@@ -134,8 +142,18 @@ def verify_index(index: IndexReader, stores: StoreSet, *, threads: int | None = 
                 seen.add(ref.id)
                 yield ref
 
-    def check(ref):
-        return len(stores.get(ref.id, ref.size))
+    def check(refs):
+        try:  # the batch in one go; when something is wrong, each chunk alone to say which
+            return [len(d) for d in stores.get_many([(r.id, r.size) for r in refs])]
+        except ChunkError:
+            pass
+        out: list = []
+        for r in refs:
+            try:
+                out.append(len(stores.get(r.id, r.size)))
+            except ChunkError as e:
+                out.append(e)
+        return out
 
     n = threads or max(stores.concurrency, 2)
     with ThreadPool(n, "pycatar-verify") as ex:
