@@ -201,21 +201,26 @@ typedef struct {
 
 static const unsigned char idle_block[128]; /* what a free lane reads */
 
-static int longer_first(const void *x, const void *y, void *lens) {
-    size_t a = ((const size_t *)lens)[*(const Py_ssize_t *)x], b = ((const size_t *)lens)[*(const Py_ssize_t *)y];
-    return a < b ? 1 : a > b ? -1 : 0;
+typedef struct {
+    size_t len;
+    Py_ssize_t index;
+} job_t;
+
+static int longer_first(const void *x, const void *y) { /* then in the order given */
+    const job_t *a = x, *b = y;
+    return a->len != b->len ? (a->len < b->len ? 1 : -1) : (a->index > b->index) - (a->index < b->index);
 }
 
 /* Returns -1 if out of memory or ``lanes`` is not a kernel's (nothing written), else 0. */
 static int sha512_256_lanes(int lanes, Py_ssize_t n, const unsigned char *const *bufs, const size_t *lens,
                             unsigned char *out) {
     sha512_kernel_t kernel = lanes == 8 ? kernel_avx512 : lanes == 4 ? kernel_avx2 : NULL;
-    Py_ssize_t *order = kernel ? malloc(sizeof(Py_ssize_t) * (size_t)(n ? n : 1)) : NULL;
+    job_t *order = kernel ? malloc(sizeof(job_t) * (size_t)(n ? n : 1)) : NULL;
     if (!order)
         return -1;
     for (Py_ssize_t i = 0; i < n; i++)
-        order[i] = i;
-    qsort_r(order, (size_t)n, sizeof *order, longer_first, (void *)lens);
+        order[i] = (job_t){lens[i], i};
+    qsort(order, (size_t)n, sizeof *order, longer_first);
     lane_t lane[MAX_LANES];
     uint64_t st[8][MAX_LANES];
     memset(st, 0, sizeof st);
@@ -227,7 +232,7 @@ static int sha512_256_lanes(int lanes, Py_ssize_t n, const unsigned char *const 
         for (int i = 0; i < lanes; i++) {
             lane_t *l = &lane[i];
             if (l->job < 0 && next < n) { /* a free lane takes the next buffer: fresh state */
-                Py_ssize_t j = order[next++];
+                Py_ssize_t j = order[next++].index;
                 size_t len = lens[j], whole = len / 128, rest = len % 128;
                 l->job = j;
                 l->at = bufs[j];
