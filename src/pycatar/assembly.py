@@ -34,7 +34,7 @@ from .fileio import install, pread_full, temp_name
 from .index import ChunkRef, IndexReader
 from .record import Record
 from .seeds import DirectorySeed, Seed, SeedCache, SeedError, Target, null_chunk_ids, open_seed
-from .store import StoreSet, as_store_set
+from .store import StoreSet, as_store_set, decode_chunks
 
 #: where a chunk can come from, in the order of the summary
 SOURCES = ("null", "self", "file", "directory", "index", "store")
@@ -539,8 +539,9 @@ class Assembler(ChunkSource):
     def _from_seeds(self, refs: list[ChunkRef]) -> list:
         """Each chunk from the first seed that has it and gives it intact, or None.  A seed whose copy
         does not match is forgotten for that chunk (SEED-6: changed since it was indexed; never asked
-        again) and the next seed is asked, in a round of its own: each round's reads are verified in
-        one digest call (several chunks at a time, pycatar._sha)."""
+        again) and the next seed is asked, in a round of its own: each round's reads are checked as a
+        store's chunks are (store.decode_chunks: size, then digests in one call, several chunks at a
+        time)."""
         out: list = [None] * len(refs)
         todo = range(len(refs))
         while todo:
@@ -556,17 +557,16 @@ class Assembler(ChunkSource):
                             datas.append(b"")
                         tries.append((i, seed, loc[0]))
                         break
-            whole = [k for k, (i, _, _) in enumerate(tries) if len(datas[k]) == refs[i].size]
-            intact = {k for k, actual in zip(whole, _digest.digest_many(self.digest, [datas[k] for k in whole]))
-                      if actual == refs[tries[k][0]].id}
+            checked = decode_chunks([(data, False, refs[i].id, refs[i].size, "seed chunk")
+                                     for (i, _, _), data in zip(tries, datas)], self.digest)
             todo = []
-            for k, (i, seed, offset) in enumerate(tries):
+            for (i, seed, offset), data in zip(tries, checked):
                 ref = refs[i]
-                if k not in intact:
+                if isinstance(data, ChunkError):
                     seed.forget(ref.id)
                     todo.append(i)
                     continue
-                out[i] = datas[k]
+                out[i] = data
                 seed.count(ref.size)
                 self._count(seed.kind, ref.size)
                 if self._out is not None and self.reflink and ref.size >= CLONE_MIN:
