@@ -108,3 +108,23 @@ def test_a_bad_option_is_one_line_and_status_2(args, message):
     p = pycatar(*args)
     assert p.returncode == 2
     assert p.stderr == message + "\n"
+
+
+def test_the_start_up_of_a_command_runs_no_cyclic_collection(tmp_path):
+    # the collector counted from before the command's first import to its end, through python -m
+    # pycatar's own route: the threshold is raised before argparse and the verb's modules load
+    tree = tmp_path / "tree"
+    (tree / "d").mkdir(parents=True)
+    (tree / "d" / "f").write_bytes(b"x" * 1000)
+    assert pycatar("make", f"--store={tmp_path}/s.castr", f"{tmp_path}/t.caidx", str(tree)).returncode == 0
+    code = ("import atexit, gc, runpy, sys\n"
+            "runs = []\n"
+            "gc.callbacks.append(lambda phase, info: phase == 'stop' and runs.append(info['generation']))\n"
+            "atexit.register(lambda: sys.stderr.write(f'collections {runs}'))\n"
+            "sys.argv = ['pycatar', *sys.argv[1:]]\n"
+            "runpy.run_module('pycatar', run_name='__main__')\n")
+    p = subprocess.run([sys.executable, "-c", code, "extract", f"--store={tmp_path}/s.castr", f"{tmp_path}/t.caidx",
+                        str(tmp_path / "out")], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "out" / "d" / "f").read_bytes() == b"x" * 1000
+    assert p.stderr == "collections []"
