@@ -567,6 +567,72 @@ def test_small_repeated_chunks_kept_in_memory_within_a_bound(casync, tmp_path, m
     assert made[0]._kept_bytes == 100  # the bound: 100 of the 256 one-byte chunks
 
 
+def test_repeated_chunks_are_fetched_with_their_batch_and_crossing_requests_do_not_wait_forever(casync, tmp_path,
+                                                                                               monkeypatch):
+    """SEED-7 in a batch (fetch_many): a repeated chunk this call is the first to ask for is read with
+    the batch's other store chunks, once even where the batch holds it twice.  Two calls that each
+    claim first one of two repeated chunks the other also asks for (a barrier makes them cross) hand
+    over their own before waiting for the other's: both end, each chunk read from the store once."""
+    import threading
+
+    data = random.Random(8).randbytes(300_000)
+    (tmp_path / "src").mkdir()
+    for name in "abc":
+        (tmp_path / "src" / name).write_bytes(data)
+    subprocess.run([casync, "make", f"--store={tmp_path / 'S'}", str(tmp_path / "x.caidx"), str(tmp_path / "src")],
+                   check=True, capture_output=True)
+    store = LocalStore(str(tmp_path / "S"))
+    with IndexReader(str(tmp_path / "x.caidx")) as reader:
+        refs = list(reader.chunks())
+        counts = collections.Counter(c.id for c in refs)
+        x, y = [next(c for c in refs if c.id == cid) for cid in [cid for cid, n in counts.items() if n > 1][:2]]
+        want = {c.id: store.get(c.id) for c in (x, y)}
+        reads = []
+
+        def counted(real):
+            return lambda self, ids: reads.append([cid for cid, _ in ids]) or real(self, ids)
+
+        monkeypatch.setattr(assembly.StoreSet, "get_many", counted(assembly.StoreSet.get_many))
+        asm = assembly.Assembler.open(reader, [str(tmp_path / "S")])
+        try:
+            plain = next(c for c in refs if counts[c.id] == 1)
+            got = asm.fetch_many([x, plain, x])
+            assert got == [want[x.id], store.get(plain.id), want[x.id]]
+            assert reads == [[x.id, plain.id]]  # one store read, the repeated chunk in it once
+        finally:
+            asm.close()
+
+        asm = assembly.Assembler.open(reader, [str(tmp_path / "S")])
+        reads.clear()
+        barrier = threading.Barrier(2, timeout=10)
+        first_claim = threading.local()
+        real_claim = asm._claim
+
+        def claim(cid):
+            got = real_claim(cid)
+            if not getattr(first_claim, "done", False):
+                first_claim.done = True
+                barrier.wait()  # both calls have claimed their first chunk before either asks for its second
+            return got
+
+        asm._claim = claim
+        results = {}
+        threads = [threading.Thread(target=lambda k, batch: results.__setitem__(k, asm.fetch_many(batch)),
+                                    args=(k, batch), daemon=True) for k, batch in ((0, [x, y]), (1, [y, x]))]
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(20)
+            assert not any(t.is_alive() for t in threads), "the two calls wait for each other"
+        finally:
+            asm.close()
+        assert results == {0: [want[x.id], want[y.id]], 1: [want[y.id], want[x.id]]}
+        assert sorted(reads) == sorted([[x.id], [y.id]])  # each call read the one it claimed first
+        sources = asm.summary.as_dict()["sources"]
+        assert sources["store"]["chunks"] == 2 and sources["self"]["chunks"] == 2
+
+
 @pytest.mark.parametrize("kind", ["blob", "tree"])
 def test_large_repeated_chunks_of_a_tree_are_kept_in_memory(casync, tmp_path, monkeypatch, kind):
     """SEED-7 for chunks of the usual sizes: three copies of a 300 KB file repeat its chunks.  A tree

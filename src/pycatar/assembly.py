@@ -488,10 +488,13 @@ class Assembler(ChunkSource):
         return self._obtain(ref)
 
     def fetch_many(self, refs: list[ChunkRef]) -> list:
-        """:meth:`fetch` of each of ``refs``: those that only a store can give (no chunk of zeros,
-        not repeated, in no seed) are read from the stores a batch at a time."""
+        """:meth:`fetch` of each of ``refs``: those that only a store can give (no chunk of zeros, in no
+        seed) are read from the stores a batch at a time, and so are the repeated chunks this call
+        is the first to ask for (SEED-7: the later requests wait for them or take them from memory)."""
         out: list = [None] * len(refs)
         plain, seeded = [], []
+        owned: dict[bytes, tuple[Future, list[int]]] = {}  # repeated chunks this call obtains
+        waits: list[tuple[int, tuple]] = []  # and those another request obtains
         in_memory, kept, kept_bytes = self._kept, 0, 0
         for i, ref in enumerate(refs):
             cid, size = ref.id, ref.size
@@ -501,30 +504,56 @@ class Assembler(ChunkSource):
                 kept += 1
                 kept_bytes += size
                 continue
-            if self._null.get(cid) == size or self._repeated(cid):
+            if self._null.get(cid) == size:
                 out[i] = self.fetch(ref)
-            elif any(seed.locate(cid) is not None for seed in self.seeds):
+                continue
+            if self._repeated(cid):
+                if cid in owned:
+                    owned[cid][1].append(i)
+                    continue
+                claim = self._claim(cid)
+                if not claim[3]:
+                    waits.append((i, claim))
+                    continue
+                owned[cid] = (claim[2], [i])
+            if any(seed.locate(cid) is not None for seed in self.seeds):
                 seeded.append(i)
             else:
                 plain.append(i)
-        if seeded:  # what no seed gives intact goes to the stores with the rest
-            for i, data in zip(seeded, self._from_seeds([refs[i] for i in seeded])):
-                if data is None:
-                    plain.append(i)
+        try:
+            if seeded:  # what no seed gives intact goes to the stores with the rest
+                for i, data in zip(seeded, self._from_seeds([refs[i] for i in seeded])):
+                    if data is None:
+                        plain.append(i)
+                    else:
+                        out[i] = data
+            if plain:
+                try:
+                    datas = self.stores.get_many([(refs[i].id, refs[i].size) for i in plain])
+                except ChunkError:
+                    if not self._index_deferred():  # SEED-11: with the deferred seeds indexed, try them first
+                        raise
+                    datas = [self._obtain(refs[i], retry=False) for i in plain]
                 else:
+                    for i in plain:
+                        self._count("store", refs[i].size)
+                for i, data in zip(plain, datas):
                     out[i] = data
-        if plain:
-            try:
-                datas = self.stores.get_many([(refs[i].id, refs[i].size) for i in plain])
-            except ChunkError:
-                if not self._index_deferred():  # SEED-11: with the deferred seeds indexed, try them first
-                    raise
-                datas = [self._obtain(refs[i], retry=False) for i in plain]
-            else:
-                for i in plain:
-                    self._count("store", refs[i].size)
-            for i, data in zip(plain, datas):
-                out[i] = data
+            for fut, (first, *others) in owned.values():
+                self._publish(refs[first], fut, out[first])
+                for i in others:
+                    out[i] = out[first]
+                    kept += 1
+                    kept_bytes += refs[i].size
+        except BaseException as e:
+            for cid, (fut, _) in owned.items():
+                if not fut.done():
+                    self._abandon(cid, fut, e)
+            raise
+        # only now, with none of this call's chunks unpublished, wait for other requests' (two calls
+        # waiting for each other's chunks before handing over their own would wait forever)
+        for i, claim in waits:
+            out[i] = self._fetch_repeated(refs[i], claim)
         if kept:
             self._count("self", kept_bytes, kept)
         return out
@@ -590,19 +619,25 @@ class Assembler(ChunkSource):
         self._count("store", size)
         return data
 
-    def _fetch_repeated(self, ref: ChunkRef) -> bytes:
-        """SEED-7: the first request obtains the chunk; the others wait for it or read it back."""
-        cid, size = ref.id, ref.size
-        owner = False
+    def _claim(self, cid: bytes) -> tuple:
+        """SEED-7, a repeated chunk: ``(data, offset, future, owner)``: its copy in memory, or where it
+        can be read back, or the future it arrives in: another request's, or (``owner``) a new one
+        that this request fulfils (:meth:`_publish`) or fails (:meth:`_abandon`)."""
         with self._lock:
             data = self._kept.get(cid)
             loc = self._self_loc.get(cid)
-            fut = None
+            fut, owner = None, False
             if data is None and loc is None:
                 fut = self._inflight.get(cid)
                 if fut is None:
                     fut = self._inflight[cid] = Future()
                     owner = True
+        return data, loc, fut, owner
+
+    def _fetch_repeated(self, ref: ChunkRef, claim: tuple | None = None) -> bytes:
+        """SEED-7: the first request obtains the chunk; the others wait for it or read it back."""
+        cid, size = ref.id, ref.size
+        data, loc, fut, owner = claim or self._claim(cid)
         if data is not None:
             self._count("self", size)
             return data
@@ -625,10 +660,24 @@ class Assembler(ChunkSource):
         try:
             data = self._obtain(ref)
         except BaseException as e:
-            with self._lock:
-                self._inflight.pop(cid, None)
-            fut.set_exception(e)
+            self._abandon(cid, fut, e)
             raise
+        self._publish(ref, fut, data)
+        return data
+
+    def _abandon(self, cid: bytes, fut: Future, error: BaseException) -> None:
+        """The request that claimed a repeated chunk could not obtain it: those waiting get ``error``,
+        and the next request claims it anew."""
+        with self._lock:
+            if self._inflight.get(cid) is fut:
+                del self._inflight[cid]
+        fut.set_exception(error)
+
+    def _publish(self, ref: ChunkRef, fut: Future, data) -> None:
+        """Hand a repeated chunk this request obtained to those waiting for it, and keep it for the
+        later occurrences: in memory up to REPEATS_MEMORY_BYTES, beyond that in the spill file (trees
+        and pipes) or the output (blobs: its future stays until write() has put it there)."""
+        cid, size = ref.id, ref.size
         fut.set_result(data)
         kept = ((size < CLONE_MIN or self._readback is None)
                 and self._kept_bytes + size <= REPEATS_MEMORY_BYTES)
@@ -636,14 +685,12 @@ class Assembler(ChunkSource):
             with self._lock:
                 self._kept[cid] = bytes(data)
                 self._kept_bytes += size
-        if self._readback is None:  # trees and pipes: beyond the memory bound, a copy in the spill file
+        if self._readback is None:
             off = None if kept else self._spill.put(data)
             with self._lock:
                 if off is not None:
                     self._self_loc[cid] = off
                 self._inflight.pop(cid, None)
-        # blobs: the future stays until write() has put the chunk into the output
-        return data
 
     # ------------------------------------------------------------------ writing blobs
 
