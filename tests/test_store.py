@@ -377,7 +377,7 @@ def test_sha512_256_lanes_are_hashlib_of_each():
     OSError."""
     from pycatar import _sha, digest
 
-    digest._libcrypto()
+    digest._load_libcrypto(_sha)
     with open("/proc/cpuinfo") as f:
         cpu_flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
     have = [n for n, need in ((8, ("avx512f", "avx512bw")), (4, ("avx2",))) if all(x in cpu_flags for x in need)]
@@ -405,15 +405,43 @@ def test_sha512_256_lanes_are_hashlib_of_each():
             _sha.digest_many("sha256" if lanes != 2 else "sha512-256", [b"abc"] * 8, lanes)
 
 
+def test_libcrypto_is_loaded_when_a_digest_first_needs_it():
+    """Batches the lanes take need no libcrypto, nor do smaller SHA-512/256 batches up to
+    NARROW_LANES_BYTES in all (1 MiB): hashlib is not imported and libcrypto not loaded until a digest
+    goes through it (beyond that, or SHA-256); then it stays loaded."""
+    from pycatar import _sha, digest
+
+    code = ("import sys; from pycatar import digest, _sha\n"
+            "print(_sha.needs_load('sha512-256', 1), _sha.needs_load('sha256', 8), _sha.needs_load('sha512-256', 8))\n"
+            "a = digest.digest_many('sha512-256', [b'abc'] * 8)\n"
+            "b = digest.digest_many('sha512-256', [b'abc'])\n"
+            "z = digest.digest_many('sha512-256', [bytes(1 << 19)])\n"
+            "print('_hashlib' in sys.modules, _sha.needs_load('sha512-256', 1))\n"
+            "z += digest.digest_many('sha512-256', [bytes(1 << 19)])\n"
+            "print('_hashlib' in sys.modules, _sha.needs_load('sha512-256', 1), _sha.needs_load('sha256', 1))\n"
+            "print(a == b * 8, z[0] == z[1], b[0].hex(), z[0].hex())\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    lanes = _sha.LANES > 0
+    assert digest.NARROW_LANES_BYTES == 1 << 20
+    assert p.stdout.splitlines() == [
+        f"True True {not lanes}",
+        f"{not lanes} {lanes}",  # 3 bytes and 512 KiB: within the budget
+        "True False False",
+        "True True 53048e2681941ef99b2e29b76b4c7dabe4c2d0c634fc6d46e0e2f13107e7af23 "
+        + hashlib.new("sha512_256", bytes(1 << 19)).hexdigest(),  # (the second 512 KiB: beyond it)
+    ]
+
+
 def test_without_libcrypto_sha2_is_one_clear_error(tmp_path):
-    """libcrypto is loaded at the first SHA-2 digest: without it, a make is a one-line error saying
-    what to install."""
+    """libcrypto is loaded at the first SHA-2 digest that needs it (SHA-256 chunk ids here): without it,
+    a make is a one-line error saying what to install."""
     src = tmp_path / "blob"
     src.write_bytes(os.urandom(100_000))
     code = ("import sys; from pycatar import digest, cli; "
             "digest._libcrypto_names = lambda: ['libcrypto-not-here.so.9']; sys.argv[0] = 'pycatar'; cli.console()")
-    p = subprocess.run([sys.executable, "-c", code, "make", f"--store={tmp_path / 'S'}", str(tmp_path / "z.caibx"),
-                        str(src)], capture_output=True, text=True, timeout=60)
+    p = subprocess.run([sys.executable, "-c", code, "make", "--digest=sha256", f"--store={tmp_path / 'S'}",
+                        str(tmp_path / "z.caibx"), str(src)], capture_output=True, text=True, timeout=60)
     assert p.returncode != 0
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and "SHA-2 digests need libcrypto (Debian: apt-get install libssl3)" in lines[0], p.stderr

@@ -12,7 +12,8 @@
  * stable EVP API (1.1.1 and 3.x): a context initialised once per algorithm is copied for each chunk,
  * so the digest's implementation is looked up once, not per chunk.
  *
- * load(name) -> None, or OSError saying why the library cannot be used.
+ * load(name) -> None, or OSError saying why the library cannot be used.  Only the digests that go
+ * through libcrypto need it (needs_load): an extraction whose batches all take the lanes never loads it.
  * digest_many(algorithm, buffers, lanes=None) -> list of 32-byte digests; ``algorithm`` is
  * "sha512-256" or "sha256"; ``lanes`` as the method's doc says.
  * LANES: the widest SHA-512/256 kernel the CPU allows (8, 4 or 0); LANES_MIN: the batch it starts at.
@@ -110,6 +111,26 @@ static int lanes_many(int lanes, const Py_buffer *views, Py_ssize_t n, unsigned 
 static int lanes_many(int lanes, const Py_buffer *views, Py_ssize_t n, unsigned char *out) { return -1; }
 #endif
 
+/* the lanes digest_many(algorithm ``which``, ``n`` buffers) uses by default: 0 for libcrypto */
+static int default_lanes(int which, Py_ssize_t n) {
+    return which == 0 && LANES_USABLE() && n >= LANES_MIN(LANES_USABLE()) ? LANES_USABLE() : 0;
+}
+
+static int algorithm_index(const char *algorithm) {
+    return strcmp(algorithm, "sha512-256") == 0 ? 0 : strcmp(algorithm, "sha256") == 0 ? 1 : -1;
+}
+
+static PyObject *py_needs_load(PyObject *self, PyObject *args) {
+    const char *algorithm;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "sn", &algorithm, &n))
+        return NULL;
+    int which = algorithm_index(algorithm);
+    if (which < 0)
+        return PyErr_Format(PyExc_ValueError, "needs_load(): no algorithm %s", algorithm);
+    return PyBool_FromLong(!lib.loaded && default_lanes(which, n) == 0);
+}
+
 static PyObject *py_digest_many(PyObject *self, PyObject *args) {
     const char *algorithm;
     PyObject *seq_arg, *lanes_arg = Py_None;
@@ -118,30 +139,35 @@ static PyObject *py_digest_many(PyObject *self, PyObject *args) {
     int lanes = -1; /* -1: the widest the CPU has, where it pays; 0: libcrypto; 4 or 8: those lanes */
     if (lanes_arg != Py_None && (lanes = PyLong_AsLong(lanes_arg)) == -1 && PyErr_Occurred())
         return NULL;
-    if (!lib.loaded) {
-        PyErr_SetString(PyExc_RuntimeError, "pycatar._sha: load() has not succeeded");
-        return NULL;
-    }
-    int which = strcmp(algorithm, "sha512-256") == 0 ? 0 : strcmp(algorithm, "sha256") == 0 ? 1 : -1;
+    int which = algorithm_index(algorithm);
     if (which < 0)
         return PyErr_Format(PyExc_ValueError, "digest_many(): no algorithm %s", algorithm);
     if (lanes > 0 && (which != 0 || (lanes != 4 && lanes != 8) || lanes > LANES_USABLE()))
         return PyErr_Format(PyExc_OSError, "digest_many(): no %d-lane %s on this CPU", lanes, algorithm);
-    const EVP_MD_CTX *p = proto(which);
-    if (!p)
-        return PyErr_Format(PyExc_OSError, "libcrypto cannot compute %s", algorithm);
     PyObject *seq = PySequence_Fast(seq_arg, "digest_many() needs a sequence of buffers");
     if (!seq)
         return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), got = 0;
     if (lanes < 0)
-        lanes = which == 0 && LANES_USABLE() && n >= LANES_MIN(LANES_USABLE()) ? LANES_USABLE() : 0;
+        lanes = default_lanes(which, n);
+    const EVP_MD_CTX *p = NULL;
+    if (lanes == 0) { /* libcrypto: only this path needs it loaded */
+        if (!lib.loaded) {
+            Py_DECREF(seq);
+            PyErr_SetString(PyExc_RuntimeError, "pycatar._sha: load() has not succeeded");
+            return NULL;
+        }
+        if (!(p = proto(which))) {
+            Py_DECREF(seq);
+            return PyErr_Format(PyExc_OSError, "libcrypto cannot compute %s", algorithm);
+        }
+    }
     Py_buffer *views = PyMem_Calloc(n ? n : 1, sizeof(Py_buffer));
     unsigned char *out = PyMem_Malloc(32 * (size_t)(n ? n : 1));
-    EVP_MD_CTX *c = lib.ctx_new();
+    EVP_MD_CTX *c = lanes == 0 ? lib.ctx_new() : NULL;
     PyObject *result = NULL;
     int failed = 0;
-    if (!views || !out || !c) {
+    if (!views || !out || (lanes == 0 && !c)) {
         PyErr_NoMemory();
         goto done;
     }
@@ -189,6 +215,9 @@ static PyMethodDef methods[] = {
     {"load", py_load, METH_O,
      "load(name): dlopen the libcrypto ``name`` (once loaded, later calls return at once); raises "
      "OSError saying why it cannot be used."},
+    {"needs_load", py_needs_load, METH_VARARGS,
+     "needs_load(algorithm, n) -> bool: whether digest_many(algorithm, n buffers) would go through libcrypto, "
+     "which load() has not loaded yet (batches the lanes take need no libcrypto)."},
     {"digest_many", py_digest_many, METH_VARARGS,
      "digest_many(algorithm, buffers, lanes=None) -> list of digests: SHA-512/256 (\"sha512-256\") or "
      "SHA-256 (\"sha256\") of each buffer, the GIL released once.  lanes: SHA-512/256 8 (AVX-512) or "

@@ -735,8 +735,7 @@ def null_chunk_ids(chunk_sizes: tuple[int, int, int], digest: str) -> dict[bytes
     zeros (the maximum size, and the size it cuts zeros at when that is smaller)."""
     mn, avg, mx = chunk_sizes
     sizes = {mx}
-    if 2 * mx <= (64 << 20):
-        cuts = Chunker(mn, avg, mx).split(bytes(2 * mx))
-        if cuts:
-            sizes.add(cuts[0])
-    return {_digest.digest(digest, bytes(n)): n for n in sizes}
+    if mx < (32 << 20):
+        sizes.add(Chunker(mn, avg, mx).split(bytes(mx + 1))[0])  # the first cut: at mx at the latest
+    sizes = sorted(sizes)
+    return dict(zip(_digest.digest_many(digest, [bytes(n) for n in sizes]), sizes))  # (both in one call)
