@@ -97,12 +97,21 @@ def test_options_stand_anywhere_as_getopt_permutes_them():
     assert v["seed_output"] is None and v["json"] is False
     assert parse(["-l", "debug", "make", "-"])["log_level"] == "debug"
     assert parse(["-ldebug", "make", "-"])["args"] == ["make", "-"]
+    # as getopt_long: a value in the next argument whatever it starts with, bundles ending in a value,
+    # an empty value, options after the verb's arguments, nothing after "--" an option
+    v = parse(["make", "--store", "-odd", "-vldebug", "--cache=", "a", "--seed=s1", "b", "--", "--seed=s2", "-"])
+    assert v["store"] == "-odd" and v["verbose"] and v["log_level"] == "debug" and v["cache"] == ""
+    assert v["seed"] == ["s1"] and v["args"] == ["make", "a", "b", "--seed=s2", "-"]
+    assert parse(["-vn"])["dry_run"] and parse([])["args"] == [] and parse(["list"])["store"] is None
 
 
 @pytest.mark.parametrize("args, message", [
     (["list", "--store"], "option '--store' requires an argument"),
     (["--sto=x", "list"], "unrecognized option '--sto'"),  # no abbreviations: an option is named in full
     (["list", "-q"], "unrecognized option '-q'"),
+    (["list", "-vq"], "unrecognized option '-q'"),
+    (["list", "--verbose=yes"], "option '--verbose' doesn't allow an argument"),
+    (["list", "-l"], "option '--log-level' requires an argument"),
 ])
 def test_a_bad_option_is_one_line_and_status_2(args, message):
     p = pycatar(*args)

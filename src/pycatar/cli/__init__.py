@@ -7,7 +7,7 @@ library.  The library never imports this package."""
 
 import gc
 
-# The command's start-up (argparse, the options, the verb's modules) makes about 10 000 objects that live
+# The command's start-up (the options, the verb's modules) makes about 10 000 objects that live
 # until it ends.  At the default threshold (700) the cyclic collector walked them 15-17 times: 4.5-5 ms
 # of the 45 ms a one-file extraction takes (gc.callbacks, 2026-12-03).  At 20 000 it runs during no
 # start-up, and the garbage cycles of long runs (serve, mount) are still collected.

@@ -7,7 +7,6 @@ one line on stderr and a non-zero exit status.
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import importlib
 import os
@@ -178,42 +177,60 @@ class _CommandLineError(Exception):
     """The arguments do not parse (exit status 2, as casync's getopt errors)."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        # argparse's own wording, "argument --store: expected one argument", in getopt's
-        head, _, why = message.partition(": ")
-        if head.startswith("argument ") and why == "expected one argument":
-            message = f"option '{head[9:].split('/')[-1]}' requires an argument"
-        raise _CommandLineError(message)
-
-
-def _parser() -> _Parser:
-    """The parser of the whole command line: options anywhere (before or after the verb, as getopt
-    permutes them), ``--`` ends them; everything else is the verb and its arguments."""
-    # (a formatter of fixed width: argparse makes one per option added, and each would import shutil
-    # to ask the terminal's width, 5-8 ms of python3 -X importtime; the help is :func:`command_help`)
-    # (a usage of its own: parse_known_intermixed_args would format the full one, every option's, for
-    # error messages that _Parser.error words without it)
-    p = _Parser(prog="pycatar", usage="pycatar [OPTIONS...] VERB [ARGUMENTS...]", add_help=False,
-                allow_abbrev=False, formatter_class=lambda prog: argparse.HelpFormatter(prog, width=100))
-    for o in OPTIONS:
-        if o.metavar is None:
-            p.add_argument(*o.names, dest=o.key, action="store_true")
-        elif o.many:
-            p.add_argument(*o.names, dest=o.key, action="append", default=[])
-        else:
-            p.add_argument(*o.names, dest=o.key)
-    p.add_argument("args", nargs="*")
-    return p
-
-
 def parse(args: list[str]) -> dict:
     """The command line ``args`` as {option key: value} (None or False when absent, a list for the
-    options given many times) plus ``args``: the verb and its arguments."""
-    ns, unknown = _parser().parse_known_intermixed_args(args)
-    if unknown:
-        raise _CommandLineError(f"unrecognized option '{unknown[0].split('=', 1)[0]}'")
-    return vars(ns)
+    options given many times) plus ``args``: the verb and its arguments.
+
+    Read as casync's getopt_long reads its own: options anywhere, before or after the verb (getopt
+    permutes them); ``--`` ends them; a value in the same argument (``--store=S``, ``-ldebug``) or the
+    next one, whatever it starts with; short flags bundled (``-vn``).  Unlike getopt_long, a long
+    option is named in full: no abbreviations.  (Not argparse: this is all of it, and argparse with
+    gettext and locale took 5-7 ms of every command's start-up, 2026-12-03.)"""
+    values: dict = {o.key: [] if o.many else None if o.metavar else False for o in OPTIONS}
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        i += 1
+        if a == "--":
+            rest += args[i:]
+            break
+        if not a.startswith("-") or a == "-":
+            rest.append(a)
+            continue
+        if a.startswith("--"):
+            name, eq, value = a.partition("=")
+            o = _BY_NAME.get(name)
+            if o is None:
+                raise _CommandLineError(f"unrecognized option '{name}'")
+            if o.metavar is None and eq:
+                raise _CommandLineError(f"option '{name}' doesn't allow an argument")
+            todo = [(o, value if eq else None)]
+        else:
+            todo = []
+            for k in range(1, len(a)):
+                o = _BY_NAME.get("-" + a[k])
+                if o is None:
+                    raise _CommandLineError(f"unrecognized option '-{a[k]}'")
+                if o.metavar is not None:  # the rest of the argument is its value, if any
+                    todo.append((o, a[k + 1:] or None))
+                    break
+                todo.append((o, None))
+        for o, value in todo:
+            if o.metavar is None:
+                values[o.key] = True
+                continue
+            if value is None:
+                if i == len(args):
+                    raise _CommandLineError(f"option '{o.names[-1]}' requires an argument")
+                value = args[i]
+                i += 1
+            if o.many:
+                values[o.key].append(value)
+            else:
+                values[o.key] = value
+    values["args"] = rest
+    return values
 
 
 def command(values: dict) -> int:
