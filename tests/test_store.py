@@ -20,7 +20,8 @@ from pycatar import compression
 from pycatar._fileio import install_file
 from pycatar.errors import ChunkError, UsageError
 from pycatar.index import IndexWriter, blob_index_flags
-from pycatar.store import LocalStore, StoreSet, chunk_relpath, default_store_for, gc
+from pycatar.location import default_store_for
+from pycatar.store import LocalStore, StoreSet, chunk_relpath, gc
 
 
 def _chunk(seed: int, n: int = 70_000) -> tuple[bytes, bytes]:
@@ -269,6 +270,21 @@ def test_gc_refuses_bad_index(tmp_path):
     with pytest.raises(FormatError):
         gc(s, [tmp_path / "bad.caibx"])
     assert s.has(cid)
+
+
+def test_has_scheme_is_an_rfc3986_scheme_and_colon_slash_slash():
+    """A location is a URL when it starts with a scheme (a letter, then letters, digits, "+", "-",
+    ".") and "://": the same answer as the RFC 3986 pattern, for random strings of the characters
+    that matter."""
+    import re
+
+    from pycatar.location import has_scheme
+
+    pattern = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+    rnd = random.Random(3)
+    texts = ["http://h/x", "s3+https://h/b", "file:///x", "a.b-c+d://", "://x", "1a://x", "a:b://", "é://x", "", "x"]
+    texts += ["".join(rnd.choice("aZ09+.-:/_é ?;") for _ in range(rnd.randrange(9))) for _ in range(20000)]
+    assert [has_scheme(t) for t in texts] == [bool(pattern.match(t)) for t in texts]
 
 
 def test_default_store_for():

@@ -43,8 +43,8 @@ from .extract import ExtractStats, extract as _extract
 from .format import HEADER, RecordType
 from .fsmeta import fs_type
 from .index import IndexReader
-from .location import Remote, local_path, open_input, open_store, open_stores, shown, upload
-from .store import ChunkStore, StoreSet, default_store_for
+from .location import Remote, default_store_for, local_path, open_input, open_store, open_stores, shown, upload
+from .store import ChunkStore, StoreSet
 
 __all__ = ["CatarFile", "CatarInfo", "open", "is_catar", "FilterLike", "InTheWayError"]
 

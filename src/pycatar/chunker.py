@@ -8,7 +8,6 @@ turn user input into the (min, avg, max) triple the way ``casync --chunk-size=``
 
 from __future__ import annotations
 
-import re
 
 from . import _chunker
 from .errors import UsageError
@@ -111,6 +110,13 @@ class _SizeError(Exception):
     pass
 
 
+def _digits_end(t: str, i: int) -> int:
+    """The end of the run of decimal digits (0-9) at ``t[i:]``."""
+    while i < len(t) and "0" <= t[i] <= "9":
+        i += 1
+    return i
+
+
 def parse_size(text: str) -> int:
     """A byte count such as ``64K``, ``1.5M`` or ``1M 512K`` (1024-based), parsed as casync does.
 
@@ -140,27 +146,26 @@ def _parse_size(t: str) -> int:
             q += 1
         else:
             neg = False
-        m = re.match(r"[0-9]+", t[q:])
-        if not m:
+        e = _digits_end(t, q)
+        if e == q:
             raise _SizeError("not a number")
-        value = int(m.group(0))
+        value = int(t[q:e])
         if value > _ULLONG_MAX:
             raise _SizeError("out of range")
         if neg:
             value = (-value) & _ULLONG_MAX
-        e = q + m.end()
         frac = 0.0
         if e < n and t[e] == ".":
             e += 1
-            m2 = re.match(r"[0-9]+", t[e:])
-            if m2:
-                digits = m2.group(0)
+            f = _digits_end(t, e)
+            if f > e:
+                digits = t[e:f]
                 if int(digits) > _ULLONG_MAX:
                     raise _SizeError("out of range")
                 frac = float(int(digits))
                 for _ in digits:
                     frac /= 10
-                e += m2.end()
+                e = f
         while e < n and t[e] in _WS:
             e += 1
         for i in range(start, len(_SIZE_SUFFIXES)):

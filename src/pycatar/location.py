@@ -12,7 +12,6 @@ the store module (with compression, file installs and their imports: 3-4 ms) whe
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable
 
 from .errors import PycatarError, UsageError
@@ -25,8 +24,22 @@ if TYPE_CHECKING:
 
 #: the largest index or archive file fetched whole from a server (an index of 22 M chunks)
 DOWNLOAD_LIMIT = 1 << 30
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+#: what may follow a URL scheme's first letter (RFC 3986: letters, digits, "+", "-", ".")
+_SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-")
+DEFAULT_STORE_NAME = "default.castr"
 SUPPORTED = "a local path, file://, http://, https://, s3+http:// or s3+https://"
+
+
+def has_scheme(location: str) -> bool:
+    """Whether ``location`` starts with a URL scheme and ``://``: a letter, then letters, digits, "+",
+    "-" or "." (RFC 3986)."""
+    i = location.find("://")
+    return i > 0 and location[0].isascii() and location[0].isalpha() and _SCHEME_CHARS.issuperset(location[1:i])
+
+
+def _until(text: str, start: int, stops: str) -> int:
+    """The index of the first of ``stops`` in ``text`` from ``start`` on (its length if none)."""
+    return min((i for i in (text.find(c, start) for c in stops) if i >= 0), default=len(text))
 
 
 class Remote:
@@ -77,7 +90,7 @@ def _as_remote(remote: Remote | HTTPClient | None) -> Remote:
 
 def is_url(location: str) -> bool:
     """Whether ``location`` is an http(s) URL (:func:`pycatar.httpclient.is_url`)."""
-    if not _SCHEME.match(location):  # a path: no need to load the network stack to say so
+    if not has_scheme(location):  # a path: no need to load the network stack to say so
         return False
     from .httpclient import is_url as is_http_url  # start-up: the network stack, for URLs only (see top)
 
@@ -86,7 +99,7 @@ def is_url(location: str) -> bool:
 
 def is_s3_url(location: str) -> bool:
     """Whether ``location`` is an object store's s3+http(s) URL (:func:`pycatar.s3store.is_s3_url`)."""
-    if not _SCHEME.match(location):
+    if not has_scheme(location):
         return False
     from .s3store import is_s3_url as is_s3  # start-up: the network stack, for URLs only (see top)
 
@@ -100,7 +113,7 @@ def is_remote(location: str | None) -> bool:
 
 def redact(location: str) -> str:
     """``location`` without the user name and password a URL may carry (:func:`pycatar.httpclient.redact`)."""
-    if not _SCHEME.match(location) and not location.startswith("//"):  # a path: nothing to remove
+    if not has_scheme(location) and not location.startswith("//"):  # a path: nothing to remove
         return location
     from .httpclient import redact as redact_url  # start-up: the network stack, for URLs only (see top)
 
@@ -114,7 +127,7 @@ def local_path(location: str) -> str | None:
         return location[len("file://"):] or "/"
     if is_remote(location):
         return None
-    if _SCHEME.match(location):
+    if has_scheme(location):
         raise UsageError(f"unsupported location {redact(location)}: use {SUPPORTED}")
     return location
 
@@ -231,3 +244,48 @@ class _Named:
     def __exit__(self, *exc):
         self._f.close()
         return False
+
+
+# --------------------------------------------------------------------------- the default store
+
+
+def _c_dirname(path: str) -> str:
+    """dirname(3): the parent of the last component, ignoring trailing slashes."""
+    q = path.rstrip("/")
+    if not q:
+        return "/" if path else "."
+    i = q.rfind("/")
+    if i < 0:
+        return "."
+    d = q[:i].rstrip("/")
+    return d or "/"
+
+
+def default_store_for(index_path: str | os.PathLike | None, environ=None) -> str:
+    """STORE-9: the store used when none is given: ``$CASYNC_STORE``, else ``default.castr``
+    next to the index (``default.castr`` in the current directory when the index has no
+    directory part or is read from stdin/written to stdout)."""
+    env = os.environ if environ is None else environ
+    e = env.get("CASYNC_STORE")
+    if e is not None:
+        return e
+    if index_path is None:
+        return DEFAULT_STORE_NAME
+    p = os.fsdecode(index_path)
+    if p == "-":
+        return DEFAULT_STORE_NAME
+    if has_scheme(p) and not p.startswith(("/", "./")):
+        scheme_end = p.index("://") + 3
+        host_end = _until(p, scheme_end, "/;?")
+        q = _until(p, host_end, ";?")
+        while q > host_end and p[q - 1] != "/":
+            q -= 1
+        d = p[:q]
+        store = d + DEFAULT_STORE_NAME if d.endswith("/") else d + "/" + DEFAULT_STORE_NAME
+        if p.lower().startswith("s3+") and "?" in p:  # an object store's parameters apply to its store too
+            store += p[p.index("?"):]
+        return store
+    if "/" in p:
+        d = _c_dirname(p)
+        return d + DEFAULT_STORE_NAME if d.endswith("/") else d + "/" + DEFAULT_STORE_NAME
+    return DEFAULT_STORE_NAME

@@ -26,10 +26,9 @@ from . import digest as _digest
 from . import reproducible as _reproducible
 from .errors import UsageError
 from .fileio import AtomicFile
-from .location import Remote, open_store, open_stores, upload
+from .location import Remote, default_store_for, open_store, open_stores, upload
 from .location import is_remote as _is_remote_location
 from .sources import open_catar, open_index
-from .store import default_store_for
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up); type checkers read it as True
 if TYPE_CHECKING:

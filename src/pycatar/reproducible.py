@@ -12,7 +12,6 @@ the pieces, for an encoder of one's own:
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 
 from . import flags as _flags
@@ -26,7 +25,6 @@ REPRODUCIBLE_FLAGS = int(
 )
 
 _MAX_EPOCH = ((1 << 64) - 1) // 1_000_000_000  # seconds whose nanoseconds still fit in a u64
-_DECIMAL = re.compile(r"[0-9]+\Z")
 
 
 def feature_flags(with_=(), without=(), *, digest: str = "sha512-256", exclude_nodump: bool = False,
@@ -49,7 +47,7 @@ def source_date_epoch(environ: Mapping[str, str] | None = None) -> int | None:
     value = (os.environ if environ is None else environ).get("SOURCE_DATE_EPOCH")
     if value is None or value == "":
         return None
-    if not _DECIMAL.match(value) or int(value) > _MAX_EPOCH:
+    if not (value.isascii() and value.isdigit()) or int(value) > _MAX_EPOCH:
         raise UsageError(f"Failed to parse SOURCE_DATE_EPOCH={value!r}: expected seconds since 1970 "
                          "as a decimal integer")
     return int(value)

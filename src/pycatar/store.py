@@ -15,7 +15,6 @@ from __future__ import annotations
 import errno
 import itertools
 import os
-import re
 import sys
 import threading
 import time
@@ -33,8 +32,6 @@ if TYPE_CHECKING:
     from typing import TextIO
 
 CHUNK_SUFFIX = ".cacnk"
-DEFAULT_STORE_NAME = "default.castr"
-_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 
 
 def chunk_id_hex(chunk_id: bytes) -> str:
@@ -43,7 +40,7 @@ def chunk_id_hex(chunk_id: bytes) -> str:
 
 def parse_chunk_id(text: str) -> bytes | None:
     """The id spelled by 64 lower-case hex digits, or None."""
-    if _HEX64.match(text):
+    if len(text) == 64 and not text.strip("0123456789abcdef"):
         return bytes.fromhex(text)
     return None
 
@@ -52,54 +49,6 @@ def chunk_relpath(chunk_id: bytes, suffix: str = CHUNK_SUFFIX) -> str:
     """STORE-2: the path of a chunk file relative to the store directory."""
     h = chunk_id.hex()
     return f"{h[:4]}/{h}{suffix}"
-
-
-# --------------------------------------------------------------------------- default location
-
-
-def _c_dirname(path: str) -> str:
-    """dirname(3): the parent of the last component, ignoring trailing slashes."""
-    q = path.rstrip("/")
-    if not q:
-        return "/" if path else "."
-    i = q.rfind("/")
-    if i < 0:
-        return "."
-    d = q[:i].rstrip("/")
-    return d or "/"
-
-
-_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://")
-
-
-def default_store_for(index_path: str | os.PathLike | None, environ=None) -> str:
-    """STORE-9: the store used when none is given: ``$CASYNC_STORE``, else ``default.castr``
-    next to the index (``default.castr`` in the current directory when the index has no
-    directory part or is read from stdin/written to stdout)."""
-    env = os.environ if environ is None else environ
-    e = env.get("CASYNC_STORE")
-    if e is not None:
-        return e
-    if index_path is None:
-        return DEFAULT_STORE_NAME
-    p = os.fsdecode(index_path)
-    if p == "-":
-        return DEFAULT_STORE_NAME
-    if _URL.match(p) and not p.startswith(("/", "./")):
-        scheme_end = p.index("://") + 3
-        host_end = scheme_end + len(re.match(r"[^/;?]*", p[scheme_end:]).group(0))
-        q = host_end + len(re.match(r"[^;?]*", p[host_end:]).group(0))
-        while q > host_end and p[q - 1] != "/":
-            q -= 1
-        d = p[:q]
-        store = d + DEFAULT_STORE_NAME if d.endswith("/") else d + "/" + DEFAULT_STORE_NAME
-        if p.lower().startswith("s3+") and "?" in p:  # an object store's parameters apply to its store too
-            store += p[p.index("?"):]
-        return store
-    if "/" in p:
-        d = _c_dirname(p)
-        return d + DEFAULT_STORE_NAME if d.endswith("/") else d + "/" + DEFAULT_STORE_NAME
-    return DEFAULT_STORE_NAME
 
 
 # --------------------------------------------------------------------------- the interface

@@ -9,7 +9,7 @@ import sys
 
 from .. import chunker, progress, sources
 from ..errors import UsageError
-from ..location import Remote, is_remote, local_path, open_store, open_stores
+from ..location import Remote, default_store_for, is_remote, local_path, open_store, open_stores
 from .options import Options
 
 SUFFIX_KIND = {".catar": "archive", ".caidx": "archive-index", ".caibx": "blob-index"}
@@ -60,7 +60,6 @@ def remote(opts: Options) -> Remote:
 
 def make_store(opts: Options, output: str | None):
     """The store ``make`` writes chunks to: ``--store=``, else the default next to the index."""
-    from ..store import default_store_for  # start-up: the store module only where a store is opened
 
     return open_store(opts.store or default_store_for(output), digest=opts.digest,
                       compression=opts.compression, remote=remote(opts))
@@ -93,7 +92,6 @@ def emit_json(obj) -> None:
 
 def chunk_stores(opts: Options, index_path: str | None):
     """STORE-10: the stores to read chunks from, behind ``--chunk-cache=`` when given."""
-    from ..store import default_store_for  # start-up: see make_store
 
     return open_stores([opts.store or default_store_for(index_path), *opts.extra_stores],
                        cache=opts.chunk_cache, remote=remote(opts))

@@ -7,8 +7,8 @@ import contextlib
 import sys
 
 from ..errors import UsageError
-from ..location import is_s3_url, local_path, open_store
-from ..store import DEFAULT_GRACE, default_store_for, gc
+from ..location import default_store_for, is_s3_url, local_path, open_store
+from ..store import DEFAULT_GRACE, gc
 from .common import emit_json, open_index, progress_bar, remote, strip_file_url
 from .options import Options
 

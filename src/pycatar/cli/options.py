@@ -3,8 +3,6 @@ option values the verbs share."""
 
 from __future__ import annotations
 
-import re
-
 from .. import flags, reproducible
 from ..errors import UsageError
 
@@ -197,7 +195,13 @@ _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 def parse_duration(text: str, option: str) -> float:
     """``90``, ``30s``, ``15m``, ``2h``, ``1d``, ``1w`` (a number and a unit) in seconds."""
-    m = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([smhdw]?)", text.strip())
-    if m is None:
+    t = text.strip()
+    unit = t[-1:] if t[-1:] in _UNITS else ""
+    whole, dot, fraction = t[:len(t) - len(unit)].partition(".")
+    if not _decimal(whole) or (dot and not _decimal(fraction)):
         raise UsageError(f"Failed to parse {option}= parameter: {text}")
-    return float(m.group(1)) * _UNITS[m.group(2)]
+    return float(whole + dot + fraction) * _UNITS[unit]
+
+
+def _decimal(text: str) -> bool:
+    return text.isascii() and text.isdigit()

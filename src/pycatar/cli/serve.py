@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from ..errors import UsageError
-from ..location import open_store
+from ..location import default_store_for, open_store
 from ..s3store import is_s3_url
 from ..server import serve
-from ..store import default_store_for
 from .common import is_url, remote
 from .options import Options
 
