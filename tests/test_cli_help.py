@@ -122,23 +122,25 @@ def test_a_bad_option_is_one_line_and_status_2(args, message):
 def test_the_start_up_of_an_extraction_runs_no_cyclic_collection_and_loads_no_parser(tmp_path):
     # the collector counted from before the command's first import to its end, through python -m
     # pycatar's own route: the threshold is raised before the verb's modules load; and what the
-    # start-up does without (5-10 ms of it): argparse, gettext and locale, re, and libcrypto with
-    # hashlib where the CPU has SHA-512/256 lanes (the chunks are verified in batches); what the
-    # interpreter loaded before (a .pth file of site-packages may bring re) is not counted
+    # start-up does without (7-13 ms of it): argparse, gettext and locale, re, enum, and libcrypto with
+    # hashlib where the CPU has SHA-512/256 lanes (the chunks are verified in batches)
     tree = tmp_path / "tree"
     (tree / "d").mkdir(parents=True)
     (tree / "d" / "f").write_bytes(b"x" * 1000)
     assert pycatar("make", f"--store={tmp_path}/s.castr", f"{tmp_path}/t.caidx", str(tree)).returncode == 0
-    code = ("import atexit, gc, runpy, sys\n"
+    # (python -S, with this interpreter's path: a .pth file of site-packages may load re or enum first)
+    code = (f"import sys; sys.path[:0] = {sys.path!r}\n"
+            "import atexit, gc, runpy\n"
             "runs = []\n"
             "gc.callbacks.append(lambda phase, info: phase == 'stop' and runs.append(info['generation']))\n"
-            "skipped, before = ('argparse', 'gettext', 'locale', 're', 'hashlib', '_hashlib'), set(sys.modules)\n"
+            "skipped = ('argparse', 'gettext', 'locale', 're', 'enum', 'hashlib', '_hashlib')\n"
+            "before = set(sys.modules)\n"
             "atexit.register(lambda: sys.stderr.write(\n"
             "    f'collections {runs} loaded {[m for m in skipped if m in sys.modules and m not in before]}'))\n"
             "sys.argv = ['pycatar', *sys.argv[1:]]\n"
             "runpy.run_module('pycatar', run_name='__main__')\n")
-    p = subprocess.run([sys.executable, "-c", code, "extract", f"--store={tmp_path}/s.castr", f"{tmp_path}/t.caidx",
-                        str(tmp_path / "out")], capture_output=True, text=True)
+    p = subprocess.run([sys.executable, "-S", "-c", code, "extract", f"--store={tmp_path}/s.castr",
+                        f"{tmp_path}/t.caidx", str(tmp_path / "out")], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "out" / "d" / "f").read_bytes() == b"x" * 1000
     from pycatar import _sha

@@ -57,22 +57,22 @@ _GROW_FROM = 64 << 10
 
 _U64_MAX = 0xFFFFFFFFFFFFFFFF
 _T = fmt.RecordType
-_USER = int(_T.USER)
-_GROUP = int(_T.GROUP)
-_XATTR = int(_T.XATTR)
-_ACL_USER = int(_T.ACL_USER)
-_ACL_GROUP = int(_T.ACL_GROUP)
-_ACL_GROUP_OBJ = int(_T.ACL_GROUP_OBJ)
-_ACL_DEFAULT = int(_T.ACL_DEFAULT)
-_ACL_DEFAULT_USER = int(_T.ACL_DEFAULT_USER)
-_ACL_DEFAULT_GROUP = int(_T.ACL_DEFAULT_GROUP)
-_FCAPS = int(_T.FCAPS)
-_QUOTA_PROJID = int(_T.QUOTA_PROJID)
-_SELINUX = int(_T.SELINUX)
-_SYMLINK = int(_T.SYMLINK)
-_DEVICE = int(_T.DEVICE)
-_GOODBYE = int(_T.GOODBYE)
-_TAIL_MARKER = int(_T.GOODBYE_TAIL_MARKER)
+_USER = _T.USER
+_GROUP = _T.GROUP
+_XATTR = _T.XATTR
+_ACL_USER = _T.ACL_USER
+_ACL_GROUP = _T.ACL_GROUP
+_ACL_GROUP_OBJ = _T.ACL_GROUP_OBJ
+_ACL_DEFAULT = _T.ACL_DEFAULT
+_ACL_DEFAULT_USER = _T.ACL_DEFAULT_USER
+_ACL_DEFAULT_GROUP = _T.ACL_DEFAULT_GROUP
+_FCAPS = _T.FCAPS
+_QUOTA_PROJID = _T.QUOTA_PROJID
+_SELINUX = _T.SELINUX
+_SYMLINK = _T.SYMLINK
+_DEVICE = _T.DEVICE
+_GOODBYE = _T.GOODBYE
+_TAIL_MARKER = _T.GOODBYE_TAIL_MARKER
 
 
 
@@ -828,7 +828,7 @@ def c_constants() -> dict:
     with: record types and names, field offsets, sizes and limits, feature flag bits, the record order
     rules, the Entry class -- all from format.py, flags.py, validate.py and entry.py.  (The predicates'
     own bits and bounds come from validate.py, which configures them at its import.)"""
-    constants: dict = {t.name: int(t) for t in fmt.RecordType}
+    constants: dict = dict(fmt.RECORD_TYPES)
     for name, decl in (("Header", fmt.Header), ("Entry", fmt.Entry), ("ACLUser", fmt.ACLUser),
                        ("ACLGroupObj", fmt.ACLGroupObj), ("ACLDefault", fmt.ACLDefault),
                        ("QuotaProjID", fmt.QuotaProjID), ("Device", fmt.Device), ("GoodbyeItem", fmt.GoodbyeItem),
@@ -849,8 +849,8 @@ def c_constants() -> dict:
         selinux_max=fmt.SELINUX_SIZE_MAX, symlink_max=fmt.SYMLINK_SIZE_MAX, item_size=_ITEM,
         xattr_names_max=_validate.XATTR_NAMES_MAX, xattr_bytes_max=_validate.XATTR_BYTES_MAX,
         acl_named_max=_validate.ACL_NAMED_MAX, acl_unset=fmt.ACL_PERMISSION_UNSET, entry_flag_bits=_ENTRY_FLAG_BITS,
-        kinds=[(int(t), t.name, *_LIMITS.get(int(t), (0, False)), _RANK.get(int(t), 0), int(t) in _REPEATABLE)
-               for t in fmt.RecordType],
+        kinds=[(t, name, *_LIMITS.get(t, (0, False)), _RANK.get(t, 0), t in _REPEATABLE)
+               for name, t in fmt.RECORD_TYPES.items()],
         file_types=list(_MODE_FEATURE.items()),
     )
     return constants

@@ -558,8 +558,8 @@ def iter_entries(root, feature_flags: int, **options) -> Iterator[Entry]:
 _pack_header = fmt.HEADER.pack
 _NUL = b"\0"
 _T = fmt.RecordType
-_T_FILENAME = int(_T.FILENAME)
-_T_PAYLOAD = int(_T.PAYLOAD)
+_T_FILENAME = _T.FILENAME
+_T_PAYLOAD = _T.PAYLOAD
 _HEADER_SIZE = fmt.HEADER_SIZE
 
 

@@ -74,8 +74,8 @@ def bst_permutation(n: int) -> tuple[int, ...]:
     return perm
 
 
-_T_GOODBYE = int(fmt.RecordType.GOODBYE)
-_T_TAIL = int(fmt.RecordType.GOODBYE_TAIL_MARKER)
+_T_GOODBYE = fmt.RecordType.GOODBYE
+_T_TAIL = fmt.RecordType.GOODBYE_TAIL_MARKER
 
 
 def goodbye_record(items: list, goodbye_offset: int, entry_offset: int) -> bytes:
