@@ -735,7 +735,7 @@ def null_chunk_ids(chunk_sizes: tuple[int, int, int], digest: str) -> dict[bytes
     zeros (the maximum size, and the size it cuts zeros at when that is smaller)."""
     mn, avg, mx = chunk_sizes
     sizes = {mx}
-    if mx < (32 << 20):
+    if mx <= (32 << 20):
         sizes.add(Chunker(mn, avg, mx).split(bytes(mx + 1))[0])  # the first cut: at mx at the latest
     sizes = sorted(sizes)
     return dict(zip(_digest.digest_many(digest, [bytes(n) for n in sizes]), sizes))  # (both in one call)
