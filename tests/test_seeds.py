@@ -572,7 +572,8 @@ def test_repeated_chunks_are_fetched_with_their_batch_and_crossing_requests_do_n
     """SEED-7 in a batch (fetch_many): a repeated chunk this call is the first to ask for is read with
     the batch's other store chunks, once even where the batch holds it twice.  Two calls that each
     claim first one of two repeated chunks the other also asks for (a barrier makes them cross) hand
-    over their own before waiting for the other's: both end, each chunk read from the store once."""
+    over their own before waiting for the other's: both end, each chunk read from the store once.
+    A call that fails after a claim gives it up."""
     import threading
 
     data = random.Random(8).randbytes(300_000)
@@ -631,6 +632,24 @@ def test_repeated_chunks_are_fetched_with_their_batch_and_crossing_requests_do_n
         assert sorted(reads) == sorted([[x.id], [y.id]])  # each call read the one it claimed first
         sources = asm.summary.as_dict()["sources"]
         assert sources["store"]["chunks"] == 2 and sources["self"]["chunks"] == 2
+
+        # a call that fails after claiming a chunk leaves no claim behind (a later request would wait
+        # for it forever): here a seed that cannot be asked, right after the claim
+        class Broken:
+            def locate(self, cid):
+                raise OSError("the seed went away")
+
+            def close(self):
+                pass
+
+        asm = assembly.Assembler.open(reader, [str(tmp_path / "S")])
+        asm.seeds = [Broken()]
+        try:
+            with pytest.raises(OSError, match="the seed went away"):
+                asm.fetch_many([x])
+            assert x.id not in asm._inflight
+        finally:
+            asm.close()
 
 
 @pytest.mark.parametrize("kind", ["blob", "tree"])

@@ -496,31 +496,31 @@ class Assembler(ChunkSource):
         owned: dict[bytes, tuple[Future, list[int]]] = {}  # repeated chunks this call obtains
         waits: list[tuple[int, tuple]] = []  # and those another request obtains
         in_memory, kept, kept_bytes = self._kept, 0, 0
-        for i, ref in enumerate(refs):
-            cid, size = ref.id, ref.size
-            data = in_memory.get(cid)  # (a repeated chunk obtained before: no lock for a dict lookup)
-            if data is not None:
-                out[i] = data
-                kept += 1
-                kept_bytes += size
-                continue
-            if self._null.get(cid) == size:
-                out[i] = self.fetch(ref)
-                continue
-            if self._repeated(cid):
-                if cid in owned:
-                    owned[cid][1].append(i)
+        try:  # (from the first claim on: a claimed chunk is published or abandoned, never left)
+            for i, ref in enumerate(refs):
+                cid, size = ref.id, ref.size
+                data = in_memory.get(cid)  # (a repeated chunk obtained before: no lock for a dict lookup)
+                if data is not None:
+                    out[i] = data
+                    kept += 1
+                    kept_bytes += size
                     continue
-                claim = self._claim(cid)
-                if not claim[3]:
-                    waits.append((i, claim))
+                if self._null.get(cid) == size:
+                    out[i] = self.fetch(ref)
                     continue
-                owned[cid] = (claim[2], [i])
-            if any(seed.locate(cid) is not None for seed in self.seeds):
-                seeded.append(i)
-            else:
-                plain.append(i)
-        try:
+                if self._repeated(cid):
+                    if cid in owned:
+                        owned[cid][1].append(i)
+                        continue
+                    claim = self._claim(cid)
+                    if not claim[3]:
+                        waits.append((i, claim))
+                        continue
+                    owned[cid] = (claim[2], [i])
+                if any(seed.locate(cid) is not None for seed in self.seeds):
+                    seeded.append(i)
+                else:
+                    plain.append(i)
             if seeded:  # what no seed gives intact goes to the stores with the rest
                 for i, data in zip(seeded, self._from_seeds([refs[i] for i in seeded])):
                     if data is None:
