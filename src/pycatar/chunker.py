@@ -8,7 +8,6 @@ turn user input into the (min, avg, max) triple the way ``casync --chunk-size=``
 
 from __future__ import annotations
 
-
 from . import _chunker
 from .errors import UsageError
 
