@@ -87,7 +87,7 @@ def _pump(encoder, h, out=None, name: str = "the output", on_bytes=None) -> None
     from collections import deque
     from .pool import ThreadPool
 
-    from .encoder import OUT_BUFFER
+    from .encoder import new_buffer
 
     failed: list = []
 
@@ -111,7 +111,7 @@ def _pump(encoder, h, out=None, name: str = "the output", on_bytes=None) -> None
             for fut in futures:
                 fut.result()
             return buf
-        return bytearray(OUT_BUFFER)
+        return new_buffer()
 
     pools = [ThreadPool(1, "catar-hash")]
     if out is not None:

@@ -632,8 +632,17 @@ def filename_record(bname: bytes) -> bytes:
 # --------------------------------------------------------------------------- the serialiser
 
 
-def _new_buffer() -> bytearray:
-    return bytearray(OUT_BUFFER)
+def new_buffer():
+    """A fresh output buffer of :data:`OUT_BUFFER` zero bytes, writable.  On Linux, an anonymous
+    mapping whose pages the kernel provides all at once (MAP_POPULATE) rather than one page fault per
+    4 KiB as the serialiser first writes them: in a virtual machine a fault costs about 3 us, and a
+    make of /usr/lib/python3.11 took 13 000 of them for its buffers (31 alternating runs: 2-3.5 %
+    less CPU, wall time 0.96-0.97 of a zeroed bytearray's)."""
+    try:  # start-up: only a serialiser needs mmap
+        from mmap import MAP_ANONYMOUS, MAP_POPULATE, MAP_PRIVATE, mmap
+    except ImportError:  # not Linux
+        return bytearray(OUT_BUFFER)
+    return mmap(-1, OUT_BUFFER, flags=MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE)
 
 
 class _Out:
@@ -733,10 +742,10 @@ class CatarSerializer:
     def buffers(self, alloc=None) -> Iterator[memoryview]:
         """The stream as :data:`OUT_BUFFER`-sized memoryviews (the last one shorter).
 
-        ``alloc()`` returns a fresh ``bytearray(OUT_BUFFER)`` to fill (default: a new one each
-        time, so every buffer handed out stays valid); a caller may recycle the buffers it is
-        done with through it."""
-        out = _Out(alloc or _new_buffer)
+        ``alloc()`` returns a fresh :func:`new_buffer` to fill (default: a new one each time, so
+        every buffer handed out stays valid); a caller may recycle the buffers it is done with
+        through it."""
+        out = _Out(alloc or new_buffer)
         ready = out.ready
         source = self.source
         events = source.events()
