@@ -19,8 +19,10 @@ from .errors import ChunkError, ChunkMissing
 from .index import IndexReader
 from .store import CHUNK_SUFFIX, LocalStore, StoreSet, decode_chunks, parse_chunk_id
 
-#: chunks a job checks: decompressed and hashed a batch per call (SHA-512/256 several at a time)
-_BATCH = 16
+#: chunks a job checks: decompressed and hashed a batch per call (SHA-512/256 eight at a time, whose
+#: lanes idle at the end of small batches: see blob.PREFETCH_BATCH; 32 against 16, the 192 MiB
+#: blob's index, 15 alternating runs: 0.93 of the wall time, 7 % less CPU)
+_BATCH = 32
 #: jobs in flight at once (bounds memory: _BATCH * _WINDOW chunks)
 _WINDOW = 4
 
