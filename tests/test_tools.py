@@ -71,6 +71,25 @@ def test_verify_store_finds_and_repairs_bad_chunks(made, tmp_path):
     assert "does not exist" in pycatar("verify", tmp_path / "nowhere").stderr.decode()
 
 
+def test_verify_store_reports_an_unreadable_chunk_file_and_checks_the_rest(made, tmp_path):
+    # a chunk file the store refuses to read (larger than any chunk can be stored in) is that chunk's
+    # problem: reported (and removed with --repair) while the other chunks of its batch are checked
+    from pycatar.compression import DECOMPRESSED_LIMIT
+
+    store = tmp_path / "store"
+    subprocess.run(["cp", "-a", made / "store", store], check=True)
+    ids = sorted(chunk_files(store))
+    huge = ids[0][:4] + "b" * 60
+    with open(store / huge[:4] / f"{huge}.cacnk", "wb") as f:
+        f.truncate(DECOMPRESSED_LIMIT + (8 << 20))
+    p = pycatar("verify", "--json", store)
+    res = json.loads(p.stdout)
+    assert p.returncode == 1 and res["checked"] == len(ids) + 1, p.stderr
+    assert [b["id"] for b in res["bad"]] == [huge] and "too large" in res["bad"][0]["error"]
+    p = pycatar("verify", "--repair", store)
+    assert p.returncode == 1 and sorted(chunk_files(store)) == ids
+
+
 def test_verify_index_reports_missing_and_corrupt(made, tmp_path):
     store = tmp_path / "store"
     subprocess.run(["cp", "-a", made / "store", store], check=True)

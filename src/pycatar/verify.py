@@ -101,7 +101,11 @@ def verify_store(store, *, digest: str = "sha512-256", repair: bool = False,
             if cid is None or sub != name[:4]:
                 out[k] = ChunkError(f"{sub}/{name}: not a chunk file name of this store")
                 continue
-            raw = store.get_raw(cid)
+            try:
+                raw = store.get_raw(cid)
+            except ChunkError as e:  # (unreadable, too large: this chunk's problem, not the batch's)
+                out[k] = e
+                continue
             if raw is None:
                 out[k] = ChunkError(f"{sub}/{name}: vanished or not a regular file")
                 continue
