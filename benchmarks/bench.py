@@ -14,7 +14,11 @@ child), and the ratio of the medians B/A (< 1: pycatar is faster).
 Every run writes outputs of its own (a new store, a new directory); nothing is deleted until the end,
 because on ext4 creating files right after deleting many makes the kernel's inode allocator skip
 every recently freed inode, which slows *both* tools by an amount that depends on the file system's
-history.  Generated inputs (the blobs, the 1 M-entry archive) are kept in ``--cache``.
+history.  Before every timed run (and every lower bound) the harness calls sync(2), untimed: without
+it, the kernel writes back earlier runs' dirty pages (30 s after they were written, or once enough
+accumulate) during a later run, on a core the two-threaded pycatar needs and single-threaded casync
+does not (session 21: spreads such as 0.22-0.77 s on one extraction, gone with the sync).
+Generated inputs (the blobs, the 1 M-entry archive) are kept in ``--cache``.
 
 The lower bound of a case is the best wall time any program could reach here: the interpreter's
 start-up plus the work the case cannot avoid, measured on one core and spread perfectly over every
@@ -497,8 +501,8 @@ def cases(tmp: str, cache: str, quick: bool, floor: Floor) -> list[Case]:
 
 def _order(sides: int, run: int) -> list[int]:
     """The order of the sides in round ``run``: each side takes each place in turn (A B C, B C A,
-    C A B...), so that none always runs right after another side's run (whose dirty pages and new
-    inodes the file system may still be busy with).  Three rounds settle little on a noisy machine:
+    C A B...), so that none always runs right after another side's run (whose new inodes the file
+    system may still be busy with; its dirty pages are written before the next run starts).  Three rounds settle little on a noisy machine:
     identical code measured up to 1.6 times apart in one run, and 1.004 in 12 alternating rounds."""
     return [(run + i) % sides for i in range(sides)]
 
@@ -514,6 +518,7 @@ def bench(case: Case, repeat: int, baseline: str | None = None) -> Result:
         for side in _order(sides, run):
             tag = f"{run}base" if side == 2 else str(run)  # outputs of their own
             argv = [a.replace("{run}", tag) for a in (case.a, case.b, case.b)[side][1]]
+            os.sync()  # untimed: the dirty pages of earlier runs are written now, not during this one
             wall, peak, used = run_measured(argv, baseline if side == 2 else None)
             times[side].append(wall)
             cpu[side].append(used)
@@ -561,6 +566,7 @@ def add_bounds(results: list[Result]) -> str:
     for r in results:
         try:  # a failure here (a full disk...) leaves this bound out, not the whole table
             if r.case.bound is not None:
+                os.sync()
                 r.bound_s = start + r.case.bound() / capacity
             if r.case.startup is not None:
                 r.startup_s = startup(r.case.startup())
