@@ -502,8 +502,9 @@ def cases(tmp: str, cache: str, quick: bool, floor: Floor) -> list[Case]:
 def _order(sides: int, run: int) -> list[int]:
     """The order of the sides in round ``run``: each side takes each place in turn (A B C, B C A,
     C A B...), so that none always runs right after another side's run (whose new inodes the file
-    system may still be busy with; its dirty pages are written before the next run starts).  Three rounds settle little on a noisy machine:
-    identical code measured up to 1.6 times apart in one run, and 1.004 in 12 alternating rounds."""
+    system may still be busy with; its dirty pages are written before the next run starts).  Three
+    rounds settle little on a noisy machine: identical code measured up to 1.6 times apart in one
+    run, and 1.004 in 12 alternating rounds."""
     return [(run + i) % sides for i in range(sides)]
 
 
