@@ -537,6 +537,43 @@ def test_reused_transfer_handles_carry_mixed_requests(published):
         client.close()
 
 
+def settle(srv) -> int:
+    """The number of chunk requests ``srv`` has had once no more come for 0.3 s."""
+    seen = -1
+    while seen != len(srv.gets()):
+        seen = len(srv.gets())
+        time.sleep(0.3)
+    return seen
+
+
+def test_a_reader_that_jumps_is_not_queued_behind_the_read_ahead(published):
+    """A read far from the last one (mount, random access) has its own chunk requested before the
+    read-ahead of its new place waiting for a connection: against a server answering in 20 ms, the
+    chunk holding the new place is among the first requests after the jump (one connection each,
+    16), not behind the 100-odd chunks requested ahead; the bytes are right."""
+    from pycatar.blob import IndexStream
+    from pycatar.httpclient import HTTPClient, HTTPOptions
+    from pycatar.httpstore import HTTPStore
+    from pycatar.index import IndexReader
+
+    data = (published / "src" / "blob.img").read_bytes()
+    client = HTTPClient(HTTPOptions(concurrency=16))
+    try:
+        with StaticServer(published, delay=0.02) as srv, IndexReader(published / "blob.caibx") as r:
+            with IndexStream(r, HTTPStore(srv.url + "store/", client), threads=2) as s:
+                assert s.read_at(100, 1000) == data[100:1100]
+                before = settle(srv)  # the read-ahead of the first place is done
+                pos = 14 << 20
+                assert s.read_at(pos, 1000) == data[pos:pos + 1000]
+                own = next(c for c in r.chunks() if c.start <= pos < c.end).id.hex() + ".cacnk"
+                settle(srv)
+                after = [p.rsplit("/", 1)[1] for p in srv.gets()[before:]]
+        assert len(after) > 60  # (the read-ahead went out too)
+        assert own in after[:16], (after.index(own) if own in after else None, len(after))
+    finally:
+        client.close()
+
+
 # --------------------------------------------------------------------------- batched reads (SERVE-5)
 
 

@@ -140,15 +140,16 @@ class _Transfer:
     """A request, carried out (and retried) by the transfer thread; ``done`` is a lock held until
     it is over (a bare lock: cheaper to make, wait for and release than an Event): then either
     ``failure`` is the error to raise, or ``status`` and ``answer`` hold the answer (the body of a
-    GET, as a buffer; None when it went to ``sink``)."""
+    GET, as a buffer; None when it went to ``sink``).  ``urgent``: somebody waits for it already
+    (not sent ahead): it goes before the requests sent ahead that wait for a connection."""
 
     __slots__ = ("method", "url", "body", "content_type", "sink", "limit", "done", "status", "error",
                  "os_errno", "retry_after", "cancelled", "attempt", "failure", "answer", "too_large",
-                 "write_errno", "born")
+                 "write_errno", "born", "urgent")
 
-    def __init__(self, method, url, body, content_type, sink, limit):
+    def __init__(self, method, url, body, content_type, sink, limit, urgent=False):
         self.method, self.url, self.body, self.content_type = method, url, body, content_type
-        self.sink, self.limit = sink, limit
+        self.sink, self.limit, self.urgent = sink, limit, urgent
         self.done = _thread.allocate_lock()
         self.done.acquire()
         self.cancelled = False  #: nobody wants it any more: dropped unsent if it has not started
@@ -200,6 +201,9 @@ class _Loop:
         self.limit = min(_FIRST_CONNECTIONS, len(self.handles))
         self.ready = dict.fromkeys(self.handles, False)  #: handles set up for a GET (reset otherwise)
         self.waiting: deque[_Transfer] = deque()
+        #: transfers somebody waits for already (not sent ahead): started before ``waiting``, so that
+        #: a reader that jumped does not wait behind the read-ahead of its new place
+        self.urgent: deque[_Transfer] = deque()
         self.delayed: list[tuple[float, int, _Transfer]] = []  # (when, tie-breaker, transfer): a heap
         self.retries = itertools.count()
         #: server -> (when, why): a request to it failed for good, the server unreachable or silent;
@@ -341,7 +345,8 @@ class _Loop:
             self._over = True
         # whoever still waits hears it (rather than waiting for ever)
         handling = [] if self._handling is None or self._handling in self.active.values() else [self._handling]
-        for t in [*handling, *self.active.values(), *self.waiting, *self.incoming, *(d[2] for d in self.delayed)]:
+        for t in [*handling, *self.active.values(), *self.urgent, *self.waiting, *self.incoming,
+                  *(d[2] for d in self.delayed)]:
             if t.done.locked():
                 t.failure = RemoteError(f"{t.method} {redact(t.url)}: {self.why}")
                 t.done.release()
@@ -350,15 +355,17 @@ class _Loop:
 
     def _transfer(self) -> None:
         multi = self.multi
-        incoming, waiting, delayed = self.incoming, self.waiting, self.delayed
+        incoming, urgent, waiting, delayed = self.incoming, self.urgent, self.waiting, self.delayed
         while not self.closed:
             while incoming:
-                waiting.append(incoming.popleft())
+                t = incoming.popleft()
+                (urgent if t.urgent else waiting).append(t)
             now = time.monotonic() if delayed else 0.0
             while delayed and delayed[0][0] <= now:
-                waiting.appendleft(heapq.heappop(delayed)[2])  # before the newer requests
-            while waiting and len(self.active) < self.limit:
-                self._handling = waiting.popleft()
+                t = heapq.heappop(delayed)[2]
+                (urgent if t.urgent else waiting).appendleft(t)  # before the newer requests
+            while (urgent or waiting) and len(self.active) < self.limit:
+                self._handling = (urgent or waiting).popleft()
                 self._start(self._handling)
             if self.active:
                 multi.perform()
@@ -366,7 +373,7 @@ class _Loop:
                     self._handling = self.active.get(c)
                     self._finish(c, code)
             self._handling = None
-            if incoming or (waiting and len(self.active) < self.limit):
+            if incoming or ((urgent or waiting) and len(self.active) < self.limit):
                 continue
             # wait (C, GIL released) for the sockets, a new transfer or the closing (wakeup()), or
             # until the next retry is due
@@ -450,10 +457,10 @@ class HTTPClient:
     # ------------------------------------------------------------------ the one request loop
 
     def _submit(self, method: str, url: str, body: bytes | None, limit: int, sink: BinaryIO | None,
-                content_type: str) -> _Transfer:
+                content_type: str, urgent: bool) -> _Transfer:
         with self._lock:
             self.requests += 1
-        t = _Transfer(method, url, body, content_type, sink if method == "GET" else None, limit)
+        t = _Transfer(method, url, body, content_type, sink if method == "GET" else None, limit, urgent)
         self._transfers().submit(t)
         return t
 
@@ -466,7 +473,7 @@ class HTTPClient:
         :class:`RemoteError`.  ``started``: the same request, already handed to the transfer
         thread by :meth:`start`."""
         t = started if started is not None and not started.cancelled else \
-            self._submit(method, url, body, limit, sink, content_type)
+            self._submit(method, url, body, limit, sink, content_type, True)
         t.done.acquire()
         if t.failure is not None:
             raise t.failure
@@ -516,7 +523,7 @@ class HTTPClient:
         """A GET of ``url`` sent now, answered later: give it to :meth:`get` as ``started`` (which
         waits for it and retries it as any other), or :meth:`cancel` it.  Nothing waits for it in
         the meantime, so any number can be in flight without a thread each."""
-        return self._submit("GET", url, None, limit, None, "")
+        return self._submit("GET", url, None, limit, None, "", False)
 
     @staticmethod
     def cancel(t: _Transfer) -> None:
