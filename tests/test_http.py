@@ -537,6 +537,48 @@ def test_reused_transfer_handles_carry_mixed_requests(published):
         client.close()
 
 
+def test_a_client_that_worked_one_request_at_a_time_opens_few_connections_at_once(published):
+    """New connections a few at a time (spec/store.md): a client that made its requests one at a
+    time (a mount looking files up) has one connection; when many go out at once (a jump's
+    read-ahead) it opens 4 more, then more as those answer, not 15 at once (a server with a short
+    listen queue, as http.server's 5, drops such a burst and each dropped one waits a second)."""
+    from pycatar.httpclient import HTTPClient, HTTPOptions
+
+    names = sorted(chunk_names(published / "store"))[:40]
+    urls = [f"store/{n[:4]}/{n}" for n in names]
+    want = [(published / u).read_bytes() for u in urls]
+    accepted: list[float] = []
+    answered: list[float] = []
+    client = HTTPClient(HTTPOptions(concurrency=16))
+    try:
+        with StaticServer(published, delay=0.05) as srv:
+            srv.httpd.socket.listen(64)  # (this test's server takes any burst: it counts them)
+            handler = srv.httpd.RequestHandlerClass
+            handle, do_get = handler.handle, handler.do_GET
+
+            def counted(self):
+                accepted.append(time.monotonic())
+                handle(self)
+
+            def timed(self):
+                do_get(self)
+                answered.append(time.monotonic())
+
+            handler.handle, handler.do_GET = counted, timed
+            for u, w in zip(urls[:8], want[:8]):
+                assert client.get(srv.url + u, 1 << 24) == w
+            assert len(accepted) == 1
+            answered.clear()
+            started = [client.start(srv.url + u, 1 << 24) for u in urls[8:]]
+            for t, u, w in zip(started, urls[8:], want[8:]):
+                assert client.get(srv.url + u, 1 << 24, started=t) == w
+        burst = [a for a in accepted[1:] if a < answered[0]]  # opened before the first answer came
+        assert len(burst) == 4, len(burst)
+        assert len(accepted) > 8  # (more opened later, as the first ones answered)
+    finally:
+        client.close()
+
+
 def settle(srv) -> int:
     """The number of chunk requests ``srv`` has had once no more come for 0.3 s."""
     seen = -1

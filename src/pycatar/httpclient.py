@@ -50,7 +50,8 @@ MISSING_STATUSES = frozenset((404, 410))
 MAX_REDIRECTS = 3
 MAX_RETRY_AFTER = 10.0
 _BUFFER = 1 << 19
-#: transfers (so new connections) started at once by a new client; more as they succeed
+#: transfers (so new connections) started at once by a new client; then this many more than the
+#: connections that have carried an answer
 _FIRST_CONNECTIONS = 4
 #: the longest the transfer thread sleeps when nothing happens (ms): new transfers and the
 #: client's closing wake it at once, retries when they are due
@@ -194,11 +195,13 @@ class _Loop:
         self.multi = _curl.Multi()
         self.free = [_curl.Easy() for _ in range(client.options.concurrency)]
         self.handles = list(self.free)
-        #: transfers allowed at once: a few at first, one more for each that succeeds, up to a
-        #: handle each (so new connections come a few at a time: a server with a short listen
-        #: queue, like Python's http.server with 5, would drop a burst of them and make each wait
-        #: a second for the kernel to try again)
+        #: transfers allowed at once: a few more than the connections known to work, up to a handle
+        #: each (so new connections come a few at a time: a server with a short listen queue, like
+        #: Python's http.server with 5, would drop a burst of them and make each wait a second for
+        #: the kernel to try again; a client that made many requests one at a time has one
+        #: connection, and a reader that then jumps must not open 15 at once)
         self.limit = min(_FIRST_CONNECTIONS, len(self.handles))
+        self.connections = 0  #: connections that have carried an answer (new ones, counted once)
         self.ready = dict.fromkeys(self.handles, False)  #: handles set up for a GET (reset otherwise)
         self.waiting: deque[_Transfer] = deque()
         #: transfers somebody waits for already (not sent ahead): started before ``waiting``, so that
@@ -273,8 +276,9 @@ class _Loop:
         self.multi.remove(c)
         t.too_large, t.write_errno = c.overflowed, c.write_errno
         if code == 0:
-            if self.limit < len(self.handles):
-                self.limit += 1
+            if c.getinfo(_curl.NUM_CONNECTS):  # a new connection that works: one more may open
+                self.connections += 1
+                self.limit = max(self.limit, min(len(self.handles), self.connections + _FIRST_CONNECTIONS))
             t.status = c.getinfo(_curl.RESPONSE_CODE)
             if t.status in (429, 503):
                 t.retry_after = c.getinfo(_curl.RETRY_AFTER)
