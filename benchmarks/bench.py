@@ -95,7 +95,9 @@ class Result:
 
 
 def run_measured(argv: list[str], pythonpath: str | None = None) -> tuple[float, float, float]:
-    """(wall seconds, peak RSS MiB, CPU seconds) of one child process (``pythonpath``: its PYTHONPATH)."""
+    """(wall seconds, peak RSS MiB, CPU seconds) of one child process (``pythonpath``: its PYTHONPATH).
+    The dirty pages of earlier runs are written first (sync, untimed), not during this one."""
+    os.sync()
     t0 = time.perf_counter()
     pid = os.fork()
     if pid == 0:  # child: run the command quietly
@@ -519,7 +521,6 @@ def bench(case: Case, repeat: int, baseline: str | None = None) -> Result:
         for side in _order(sides, run):
             tag = f"{run}base" if side == 2 else str(run)  # outputs of their own
             argv = [a.replace("{run}", tag) for a in (case.a, case.b, case.b)[side][1]]
-            os.sync()  # untimed: the dirty pages of earlier runs are written now, not during this one
             wall, peak, used = run_measured(argv, baseline if side == 2 else None)
             times[side].append(wall)
             cpu[side].append(used)
@@ -612,12 +613,12 @@ def report(results: list[Result], args) -> None:
             f.write("key,a,b,a_s,b_s,ratio,a_min,a_max,b_min,b_max,a_cpu_s,b_cpu_s,a_rss_mib,b_rss_mib,bound_s,"
                     "b_startup_s,floor_s\n")
             for r in results:
-                bound = f"{r.bound_s:.4f}" if r.bound_s is not None else ""
-                bound += "," + (f"{r.startup_s:.4f},{r.floor_s:.4f}" if r.floor_s is not None else ",")
-                f.write(f"{r.case.key},{r.case.a[0]},{r.case.b[0]},{statistics.median(r.a_s):.4f},"
-                        f"{statistics.median(r.b_s):.4f},{r.ratio:.4f},{min(r.a_s):.4f},{max(r.a_s):.4f},"
-                        f"{min(r.b_s):.4f},{max(r.b_s):.4f},{statistics.median(r.a_cpu):.4f},"
-                        f"{statistics.median(r.b_cpu):.4f},{r.a_rss:.1f},{r.b_rss:.1f},{bound}\n")
+                bound = f"{r.bound_s:.6f}" if r.bound_s is not None else ""
+                bound += "," + (f"{r.startup_s:.6f},{r.floor_s:.6f}" if r.floor_s is not None else ",")
+                f.write(f"{r.case.key},{r.case.a[0]},{r.case.b[0]},{statistics.median(r.a_s):.6f},"
+                        f"{statistics.median(r.b_s):.6f},{r.ratio:.4f},{min(r.a_s):.6f},{max(r.a_s):.6f},"
+                        f"{min(r.b_s):.6f},{max(r.b_s):.6f},{statistics.median(r.a_cpu):.6f},"
+                        f"{statistics.median(r.b_cpu):.6f},{r.a_rss:.1f},{r.b_rss:.1f},{bound}\n")
 
 
 def main(argv=None) -> int:
