@@ -51,7 +51,7 @@ class StaticServer:
 
     def __init__(self, root, *, fault: str | None = None, fail=None, auth: str | None = None,
                  limit: int | None = None, redirect_to: str | None = None, delay: float = 0.0,
-                 batches: bool = False):
+                 batches: bool = False, http10: bool = False):
         self.root = os.fspath(root)
         self.batches = batches
         self.delay = delay  # seconds every answer waits (a distant server)
@@ -67,7 +67,8 @@ class StaticServer:
         server = self
 
         class Handler(http.server.SimpleHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+            # http10: HTTP/1.0, a connection closed after every answer, as `python3 -m http.server` runs
+            protocol_version = "HTTP/1.0" if http10 else "HTTP/1.1"
 
             def __init__(self, *a, **kw):
                 super().__init__(*a, directory=server.root, **kw)

@@ -114,7 +114,7 @@ static const struct {
     {"PROTO_HTTP", 1}, {"PROTO_HTTPS", 2},
     /* information */
     {"RESPONSE_CODE", 0x200002}, {"OS_ERRNO", 0x200019}, {"RETRY_AFTER", 0x600039},
-    {"NUM_CONNECTS", 0x20001A},
+    {"NUM_CONNECTS", 0x20001A}, {"HTTP_VERSION", 0x20002E},
     /* result codes */
     {"E_UNSUPPORTED_PROTOCOL", 1}, {"E_URL_MALFORMAT", 3}, {"E_COULDNT_RESOLVE_HOST", 6},
     {"E_COULDNT_CONNECT", 7}, {"E_REMOTE_ACCESS_DENIED", 9}, {"E_PARTIAL_FILE", 18},

@@ -53,6 +53,8 @@ _BUFFER = 1 << 19
 #: transfers (so new connections) started at once by a new client; then this many more than the
 #: connections that have carried an answer
 _FIRST_CONNECTIONS = 4
+#: CURLINFO_HTTP_VERSION's values for the HTTP of an answer (curl.h: CURL_HTTP_VERSION_1_0, _2_0)
+_HTTP_1_0, _HTTP_2 = 1, 3
 #: the longest the transfer thread sleeps when nothing happens (ms): new transfers and the
 #: client's closing wake it at once, retries when they are due
 _IDLE_MS = 1000
@@ -276,7 +278,12 @@ class _Loop:
         self.multi.remove(c)
         t.too_large, t.write_errno = c.overflowed, c.write_errno
         if code == 0:
-            if c.getinfo(_curl.NUM_CONNECTS):  # a new connection that works: one more may open
+            version = c.getinfo(_curl.HTTP_VERSION)
+            if version >= _HTTP_2:  # streams over one connection: more transfers open no more
+                self.limit = len(self.handles)
+            elif version != _HTTP_1_0 and c.getinfo(_curl.NUM_CONNECTS):
+                # a new connection, kept open (HTTP/1.0 servers, Python's http.server among them,
+                # close each one: a connection a request there, so never more than a few at once)
                 self.connections += 1
                 self.limit = max(self.limit, min(len(self.handles), self.connections + _FIRST_CONNECTIONS))
             t.status = c.getinfo(_curl.RESPONSE_CODE)
