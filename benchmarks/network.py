@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Extraction over HTTP, side by side: pycatar and casync through the same ``pycatar serve`` on
-loopback, with and without an injected delay per request; then pycatar from the local store,
+loopback, with and without an injected delay per request, and through ``python3 -m http.server``
+(HTTP/1.0, a connection per request, a listen queue of 5); then pycatar from the local store,
 through ``pycatar serve`` and through nginx (if installed), with each side's CPU time.
 
     python3 benchmarks/network.py                    # 32 MiB (twice) with 20 ms per request, 192 MiB without
@@ -80,11 +81,7 @@ class Nginx:
     """nginx (one process, no access log) serving ``root`` on a free loopback port."""
 
     def __init__(self, binary: str, root: str, workdir: str):
-        import socket
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        port = free_port()
         os.makedirs(workdir, exist_ok=True)
         conf = os.path.join(workdir, "nginx.conf")
         temp = " ".join(f"{k}_temp_path {workdir}/{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
@@ -97,20 +94,48 @@ class Nginx:
                                      stderr=subprocess.DEVNULL)
         self.pid = self.proc.pid
         self.url = f"http://127.0.0.1:{port}/"
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.proc.kill()
-                    raise SystemExit("nginx did not start")
-                time.sleep(0.05)
+        wait_listening(self.proc, port, "nginx")
 
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(30)
+
+
+class StdlibServer(Nginx):
+    """``python3 -m http.server`` serving ``root`` on a free loopback port, as users start it for a
+    quick test: HTTP/1.0 (a connection per request) and a listen queue of 5."""
+
+    def __init__(self, root: str):
+        port = free_port()
+        self.proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                                      "--directory", root], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.pid = self.proc.pid
+        self.url = f"http://127.0.0.1:{port}/"
+        wait_listening(self.proc, port, "python3 -m http.server")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_listening(proc: subprocess.Popen, port: int, what: str) -> None:
+    """Until something listens on ``port`` (``proc`` is killed if it ends or 10 s pass first)."""
+    import socket
+
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise SystemExit(f"{what} did not start")
+            time.sleep(0.05)
 
 
 def cpu_seconds(pid: int | None) -> float:
@@ -249,19 +274,20 @@ def main(argv=None) -> int:
                                  out(f"{name}.bin")], check=True, capture_output=True)
         delayed = Server(out("store"), web, args.delay)
         plain = Server(out("store"), web, 0)
+        os.symlink(out("store"), os.path.join(web, "store"))  # (for the static servers: web/store/)
+        stdlib = StdlibServer(web)
         nginx_binary = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
         if nginx_binary:
-            os.symlink(out("store"), os.path.join(web, "store"))
             nginx = Nginx(nginx_binary, web, out("nginx"))
         else:
             nginx = None
             print("nginx is not installed: its side is left out", file=sys.stderr)
         sides = []
         try:
-            def casync_vs_pycatar(name: str, url: str, index: str, tag: str) -> dict:
-                return measure(name, ("casync", ["casync", "extract", "--seed-output=no", f"--store={url}",
+            def casync_vs_pycatar(name: str, url: str, index: str, tag: str, store: str = "") -> dict:
+                return measure(name, ("casync", ["casync", "extract", "--seed-output=no", f"--store={url}{store}",
                                                  url + index, out(f"c{tag}{{run}}.out")]),
-                               ("pycatar", py + ["extract", "--seed-output=no", conc, f"--store={url}",
+                               ("pycatar", py + ["extract", "--seed-output=no", conc, f"--store={url}{store}",
                                                  url + index, out(f"p{tag}{{run}}.out")]), args.repeat)
 
             def delayed_bound(distinct: int) -> float:
@@ -282,6 +308,8 @@ def main(argv=None) -> int:
                 rows[-1]["bound"] = delayed_bound(n)
                 rows.append(casync_vs_pycatar(f"extract .caibx, {sizes[1]} MiB, loopback", plain.url, "large.caibx",
                                               "l"))
+                rows.append(casync_vs_pycatar(f"extract .caibx, {sizes[0]} MiB, `python3 -m http.server`",
+                                              stdlib.url, "small.caibx", "h", "store/"))
             rounds = [("", [], None)]
             if args.pinned and len(os.sched_getaffinity(0)) >= 2:
                 rounds.append((", client on CPU 0, server on CPU 1", ["taskset", "-c", "0"], {1}))
@@ -305,6 +333,7 @@ def main(argv=None) -> int:
         finally:
             delayed.stop()
             plain.stop()
+            stdlib.stop()
             if nginx:
                 nginx.stop()
         want = open(out("large.bin"), "rb").read()
@@ -315,6 +344,10 @@ def main(argv=None) -> int:
         if not args.sides_only:
             want = open(out("rep.bin"), "rb").read()
             for f in ("pr0.out", "cr0.out"):
+                if open(out(f), "rb").read() != want:
+                    raise SystemExit(f"{f}: wrong bytes")
+            want = open(out("small.bin"), "rb").read()
+            for f in ("ph0.out", "ch0.out", "pd0.out", "cd0.out"):
                 if open(out(f), "rb").read() != want:
                     raise SystemExit(f"{f}: wrong bytes")
     lines = []
