@@ -70,17 +70,18 @@ def test_sides_take_every_place_in_turn():
 
 def test_network_harness_runs_on_tiny_data(casync, tmp_path):
     """benchmarks/network.py: casync and pycatar through pycatar serve (with an injected delay, for a
-    blob and for one whose chunks repeat, and on plain loopback), then pycatar from the local store,
-    through pycatar serve and through nginx with each side's CPU time; the outputs are checked."""
+    blob and for one whose chunks repeat, and on plain loopback) and through python3 -m http.server,
+    then pycatar from the local store, through pycatar serve and through nginx with each side's CPU
+    time; the outputs are checked."""
     p = subprocess.run([sys.executable, os.path.join(HERE, "benchmarks", "network.py"), "--quick", "--repeat", "1",
                         "--out", str(tmp_path / "net.md")], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     ab, sides = (tmp_path / "net.md").read_text().split("\n\n")
     rows = [line.split("|") for line in ab.splitlines()[2:]]
-    assert [r[2].strip() for r in rows] == ["casync", "casync", "casync"]
+    assert [r[2].strip() for r in rows] == ["casync", "casync", "casync", "casync"]
     assert all(float(r[6]) > 0 for r in rows)  # ratios
     assert float(rows[0][9]) > 0 and float(rows[1][9]) > 0  # the delayed cases' lower bounds
-    assert "repeated chunks" in rows[1][1]
+    assert "repeated chunks" in rows[1][1] and "http.server" in rows[3][1]
     rows = [line.split("|") for line in sides.splitlines()[2:]]
     assert [r[2].strip() for r in rows] in (["local store", "pycatar serve", "nginx"], ["local store", "pycatar serve"])
     assert all(float(r[4]) > 0 and float(r[5]) > 0 for r in rows)  # ratio to local, client CPU
