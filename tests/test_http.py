@@ -592,6 +592,47 @@ def test_a_server_that_closes_every_connection_gets_a_few_at_a_time(published, t
         assert 1 < srv.most_inflight <= 4, srv.most_inflight
 
 
+def test_after_a_jump_the_next_chunks_come_without_waiting_for_a_whole_job(published):
+    """After a read that jumped (a mount reading another file), the chunks right after its own come
+    in a small first job of read-ahead: a read spanning its chunk and the next ends while the server
+    still holds back the chunks from the ninth on (1 s each), instead of waiting for a whole job of
+    32 that includes them; the bytes are right."""
+    from pycatar.blob import IndexStream
+    from pycatar.httpclient import HTTPClient, HTTPOptions
+    from pycatar.httpstore import HTTPStore
+    from pycatar.index import IndexReader
+
+    data = (published / "src" / "blob.img").read_bytes()
+    with IndexReader(published / "blob.caibx") as r:
+        chunks = list(r.chunks())
+    i = next(n for n, c in enumerate(chunks) if c.start >= 12 << 20)
+    slow = {c.id.hex() for c in chunks[i + 9:i + 40]}
+    slow_answers: list[float] = []
+    client = HTTPClient(HTTPOptions(concurrency=16))
+    try:
+        with StaticServer(published) as srv, IndexReader(published / "blob.caibx") as r:
+            handler = srv.httpd.RequestHandlerClass
+            do_get = handler.do_GET
+
+            def held_back(self):
+                name = self.path.rsplit("/", 1)[1].split(".")[0]
+                if name in slow:
+                    time.sleep(1.0)
+                do_get(self)
+                if name in slow:
+                    slow_answers.append(time.monotonic())
+
+            handler.do_GET = held_back
+            with IndexStream(r, HTTPStore(srv.url + "store/", client), threads=2) as s:
+                pos = chunks[i].end - 1000
+                assert s.read_at(pos, 2000) == data[pos:pos + 2000]  # chunk i and i + 1
+                done = time.monotonic()
+                settle(srv)
+        assert slow_answers and done < min(slow_answers)
+    finally:
+        client.close()
+
+
 def settle(srv) -> int:
     """The number of chunk requests ``srv`` has had once no more come for 0.3 s."""
     seen = -1

@@ -55,6 +55,10 @@ MAX_PENDING_JOBS = 1024
 PREFETCH_BATCH = 32
 #: chunks an index stream fetches ahead of its reader, at most (two jobs for each of two threads)
 READAHEAD_CHUNKS = 128
+#: chunks of the first prefetch job after a read that had to fetch its own chunk (a jump, a mount's
+#: first read of a file) from a remote source: the reader then waits for the next chunk with these
+#: few, not with a whole job of PREFETCH_BATCH requests (the later jobs are whole)
+REMOTE_FIRST_JOB = 8
 #: a local store's new chunks go to the pool in jobs of about this many bytes (compression and chunk
 #: files): small enough that the workers finish together at the end of a stream
 STORE_BATCH_BYTES = 1 << 20
@@ -1068,7 +1072,8 @@ class IndexStream(io.RawIOBase):
                     mine = fut is None
                     if mine:
                         if ahead and self._readahead:  # the pool starts on the chunks after it meanwhile
-                            self._prefetch_after(idx, drop, until)
+                            self._prefetch_after(idx, drop, until,
+                                                 REMOTE_FIRST_JOB if self._send_ahead else None)
                         fut = self._inflight[idx] = Future()
             if data is None:
                 if mine:
@@ -1087,9 +1092,9 @@ class IndexStream(io.RawIOBase):
                     self._prefetch_after(idx, drop, until)
             return data
 
-    def _prefetch_after(self, idx: int, drop: bool, until: int | None = None) -> None:
+    def _prefetch_after(self, idx: int, drop: bool, until: int | None = None, first: int | None = None) -> None:
         """Submit fetches of the next ``readahead`` chunks not cached or on the way, up to the one
-        holding offset ``until`` (lock held)."""
+        holding offset ``until`` (lock held); ``first``: the first job's chunks, if fewer."""
         lo, hi = idx + 1, min(idx + 1 + self._readahead, self.reader.count)
         inflight, jobs = self._inflight, self._jobs
         jumped = False
@@ -1114,6 +1119,7 @@ class IndexStream(io.RawIOBase):
             # chunks already submitted, at least half the window, keep the pool busy meanwhile)
         refs: list[ChunkRef] = []
         futs: list[Future] = []
+        size = min(batch, first or batch)
         while self._ahead < hi:
             i = self._ahead
             self._ahead += 1
@@ -1128,10 +1134,10 @@ class IndexStream(io.RawIOBase):
                 refs.append(nref)
                 futs.append(pf)
                 jobs[i] = pf
-                if len(refs) == batch:
+                if len(refs) == size:
                     if not self._submit(refs, futs):
                         return
-                    refs, futs = [], []
+                    refs, futs, size = [], [], batch
         if refs:
             self._submit(refs, futs)
 
