@@ -670,6 +670,25 @@ def test_a_reader_that_jumps_is_not_queued_behind_the_read_ahead(published):
         client.close()
 
 
+def test_a_head_after_a_get_with_a_small_limit_is_not_held_to_it(published):
+    """A HEAD on a handle that last ran a GET starts from a reset handle: the GET's size limit (a
+    small answer, as the batched-read probe's 8 bytes) does not make the HEAD of a larger resource
+    fail as "answer exceeds the limit"."""
+    from pycatar.httpclient import HTTPClient, HTTPOptions
+
+    sized = sorted((os.path.getsize(published / "store" / n[:4] / n), n) for n in chunk_names(published / "store"))
+    (small, small_name), (_, big_name) = sized[0], sized[-1]
+    client = HTTPClient(HTTPOptions(concurrency=1, retries=0))
+    try:
+        with StaticServer(published) as srv:
+            url = lambda n: f"{srv.url}store/{n[:4]}/{n}"  # noqa: E731
+            assert len(client.get(url(small_name), small)) == small
+            assert client.exists(url(big_name))
+            assert [m for m, _ in srv.log] == ["GET", "HEAD"]
+    finally:
+        client.close()
+
+
 # --------------------------------------------------------------------------- batched reads (SERVE-5)
 
 

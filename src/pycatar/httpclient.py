@@ -252,6 +252,8 @@ class _Loop:
                 c.setopt(_curl.URL, t.url)
                 c.setopt(_curl.MAXFILESIZE_LARGE, t.limit)
             else:  # a new or reset handle
+                if self.ready[c]:  # set up for a GET: its size limit would apply to this answer too
+                    c.reset()
                 self.ready[c] = False
                 self.client._configure(c, t)
                 self.ready[c] = t.method == "GET"
