@@ -21,8 +21,9 @@ one chunk after the other and pays it once per chunk; pycatar has ``--concurrenc
 flight and asks ``pycatar serve`` for up to 64 chunks a request (spec/store.md, SERVE-5).  The second
 delayed blob is three shuffled copies of the same random blocks, so that a third of its chunk ids
 occur more than once: each is fetched once (SEED-7), in a batch like the others.  The lower
-bound of a delayed case is the delay times the rounds of requests pycatar cannot avoid: the index,
-the question whether the server answers batched reads, then the batches, ``--concurrency`` at once.
+bound of a delayed case is the delay times the rounds of requests pycatar cannot avoid: the index
+and, at the same time, the question whether the server answers batched reads, then the batches,
+``--concurrency`` at once.
 Runs alternate (as in bench.py) and every run extracts to a fresh output.
 """
 
@@ -291,9 +292,9 @@ def main(argv=None) -> int:
                                                  url + index, out(f"p{tag}{{run}}.out")]), args.repeat)
 
             def delayed_bound(distinct: int) -> float:
-                """The index, the question whether the server batches, then the batches of the
-                distinct chunks, --concurrency at once: one delay each round."""
-                return args.delay * (2 + -(-(-(-distinct // BATCH_IDS)) // args.concurrency))
+                """The index (and meanwhile the question whether the server batches), then the
+                batches of the distinct chunks, --concurrency at once: one delay each round."""
+                return args.delay * (1 + -(-(-(-distinct // BATCH_IDS)) // args.concurrency))
 
             if not args.sides_only:
                 n, _ = chunk_counts(os.path.join(web, "small.caibx"))

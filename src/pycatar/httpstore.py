@@ -117,6 +117,9 @@ class HTTPStore(ChunkStore):
         self._ahead: dict[bytes, object] = {}  # chunk id -> transfer or _Batch of ahead(), oldest first
         self._ahead_lock = threading.Lock()
         self._batched: bool | None = None  # whether the server offers batched reads (asked once)
+        # ... asked now, answered by the time the first chunks are sent ahead (one round trip less:
+        # it overlaps the index's download and the set-up of the seeds)
+        self._probe = client.start(self.base + BATCH_PATH, len(BATCH_MAGIC))
         self._batch: _Batch | None = None  # the batch being filled
 
     def chunk_url(self, chunk_id: bytes) -> str:
@@ -152,7 +155,7 @@ class HTTPStore(ChunkStore):
     def _offers_batches(self) -> bool:
         """SERVE-5: whether the server answers batched reads (one small request, once)."""
         try:
-            return self.client.get(self.base + BATCH_PATH, len(BATCH_MAGIC)) == BATCH_MAGIC
+            return self.client.get(self.base + BATCH_PATH, len(BATCH_MAGIC), started=self._probe) == BATCH_MAGIC
         except ChunkError:
             return False
 
@@ -178,6 +181,7 @@ class HTTPStore(ChunkStore):
         return None if data is None else (data, True)
 
     def close(self) -> None:
+        self.client.cancel(self._probe)  # (if nothing asked for it yet)
         with self._ahead_lock:
             ahead, self._ahead, self._batch = self._ahead, {}, None
         for t in ahead.values():
