@@ -63,7 +63,27 @@ def serve_forever(store: str, index_dir: str, delay: float) -> None:
     server.run(app, "127.0.0.1", 0, on_ready=lambda url: print(url, flush=True))
 
 
-class Server:
+class Process:
+    """A server process of the benchmark: ``proc``, ``pid``, ``url``."""
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+class Listening(Process):
+    """A server started with ``argv`` to listen on loopback ``port``: ready once something does."""
+
+    def __init__(self, argv: list[str], port: int, what: str):
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.pid = self.proc.pid
+        self.url = f"http://127.0.0.1:{port}/"
+        wait_listening(self.proc, port, what)
+
+
+class Server(Process):
+    """``pycatar serve`` (this file's ``--serve``), each answer ``delay`` seconds late."""
+
     def __init__(self, store: str, index_dir: str, delay: float):
         self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--serve", store, index_dir,
                                       str(delay)], stdout=subprocess.PIPE, text=True)
@@ -73,12 +93,8 @@ class Server:
             self.proc.kill()
             raise SystemExit("the server did not start")
 
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(30)
 
-
-class Nginx:
+class Nginx(Listening):
     """nginx (one process, no access log) serving ``root`` on a free loopback port."""
 
     def __init__(self, binary: str, root: str, workdir: str):
@@ -91,28 +107,17 @@ class Nginx:
                     f"error_log {workdir}/error.log; events {{ worker_connections 256; }}\n"
                     f"http {{ access_log off; {temp} types {{ }} default_type application/octet-stream;\n"
                     f"  server {{ listen 127.0.0.1:{port}; root {root}; }} }}\n")
-        self.proc = subprocess.Popen([binary, "-p", workdir, "-c", conf], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        self.pid = self.proc.pid
-        self.url = f"http://127.0.0.1:{port}/"
-        wait_listening(self.proc, port, "nginx")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(30)
+        super().__init__([binary, "-p", workdir, "-c", conf], port, "nginx")
 
 
-class StdlibServer(Nginx):
+class StdlibServer(Listening):
     """``python3 -m http.server`` serving ``root`` on a free loopback port, as users start it for a
     quick test: HTTP/1.0 (a connection per request) and a listen queue of 5."""
 
     def __init__(self, root: str):
         port = free_port()
-        self.proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
-                                      "--directory", root], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.pid = self.proc.pid
-        self.url = f"http://127.0.0.1:{port}/"
-        wait_listening(self.proc, port, "python3 -m http.server")
+        super().__init__([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory",
+                          root], port, "python3 -m http.server")
 
 
 def free_port() -> int:
